@@ -1,0 +1,84 @@
+# nanochat-c: `make` builds build/nanochat; `make test` runs every test.
+#
+# Layout: src/<layer>/*.c form build/libnanochat.a; src/cli/*.c link it into
+# build/nanochat; tests/c/test_*.c become build/tests/test_*; tests/fuzz/
+# fuzz_*.c become libFuzzer targets (clang). CUDA sources (src/**/*.cu) are
+# built when nvcc is found, for CUDA_ARCH (default: Ampere + Hopper).
+
+CC       ?= cc
+BUILD    ?= build
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=c11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -pthread -Isrc -Iinclude
+LDLIBS   += -lpcre2-8 -lcjson -lmicrohttpd -ledit -lm -pthread
+
+NVCC     ?= $(shell command -v nvcc 2>/dev/null)
+CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a
+NVCCFLAGS ?= -O3 -std=c++17 -lineinfo $(CUDA_ARCH) -Isrc -Xcompiler -Wall,-fPIC
+
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+CLI_SRC  := $(shell find src/cli -name '*.c' | sort)
+CU_SRC   := $(shell find src -name '*.cu' | sort)
+TEST_SRC := $(shell find tests/c -name 'test_*.c' 2>/dev/null | sort)
+FUZZ_SRC := $(shell find tests/fuzz -name 'fuzz_*.c' 2>/dev/null | sort)
+
+ifneq ($(NVCC),)
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+  CFLAGS    += -DNC_WITH_CUDA
+  NVCCFLAGS += -DNC_WITH_CUDA
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -Wl,-rpath,$(CUDA_HOME)/lib64 \
+               -lcublasLt -lcudart -lstdc++
+  CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
+endif
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TESTS    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+.PHONY: all test tests fuzz asan clean
+all: $(BUILD)/nanochat tests
+
+$(BUILD)/libnanochat.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/nanochat: $(CLI_OBJ) $(BUILD)/libnanochat.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libnanochat.a $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
+
+tests: $(TESTS)
+$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libnanochat.a tests/c/check.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/c -o $@ $< $(BUILD)/libnanochat.a $(LDLIBS)
+
+# The whole suite: C tests, Python comparisons against reference tools,
+# CLI and server tests, bounded fuzzing. Ends with `tests: N passed, N failed`.
+test: all
+	@BUILD=$(BUILD) bash tests/run.sh
+
+# libFuzzer targets under AddressSanitizer (clang).
+FUZZ_CC ?= clang
+FUZZ_LIB_SRC := $(filter-out src/backend/cuda/%,$(LIB_SRC))
+fuzz: $(FUZZERS)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -pthread -Isrc -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_LIB_SRC) -lpcre2-8 -lcjson -lmicrohttpd -ledit -lm
+
+# Everything again under AddressSanitizer + UBSan, CPU only, in build-asan/.
+asan:
+	$(MAKE) BUILD=build-asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    LDFLAGS="-fsanitize=address,undefined"
+
+clean:
+	rm -rf $(BUILD) build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

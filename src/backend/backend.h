@@ -1,0 +1,110 @@
+/*
+ * backend.h: the one interface between the engine and the hardware.
+ *
+ * A backend runs the forward pass of SPEC §1 for a batch of independent
+ * sequences, each contributing a chunk of consecutive tokens (a prefill
+ * chunk of many, or a decode step of one) at its own position. It owns the
+ * weights in its preferred form and a paged KV cache: a pool of blocks of
+ * NC_KV_BLOCK_TOKENS positions each, for all layers. The engine owns the
+ * block tables (which blocks hold which sequence's positions) and passes
+ * them with every chunk; it never touches cache memory itself.
+ *
+ * Implementations: backend/cpu (reference, exact fp32) and backend/cuda.
+ * Nothing outside backend/ knows which one it is talking to.
+ */
+#ifndef NC_BACKEND_BACKEND_H
+#define NC_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../model/model.h"
+
+/* Positions per KV block. 64 keeps block tables short and lets attention
+ * kernels stream a block of keys (64 x D) as one contiguous tile. */
+#define NC_KV_BLOCK_TOKENS 64
+
+typedef enum {
+    NC_LOGITS_NONE = 0, /* chunk only fills the cache (an early prefill chunk) */
+    NC_LOGITS_LAST = 1, /* logits of the chunk's last position */
+    NC_LOGITS_ALL = 2,  /* logits of every position (tests, `nanochat forward`) */
+} nc_logits_mode;
+
+/* One sequence's share of a forward pass. */
+typedef struct {
+    const int32_t *tokens;      /* [n_tokens] token ids at positions pos .. pos+n_tokens-1 */
+    int32_t n_tokens;           /* >= 1 */
+    int32_t pos;                /* absolute position of tokens[0]; BOS is position 0 */
+    int32_t prev_token;         /* token at pos-1 (V6 smear needs its embedding); -1 when pos == 0 */
+    const int32_t *block_table; /* KV blocks of this sequence: entry b holds positions
+                                   [b*64, b*64+64); covers pos + n_tokens positions */
+    nc_logits_mode logits;
+} nc_seq_chunk;
+
+typedef struct {
+    const nc_seq_chunk *seqs;
+    int32_t n_seqs;
+} nc_batch;
+
+typedef struct {
+    int32_t n_kv_blocks;      /* KV pool size in blocks (0: backend picks from memory) */
+    int32_t max_batch_tokens; /* largest sum of n_tokens in one forward */
+    int32_t max_seqs;         /* largest n_seqs in one forward */
+    int32_t n_threads;        /* CPU threads (0: all cores) */
+} nc_backend_params;
+
+/* Per-row sampling settings, for backends that sample on the device. */
+typedef struct {
+    float temperature; /* 0: argmax (lowest index on ties) */
+    int32_t top_k;     /* 0: off */
+    float top_p;       /* 1: off */
+    float min_p;       /* 0: off */
+    uint64_t rng_state[2]; /* in/out: the row's generator state (see engine/sampler.h) */
+} nc_device_sampling;
+
+typedef struct nc_backend nc_backend;
+
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+    /* Prepares weights, the KV pool and scratch sized by `p`; fills
+     * b->n_kv_blocks etc. with what was actually allocated. */
+    int (*init)(nc_backend *b, const nc_backend_params *p);
+    void (*free)(nc_backend *b);
+    /* Runs the batch; writes softcapped fp32 logits for every position that
+     * asked for them, in batch order, as rows of V = vocab_size floats to
+     * `logits` (host memory). */
+    int (*forward)(nc_backend *b, const nc_batch *batch, float *logits);
+    /* Optional (NULL if unsupported): like forward, but every chunk must ask
+     * for NC_LOGITS_LAST and the backend samples one token per chunk on the
+     * device, so only ids cross to the host. */
+    int (*forward_sample)(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows,
+                          int32_t *tokens_out);
+    /* Copies the first n_tokens positions of block src into block dst, all
+     * layers (used to fork a sequence: multi-sample, prefix reuse). */
+    int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);
+    /* Human-readable device description ("cpu: 2 threads, avx2" / "NVIDIA H100 ..."). */
+    const char *(*describe)(nc_backend *b);
+} nc_backend_ops;
+
+struct nc_backend {
+    const nc_backend_ops *ops;
+    const nc_model *model;      /* not owned; must outlive the backend */
+    int32_t n_kv_blocks;        /* actual pool size */
+    int32_t max_batch_tokens;
+    int32_t max_seqs;
+    void *impl;                 /* backend-private state */
+};
+
+/*
+ * Creates a backend for `model` on `device`: "cpu", "cuda", or "auto"
+ * (cuda when a usable GPU is present, else cpu). Fails with a clear message
+ * when the device is unavailable (no GPU, GPU older than sm_80, out of
+ * memory, CUDA support not compiled in).
+ */
+nc_backend *nc_backend_create(const char *device, const nc_model *model, const nc_backend_params *p);
+void nc_backend_free(nc_backend *b);
+
+/* Whether a CUDA device usable by this build is present (quiet probe). */
+bool nc_backend_cuda_available(void);
+
+#endif /* NC_BACKEND_BACKEND_H */

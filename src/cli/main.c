@@ -1,0 +1,37 @@
+/*
+ * main.c: the `nanochat` program: dispatches to one subcommand per file
+ * (cli/cmd_*.c). Each subcommand parses and validates its own flags and
+ * prints --help.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const nc_command commands[] = {
+    {"info", "describe a checkpoint (generation, sizes, dtypes, special tokens)", cmd_info},
+    {"tokenize", "text on stdin -> token ids (or --decode, --chat)", cmd_tokenize},
+};
+
+static void print_usage(FILE *f) {
+    fprintf(f, "usage: nanochat <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun `nanochat <command> --help` for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        print_usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "nanochat: unknown command '%s'\n", argv[1]);
+    print_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,119 @@
+/* tensor.c: named tensor sets with owned buffers and mappings (tensor.h). */
+#include "tensor.h"
+
+#include <string.h>
+#include <sys/mman.h>
+
+#include "../util/common.h"
+#include "../util/numeric.h"
+
+typedef struct {
+    void *addr;
+    size_t length;
+} mapping;
+
+struct nc_tensor_set {
+    nc_tensor *tensors;
+    int n, cap;
+    void **buffers;   /* owned malloc'ed buffers */
+    int n_buffers;
+    mapping *mappings; /* owned mmapped regions */
+    int n_mappings;
+};
+
+static const struct {
+    size_t size;
+    const char *name;
+} dtype_info[NC_DTYPE_COUNT] = {
+    [NC_DTYPE_F32] = {4, "f32"},  [NC_DTYPE_BF16] = {2, "bf16"}, [NC_DTYPE_F16] = {2, "f16"},
+    [NC_DTYPE_F64] = {8, "f64"},  [NC_DTYPE_I64] = {8, "i64"},   [NC_DTYPE_I32] = {4, "i32"},
+    [NC_DTYPE_I16] = {2, "i16"},  [NC_DTYPE_I8] = {1, "i8"},     [NC_DTYPE_U8] = {1, "u8"},
+    [NC_DTYPE_BOOL] = {1, "bool"},
+};
+
+size_t nc_dtype_size(nc_dtype t) {
+    NC_ASSERT(t >= 0 && t < NC_DTYPE_COUNT);
+    return dtype_info[t].size;
+}
+
+const char *nc_dtype_name(nc_dtype t) {
+    return (t >= 0 && t < NC_DTYPE_COUNT) ? dtype_info[t].name : "?";
+}
+
+int64_t nc_tensor_numel(const nc_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+float nc_tensor_get_f32(const nc_tensor *t, int64_t i) {
+    switch (t->dtype) {
+    case NC_DTYPE_F32: return ((const float *)t->data)[i];
+    case NC_DTYPE_BF16: return nc_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case NC_DTYPE_F16: return nc_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case NC_DTYPE_F64: return (float)((const double *)t->data)[i];
+    default: nc_die("nc_tensor_get_f32 on a %s tensor (%s)", nc_dtype_name(t->dtype), t->name);
+    }
+}
+
+nc_tensor_set *nc_tensor_set_new(void) { return nc_xcalloc(1, sizeof(nc_tensor_set)); }
+
+void nc_tensor_set_free(nc_tensor_set *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n; i++) free(s->tensors[i].name);
+    free(s->tensors);
+    for (int i = 0; i < s->n_buffers; i++) free(s->buffers[i]);
+    free(s->buffers);
+    for (int i = 0; i < s->n_mappings; i++) munmap(s->mappings[i].addr, s->mappings[i].length);
+    free(s->mappings);
+    free(s);
+}
+
+int nc_tensor_set_count(const nc_tensor_set *s) { return s->n; }
+
+const nc_tensor *nc_tensor_set_at(const nc_tensor_set *s, int i) {
+    NC_ASSERT(i >= 0 && i < s->n);
+    return &s->tensors[i];
+}
+
+const nc_tensor *nc_tensor_set_find(const nc_tensor_set *s, const char *name) {
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->tensors[i].name, name) == 0) return &s->tensors[i];
+    return NULL;
+}
+
+int nc_tensor_set_add(nc_tensor_set *s, const char *name, nc_dtype dtype, int ndim,
+                      const int64_t *shape, const void *data) {
+    if (ndim < 0 || ndim > NC_MAX_DIMS)
+        return nc_fail("tensor '%s' has %d dimensions (at most %d supported)", name, ndim, NC_MAX_DIMS);
+    if (nc_tensor_set_find(s, name)) return nc_fail("tensor '%s' appears twice", name);
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->tensors = nc_xrealloc(s->tensors, (size_t)s->cap * sizeof(nc_tensor));
+    }
+    nc_tensor *t = &s->tensors[s->n++];
+    memset(t, 0, sizeof *t);
+    t->name = nc_xstrdup(name);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->data = data;
+    t->nbytes = (size_t)nc_tensor_numel(t) * nc_dtype_size(dtype);
+    return 0;
+}
+
+void nc_tensor_set_keep_buffer(nc_tensor_set *s, void *buffer) {
+    s->buffers = nc_xrealloc(s->buffers, (size_t)(s->n_buffers + 1) * sizeof(void *));
+    s->buffers[s->n_buffers++] = buffer;
+}
+
+void nc_tensor_set_keep_mapping(nc_tensor_set *s, void *addr, size_t length) {
+    s->mappings = nc_xrealloc(s->mappings, (size_t)(s->n_mappings + 1) * sizeof(mapping));
+    s->mappings[s->n_mappings++] = (mapping){addr, length};
+}
+
+size_t nc_tensor_set_bytes(const nc_tensor_set *s) {
+    size_t total = 0;
+    for (int i = 0; i < s->n; i++) total += s->tensors[i].nbytes;
+    return total;
+}

@@ -1,0 +1,51 @@
+/*
+ * loader.h: from what the user typed after -m to an nc_model.
+ *
+ * Accepted layouts (SPEC §2):
+ *   - a checkpoint directory with model_<step>.pt + meta_<step>.json
+ *     (newest step unless --step), tokenizer beside it or in ../../tokenizer/;
+ *   - a nanochat base dir (~/.cache/nanochat layout): picks chatsft > chatrl
+ *     > mid > base checkpoints and the largest d<N> tag (--source / --tag
+ *     override), tokenizer in <base>/tokenizer/tokenizer.pkl;
+ *   - a flat download directory holding the three files;
+ *   - a Hugging Face directory: config.json (model_type "nanochat"),
+ *     model.safetensors or sharded *.safetensors + index, tokenizer.json.
+ */
+#ifndef NC_MODEL_LOADER_H
+#define NC_MODEL_LOADER_H
+
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct {
+    const char *path;           /* -m PATH (required) */
+    int step;                   /* --step N, or -1 for the newest */
+    const char *source;         /* --source sft|rl|mid|base, or NULL for the best */
+    const char *tag;            /* --tag d34, or NULL for the largest */
+    const char *tokenizer_path; /* --tokenizer FILE, or NULL to find it */
+} nc_load_options;
+
+typedef struct {
+    char *model_file;     /* the .pt file, or the first .safetensors shard */
+    char *config_file;    /* meta_<step>.json or config.json */
+    char *tokenizer_file; /* tokenizer.pkl or tokenizer.json; NULL if none found */
+    char *format;         /* "nanochat" or "huggingface" */
+    int step;             /* -1 for Hugging Face copies */
+} nc_checkpoint_location;
+
+/* Resolves the layout above into concrete files, or fails with a message
+ * that says what was looked for and where. */
+int nc_checkpoint_locate(const nc_load_options *opts, nc_checkpoint_location *loc);
+void nc_checkpoint_location_free(nc_checkpoint_location *loc);
+
+/* Locates and loads a model (mmapping its tensors). NULL + nc_error() on
+ * failure. */
+nc_model *nc_model_load(const nc_load_options *opts, nc_checkpoint_location *loc_out);
+
+/* A model with random weights (never zeros) of a named shape: "d20", "d26",
+ * "d32", "d34", or "L,C,H[,Hkv]" (D = C/H must be even). V1 architecture,
+ * bf16 matrices, vocab 65536, sequence_len 2048. Deterministic in `seed`. */
+nc_model *nc_model_random(const char *spec, uint64_t seed);
+
+#endif /* NC_MODEL_LOADER_H */

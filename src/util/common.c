@@ -1,0 +1,71 @@
+/* common.c: error reporting and checked allocation (see common.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+static _Thread_local char error_message[NC_ERROR_MAX];
+
+int nc_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_message, sizeof error_message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int nc_fail_context(const char *fmt, ...) {
+    char prefix[NC_ERROR_MAX], old[NC_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, error_message, sizeof old);
+    snprintf(error_message, sizeof error_message, "%s: %s", prefix, old);
+    return -1;
+}
+
+const char *nc_error(void) { return error_message; }
+
+void nc_die_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%s:%d: fatal: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+void *nc_xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) nc_die("out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *nc_xcalloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) nc_die("out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *nc_xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) nc_die("out of memory reallocating %zu bytes", n);
+    return q;
+}
+
+char *nc_xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = nc_xmalloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+double nc_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

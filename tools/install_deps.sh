@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# tools/install_deps.sh: installs what building and running nanochat needs
+# from Debian's packages; with --test, also what the test suite needs
+# (clang for the fuzzers, chromium for the browser test, and the Python
+# reference tools from PyPI: tiktoken, the openai client, selenium).
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+PKGS=(build-essential pkg-config libpcre2-dev libcjson-dev libmicrohttpd-dev libedit-dev)
+PIP=()
+if [ "${1:-}" = "--test" ]; then
+    PKGS+=(clang libclang-rt-dev python3 python3-pip chromium chromium-driver)
+    PIP+=(tiktoken numpy openai selenium)
+fi
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+if [ ${#PIP[@]} -gt 0 ]; then
+    python3 -m pip install -q "${PIP[@]}" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "${PIP[@]}"
+fi
