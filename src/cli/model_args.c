@@ -1,0 +1,286 @@
+/*
+ * model_args.c: the model-selection options every subcommand shares
+ * (model_args.h), and the one place that turns them into a model,
+ * tokenizer and backend.
+ *
+ * Mirrors how nanochat's scripts pick a checkpoint (`-i sft|rl|mid|base`,
+ * `-g d34`, `-s step` in chat_cli.py / chat_web.py via checkpoint_manager),
+ * plus --random for checkpoint-free benchmarks. Lives in src/cli/ because it
+ * links the backend and tokenizer; the library's loaders do not need it.
+ */
+#include "model_args.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/common.h"
+
+void nc_model_args_init(nc_model_args *a) {
+    memset(a, 0, sizeof *a);
+    a->load.step = -1;
+    a->random_seed = 1;
+    a->device = "auto";
+    a->threads = 0;
+}
+
+/* Matches `--name VALUE` or `--name=VALUE` at argv[*i]. Returns 1 and sets
+ * *value (advancing *i past a separate value), 0 if argv[*i] is another
+ * option, -1 (message printed) if the value is missing. */
+static int take(const char *name, int argc, char **argv, int *i, const char **value) {
+    const char *arg = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0) return 0;
+    if (arg[n] == '=') {
+        *value = arg + n + 1;
+        return 1;
+    }
+    if (arg[n] != 0) return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "nanochat: option %s needs a value\n", name);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "nanochat: %s expects an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
+    const char *v = NULL;
+    int r;
+    long x;
+    if ((r = take("-m", argc, argv, i, &v)) || (r = take("--model", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (!*v) {
+            fprintf(stderr, "nanochat: -m needs a non-empty path\n");
+            return -1;
+        }
+        a->load.path = v;
+        return 1;
+    }
+    if ((r = take("--step", argc, argv, i, &v))) {
+        if (r < 0 || parse_int("--step", v, 0, INT_MAX, &x)) return -1;
+        a->load.step = (int)x;
+        return 1;
+    }
+    if ((r = take("--source", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (strcmp(v, "sft") && strcmp(v, "rl") && strcmp(v, "mid") && strcmp(v, "base")) {
+            fprintf(stderr, "nanochat: --source must be sft, rl, mid or base, got '%s'\n", v);
+            return -1;
+        }
+        a->load.source = v;
+        return 1;
+    }
+    if ((r = take("--tag", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (!*v || strchr(v, '/')) {
+            fprintf(stderr, "nanochat: --tag expects a checkpoint tag such as d34, got '%s'\n", v);
+            return -1;
+        }
+        a->load.tag = v;
+        return 1;
+    }
+    if ((r = take("--tokenizer", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (!*v) {
+            fprintf(stderr, "nanochat: --tokenizer needs a file name\n");
+            return -1;
+        }
+        a->load.tokenizer_path = v;
+        return 1;
+    }
+    if ((r = take("--random", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        a->random_spec = v; /* validated when the model is built */
+        return 1;
+    }
+    if ((r = take("--random-seed", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (!*v || *end || errno || *v == '-') {
+            fprintf(stderr, "nanochat: --random-seed expects a non-negative integer, got '%s'\n", v);
+            return -1;
+        }
+        a->random_seed = s;
+        return 1;
+    }
+    if ((r = take("--device", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) {
+            fprintf(stderr, "nanochat: --device must be cpu, cuda or auto, got '%s'\n", v);
+            return -1;
+        }
+        a->device = v;
+        return 1;
+    }
+    if ((r = take("--threads", argc, argv, i, &v))) {
+        if (r < 0 || parse_int("--threads", v, 0, 1024, &x)) return -1;
+        a->threads = (int)x;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--verbose") || !strcmp(argv[*i], "-v")) {
+        a->verbose = true;
+        return 1;
+    }
+    return 0;
+}
+
+void nc_model_args_help(FILE *f) {
+    fprintf(f,
+            "model options:\n"
+            "  -m, --model PATH     checkpoint dir (model_<step>.pt + meta_<step>.json), nanochat base\n"
+            "                       dir (~/.cache/nanochat), flat download, or Hugging Face dir\n"
+            "                       (default: $NANOCHAT_MODEL, else models/picochat beside the build)\n"
+            "  --step N             checkpoint step (default: the newest)\n"
+            "  --source sft|rl|mid|base   which checkpoints of a base dir (default: sft > rl > mid > base)\n"
+            "  --tag dN             model tag in a base dir (default: the largest d<N>)\n"
+            "  --tokenizer FILE     tokenizer.pkl or tokenizer.json (default: found beside the model)\n"
+            "  --random SPEC        random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv]\n"
+            "  --random-seed N      seed for --random (default 1)\n"
+            "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
+            "  --threads N          CPU threads (default 0: all cores)\n"
+            "  -v, --verbose        timings on stderr\n");
+}
+
+/* The bundled default model: $NANOCHAT_MODEL, else <exe dir>/../models/picochat. */
+static int default_model_path(char *buf, size_t cap) {
+    const char *env = getenv("NANOCHAT_MODEL");
+    if (env && *env) {
+        snprintf(buf, cap, "%s", env);
+        return 0;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return nc_fail("no model given (-m PATH or --random SPEC) and the binary's location is unknown");
+    exe[n] = 0;
+    snprintf(buf, cap, "%s/../models/picochat", dirname(exe));
+    return 0;
+}
+
+static nc_tokenizer *load_tokenizer(const char *path, const nc_model *m) {
+    nc_tokenizer *tok = nc_tokenizer_load(path);
+    if (!tok) {
+        nc_fail_context("tokenizer %s", path);
+        return NULL;
+    }
+    if (m && nc_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
+        nc_fail("tokenizer %s has %d tokens but the model's vocab_size is %d: they do not belong together",
+                path, nc_tokenizer_vocab_size(tok), m->cfg.vocab_size);
+        nc_tokenizer_free(tok);
+        return NULL;
+    }
+    return tok;
+}
+
+/* Finds a tokenizer for a --random model: --tokenizer, else the default
+ * model's, if it exists. */
+static nc_tokenizer *random_model_tokenizer(const nc_model_args *a, const nc_model *m) {
+    if (a->load.tokenizer_path) return load_tokenizer(a->load.tokenizer_path, m);
+    char path[PATH_MAX];
+    struct stat st;
+    if (default_model_path(path, sizeof path) == 0 && stat(path, &st) == 0) {
+        nc_load_options o = {.path = path, .step = -1};
+        nc_checkpoint_location loc = {0};
+        if (nc_checkpoint_locate(&o, &loc) == 0 && loc.tokenizer_file) {
+            nc_tokenizer *tok = load_tokenizer(loc.tokenizer_file, m);
+            nc_checkpoint_location_free(&loc);
+            return tok;
+        }
+        nc_checkpoint_location_free(&loc);
+    }
+    nc_fail("--random needs a tokenizer: give --tokenizer FILE (none found at the default model %s)", path);
+    return NULL;
+}
+
+static int load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
+    if (a->random_spec && a->load.path) return nc_fail("-m and --random are mutually exclusive");
+    if (a->random_spec) {
+        if (a->load.step >= 0 || a->load.source || a->load.tag)
+            return nc_fail("--step, --source and --tag select a checkpoint; they make no sense with --random");
+        *model = nc_model_random(a->random_spec, a->random_seed);
+        if (!*model) return -1;
+        if (tok && !(*tok = random_model_tokenizer(a, *model))) return -1;
+        return 0;
+    }
+    nc_load_options o = a->load;
+    char path[PATH_MAX];
+    if (!o.path) {
+        if (default_model_path(path, sizeof path)) return -1;
+        struct stat st;
+        if (stat(path, &st) != 0)
+            return nc_fail("no model given (-m PATH or --random SPEC), and the bundled default model %s "
+                           "does not exist (yet): train or download it there, or set $NANOCHAT_MODEL", path);
+        o.path = path;
+    }
+    nc_checkpoint_location loc = {0};
+    *model = nc_model_load(&o, &loc);
+    if (!*model) {
+        nc_checkpoint_location_free(&loc);
+        return -1;
+    }
+    if (tok) {
+        if (!loc.tokenizer_file) {
+            nc_checkpoint_location_free(&loc);
+            return nc_fail("no tokenizer found for %s (looked beside the model and in <base>/tokenizer/); "
+                           "give --tokenizer FILE", o.path);
+        }
+        *tok = load_tokenizer(loc.tokenizer_file, *model);
+        if (!*tok) {
+            nc_checkpoint_location_free(&loc);
+            return -1;
+        }
+    }
+    nc_checkpoint_location_free(&loc);
+    return 0;
+}
+
+int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
+    double t0 = nc_now();
+    *model = NULL;
+    if (tok) *tok = NULL;
+    if (load(a, model, tok)) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        nc_model_free(*model);
+        *model = NULL;
+        return -1;
+    }
+    if (a->verbose) {
+        const nc_model_config *c = &(*model)->cfg;
+        fprintf(stderr, "loaded %s (%s, nanochat %s, L%d C%d H%d) in %.2f s\n", (*model)->source,
+                (*model)->format, nc_generation_name(c->generation), c->n_layer, c->n_embd, c->n_head,
+                nc_now() - t0);
+    }
+    return 0;
+}
+
+nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model, const nc_backend_params *p) {
+    nc_backend_params params = *p;
+    if (params.n_threads == 0) params.n_threads = a->threads;
+    double t0 = nc_now();
+    nc_backend *b = nc_backend_create(a->device, model, &params);
+    if (!b) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        return NULL;
+    }
+    if (a->verbose)
+        fprintf(stderr, "backend %s ready in %.2f s\n", b->ops->describe ? b->ops->describe(b) : b->ops->name,
+                nc_now() - t0);
+    return b;
+}
