@@ -1,0 +1,101 @@
+/*
+ * cpu_backend.h: the CPU backend's private state, shared by its files:
+ *   cpu_backend.c  init / free / describe / copy_kv_block (weights, KV pool, scratch)
+ *   cpu_forward.c  the forward pass of SPEC §1 over a batch of sequence chunks
+ *   cpu_kernels_*.c  matmul / dot / axpy in scalar and AVX2 variants
+ *
+ * KV cache: one pool of n_kv_blocks blocks; block b holds, for every layer,
+ * keys and values of NC_KV_BLOCK_TOKENS (= 64) consecutive positions of one
+ * sequence, laid out [L][2 (k, v)][Hkv][64][D] fp32, so a head's keys of a
+ * block are one contiguous 64 x D tile. Keys are stored after RoPE and
+ * QK-norm (and the V5/V6 q,k scale), exactly what attention consumes.
+ */
+#ifndef NC_BACKEND_CPU_BACKEND_H
+#define NC_BACKEND_CPU_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../util/threadpool.h"
+#include "../backend.h"
+#include "cpu_kernels.h"
+
+extern const nc_backend_ops nc_cpu_backend_ops;
+
+/* Forces a kernel variant ("scalar", "avx2", "auto") for backends created
+ * afterwards in this process (tests and benchmarks compare them). Fails if
+ * the CPU lacks it. */
+int nc_cpu_backend_force_isa(const char *isa);
+
+typedef struct {
+    cpu_matrix c_q;               /* [H*D, C]   */
+    cpu_matrix c_k;               /* [Hkv*D, C] */
+    cpu_matrix c_v;               /* [Hkv*D, C] */
+    cpu_matrix attn_proj;         /* [C, H*D]   */
+    cpu_matrix mlp_fc;            /* [F, C]     */
+    cpu_matrix mlp_proj;          /* [C, F]     */
+    const nc_tensor *value_embed; /* [Vp, Hkv*D] or NULL */
+    float *ve_gate;               /* [Hkv, ve_gate_channels] fp32 copy, or NULL */
+    int32_t window;               /* attention window in tokens (INT32_MAX: full) */
+} cpu_layer;
+
+typedef struct {
+    nc_model_config cfg;
+    const cpu_kernels *kern;
+    nc_threadpool *pool;
+    int n_threads;
+
+    /* weights (pointing into the model, or into `owned` for converted f16) */
+    const nc_tensor *wte;       /* [Vp, C] */
+    cpu_matrix lm_head;         /* [Vp, C] */
+    cpu_layer *layers;          /* [L] */
+    float *smear_gate;          /* [smear_channels] fp32 copy, or NULL */
+    void **owned;               /* buffers to free */
+    int n_owned;
+
+    /* rotary tables: position p, pair j at [p * D/2 + j] */
+    int64_t rope_len;           /* positions covered (nanochat: 10 * sequence_len) */
+    float *rope_cos;            /* [rope_len, D/2] */
+    float *rope_sin;            /* [rope_len, D/2] */
+
+    /* paged KV cache */
+    float *kv;                  /* [n_kv_blocks][L][2][Hkv][64][D] */
+    size_t kv_block_floats;     /* floats per block: L * 2 * Hkv * 64 * D */
+    int32_t max_window;         /* largest layer window (INT32_MAX: full attention) */
+
+    /* scratch, sized for max_batch_tokens (T) and max_seqs (S) at init */
+    float *x;                   /* [T, C] residual stream */
+    float *x0;                  /* [T, C] embedding after smear (V2+ x0 lambdas) */
+    float *x_backout;           /* [T, C] output of layer L/2 (V6) */
+    float *h;                   /* [T, C] normed input of a sublayer, also the logits input */
+    float *tmp;                 /* [T, C] sublayer output before the residual add */
+    float *q;                   /* [T, H*D] */
+    float *k;                   /* [T, Hkv*D] */
+    float *v;                   /* [T, Hkv*D] */
+    float *att;                 /* [T, H*D] attention output, heads side by side */
+    float *fc;                  /* [T, F] MLP hidden */
+    float *prev_embed;          /* [C] rmsnorm(wte[prev_token]) for the smear */
+    float *scores;              /* [n_threads, rope_len] attention probabilities */
+    int32_t *tok_seq;           /* [T] index of the chunk each token belongs to */
+    int32_t *tok_pos;           /* [T] absolute position of each token */
+    int32_t *tok_id;            /* [T] token id */
+    int32_t *out_rows;          /* [T] tokens whose logits are wanted, in order */
+
+    char description[160];
+} cpu_state;
+
+static inline cpu_state *cpu_state_of(nc_backend *b) { return (cpu_state *)b->impl; }
+
+/* Pointer to the 64 x D tile of keys (kv = 0) or values (kv = 1) of kv head
+ * `head` in layer `layer` of block `block`. */
+static inline float *cpu_kv_tile(const cpu_state *st, int32_t block, int layer, int kv, int head) {
+    const nc_model_config *c = &st->cfg;
+    size_t tile = (size_t)NC_KV_BLOCK_TOKENS * (size_t)c->head_dim;
+    size_t idx = (((size_t)layer * 2 + (size_t)kv) * (size_t)c->n_kv_head + (size_t)head) * tile;
+    return st->kv + (size_t)block * st->kv_block_floats + idx;
+}
+
+/* The forward pass (cpu_forward.c), installed as nc_cpu_backend_ops.forward. */
+int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits);
+
+#endif /* NC_BACKEND_CPU_BACKEND_H */
