@@ -65,11 +65,20 @@ int32_t nc_tokenizer_special_by_name(const nc_tokenizer *t, const char *name);
 int nc_tokenizer_is_special(const nc_tokenizer *t, int32_t id);
 
 /* Ordinary encoding of `len` bytes of UTF-8 text: appends ids to `out`.
- * Never produces special tokens. Thread-safe (the tokenizer is read-only). */
+ * Never produces special tokens. Thread-safe (the tokenizer is read-only).
+ * Invalid UTF-8 is first decoded as Python's errors="replace" would (each
+ * bad sequence becomes U+FFFD). */
 int nc_tokenizer_encode(const nc_tokenizer *t, const char *text, size_t len, nc_tokens *out);
 
 /* The bytes of one token (specials give their text). NULL for an unknown id. */
 const uint8_t *nc_tokenizer_token_bytes(const nc_tokenizer *t, int32_t id, size_t *len);
+
+/* The longest token in bytes (specials included): size stream buffers with
+ * 4 * this + 8. */
+size_t nc_tokenizer_max_token_bytes(const nc_tokenizer *t);
+
+/* The split regex this tokenizer uses (from its file, or nanochat's). */
+const char *nc_tokenizer_pattern(const nc_tokenizer *t);
 
 /* Decodes ids to UTF-8 (invalid sequences become U+FFFD, as Python's
  * errors="replace"). Returns a malloc'ed NUL-terminated string, or NULL
