@@ -14,6 +14,7 @@
 #ifndef NC_MODEL_LOADER_H
 #define NC_MODEL_LOADER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model.h"
@@ -42,6 +43,21 @@ void nc_checkpoint_location_free(nc_checkpoint_location *loc);
 /* Locates and loads a model (mmapping its tensors). NULL + nc_error() on
  * failure. */
 nc_model *nc_model_load(const nc_load_options *opts, nc_checkpoint_location *loc_out);
+
+/* Sizes for nc_model_from_tensors from the text of a nanochat
+ * meta_<step>.json ("model_config": sequence_len, vocab_size, n_layer,
+ * n_head, n_kv_head, n_embd, [window_pattern]) or of a Hugging Face
+ * config.json (model_type "nanochat"; V1 only, so it also sets generation
+ * V1 and refuses a rope theta, softcap or MLP width nanochat never used).
+ * `file` names the source in error messages. */
+int nc_config_parse_meta(const char *json, size_t len, const char *file, nc_model_config *sizes);
+int nc_config_parse_hf(const char *json, size_t len, const char *file, nc_model_config *sizes);
+
+/* Every weight file of a located checkpoint (the .pt, or all safetensors
+ * shards), malloc'ed array of malloc'ed paths; free with
+ * nc_checkpoint_files_free. */
+int nc_checkpoint_weight_files(const nc_checkpoint_location *loc, char ***files, int *n);
+void nc_checkpoint_files_free(char **files, int n);
 
 /* A model with random weights (never zeros) of a named shape: "d20", "d26",
  * "d32", "d34", or "L,C,H[,Hkv]" (D = C/H must be even). V1 architecture,
