@@ -17,13 +17,25 @@ int nc_fail(const char *fmt, ...) {
 }
 
 int nc_fail_context(const char *fmt, ...) {
-    char prefix[NC_ERROR_MAX], old[NC_ERROR_MAX];
+    char old[NC_ERROR_MAX];
+    memcpy(old, error_message, sizeof old);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(error_message, sizeof error_message, fmt, ap);
     va_end(ap);
-    memcpy(old, error_message, sizeof old);
-    snprintf(error_message, sizeof error_message, "%s: %s", prefix, old);
+    /* Append ": <old message>", truncating at the buffer's end. */
+    size_t used = n < 0 ? 0 : NC_MIN((size_t)n, sizeof error_message - 1);
+    size_t room = sizeof error_message - 1 - used;
+    size_t old_len = strlen(old);
+    if (room >= 2) {
+        memcpy(error_message + used, ": ", 2);
+        used += 2;
+        room -= 2;
+        size_t k = NC_MIN(old_len, room);
+        memcpy(error_message + used, old, k);
+        used += k;
+    }
+    error_message[used] = '\0';
     return -1;
 }
 
