@@ -170,7 +170,9 @@ static int default_model_path(char *buf, size_t cap) {
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0) return nc_fail("no model given (-m PATH or --random SPEC) and the binary's location is unknown");
     exe[n] = 0;
-    snprintf(buf, cap, "%s/../models/picochat", dirname(exe));
+    char up[PATH_MAX + 4], real[PATH_MAX];
+    snprintf(up, sizeof up, "%s/..", dirname(exe));
+    snprintf(buf, cap, "%s/models/picochat", realpath(up, real) ? real : up);
     return 0;
 }
 
@@ -209,14 +211,16 @@ static nc_tokenizer *random_model_tokenizer(const nc_model_args *a, const nc_mod
     return NULL;
 }
 
-static int load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
+static int load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
+                nc_checkpoint_location *loc) {
     if (a->random_spec && a->load.path) return nc_fail("-m and --random are mutually exclusive");
     if (a->random_spec) {
         if (a->load.step >= 0 || a->load.source || a->load.tag)
             return nc_fail("--step, --source and --tag select a checkpoint; they make no sense with --random");
         *model = nc_model_random(a->random_spec, a->random_seed);
         if (!*model) return -1;
-        if (tok && !(*tok = random_model_tokenizer(a, *model))) return -1;
+        if (tok && !(*tok = random_model_tokenizer(a, *model)) && (tok_required || a->load.tokenizer_path))
+            return -1;
         return 0;
     }
     nc_load_options o = a->load;
@@ -229,36 +233,30 @@ static int load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
                            "does not exist (yet): train or download it there, or set $NANOCHAT_MODEL", path);
         o.path = path;
     }
-    nc_checkpoint_location loc = {0};
-    *model = nc_model_load(&o, &loc);
-    if (!*model) {
-        nc_checkpoint_location_free(&loc);
-        return -1;
+    *model = nc_model_load(&o, loc);
+    if (!*model) return -1;
+    if (!tok) return 0;
+    if (!loc->tokenizer_file) {
+        if (!tok_required) return 0;
+        return nc_fail("no tokenizer found for %s (looked beside the model and in <base>/tokenizer/); "
+                       "give --tokenizer FILE", o.path);
     }
-    if (tok) {
-        if (!loc.tokenizer_file) {
-            nc_checkpoint_location_free(&loc);
-            return nc_fail("no tokenizer found for %s (looked beside the model and in <base>/tokenizer/); "
-                           "give --tokenizer FILE", o.path);
-        }
-        *tok = load_tokenizer(loc.tokenizer_file, *model);
-        if (!*tok) {
-            nc_checkpoint_location_free(&loc);
-            return -1;
-        }
-    }
-    nc_checkpoint_location_free(&loc);
-    return 0;
+    *tok = load_tokenizer(loc->tokenizer_file, *model);
+    return *tok ? 0 : -1;
 }
 
-int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
+int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
+                               nc_checkpoint_location *loc) {
     double t0 = nc_now();
     *model = NULL;
     if (tok) *tok = NULL;
-    if (load(a, model, tok)) {
+    memset(loc, 0, sizeof *loc);
+    loc->step = -1;
+    if (load(a, model, tok, tok_required, loc)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
         nc_model_free(*model);
         *model = NULL;
+        nc_checkpoint_location_free(loc);
         return -1;
     }
     if (a->verbose) {
@@ -268,6 +266,13 @@ int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **
                 nc_now() - t0);
     }
     return 0;
+}
+
+int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
+    nc_checkpoint_location loc;
+    int rc = nc_model_args_load_located(a, model, tok, true, &loc);
+    nc_checkpoint_location_free(&loc);
+    return rc;
 }
 
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model, const nc_backend_params *p) {

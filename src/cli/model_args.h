@@ -44,6 +44,13 @@ void nc_model_args_help(FILE *f);
  * failure. With --verbose, prints the load time. */
 int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok);
 
+/* Like nc_model_args_load, but also returns where the files were found
+ * (`loc`, zeroed for --random; free with nc_checkpoint_location_free), and
+ * with tok_required false a missing tokenizer just leaves *tok NULL (a
+ * tokenizer that exists but does not load is still an error). */
+int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
+                               nc_checkpoint_location *loc);
+
 /* Creates the backend named by --device for `model`. Prints errors. */
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model,
                                   const nc_backend_params *p);

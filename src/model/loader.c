@@ -163,6 +163,7 @@ static nc_model *load_located(const nc_checkpoint_location *loc) {
     if (rc) return NULL;
 
     nc_tensor_set *ts = NULL;
+    char index[4096] = "";
     if (!hf) {
         ts = nc_torch_load(loc->model_file);
     } else {
@@ -172,7 +173,6 @@ static nc_model *load_located(const nc_checkpoint_location *loc) {
         if (!strcmp(base, "model.safetensors")) {
             rc = nc_safetensors_load(loc->model_file, ts, hf_rename);
         } else {
-            char index[4096];
             snprintf(index, sizeof index, "%.*smodel.safetensors.index.json", (int)(base - loc->model_file),
                      loc->model_file);
             rc = nc_safetensors_load_index(index, ts, hf_rename);
@@ -183,9 +183,10 @@ static nc_model *load_located(const nc_checkpoint_location *loc) {
         }
     }
     if (!ts) return NULL;
-    nc_model *m = nc_model_from_tensors(ts, &sizes, loc->model_file, hf ? "safetensors" : "nanochat .pt");
+    const char *source = index[0] ? index : loc->model_file;
+    nc_model *m = nc_model_from_tensors(ts, &sizes, source, hf ? "safetensors" : "nanochat .pt");
     if (!m) {
-        nc_fail_context("%s", loc->model_file);
+        nc_fail_context("%s", source);
         nc_tensor_set_free(ts);
     }
     return m;
