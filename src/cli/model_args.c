@@ -172,7 +172,8 @@ static int default_model_path(char *buf, size_t cap) {
     exe[n] = 0;
     char up[PATH_MAX + 4], real[PATH_MAX];
     snprintf(up, sizeof up, "%s/..", dirname(exe));
-    snprintf(buf, cap, "%s/models/picochat", realpath(up, real) ? real : up);
+    int len = snprintf(buf, cap, "%s/models/picochat", realpath(up, real) ? real : up);
+    if (len < 0 || (size_t)len >= cap) return nc_fail("the binary's directory path is too long");
     return 0;
 }
 
