@@ -15,15 +15,14 @@ paragraphs in other scripts, see CORPUS_EXTRA):
                    by tiktoken / Python:
                      encode: text -> tiktoken encode_ordinary ids
                      decode: ids -> bytes.decode("utf-8", "replace")
-                     stream: ids -> chunks of Python's incremental UTF-8
-                             decoder (errors="replace"), one per token, plus
-                             the final flush
+                     stream: ids -> the chunks a streaming decoder must
+                             emit, one per token plus the final flush (see
+                             stream_reference)
                      chat:   messages -> nanochat's rendering (reimplemented
                              below from nanochat/tokenizer.py + chat_web.py)
 Run: python3 tools/make_tokenizer_fixtures.py [--out tests/data/tokenizer]
 """
 import argparse
-import codecs
 import importlib
 import inspect
 import json
@@ -93,10 +92,32 @@ def token_bytes(enc, i):
     return enc.decode_single_token_bytes(i)
 
 
-def stream_chunks(enc, ids):
-    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    chunks = [dec.decode(token_bytes(enc, i), final=False) for i in ids]
-    chunks.append(dec.decode(b"", final=True))
+def stream_reference(token_bytes_list):
+    """Chunks a streaming decoder must emit, one per token plus the flush.
+
+    After each token the text shown is the replace-decoding of all bytes so
+    far minus a trailing incomplete character: the longest suffix (<= 3
+    bytes) that CPython's strict decoder calls "unexpected end of data".
+    (CPython's incremental decoder also holds back ED A0..BF, a surrogate
+    prefix that can never complete; its strict decoder calls that an
+    "invalid continuation byte", and so do we: U+FFFD comes at once. The
+    joined text is the same either way.)"""
+    def held(b):
+        for n in (3, 2, 1):
+            if len(b) >= n:
+                try:
+                    b[-n:].decode("utf-8")
+                except UnicodeDecodeError as e:
+                    if e.reason == "unexpected end of data" and e.start == 0 and e.end == n:
+                        return n
+        return 0
+    chunks, raw, shown = [], b"", ""
+    for tb in token_bytes_list:
+        raw += tb
+        text = raw[:len(raw) - held(raw)].decode("utf-8", "replace")
+        chunks.append(text[len(shown):])
+        shown = text
+    chunks.append(raw.decode("utf-8", "replace")[len(shown):])
     return chunks
 
 
@@ -181,7 +202,7 @@ def main():
             ids = [rng.choice(multi + list(range(0x80, 0x100))) for _ in range(rng.randint(1, 12))]
         raw = b"".join(token_bytes(enc, i) for i in ids)
         decode.append({"ids": ids, "text": raw.decode("utf-8", "replace")})
-        stream.append({"ids": ids, "chunks": stream_chunks(enc, ids)})
+        stream.append({"ids": ids, "chunks": stream_reference([token_bytes(enc, i) for i in ids])})
 
     chats = [
         [{"role": "user", "content": "Hello!"}],

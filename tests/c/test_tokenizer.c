@@ -301,6 +301,21 @@ static void check_threads(const nc_tokenizer *t, const cJSON *cases) {
 
 /* ==== modes for other tools ==== */
 
+/* Prints s[0..n) as a JSON string (it may hold NUL bytes). */
+static void put_json_string(const char *s, int n) {
+    putchar('"');
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
 static int stream_mode(const char *path) {
     nc_tokenizer *t = nc_tokenizer_load(path);
     if (!t) {
@@ -308,12 +323,12 @@ static int stream_mode(const char *path) {
         return 1;
     }
     size_t cap = 4 * nc_tokenizer_max_token_bytes(t) + 8;
-    char *buf = malloc(cap + 1), *line = NULL;
+    char *buf = malloc(cap), *line = NULL;
     size_t lcap = 0;
     while (getline(&line, &lcap, stdin) > 0) {
         nc_stream_decoder d = {0};
-        cJSON *arr = cJSON_CreateArray();
         char *p = line, *end;
+        putchar('[');
         for (;;) {
             long id = strtol(p, &end, 10);
             int n = end == p ? nc_stream_flush(&d, buf, cap) : nc_stream_decode(&d, t, (int32_t)id, buf, cap);
@@ -321,15 +336,12 @@ static int stream_mode(const char *path) {
                 fprintf(stderr, "%s\n", nc_error());
                 return 1;
             }
-            buf[n] = 0;
-            cJSON_AddItemToArray(arr, cJSON_CreateString(buf));
+            if (p != line) putchar(',');
+            put_json_string(buf, n);
             if (end == p) break;
             p = end;
         }
-        char *s = cJSON_PrintUnformatted(arr);
-        puts(s);
-        free(s);
-        cJSON_Delete(arr);
+        puts("]");
     }
     free(line);
     free(buf);
