@@ -84,6 +84,10 @@ typedef struct {
     int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);
     /* Human-readable device description ("cpu: 2 threads, avx2" / "NVIDIA H100 ..."). */
     const char *(*describe)(nc_backend *b);
+    /* Optional (NULL if unsupported): the device's measured copy bandwidth
+     * in bytes/s (read + written), the ceiling `nanochat bench` compares
+     * with; 0 on failure. Backends without it are measured with memcpy. */
+    double (*copy_bandwidth)(nc_backend *b);
 } nc_backend_ops;
 
 struct nc_backend {

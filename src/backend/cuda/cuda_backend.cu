@@ -1,0 +1,523 @@
+/*
+ * cuda_backend.cu: the CUDA backend's lifetime: probe, init, free, describe,
+ * copy_kv_block, and the ops table (see cuda_internal.cuh for the map of
+ * files).
+ *
+ * init uploads every weight once into one device slab as bf16 (fp32 and f16
+ * checkpoint tensors are converted on the GPU, chunk by chunk through two
+ * pinned staging buffers so disk reads, PCIe and conversion overlap), with
+ * c_q | c_k | c_v fused into one [Q, C] matrix per layer so a decode step
+ * reads the attention input once. It then allocates the paged bf16 KV pool
+ * (zeroed: masked keys of a tile multiply finite values), the rotary table
+ * (bf16-rounded like nanochat under autocast), all scratch for
+ * max_batch_tokens / max_seqs, and pinned metadata buffers, so the token
+ * loop never allocates. Memory is checked up front: an OOM names the bytes
+ * needed and free.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_backend.h"
+#include "cuda_internal.cuh"
+
+extern "C" {
+#include "../../util/numeric.h"
+}
+
+#define STAGE_BYTES (32u << 20) /* per pinned staging buffer */
+#define ROPE_MAX_POSITIONS (1 << 18)
+
+/* ==== probe ==== */
+
+extern "C" bool nc_cuda_probe(char *why, size_t n) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        snprintf(why, n, "no usable CUDA driver/device (%s)", cudaGetErrorString(e));
+        cudaGetLastError();
+        return false;
+    }
+    if (count == 0) {
+        snprintf(why, n, "no CUDA device found");
+        return false;
+    }
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+        snprintf(why, n, "cannot query CUDA device 0");
+        cudaGetLastError();
+        return false;
+    }
+    if (prop.major < 8) {
+        snprintf(why, n, "%s has compute capability %d.%d; the CUDA backend needs >= 8.0 (Ampere)",
+                 prop.name, prop.major, prop.minor);
+        return false;
+    }
+    snprintf(why, n, "%s", prop.name);
+    return true;
+}
+
+/* ==== weight upload ==== */
+
+__global__ void convert_to_bf16_kernel(const void *src, int dtype, bf16 *dst, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (; i < n; i += stride) {
+        if (dtype == NC_DTYPE_F32)
+            dst[i] = __float2bfloat16_rn(((const float *)src)[i]);
+        else if (dtype == NC_DTYPE_F16)
+            dst[i] = __float2bfloat16_rn(__half2float(((const __half *)src)[i]));
+        else
+            dst[i] = ((const bf16 *)src)[i];
+    }
+}
+
+typedef struct {
+    void *host[2];      /* pinned */
+    void *dev[2];
+    cudaEvent_t done[2];
+    int turn;
+} upload_stage;
+
+/* Converts tensor t (f32 / f16 / bf16) into dst (bf16, numel elements). */
+static int upload_tensor(nc_cuda *cu, upload_stage *st, bf16 *dst, const nc_tensor *t) {
+    if (t->dtype != NC_DTYPE_F32 && t->dtype != NC_DTYPE_F16 && t->dtype != NC_DTYPE_BF16)
+        return nc_fail("cuda: tensor %s has dtype %s; expected f32, f16 or bf16", t->name,
+                       nc_dtype_name(t->dtype));
+    size_t es = nc_dtype_size(t->dtype);
+    int64_t numel = nc_tensor_numel(t);
+    int64_t per = STAGE_BYTES / es;
+    for (int64_t off = 0; off < numel; off += per) {
+        int64_t cnt = NC_MIN(per, numel - off);
+        int k = st->turn;
+        st->turn ^= 1;
+        NC_CU_TRY(cudaEventSynchronize(st->done[k]));
+        memcpy(st->host[k], (const char *)t->data + off * es, (size_t)cnt * es);
+        NC_CU_TRY(cudaMemcpyAsync(st->dev[k], st->host[k], (size_t)cnt * es, cudaMemcpyHostToDevice,
+                                  cu->stream));
+        int blocks = (int)NC_MIN((cnt + 255) / 256, (int64_t)4 * cu->sm_count * 8);
+        convert_to_bf16_kernel<<<blocks, 256, 0, cu->stream>>>(st->dev[k], (int)t->dtype, dst + off,
+                                                               cnt);
+        NC_CU_LAUNCHED("convert_to_bf16");
+        NC_CU_TRY(cudaEventRecord(st->done[k], cu->stream));
+    }
+    return 0;
+}
+
+/* fp32 copy of a small tensor into device memory at dst. */
+static int upload_small_f32(nc_cuda *cu, float *dst, const nc_tensor *t) {
+    int64_t n = nc_tensor_numel(t);
+    float *tmp = (float *)nc_xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) tmp[i] = nc_tensor_get_f32(t, i);
+    cudaError_t e = cudaMemcpy(dst, tmp, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
+    free(tmp);
+    if (e != cudaSuccess) return nc_fail("cuda: uploading %s: %s", t->name, cudaGetErrorString(e));
+    return 0;
+}
+
+/* ==== slab layout ==== */
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+typedef struct {
+    size_t wte, lm_head, smear;
+    size_t *wqkv, *wo, *wfc, *wproj, *ve, *ve_gate; /* [L] */
+    size_t total;
+} slab_layout;
+
+static void slab_plan(const nc_model *m, const nc_cuda *cu, slab_layout *s) {
+    size_t off = 0, C = cu->C, D = cu->D;
+#define TAKE(field, bytes) (field = off, off = align256(off + (bytes)))
+    TAKE(s->wte, (size_t)cu->Vp * C * 2);
+    TAKE(s->lm_head, (size_t)cu->Vp * C * 2);
+    for (int l = 0; l < cu->L; l++) {
+        TAKE(s->wqkv[l], (size_t)cu->Q * C * 2);
+        TAKE(s->wo[l], C * (size_t)cu->H * D * 2);
+        TAKE(s->wfc[l], (size_t)cu->F * C * 2);
+        TAKE(s->wproj[l], C * (size_t)cu->F * 2);
+        const nc_layer_weights *lw = &m->layers[l];
+        s->ve[l] = s->ve_gate[l] = (size_t)-1;
+        if (lw->value_embed) TAKE(s->ve[l], (size_t)cu->Vp * cu->Hkv * D * 2);
+        if (lw->ve_gate) TAKE(s->ve_gate[l], (size_t)nc_tensor_numel(lw->ve_gate) * 4);
+    }
+    s->smear = (size_t)-1;
+    if (m->smear_gate) TAKE(s->smear, (size_t)nc_tensor_numel(m->smear_gate) * 4);
+#undef TAKE
+    s->total = off;
+}
+
+static int upload_weights(nc_cuda *cu, const nc_model *m, const slab_layout *s) {
+    upload_stage st;
+    memset(&st, 0, sizeof st);
+    int rc = -1;
+    for (int k = 0; k < 2; k++) {
+        if (cudaMallocHost(&st.host[k], STAGE_BYTES) != cudaSuccess ||
+            cudaMalloc(&st.dev[k], STAGE_BYTES) != cudaSuccess ||
+            cudaEventCreateWithFlags(&st.done[k], cudaEventDisableTiming) != cudaSuccess) {
+            cudaGetLastError();
+            nc_fail("cuda: cannot allocate %u MiB staging buffers for the weight upload",
+                    2 * (STAGE_BYTES >> 20));
+            goto out;
+        }
+        cudaEventRecord(st.done[k], cu->stream);
+    }
+    {
+        char *base = (char *)cu->slab;
+        size_t C = cu->C, D = cu->D;
+        if (upload_tensor(cu, &st, (bf16 *)(base + s->wte), m->wte)) goto out;
+        if (upload_tensor(cu, &st, (bf16 *)(base + s->lm_head), m->lm_head)) goto out;
+        for (int l = 0; l < cu->L; l++) {
+            const nc_layer_weights *lw = &m->layers[l];
+            bf16 *qkv = (bf16 *)(base + s->wqkv[l]);
+            if (upload_tensor(cu, &st, qkv, lw->c_q) ||
+                upload_tensor(cu, &st, qkv + (size_t)cu->H * D * C, lw->c_k) ||
+                upload_tensor(cu, &st, qkv + (size_t)(cu->H + cu->Hkv) * D * C, lw->c_v) ||
+                upload_tensor(cu, &st, (bf16 *)(base + s->wo[l]), lw->attn_proj) ||
+                upload_tensor(cu, &st, (bf16 *)(base + s->wfc[l]), lw->mlp_fc) ||
+                upload_tensor(cu, &st, (bf16 *)(base + s->wproj[l]), lw->mlp_proj))
+                goto out;
+            if (lw->value_embed && upload_tensor(cu, &st, (bf16 *)(base + s->ve[l]), lw->value_embed))
+                goto out;
+            if (lw->ve_gate && upload_small_f32(cu, (float *)(base + s->ve_gate[l]), lw->ve_gate))
+                goto out;
+        }
+        if (m->smear_gate && upload_small_f32(cu, (float *)(base + s->smear), m->smear_gate)) goto out;
+        if (cudaStreamSynchronize(cu->stream) != cudaSuccess) {
+            nc_fail("cuda: weight upload failed: %s", cudaGetErrorString(cudaGetLastError()));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    for (int k = 0; k < 2; k++) {
+        if (st.done[k]) cudaEventSynchronize(st.done[k]), cudaEventDestroy(st.done[k]);
+        if (st.host[k]) cudaFreeHost(st.host[k]);
+        if (st.dev[k]) cudaFree(st.dev[k]);
+    }
+    return rc;
+}
+
+/* ==== init / free ==== */
+
+int nc_cuda_decode_splits(const nc_cuda *cu, int nb) {
+    int want = (2 * cu->sm_count + nb * cu->Hkv - 1) / (nb * cu->Hkv);
+    return NC_MAX(1, NC_MIN(want, NC_ATTN_MAX_SPLITS));
+}
+
+static void cuda_free(nc_backend *b);
+
+static int check_model(const nc_model_config *c) {
+    if (c->head_dim != NC_HEAD_DIM)
+        return nc_fail("cuda backend: head dim %d is not supported (its attention kernels are "
+                       "written for D = %d, the head dim of every published nanochat model)",
+                       c->head_dim, NC_HEAD_DIM);
+    if (c->n_head % c->n_kv_head || c->n_head / c->n_kv_head > NC_ATTN_MAX_GROUP)
+        return nc_fail("cuda backend: %d query heads per kv head; at most %d are supported",
+                       c->n_head / c->n_kv_head, NC_ATTN_MAX_GROUP);
+    if (c->n_embd % 64 || c->mlp_hidden % 64)
+        return nc_fail("cuda backend: n_embd (%d) and the MLP width (%d) must be multiples of 64",
+                       c->n_embd, c->mlp_hidden);
+    if (c->has_value_embeds && c->ve_gate_channels > c->n_embd)
+        return nc_fail("cuda backend: ve_gate width %d exceeds n_embd", c->ve_gate_channels);
+    return 0;
+}
+
+/* cudaMalloc with an OOM message naming the sizes. */
+static int dev_alloc(void **p, size_t bytes, const char *what) {
+    *p = NULL;
+    if (!bytes) return 0;
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        *p = NULL;
+        return nc_fail("cuda: out of memory allocating %s: %.2f GiB needed, %.2f GiB free of %.2f GiB",
+                       what, bytes / 1073741824.0, fr / 1073741824.0, tot / 1073741824.0);
+    }
+    return 0;
+}
+
+static size_t scratch_bytes(const nc_cuda *cu) {
+    size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
+    size_t f = 0;
+    f += N * C * 4 * (1 + (cu->cfg.has_lambdas ? 1 : 0) + (cu->cfg.has_smear ? 1 : 0)); /* x x0 xb */
+    f += N * (size_t)cu->Q * 4;                                                         /* qkv */
+    f += R * C * 4 + R * (size_t)cu->Vp * 4;                                           /* xr logits */
+    f += (size_t)cu->part_floats * 4;
+    f += N * C * 2 + 2 * N * (size_t)cu->H * cu->D * 2 + N * (size_t)cu->F * 2;         /* h q attn u */
+    return f + 16 * 256;
+}
+
+/* Capacity of the metadata buffer: per-token and per-chunk arrays, the
+ * prefill tiles, and block tables of max_seqs sequences of the longest
+ * context the rotary table allows. */
+static void meta_plan(nc_cuda *cu) {
+    int64_t N = cu->max_tokens, S = cu->max_seqs;
+    cu->max_items = N / NC_KV_BLOCK_TOKENS + S;
+    int64_t bt_cap = S * NC_MIN(cu->n_blocks, (cu->rope_len + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS);
+    cu->meta_cap = 5 * N + 6 * S + 2 * cu->max_items + bt_cap;
+}
+
+static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
+    const nc_model *m = b->model;
+    const nc_model_config *c = &m->cfg;
+    if (check_model(c)) return -1;
+    char why[256];
+    if (!nc_cuda_probe(why, sizeof why)) return nc_fail("cuda backend: %s", why);
+
+    cu->cfg = *c;
+    cu->L = c->n_layer, cu->C = c->n_embd, cu->H = c->n_head, cu->Hkv = c->n_kv_head;
+    cu->D = c->head_dim, cu->F = c->mlp_hidden, cu->V = c->vocab_size, cu->Vp = c->padded_vocab;
+    cu->Q = (cu->H + 2 * cu->Hkv) * cu->D, cu->G = cu->H / cu->Hkv;
+
+    cu->device = 0;
+    NC_CU_TRY(cudaSetDevice(cu->device));
+    cudaDeviceProp prop;
+    NC_CU_TRY(cudaGetDeviceProperties(&prop, cu->device));
+    cu->sm_count = prop.multiProcessorCount;
+    cu->cc_major = prop.major, cu->cc_minor = prop.minor;
+    NC_CU_TRY(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking));
+
+    if (p->max_batch_tokens < 0 || p->max_seqs < 0 || p->n_kv_blocks < 0)
+        return nc_fail("cuda backend: negative size in backend parameters");
+    cu->max_tokens = p->max_batch_tokens ? p->max_batch_tokens : 2048;
+    cu->max_seqs = p->max_seqs ? p->max_seqs : 64;
+    cu->max_seqs = NC_MIN(cu->max_seqs, cu->max_tokens);
+    cu->logits_rows = NC_MAX(NC_MIN(cu->max_tokens, NC_LOGITS_CHUNK), cu->max_seqs);
+    int64_t part = 0;
+    for (int nb = 1; nb <= cu->max_seqs; nb++)
+        part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb));
+    cu->part_floats = part * cu->H * (cu->D + 2);
+
+    /* Memory plan: weights, scratch, workspace, then the KV pool. */
+    slab_layout sl;
+    size_t *arrays = (size_t *)nc_xcalloc((size_t)6 * cu->L, sizeof(size_t));
+    sl.wqkv = arrays, sl.wo = arrays + cu->L, sl.wfc = arrays + 2 * cu->L;
+    sl.wproj = arrays + 3 * cu->L, sl.ve = arrays + 4 * cu->L, sl.ve_gate = arrays + 5 * cu->L;
+    slab_plan(m, cu, &sl);
+    cu->slab_bytes = sl.total;
+    cu->lt_workspace_bytes = 32u << 20;
+    size_t kv_token_bytes = (size_t)cu->L * 2 * cu->Hkv * cu->D * 2;
+    size_t kv_block_bytes = kv_token_bytes * NC_KV_BLOCK_TOKENS;
+    size_t fixed = cu->slab_bytes + scratch_bytes(cu) + cu->lt_workspace_bytes + (256u << 20);
+    size_t fr = 0, tot = 0;
+    NC_CU_TRY(cudaMemGetInfo(&fr, &tot));
+    int64_t nblocks = p->n_kv_blocks;
+    if (!nblocks) {
+        int64_t per_seq = (c->sequence_len + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+        int64_t fit = fr > fixed ? (int64_t)((fr - fixed) * 0.9 / kv_block_bytes) : 0;
+        nblocks = NC_MIN((int64_t)cu->max_seqs * per_seq, fit);
+        if (nblocks < 1) nblocks = 1;
+    }
+    size_t need = fixed + (size_t)nblocks * kv_block_bytes;
+    if (need > fr) {
+        free(arrays);
+        return nc_fail("cuda: out of memory: the model (%.2f GiB bf16), scratch and a KV pool of %lld "
+                       "blocks need %.2f GiB, %.2f GiB free of %.2f GiB; lower the KV pool or batch sizes",
+                       cu->slab_bytes / 1073741824.0, (long long)nblocks, need / 1073741824.0,
+                       fr / 1073741824.0, tot / 1073741824.0);
+    }
+    cu->n_blocks = nblocks;
+    cu->rope_len = NC_MIN(nblocks * NC_KV_BLOCK_TOKENS, (int64_t)ROPE_MAX_POSITIONS);
+
+    /* Weights. */
+    if (dev_alloc(&cu->slab, cu->slab_bytes, "the weights")) {
+        free(arrays);
+        return -1;
+    }
+    char *base = (char *)cu->slab;
+    cu->wte = (bf16 *)(base + sl.wte);
+    cu->lm_head = (bf16 *)(base + sl.lm_head);
+    cu->layers = (nc_cuda_layer *)nc_xcalloc((size_t)cu->L, sizeof(nc_cuda_layer));
+    for (int l = 0; l < cu->L; l++) {
+        nc_cuda_layer *ly = &cu->layers[l];
+        ly->wqkv = (bf16 *)(base + sl.wqkv[l]);
+        ly->wo = (bf16 *)(base + sl.wo[l]);
+        ly->wfc = (bf16 *)(base + sl.wfc[l]);
+        ly->wproj = (bf16 *)(base + sl.wproj[l]);
+        ly->ve = sl.ve[l] != (size_t)-1 ? (bf16 *)(base + sl.ve[l]) : NULL;
+        ly->ve_gate = sl.ve_gate[l] != (size_t)-1 ? (float *)(base + sl.ve_gate[l]) : NULL;
+        ly->window = nc_config_window(c, l);
+        ly->resid_lambda = m->resid_lambdas ? nc_round_bf16(m->resid_lambdas[l]) : 1.0f;
+        ly->x0_lambda = m->x0_lambdas ? nc_round_bf16(m->x0_lambdas[l]) : 0.0f;
+    }
+    cu->smear_gate = sl.smear != (size_t)-1 ? (float *)(base + sl.smear) : NULL;
+    cu->smear_lambda = nc_round_bf16(m->smear_lambda);
+    cu->backout_lambda = nc_round_bf16(m->backout_lambda);
+    int rc = upload_weights(cu, m, &sl);
+    free(arrays);
+    if (rc) return -1;
+    cu->weight_bytes = nc_config_param_count(c) * 2;
+
+    /* KV pool, zeroed so that masked slots of a tile are finite. */
+    size_t kv_half = (size_t)nblocks * kv_block_bytes / 2;
+    if (dev_alloc((void **)&cu->kc, kv_half, "the KV cache (keys)") ||
+        dev_alloc((void **)&cu->vc, kv_half, "the KV cache (values)"))
+        return -1;
+    NC_CU_TRY(cudaMemsetAsync(cu->kc, 0, kv_half, cu->stream));
+    NC_CU_TRY(cudaMemsetAsync(cu->vc, 0, kv_half, cu->stream));
+
+    /* Rotary table: theta = pos * (1 / base^(2j/D)) in fp32 as nanochat, cos
+     * and sin rounded to bf16 (V1 always; V6 on GPU computes in bf16). */
+    {
+        int half = cu->D / 2;
+        size_t n = (size_t)cu->rope_len * half;
+        float2 *tab = (float2 *)malloc(n * sizeof(float2));
+        if (!tab) return nc_fail("cuda: out of host memory for the rotary table");
+        float inv[NC_HEAD_DIM / 2];
+        for (int j = 0; j < half; j++)
+            inv[j] = 1.0f / powf(c->rope_base, (float)(2 * j) / (float)cu->D);
+        for (int64_t pos = 0; pos < cu->rope_len; pos++)
+            for (int j = 0; j < half; j++) {
+                float th = (float)pos * inv[j];
+                tab[pos * half + j] = make_float2(nc_round_bf16(cosf(th)), nc_round_bf16(sinf(th)));
+            }
+        int e = dev_alloc((void **)&cu->rope, n * sizeof(float2), "the rotary table");
+        if (!e && cudaMemcpy(cu->rope, tab, n * sizeof(float2), cudaMemcpyHostToDevice) != cudaSuccess)
+            e = nc_fail("cuda: uploading the rotary table failed");
+        free(tab);
+        if (e) return -1;
+    }
+
+    /* Scratch. */
+    size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
+    if (dev_alloc((void **)&cu->x, N * C * 4, "scratch") ||
+        (c->has_lambdas && dev_alloc((void **)&cu->x0, N * C * 4, "scratch")) ||
+        (c->has_smear && dev_alloc((void **)&cu->xb, N * C * 4, "scratch")) ||
+        dev_alloc((void **)&cu->qkv, N * cu->Q * 4, "scratch") ||
+        dev_alloc((void **)&cu->xr, R * C * 4, "scratch") ||
+        dev_alloc((void **)&cu->logits, R * cu->Vp * 4, "scratch") ||
+        dev_alloc((void **)&cu->part, (size_t)cu->part_floats * 4, "scratch") ||
+        dev_alloc((void **)&cu->h, N * C * 2, "scratch") ||
+        dev_alloc((void **)&cu->q, N * cu->H * cu->D * 2, "scratch") ||
+        dev_alloc((void **)&cu->attn, N * cu->H * cu->D * 2, "scratch") ||
+        dev_alloc((void **)&cu->u, N * cu->F * 2, "scratch") ||
+        dev_alloc(&cu->lt_workspace, cu->lt_workspace_bytes, "the cuBLASLt workspace"))
+        return -1;
+
+    meta_plan(cu);
+    size_t mbytes = (size_t)cu->meta_cap * 4;
+    NC_CU_TRY(cudaMallocHost((void **)&cu->meta_h, mbytes));
+    memset(cu->meta_h, 0, mbytes);
+    if (dev_alloc((void **)&cu->meta_d, mbytes, "batch metadata")) return -1;
+    NC_CU_TRY(cudaMemset(cu->meta_d, 0, mbytes));
+    NC_CU_TRY(cudaMallocHost((void **)&cu->samp_h, cu->max_seqs * sizeof(nc_cuda_samp)));
+    if (dev_alloc((void **)&cu->samp_d, cu->max_seqs * sizeof(nc_cuda_samp), "sampling state")) return -1;
+    NC_CU_TRY(cudaMallocHost((void **)&cu->out_tok_h, cu->max_seqs * sizeof(int32_t)));
+    if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
+    NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, R * cu->V * sizeof(float)));
+
+    if (nc_cuda_gemm_init(cu) || nc_cuda_attn_decode_init(cu) || nc_cuda_attn_prefill_init(cu)) return -1;
+    cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
+    cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
+    const char *env = getenv("NC_CUDA_GRAPHS");
+    cu->use_graphs = !(env && !strcmp(env, "0"));
+    NC_CU_TRY(cudaStreamSynchronize(cu->stream));
+
+    snprintf(cu->description, sizeof cu->description,
+             "%.200s (cc %d.%d, %d SMs, %.1f GiB): bf16 weights %.2f GB, KV pool %lld blocks (%.2f GiB)",
+             prop.name, prop.major, prop.minor, prop.multiProcessorCount, tot / 1073741824.0,
+             cu->slab_bytes / 1e9, (long long)nblocks, nblocks * kv_block_bytes / 1073741824.0);
+    b->n_kv_blocks = (int32_t)nblocks;
+    b->max_batch_tokens = cu->max_tokens;
+    b->max_seqs = cu->max_seqs;
+    return 0;
+}
+
+static int cuda_init(nc_backend *b, const nc_backend_params *p) {
+    nc_cuda *cu = (nc_cuda *)nc_xcalloc(1, sizeof(nc_cuda));
+    b->impl = cu;
+    if (cuda_init_impl(b, p, cu)) {
+        char msg[NC_ERROR_MAX];
+        snprintf(msg, sizeof msg, "%s", nc_error());
+        cuda_free(b);
+        return nc_fail("%s", msg);
+    }
+    return 0;
+}
+
+static void cuda_free(nc_backend *b) {
+    nc_cuda *cu = nc_cuda_of(b);
+    if (!cu) return;
+    if (cu->stream) cudaStreamSynchronize(cu->stream);
+    if (cu->graphs) {
+        for (int i = 0; i <= cu->max_seqs; i++)
+            if (cu->graphs[i]) cudaGraphExecDestroy(cu->graphs[i]);
+        free(cu->graphs);
+    }
+    free(cu->graph_seen);
+    nc_cuda_gemm_free(cu);
+    void *dev[] = {cu->slab, cu->kc, cu->vc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
+                   cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
+                   cu->meta_d, cu->samp_d, cu->out_tok_d};
+    for (size_t i = 0; i < NC_ARRAY_LEN(dev); i++)
+        if (dev[i]) cudaFree(dev[i]);
+    void *pinned[] = {cu->meta_h, cu->samp_h, cu->out_tok_h, cu->logits_h};
+    for (size_t i = 0; i < NC_ARRAY_LEN(pinned); i++)
+        if (pinned[i]) cudaFreeHost(pinned[i]);
+    if (cu->stream) cudaStreamDestroy(cu->stream);
+    free(cu->layers);
+    free(cu);
+    b->impl = NULL;
+    cudaGetLastError();
+}
+
+static const char *cuda_describe(nc_backend *b) { return nc_cuda_of(b)->description; }
+
+static int cuda_copy_kv_block(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens) {
+    nc_cuda *cu = nc_cuda_of(b);
+    if (src < 0 || dst < 0 || src >= cu->n_blocks || dst >= cu->n_blocks)
+        return nc_fail("copy_kv_block: block %d -> %d outside the KV pool [0, %lld)", src, dst,
+                       (long long)cu->n_blocks);
+    if (n_tokens < 0 || n_tokens > NC_KV_BLOCK_TOKENS)
+        return nc_fail("copy_kv_block: %d tokens; a block holds 0..%d", n_tokens, NC_KV_BLOCK_TOKENS);
+    if (n_tokens == 0 || src == dst) return 0;
+    return nc_cuda_copy_block(cu, src, dst, n_tokens);
+}
+
+/* Device-to-device copy bandwidth (bytes read + written per second) over a
+ * 1 GiB buffer, median of 5 after a warm-up: the ceiling `nanochat bench`
+ * divides by. */
+static double cuda_copy_bandwidth(nc_backend *b) {
+    nc_cuda *cu = nc_cuda_of(b);
+    size_t bytes = 1u << 30;
+    void *a = NULL, *c = NULL;
+    if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&c, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        if (a) cudaFree(a);
+        return 0;
+    }
+    cudaMemsetAsync(a, 1, bytes, cu->stream);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    float t[6];
+    for (int i = 0; i < 6; i++) {
+        cudaEventRecord(e0, cu->stream);
+        cudaMemcpyAsync(c, a, bytes, cudaMemcpyDeviceToDevice, cu->stream);
+        cudaEventRecord(e1, cu->stream);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&t[i], e0, e1);
+    }
+    for (int i = 1; i < 6; i++) /* sort t[1..5] */
+        for (int j = i + 1; j < 6; j++)
+            if (t[j] < t[i]) { float s = t[i]; t[i] = t[j]; t[j] = s; }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(c);
+    cudaGetLastError();
+    return t[3] > 0 ? 2.0 * bytes / (t[3] * 1e-3) : 0;
+}
+
+extern "C" const nc_backend_ops nc_cuda_backend_ops = {
+    "cuda",
+    cuda_init,
+    cuda_free,
+    nc_cuda_forward,
+    nc_cuda_forward_sample,
+    cuda_copy_kv_block,
+    cuda_describe,
+    cuda_copy_bandwidth,
+};

@@ -1,0 +1,284 @@
+/*
+ * cuda_elementwise.cu: the small kernels between the matrix products:
+ * embedding (+ V6 smear), V2+ lambdas, RMSNorm to bf16 (GEMM inputs),
+ * RoPE + QK-norm + value embeddings + KV-cache append, ReLU², the rows that
+ * feed the lm_head (+ V6 backout), softcap, and KV block copies.
+ *
+ * Each mirrors one line of nanochat's GPT.forward (SPEC §1.1/§1.2); all
+ * arithmetic is fp32 and results are rounded to bf16 only where nanochat
+ * keeps bf16 tensors (q, k, v, MLP hidden, GEMM inputs).
+ */
+#include "cuda_internal.cuh"
+
+#define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
+
+/* ==== embedding + smear ==== */
+
+__device__ float row_inv_rms_bf16(const bf16 *row, int C, float eps, float *red) {
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float v = __bfloat162float(row[c]);
+        ss += v * v;
+    }
+    ss = nc_block_sum(ss, red);
+    return rsqrtf(ss / (float)C + eps);
+}
+
+/* x[t] = rmsnorm(wte[tok]); V6: + lambda * sigmoid(e[:24] . Wsmear) * e_prev. */
+__global__ void embed_kernel(const bf16 *__restrict__ wte, const int32_t *__restrict__ tok,
+                             const int32_t *__restrict__ tprev, float *__restrict__ x, float *__restrict__ x0,
+                             int C, float eps, const float *__restrict__ smear_gate, int smear_ch,
+                             float smear_lambda) {
+    __shared__ float red[32];
+    int t = blockIdx.x;
+    const bf16 *e = wte + (size_t)tok[t] * C;
+    float sc = row_inv_rms_bf16(e, C, eps, red);
+    float *xr = x + (size_t)t * C;
+    int prev = tprev[t];
+    if (smear_gate && prev >= 0) {
+        const bf16 *ep = wte + (size_t)prev * C;
+        float scp = row_inv_rms_bf16(ep, C, eps, red);
+        float g = 0.0f;
+        for (int c = threadIdx.x; c < smear_ch; c += blockDim.x)
+            g += __bfloat162float(e[c]) * sc * smear_gate[c];
+        g = nc_block_sum(g, red);
+        float k = smear_lambda / (1.0f + __expf(-g));
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            xr[c] = __bfloat162float(e[c]) * sc + k * (__bfloat162float(ep[c]) * scp);
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) xr[c] = __bfloat162float(e[c]) * sc;
+    }
+    if (x0) {
+        __syncthreads();
+        for (int c = threadIdx.x; c < C; c += blockDim.x) x0[(size_t)t * C + c] = xr[c];
+    }
+}
+
+int nc_cuda_embed(nc_cuda *cu, int n) {
+    embed_kernel<<<n, 256, 0, cu->stream>>>(cu->wte, META(cu, tok), META(cu, tprev), cu->x, cu->x0, cu->C,
+                                            cu->cfg.norm_eps, cu->smear_gate, cu->cfg.smear_channels,
+                                            cu->smear_lambda);
+    NC_CU_LAUNCHED("embed");
+    return 0;
+}
+
+/* ==== lambdas (V2+) ==== */
+
+__global__ void lambdas_kernel(float *__restrict__ x, const float *__restrict__ x0, int64_t n, float rl,
+                               float xl) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = rl * x[i] + xl * x0[i];
+}
+
+int nc_cuda_lambdas(nc_cuda *cu, int layer, int n) {
+    const nc_cuda_layer *ly = &cu->layers[layer];
+    int64_t cnt = (int64_t)n * cu->C;
+    lambdas_kernel<<<(unsigned)((cnt + 255) / 256), 256, 0, cu->stream>>>(cu->x, cu->x0, cnt,
+                                                                          ly->resid_lambda, ly->x0_lambda);
+    NC_CU_LAUNCHED("lambdas");
+    return 0;
+}
+
+/* ==== RMSNorm -> bf16 ==== */
+
+__global__ void rmsnorm_bf16_kernel(const float *__restrict__ x, bf16 *__restrict__ out, int C, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * C;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+    float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        out[(size_t)blockIdx.x * C + c] = __float2bfloat16_rn(xr[c] * sc);
+}
+
+int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n) {
+    rmsnorm_bf16_kernel<<<n, 256, 0, cu->stream>>>(x, out, cu->C, cu->cfg.norm_eps);
+    NC_CU_LAUNCHED("rmsnorm");
+    return 0;
+}
+
+/* ==== RoPE + QK-norm + value embeddings + KV append ==== */
+
+typedef struct {
+    const float *qkv;    /* [N, Q] */
+    const float *x;      /* [N, C] residual (attention input, for the ve gate) */
+    const int32_t *tok, *tpos, *tseq, *s_bt, *bt;
+    const float2 *rope;  /* [rope_len][D/2] */
+    bf16 *q;             /* [N, H, D] */
+    bf16 *kc, *vc;       /* this layer's cache: [n_blocks][Hkv][64][D] */
+    const bf16 *ve;      /* [Vp, Hkv*D] or NULL */
+    const float *ve_gate;/* [Hkv, ve_ch] */
+    int H, Hkv, C, ve_ch;
+    float eps, qk_scale, ve_scale;
+} rope_args;
+
+/* One warp per head (q heads, then k heads, then v heads) of one token.
+ * Lane l holds dims l, l+32, l+64, l+96: RoPE pairs j with j + D/2. */
+__global__ void __launch_bounds__(256) rope_append_kernel(rope_args a) {
+    const int D = NC_HEAD_DIM;
+    int t = blockIdx.x, lane = threadIdx.x & 31;
+    int hh = blockIdx.y * 8 + (threadIdx.x >> 5);
+    int nheads = a.H + 2 * a.Hkv;
+    if (hh >= nheads) return;
+    const float *src = a.qkv + (size_t)t * (nheads * D) + (size_t)hh * D;
+    float v0 = src[lane], v1 = src[lane + 32], v2 = src[lane + 64], v3 = src[lane + 96];
+    int pos = a.tpos[t];
+    int seq = a.tseq[t];
+    int blk = a.bt[a.s_bt[seq] + pos / NC_KV_BLOCK_TOKENS];
+    size_t slot = (((size_t)blk * a.Hkv) * NC_KV_BLOCK_TOKENS + pos % NC_KV_BLOCK_TOKENS) * D;
+    if (hh < a.H + a.Hkv) {
+        float2 cs0 = a.rope[(size_t)pos * (D / 2) + lane];
+        float2 cs1 = a.rope[(size_t)pos * (D / 2) + lane + 32];
+        float y0 = v0 * cs0.x + v2 * cs0.y, y2 = -v0 * cs0.y + v2 * cs0.x;
+        float y1 = v1 * cs1.x + v3 * cs1.y, y3 = -v1 * cs1.y + v3 * cs1.x;
+        float ss = nc_warp_sum(y0 * y0 + y1 * y1 + y2 * y2 + y3 * y3);
+        float sc = rsqrtf(ss / (float)D + a.eps) * a.qk_scale;
+        bf16 *dst;
+        if (hh < a.H)
+            dst = a.q + ((size_t)t * a.H + hh) * D;
+        else
+            dst = a.kc + slot + (size_t)(hh - a.H) * NC_KV_BLOCK_TOKENS * D;
+        dst[lane] = __float2bfloat16_rn(y0 * sc);
+        dst[lane + 32] = __float2bfloat16_rn(y1 * sc);
+        dst[lane + 64] = __float2bfloat16_rn(y2 * sc);
+        dst[lane + 96] = __float2bfloat16_rn(y3 * sc);
+    } else {
+        int j = hh - a.H - a.Hkv;
+        if (a.ve) {
+            const float *xr = a.x + (size_t)t * a.C;
+            float ss = 0.0f;
+            for (int c = lane; c < a.C; c += 32) ss += xr[c] * xr[c];
+            float sc = rsqrtf(nc_warp_sum(ss) / (float)a.C + a.eps);
+            float g = 0.0f;
+            for (int c = lane; c < a.ve_ch; c += 32) g += xr[c] * sc * a.ve_gate[j * a.ve_ch + c];
+            g = a.ve_scale / (1.0f + __expf(-nc_warp_sum(g)));
+            const bf16 *ve = a.ve + ((size_t)a.tok[t] * a.Hkv + j) * D;
+            v0 += g * __bfloat162float(ve[lane]);
+            v1 += g * __bfloat162float(ve[lane + 32]);
+            v2 += g * __bfloat162float(ve[lane + 64]);
+            v3 += g * __bfloat162float(ve[lane + 96]);
+        }
+        bf16 *dst = a.vc + slot + (size_t)j * NC_KV_BLOCK_TOKENS * D;
+        dst[lane] = __float2bfloat16_rn(v0);
+        dst[lane + 32] = __float2bfloat16_rn(v1);
+        dst[lane + 64] = __float2bfloat16_rn(v2);
+        dst[lane + 96] = __float2bfloat16_rn(v3);
+    }
+}
+
+int nc_cuda_rope_append(nc_cuda *cu, int layer, int n) {
+    const nc_cuda_layer *ly = &cu->layers[layer];
+    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
+    rope_args a;
+    a.qkv = cu->qkv;
+    a.x = cu->x;
+    a.tok = META(cu, tok), a.tpos = META(cu, tpos), a.tseq = META(cu, tseq);
+    a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
+    a.rope = cu->rope;
+    a.q = cu->q;
+    a.kc = cu->kc + layer * layer_elems;
+    a.vc = cu->vc + layer * layer_elems;
+    a.ve = ly->ve;
+    a.ve_gate = ly->ve_gate;
+    a.H = cu->H, a.Hkv = cu->Hkv, a.C = cu->C, a.ve_ch = cu->cfg.ve_gate_channels;
+    a.eps = cu->cfg.norm_eps, a.qk_scale = cu->cfg.qk_scale, a.ve_scale = cu->cfg.ve_gate_scale;
+    dim3 grid(n, (cu->H + 2 * cu->Hkv + 7) / 8);
+    rope_append_kernel<<<grid, 256, 0, cu->stream>>>(a);
+    NC_CU_LAUNCHED("rope_append");
+    return 0;
+}
+
+/* ==== ReLU² ==== */
+
+__global__ void relu2_kernel(bf16 *__restrict__ u, int64_t n8) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n8) return;
+    uint4 v = ((uint4 *)u)[i];
+    __nv_bfloat162 *p = (__nv_bfloat162 *)&v;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(p[k]);
+        f.x = fmaxf(f.x, 0.0f), f.y = fmaxf(f.y, 0.0f);
+        p[k] = __floats2bfloat162_rn(f.x * f.x, f.y * f.y);
+    }
+    ((uint4 *)u)[i] = v;
+}
+
+int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count) {
+    int64_t n8 = count / 8;
+    relu2_kernel<<<(unsigned)((n8 + 255) / 256), 256, 0, cu->stream>>>(u, n8);
+    NC_CU_LAUNCHED("relu2");
+    return 0;
+}
+
+/* ==== logits rows ==== */
+
+__global__ void gather_rows_kernel(const float *__restrict__ x, const float *__restrict__ xb, float lb,
+                                   const int32_t *__restrict__ lrow, float *__restrict__ xr,
+                                   bf16 *__restrict__ hr, int C, float eps) {
+    __shared__ float red[32];
+    int r = blockIdx.x;
+    const float *src = x + (size_t)lrow[r] * C;
+    const float *bsrc = xb ? xb + (size_t)lrow[r] * C : NULL;
+    if (xr) {
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            xr[(size_t)r * C + c] = bsrc ? src[c] - lb * bsrc[c] : src[c];
+        return;
+    }
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float v = bsrc ? src[c] - lb * bsrc[c] : src[c];
+        ss += v * v;
+    }
+    float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float v = bsrc ? src[c] - lb * bsrc[c] : src[c];
+        hr[(size_t)r * C + c] = __float2bfloat16_rn(v * sc);
+    }
+}
+
+int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16) {
+    gather_rows_kernel<<<R, 256, 0, cu->stream>>>(cu->x, cu->cfg.has_smear ? cu->xb : NULL,
+                                                  cu->backout_lambda, META(cu, lrow) + r0,
+                                                  to_bf16 ? NULL : cu->xr, to_bf16 ? cu->h : NULL, cu->C,
+                                                  cu->cfg.norm_eps);
+    NC_CU_LAUNCHED("gather_rows");
+    return 0;
+}
+
+/* ==== softcap ==== */
+
+__global__ void softcap_kernel(float *__restrict__ logits, int V, int64_t ld, float cap) {
+    float *row = logits + (size_t)blockIdx.y * ld;
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < V) row[c] = cap * tanhf(row[c] / cap);
+}
+
+int nc_cuda_softcap(nc_cuda *cu, int R) {
+    dim3 grid((cu->V + 255) / 256, R);
+    softcap_kernel<<<grid, 256, 0, cu->stream>>>(cu->logits, cu->V, cu->Vp, cu->cfg.softcap);
+    NC_CU_LAUNCHED("softcap");
+    return 0;
+}
+
+/* ==== KV block copy ==== */
+
+/* One CTA per (layer, k|v, kv head): the first n rows of a 64 x D tile. */
+__global__ void copy_block_kernel(bf16 *kc, bf16 *vc, int64_t n_blocks, int Hkv, int32_t src, int32_t dst,
+                                  int n) {
+    int i = blockIdx.x;
+    int head = i % Hkv, kv = (i / Hkv) % 2, layer = i / (2 * Hkv);
+    bf16 *base = kv ? vc : kc;
+    size_t tile = (size_t)NC_KV_BLOCK_TOKENS * NC_HEAD_DIM;
+    const uint4 *s = (const uint4 *)(base + (((size_t)layer * n_blocks + src) * Hkv + head) * tile);
+    uint4 *d = (uint4 *)(base + (((size_t)layer * n_blocks + dst) * Hkv + head) * tile);
+    int cnt = n * NC_HEAD_DIM / 8;
+    for (int k = threadIdx.x; k < cnt; k += blockDim.x) d[k] = s[k];
+}
+
+int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n) {
+    copy_block_kernel<<<cu->L * 2 * cu->Hkv, 256, 0, cu->stream>>>(cu->kc, cu->vc, cu->n_blocks, cu->Hkv, src,
+                                                                   dst, n);
+    NC_CU_LAUNCHED("copy_block");
+    return 0;
+}

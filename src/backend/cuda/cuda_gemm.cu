@@ -1,0 +1,129 @@
+/*
+ * cuda_gemm.cu: bf16 GEMMs through cuBLASLt's C API (fp32 accumulation),
+ * for prefill chunks and decode batches of more than NC_GEMV_MAX_ROWS rows.
+ *
+ * Row-major Y[n, m] = X[n, k] · W[m, k]ᵀ is, in cuBLAS's column-major terms,
+ * Yᵀ[m, n] = W[m, k] (op T on the stored [k, m]) · Xᵀ[k, n]: the "TN"
+ * layout the tensor-core kernels like best. The residual add is beta = 1
+ * with C = D = the fp32 residual stream. Algorithms are chosen once per
+ * shape (cuBLASLt's heuristic, first answer) and cached; the workspace is
+ * preallocated, so the calls can be captured in a CUDA graph.
+ */
+#include <string.h>
+
+#include "cuda_internal.cuh"
+
+#define GEMM_CACHE_SIZE 512
+
+typedef struct {
+    int m, n, k, y_f32, acc;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+} gemm_entry;
+
+struct nc_cuda_gemm_cache {
+    gemm_entry e[GEMM_CACHE_SIZE];
+    int n;
+};
+
+static const char *lt_status(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "error";
+    }
+}
+
+#define LT_TRY(call)                                                                      \
+    do {                                                                                  \
+        cublasStatus_t st_ = (call);                                                      \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                                 \
+            return nc_fail("cublasLt: %s: %s (%d)", #call, lt_status(st_), (int)st_);     \
+    } while (0)
+
+int nc_cuda_gemm_init(nc_cuda *cu) {
+    LT_TRY(cublasLtCreate(&cu->lt));
+    cu->gemm_cache = (nc_cuda_gemm_cache *)nc_xcalloc(1, sizeof(nc_cuda_gemm_cache));
+    return 0;
+}
+
+void nc_cuda_gemm_free(nc_cuda *cu) {
+    if (cu->gemm_cache) {
+        for (int i = 0; i < cu->gemm_cache->n; i++) {
+            gemm_entry *e = &cu->gemm_cache->e[i];
+            cublasLtMatrixLayoutDestroy(e->a);
+            cublasLtMatrixLayoutDestroy(e->b);
+            cublasLtMatrixLayoutDestroy(e->c);
+            cublasLtMatmulDescDestroy(e->desc);
+        }
+        free(cu->gemm_cache);
+        cu->gemm_cache = NULL;
+    }
+    if (cu->lt) cublasLtDestroy(cu->lt);
+    cu->lt = NULL;
+}
+
+static int gemm_plan(nc_cuda *cu, gemm_entry *e) {
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    LT_TRY(cublasLtMatmulDescCreate(&e->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT_TRY(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT_TRY(cublasLtMatmulDescSetAttribute(e->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    cudaDataType_t ty = e->y_f32 ? CUDA_R_32F : CUDA_R_16BF;
+    LT_TRY(cublasLtMatrixLayoutCreate(&e->a, CUDA_R_16BF, e->k, e->m, e->k));
+    LT_TRY(cublasLtMatrixLayoutCreate(&e->b, CUDA_R_16BF, e->k, e->n, e->k));
+    LT_TRY(cublasLtMatrixLayoutCreate(&e->c, ty, e->m, e->n, e->m));
+    cublasLtMatmulPreference_t pref;
+    LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = cu->lt_workspace_bytes;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cu->lt, e->desc, e->a, e->b, e->c, e->c, pref, 1,
+                                                       &res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+        return nc_fail("cublasLt: no algorithm for a %d x %d x %d bf16 GEMM (%s)", e->m, e->n, e->k,
+                       lt_status(st));
+    e->algo = res.algo;
+    return 0;
+}
+
+int nc_cuda_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f32, int m, int n, int k,
+                 bool accumulate) {
+    nc_cuda_gemm_cache *gc = cu->gemm_cache;
+    gemm_entry *e = NULL;
+    for (int i = 0; i < gc->n; i++) {
+        gemm_entry *t = &gc->e[i];
+        if (t->m == m && t->n == n && t->k == k && t->y_f32 == (int)y_f32 && t->acc == (int)accumulate) {
+            e = t;
+            break;
+        }
+    }
+    if (!e) {
+        if (gc->n == GEMM_CACHE_SIZE) { /* full: recycle the oldest half */
+            for (int i = 0; i < GEMM_CACHE_SIZE / 2; i++) {
+                cublasLtMatrixLayoutDestroy(gc->e[i].a);
+                cublasLtMatrixLayoutDestroy(gc->e[i].b);
+                cublasLtMatrixLayoutDestroy(gc->e[i].c);
+                cublasLtMatmulDescDestroy(gc->e[i].desc);
+            }
+            memmove(gc->e, gc->e + GEMM_CACHE_SIZE / 2, sizeof(gemm_entry) * (GEMM_CACHE_SIZE / 2));
+            gc->n = GEMM_CACHE_SIZE / 2;
+        }
+        e = &gc->e[gc->n];
+        memset(e, 0, sizeof *e);
+        e->m = m, e->n = n, e->k = k, e->y_f32 = y_f32, e->acc = accumulate;
+        if (gemm_plan(cu, e)) return -1;
+        gc->n++;
+    }
+    float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    LT_TRY(cublasLtMatmul(cu->lt, e->desc, &alpha, W, e->a, X, e->b, &beta, Y, e->c, Y, e->c, &e->algo,
+                          cu->lt_workspace, cu->lt_workspace_bytes, cu->stream));
+    return 0;
+}

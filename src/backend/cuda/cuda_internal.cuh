@@ -1,0 +1,271 @@
+/*
+ * cuda_internal.cuh: state and kernel entry points shared by the CUDA
+ * backend's files.
+ *
+ *   cuda_backend.cu   probe, init (weights -> one bf16 slab, KV pool, scratch,
+ *                     rotary table), free, describe, copy_kv_block
+ *   cuda_forward.cu   the forward pass of SPEC §1 for a batch of chunks:
+ *                     host-side batch metadata, the layer loop, decode graphs
+ *   cuda_gemv.cu      decode matrix-vector products (T <= NC_GEMV_MAX_ROWS rows)
+ *   cuda_gemm.cu      cuBLASLt bf16 GEMMs (fp32 accumulate) for larger batches
+ *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks
+ *   cuda_attn_prefill.cu tensor-core (mma.sync) flash attention for prompts
+ *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
+ *                     ReLU², lambdas, backout, logits rows, softcap
+ *   cuda_sample.cu    softcap'd logits -> one token per row on the device
+ *
+ * Numerics (SPEC §1, "how nanochat runs V1 on a GPU"): weights, KV cache,
+ * q and the attention output are bf16 like nanochat under autocast; the
+ * residual stream, every accumulation, norms and the softcap are fp32 (a GPU
+ * engine may keep more precision than the reference).
+ *
+ * Dimension letters as in model.h; N = tokens in the batch (sum of chunk
+ * lengths), S = sequences (chunks) in the batch, R = logits rows, Q = (H +
+ * 2 Hkv) D, the fused q|k|v width.
+ */
+#ifndef NC_BACKEND_CUDA_INTERNAL_CUH
+#define NC_BACKEND_CUDA_INTERNAL_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "../../model/model.h"
+#include "../../util/common.h"
+#include "../backend.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+/* Checks a CUDA runtime call; on failure records "cuda: <what>: <error>"
+ * and returns -1 from the enclosing function. */
+#define NC_CU_TRY(call)                                                                      \
+    do {                                                                                     \
+        cudaError_t nc_cu_err_ = (call);                                                     \
+        if (nc_cu_err_ != cudaSuccess)                                                       \
+            return nc_fail("cuda: %s: %s (%s:%d)", #call, cudaGetErrorString(nc_cu_err_),  \
+                           __FILE__, __LINE__);                                              \
+    } while (0)
+
+/* Checks the last kernel launch. */
+#define NC_CU_LAUNCHED(what)                                                                 \
+    do {                                                                                     \
+        cudaError_t nc_cu_err_ = cudaGetLastError();                                         \
+        if (nc_cu_err_ != cudaSuccess)                                                       \
+            return nc_fail("cuda: launching %s: %s", what, cudaGetErrorString(nc_cu_err_));  \
+    } while (0)
+
+#define NC_GEMV_MAX_ROWS 4      /* batches of up to this many tokens use our GEMV */
+#define NC_ATTN_MAX_GROUP 8     /* GQA: query heads per kv head the kernels support */
+#define NC_ATTN_MAX_SPLITS 64   /* split-KV: most splits per (row, kv head) */
+#define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
+#define NC_LOGITS_CHUNK 256     /* logits rows computed per lm_head pass */
+
+/* Epilogues of the GEMV (cuda_gemv.cu). */
+typedef enum {
+    NC_EPI_STORE = 0,   /* out_f32[r] = y */
+    NC_EPI_ADD = 1,     /* out_f32[r] += y (residual add) */
+    NC_EPI_RELU2 = 2,   /* out_bf16[r] = bf16(relu(y)^2) */
+    NC_EPI_SOFTCAP = 3, /* out_f32[r] = cap * tanh(y / cap) */
+} nc_cuda_epilogue;
+
+typedef struct {
+    bf16 *wqkv;       /* [Q, C] c_q | c_k | c_v rows */
+    bf16 *wo;         /* [C, H*D] */
+    bf16 *wfc;        /* [F, C] */
+    bf16 *wproj;      /* [C, F] */
+    bf16 *ve;         /* [Vp, Hkv*D] value embeddings, or NULL */
+    float *ve_gate;   /* [Hkv, ve_gate_channels], or NULL */
+    int32_t window;   /* INT32_MAX: full attention */
+    float resid_lambda, x0_lambda; /* bf16-rounded (V2+), else 1, 0 */
+} nc_cuda_layer;
+
+/* Per-row sampling settings as the sampling kernel reads them. */
+typedef struct {
+    float temperature, top_p, min_p;
+    int32_t top_k;
+    unsigned long long rng[2];
+} nc_cuda_samp;
+
+/* Where each metadata array of the current batch lives inside the int32
+ * meta buffer (offsets in int32 units, same on host and device). Arrays are
+ * packed by their actual lengths, block tables last, so one copy of exactly
+ * the used bytes uploads a batch; a decode batch of nb rows always gets the
+ * same offsets, which lets its CUDA graph be replayed. */
+typedef struct {
+    int64_t tok, tpos, tprev, tseq;     /* [N] token id, position, previous token (-1), chunk */
+    int64_t s_tok0, s_ntok, s_pos, s_bt;/* [S] first token, length, position, block-table offset */
+    int64_t dec_seq;                    /* [n_dec] chunks of one token (decode attention rows) */
+    int64_t items;                      /* [n_items][2] (chunk, first query row) prefill tiles */
+    int64_t lrow;                       /* [R] token index of each logits row */
+    int64_t bt;                         /* packed block tables */
+    int64_t used;                       /* int32 count in use for this batch */
+} nc_cuda_meta_layout;
+
+typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
+
+typedef struct {
+    nc_model_config cfg;
+    int L, C, H, Hkv, D, F, V, Vp, Q, G; /* G = H / Hkv */
+    int device, sm_count, cc_major, cc_minor;
+    char description[512];
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_workspace;
+    size_t lt_workspace_bytes;
+    nc_cuda_gemm_cache *gemm_cache;
+
+    /* weights: one slab */
+    void *slab;
+    size_t slab_bytes, weight_bytes;
+    bf16 *wte, *lm_head;               /* [Vp, C] */
+    nc_cuda_layer *layers;             /* [L] host array of device pointers */
+    float *smear_gate;                 /* [smear_channels] or NULL */
+    float smear_lambda, backout_lambda; /* bf16-rounded */
+
+    /* paged KV cache: layout [L][n_blocks][Hkv][64][D] for k and for v */
+    bf16 *kc, *vc;
+    int64_t n_blocks;
+    float2 *rope;                      /* [rope_len][D/2] (cos, sin), bf16-rounded */
+    int64_t rope_len;
+
+    /* scratch (N = max_tokens) */
+    int max_tokens, max_seqs, logits_rows;
+    float *x, *x0, *xb;                /* [N, C] residual, x0 (V2+), backout copy (V6) */
+    float *qkv;                        /* [N, Q] */
+    float *xr;                         /* [logits_rows, C] gathered rows (GEMV lm_head) */
+    float *logits;                     /* [logits_rows, Vp] */
+    float *part;                       /* split-KV partials */
+    int64_t part_floats;
+    bf16 *h;                           /* [N, max(C, F)] normed input / gathered rows for GEMMs */
+    bf16 *q;                           /* [N, H, D] */
+    bf16 *attn;                        /* [N, H*D] */
+    bf16 *u;                           /* [N, F] MLP hidden */
+
+    /* batch metadata */
+    nc_cuda_meta_layout ml;            /* of the batch being run */
+    int64_t meta_cap, max_items;       /* int32 capacity; prefill tiles per batch */
+    int32_t *meta_h, *meta_d;          /* pinned host / device, meta_cap int32 */
+    nc_cuda_samp *samp_h, *samp_d;     /* [max_seqs] */
+    int32_t *out_tok_h, *out_tok_d;    /* [max_seqs] sampled ids */
+    float *logits_h;                   /* pinned [logits_rows, V] */
+
+    /* decode graphs, by batch size (index nb, 1..max_seqs) */
+    cudaGraphExec_t *graphs;
+    bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
+    bool use_graphs;
+} nc_cuda;
+
+static inline nc_cuda *nc_cuda_of(nc_backend *b) { return (nc_cuda *)b->impl; }
+
+/* Split-KV splits for a decode batch of nb rows: enough CTAs for ~2 waves. */
+int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
+
+/* ==== cuda_gemv.cu ==== */
+
+/* y[b][r] = epilogue(scale_b * dot(W[r, :K], in[b, :K])) for b < nb (<= 4)
+ * rows of the input, r < rows. in is fp32 or bf16 (in_bf16), row stride
+ * ld_in; norm: scale_b = 1/rms(in[b]) (RMSNorm folded in), else 1. The
+ * output row stride is ld_out. rows_idx (device, may be NULL) gathers input
+ * rows: input row b is in[rows_idx[b]]. */
+int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16,
+                 int64_t ld_in, const int32_t *rows_idx, int nb, bool norm, nc_cuda_epilogue epi,
+                 void *out, int64_t ld_out, float softcap);
+
+/* ==== cuda_gemm.cu ==== */
+
+int nc_cuda_gemm_init(nc_cuda *cu);
+void nc_cuda_gemm_free(nc_cuda *cu);
+/* Y[n, m] (row-major, ld m) = X[n, k] · W[m, k]ᵀ (+ Y if accumulate).
+ * X, W bf16 row-major; Y fp32 (y_f32) or bf16. */
+int nc_cuda_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f32, int m, int n,
+                 int k, bool accumulate);
+
+/* ==== cuda_elementwise.cu ==== */
+
+/* x[t] = rmsnorm(wte[tok[t]]) (+ V6 smear); x0 copy when x0 != NULL. */
+int nc_cuda_embed(nc_cuda *cu, int n);
+/* V2+: x = resid_lambda * x + x0_lambda * x0 over n rows. */
+int nc_cuda_lambdas(nc_cuda *cu, int layer, int n);
+/* out[t] = bf16(rmsnorm(x[t])) for n rows of width C. */
+int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n);
+/* RoPE + QK-norm (+ scale) of q and k, value embeddings, KV append: reads
+ * qkv [n, Q] and writes q [n, H, D] and the cache of `layer`. */
+int nc_cuda_rope_append(nc_cuda *cu, int layer, int n);
+/* u = bf16(relu(u)^2) in place, n*F values. */
+int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count);
+/* Logits input rows: rows r < R of token lrow[r0 + r], with the V6
+ * backout subtracted; fp32 into xr (for the GEMV, which folds the norm)
+ * or rmsnorm'ed bf16 into h (for the GEMM). */
+int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16);
+/* logits[r, :V] = cap * tanh(logits[r, :V] / cap) (GEMM path). */
+int nc_cuda_softcap(nc_cuda *cu, int R);
+/* Copies the first n positions of block src into block dst (all layers). */
+int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
+
+/* ==== cuda_attn_decode.cu ==== */
+
+/* Attention for nb one-token chunks (meta dec_seq) of `layer` with
+ * `splits` splits per (row, kv head); writes attn rows. */
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits);
+int nc_cuda_attn_decode_init(nc_cuda *cu);
+
+/* ==== cuda_attn_prefill.cu ==== */
+
+/* Flash attention for n_items (chunk, 64-row query tile) work items. */
+int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items);
+int nc_cuda_attn_prefill_init(nc_cuda *cu);
+
+/* ==== cuda_sample.cu ==== */
+
+/* One token per logits row r < R (softcapped logits, V valid columns, row
+ * stride ld) with the settings in samp_d; writes out_tok_d and advances the
+ * generator states in samp_d. */
+int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
+
+/* ==== cuda_forward.cu ==== */
+
+int nc_cuda_forward(nc_backend *b, const nc_batch *batch, float *logits);
+int nc_cuda_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows,
+                           int32_t *tokens_out);
+
+/* ==== small device helpers ==== */
+
+__device__ __forceinline__ float nc_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float nc_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over a block of up to 1024 threads; `red` is >= 32 floats of shared
+ * memory; every thread gets the result. */
+__device__ __forceinline__ float nc_block_sum(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = nc_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return nc_warp_sum(v);
+}
+
+/* 8 bf16 (one 16-byte chunk) -> fp32. */
+__device__ __forceinline__ void nc_bf16x8_to_f32(uint4 u, float *f) {
+    const __nv_bfloat162 *p = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(p[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+
+#endif /* NC_BACKEND_CUDA_INTERNAL_CUH */

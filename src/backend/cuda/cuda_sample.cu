@@ -1,0 +1,356 @@
+/*
+ * cuda_sample.cu: one token per row of softcapped logits, on the device, so
+ * a decode step returns ids instead of 256 KB of logits per row.
+ *
+ * Semantics follow engine/sampler.h (nanochat's sample_next_token plus
+ * top-p and min-p) and its generator, xoroshiro128++ with one 53-bit
+ * uniform per sampled token, drawn before anything else:
+ *   temperature 0: argmax, lowest index on ties; the generator is untouched.
+ *   0 < top_k <= 1024 (the common case, nanochat's default is 50): the k
+ *     best (ties at the k-th value: lower ids first, exactly k) are selected
+ *     with a 4-pass radix select on order-preserving keys, sorted by rank in
+ *     shared memory (bitonic), and min-p, top-p and the draw walk them in
+ *     rank order exactly like the host sampler: same token for the same
+ *     generator state, up to summation order in the last bits.
+ *   otherwise (no top-k, or k > 1024): weights exp((x - max) / T) over the
+ *     whole row; min-p is a threshold; top-p keeps the largest values whose
+ *     mass reaches top_p (threshold found by a radix select on mass); the
+ *     draw walks in index order. Same distribution as the host, but for a
+ *     given uniform a different token than the host's rank-order walk.
+ * One CTA of 1024 threads per row; every pass reads the row from L2.
+ */
+#include <math.h>
+
+#include "cuda_internal.cuh"
+
+#define ST 1024          /* threads per row */
+#define SCAND 1024       /* candidates sorted in shared memory */
+
+__device__ __forceinline__ unsigned fkey(float v) {
+    if (v != v) return 0u; /* NaN ranks below everything */
+    unsigned u = __float_as_uint(v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ unsigned long long rotl64(unsigned long long x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
+
+/* Inclusive block scan (1024 threads) of a double; `sh` >= 32 doubles. */
+__device__ double block_scan_incl(double v, double *sh) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        double t = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += t;
+    }
+    __syncthreads();
+    if (lane == 31) sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        double w = sh[lane];
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            double t = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += t;
+        }
+        sh[lane] = w;
+    }
+    __syncthreads();
+    return warp ? v + sh[warp - 1] : v;
+}
+
+/* Picks the digit (255 = largest) where the descending cumulative of hist
+ * reaches *rank; lowers *rank by what lies above it. Warp 0 only. */
+template <typename T>
+__device__ void pick_digit(const T *hist, T *rank, int *sel) {
+    int lane = threadIdx.x & 31;
+    T mine = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) mine += hist[255 - 8 * lane - j];
+    T incl = mine;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        T t = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += t;
+    }
+    T excl = incl - mine;
+    T want = *rank;
+    bool last = lane == 31;
+    __syncwarp();
+    if ((excl < want && want <= incl) || (last && incl < want)) {
+        T cum = excl;
+        int d = 255 - 8 * lane - 7;
+        for (int j = 0; j < 8; j++) {
+            T hj = hist[255 - 8 * lane - j];
+            if (cum + hj >= want) {
+                d = 255 - 8 * lane - j;
+                break;
+            }
+            cum += hj;
+        }
+        *sel = d;
+        *rank = want - cum;
+    }
+}
+
+typedef struct {
+    float mx;
+    int am;
+    unsigned tk;        /* keep key >= tk (0: all) */
+    int take_eq;        /* top-k ties: how many == tk to keep (large path: all) */
+    double u;
+} samp_shared;
+
+__global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ logits, int64_t ld, int V,
+                                                    nc_cuda_samp *samp, int32_t *out) {
+    __shared__ samp_shared S;
+    __shared__ double dsh[32];
+    __shared__ float fred[32];
+    __shared__ int ired[32];
+    __shared__ unsigned hist_u[256];
+    __shared__ float hist_f[256];
+    __shared__ int sel;
+    __shared__ unsigned rank_u;
+    __shared__ float rank_f;
+    __shared__ float cv[SCAND];
+    __shared__ int ci[SCAND];
+
+    int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float *x = logits + (size_t)row * ld;
+    nc_cuda_samp sp = samp[row];
+
+    /* 1. max / argmax (lowest index on ties, NaN never wins) */
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = tid; i < V; i += ST) {
+        float v = x[i];
+        if (v == v && (v > bv || bi == 0x7fffffff)) bv = v, bi = i;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi != 0x7fffffff && (bi == 0x7fffffff || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+    }
+    if (lane == 0) fred[warp] = bv, ired[warp] = bi;
+    __syncthreads();
+    if (tid == 0) {
+        float m = -INFINITY;
+        int a = 0x7fffffff;
+        for (int w = 0; w < ST / 32; w++)
+            if (ired[w] != 0x7fffffff && (a == 0x7fffffff || fred[w] > m || (fred[w] == m && ired[w] < a)))
+                m = fred[w], a = ired[w];
+        S.mx = m;
+        S.am = a == 0x7fffffff ? 0 : a;
+        if (sp.temperature > 0.0f) {
+            unsigned long long s0 = sp.rng[0], s1 = sp.rng[1];
+            unsigned long long r = rotl64(s0 + s1, 17) + s0;
+            s1 ^= s0;
+            samp[row].rng[0] = rotl64(s0, 49) ^ s1 ^ (s1 << 21);
+            samp[row].rng[1] = rotl64(s1, 28);
+            S.u = (double)(r >> 11) * 0x1.0p-53;
+        }
+    }
+    __syncthreads();
+    if (!(sp.temperature > 0.0f) || S.mx == -INFINITY) {
+        if (tid == 0) out[row] = S.am;
+        return;
+    }
+    float inv_t = 1.0f / sp.temperature;
+    float mx = S.mx;
+    bool topk = sp.top_k > 0 && sp.top_k < V;
+
+    /* 2. top-k threshold: radix select of the k-th largest key */
+    if (tid == 0) S.tk = 0u, S.take_eq = 0x7fffffff, rank_u = (unsigned)sp.top_k;
+    if (topk) {
+        unsigned prefix = 0u, mask = 0u;
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            for (int i = tid; i < 256; i += ST) hist_u[i] = 0u;
+            __syncthreads();
+            for (int i = tid; i < V; i += ST) {
+                unsigned k = fkey(x[i]);
+                if ((k & mask) == prefix) atomicAdd(&hist_u[(k >> shift) & 255u], 1u);
+            }
+            __syncthreads();
+            if (warp == 0) pick_digit<unsigned>(hist_u, &rank_u, &sel);
+            __syncthreads();
+            prefix |= (unsigned)sel << shift;
+            mask |= 255u << shift;
+        }
+        if (tid == 0) S.tk = prefix, S.take_eq = (int)rank_u;
+    }
+    __syncthreads();
+    unsigned tk = S.tk;
+
+    /* contiguous chunks per thread keep index order for ties and the draw */
+    int chunk = (V + ST - 1) / ST;
+    int c0 = min(tid * chunk, V), c1 = min(c0 + chunk, V);
+
+    if (topk && sp.top_k <= SCAND) {
+        /* 3a. gather the k candidates, sort by rank, walk like the host */
+        int n_gt = 0, n_eq = 0;
+        for (int i = c0; i < c1; i++) {
+            unsigned k = fkey(x[i]);
+            n_gt += k > tk;
+            n_eq += k == tk && x[i] == x[i];
+        }
+        int eq_before = (int)block_scan_incl((double)n_eq, dsh) - n_eq;
+        int take = max(0, min(n_eq, S.take_eq - eq_before));
+        int mine = n_gt + take;
+        int at = (int)block_scan_incl((double)mine, dsh) - mine;
+        for (int i = c0, e = 0; i < c1; i++) {
+            unsigned k = fkey(x[i]);
+            bool eq = k == tk && x[i] == x[i];
+            if (k > tk || (eq && e < take)) {
+                cv[at] = x[i];
+                ci[at] = i;
+                at++;
+            }
+            e += eq;
+        }
+        int n = sp.top_k;
+        __syncthreads();
+        if (tid >= n) cv[tid] = -INFINITY, ci[tid] = 0x7fffffff;
+        __syncthreads();
+        /* bitonic sort, rank order: value desc, then id asc */
+        for (int size = 2; size <= SCAND; size <<= 1) {
+            for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                int j = tid ^ stride;
+                if (j > tid) {
+                    bool up = (tid & size) == 0;
+                    float va = cv[tid], vb = cv[j];
+                    int ia = ci[tid], ib = ci[j];
+                    bool a_first = va > vb || (va == vb && ia < ib);
+                    if (a_first != up) {
+                        cv[tid] = vb, cv[j] = va;
+                        ci[tid] = ib, ci[j] = ia;
+                    }
+                }
+                __syncthreads();
+            }
+        }
+        float top = cv[0];
+        float p = tid < n ? expf((cv[tid] - top) * inv_t) : 0.0f;
+        bool keep = tid < n && !(sp.min_p > 0.0f && p < sp.min_p);
+        double w = keep ? (double)p : 0.0;
+        double cum = block_scan_incl(w, dsh);
+        __shared__ double tot;
+        __shared__ int n_keep;
+        if (tid == ST - 1) tot = cum;
+        if (tid == 0) n_keep = 0x7fffffff;
+        __syncthreads();
+        double sum = tot;
+        if (sp.top_p < 1.0f) {
+            double target = (double)sp.top_p * sum;
+            bool first = keep && cum >= target && (tid == 0 || cum - w < target);
+            if (first) n_keep = tid + 1;
+            __syncthreads();
+            if (n_keep != 0x7fffffff) {
+                keep = keep && tid < n_keep;
+                w = keep ? w : 0.0;
+                cum = block_scan_incl(w, dsh);
+                if (tid == ST - 1) tot = cum;
+                __syncthreads();
+                sum = tot;
+            }
+        }
+        double r = S.u * sum;
+        __shared__ int pick;
+        if (tid == 0) pick = -1;
+        __syncthreads();
+        if (keep && r < cum && r >= cum - w) pick = ci[tid];
+        __syncthreads();
+        if (tid == 0) {
+            if (pick < 0) { /* rounding left r at the very end: the last kept */
+                pick = ci[0];
+                for (int j = n - 1; j >= 0; j--) {
+                    float pj = expf((cv[j] - top) * inv_t);
+                    if (!(sp.min_p > 0.0f && pj < sp.min_p)) {
+                        pick = ci[j];
+                        break;
+                    }
+                }
+            }
+            out[row] = pick;
+        }
+        return;
+    }
+
+    /* 3b. whole-row path: weights, min-p, top-p by mass threshold */
+    float minw = sp.min_p > 0.0f ? sp.min_p : 0.0f;
+#define WEIGHT(v, k) (((k) >= tk && (v) == (v)) ? fmaxf(expf(((v) - mx) * inv_t), 0.0f) : 0.0f)
+    double part = 0.0;
+    for (int i = c0; i < c1; i++) {
+        float v = x[i];
+        float wv = WEIGHT(v, fkey(v));
+        if (wv < minw) wv = 0.0f;
+        part += wv;
+    }
+    double cum = block_scan_incl(part, dsh);
+    __shared__ double tot2;
+    if (tid == ST - 1) tot2 = cum;
+    __syncthreads();
+    double sum = tot2;
+    unsigned tp = 0u;
+    if (sp.top_p < 1.0f) {
+        unsigned prefix = 0u, mask = 0u;
+        if (tid == 0) rank_f = (float)((double)sp.top_p * sum);
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            for (int i = tid; i < 256; i += ST) hist_f[i] = 0.0f;
+            __syncthreads();
+            for (int i = tid; i < V; i += ST) {
+                float v = x[i];
+                unsigned k = fkey(v);
+                float wv = WEIGHT(v, k);
+                if (wv < minw) wv = 0.0f;
+                if (wv > 0.0f && (k & mask) == prefix) atomicAdd(&hist_f[(k >> shift) & 255u], wv);
+            }
+            __syncthreads();
+            if (warp == 0) pick_digit<float>(hist_f, &rank_f, &sel);
+            __syncthreads();
+            prefix |= (unsigned)sel << shift;
+            mask |= 255u << shift;
+        }
+        tp = prefix;
+        part = 0.0;
+        for (int i = c0; i < c1; i++) {
+            float v = x[i];
+            unsigned k = fkey(v);
+            float wv = k >= tp ? WEIGHT(v, k) : 0.0f;
+            if (wv < minw) wv = 0.0f;
+            part += wv;
+        }
+        cum = block_scan_incl(part, dsh);
+        if (tid == ST - 1) tot2 = cum;
+        __syncthreads();
+        sum = tot2;
+    }
+    double r = S.u * sum;
+    __shared__ int pick2;
+    if (tid == 0) pick2 = -1;
+    __syncthreads();
+    if (r < cum && r >= cum - part) {
+        double c = cum - part;
+        int found = -1;
+        for (int i = c0; i < c1; i++) {
+            float v = x[i];
+            unsigned k = fkey(v);
+            float wv = k >= tp ? WEIGHT(v, k) : 0.0f;
+            if (wv < minw) wv = 0.0f;
+            c += wv;
+            if (wv > 0.0f) found = i;
+            if (r < c) break;
+        }
+        pick2 = found;
+    }
+#undef WEIGHT
+    __syncthreads();
+    if (tid == 0) out[row] = pick2 >= 0 ? pick2 : S.am;
+}
+
+int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R) {
+    sample_kernel<<<R, ST, 0, cu->stream>>>(logits, ld, cu->V, cu->samp_d, cu->out_tok_d);
+    NC_CU_LAUNCHED("sample");
+    return 0;
+}
