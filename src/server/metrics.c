@@ -167,9 +167,10 @@ char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int rea
             (double)m->cancelled);
     sb_printf(&b, "# HELP nanochat_rows_finished_total Generated sequences by finish reason.\n"
                   "# TYPE nanochat_rows_finished_total counter\n");
+    static const char *const reasons[] = {"none", "stop", "length", "cancelled", "error"};
     for (int r = NC_FINISH_STOP; r <= NC_FINISH_ERROR; r++)
-        sb_printf(&b, "nanochat_rows_finished_total{reason=\"%s\"} %llu\n",
-                  nc_finish_reason_name((nc_finish_reason)r), (unsigned long long)m->finished[r]);
+        sb_printf(&b, "nanochat_rows_finished_total{reason=\"%s\"} %llu\n", reasons[r],
+                  (unsigned long long)m->finished[r]);
     render_hist(&b, "nanochat_time_to_first_token_seconds", "Time from submit to the first token.", &m->ttft);
     render_hist(&b, "nanochat_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.", &m->itl);
     render_hist(&b, "nanochat_request_duration_seconds", "Time from submit to the end of a generation response.", &m->e2e);
