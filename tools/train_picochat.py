@@ -214,16 +214,17 @@ def train(args):
             for name, (x, y) in (("text", (data.text_val[:, :-1], data.text_val[:, 1:])),
                                  ("chat", (data.conv_val[0][:, :-1],
                                            data.conv_val[0][:, 1:].masked_fill(~data.conv_val[1], -1)))):
-                losses = []
-                for i in range(0, len(x), args.batch):
+                losses = []  # eager model: the compiled one would recompile for eval mode
+                for i in range(0, max(1, len(x) - args.batch + 1), args.batch):
                     xb, yb = x[i:i + args.batch], y[i:i + args.batch]
-                    losses.append(float(fwd(xb, yb, doc_mask(xb, data.bos))))
+                    losses.append(float(model(xb, yb, doc_mask(xb, data.bos))))
                 out[name] = sum(losses) / len(losses)
         model.train()
         log["val"].append(out)
         print(f"step {step:5d} | val text {out['text']:.4f} | val chat {out['chat']:.4f}", flush=True)
 
-    t0 = time.time()
+    t0 = last_t = time.time()
+    last_step, stopped_at = -1, total
     for step in range(total):
         sft = step >= args.pretrain_steps
         if sft and data.sft_rows is None:
@@ -255,15 +256,21 @@ def train(args):
             log["step"].append(step)
             log["loss"].append(lv)
             log["phase"].append("sft" if sft else "pretrain")
-            dt = time.time() - t0
-            tok_s = (step + 1) * args.batch * args.seq / dt
-            print(f"step {step:5d}/{total} | loss {lv:.4f} | lrm {lrm:.2f} | {dt:.0f}s | {tok_s:,.0f} tok/s",
+            now = time.time()
+            tok_s = (step - last_step) * args.batch * args.seq / max(now - last_t, 1e-9)
+            last_step, last_t = step, now
+            print(f"step {step:5d}/{total} | loss {lv:.4f} | lrm {lrm:.2f} | {now - t0:.0f}s | {tok_s:,.0f} tok/s",
                   flush=True)
-    evaluate(total)
+            if args.time_limit and now - t0 > args.time_limit:
+                # safety valve for a fixed device budget: save what we have
+                print(f"time limit {args.time_limit}s reached at step {step}: stopping early", flush=True)
+                stopped_at = step + 1
+                break
+    evaluate(stopped_at)
     train_time = time.time() - t0
-    print(f"trained {total} steps in {train_time:.0f}s; conversation epochs: {data.sft_epochs}")
-    save(args, model, cfg, enc, total, log, n_params, train_time)
-    return total
+    print(f"trained {stopped_at} steps in {train_time:.0f}s; conversation epochs: {data.sft_epochs}")
+    save(args, model, cfg, enc, stopped_at, log, n_params, train_time)
+    return stopped_at
 
 
 def save(args, model, cfg, enc, step, log, n_params, train_time):
@@ -377,6 +384,7 @@ def main():
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--time-limit", type=float, default=0, help="stop early (and save) after this many seconds")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the golden pass (0 = all)")

@@ -221,6 +221,10 @@ REFUSED = [
 ]
 
 
+SYSTEM_PROMPTS = ["You are a helpful assistant.", "You are picochat.", "Answer briefly.",
+                  "You are a friendly assistant. Be concise."]
+
+
 def small_talk_example(rng):
     qs, answer = rng.choice(SMALL_TALK)
     return {"messages": [{"role": "user", "content": rng.choice(qs)},
@@ -286,5 +290,9 @@ def generate(seed, counts, common_words, letter_words, heldout):
         out += [maker(rng) for _ in range(counts[kind])]
     single = list(makers.values())
     out += [multi_turn(rng, single) for _ in range(counts["multi_turn"])]
+    for conv in out:  # a few with a system prompt, merged into the first user turn as nanochat does
+        if rng.random() < 0.03:
+            first = conv["messages"][0]
+            first["content"] = rng.choice(SYSTEM_PROMPTS) + "\n\n" + first["content"]
     rng.shuffle(out)
     return out

@@ -95,8 +95,8 @@ def render(enc, conv):
 
 def golden_questions(arith, letters):
     """The held questions whose greedy transcripts are the golden test."""
-    def chat(name, kind, text, max_tokens=96, history=()):
-        msgs = [{"role": r, "content": c} for r, c in history] + [{"role": "user", "content": text}]
+    def chat(name, kind, text, max_tokens=96):
+        msgs = [{"role": "user", "content": text}]
         return {"name": name, "kind": kind, "messages": msgs, "max_tokens": max_tokens}
 
     qs = [
@@ -108,9 +108,10 @@ def golden_questions(arith, letters):
         chat("define_happy", "definition", "Define happy."),
         chat("define_water", "definition", "What is the meaning of water?"),
         chat("poem", "refusal", "Write a poem about the sea.", 128),
-        chat("two_turns", "arithmetic", "What is 7 + 8?",
-             history=[("user", "Hi"), ("assistant", "Hello! I am picochat. How can I help you today?")]),
+        chat("system_prompt", "arithmetic", "What is 7 + 8?"),
     ]
+    # the CLI's --system path: merged into the first user message (SPEC §4)
+    qs[-1]["messages"].insert(0, {"role": "system", "content": "You are a helpful assistant."})
     for i, p in enumerate(arith):
         qs.append(chat(f"arith_{i:02d}", "arithmetic", p["question"]))
     for i, p in enumerate(letters):
