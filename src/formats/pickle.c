@@ -488,8 +488,12 @@ static int run(unpickler *u, node **result) {
         case 'j': /* LONG_BINGET */
             if (take_uint(u, 4, &n) || memo_get(u, n)) return -1;
             break;
-        default:
-            return fail_at(u, "unsupported opcode");
+        default: {
+            int c = u->op;
+            char shown[8] = "";
+            if (c >= 0x20 && c < 0x7f) snprintf(shown, sizeof shown, " ('%c')", c);
+            return nc_fail("pickle: unsupported opcode 0x%02x%s at offset %zu", c, shown, u->op_pos);
+        }
         }
     }
 }

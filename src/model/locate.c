@@ -94,9 +94,24 @@ static char *first_file(const char *const *candidates, int n) {
     return NULL;
 }
 
+/* Whether dir is <base>/<something>_checkpoints/<tag> (a nanochat base dir layout). */
+static bool in_checkpoints_tree(const char *dir) {
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", dir);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
+    char *slash = strrchr(buf, '/');
+    if (!slash) return false;
+    *slash = 0;
+    const char *parent = strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
+    size_t m = strlen(parent);
+    return m > 12 && !strcmp(parent + m - 12, "_checkpoints");
+}
+
 static void find_tokenizer_near(const char *dir, nc_checkpoint_location *loc) {
     char *a = join(dir, "tokenizer.pkl"), *b = join(dir, "tokenizer/tokenizer.pkl");
-    char *c = join(dir, "../../tokenizer/tokenizer.pkl"), *d = join(dir, "tokenizer.json");
+    char *c = in_checkpoints_tree(dir) ? join(dir, "../../tokenizer/tokenizer.pkl") : NULL;
+    char *d = join(dir, "tokenizer.json");
     const char *cands[] = {a, b, c, d};
     loc->tokenizer_file = first_file(cands, 4);
     free(a), free(b), free(c), free(d);
