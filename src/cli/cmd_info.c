@@ -71,9 +71,45 @@ static void describe_windows(const nc_model_config *c, char *buf, size_t cap) {
                   c->sequence_len);
 }
 
+/* A copy of s with every byte that is not part of well-formed UTF-8
+ * replaced by U+FFFD: paths are bytes, JSON must be UTF-8. */
+static char *utf8_clean(const char *s) {
+    size_t n = strlen(s);
+    char *out = nc_xmalloc(3 * n + 1), *o = out;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int len = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        bool good = len > 0;
+        for (int k = 1; good && k < len; k++) good = (p[k] & 0xc0) == 0x80;
+        if (good && len > 1) {
+            uint32_t cp = *p & (0x7f >> len);
+            for (int k = 1; k < len; k++) cp = cp << 6 | (p[k] & 0x3f);
+            static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+            good = cp >= min_cp[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+        }
+        if (good) {
+            memcpy(o, p, (size_t)len);
+            o += len;
+            p += len;
+        } else {
+            memcpy(o, "\xef\xbf\xbd", 3);
+            o += 3;
+            p++;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+static void add_clean_string(cJSON *obj, const char *key, const char *value) {
+    char *clean = utf8_clean(value);
+    cJSON_AddStringToObject(obj, key, clean);
+    free(clean);
+}
+
 static cJSON *file_json(const char *path) {
     cJSON *f = cJSON_CreateObject();
-    cJSON_AddStringToObject(f, "path", path);
+    add_clean_string(f, "path", path);
     cJSON_AddNumberToObject(f, "bytes", (double)file_size(path));
     return f;
 }
@@ -82,7 +118,7 @@ static void print_json(const nc_model *m, const nc_checkpoint_location *loc, cha
                        const nc_tokenizer *tok) {
     const nc_model_config *c = &m->cfg;
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "source", m->source);
+    add_clean_string(j, "source", m->source);
     cJSON_AddStringToObject(j, "format", m->format);
     if (loc->step >= 0) cJSON_AddNumberToObject(j, "step", loc->step);
     else cJSON_AddNullToObject(j, "step");
