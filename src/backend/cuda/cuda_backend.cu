@@ -319,7 +319,10 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
                        fr / 1073741824.0, tot / 1073741824.0);
     }
     cu->n_blocks = nblocks;
-    cu->rope_len = NC_MIN(nblocks * NC_KV_BLOCK_TOKENS, (int64_t)ROPE_MAX_POSITIONS);
+    /* nanochat precomputes rotary tables for 10x the training context; the
+     * CPU backend covers the same positions, so both refuse the same batches. */
+    cu->rope_len = NC_MIN(NC_MIN(nblocks * NC_KV_BLOCK_TOKENS, (int64_t)10 * c->sequence_len),
+                          (int64_t)ROPE_MAX_POSITIONS);
 
     /* Weights. */
     if (dev_alloc(&cu->slab, cu->slab_bytes, "the weights")) {

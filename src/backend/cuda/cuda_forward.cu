@@ -239,6 +239,7 @@ int nc_cuda_forward(nc_backend *b, const nc_batch *batch, float *logits) {
     nc_cuda *cu = nc_cuda_of(b);
     batch_shape bs;
     if (build_meta(cu, batch, &bs)) return -1;
+    if (bs.R && !logits) return nc_fail("forward: the batch asks for logits but no buffer was given");
     if (bs.decode_only) {
         if (run_decode(cu, &bs, cu->graph_seen)) return -1;
     } else if (run_layers(cu, &bs)) {

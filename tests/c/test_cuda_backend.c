@@ -1,0 +1,520 @@
+/*
+ * test_cuda_backend.c: the CUDA backend against PyTorch (the fixtures of
+ * tools/make_forward_fixtures.py, as test_cpu_forward.c uses them) and
+ * against the CPU backend (exact fp32, itself checked against PyTorch).
+ * Skips (exit 77) when no usable GPU is present.
+ *
+ * Every op family runs through forward(): embedding + smear, GEMV (batches
+ * of <= 4 tokens) and cuBLASLt (larger) products with their fused norms and
+ * epilogues, RoPE + QK-norm + KV append, split-KV decode attention, the
+ * tensor-core prefill attention, lambdas / value embeddings / backout (V6),
+ * the logits rows, and device sampling (forward_sample). Cases: prefill,
+ * token-by-token decode (CUDA graphs from the second step), chunks of 3 (GEMV
+ * + flash) and 7 (GEMM + flash), ragged mixed batches, 6 decode rows (GEMM
+ * + split-KV), forks by copy_kv_block, contexts past the V6 windows and over
+ * several 64-token blocks, GQA, d34-width layers (K = 2176: GEMV tails) and
+ * error cases.
+ *
+ * Tolerances. The reference is fp32 throughout; this backend rounds weights
+ * to bf16 (8 significant bits) and keeps q, k, v, the attention output and
+ * the MLP hidden in bf16, as nanochat does under autocast. One bf16 rounding
+ * is a relative error of <= 2^-9 (0.2%); a few layers of them give logits
+ * errors of ~1% of the row's scale. So a row passes when
+ * max|ours - ref| <= LOGIT_TOL * max|ref| (LOGIT_TOL = 3e-2), and the top-1
+ * token must agree unless the reference's best two logits are closer than
+ * twice the row's observed error (a near-tie, where either is acceptable per
+ * SPEC §1.1). A wrong layout, mask, position or scale gives errors of order
+ * 1 and fails.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "check.h"
+#include "engine/sampler.h"
+#include "model/loader.h"
+#include "model/model.h"
+#include "util/common.h"
+#include "util/numeric.h"
+
+#define DATA_DIR "tests/data/forward"
+#define LOGIT_TOL 3e-2
+#define POOL 64
+#define MAX_TOKENS 320
+#define MAX_SEQS 8
+
+static double worst;
+
+/* ==== fixtures (format of tools/make_forward_fixtures.py) ==== */
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = nc_xmalloc((size_t)len + 1);
+    if (fread(buf, 1, (size_t)len, f) != (size_t)len) len = 0;
+    buf[len] = 0;
+    fclose(f);
+    if (n) *n = (size_t)len;
+    return buf;
+}
+
+/* The fixture script's deterministic weights: splitmix64 of (fnv1a(name), i). */
+static float fixture_value(const char *name, int64_t i, float scale) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (const char *s = name; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
+    uint64_t z = h + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return ((float)(z >> 40) * 0x1p-23f - 1.0f) * scale;
+}
+
+typedef struct {
+    int32_t *prompt, *positions, greedy[16];
+    int n_prompt, n_positions, n_greedy;
+    float *ref; /* [n_positions, V] */
+} fx_case;
+
+typedef struct {
+    const char *name;
+    nc_model *model;
+    fx_case cases[4];
+    int n_cases, V;
+} fixture;
+
+static int32_t *ints(const cJSON *a, int *n) {
+    *n = cJSON_GetArraySize(a);
+    int32_t *v = nc_xmalloc(sizeof(int32_t) * (size_t)(*n > 0 ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
+    return v;
+}
+
+static bool fixture_load(fixture *fx, const char *name) {
+    char path[512];
+    memset(fx, 0, sizeof *fx);
+    fx->name = name;
+    snprintf(path, sizeof path, DATA_DIR "/%s/model.json", name);
+    char *text = slurp(path, NULL);
+    if (!text) return false;
+    cJSON *meta = cJSON_Parse(text);
+    NC_ASSERT(meta);
+    const cJSON *mc = cJSON_GetObjectItem(meta, "model_config");
+    nc_model_config sizes;
+    memset(&sizes, 0, sizeof sizes);
+    sizes.n_layer = cJSON_GetObjectItem(mc, "n_layer")->valueint;
+    sizes.n_embd = cJSON_GetObjectItem(mc, "n_embd")->valueint;
+    sizes.n_head = cJSON_GetObjectItem(mc, "n_head")->valueint;
+    sizes.n_kv_head = cJSON_GetObjectItem(mc, "n_kv_head")->valueint;
+    sizes.vocab_size = cJSON_GetObjectItem(mc, "vocab_size")->valueint;
+    sizes.sequence_len = cJSON_GetObjectItem(mc, "sequence_len")->valueint;
+    const cJSON *wp = cJSON_GetObjectItem(mc, "window_pattern");
+    if (wp) snprintf(sizes.window_pattern, sizeof sizes.window_pattern, "%s", wp->valuestring);
+    nc_tensor_set *set = nc_tensor_set_new();
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItem(meta, "tensors")) {
+        const char *tn = cJSON_GetObjectItem(t, "name")->valuestring;
+        bool bf = !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "bf16");
+        int nd;
+        int32_t *sh = ints(cJSON_GetObjectItem(t, "shape"), &nd);
+        int64_t shape[NC_MAX_DIMS], n = 1;
+        for (int i = 0; i < nd; i++) n *= shape[i] = sh[i];
+        free(sh);
+        void *buf = nc_xmalloc((size_t)n * (bf ? 2 : 4));
+        const cJSON *uni = cJSON_GetObjectItem(t, "uniform"), *vals = cJSON_GetObjectItem(t, "values");
+        for (int64_t i = 0; i < n; i++) {
+            float v = uni ? fixture_value(tn, i, (float)uni->valuedouble)
+                          : (float)cJSON_GetArrayItem(vals, (int)i)->valuedouble;
+            if (bf) ((uint16_t *)buf)[i] = nc_f32_to_bf16(v);
+            else ((float *)buf)[i] = v;
+        }
+        nc_tensor_set_keep_buffer(set, buf);
+        NC_ASSERT(nc_tensor_set_add(set, tn, bf ? NC_DTYPE_BF16 : NC_DTYPE_F32, nd, shape, buf) == 0);
+    }
+    fx->model = nc_model_from_tensors(set, &sizes, name, "fixture");
+    if (!fx->model) {
+        fprintf(stderr, "fixture %s: %s\n", name, nc_error());
+        exit(1);
+    }
+    fx->V = fx->model->cfg.vocab_size;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(meta, "cases")) {
+        fx_case *tc = &fx->cases[fx->n_cases++];
+        tc->prompt = ints(cJSON_GetObjectItem(c, "prompt"), &tc->n_prompt);
+        tc->positions = ints(cJSON_GetObjectItem(c, "logit_positions"), &tc->n_positions);
+        int32_t *g = ints(cJSON_GetObjectItem(c, "greedy"), &tc->n_greedy);
+        tc->n_greedy = NC_MIN(tc->n_greedy, 16);
+        memcpy(tc->greedy, g, sizeof(int32_t) * (size_t)tc->n_greedy);
+        free(g);
+        snprintf(path, sizeof path, DATA_DIR "/%s/%s", name, cJSON_GetObjectItem(c, "logits_file")->valuestring);
+        size_t nbytes;
+        tc->ref = (float *)slurp(path, &nbytes);
+        NC_ASSERT(tc->ref && nbytes == sizeof(float) * (size_t)tc->n_positions * (size_t)fx->V);
+    }
+    cJSON_Delete(meta);
+    free(text);
+    return true;
+}
+
+static void fixture_free(fixture *fx) {
+    for (int i = 0; i < fx->n_cases; i++) {
+        free(fx->cases[i].prompt);
+        free(fx->cases[i].positions);
+        free(fx->cases[i].ref);
+    }
+    nc_model_free(fx->model);
+}
+
+/* ==== comparisons ==== */
+
+static int argmax(const float *x, int V) {
+    int b = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Checks one logits row against a reference row (see the header). */
+static void compare_row(const float *ours, const float *ref, int V, const char *what, int pos) {
+    double md = 0, mr = 0;
+    for (int i = 0; i < V; i++) {
+        md = fmax(md, fabs((double)ours[i] - ref[i]));
+        mr = fmax(mr, fabs((double)ref[i]));
+        if (ours[i] != ours[i]) md = INFINITY;
+    }
+    double err = md / fmax(mr, 1e-30);
+    worst = fmax(worst, err);
+    CHECK(err <= LOGIT_TOL, "%s: position %d: relative logit error %.3g", what, pos, err);
+    int a = argmax(ours, V), r = argmax(ref, V);
+    CHECK(a == r || ref[r] - ref[a] <= 2 * md, "%s: position %d: top-1 %d (%.4f) vs reference %d (%.4f)", what,
+          pos, a, ref[a], r, ref[r]);
+}
+
+/* Rows of `logits` for positions pos0.. pos0+n-1 vs the fixture rows stored
+ * for those positions. */
+static void compare_fixture(const fixture *fx, const fx_case *tc, const float *logits, int pos0, int n,
+                            const char *what) {
+    for (int r = 0; r < n; r++)
+        for (int k = 0; k < tc->n_positions; k++)
+            if (tc->positions[k] == pos0 + r)
+                compare_row(logits + (size_t)r * fx->V, tc->ref + (size_t)k * fx->V, fx->V, what, pos0 + r);
+}
+
+static void table(int32_t *t, int n, int first, int stride) {
+    for (int b = 0; b < n; b++) t[b] = (first + b * stride) % POOL;
+}
+
+static int fwd(nc_backend *be, nc_seq_chunk *c, int n, float *logits) {
+    nc_batch b = {c, n};
+    int rc = be->ops->forward(be, &b, logits);
+    if (rc) fprintf(stderr, "forward: %s\n", nc_error());
+    return rc;
+}
+
+/* ==== fixture checks ==== */
+
+static void check_case(nc_backend *be, const fixture *fx, const fx_case *tc, float *logits) {
+    int32_t t1[16], t2[16];
+    char what[96];
+    /* prefill at once (GEMM + flash attention), then greedy decode (GEMV + split-KV, graphs) */
+    table(t1, 16, 7, 5);
+    nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, t1, NC_LOGITS_ALL};
+    snprintf(what, sizeof what, "%s prefill", fx->name);
+    CHECK(fwd(be, &c, 1, logits) == 0, "%s", what);
+    compare_fixture(fx, tc, logits, 0, tc->n_prompt, what);
+    int32_t tok = argmax(logits + (size_t)(tc->n_prompt - 1) * fx->V, fx->V), prev = tc->prompt[tc->n_prompt - 1];
+    for (int g = 0; g < tc->n_greedy; g++) {
+        if (tok != tc->greedy[g]) {
+            printf("  %s greedy diverges at step %d (%d vs %d): stopping the comparison there\n", fx->name, g, tok,
+                   tc->greedy[g]);
+            CHECK(g > 0, "%s: first greedy token differs", fx->name);
+            break;
+        }
+        nc_seq_chunk d = {&tok, 1, tc->n_prompt + g, prev, t1, NC_LOGITS_LAST};
+        CHECK(fwd(be, &d, 1, logits) == 0, "greedy decode");
+        prev = tok;
+        tok = argmax(logits, fx->V);
+    }
+    /* token by token */
+    table(t2, 16, 40, 3);
+    snprintf(what, sizeof what, "%s token-by-token", fx->name);
+    for (int t = 0; t < tc->n_prompt; t++) {
+        nc_seq_chunk d = {tc->prompt + t, 1, t, t ? tc->prompt[t - 1] : -1, t2, NC_LOGITS_LAST};
+        CHECK(fwd(be, &d, 1, logits) == 0, "%s", what);
+        compare_fixture(fx, tc, logits, t, 1, what);
+    }
+    /* chunks of 3 (GEMV + flash) and 7 (GEMM + flash), crossing blocks */
+    int sizes[2] = {3, 7};
+    for (int k = 0; k < 2; k++) {
+        table(t2, 16, 63 - k, 61);
+        snprintf(what, sizeof what, "%s chunks of %d", fx->name, sizes[k]);
+        for (int t = 0; t < tc->n_prompt; t += sizes[k]) {
+            int n = NC_MIN(sizes[k], tc->n_prompt - t);
+            nc_seq_chunk d = {tc->prompt + t, n, t, t ? tc->prompt[t - 1] : -1, t2, NC_LOGITS_ALL};
+            CHECK(fwd(be, &d, 1, logits) == 0, "%s", what);
+            compare_fixture(fx, tc, logits, t, n, what);
+        }
+    }
+    /* fork: copy the prompt's blocks (the last one partial) and decode from the copy */
+    table(t1, 16, 0, 1);
+    table(t2, 16, 32, 1);
+    nc_seq_chunk p = {tc->prompt, tc->n_prompt - 1, 0, -1, t1, NC_LOGITS_NONE};
+    CHECK(fwd(be, &p, 1, NULL) == 0, "fork prefill");
+    int nb = (tc->n_prompt - 1 + 63) / 64;
+    for (int b = 0; b < nb; b++)
+        CHECK(be->ops->copy_kv_block(be, t1[b], t2[b], NC_MIN(64, tc->n_prompt - 1 - b * 64)) == 0, "copy: %s",
+              nc_error());
+    nc_seq_chunk d = {tc->prompt + tc->n_prompt - 1, 1, tc->n_prompt - 1, tc->prompt[tc->n_prompt - 2], t2,
+                      NC_LOGITS_LAST};
+    snprintf(what, sizeof what, "%s forked", fx->name);
+    CHECK(fwd(be, &d, 1, logits) == 0, "%s", what);
+    compare_fixture(fx, tc, logits, tc->n_prompt - 1, 1, what);
+}
+
+/* Case 0 and case 1 together at different positions: a mixed batch (a
+ * one-token chunk + a 5-token chunk + a 40-token chunk), then 2 and 6
+ * decode rows at once. */
+static void check_ragged(nc_backend *be, const fixture *fx, float *logits) {
+    const fx_case *a = &fx->cases[0], *b = &fx->cases[fx->n_cases > 1 ? 1 : 0];
+    int32_t ta[16], tb[16], tc[16];
+    table(ta, 16, 1, 3);
+    table(tb, 16, 2, 3);
+    table(tc, 16, 3, 3);
+    int na = a->n_prompt - 6, nbb = b->n_prompt - 45;
+    if (na < 1 || nbb < 1) return;
+    nc_seq_chunk pre[3] = {{a->prompt, na, 0, -1, ta, NC_LOGITS_NONE},
+                           {b->prompt, nbb, 0, -1, tb, NC_LOGITS_NONE},
+                           {a->prompt, na + 1, 0, -1, tc, NC_LOGITS_NONE}};
+    CHECK(fwd(be, pre, 3, NULL) == 0, "ragged prefill");
+    nc_seq_chunk mix[3] = {{b->prompt + nbb, 40, nbb, b->prompt[nbb - 1], tb, NC_LOGITS_ALL},
+                           {a->prompt + na, 1, na, a->prompt[na - 1], ta, NC_LOGITS_LAST},
+                           {a->prompt + na + 1, 5, na + 1, a->prompt[na], tc, NC_LOGITS_ALL}};
+    CHECK(fwd(be, mix, 3, logits) == 0, "ragged mixed batch");
+    char what[96];
+    snprintf(what, sizeof what, "%s ragged", fx->name);
+    compare_fixture(fx, b, logits, nbb, 40, what);
+    compare_fixture(fx, a, logits + (size_t)40 * fx->V, na, 1, what);
+    compare_fixture(fx, a, logits + (size_t)41 * fx->V, na + 1, 5, what);
+    /* 2 decode rows (GEMV nb=2), then 6 (GEMM + split-KV) in three copies */
+    int pa = na + 1, pb = nbb + 40;
+    nc_seq_chunk two[2] = {{b->prompt + pb, 1, pb, b->prompt[pb - 1], tb, NC_LOGITS_LAST},
+                           {a->prompt + pa, 1, pa, a->prompt[pa - 1], ta, NC_LOGITS_LAST}};
+    CHECK(fwd(be, two, 2, logits) == 0, "2 decode rows");
+    compare_fixture(fx, b, logits, pb, 1, what);
+    compare_fixture(fx, a, logits + fx->V, pa, 1, what);
+    if (MAX_SEQS < 6) return;
+    int32_t tx[3][16], ty[3][16];
+    nc_seq_chunk six[6];
+    for (int k = 0; k < 3; k++) {
+        table(tx[k], 16, 20 + 11 * k, 7);
+        table(ty[k], 16, 21 + 11 * k, 7);
+        nc_seq_chunk fa = {a->prompt, pa + 1, 0, -1, tx[k], NC_LOGITS_NONE};
+        nc_seq_chunk fb = {b->prompt, pb + 1, 0, -1, ty[k], NC_LOGITS_NONE};
+        CHECK(fwd(be, &fa, 1, NULL) == 0 && fwd(be, &fb, 1, NULL) == 0, "prefill for 6 rows");
+        six[2 * k] = (nc_seq_chunk){a->prompt + pa + 1, 1, pa + 1, a->prompt[pa], tx[k], NC_LOGITS_LAST};
+        six[2 * k + 1] = (nc_seq_chunk){b->prompt + pb + 1, 1, pb + 1, b->prompt[pb], ty[k], NC_LOGITS_LAST};
+    }
+    for (int rep = 0; rep < 3; rep++) { /* eager, capture, replay */
+        CHECK(fwd(be, six, 6, logits) == 0, "6 decode rows");
+        for (int k = 0; k < 3; k++) {
+            compare_fixture(fx, a, logits + (size_t)(2 * k) * fx->V, pa + 1, 1, what);
+            compare_fixture(fx, b, logits + (size_t)(2 * k + 1) * fx->V, pb + 1, 1, what);
+        }
+    }
+}
+
+#define CHECK_FAILS(call, what)                                                           \
+    do {                                                                                  \
+        int rc_ = (call);                                                                 \
+        CHECK(rc_ == -1 && nc_error()[0], "%s should fail with a message", what);          \
+        if (rc_ == -1) printf("  expected error (%s): %s\n", what, nc_error());            \
+    } while (0)
+
+static void check_errors(nc_backend *be, const fixture *fx, float *logits) {
+    const fx_case *tc = &fx->cases[0];
+    int32_t t[16], bad[16];
+    table(t, 16, 0, 1);
+    memcpy(bad, t, sizeof bad);
+    nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, bad, NC_LOGITS_ALL};
+    nc_batch b = {&c, 1};
+    bad[1] = POOL;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "block id beyond the pool");
+    bad[1] = -3;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "negative block id");
+    c.block_table = t;
+    c.pos = fx->model->cfg.sequence_len * 10;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "position beyond the rotary table");
+    c.pos = 0;
+    int32_t big = fx->model->cfg.padded_vocab;
+    c.tokens = &big, c.n_tokens = 1;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "token id beyond the vocabulary");
+    c.tokens = tc->prompt, c.n_tokens = 0;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "empty chunk");
+    c.n_tokens = tc->n_prompt;
+    CHECK_FAILS(be->ops->forward(be, &b, NULL), "logits wanted, no buffer");
+    nc_seq_chunk many[MAX_SEQS + 1];
+    for (int i = 0; i <= MAX_SEQS; i++) many[i] = c;
+    nc_batch mb = {many, MAX_SEQS + 1};
+    CHECK_FAILS(be->ops->forward(be, &mb, logits), "more sequences than max_seqs");
+    static int32_t long_prompt[MAX_TOKENS + 1];
+    nc_seq_chunk lc = {long_prompt, MAX_TOKENS + 1, 0, -1, t, NC_LOGITS_NONE};
+    nc_batch lb = {&lc, 1};
+    CHECK_FAILS(be->ops->forward(be, &lb, logits), "more tokens than max_batch_tokens");
+    if (fx->model->cfg.has_smear) {
+        nc_seq_chunk d = {tc->prompt, 1, 5, -1, t, NC_LOGITS_LAST};
+        nc_batch db = {&d, 1};
+        CHECK_FAILS(be->ops->forward(be, &db, logits), "V6 decode without prev_token");
+    }
+    CHECK_FAILS(be->ops->copy_kv_block(be, 0, POOL, 4), "copy beyond the pool");
+    CHECK_FAILS(be->ops->copy_kv_block(be, 0, 1, 65), "copy of more than a block");
+    CHECK(be->ops->forward(be, &b, logits) == 0, "forward after errors: %s", nc_error());
+    compare_fixture(fx, tc, logits, 0, tc->n_prompt, "after errors");
+}
+
+/* ==== CUDA vs CPU backend on random models (wide layers, GQA, sampling) ==== */
+
+static void compare_backends(nc_backend *gpu, nc_backend *cpu, nc_seq_chunk *c, int n, int V, float *lg, float *lc,
+                             const char *what) {
+    int rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += c[i].logits == NC_LOGITS_ALL ? c[i].n_tokens : c[i].logits == NC_LOGITS_LAST ? 1 : 0;
+    CHECK(fwd(gpu, c, n, lg) == 0, "%s (cuda)", what);
+    CHECK(fwd(cpu, c, n, lc) == 0, "%s (cpu)", what);
+    for (int r = 0; r < rows; r++) compare_row(lg + (size_t)r * V, lc + (size_t)r * V, V, what, r);
+}
+
+static void check_random(const char *spec, float *lg, float *lc) {
+    nc_model *m = nc_model_random(spec, 7);
+    NC_ASSERT(m);
+    int V = m->cfg.vocab_size;
+    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = MAX_SEQS};
+    nc_backend *gpu = nc_backend_create("cuda", m, &p), *cpu = nc_backend_create("cpu", m, &p);
+    CHECK(gpu && cpu, "backends for %s: %s", spec, nc_error());
+    if (!gpu || !cpu) return;
+    char what[96];
+    int32_t prompt[200], t[MAX_SEQS][16];
+    for (int i = 0; i < 200; i++) prompt[i] = (i * 7919 + 13) % V;
+    for (int s = 0; s < MAX_SEQS; s++) table(t[s], 16, 5 * s + 1, 9);
+    /* a prefill of 150 (3 blocks) with every row, then 4 decode steps */
+    nc_seq_chunk c = {prompt, 150, 0, -1, t[0], NC_LOGITS_ALL};
+    snprintf(what, sizeof what, "%s prefill", spec);
+    compare_backends(gpu, cpu, &c, 1, V, lg, lc, what);
+    snprintf(what, sizeof what, "%s decode", spec);
+    for (int k = 0; k < 4; k++) {
+        nc_seq_chunk d = {prompt + 150 + k, 1, 150 + k, prompt[149 + k], t[0], NC_LOGITS_LAST};
+        compare_backends(gpu, cpu, &d, 1, V, lg, lc, what);
+    }
+    /* 3 rows at different positions (GEMV nb=3), then 8 (GEMM) */
+    nc_seq_chunk pre[MAX_SEQS], dec[MAX_SEQS];
+    for (int s = 1; s < MAX_SEQS; s++) {
+        pre[s - 1] = (nc_seq_chunk){prompt + s, 20 + 17 * s, 0, -1, t[s], NC_LOGITS_NONE};
+        CHECK(fwd(gpu, pre + s - 1, 1, NULL) == 0 && fwd(cpu, pre + s - 1, 1, NULL) == 0, "%s prefills", spec);
+    }
+    for (int s = 0; s < MAX_SEQS; s++) {
+        int pos = s ? 20 + 17 * s : 154;
+        const int32_t *src = s ? prompt + s : prompt;
+        dec[s] = (nc_seq_chunk){src + pos, 1, pos, src[pos - 1], t[s], NC_LOGITS_LAST};
+    }
+    snprintf(what, sizeof what, "%s 3 decode rows", spec);
+    compare_backends(gpu, cpu, dec + 1, 3, V, lg, lc, what);
+    snprintf(what, sizeof what, "%s %d decode rows", spec, MAX_SEQS);
+    for (int s = 1; s < 4; s++) dec[s].pos++, dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++;
+    compare_backends(gpu, cpu, dec, MAX_SEQS, V, lg, lc, what);
+
+    /* device sampling vs the host sampler on the same logits and generator */
+    for (int s = 0; s < MAX_SEQS; s++) dec[s].pos++, dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++;
+    nc_device_sampling rows[MAX_SEQS];
+    nc_sampling hs[MAX_SEQS];
+    for (int s = 0; s < MAX_SEQS; s++) {
+        float temps[4] = {0.0f, 0.8f, 1.0f, 1.3f};
+        hs[s] = (nc_sampling){temps[s % 4], (s % 3 == 0) ? 50 : (s % 3 == 1) ? 1000 : 0, s >= 4 ? 0.9f : 1.0f,
+                              s == 6 ? 0.05f : 0.0f};
+        rows[s] = (nc_device_sampling){hs[s].temperature, hs[s].top_k, hs[s].top_p, hs[s].min_p, {0, 0}};
+        nc_rng_seed(rows[s].rng_state, 42 + (uint64_t)s);
+    }
+    nc_sampler_scratch scr;
+    NC_ASSERT(nc_sampler_scratch_init(&scr, V) == 0);
+    int agree = 0, total = 0;
+    for (int rep = 0; rep < 6; rep++) {
+        nc_batch b = {dec, MAX_SEQS};
+        CHECK(gpu->ops->forward(gpu, &b, lg) == 0, "logits before sampling: %s", nc_error());
+        uint64_t host_rng[MAX_SEQS][2];
+        int32_t expect[MAX_SEQS], got[MAX_SEQS];
+        for (int s = 0; s < MAX_SEQS; s++) {
+            memcpy(host_rng[s], rows[s].rng_state, sizeof host_rng[s]);
+            expect[s] = nc_sample(lg + (size_t)s * V, V, &hs[s], host_rng[s], &scr);
+        }
+        CHECK(gpu->ops->forward_sample(gpu, &b, rows, got) == 0, "forward_sample: %s", nc_error());
+        for (int s = 0; s < MAX_SEQS; s++) {
+            CHECK(got[s] >= 0 && got[s] < V, "sampled id %d out of range", got[s]);
+            CHECK(!memcmp(host_rng[s], rows[s].rng_state, sizeof host_rng[s]), "row %d: generator out of step", s);
+            bool exact = hs[s].temperature == 0.0f || (hs[s].top_k > 0 && hs[s].top_k <= 1024);
+            if (exact) {
+                total++;
+                agree += got[s] == expect[s];
+            } else if (hs[s].top_p < 1.0f) { /* whole-row path: the token must lie in the nucleus */
+                const float *row = lg + (size_t)s * V;
+                float mx = row[argmax(row, V)];
+                double sum = 0, above = 0, pt = exp((row[got[s]] - mx) / hs[s].temperature);
+                for (int i = 0; i < V; i++) {
+                    double pi = exp((row[i] - mx) / hs[s].temperature);
+                    sum += pi;
+                    if (pi > pt) above += pi;
+                }
+                CHECK(above < hs[s].top_p * sum * (1 + 1e-4), "row %d: token %d outside the top-p nucleus", s,
+                      got[s]);
+            }
+        }
+        for (int s = 0; s < MAX_SEQS; s++) dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++, dec[s].pos++;
+    }
+    printf("  %s: device sampling matched the host sampler on %d of %d draws\n", spec, agree, total);
+    CHECK(agree >= total - 1, "device sampling disagrees with the host sampler (%d of %d)", agree, total);
+    nc_sampler_scratch_free(&scr);
+    printf("  %s: %s\n", spec, gpu->ops->describe(gpu));
+    nc_backend_free(gpu);
+    nc_backend_free(cpu);
+    nc_model_free(m);
+}
+
+int main(void) {
+    if (!nc_backend_cuda_available()) {
+        printf("skipped: no usable CUDA device (or CUDA not compiled in)\n");
+        return CHECK_SKIP;
+    }
+    const char *names[] = {"v1_mha", "v1_gqa", "v6_gqa"};
+    float *logits = nc_xmalloc(sizeof(float) * (size_t)MAX_TOKENS * 65536);
+    float *logits2 = nc_xmalloc(sizeof(float) * (size_t)MAX_TOKENS * 65536);
+    for (size_t f = 0; f < NC_ARRAY_LEN(names); f++) {
+        fixture fx;
+        if (!fixture_load(&fx, names[f])) {
+            CHECK(0, "missing fixture %s (run from the repository root)", names[f]);
+            continue;
+        }
+        nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = MAX_SEQS};
+        nc_backend *be = nc_backend_create("cuda", fx.model, &p);
+        CHECK(be != NULL, "cuda backend for %s: %s", names[f], nc_error());
+        if (be) {
+            worst = 0;
+            for (int i = 0; i < fx.n_cases; i++) check_case(be, &fx, &fx.cases[i], logits);
+            check_ragged(be, &fx, logits);
+            check_errors(be, &fx, logits);
+            printf("%s vs PyTorch: worst relative logit error %.3g\n", names[f], worst);
+            nc_backend_free(be);
+        }
+        fixture_free(&fx);
+    }
+    const char *specs[] = {"2,2176,17", "2,1024,8,2"};
+    for (size_t i = 0; i < NC_ARRAY_LEN(specs); i++) {
+        worst = 0;
+        check_random(specs[i], logits, logits2);
+        printf("%s vs CPU backend: worst relative logit error %.3g\n", specs[i], worst);
+    }
+    free(logits);
+    free(logits2);
+    return check_summary("test_cuda_backend");
+}
