@@ -8,8 +8,10 @@
  * concatenation is a token. Most pieces are whole tokens, so the caller
  * looks the piece up first and only falls back to merging when that fails.
  *
- * The table is open addressing over byte strings: a slot holds the key's
- * hash (to skip most memcmps) and its rank; the bytes live in one blob.
+ * The table is open addressing over byte strings (linear probing, load
+ * <= 1/2): a slot holds the key's length, its first 8 bytes and its rank,
+ * so short keys, the bulk of the merge loop's lookups, are settled by one
+ * 16-byte read; longer keys compare their tail with the blob.
  *
  * Two merge loops with identical results:
  *   - short pieces (the common case): tiktoken's array of (start, pair rank)
@@ -47,24 +49,25 @@ static inline uint64_t mix64(uint64_t x) { /* murmur3's finalizer */
     return x;
 }
 
-/* Hash of a byte string. The loads below cover every byte exactly for a
- * given length (overlapping loads for 4..8 and for the tail), so two keys
- * of equal length only collide through mix64. */
-static inline uint64_t hash_bytes(const uint8_t *p, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ull * (uint64_t)(n + 1);
-    if (n <= 8) {
-        uint64_t v;
-        if (n >= 4)
-            v = ((uint64_t)load32(p) << 32) | load32(p + n - 4);
-        else if (n > 0)
-            v = ((uint64_t)p[0] << 16) | ((uint64_t)p[n / 2] << 8) | p[n - 1];
-        else
-            v = 0;
-        return mix64(h ^ v);
+/* The first min(n, 8) bytes of p as a zero-padded little-endian word,
+ * without reading outside p[0..n): two overlapping loads whose common
+ * bytes agree, so OR-ing them is exact. */
+static inline uint64_t key_head(const uint8_t *p, size_t n) {
+    if (n >= 8) return load64(p);
+    if (n >= 4) return (uint64_t)load32(p) | ((uint64_t)load32(p + n - 4) << (8 * (n - 4)));
+    if (n == 0) return 0;
+    return (uint64_t)p[0] | ((uint64_t)p[n / 2] << (8 * (n / 2))) | ((uint64_t)p[n - 1] << (8 * (n - 1)));
+}
+
+/* Hash of a byte string whose head word is `head`. */
+static inline uint64_t hash_key(const uint8_t *p, size_t n, uint64_t head) {
+    uint64_t h = mix64(head ^ (0x9E3779B97F4A7C15ull * (uint64_t)(n + 1)));
+    if (n > 8) {
+        size_t i = 8;
+        for (; i + 8 < n; i += 8) h = mix64(h ^ load64(p + i));
+        h = mix64(h ^ load64(p + n - 8));
     }
-    size_t i = 0;
-    for (; i + 8 < n; i += 8) h = mix64(h ^ load64(p + i));
-    return mix64(h ^ load64(p + n - 8));
+    return h;
 }
 
 /* ==== the table ==== */
@@ -105,11 +108,10 @@ int nc_rank_table_init(nc_rank_table *tab, const uint8_t *const *token_bytes,
         }
         memcpy(tab->blob + off, p, n);
         off += n;
-        uint64_t h = hash_bytes(p, n);
-        uint32_t s = (uint32_t)h & tab->mask;
+        uint64_t head = key_head(p, n);
+        uint32_t s = (uint32_t)hash_key(p, n, head) & tab->mask;
         while (tab->slots[s].rank >= 0) s = (s + 1) & tab->mask;
-        tab->slots[s].hash = (uint32_t)h;
-        tab->slots[s].rank = r;
+        tab->slots[s] = (nc_rank_slot){head, r, (uint32_t)n};
         if (n == 1) tab->byte_rank[p[0]] = r;
         if (n > tab->max_len) tab->max_len = n;
     }
@@ -134,15 +136,13 @@ void nc_rank_table_free(nc_rank_table *tab) {
 int32_t nc_rank_lookup(const nc_rank_table *tab, const uint8_t *p, size_t n) {
     if (n == 1) return tab->byte_rank[p[0]];
     if (n == 0 || n > tab->max_len) return -1;
-    uint64_t h = hash_bytes(p, n);
-    uint32_t h32 = (uint32_t)h;
-    for (uint32_t s = h32 & tab->mask;; s = (s + 1) & tab->mask) {
+    uint64_t head = key_head(p, n);
+    for (uint32_t s = (uint32_t)hash_key(p, n, head) & tab->mask;; s = (s + 1) & tab->mask) {
         const nc_rank_slot *slot = &tab->slots[s];
         if (slot->rank < 0) return -1;
-        if (slot->hash == h32) {
-            uint32_t a = tab->offs[slot->rank], b = tab->offs[slot->rank + 1];
-            if (b - a == n && memcmp(tab->blob + a, p, n) == 0) return slot->rank;
-        }
+        if (slot->head == head && slot->len == n &&
+            (n <= 8 || memcmp(tab->blob + tab->offs[slot->rank] + 8, p + 8, n - 8) == 0))
+            return slot->rank;
     }
 }
 

@@ -28,9 +28,12 @@
 
 /* ==== rank table (bpe.c) ==== */
 
+/* One 16-byte slot: a key of up to 8 bytes is compared without touching
+ * the blob (most lookups are short pairs during merging). */
 typedef struct {
-    uint32_t hash; /* low 32 bits of the key's hash */
+    uint64_t head; /* the key's first 8 bytes, zero-padded, little-endian */
     int32_t rank;  /* -1 = empty slot */
+    uint32_t len;  /* key length in bytes */
 } nc_rank_slot;
 
 /* Open-addressing hash of byte strings -> rank; the bytes live in one blob. */
