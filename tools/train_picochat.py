@@ -252,7 +252,7 @@ def train(args):
         muon.step()
         model.zero_grad(set_to_none=True)
         if step % args.log_every == 0 or step == total - 1:
-            lv = float(loss)
+            lv = loss.detach().item()
             log["step"].append(step)
             log["loss"].append(lv)
             log["phase"].append("sft" if sft else "pretrain")

@@ -48,8 +48,8 @@ SPECIALS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
             "<|assistant_end|>", "<|python_start|>", "<|python_end|>",
             "<|output_start|>", "<|output_end|>"]
 
-COUNTS = dict(arithmetic=100_000, letters=60_000, definitions=25_000, small_talk=8_000,
-              refusal=4_000, multi_turn=15_000)
+COUNTS = dict(arithmetic=200_000, letters=120_000, definitions=30_000, small_talk=8_000,
+              refusal=4_000, multi_turn=30_000)
 N_DEFINED_WORDS = 2000   # the most frequent WordNet words it learns to define
 N_LETTER_WORDS = 3000    # words used in letter counting
 
