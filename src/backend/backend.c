@@ -4,8 +4,8 @@
  *
  * This is the only file outside backend/cuda that may know whether CUDA
  * was compiled in (NC_WITH_CUDA, set by the Makefile when nvcc is found).
- * The CUDA backend is not part of the tree yet, so "cuda" reports that it
- * is unavailable and "auto" means the CPU.
+ * Without it, "cuda" reports that it is unavailable and "auto" means the
+ * CPU; with it, "auto" picks CUDA when nc_cuda_probe finds a usable GPU.
  */
 #include "backend.h"
 
@@ -14,14 +14,30 @@
 
 #include "../util/common.h"
 #include "cpu/cpu_backend.h"
+#ifdef NC_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
-bool nc_backend_cuda_available(void) { return false; }
+bool nc_backend_cuda_available(void) {
+#ifdef NC_WITH_CUDA
+    char why[256];
+    return nc_cuda_probe(why, sizeof why);
+#else
+    return false;
+#endif
+}
 
 /* The ops table for `device`, or NULL + nc_error(). */
 static const nc_backend_ops *backend_ops_for(const char *device) {
     if (!strcmp(device, "cpu")) return &nc_cpu_backend_ops;
     if (!strcmp(device, "cuda")) {
+#ifdef NC_WITH_CUDA
+        char why[256];
+        if (nc_cuda_probe(why, sizeof why)) return &nc_cuda_backend_ops;
+        nc_fail("CUDA device not usable: %s; use --device cpu", why);
+#else
         nc_fail("CUDA backend not available in this build; use --device cpu");
+#endif
         return NULL;
     }
     if (!strcmp(device, "auto")) return nc_backend_cuda_available() ? backend_ops_for("cuda") : &nc_cpu_backend_ops;

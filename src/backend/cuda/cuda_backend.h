@@ -12,11 +12,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../backend.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "../backend.h"
 
 /* The ops table of the CUDA backend ("cuda"). */
 extern const nc_backend_ops nc_cuda_backend_ops;
