@@ -72,6 +72,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     for (int i = tid; i < a.G * D; i += DEC_THREADS)
         qs[i] = __bfloat162float(a.q[((size_t)t * a.H + hk * a.G) * D + i]) * a.qscale;
     if (tid < NC_ATTN_MAX_GROUP) ms[tid] = -INFINITY, ls[tid] = 0.0f;
+    __syncthreads();
     float acc[NC_ATTN_MAX_GROUP];
 #pragma unroll
     for (int g = 0; g < NC_ATTN_MAX_GROUP; g++) acc[g] = 0.0f;
