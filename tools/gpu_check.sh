@@ -31,12 +31,15 @@ if [ "$what" = all ] || [ "$what" = test ]; then
     grep -m 20 -E "Invalid|out of bounds|Error|FAIL" "$OUT/sanitizer.log"
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
+    nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -o $B/gemv_harness dev/kernels/gemv.cu &&
+        timeout 60 $B/gemv_harness >"$OUT/gemv.txt" 2>&1
     t0=$SECONDS
     timeout 240 $B/nanochat bench --random d34 --device cuda ${BENCH_ARGS:-} >"$OUT/bench.txt" 2>&1
     summary+=("bench: rc=$? ($((SECONDS - t0)) s)")
     t0=$SECONDS
     PYTHONUNBUFFERED=1 timeout 300 python3 tools/bench_pytorch.py ${PT_ARGS:-} >"$OUT/pytorch.txt" 2>&1
     summary+=("pytorch: rc=$? ($((SECONDS - t0)) s)")
+    echo "==== dev/kernels/gemv"; cat "$OUT/gemv.txt"
     echo "==== nanochat bench"; cat "$OUT/bench.txt"
     echo "==== pytorch"; grep -v "^JSON" "$OUT/pytorch.txt" | tail -20
 fi
