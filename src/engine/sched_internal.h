@@ -1,0 +1,140 @@
+/*
+ * sched_internal.h: the scheduler's private state, shared by scheduler.c
+ * (API, admission, KV bookkeeping, retirement) and sched_step.c (one
+ * forward pass: batch building, sampling, the calculator tool, events).
+ *
+ * Life of a request: submit() puts it on `incoming` (any thread, under the
+ * lock); step() moves it to `waiting`, admits it when rows and KV blocks
+ * allow (state PREFILL: one sequence, row 0, prefilled in chunks), forks it
+ * into n rows when the last prompt chunk's logits arrive (state DECODE),
+ * and retires it when every row has finished, leaving finished rows'
+ * blocks to the prefix cache.
+ *
+ * KV admission is by reservation: a request is admitted only if the pool
+ * (free blocks plus blocks only the prefix cache holds) covers the worst
+ * case of every admitted row, ceil(min(prompt + max_tokens, context) / 64)
+ * blocks each. So a running row never waits for memory and nothing is ever
+ * preempted; a request that would not fit waits in the queue.
+ */
+#ifndef NC_ENGINE_SCHED_INTERNAL_H
+#define NC_ENGINE_SCHED_INTERNAL_H
+
+#include <pthread.h>
+
+#include "../tokenizer/tokenizer.h"
+#include "kv_pool.h"
+#include "sampler.h"
+#include "scheduler.h"
+
+typedef enum { REQ_QUEUED, REQ_PREFILL, REQ_DECODE } req_state;
+
+typedef enum { ROW_IDLE, ROW_LIVE, ROW_DONE, ROW_DROPPED } row_state;
+
+typedef struct sched_req sched_req;
+
+typedef struct {
+    sched_req *req;
+    int32_t index;        /* 0 .. n-1 */
+    row_state state;      /* DONE: finished normally (blocks go to the cache); DROPPED: freed */
+    int32_t *tokens;      /* [tok_cap] prompt + generated */
+    int32_t n_tokens;
+    int32_t n_computed;   /* positions whose KV is in the cache (tokens fed so far) */
+    int32_t *blocks;      /* [blk_cap] block table */
+    int32_t n_blocks;
+    int32_t n_generated;  /* tokens appended after the prompt, forced ones included */
+    uint64_t rng[2];
+    /* calculator tool state (nanochat's RowState) */
+    bool in_python;       /* between <|python_start|> and <|python_end|> */
+    int32_t expr_start;   /* index in tokens of the first expression token */
+    int32_t *forced;      /* [forced_cap] tokens to force, one per step */
+    int32_t n_forced, forced_pos;
+} sched_row;
+
+struct sched_req {
+    uint64_t id;
+    nc_gen_params params;
+    int32_t *prompt;      /* [n_prompt] */
+    int32_t n_prompt;
+    nc_gen_callback cb;
+    void *user;
+    req_state state;
+    bool cancel;          /* cancel requested: retire in this step */
+    int32_t n_cached;     /* prompt tokens reused from the prefix cache */
+    int32_t row_tokens;   /* per-row token limit: min(prompt + max_tokens, context) */
+    int32_t row_blocks;   /* worst-case blocks per row: ceil(row_tokens / 64) */
+    int32_t tok_cap, blk_cap, forced_cap;
+    sched_row *rows;      /* [params.n]; only rows[0] exists before the fork */
+    sched_req *next;      /* incoming list */
+};
+
+/* A chunk of the batch and what its result means. */
+typedef struct {
+    sched_row *row;       /* row whose sequence this chunk extends */
+    bool prefill;         /* part of a prompt (else one decode token) */
+    bool last;            /* produces the logits the row samples from */
+} chunk_meta;
+
+struct nc_scheduler {
+    nc_backend *backend;
+    const nc_tokenizer *tok;
+    int32_t V;
+    int32_t max_context, max_running, prefill_chunk, max_queue;
+    int32_t max_seqs, max_batch_tokens;
+    int32_t special[NC_TOK_SPECIAL_COUNT]; /* ids, -1 when absent */
+    bool tool_ok;                          /* tokenizer has the four tool tokens */
+
+    /* shared with other threads: under `mu` */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sched_req *in_head, *in_tail;
+    int32_t n_incoming;
+    uint64_t *cancel_ids;
+    int32_t n_cancel, cap_cancel;
+    uint64_t next_id;
+    int32_t n_active_published;            /* waiting + running, as of the last step */
+    nc_scheduler_stats stats;              /* snapshot published after each step */
+
+    /* stepping thread only */
+    sched_req **waiting;
+    int32_t n_waiting, cap_waiting;
+    sched_req **running;                   /* admission order */
+    int32_t n_running;
+    int32_t running_rows;                  /* rows of running requests (n each) */
+    nc_kv_pool pool;
+    nc_prefix_cache cache;
+    nc_scheduler_stats acc;                /* cumulative counters being built */
+
+    /* per-step buffers, sized at create (no allocation in the token loop) */
+    nc_seq_chunk *host_chunks, *dev_chunks;   /* [max_seqs] */
+    chunk_meta *host_meta, *dev_meta;         /* [max_seqs] */
+    int32_t n_host, n_dev;
+    nc_device_sampling *dev_rows;             /* [max_seqs] */
+    int32_t *dev_tokens;                      /* [max_seqs] */
+    float *logits;                            /* [max_seqs, V] */
+    nc_sampler_scratch scratch;
+    char *expr;                               /* [NC_CALC_MAX_EXPR + 1] */
+    char *calc_out;                           /* [NC_CALC_RESULT_MAX] */
+    nc_tokens enc;                            /* encoded tool result (capacity reused) */
+};
+
+/* ==== scheduler.c ==== */
+
+/* A fresh block for `row` (evicting prefix-cache entries if needed) placed
+ * at the end of its block table; -1 (with a message) if the pool is dry. */
+int sched_row_add_block(nc_scheduler *s, sched_row *row);
+/* Makes rows[1..n) of a request whose prompt is in row 0: shared full
+ * blocks, a copied partial block. */
+int sched_fork(nc_scheduler *s, sched_req *r);
+/* Ends a row with a final event (token -1) unless it already finished. */
+void sched_row_finish(nc_scheduler *s, sched_row *row, nc_finish_reason why, const char *error);
+/* Base event for a row: ids, prompt counts, no token. */
+nc_gen_event sched_event(const sched_row *row);
+
+/* ==== sched_step.c ==== */
+
+/* Builds and runs one forward pass over the running requests, then
+ * delivers its tokens. Returns -1 if the backend failed (the rows in the
+ * batch got ERROR events). */
+int sched_run_batch(nc_scheduler *s);
+
+#endif /* NC_ENGINE_SCHED_INTERNAL_H */

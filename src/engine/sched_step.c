@@ -1,0 +1,280 @@
+/*
+ * sched_step.c: one scheduling step's forward pass (see sched_internal.h).
+ *
+ * Batch: every decoding row contributes its last token (one position);
+ * then requests still prefilling contribute chunks of their prompt (at
+ * most prefill_chunk each) while the backend's token and sequence limits
+ * allow, oldest first. Decode rows come first, so a long prompt never
+ * stalls running streams: it is spread over several steps.
+ *
+ * Two calls when the backend samples on the device: chunks whose tokens
+ * can be sampled there (decode rows, the final chunk of an n = 1 prompt,
+ * no logprobs) go to forward_sample; the rest (mid-prompt chunks, n > 1
+ * forks that sample several rows from one set of logits, logprobs) go to
+ * forward with host sampling. Without forward_sample, everything is one
+ * forward call.
+ *
+ * Then per row, as nanochat's Engine.generate: a pending forced token
+ * replaces the sampled one; the calculator state machine watches
+ * <|python_start|> .. <|python_end|>; <|assistant_end|> / <|bos|> stop the
+ * row; max_tokens and the context limit end it with "length".
+ */
+#include <string.h>
+
+#include "../util/common.h"
+#include "calculator.h"
+#include "sched_internal.h"
+
+/* ==== the calculator tool ==== */
+
+/* On <|python_end|>: decode the expression, evaluate it, queue
+ * <|output_start|> result <|output_end|> to be forced (nanochat's engine). */
+static void run_tool(nc_scheduler *s, sched_row *row, int32_t end) {
+    size_t n = 0;
+    bool fits = true;
+    for (int32_t i = row->expr_start; i < end && fits; i++) {
+        size_t len;
+        const uint8_t *b = nc_tokenizer_token_bytes(s->tok, row->tokens[i], &len);
+        if (!b || n + len > NC_CALC_MAX_EXPR) {
+            fits = false;
+            break;
+        }
+        memcpy(s->expr + n, b, len);
+        n += len;
+    }
+    if (!fits || n == 0) return;
+    int rl = nc_calculator(s->expr, n, s->calc_out, NC_CALC_RESULT_MAX);
+    if (rl < 0) return;
+    s->enc.n = 0;
+    if (nc_tokenizer_encode(s->tok, s->calc_out, (size_t)rl, &s->enc)) return;
+    if ((int64_t)s->enc.n + 2 > row->req->forced_cap) return;
+    row->forced[0] = s->special[NC_TOK_OUTPUT_START];
+    memcpy(row->forced + 1, s->enc.ids, s->enc.n * sizeof *row->forced);
+    row->forced[1 + s->enc.n] = s->special[NC_TOK_OUTPUT_END];
+    row->n_forced = (int32_t)s->enc.n + 2;
+    row->forced_pos = 0;
+}
+
+/* ==== delivering one token ==== */
+
+/* Appends the row's next token: the pending forced one, else `sampled`.
+ * `logits` (may be NULL) are the row's distribution, for logprobs. */
+static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits) {
+    sched_req *r = row->req;
+    bool forced = row->forced_pos < row->n_forced;
+    int32_t token = forced ? row->forced[row->forced_pos++] : sampled;
+    if (row->forced_pos == row->n_forced) row->n_forced = row->forced_pos = 0;
+
+    nc_gen_event ev = sched_event(row);
+    ev.token = token;
+    ev.forced = forced;
+    if (!forced && logits && r->params.top_logprobs >= 0) {
+        int32_t ids[NC_MAX_TOP_LOGPROBS];
+        float lp[NC_MAX_TOP_LOGPROBS];
+        int32_t k = r->params.top_logprobs;
+        ev.chosen.token = token;
+        ev.chosen.logprob = nc_sample_logprobs(logits, s->V, token, k, ids, lp);
+        for (int32_t j = 0; j < k; j++) ev.top[j] = (nc_token_logprob){ids[j], lp[j]};
+        ev.n_top = k;
+    }
+    NC_ASSERT(row->n_tokens < r->tok_cap);
+    row->tokens[row->n_tokens++] = token;
+    row->n_generated++;
+    s->acc.tokens_generated++;
+
+    if (r->params.use_calculator && s->tool_ok) {
+        if (token == s->special[NC_TOK_PYTHON_START]) {
+            row->in_python = true;
+            row->expr_start = row->n_tokens;
+        } else if (token == s->special[NC_TOK_PYTHON_END] && row->in_python) {
+            row->in_python = false;
+            run_tool(s, row, row->n_tokens - 1);
+        }
+    }
+
+    bool terminal = !forced && (token == s->special[NC_TOK_ASSISTANT_END] || token == s->special[NC_TOK_BOS]);
+    ev.is_terminal = terminal;
+    ev.finish = terminal ? NC_FINISH_STOP : row->n_tokens >= r->row_tokens ? NC_FINISH_LENGTH : NC_FINISH_NONE;
+    bool stop = r->cb(r->user, &ev);
+    if (ev.finish != NC_FINISH_NONE) {
+        /* Finished normally: its computed positions become a cached prefix. */
+        nc_prefix_cache_insert(&s->cache, &s->pool, row->tokens, row->n_computed, row->blocks, row->n_blocks);
+        row->n_blocks = 0;
+        row->state = ROW_DONE;
+    } else if (stop) {
+        sched_row_finish(s, row, NC_FINISH_CANCELLED, NULL);
+    }
+}
+
+/* Samples (host side) and emits the next token of a row from its logits. */
+static void sample_and_emit(nc_scheduler *s, sched_row *row, const float *logits) {
+    const nc_gen_params *p = &row->req->params;
+    int32_t tok = -1;
+    if (row->forced_pos < row->n_forced) {
+        if (p->temperature > 0.0f) nc_rng_next(row->rng); /* a device sampler would have drawn too */
+    } else {
+        nc_sampling sp = {p->temperature, p->top_k, p->top_p, p->min_p};
+        tok = nc_sample(logits, s->V, &sp, row->rng, &s->scratch);
+    }
+    emit(s, row, tok, logits);
+}
+
+/* ==== building the batch ==== */
+
+/* Makes sure row's block table covers positions [0, end). */
+static int cover(nc_scheduler *s, sched_row *row, int32_t end) {
+    while (row->n_blocks * NC_KV_BLOCK_TOKENS < end)
+        if (sched_row_add_block(s, row)) return -1;
+    return 0;
+}
+
+static void add_chunk(nc_scheduler *s, bool host, sched_row *row, int32_t len, bool prefill, bool last) {
+    int32_t pos = row->n_computed;
+    nc_seq_chunk c = {.tokens = row->tokens + pos, .n_tokens = len, .pos = pos,
+                      .prev_token = pos > 0 ? row->tokens[pos - 1] : -1, .block_table = row->blocks,
+                      .logits = last ? NC_LOGITS_LAST : NC_LOGITS_NONE};
+    chunk_meta m = {row, prefill, last};
+    if (host) {
+        s->host_chunks[s->n_host] = c;
+        s->host_meta[s->n_host++] = m;
+    } else {
+        s->dev_chunks[s->n_dev] = c;
+        s->dev_meta[s->n_dev++] = m;
+    }
+}
+
+/* Every row of a request ends with an error (prefilling requests: all n). */
+static void fail_request(nc_scheduler *s, sched_req *r, const char *msg) {
+    for (int32_t j = 0; j < r->params.n; j++) {
+        sched_row *row = &r->rows[j];
+        if (row->state == ROW_IDLE) row->state = ROW_LIVE;
+        sched_row_finish(s, row, NC_FINISH_ERROR, msg);
+    }
+}
+
+static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
+    bool dev_ok = s->backend->ops->forward_sample != NULL;
+    int32_t total = 0;
+    s->n_host = s->n_dev = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        sched_req *r = s->running[i];
+        if (r->state != REQ_DECODE) continue;
+        for (int32_t j = 0; j < r->params.n; j++) {
+            sched_row *row = &r->rows[j];
+            if (row->state != ROW_LIVE) continue;
+            NC_ASSERT(row->n_computed == row->n_tokens - 1);
+            if (cover(s, row, row->n_computed + 1)) {
+                sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
+                continue;
+            }
+            add_chunk(s, !dev_ok || r->params.top_logprobs >= 0, row, 1, false, true);
+            total++;
+        }
+    }
+    for (int32_t i = 0; i < s->n_running; i++) {
+        sched_req *r = s->running[i];
+        if (r->state != REQ_PREFILL) continue;
+        if (s->n_host + s->n_dev >= s->max_seqs || total >= s->max_batch_tokens) break;
+        sched_row *row = &r->rows[0];
+        int32_t len = NC_MIN(r->n_prompt - row->n_computed, NC_MIN(s->prefill_chunk, s->max_batch_tokens - total));
+        if (cover(s, row, row->n_computed + len)) {
+            fail_request(s, r, nc_error());
+            continue;
+        }
+        bool last = row->n_computed + len == r->n_prompt;
+        bool host = !dev_ok || !last || r->params.n > 1 || r->params.top_logprobs >= 0;
+        add_chunk(s, host, row, len, true, last);
+        total += len;
+    }
+    *n_tokens = total;
+    return s->n_host + s->n_dev;
+}
+
+/* ==== running it ==== */
+
+/* A prompt's last chunk is done: fork into n rows (state DECODE). */
+static bool start_decoding(nc_scheduler *s, sched_req *r) {
+    r->state = REQ_DECODE;
+    if (r->params.n > 1 && sched_fork(s, r)) {
+        fail_request(s, r, nc_error());
+        return false;
+    }
+    return true;
+}
+
+static void deliver_host(nc_scheduler *s) {
+    const float *lg = s->logits;
+    for (int32_t c = 0; c < s->n_host; c++) {
+        chunk_meta *m = &s->host_meta[c];
+        if (!m->last) continue;
+        const float *row_logits = lg;
+        lg += s->V;
+        sched_req *r = m->row->req;
+        if (m->prefill) {
+            if (!start_decoding(s, r)) continue;
+            for (int32_t j = 0; j < r->params.n; j++)
+                if (r->rows[j].state == ROW_LIVE) sample_and_emit(s, &r->rows[j], row_logits);
+        } else if (m->row->state == ROW_LIVE) {
+            sample_and_emit(s, m->row, row_logits);
+        }
+    }
+}
+
+static void deliver_dev(nc_scheduler *s) {
+    for (int32_t c = 0; c < s->n_dev; c++) {
+        chunk_meta *m = &s->dev_meta[c];
+        sched_row *row = m->row;
+        memcpy(row->rng, s->dev_rows[c].rng_state, sizeof row->rng);
+        if (m->prefill && !start_decoding(s, row->req)) continue;
+        if (row->state == ROW_LIVE) emit(s, row, s->dev_tokens[c], NULL);
+    }
+}
+
+int sched_run_batch(nc_scheduler *s) {
+    int32_t n_tokens = 0;
+    int n_seqs = build_batch(s, &n_tokens);
+    s->acc.last_batch_rows = n_seqs;
+    s->acc.last_batch_tokens = n_tokens;
+    if (n_seqs == 0) return 0;
+
+    nc_backend *b = s->backend;
+    int rc = 0;
+    if (s->n_host) {
+        nc_batch batch = {s->host_chunks, s->n_host};
+        rc = b->ops->forward(b, &batch, s->logits);
+    }
+    if (!rc && s->n_dev) {
+        for (int32_t c = 0; c < s->n_dev; c++) {
+            const nc_gen_params *p = &s->dev_meta[c].row->req->params;
+            nc_device_sampling *d = &s->dev_rows[c];
+            d->temperature = p->temperature;
+            d->top_k = p->top_k;
+            d->top_p = p->top_p;
+            d->min_p = p->min_p;
+            memcpy(d->rng_state, s->dev_meta[c].row->rng, sizeof d->rng_state);
+        }
+        nc_batch batch = {s->dev_chunks, s->n_dev};
+        rc = b->ops->forward_sample(b, &batch, s->dev_rows, s->dev_tokens);
+    }
+    if (rc) {
+        /* The cache contents of every sequence in the batch are now
+         * uncertain: end them all. */
+        char msg[NC_ERROR_MAX];
+        snprintf(msg, sizeof msg, "backend failure: %s", nc_error());
+        for (int32_t c = 0; c < s->n_host; c++) fail_request(s, s->host_meta[c].row->req, msg);
+        for (int32_t c = 0; c < s->n_dev; c++) fail_request(s, s->dev_meta[c].row->req, msg);
+        return nc_fail("%s", msg);
+    }
+
+    for (int32_t c = 0; c < s->n_host; c++) {
+        s->host_meta[c].row->n_computed += s->host_chunks[c].n_tokens;
+        if (s->host_meta[c].prefill) s->acc.tokens_prefilled += s->host_chunks[c].n_tokens;
+    }
+    for (int32_t c = 0; c < s->n_dev; c++) {
+        s->dev_meta[c].row->n_computed += s->dev_chunks[c].n_tokens;
+        if (s->dev_meta[c].prefill) s->acc.tokens_prefilled += s->dev_chunks[c].n_tokens;
+    }
+    deliver_host(s);
+    deliver_dev(s);
+    return 0;
+}
