@@ -147,6 +147,32 @@ def random_text(rng, n):
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
+def write_fuzz_seeds(out, rng):
+    """Seeds for tests/fuzz/fuzz_tokenizer.c: first byte = mode (0 pkl,
+    1 json, 2 text, 3 ids as uint16 LE), then the payload."""
+    out = os.path.normpath(out)
+    os.makedirs(out, exist_ok=True)
+    ranks = bpe_train.train_bpe(CORPUS_EXTRA, 256 + 40)
+    enc = bpe_train.make_encoding(ranks, name="tiny")
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = os.path.join(tmp, "ranks.tiktoken")
+        bpe_train.write_tiktoken(ranks, vocab_file)
+        hf = TikTokenConverter(vocab_file=vocab_file, pattern=enc._pat_str,
+                               extra_special_tokens=enc._special_tokens).converted()
+        hf.save(os.path.join(tmp, "t.json"))
+        with open(os.path.join(tmp, "t.json"), "rb") as f:
+            hf_json = f.read()
+    seeds = {"pkl_tiny": b"\0" + pickle.dumps(enc), "json_tiny": b"\1" + hf_json}
+    for k, t in enumerate(ENCODE_CASES[::6]):
+        seeds[f"text_{k}"] = b"\2" + t.encode()
+    seeds["text_invalid"] = b"\2abc\xe2\x82 \xff\xf0\x9f\x98 z"
+    seeds["ids_random"] = b"\3" + bytes(rng.randrange(256) for _ in range(64))
+    for name, data in seeds.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.normpath(os.path.join(
@@ -231,6 +257,7 @@ def main():
     }
     with open(os.path.join(args.out, "cases.json"), "w", encoding="utf-8") as f:
         json.dump(cases, f, ensure_ascii=True, indent=0)
+    write_fuzz_seeds(os.path.join(os.path.dirname(args.out), "..", "fuzz", "corpus", "tokenizer"), rng)
     print(f"wrote {args.out}: {len(ranks)} ranks, {len(encode)} encode, {len(decode)} decode, "
           f"{len(chat)} chat cases")
 
