@@ -228,6 +228,36 @@ def save_hf(dirname, dtype, expected, shard=None):
         expected.append("end")
 
 
+def write_fuzz_corpus():
+    """Seeds for tests/fuzz/fuzz_formats.c: a selector byte, then the input."""
+    corpus = "tests/fuzz/corpus/formats"
+    if os.path.isdir(corpus):
+        shutil.rmtree(corpus)
+    os.makedirs(corpus)
+    import io
+    from safetensors.torch import save as st_save
+    g = torch.Generator().manual_seed(5)
+    sd = collections.OrderedDict()
+    sd["_orig_mod.a"] = torch.randn(3, 4, generator=g)
+    sd["b"] = torch.randn(4, 3, generator=g).t()
+    sd["c"] = torch.randn(5, generator=g).bfloat16()
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    seeds = {
+        "pt_small": b"\x00" + buf.getvalue(),
+        "pickle_tokenizer": b"\x01" + open(f"{OUT}/v1/tokenizer.pkl", "rb").read(),
+        "pickle_p2": b"\x01" + open(f"{OUT}/objects_p2.pkl", "rb").read(),
+        "pickle_p5": b"\x01" + open(f"{OUT}/objects_p5.pkl", "rb").read(),
+        "safetensors_small": b"\x02" + st_save({"x": torch.randn(2, 3, generator=g),
+                                                "y": torch.randn(4, generator=g).bfloat16()}),
+        "meta_json": b"\x03" + open(f"{OUT}/v6/meta_000021.json", "rb").read(),
+        "hf_config_json": b"\x04" + open(f"{OUT}/hf/config.json", "rb").read(),
+    }
+    for name, data in seeds.items():
+        with open(os.path.join(corpus, name), "wb") as f:
+            f.write(data)
+
+
 def main():
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
@@ -283,6 +313,8 @@ def main():
     for proto in (2, 5):
         with open(f"{OUT}/objects_p{proto}.pkl", "wb") as f:
             pickle.dump(obj, f, protocol=proto)
+
+    write_fuzz_corpus()
 
     with open(f"{OUT}/expected.txt", "w") as f:
         f.write("# made by tools/make_checkpoint_fixtures.py: tensor name dtype shape fnv1a64 sum abssum\n")

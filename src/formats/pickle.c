@@ -159,7 +159,7 @@ static node *top(unpickler *u) {
 static int pop_mark(unpickler *u, node ***items, size_t *n) {
     if (!u->n_marks) return fail_at(u, "no MARK on the stack");
     size_t m = u->marks[--u->n_marks];
-    *items = u->stack + m;
+    *items = u->stack ? u->stack + m : NULL; /* NULL when nothing was ever pushed */
     *n = u->n_stack - m;
     u->n_stack = m;
     return 0;
