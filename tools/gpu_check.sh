@@ -36,11 +36,15 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     t0=$SECONDS
     timeout 240 $B/nanochat bench --random d34 --device cuda ${BENCH_ARGS:-} >"$OUT/bench.txt" 2>&1
     summary+=("bench: rc=$? ($((SECONDS - t0)) s)")
+    NC_CUDA_PDL=1 timeout 120 $B/nanochat bench --random d34 --device cuda --prefill 0 --batch 8,128 \
+        >"$OUT/bench_pdl.txt" 2>&1
+    summary+=("bench PDL: rc=$?")
     t0=$SECONDS
     PYTHONUNBUFFERED=1 timeout 300 python3 tools/bench_pytorch.py ${PT_ARGS:-} >"$OUT/pytorch.txt" 2>&1
     summary+=("pytorch: rc=$? ($((SECONDS - t0)) s)")
     echo "==== dev/kernels/gemv"; cat "$OUT/gemv.txt"
     echo "==== nanochat bench"; cat "$OUT/bench.txt"
+    echo "==== nanochat bench, NC_CUDA_PDL=1"; tail -n 4 "$OUT/bench_pdl.txt"
     echo "==== pytorch"; grep -v "^JSON" "$OUT/pytorch.txt" | tail -20
 fi
 echo "==== summary"

@@ -171,6 +171,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 __global__ void __launch_bounds__(NC_HEAD_DIM) attn_combine_kernel(dec_args a) {
     const int D = NC_HEAD_DIM;
     int row = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+    nc_pdl_trigger();
     const float *p = a.part + ((size_t)row * a.H + h) * a.splits * (D + 2);
     float M = -INFINITY;
     for (int s = 0; s < a.splits; s++) M = fmaxf(M, p[s * (D + 2) + D]);

@@ -75,6 +75,7 @@ __global__ void __launch_bounds__(F_THREADS) attn_prefill_kernel(fa_args a) {
     bf16 *ks = (bf16 *)smem;            /* [2][64][FPAD] */
     bf16 *vs = ks + 2 * BT * FPAD;      /* [2][64][FPAD] */
 
+    nc_pdl_trigger();
     int h = blockIdx.y, hk = h / a.G;
     int seq = a.items[2 * blockIdx.x], q0 = a.items[2 * blockIdx.x + 1];
     int T = a.s_ntok[seq], tok0 = a.s_tok0[seq], pos0 = a.s_pos[seq];

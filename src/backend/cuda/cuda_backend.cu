@@ -416,6 +416,10 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
     const char *env = getenv("NC_CUDA_GRAPHS");
     cu->use_graphs = !(env && !strcmp(env, "0"));
+    /* PDL needs sm_90; NC_CUDA_PDL=0/1 overrides (benchmarks compare). */
+    env = getenv("NC_CUDA_PDL");
+    cu->pdl = env ? !strcmp(env, "1") : false;
+    if (cu->cc_major < 9) cu->pdl = false;
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
 
     snprintf(cu->description, sizeof cu->description,

@@ -30,6 +30,7 @@ __global__ void embed_kernel(const bf16 *__restrict__ wte, const int32_t *__rest
                              int C, float eps, const float *__restrict__ smear_gate, int smear_ch,
                              float smear_lambda) {
     __shared__ float red[32];
+    nc_pdl_trigger();
     int t = blockIdx.x;
     const bf16 *e = wte + (size_t)tok[t] * C;
     float sc = row_inv_rms_bf16(e, C, eps, red);
@@ -66,6 +67,7 @@ int nc_cuda_embed(nc_cuda *cu, int n) {
 
 __global__ void lambdas_kernel(float *__restrict__ x, const float *__restrict__ x0, int64_t n, float rl,
                                float xl) {
+    nc_pdl_trigger();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = rl * x[i] + xl * x0[i];
 }
@@ -217,6 +219,7 @@ __global__ void gather_rows_kernel(const float *__restrict__ x, const float *__r
                                    const int32_t *__restrict__ lrow, float *__restrict__ xr,
                                    bf16 *__restrict__ hr, int C, float eps) {
     __shared__ float red[32];
+    nc_pdl_trigger();
     int r = blockIdx.x;
     const float *src = x + (size_t)lrow[r] * C;
     const float *bsrc = xb ? xb + (size_t)lrow[r] * C : NULL;

@@ -151,7 +151,7 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
         if (cu->cfg.has_lambdas && nc_cuda_lambdas(cu, l, N)) return -1;
         /* attention */
         if (gemv) {
-            if (nc_cuda_gemv(cu, ly->wqkv, cu->Q, C, cu->x, false, C, NULL, N, true, NC_EPI_STORE, cu->qkv,
+            if (nc_cuda_gemv(cu, ly->wqkv, cu->Q, C, cu->x, false, C, N, true, NC_EPI_STORE, cu->qkv,
                              cu->Q, 0.0f))
                 return -1;
         } else {
@@ -163,15 +163,15 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
         if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits)) return -1;
         if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
         if (gemv) {
-            if (nc_cuda_gemv(cu, ly->wo, C, HD, cu->attn, true, HD, NULL, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
+            if (nc_cuda_gemv(cu, ly->wo, C, HD, cu->attn, true, HD, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
                 return -1;
         } else if (nc_cuda_gemm(cu, ly->wo, cu->attn, cu->x, true, C, N, HD, true)) {
             return -1;
         }
         /* MLP */
         if (gemv) {
-            if (nc_cuda_gemv(cu, ly->wfc, F, C, cu->x, false, C, NULL, N, true, NC_EPI_RELU2, cu->u, F, 0.0f) ||
-                nc_cuda_gemv(cu, ly->wproj, C, F, cu->u, true, F, NULL, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
+            if (nc_cuda_gemv(cu, ly->wfc, F, C, cu->x, false, C, N, true, NC_EPI_RELU2, cu->u, F, 0.0f) ||
+                nc_cuda_gemv(cu, ly->wproj, C, F, cu->u, true, F, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
                 return -1;
         } else {
             if (nc_cuda_rmsnorm_bf16(cu, cu->x, cu->h, N) ||
@@ -190,7 +190,7 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
 static int run_logits(nc_cuda *cu, int r0, int R) {
     if (R <= NC_GEMV_MAX_ROWS) {
         return nc_cuda_gather_rows(cu, r0, R, false) ||
-               nc_cuda_gemv(cu, cu->lm_head, cu->V, cu->C, cu->xr, false, cu->C, NULL, R, true, NC_EPI_SOFTCAP,
+               nc_cuda_gemv(cu, cu->lm_head, cu->V, cu->C, cu->xr, false, cu->C, R, true, NC_EPI_SOFTCAP,
                             cu->logits, cu->Vp, cu->cfg.softcap);
     }
     return nc_cuda_gather_rows(cu, r0, R, true) ||

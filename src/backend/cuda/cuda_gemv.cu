@@ -42,27 +42,36 @@ __device__ __forceinline__ void load_x8(const bf16 *x, int c, float *f) {
 template <typename TIn>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(const bf16 *__restrict__ W, int rows, int K, const TIn *__restrict__ in, int64_t ld_in,
-                const int32_t *__restrict__ rows_idx, int nb, int norm, int epi, void *out,
+                int nb, int norm, int epi, void *out,
                 int64_t ld_out, float cap, float eps) {
     int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
-    if (r >= rows) return;
+    nc_pdl_trigger();
+    if (r >= rows) {
+        nc_pdl_wait();
+        return;
+    }
     const uint4 *w = (const uint4 *)(W + (size_t)r * K);
     int nch = K / 8;
     const TIn *x[NC_GEMV_MAX_ROWS];
 #pragma unroll
     for (int b = 0; b < NC_GEMV_MAX_ROWS; b++)
-        x[b] = in + (b < nb ? (int64_t)(rows_idx ? rows_idx[b] : b) * ld_in : 0);
+        x[b] = in + (b < nb ? (int64_t)b * ld_in : 0);
     float acc[NC_GEMV_MAX_ROWS], ss[NC_GEMV_MAX_ROWS];
 #pragma unroll
     for (int b = 0; b < NC_GEMV_MAX_ROWS; b++) acc[b] = 0.0f, ss[b] = 0.0f;
 
+    bool waited = false;
     for (int c0 = lane; c0 < nch; c0 += 32 * GEMV_UNROLL) {
         uint4 wv[GEMV_UNROLL];
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             int c = c0 + 32 * u;
             if (c < nch) wv[u] = ld_stream(w + c);
+        }
+        if (!waited) { /* weights do not depend on the previous kernel: they are in flight already */
+            nc_pdl_wait();
+            waited = true;
         }
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
@@ -112,18 +121,26 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
 }
 
-int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16,
-                 int64_t ld_in, const int32_t *rows_idx, int nb, bool norm, nc_cuda_epilogue epi,
-                 void *out, int64_t ld_out, float softcap) {
+int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
+                 bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap) {
     NC_ASSERT(nb >= 1 && nb <= NC_GEMV_MAX_ROWS && K % 8 == 0);
-    int blocks = (rows + GEMV_WARPS - 1) / GEMV_WARPS;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((rows + GEMV_WARPS - 1) / GEMV_WARPS);
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.stream = cu->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = cu->pdl ? 1 : 0;
     float eps = cu->cfg.norm_eps;
+    cudaError_t e;
     if (in_bf16)
-        gemv_kernel<bf16><<<blocks, GEMV_WARPS * 32, 0, cu->stream>>>(
-            W, rows, K, (const bf16 *)in, ld_in, rows_idx, nb, norm, (int)epi, out, ld_out, softcap, eps);
+        e = cudaLaunchKernelEx(&cfg, gemv_kernel<bf16>, W, rows, K, (const bf16 *)in, ld_in, nb, (int)norm, (int)epi,
+                               out, ld_out, softcap, eps);
     else
-        gemv_kernel<float><<<blocks, GEMV_WARPS * 32, 0, cu->stream>>>(
-            W, rows, K, (const float *)in, ld_in, rows_idx, nb, norm, (int)epi, out, ld_out, softcap, eps);
-    NC_CU_LAUNCHED("gemv");
+        e = cudaLaunchKernelEx(&cfg, gemv_kernel<float>, W, rows, K, (const float *)in, ld_in, nb, (int)norm,
+                               (int)epi, out, ld_out, softcap, eps);
+    if (e != cudaSuccess) return nc_fail("cuda: launching gemv: %s", cudaGetErrorString(e));
     return 0;
 }

@@ -156,6 +156,7 @@ typedef struct {
     cudaGraphExec_t *graphs;
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;
+    bool pdl;                          /* programmatic dependent launch of the GEMVs (sm_90) */
 } nc_cuda;
 
 static inline nc_cuda *nc_cuda_of(nc_backend *b) { return (nc_cuda *)b->impl; }
@@ -166,13 +167,12 @@ int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
 /* ==== cuda_gemv.cu ==== */
 
 /* y[b][r] = epilogue(scale_b * dot(W[r, :K], in[b, :K])) for b < nb (<= 4)
- * rows of the input, r < rows. in is fp32 or bf16 (in_bf16), row stride
- * ld_in; norm: scale_b = 1/rms(in[b]) (RMSNorm folded in), else 1. The
- * output row stride is ld_out. rows_idx (device, may be NULL) gathers input
- * rows: input row b is in[rows_idx[b]]. */
-int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16,
-                 int64_t ld_in, const int32_t *rows_idx, int nb, bool norm, nc_cuda_epilogue epi,
-                 void *out, int64_t ld_out, float softcap);
+ * input rows, r < rows. in is fp32 or bf16 (in_bf16), row stride ld_in;
+ * norm: scale_b = 1/rms(in[b]) (RMSNorm folded in), else 1. The output row
+ * stride is ld_out. Launched with programmatic dependent launch when
+ * cu->pdl: its weight loads overlap the previous kernel's tail. */
+int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
+                 bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap);
 
 /* ==== cuda_gemm.cu ==== */
 
@@ -255,6 +255,22 @@ __device__ __forceinline__ float nc_block_sum(float v, float *red) {
     __syncthreads();
     v = lane < nw ? red[lane] : 0.0f;
     return nc_warp_sum(v);
+}
+
+/* Programmatic dependent launch (sm_90): a kernel launched with the PDL
+ * attribute may start while its predecessor finishes; it must call
+ * nc_pdl_wait() before touching anything the predecessor writes. Every
+ * kernel that precedes a PDL launch calls nc_pdl_trigger() early so the
+ * successor can be scheduled. Both are no-ops without PDL / before sm_90. */
+__device__ __forceinline__ void nc_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void nc_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
 }
 
 /* 8 bf16 (one 16-byte chunk) -> fp32. */
