@@ -81,4 +81,7 @@ asan:
 clean:
 	rm -rf $(BUILD) build-asan
 
+# The chat page is embedded with .incbin (src/server/web_page.c).
+$(BUILD)/src/server/web_page.o: src/server/web/index.html
+
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

@@ -12,6 +12,7 @@ static const nc_command commands[] = {
     {"info", "describe a checkpoint (generation, sizes, dtypes, special tokens)", cmd_info},
     {"tokenize", "text on stdin -> token ids (or --decode, --chat)", cmd_tokenize},
     {"bench", "prefill / decode / batched throughput vs the bandwidth floor", cmd_bench},
+    {"serve", "HTTP server: chat page, nanochat + OpenAI APIs, metrics", cmd_serve},
 };
 
 static void print_usage(FILE *f) {

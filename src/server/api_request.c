@@ -146,9 +146,11 @@ static int parse_role(const cJSON *m, const char *param, bool openai, nc_role *r
 
 /* OpenAI content: a string, or an array of parts of which the "text" parts
  * are joined; null (an assistant turn that only called tools) is empty. */
-static int parse_openai_content(const cJSON *c, const char *param, char **out, size_t *len,
+static int parse_openai_content(const cJSON *c, nc_role role, const char *param, char **out, size_t *len,
                                 nc_api_error *err) {
-    if (!c || cJSON_IsNull(c)) {
+    if (!c || (cJSON_IsNull(c) && role != NC_ROLE_ASSISTANT))
+        return nc_api_fail(err, 400, param, "'%s' is required", param);
+    if (cJSON_IsNull(c)) {
         *out = nc_xstrdup("");
         *len = 0;
         return 0;
@@ -221,7 +223,7 @@ static int parse_messages(const cJSON *root, nc_api_kind kind, nc_api_request *r
             if (!cJSON_IsString(c))
                 return nc_api_fail(err, 400, cparam, "'%s' must be a string", cparam);
             if (copy_string(c, cparam, &text, &len, err)) return -1;
-        } else if (parse_openai_content(c, cparam, &text, &len, err)) {
+        } else if (parse_openai_content(c, cm->role, cparam, &text, &len, err)) {
             return -1;
         }
         cm->content = text;

@@ -46,6 +46,7 @@ typedef struct {
     int max_connections;       /* concurrent HTTP connections (default 512) */
     size_t max_body_bytes;     /* request body limit, 413 beyond (default 1 MiB) */
     double request_timeout_s;  /* per-request wall-clock limit (default 600) */
+    int idle_timeout_s;        /* close connections silent this long (default 30) */
     int threads;               /* CPU backend threads (0: all cores) */
     nc_server_load_fn load;    /* required */
     void *load_user;

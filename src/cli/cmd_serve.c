@@ -1,0 +1,151 @@
+/*
+ * cmd_serve.c: `nanochat serve`: the HTTP server of src/server/ (nanochat's
+ * web protocol and UI, an OpenAI-compatible API, metrics) over the
+ * continuous-batching scheduler. Mirrors nanochat's scripts/chat_web.py.
+ *
+ * This file only parses and validates flags; the model is loaded by the
+ * server's engine thread through load_model() below, after the socket is
+ * already listening, so /health can say "ready": false while it loads.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model_args.h"
+#include "server/server.h"
+#include "util/common.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: nanochat serve [-m PATH | --random SPEC] [--host 127.0.0.1] [--port 8000] [options]\n"
+            "\n"
+            "Serves the model over HTTP: a chat page at /, nanochat's POST /chat/completions (SSE),\n"
+            "the OpenAI API (POST /v1/chat/completions, /v1/completions, GET /v1/models),\n"
+            "POST /tokenize, /detokenize, GET /health, /stats and /metrics (Prometheus).\n"
+            "Requests share every forward pass (continuous batching). SIGINT/SIGTERM stop it\n"
+            "gracefully.\n"
+            "\n"
+            "server options:\n"
+            "  --host ADDR          address to bind (default 127.0.0.1; 0.0.0.0 for all)\n"
+            "  --port N             TCP port (default 8000; 0 picks a free one, printed at start)\n"
+            "  --api-key KEY        require 'Authorization: Bearer KEY' on the API routes\n"
+            "                       (default: $NANOCHAT_API_KEY, else none)\n"
+            "  --model-name NAME    model id reported by /v1/models (default: the model's directory)\n"
+            "  --max-batch N        sequences decoding at once (default: the backend's)\n"
+            "  --max-batch-tokens N tokens per forward pass (default: the backend's)\n"
+            "  --max-context N      positions per sequence (default: the model's sequence_len)\n"
+            "  --kv-blocks N        KV-cache pool size in 64-token blocks (default: the backend picks)\n"
+            "  --max-queue N        waiting requests before answering 503 (default 256)\n"
+            "  --max-connections N  concurrent HTTP connections (default 512)\n"
+            "  --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
+            "  --timeout SECONDS    per-request limit, then the request is cancelled (default 600)\n"
+            "  --idle-timeout S     close connections silent this long (default 30)\n"
+            "  -h, --help           this help\n\n");
+    nc_model_args_help(f);
+}
+
+static int parse_long(const char *opt, const char *v, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "nanochat serve: %s expects an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int load_model(void *user, const nc_backend_params *bp, nc_server_model *out) {
+    const nc_model_args *a = user;
+    if (nc_model_args_load(a, &out->model, &out->tok)) return -1;
+    out->backend = nc_model_args_backend(a, out->model, bp);
+    if (!out->backend) {
+        nc_tokenizer_free(out->tok);
+        nc_model_free(out->model);
+        out->tok = NULL;
+        out->model = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Integer flags: name, bounds, where to store. */
+typedef struct {
+    const char *name;
+    long lo, hi;
+    int *dst;
+} int_flag;
+
+int cmd_serve(int argc, char **argv) {
+    nc_model_args a;
+    nc_model_args_init(&a);
+    nc_server_options o;
+    nc_server_options_init(&o);
+    const char *env_key = getenv("NANOCHAT_API_KEY");
+    if (env_key && *env_key) o.api_key = env_key;
+    long body = (long)o.max_body_bytes, timeout = (long)o.request_timeout_s;
+    int_flag ints[] = {
+        {"--port", 0, 65535, &o.port},
+        {"--max-batch", 1, 4096, &o.max_batch},
+        {"--max-batch-tokens", 1, 1 << 20, &o.max_batch_tokens},
+        {"--max-context", 2, 1 << 20, &o.max_context},
+        {"--kv-blocks", 1, 1 << 24, &o.kv_blocks},
+        {"--max-queue", 1, 1 << 20, &o.max_queue},
+        {"--max-connections", 1, 65536, &o.max_connections},
+        {"--idle-timeout", 1, 86400, &o.idle_timeout_s},
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        int r = nc_model_args_parse(&a, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        bool known = false;
+        for (size_t k = 0; k < NC_ARRAY_LEN(ints) && !known; k++) {
+            if (strcmp(arg, ints[k].name)) continue;
+            known = true;
+            long v;
+            if (i + 1 >= argc) {
+                fprintf(stderr, "nanochat serve: %s needs a value\n", arg);
+                return 2;
+            }
+            if (parse_long(arg, argv[++i], ints[k].lo, ints[k].hi, &v)) return 2;
+            *ints[k].dst = (int)v;
+        }
+        if (known) continue;
+        const char **str = !strcmp(arg, "--host") ? &o.host : !strcmp(arg, "--api-key") ? &o.api_key
+                         : !strcmp(arg, "--model-name") ? &o.model_name : NULL;
+        long *num = !strcmp(arg, "--max-body") ? &body : !strcmp(arg, "--timeout") ? &timeout : NULL;
+        if (!str && !num) {
+            fprintf(stderr, "nanochat serve: unknown option '%s' (see nanochat serve --help)\n", arg);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "nanochat serve: %s needs a value\n", arg);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (str) {
+            if (!*v) {
+                fprintf(stderr, "nanochat serve: %s needs a non-empty value\n", arg);
+                return 2;
+            }
+            *str = v;
+        } else if (parse_long(arg, v, num == &body ? 1024 : 1, num == &body ? (1L << 30) : 86400 * 7, num)) {
+            return 2;
+        }
+    }
+    o.max_body_bytes = (size_t)body;
+    o.request_timeout_s = (double)timeout;
+    o.threads = a.threads;
+    o.load = load_model;
+    o.load_user = &a;
+    return nc_server_run(&o) ? 1 : 0;
+}
