@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""test_server_browser.py: the chat page at / in a real browser (headless
+Debian chromium through selenium), issue 5.
+
+Loads /, sends a message (Enter), sees the reply arrive in several pieces
+and equal what nanochat's protocol returns for the same greedy request,
+presses Stop mid-reply (the server must cancel: no KV blocks left in use),
+edits a message (click, change, resend), regenerates a reply, runs the
+slash commands, checks that model/user text cannot inject HTML, that the
+page fits a phone screen, and that calculator tool events are drawn as a
+tool box rather than raw special tokens.
+
+The server runs a random-weight model large enough to stream visibly on a
+CPU (--random 4,512,4: ~60 ms a token here), with a 65536-entry tokenizer
+built by tiktoken in a temp dir (byte tokens, letter pairs, and "wNNNNN "
+words, so replies are readable). Skips (exit 77) only when chromium or
+chromedriver is not installed (tools/install_deps.sh --test installs them).
+"""
+import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_util import Checker, Server  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+SPLIT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+         r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
+SPECIALS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
+            "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>"]
+
+# A fake stream replayed by a fetch() override, to check how the page draws
+# tool events (a random model never calls the calculator).
+TOOL_STREAM = [
+    {"token": "Let me compute. ", "gpu": 0},
+    {"token": "", "gpu": 0, "tool": {"type": "calculator", "state": "call", "expr": "37*41"}},
+    {"token": "", "gpu": 0, "tool": {"type": "calculator", "state": "result", "expr": "37*41", "result": "1517"}},
+    {"token": " The answer is 1517.", "gpu": 0},
+    {"done": True},
+]
+
+
+def make_tokenizer(path):
+    import tiktoken
+    ranks = {bytes([i]): i for i in range(256)}
+    letters = b"abcdefghijklmnopqrstuvwxyz "
+    for a in letters:
+        for b in letters:
+            ranks[bytes([a, b])] = len(ranks)
+    n = 65536 - len(SPECIALS)
+    i = 0
+    while len(ranks) < n:
+        ranks[b"w%05d " % i] = len(ranks)
+        i += 1
+    enc = tiktoken.Encoding(name="browser-test", pat_str=SPLIT, mergeable_ranks=ranks,
+                            special_tokens={s: n + k for k, s in enumerate(SPECIALS)})
+    with open(path, "wb") as f:
+        pickle.dump(enc, f)
+
+
+def wait_for(cond, timeout=20, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def main():
+    if not CHROMIUM or not DRIVER:
+        print("skipped: chromium / chromedriver not installed (tools/install_deps.sh --test)")
+        return 77
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    ck = Checker("test_server_browser")
+    tmp = tempfile.mkdtemp(prefix="nc-browser-")
+    tok = os.path.join(tmp, "tokenizer.pkl")
+    make_tokenizer(tok)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
+        opts.add_argument(a)
+    driver = None
+    try:
+        with Server("--tokenizer", tok, model=("--random", "4,512,4")) as srv:
+            driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+            driver.set_page_load_timeout(30)
+            driver.get(srv.base + "/")
+            ck.check(driver.title == "nanochat", f"title {driver.title!r}")
+            inp = driver.find_element(By.ID, "chatInput")
+            js = driver.execute_script
+            generating = lambda: js("return document.body.classList.contains('generating')")  # noqa: E731
+            messages = lambda kind: driver.find_elements(By.CSS_SELECTOR, f"#chat .message.{kind} .content")  # noqa: E731
+
+            def set_field(field, value):
+                el = driver.find_element(By.ID, field)
+                el.clear()
+                el.send_keys(str(value))
+
+            # 1. Send with Enter; the greedy reply streams in pieces and equals the protocol's answer.
+            set_field("temperature", 0)
+            set_field("maxTokens", 12)
+            js("""window.__mut = 0; new MutationObserver(() => window.__mut++).observe(
+                  document.getElementById('chat'), {subtree: true, characterData: true, childList: true});""")
+            inp.send_keys("hello")
+            inp.send_keys(Keys.ENTER)
+            ck.check(wait_for(lambda: len(messages("user")) == 1), "user bubble")
+            ck.check(messages("user")[0].text == "hello", f"user text {messages('user')[0].text!r}")
+            ck.check(wait_for(lambda: generating(), timeout=5) or len(messages("assistant")) == 1, "generating")
+            ck.check(wait_for(lambda: not generating(), timeout=30), "reply finished")
+            reply = js("return document.querySelector('#chat .message.assistant .content').firstChild.textContent")
+            status, body = srv.post("/chat/completions", {"messages": [{"role": "user", "content": "hello"}],
+                                                          "temperature": 0, "top_k": 50, "max_tokens": 12})
+            want = "".join(json.loads(line[6:]).get("token", "") for line in body.decode().split("\n\n")
+                           if line.startswith("data: "))
+            ck.check(reply == want and len(want) > 0, f"page reply {reply!r} != protocol {want!r}")
+            ck.check(js("return window.__mut") >= 6, f"reply not streamed in pieces ({js('return window.__mut')} updates)")
+
+            # 2. Stop mid-reply: the page stops, the server cancels and frees the KV blocks.
+            set_field("maxTokens", 400)
+            inp.send_keys("tell me more")
+            inp.send_keys(Keys.ENTER)
+            ck.check(wait_for(lambda: len(messages("assistant")) == 2 and len(messages("assistant")[1].text) > 30,
+                              timeout=30), "second reply streaming")
+            driver.find_element(By.ID, "stopButton").click()
+            ck.check(wait_for(lambda: not generating(), timeout=5), "stopped")
+            text1 = messages("assistant")[1].text
+            time.sleep(0.5)
+            ck.check(messages("assistant")[1].text == text1 and "stopped" in text1, f"after stop: {text1[-40:]!r}")
+            m = wait_for(lambda: (lambda m: m if m["nanochat_running_requests"] == 0 and
+                                  m["nanochat_kv_blocks_used"] == 0 else None)(srv.metrics()), timeout=5)
+            ck.check(m is not None, "server did not cancel the stopped request")
+
+            # 3. Edit: clicking a user message puts it back in the box and cuts the conversation there.
+            set_field("maxTokens", 6)
+            messages("user")[0].click()
+            ck.check(inp.get_attribute("value") == "hello", f"edit box {inp.get_attribute('value')!r}")
+            ck.check(len(driver.find_elements(By.CSS_SELECTOR, "#chat .message")) == 0, "conversation cut at the edit")
+            inp.send_keys(" again")
+            inp.send_keys(Keys.ENTER)
+            ck.check(wait_for(lambda: not generating() and len(messages("assistant")) == 1, timeout=30), "edited reply")
+            ck.check([e.text for e in messages("user")] == ["hello again"], "edited message sent")
+            first = js("return document.querySelector('#chat .message.assistant .content').firstChild.textContent")
+
+            # 4. Regenerate: clicking a reply replaces it (greedy: the same text).
+            messages("assistant")[0].click()
+            ck.check(wait_for(lambda: not generating() and len(messages("assistant")) == 1, timeout=30), "regenerated")
+            again = js("return document.querySelector('#chat .message.assistant .content').firstChild.textContent")
+            ck.check(again == first and len(driver.find_elements(By.CSS_SELECTOR, "#chat .message")) == 2,
+                     f"regenerate: {again!r} vs {first!r}")
+
+            # 5. Slash commands.
+            for cmd in ("/temperature 0.5", "/topk 7", "/maxtokens 9", "/help"):
+                inp.send_keys(cmd)
+                inp.send_keys(Keys.ENTER)
+            ck.check(driver.find_element(By.ID, "temperature").get_attribute("value") == "0.5", "/temperature")
+            ck.check(driver.find_element(By.ID, "topk").get_attribute("value") == "7", "/topk")
+            ck.check(driver.find_element(By.ID, "maxTokens").get_attribute("value") == "9", "/maxtokens")
+            consoles = driver.find_elements(By.CSS_SELECTOR, "#chat .message.console")
+            ck.check(len(consoles) == 4 and "/clear" in consoles[-1].text, "console messages")
+            inp.send_keys("/clear")
+            inp.send_keys(Keys.ENTER)
+            ck.check(len(driver.find_elements(By.CSS_SELECTOR, "#chat .message")) == 0, "/clear")
+
+            # 6. No HTML injection from user text.
+            inp.send_keys("<img src=x onerror=window.__xss=1><b>bold</b>")
+            inp.send_keys(Keys.ENTER)
+            ck.check(wait_for(lambda: not generating() and len(messages("assistant")) == 1, timeout=30), "xss reply")
+            ck.check(js("return document.querySelectorAll('#chat img, #chat b').length") == 0, "HTML was injected")
+            ck.check(js("return window.__xss === undefined"), "script ran")
+            ck.check(messages("user")[0].text.startswith("<img"), "markup shown as text")
+
+            # 7. Tool events are drawn as a tool box (fetch replays a recorded stream).
+            js("""const events = arguments[0];
+                  window.fetch = async () => new Response(new ReadableStream({start(c) {
+                      const enc = new TextEncoder();
+                      for (const e of events) c.enqueue(enc.encode('data: ' + JSON.stringify(e) + '\\n\\n'));
+                      c.close(); }}), {status: 200, headers: {'Content-Type': 'text/event-stream'}});""",
+               TOOL_STREAM)
+            inp.send_keys("what is 37*41?")
+            inp.send_keys(Keys.ENTER)
+            ck.check(wait_for(lambda: not generating() and len(messages("assistant")) == 2, timeout=10), "tool reply")
+            tools = driver.find_elements(By.CSS_SELECTOR, "#chat .message.assistant .tool")
+            ck.check(len(tools) == 1, f"{len(tools)} tool boxes")
+            if tools:
+                ck.check(tools[0].find_element(By.CSS_SELECTOR, ".tool-expr").text == "37*41" and
+                         tools[0].find_element(By.CSS_SELECTOR, ".tool-result").text == "1517", f"tool box {tools[0].text!r}")
+            text = messages("assistant")[1].text
+            ck.check("Let me compute." in text and "The answer is 1517." in text and "<|" not in text, f"tool text {text!r}")
+
+            # 8. A phone screen: nothing overflows sideways, the input stays usable.
+            driver.set_window_size(375, 740)
+            time.sleep(0.3)
+            width = js("return document.documentElement.scrollWidth")
+            view = js("return window.innerWidth")
+            ck.check(width <= view + 1, f"page {width}px wide in a {view}px viewport")
+            ck.check(inp.is_displayed() and driver.find_element(By.ID, "sendButton").is_displayed(), "input visible")
+            ck.check(srv.alive(), "server alive")
+    finally:
+        if driver is not None:
+            driver.quit()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ck.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
