@@ -11,6 +11,8 @@ typedef struct {
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 
 #endif /* NC_CLI_CLI_H */

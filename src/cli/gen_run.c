@@ -1,0 +1,384 @@
+/*
+ * gen_run.c: sampling flags, engine setup, one request run through the
+ * scheduler with live display, and the JSON / timing reports (gen_run.h).
+ */
+#include "gen_run.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/common.h"
+
+/* ==== flags ==== */
+
+static int take(const char *name, int argc, char **argv, int *i, const char **value) {
+    const char *arg = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0) return 0;
+    if (arg[n] == '=') {
+        *value = arg + n + 1;
+        return 1;
+    }
+    if (arg[n] != 0) return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "nanochat: option %s needs a value\n", name);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
+static int parse_long(const char *opt, const char *v, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "nanochat: %s expects an integer in %lld..%lld, got '%s'\n", opt, lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *v, double lo, double hi, bool lo_open, float *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) {
+        fprintf(stderr, "nanochat: %s expects a number in %s%g, %g], got '%s'\n", opt, lo_open ? "(" : "[", lo, hi,
+                v);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+int nc_cli_gen_parse(nc_gen_params *g, int argc, char **argv, int *i) {
+    const char *v;
+    int r;
+    long long x;
+    if ((r = take("-n", argc, argv, i, &v)) || (r = take("--samples", argc, argv, i, &v))) {
+        if (r < 0 || parse_long("-n", v, 1, 256, &x)) return -1;
+        g->n = (int32_t)x;
+        return 1;
+    }
+    if ((r = take("--temperature", argc, argv, i, &v)) || (r = take("-t", argc, argv, i, &v)))
+        return r < 0 || parse_float("--temperature", v, 0, 10, false, &g->temperature) ? -1 : 1;
+    if ((r = take("--top-k", argc, argv, i, &v)) || (r = take("-k", argc, argv, i, &v))) {
+        if (r < 0 || parse_long("--top-k", v, 0, 1 << 30, &x)) return -1;
+        g->top_k = (int32_t)x;
+        return 1;
+    }
+    if ((r = take("--top-p", argc, argv, i, &v))) return r < 0 || parse_float("--top-p", v, 0, 1, true, &g->top_p) ? -1 : 1;
+    if ((r = take("--min-p", argc, argv, i, &v))) return r < 0 || parse_float("--min-p", v, 0, 1, false, &g->min_p) ? -1 : 1;
+    if ((r = take("--seed", argc, argv, i, &v))) {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (r < 0 || !*v || *end || errno || *v == '-') {
+            if (r >= 0) fprintf(stderr, "nanochat: --seed expects a non-negative integer, got '%s'\n", v);
+            return -1;
+        }
+        g->seed = s;
+        return 1;
+    }
+    if ((r = take("--max-tokens", argc, argv, i, &v))) {
+        if (r < 0 || parse_long("--max-tokens", v, 1, 1 << 24, &x)) return -1;
+        g->max_tokens = (int32_t)x;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--no-calculator")) {
+        g->use_calculator = false;
+        return 1;
+    }
+    return 0;
+}
+
+void nc_cli_gen_help(FILE *f) {
+    fprintf(f,
+            "sampling options (defaults as nanochat's chat CLI):\n"
+            "  -t, --temperature X  0 = greedy (lowest id on ties), up to 10 (default 0.6)\n"
+            "  -k, --top-k N        keep the N most likely tokens, 0 = off (default 50)\n"
+            "  --top-p X            nucleus sampling over the tempered distribution, (0, 1] (default 1 = off)\n"
+            "  --min-p X            drop tokens below X times the best one's probability, [0, 1] (default 0)\n"
+            "  --seed N             random seed; sample i uses seed + i (default 42)\n"
+            "  --max-tokens N       tokens to generate, tool output included (default 256)\n"
+            "  -n, --samples N      N independent samples from one prefill, 1..256 (default 1)\n"
+            "  --no-calculator      do not run the calculator tool on <|python_start|>..<|python_end|>\n");
+}
+
+/* ==== engine ==== */
+
+int nc_cli_engine_open(nc_cli_engine *e, const nc_model_args *a, int n_rows) {
+    memset(e, 0, sizeof *e);
+    double t0 = nc_now();
+    if (nc_model_args_load(a, &e->model, &e->tok)) return -1;
+    e->load_s = nc_now() - t0;
+    e->max_context = e->model->cfg.sequence_len;
+    int32_t per_seq = (e->max_context + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+    /* n rows of a full context, plus room for the prefix cache of a chat. */
+    nc_backend_params bp = {.n_kv_blocks = (n_rows + 2) * per_seq, .max_seqs = NC_MAX(n_rows, 16)};
+    e->backend = nc_model_args_backend(a, e->model, &bp);
+    if (!e->backend) return -1;
+    nc_scheduler_params sp = {.max_context = e->max_context, .max_running = NC_MAX(n_rows, 1)};
+    e->sched = nc_scheduler_create(e->backend, e->tok, &sp);
+    if (!e->sched) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        return -1;
+    }
+    return 0;
+}
+
+void nc_cli_engine_close(nc_cli_engine *e) {
+    nc_scheduler_free(e->sched);
+    nc_backend_free(e->backend);
+    nc_tokenizer_free(e->tok);
+    nc_model_free(e->model);
+    memset(e, 0, sizeof *e);
+}
+
+/* ==== display ==== */
+
+enum { SHOW_TEXT, SHOW_EXPR, SHOW_AFTER_EXPR, SHOW_OUTPUT };
+
+static void append_bytes(char *buf, size_t cap, size_t *len, const uint8_t *b, size_t n) {
+    size_t room = cap - 1 - *len;
+    if (n > room) n = room;
+    memcpy(buf + *len, b, n);
+    *len += n;
+    buf[*len] = 0;
+}
+
+static void display_token(nc_cli_display *d, const nc_tokenizer *tok, int32_t id) {
+    int32_t py0 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_START), py1 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_END);
+    int32_t out0 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_START), out1 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_END);
+    size_t len;
+    const uint8_t *b = nc_tokenizer_token_bytes(tok, id, &len);
+    if (!b) return;
+    switch (d->mode) {
+    case SHOW_EXPR:
+        if (id == py1) {
+            fprintf(d->out, "[calculator: %s", d->expr);
+            d->mode = SHOW_AFTER_EXPR;
+        } else if (!nc_tokenizer_is_special(tok, id)) {
+            append_bytes(d->expr, sizeof d->expr, &d->expr_len, b, len);
+        }
+        break;
+    case SHOW_OUTPUT:
+        if (id == out1) {
+            fprintf(d->out, " = %s]", d->result);
+            d->mode = SHOW_TEXT;
+        } else if (!nc_tokenizer_is_special(tok, id)) {
+            append_bytes(d->result, sizeof d->result, &d->result_len, b, len);
+        }
+        break;
+    case SHOW_AFTER_EXPR:
+        if (id == out0) {
+            d->mode = SHOW_OUTPUT;
+            d->result_len = 0;
+            d->result[0] = 0;
+            break;
+        }
+        fputs("]", d->out); /* the tool gave no result */
+        d->mode = SHOW_TEXT;
+        __attribute__((fallthrough)); /* this token is shown as text */
+    default:
+        if (id == py0) {
+            char tail[16];
+            int k = nc_stream_flush(&d->dec, tail, sizeof tail);
+            if (k > 0) fwrite(tail, 1, (size_t)k, d->out);
+            d->mode = SHOW_EXPR;
+            d->expr_len = 0;
+            d->expr[0] = 0;
+        } else if (!nc_tokenizer_is_special(tok, id)) {
+            char text[4 * 256 + 64];
+            int k = len * 4 + 8 <= sizeof text ? nc_stream_decode(&d->dec, tok, id, text, sizeof text) : -1;
+            if (k > 0) fwrite(text, 1, (size_t)k, d->out);
+        }
+        break;
+    }
+    fflush(d->out);
+}
+
+static void display_end(nc_cli_display *d) {
+    if (d->mode == SHOW_EXPR) fprintf(d->out, "[calculator: %s]", d->expr);
+    else if (d->mode == SHOW_AFTER_EXPR) fputs("]", d->out);
+    else if (d->mode == SHOW_OUTPUT) fprintf(d->out, " = %s]", d->result);
+    char tail[16];
+    int k = nc_stream_flush(&d->dec, tail, sizeof tail);
+    if (k > 0) fwrite(tail, 1, (size_t)k, d->out);
+    d->mode = SHOW_TEXT;
+    fflush(d->out);
+}
+
+/* ==== one request ==== */
+
+static bool on_event(void *user, const nc_gen_event *ev) {
+    nc_cli_run *run = user;
+    double now = nc_now();
+    run->n_cached = ev->n_cached_tokens;
+    if (ev->row >= 0 && ev->row < run->n) {
+        nc_cli_row *row = &run->rows[ev->row];
+        if (ev->token >= 0) {
+            if (run->t_first == 0) run->t_first = now;
+            run->t_last = now;
+            nc_tokens_push(&row->tokens, ev->token);
+            if (run->streaming && ev->row == 0) display_token(&run->display, run->tok, ev->token);
+        }
+        if (ev->finish != NC_FINISH_NONE) {
+            row->finish = ev->finish;
+            if (ev->error) snprintf(row->error, sizeof row->error, "%s", ev->error);
+        }
+    }
+    return run->interrupt && *run->interrupt;
+}
+
+int nc_cli_run_request(nc_cli_engine *e, const int32_t *prompt, int32_t n, const nc_gen_params *g, FILE *stream,
+                       volatile sig_atomic_t *interrupt, nc_cli_run *run) {
+    memset(run, 0, sizeof *run);
+    run->n = g->n;
+    run->rows = nc_xcalloc((size_t)g->n, sizeof *run->rows);
+    run->n_prompt = n;
+    run->interrupt = interrupt;
+    run->tok = e->tok;
+    run->streaming = stream != NULL;
+    run->display.out = stream;
+    run->t_submit = nc_now();
+    if (nc_scheduler_submit(e->sched, prompt, n, g, on_event, run, NULL)) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        return -1;
+    }
+    int left;
+    while ((left = nc_scheduler_step(e->sched)) > 0) {}
+    if (run->streaming) display_end(&run->display);
+    return 0;
+}
+
+void nc_cli_run_free(nc_cli_run *run) {
+    for (int i = 0; i < run->n; i++) nc_tokens_free(&run->rows[i].tokens);
+    free(run->rows);
+    memset(run, 0, sizeof *run);
+}
+
+/* ==== reports ==== */
+
+char *nc_cli_row_text(const nc_cli_row *row, const nc_tokenizer *tok) {
+    size_t n = row->tokens.n;
+    if (n && row->finish == NC_FINISH_STOP) n--; /* the terminal token is not text */
+    char *s = nc_tokenizer_decode(tok, row->tokens.ids, n, NULL);
+    return s ? s : nc_xstrdup("");
+}
+
+/* [{"expression": ..., "result": ... | null}] from a row's tokens. */
+static cJSON *tool_calls(const nc_cli_row *row, const nc_tokenizer *tok) {
+    cJSON *arr = cJSON_CreateArray();
+    int32_t py0 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_START), py1 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_END);
+    int32_t out0 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_START), out1 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_END);
+    const int32_t *t = row->tokens.ids;
+    size_t n = row->tokens.n;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] != py0 || py0 < 0) continue;
+        size_t j = i + 1;
+        while (j < n && t[j] != py1) j++;
+        if (j >= n) break;
+        cJSON *call = cJSON_CreateObject();
+        char *expr = nc_tokenizer_decode(tok, t + i + 1, j - i - 1, NULL);
+        cJSON_AddStringToObject(call, "expression", expr ? expr : "");
+        free(expr);
+        if (j + 1 < n && t[j + 1] == out0) {
+            size_t k = j + 2;
+            while (k < n && t[k] != out1) k++;
+            char *res = nc_tokenizer_decode(tok, t + j + 2, k - j - 2, NULL);
+            cJSON_AddStringToObject(call, "result", res ? res : "");
+            free(res);
+            j = k;
+        } else {
+            cJSON_AddNullToObject(call, "result");
+        }
+        cJSON_AddItemToArray(arr, call);
+        i = j;
+    }
+    return arr;
+}
+
+/* A JSON string literal for n bytes of UTF-8 that may hold NUL bytes
+ * (cJSON's strings stop at the first NUL). */
+static cJSON *json_string_n(const char *s, size_t n) {
+    char *out = nc_xmalloc(6 * n + 3), *p = out;
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *p++ = '\\';
+            *p++ = (char)c;
+        } else if (c < 0x20) {
+            p += sprintf(p, "\\u%04x", c);
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    *p++ = '"';
+    *p = 0;
+    cJSON *j = cJSON_CreateRaw(out);
+    free(out);
+    return j;
+}
+
+static cJSON *row_json(const nc_cli_row *row, const nc_tokenizer *tok) {
+    cJSON *o = cJSON_CreateObject();
+    size_t n = row->tokens.n, len = 0;
+    if (n && row->finish == NC_FINISH_STOP) n--;
+    char *text = nc_tokenizer_decode(tok, row->tokens.ids, n, &len);
+    cJSON_AddItemToObject(o, "text", text ? json_string_n(text, len) : cJSON_CreateString(""));
+    free(text);
+    cJSON *ids = cJSON_AddArrayToObject(o, "tokens");
+    for (size_t i = 0; i < row->tokens.n; i++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(row->tokens.ids[i]));
+    cJSON_AddStringToObject(o, "finish_reason", nc_finish_reason_name(row->finish));
+    cJSON_AddItemToObject(o, "tool_calls", tool_calls(row, tok));
+    if (row->finish == NC_FINISH_ERROR) cJSON_AddStringToObject(o, "error", row->error);
+    return o;
+}
+
+void nc_cli_print_json(const nc_cli_run *run, const nc_tokenizer *tok, FILE *f) {
+    cJSON *o;
+    int64_t completion = 0;
+    for (int i = 0; i < run->n; i++) completion += (int64_t)run->rows[i].tokens.n;
+    if (run->n == 1) {
+        o = row_json(&run->rows[0], tok);
+    } else {
+        o = cJSON_CreateObject();
+        cJSON *ch = cJSON_AddArrayToObject(o, "choices");
+        for (int i = 0; i < run->n; i++) {
+            cJSON *r = row_json(&run->rows[i], tok);
+            cJSON_AddNumberToObject(r, "index", i);
+            cJSON_AddItemToArray(ch, r);
+        }
+    }
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", run->n_prompt);
+    cJSON_AddNumberToObject(u, "cached_tokens", run->n_cached);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)completion);
+    char *s = cJSON_PrintUnformatted(o);
+    fprintf(f, "%s\n", s);
+    fflush(f);
+    free(s);
+    cJSON_Delete(o);
+}
+
+void nc_cli_print_timing(const nc_cli_run *run, FILE *f) {
+    int64_t tokens = 0;
+    for (int i = 0; i < run->n; i++) tokens += (int64_t)run->rows[i].tokens.n;
+    int32_t prefilled = run->n_prompt - run->n_cached;
+    if (run->t_first > 0) {
+        double tp = run->t_first - run->t_submit;
+        fprintf(f, "prefill: %d tokens (%d cached) in %.3f s, %.1f tok/s\n", prefilled, run->n_cached, tp,
+                tp > 0 ? prefilled / tp : 0.0);
+    }
+    int64_t decoded = tokens - run->n; /* the first token of each row came with the prefill */
+    double td = run->t_last - run->t_first;
+    if (decoded > 0 && td > 0)
+        fprintf(f, "decode: %lld tokens in %.3f s, %.1f tok/s\n", (long long)decoded, td, decoded / td);
+}
