@@ -95,7 +95,8 @@ static bool wait_for_job(nc_threadpool *p, unsigned seen) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     nc_threadpool *p = w->pool;
-    unsigned seen = atomic_load(&p->generation);
+    unsigned seen = 0; /* the generation at creation: a job published before this
+                          thread got to run must still be seen as new */
     for (;;) {
         if (!wait_for_job(p, seen)) break;
         seen = atomic_load_explicit(&p->generation, memory_order_acquire);

@@ -1,0 +1,402 @@
+/*
+ * test_cpu_forward.c: the CPU backend against PyTorch (fixtures made by
+ * tools/make_forward_fixtures.py: transformers' NanoChatForCausalLM for V1,
+ * the script's SPEC §1.2 reference for V6).
+ *
+ * For each fixture model (V1 MHA, V1 GQA, V6 GQA with sliding windows and a
+ * 300-token prompt past both windows) and each kernel variant this CPU has
+ * (scalar, avx2), it rebuilds the weights from the manifest (a splitmix64
+ * function of the tensor name, identical to the script's) and checks:
+ *   - logits of every stored position: max|ours - ref| / max|ref| <= 1e-4
+ *     per row (the row's largest logit sets the scale; fp32 summation order
+ *     differs from PyTorch's, which costs ~1e-6);
+ *   - the greedy continuation equals PyTorch's, token for token;
+ *   - prefill at once == token-by-token decode == chunked prefill (all
+ *     against the reference), with scrambled block tables;
+ *   - a ragged batch (two prompts prefilled together, then decoded together
+ *     at different positions) equals the reference for each;
+ *   - copy_kv_block forks a prefilled sequence correctly;
+ *   - impossible batches fail with a message instead of crashing.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
+#include "check.h"
+#include "model/model.h"
+#include "util/common.h"
+#include "util/numeric.h"
+
+#define DATA_DIR "tests/data/forward"
+#define REL_TOL 1e-4
+
+/* ==== fixture loading ==== */
+
+static char *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    if (fread(buf, 1, (size_t)len, f) != (size_t)len) len = 0;
+    buf[len] = 0;
+    fclose(f);
+    if (n) *n = (size_t)len;
+    return buf;
+}
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
+    return h;
+}
+
+/* Value i of the tensor named by `seed`: the script's prng_uniform. */
+static float prng_value(uint64_t seed, int64_t i, float scale) {
+    uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    float u = (float)(z >> 40);
+    return (u * 0x1p-23f - 1.0f) * scale;
+}
+
+typedef struct {
+    int32_t *prompt;
+    int n_prompt;
+    int32_t *positions; /* rows stored in ref */
+    int n_positions;
+    float *ref;         /* [n_positions, V] */
+    int32_t greedy[16];
+    int n_greedy;
+} test_case;
+
+typedef struct {
+    char name[32];
+    nc_model *model;
+    test_case cases[4];
+    int n_cases;
+    int V;
+} fixture;
+
+static int32_t *int_array(const cJSON *a, int *n) {
+    *n = cJSON_GetArraySize(a);
+    int32_t *v = malloc(sizeof(int32_t) * (size_t)(*n > 0 ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
+    return v;
+}
+
+static nc_model *build_model(const cJSON *meta) {
+    const cJSON *mc = cJSON_GetObjectItem(meta, "model_config");
+    nc_model_config sizes = {0};
+    sizes.n_layer = cJSON_GetObjectItem(mc, "n_layer")->valueint;
+    sizes.n_embd = cJSON_GetObjectItem(mc, "n_embd")->valueint;
+    sizes.n_head = cJSON_GetObjectItem(mc, "n_head")->valueint;
+    sizes.n_kv_head = cJSON_GetObjectItem(mc, "n_kv_head")->valueint;
+    sizes.vocab_size = cJSON_GetObjectItem(mc, "vocab_size")->valueint;
+    sizes.sequence_len = cJSON_GetObjectItem(mc, "sequence_len")->valueint;
+    const cJSON *wp = cJSON_GetObjectItem(mc, "window_pattern");
+    if (wp) snprintf(sizes.window_pattern, sizeof sizes.window_pattern, "%s", wp->valuestring);
+
+    nc_tensor_set *set = nc_tensor_set_new();
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItem(meta, "tensors")) {
+        const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+        bool bf16 = !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "bf16");
+        int ndim;
+        int32_t *shape32 = int_array(cJSON_GetObjectItem(t, "shape"), &ndim);
+        int64_t shape[NC_MAX_DIMS], n = 1;
+        for (int i = 0; i < ndim; i++) n *= shape[i] = shape32[i];
+        free(shape32);
+        void *buf = malloc((size_t)n * (bf16 ? 2 : 4));
+        const cJSON *uni = cJSON_GetObjectItem(t, "uniform"), *vals = cJSON_GetObjectItem(t, "values");
+        uint64_t seed = fnv1a64(name);
+        for (int64_t i = 0; i < n; i++) {
+            float v = uni ? prng_value(seed, i, (float)uni->valuedouble)
+                          : (float)cJSON_GetArrayItem(vals, (int)i)->valuedouble;
+            if (bf16) ((uint16_t *)buf)[i] = nc_f32_to_bf16(v);
+            else ((float *)buf)[i] = v;
+        }
+        nc_tensor_set_keep_buffer(set, buf);
+        if (nc_tensor_set_add(set, name, bf16 ? NC_DTYPE_BF16 : NC_DTYPE_F32, ndim, shape, buf)) {
+            fprintf(stderr, "%s\n", nc_error());
+            exit(1);
+        }
+    }
+    nc_model *m = nc_model_from_tensors(set, &sizes, "fixture", "prng");
+    if (!m) {
+        fprintf(stderr, "building fixture model: %s\n", nc_error());
+        exit(1);
+    }
+    return m;
+}
+
+static void load_fixture(fixture *fx, const char *name) {
+    char path[512];
+    snprintf(fx->name, sizeof fx->name, "%s", name);
+    snprintf(path, sizeof path, DATA_DIR "/%s/model.json", name);
+    char *text = read_file(path, NULL);
+    if (!text) {
+        fprintf(stderr, "cannot read %s (run from the repository root)\n", path);
+        exit(1);
+    }
+    cJSON *meta = cJSON_Parse(text);
+    NC_ASSERT(meta);
+    fx->model = build_model(meta);
+    fx->V = fx->model->cfg.vocab_size;
+    const cJSON *c;
+    fx->n_cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(meta, "cases")) {
+        test_case *tc = &fx->cases[fx->n_cases++];
+        tc->prompt = int_array(cJSON_GetObjectItem(c, "prompt"), &tc->n_prompt);
+        tc->positions = int_array(cJSON_GetObjectItem(c, "logit_positions"), &tc->n_positions);
+        int32_t *g = int_array(cJSON_GetObjectItem(c, "greedy"), &tc->n_greedy);
+        memcpy(tc->greedy, g, sizeof(int32_t) * (size_t)tc->n_greedy);
+        free(g);
+        snprintf(path, sizeof path, DATA_DIR "/%s/%s", name, cJSON_GetObjectItem(c, "logits_file")->valuestring);
+        size_t nbytes;
+        tc->ref = (float *)read_file(path, &nbytes);
+        NC_ASSERT(tc->ref && nbytes == sizeof(float) * (size_t)tc->n_positions * (size_t)fx->V);
+    }
+    cJSON_Delete(meta);
+    free(text);
+}
+
+static void free_fixture(fixture *fx) {
+    for (int i = 0; i < fx->n_cases; i++) {
+        free(fx->cases[i].prompt);
+        free(fx->cases[i].positions);
+        free(fx->cases[i].ref);
+    }
+    nc_model_free(fx->model);
+}
+
+/* ==== comparisons ==== */
+
+static double row_error(const float *ours, const float *ref, int V) {
+    double maxdiff = 0, maxref = 0;
+    for (int i = 0; i < V; i++) {
+        maxdiff = fmax(maxdiff, fabs((double)ours[i] - ref[i]));
+        maxref = fmax(maxref, fabs((double)ref[i]));
+    }
+    return maxdiff / maxref;
+}
+
+static int argmax(const float *x, int V) {
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Compares logits rows for positions [pos0, pos0 + n) with the reference
+ * rows stored for those positions (others are skipped). */
+static double worst_error;
+
+static void compare_rows(const fixture *fx, const test_case *tc, const float *logits, int pos0, int n,
+                         const char *what) {
+    for (int r = 0; r < n; r++) {
+        for (int k = 0; k < tc->n_positions; k++) {
+            if (tc->positions[k] != pos0 + r) continue;
+            double err = row_error(logits + (size_t)r * fx->V, tc->ref + (size_t)k * fx->V, fx->V);
+            worst_error = fmax(worst_error, err);
+            CHECK(err <= REL_TOL, "%s %s: position %d relative error %.3g", fx->name, what, pos0 + r, err);
+        }
+    }
+}
+
+/* A block table whose entries are scrambled (so paging bugs show). */
+static void make_table(int32_t *table, int n_blocks, int first, int stride, int pool) {
+    for (int b = 0; b < n_blocks; b++) table[b] = (first + b * stride) % pool;
+}
+
+/* ==== the checks ==== */
+
+enum { POOL = 64, MAX_TOKENS = 320 };
+
+static void check_prefill_and_greedy(nc_backend *be, const fixture *fx, const test_case *tc, float *logits) {
+    int32_t table[16];
+    make_table(table, 16, 7, 5, POOL);
+    nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, table, NC_LOGITS_ALL};
+    nc_batch b = {&c, 1};
+    CHECK(be->ops->forward(be, &b, logits) == 0, "prefill: %s", nc_error());
+    compare_rows(fx, tc, logits, 0, tc->n_prompt, "prefill");
+
+    int32_t tok = argmax(logits + (size_t)(tc->n_prompt - 1) * fx->V, fx->V), prev = tc->prompt[tc->n_prompt - 1];
+    for (int g = 0; g < tc->n_greedy; g++) {
+        CHECK(tok == tc->greedy[g], "%s greedy token %d: %d, PyTorch %d", fx->name, g, tok, tc->greedy[g]);
+        nc_seq_chunk d = {&tok, 1, tc->n_prompt + g, prev, table, NC_LOGITS_LAST};
+        nc_batch db = {&d, 1};
+        CHECK(be->ops->forward(be, &db, logits) == 0, "decode: %s", nc_error());
+        prev = tok;
+        tok = argmax(logits, fx->V);
+    }
+}
+
+static void check_decode_and_chunks(nc_backend *be, const fixture *fx, const test_case *tc, float *logits) {
+    int32_t table[16];
+    make_table(table, 16, 40, 3, POOL);
+    for (int t = 0; t < tc->n_prompt; t++) { /* token by token */
+        nc_seq_chunk d = {tc->prompt + t, 1, t, t ? tc->prompt[t - 1] : -1, table, NC_LOGITS_LAST};
+        nc_batch b = {&d, 1};
+        CHECK(be->ops->forward(be, &b, logits) == 0, "decode: %s", nc_error());
+        compare_rows(fx, tc, logits, t, 1, "token-by-token");
+    }
+    make_table(table, 16, 63, 61, POOL);
+    for (int t = 0; t < tc->n_prompt; t += 7) { /* chunks of 7 crossing block boundaries */
+        int n = NC_MIN(7, tc->n_prompt - t);
+        nc_seq_chunk d = {tc->prompt + t, n, t, t ? tc->prompt[t - 1] : -1, table, NC_LOGITS_ALL};
+        nc_batch b = {&d, 1};
+        CHECK(be->ops->forward(be, &b, logits) == 0, "chunk: %s", nc_error());
+        compare_rows(fx, tc, logits, t, n, "chunked");
+    }
+}
+
+/* Both prompts in one batch (the first as LAST, the second as ALL), then
+ * joint decode steps of the first's greedy tokens while the second sits at
+ * another position. */
+static void check_ragged_batch(nc_backend *be, const fixture *fx, float *logits) {
+    const test_case *a = &fx->cases[0], *b = &fx->cases[1];
+    int32_t ta[16], tb[16];
+    make_table(ta, 16, 1, 2, POOL);
+    make_table(tb, 16, 2, 2, POOL);
+    nc_seq_chunk c[2] = {{a->prompt, a->n_prompt, 0, -1, ta, NC_LOGITS_LAST},
+                         {b->prompt, b->n_prompt, 0, -1, tb, NC_LOGITS_ALL}};
+    nc_batch batch = {c, 2};
+    CHECK(be->ops->forward(be, &batch, logits) == 0, "ragged prefill: %s", nc_error());
+    compare_rows(fx, a, logits, a->n_prompt - 1, 1, "batch[0]");
+    compare_rows(fx, b, logits + fx->V, 0, b->n_prompt, "batch[1]");
+    /* decode both: a continues with its greedy tokens; b with its own */
+    for (int g = 0; g + 1 < a->n_greedy && g + 1 < b->n_greedy; g++) {
+        int32_t tok[2] = {a->greedy[g], b->greedy[g]};
+        int32_t prev[2] = {g ? a->greedy[g - 1] : a->prompt[a->n_prompt - 1],
+                           g ? b->greedy[g - 1] : b->prompt[b->n_prompt - 1]};
+        nc_seq_chunk d[2] = {{&tok[1], 1, b->n_prompt + g, prev[1], tb, NC_LOGITS_LAST},
+                             {&tok[0], 1, a->n_prompt + g, prev[0], ta, NC_LOGITS_LAST}};
+        nc_batch db = {d, 2};
+        CHECK(be->ops->forward(be, &db, logits) == 0, "ragged decode: %s", nc_error());
+        CHECK(argmax(logits, fx->V) == b->greedy[g + 1], "%s batched decode row 0 step %d", fx->name, g);
+        CHECK(argmax(logits + fx->V, fx->V) == a->greedy[g + 1], "%s batched decode row 1 step %d", fx->name, g);
+    }
+}
+
+/* Prefill into table A, fork into table B with copy_kv_block (full blocks
+ * and the partial last one), then decode greedily from B. */
+static void check_fork(nc_backend *be, const fixture *fx, const test_case *tc, float *logits) {
+    int32_t ta[16], tb[16];
+    make_table(ta, 16, 0, 1, POOL);
+    make_table(tb, 16, 32, 1, POOL);
+    nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, ta, NC_LOGITS_LAST};
+    nc_batch b = {&c, 1};
+    CHECK(be->ops->forward(be, &b, logits) == 0, "fork prefill: %s", nc_error());
+    int n_blocks = (tc->n_prompt + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int n = NC_MIN(NC_KV_BLOCK_TOKENS, tc->n_prompt - blk * NC_KV_BLOCK_TOKENS);
+        CHECK(be->ops->copy_kv_block(be, ta[blk], tb[blk], n) == 0, "copy_kv_block: %s", nc_error());
+    }
+    memset(logits, 0, sizeof(float) * (size_t)fx->V);
+    int32_t tok = tc->greedy[0], prev = tc->prompt[tc->n_prompt - 1];
+    for (int g = 1; g < tc->n_greedy; g++) {
+        nc_seq_chunk d = {&tok, 1, tc->n_prompt + g - 1, prev, tb, NC_LOGITS_LAST};
+        nc_batch db = {&d, 1};
+        CHECK(be->ops->forward(be, &db, logits) == 0, "fork decode: %s", nc_error());
+        CHECK(argmax(logits, fx->V) == tc->greedy[g], "%s forked decode step %d", fx->name, g);
+        prev = tok;
+        tok = tc->greedy[g];
+    }
+}
+
+#define CHECK_FAILS(call, what)                                                  \
+    do {                                                                         \
+        int rc_ = (call);                                                        \
+        CHECK(rc_ == -1 && nc_error()[0], "%s should fail with a message", what); \
+        if (rc_ == -1) printf("  expected error (%s): %s\n", what, nc_error());   \
+    } while (0)
+
+static void check_errors(nc_backend *be, const fixture *fx, float *logits) {
+    const test_case *tc = &fx->cases[0];
+    int32_t table[16], bad[16];
+    make_table(table, 16, 0, 1, POOL);
+    nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, table, NC_LOGITS_ALL};
+    nc_batch b = {&c, 1};
+    memcpy(bad, table, sizeof bad);
+    bad[0] = POOL;
+    c.block_table = bad;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "block id beyond the pool");
+    bad[0] = -1;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "negative block id");
+    c.block_table = NULL;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "no block table");
+    c.block_table = table;
+    c.pos = fx->model->cfg.sequence_len * 10;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "position beyond the rotary table");
+    c.pos = -1;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "negative position");
+    c.pos = 0;
+    int32_t big = fx->V;
+    c.tokens = &big;
+    c.n_tokens = 1;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "token id >= vocab_size");
+    c.tokens = tc->prompt;
+    c.n_tokens = 0;
+    CHECK_FAILS(be->ops->forward(be, &b, logits), "empty chunk");
+    c.n_tokens = tc->n_prompt;
+    CHECK_FAILS(be->ops->forward(be, &b, NULL), "logits wanted, no buffer");
+    nc_seq_chunk many[3] = {c, c, c};
+    nc_batch mb = {many, 3};
+    CHECK_FAILS(be->ops->forward(be, &mb, logits), "more sequences than max_seqs");
+    static int32_t long_prompt[MAX_TOKENS + 1];
+    nc_seq_chunk lc = {long_prompt, MAX_TOKENS + 1, 0, -1, table, NC_LOGITS_NONE};
+    nc_batch lb = {&lc, 1};
+    CHECK_FAILS(be->ops->forward(be, &lb, logits), "more tokens than max_batch_tokens");
+    if (fx->model->cfg.has_smear) {
+        nc_seq_chunk d = {tc->prompt, 1, 5, -1, table, NC_LOGITS_LAST};
+        nc_batch db = {&d, 1};
+        CHECK_FAILS(be->ops->forward(be, &db, logits), "V6 decode without prev_token");
+    }
+    CHECK_FAILS(be->ops->copy_kv_block(be, 0, POOL, 4), "copy to a block beyond the pool");
+    CHECK_FAILS(be->ops->copy_kv_block(be, 0, 1, NC_KV_BLOCK_TOKENS + 1), "copy of more than a block");
+    /* the backend still works after all that */
+    CHECK(be->ops->forward(be, &b, logits) == 0, "forward after errors: %s", nc_error());
+    compare_rows(fx, tc, logits, 0, tc->n_prompt, "after errors");
+}
+
+int main(void) {
+    const char *names[] = {"v1_mha", "v1_gqa", "v6_gqa"};
+    const char *isas[] = {"scalar", "avx2"};
+    for (size_t f = 0; f < NC_ARRAY_LEN(names); f++) {
+        fixture fx;
+        load_fixture(&fx, names[f]);
+        float *logits = malloc(sizeof(float) * (size_t)MAX_TOKENS * (size_t)fx.V);
+        for (size_t k = 0; k < NC_ARRAY_LEN(isas); k++) {
+            if (nc_cpu_backend_force_isa(isas[k])) {
+                printf("%s: %s kernels not supported here, skipped\n", names[f], isas[k]);
+                continue;
+            }
+            nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = 2,
+                                   .n_threads = k == 0 ? 1 : 2};
+            nc_backend *be = nc_backend_create("cpu", fx.model, &p);
+            CHECK(be != NULL, "backend: %s", nc_error());
+            if (!be) continue;
+            worst_error = 0;
+            for (int i = 0; i < fx.n_cases; i++) {
+                check_prefill_and_greedy(be, &fx, &fx.cases[i], logits);
+                check_decode_and_chunks(be, &fx, &fx.cases[i], logits);
+                check_fork(be, &fx, &fx.cases[i], logits);
+            }
+            check_ragged_batch(be, &fx, logits);
+            check_errors(be, &fx, logits);
+            printf("%s (%s): worst relative logit error %.3g\n", names[f], be->ops->describe(be), worst_error);
+            nc_backend_free(be);
+        }
+        free(logits);
+        free_fixture(&fx);
+    }
+    nc_cpu_backend_force_isa("auto");
+    return check_summary("test_cpu_forward");
+}
