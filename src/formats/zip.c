@@ -25,9 +25,8 @@
 struct nc_zip {
     const uint8_t *data;
     size_t len;
-    nc_zip_entry *entries; /* sorted by name */
-    int n;
-    char *names;           /* all names, NUL-separated */
+    nc_zip_entry *entries; /* sorted by name; each name malloc'ed */
+    int n, cap;
 };
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -109,9 +108,10 @@ nc_zip *nc_zip_open(const uint8_t *d, size_t len) {
     nc_zip *z = nc_xcalloc(1, sizeof *z);
     z->data = d;
     z->len = len;
-    z->entries = nc_xcalloc((size_t)dir.n_entries, sizeof(nc_zip_entry));
-    z->names = nc_xmalloc((size_t)dir.cd_size + 1); /* names are shorter than the records holding them */
-    size_t name_used = 0;
+    if (dir.n_entries > INT32_MAX) {
+        nc_fail("zip: %llu entries", (unsigned long long)dir.n_entries);
+        goto fail;
+    }
     uint64_t p = dir.cd_offset, end = dir.cd_offset + dir.cd_size;
     for (uint64_t i = 0; i < dir.n_entries; i++) {
         if (end - p < 46 || rd32(d + p) != SIG_CENTRAL) {
@@ -132,16 +132,22 @@ nc_zip *nc_zip_open(const uint8_t *d, size_t len) {
             nc_fail("zip: entry %llu is encrypted", (unsigned long long)i);
             goto fail;
         }
+        /* grown as records prove real, so a lying entry count costs nothing */
+        if (z->n == z->cap) {
+            z->cap = z->cap ? 2 * z->cap : 64;
+            z->entries = nc_xrealloc(z->entries, (size_t)z->cap * sizeof(nc_zip_entry));
+        }
         nc_zip_entry *e = &z->entries[z->n];
-        char *name = z->names + name_used;
-        memcpy(name, r + 46, name_len);
-        name[name_len] = 0;
-        if (strlen(name) != name_len) {
+        if (memchr(r + 46, 0, name_len)) {
             nc_fail("zip: entry %llu has a NUL byte in its name", (unsigned long long)i);
             goto fail;
         }
-        name_used += name_len + 1;
+        char *name = nc_xmalloc(name_len + 1);
+        memcpy(name, r + 46, name_len);
+        name[name_len] = 0;
+        memset(e, 0, sizeof *e);
         e->name = name;
+        z->n++; /* owned from here on, even if the checks below fail */
         e->method = method;
         e->size = size;
         e->comp_size = comp;
@@ -164,10 +170,9 @@ nc_zip *nc_zip_open(const uint8_t *d, size_t len) {
             goto fail;
         }
         e->data_offset = data_off;
-        z->n++;
         p += 46 + name_len + extra_len + comment_len;
     }
-    qsort(z->entries, (size_t)z->n, sizeof(nc_zip_entry), cmp_entry);
+    if (z->n > 1) qsort(z->entries, (size_t)z->n, sizeof(nc_zip_entry), cmp_entry);
     for (int i = 1; i < z->n; i++)
         if (!strcmp(z->entries[i].name, z->entries[i - 1].name)) {
             nc_fail("zip: entry '%s' appears twice", z->entries[i].name);
@@ -181,8 +186,8 @@ fail:
 
 void nc_zip_close(nc_zip *z) {
     if (!z) return;
+    for (int i = 0; i < z->n; i++) free((char *)z->entries[i].name);
     free(z->entries);
-    free(z->names);
     free(z);
 }
 
@@ -195,6 +200,7 @@ const nc_zip_entry *nc_zip_at(const nc_zip *z, int i) {
 
 const nc_zip_entry *nc_zip_find(const nc_zip *z, const char *name) {
     nc_zip_entry key = {.name = name};
+    if (z->n == 0) return NULL;
     return bsearch(&key, z->entries, (size_t)z->n, sizeof(nc_zip_entry), cmp_entry);
 }
 
