@@ -48,10 +48,12 @@ SPECIALS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
             "<|assistant_end|>", "<|python_start|>", "<|python_end|>",
             "<|output_start|>", "<|output_end|>"]
 
-COUNTS = dict(arithmetic=200_000, letters=120_000, definitions=30_000, small_talk=8_000,
+COUNTS = dict(arithmetic=150_000, letters=200_000, definitions=45_000, small_talk=8_000,
               refusal=4_000, multi_turn=30_000)
-N_DEFINED_WORDS = 2000   # the most frequent WordNet words it learns to define
-N_LETTER_WORDS = 3000    # words used in letter counting
+# Words it learns to define / to spell for letter counting: the most frequent
+# of WordNet's tagged corpus, then of our text, then sources.EXTRA_WORDS.
+DEFINED_WORDS = (2500, 1000)
+LETTER_WORDS = (3000, 3000)
 
 
 def plain_text(conv):
@@ -132,9 +134,10 @@ def main():
     t0 = time.time()
 
     docs = sources.all_documents()
-    common = sources.wordnet_common_words(max(N_DEFINED_WORDS, N_LETTER_WORDS))
-    defined = common[:N_DEFINED_WORDS]
-    letter_words = [w for w, _, _ in common[:N_LETTER_WORDS]]
+    text_docs = [d for _, ds in docs for d in ds]
+    defined = sources.common_words(text_docs, *DEFINED_WORDS)
+    letter_words = [w for w, _, _ in sources.common_words(text_docs, *LETTER_WORDS)]
+    print(f"{len(defined)} defined words, {len(letter_words)} letter-counting words", flush=True)
     arith_held, letters_held = conversations.heldout_problems(letter_words)
     counts = {k: max(1, int(v * args.scale)) for k, v in COUNTS.items()}
     convs = conversations.generate(args.seed, counts, defined, letter_words, (arith_held, letters_held))

@@ -121,39 +121,97 @@ def _lemma_frequencies():
     return freq
 
 
-def wordnet_common_words(n):
-    """The `n` most frequent single-word lowercase lemmas (3-12 letters) as
-    [(lemma, pos, definition)], ordered by frequency: each word's most
-    frequent part of speech and the definition of its first sense (the first
-    synset in index.<pos>), examples dropped."""
-    synset_gloss = {}
-    first_synset = {}
-    for pos in ("noun", "verb", "adj", "adv"):
-        with open(os.path.join(WORDNET_DIR, "data." + pos), encoding="utf-8") as f:
-            for line in f:
-                if not line.startswith("  "):
-                    head, _, gloss = line.partition(" | ")
-                    synset_gloss[(pos, int(head.split()[0]))] = gloss.strip()
-        with open(os.path.join(WORDNET_DIR, "index." + pos), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("  "):
-                    continue
-                fields = line.split()
-                p_cnt = int(fields[3])
-                first_synset[(fields[0], pos)] = int(fields[6 + p_cnt])
-    ranked = []
-    for lemma, per_pos in _lemma_frequencies().items():
-        if not re.fullmatch(r"[a-z]{3,12}", lemma):
-            continue
-        pos, count = max(per_pos.items(), key=lambda kv: (kv[1], kv[0]))
-        if (lemma, pos) not in first_synset:
-            continue
-        gloss = synset_gloss[(pos, first_synset[(lemma, pos)])]
+class WordNetDictionary:
+    """First-sense definitions of WordNet lemmas."""
+
+    def __init__(self):
+        self.gloss = {}  # (pos, offset) -> gloss
+        self.first = {}  # (lemma, pos) -> offset of its most frequent sense
+        for pos in ("noun", "verb", "adj", "adv"):
+            with open(os.path.join(WORDNET_DIR, "data." + pos), encoding="utf-8") as f:
+                for line in f:
+                    if not line.startswith("  "):
+                        head, _, gloss = line.partition(" | ")
+                        self.gloss[(pos, int(head.split()[0]))] = gloss.strip()
+            with open(os.path.join(WORDNET_DIR, "index." + pos), encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("  "):
+                        continue
+                    fields = line.split()
+                    p_cnt = int(fields[3])
+                    self.first[(fields[0], pos)] = int(fields[6 + p_cnt])
+        self.freq = _lemma_frequencies()
+
+    def define(self, lemma):
+        """(lemma, pos name, definition of the first sense) using the part of
+        speech seen most often in the tagged corpus (else the first of noun,
+        verb, adj, adv that has it); None if WordNet lacks a usable one."""
+        per_pos = {p: c for p, c in self.freq.get(lemma, {}).items() if (lemma, p) in self.first}
+        if per_pos:
+            pos = max(per_pos.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        else:
+            pos = next((p for p in ("noun", "verb", "adj", "adv") if (lemma, p) in self.first), None)
+            if pos is None:
+                return None
+        gloss = self.gloss[(pos, self.first[(lemma, pos)])]
         definition = gloss.split(";")[0].split('"')[0].strip()
-        if len(definition) >= 8:
-            ranked.append((-sum(per_pos.values()), lemma, POS_NAMES[pos], definition))
-    ranked.sort()
-    return [(lemma, pos, d) for _, lemma, pos, d in ranked[:n]]
+        return (lemma, POS_NAMES[pos], definition) if len(definition) >= 8 else None
+
+    def tagged_ranking(self):
+        """Single-word lowercase lemmas (3-12 letters) by how often they were
+        seen in WordNet's sense-tagged corpus, most frequent first."""
+        ranked = sorted((-sum(pp.values()), lemma) for lemma, pp in self.freq.items()
+                        if re.fullmatch(r"[a-z]{3,12}", lemma))
+        return [lemma for _, lemma in ranked]
+
+
+def corpus_ranking(docs):
+    """Lowercase words (3-12 letters) of our text documents, most frequent
+    first (ties alphabetical)."""
+    counts = {}
+    for d in docs:
+        for w in re.findall(r"(?<![A-Za-z'])[a-z]{3,12}(?![A-Za-z'])", d):
+            counts[w] = counts.get(w, 0) + 1
+    return [w for _, w in sorted((-c, w) for w, c in counts.items())]
+
+
+# Everyday words people try on a small model, some rare in our text
+# (strawberry, banana): always in the letter-counting and definition sets.
+EXTRA_WORDS = """
+apple banana cherry grape lemon mango orange peach pear plum strawberry blueberry raspberry
+watermelon pineapple tomato potato carrot onion bread cheese butter coffee sugar chocolate
+cat dog horse cow sheep goat pig chicken duck lion tiger elephant giraffe zebra monkey rabbit
+mouse snake eagle owl penguin dolphin whale shark bear wolf fox frog turtle butterfly spider
+computer telephone book table chair house car bicycle train airplane ship window door pencil
+paper guitar piano music letter alphabet language program science history school teacher
+ocean river mountain forest desert island sun moon star planet cloud rain snow tree flower
+garden city country family friend mother father sister brother baby doctor kitchen winter
+summer spring autumn morning evening night happy beautiful necessary parallel committee
+bookkeeper mississippi occurrence assessment balloon coffee success accommodate embarrass
+""".split()
+
+
+def common_words(docs, n_tagged, n_corpus, extra=EXTRA_WORDS):
+    """[(word, pos, definition)]: the n_tagged most frequent words of
+    WordNet's tagged corpus, then the n_corpus most frequent words of our
+    text, then `extra`; each once, only words WordNet can define."""
+    wn = WordNetDictionary()
+    out, seen = [], set()
+    for ranking, n in ((wn.tagged_ranking(), n_tagged), (corpus_ranking(docs), n_corpus),
+                       (list(extra), len(extra))):
+        taken = 0
+        for w in ranking:
+            if taken == n:
+                break
+            if w in seen:
+                continue
+            entry = wn.define(w)
+            if entry is None:
+                continue
+            seen.add(w)
+            out.append(entry)
+            taken += 1
+    return out
 
 
 def _clean_overstrike(s):
@@ -185,5 +243,5 @@ if __name__ == "__main__":
     for name, docs in all_documents():
         n = sum(len(d) for d in docs)
         print(f"{name}: {len(docs)} documents, {n} chars; first: {docs[0][:80]!r}")
-    for w in wordnet_common_words(12):
-        print(w)
+    words = common_words([d for _, ds in all_documents() for d in ds], 3000, 3000)
+    print(len(words), words[:3], words[-3:])
