@@ -319,8 +319,7 @@ int nc_http_start(nc_srv *srv) {
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->opt.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->opt.idle_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-        MHD_OPTION_END);
+        MHD_OPTION_END); /* no LISTENING_ADDRESS_REUSE: SO_REUSEPORT would let two servers share a port */
     freeaddrinfo(res);
     if (!srv->daemon) {
         fprintf(stderr, "nanochat serve: cannot listen on %s:%d (port in use or not permitted)\n",

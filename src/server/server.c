@@ -57,7 +57,12 @@ static void shutdown_server(nc_srv *srv, const sigset_t *set, bool grace) {
                 NC_SHUTDOWN_GRACE_S, atomic_load(&srv->active_jobs));
     while (atomic_load(&srv->active_jobs) > 0 && nc_now() < until)
         if (wait_signal(set, 0.05)) break;
+    /* End the rest: each stream sends its closing events (error, then the
+     * protocol's end) within a poll slice; give them a moment to be sent
+     * before the daemon closes every socket. */
     atomic_store(&srv->abort_jobs, true);
+    until = nc_now() + 2.0;
+    while (atomic_load(&srv->active_jobs) > 0 && nc_now() < until) sleep_s(0.01);
     nc_http_stop(srv); /* joins every connection thread: all jobs have ended */
     if (nc_srv_ready(srv)) {
         /* Let the engine deliver the cancellations before it stops. */

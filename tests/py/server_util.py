@@ -21,13 +21,42 @@ DATA = os.path.join(ROOT, "tests", "data", "server")
 NC_BIN = os.environ.get("NC_BIN") or os.path.join(ROOT, "build", "nanochat")
 
 
+SPLIT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+         r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
+SPECIALS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
+            "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>"]
+
+
+def make_big_tokenizer(path):
+    """A 65536-entry tokenizer.pkl (a pickled tiktoken.Encoding, as nanochat
+    saves one) for --random models, whose vocab is 65536: the 256 bytes,
+    letter pairs, "wNNNNN " words (so random output reads as words), and
+    nanochat's nine special tokens at the last ids."""
+    import pickle
+    import tiktoken
+    ranks = {bytes([i]): i for i in range(256)}
+    letters = b"abcdefghijklmnopqrstuvwxyz "
+    for a in letters:
+        for b in letters:
+            ranks[bytes([a, b])] = len(ranks)
+    n = 65536 - len(SPECIALS)
+    i = 0
+    while len(ranks) < n:
+        ranks[b"w%05d " % i] = len(ranks)
+        i += 1
+    enc = tiktoken.Encoding(name="random-model-test", pat_str=SPLIT, mergeable_ranks=ranks,
+                            special_tokens={s: n + k for k, s in enumerate(SPECIALS)})
+    with open(path, "wb") as f:
+        pickle.dump(enc, f)
+
+
 def load_cases():
     with open(os.path.join(DATA, "cases.json"), encoding="utf-8") as f:
         return json.load(f)
 
 
 class Server:
-    def __init__(self, *extra, model=("-m", DATA), ready_timeout=60):
+    def __init__(self, *extra, model=("-m", DATA), ready_timeout=60, wait_ready=True):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="nc-serve-", suffix=".log", delete=False)
         cmd = [NC_BIN, "serve", *model, "--device", "cpu", "--host", "127.0.0.1", "--port", "0", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -44,7 +73,8 @@ class Server:
         if self.port is None:
             self.kill()
             raise RuntimeError("server did not start listening:\n" + self.read_log())
-        while time.time() < deadline:
+        self.base = f"http://127.0.0.1:{self.port}"
+        while wait_ready and time.time() < deadline:
             status, body = self.get("/health")
             if status == 200 and json.loads(body)["ready"]:
                 break
@@ -52,9 +82,9 @@ class Server:
                 raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.read_log()}")
             time.sleep(0.05)
         else:
-            self.kill()
-            raise RuntimeError("server never became ready:\n" + self.read_log())
-        self.base = f"http://127.0.0.1:{self.port}"
+            if wait_ready:
+                self.kill()
+                raise RuntimeError("server never became ready:\n" + self.read_log())
 
     def read_log(self):
         with open(self.log.name, encoding="utf-8", errors="replace") as f:

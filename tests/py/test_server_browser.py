@@ -18,22 +18,16 @@ chromedriver is not installed (tools/install_deps.sh --test installs them).
 """
 import json
 import os
-import pickle
 import shutil
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import Checker, Server  # noqa: E402
+from server_util import Checker, Server, make_big_tokenizer  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-SPLIT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
-         r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
-SPECIALS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
-            "<|python_start|>", "<|python_end|>", "<|output_start|>", "<|output_end|>"]
-
 # A fake stream replayed by a fetch() override, to check how the page draws
 # tool events (a random model never calls the calculator).
 TOOL_STREAM = [
@@ -43,24 +37,6 @@ TOOL_STREAM = [
     {"token": " The answer is 1517.", "gpu": 0},
     {"done": True},
 ]
-
-
-def make_tokenizer(path):
-    import tiktoken
-    ranks = {bytes([i]): i for i in range(256)}
-    letters = b"abcdefghijklmnopqrstuvwxyz "
-    for a in letters:
-        for b in letters:
-            ranks[bytes([a, b])] = len(ranks)
-    n = 65536 - len(SPECIALS)
-    i = 0
-    while len(ranks) < n:
-        ranks[b"w%05d " % i] = len(ranks)
-        i += 1
-    enc = tiktoken.Encoding(name="browser-test", pat_str=SPLIT, mergeable_ranks=ranks,
-                            special_tokens={s: n + k for k, s in enumerate(SPECIALS)})
-    with open(path, "wb") as f:
-        pickle.dump(enc, f)
 
 
 def wait_for(cond, timeout=20, step=0.05):
@@ -85,7 +61,7 @@ def main():
     ck = Checker("test_server_browser")
     tmp = tempfile.mkdtemp(prefix="nc-browser-")
     tok = os.path.join(tmp, "tokenizer.pkl")
-    make_tokenizer(tok)
+    make_big_tokenizer(tok)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):

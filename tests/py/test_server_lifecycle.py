@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""test_server_lifecycle.py: `nanochat serve` from start to stop (issue 5).
+
+  - It listens before the model is loaded: /health says "ready": false and
+    generation requests get 503 with Retry-After until the model is in, then
+    "ready": true (nanochat's /health contract).
+  - SIGTERM while a reply streams: the stream still ends properly (its last
+    event is the protocol's end), the process exits 0 and says so.
+  - A model that cannot be loaded, a port already in use, and bad flags each
+    end the process with a non-zero status and a one-line error.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_util import DATA, NC_BIN, Checker, Server, make_big_tokenizer, sse_events  # noqa: E402
+
+
+def run(args, timeout=30):
+    """Runs `nanochat serve ARGS` expecting it to exit by itself."""
+    try:
+        p = subprocess.run([NC_BIN, "serve", *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return None, f"still running after {timeout} s: {e.stderr!r}"
+    return p.returncode, p.stdout + p.stderr
+
+
+def main():
+    ck = Checker("test_server_lifecycle")
+    tmp = tempfile.mkdtemp(prefix="nc-life-")
+    try:
+        tok = os.path.join(tmp, "tokenizer.pkl")
+        make_big_tokenizer(tok)
+        # A model that takes a few seconds to build, so the loading phase can be seen.
+        srv = Server("--tokenizer", tok, model=("--random", "8,1024,8"), wait_ready=False)
+        try:
+            status, body = srv.get("/health")
+            h = json.loads(body)
+            ck.check(status == 200 and h["status"] == "ok" and h["ready"] is False, f"health while loading: {h}")
+            status, body, resp = srv.request("POST", "/v1/chat/completions",
+                                             {"messages": [{"role": "user", "content": "hi"}]})
+            ck.check(status == 503 and resp.getheader("Retry-After") is not None and b"loading" in body,
+                     f"generation while loading: {status} {body[:120]!r}")
+            status, body = srv.get("/v1/models")
+            ck.check(status == 200 and json.loads(body)["data"] == [], f"models while loading: {body!r}")
+            ready = None
+            deadline = time.time() + 60
+            while time.time() < deadline and not ready:
+                ready = json.loads(srv.get("/health")[1])["ready"]
+                time.sleep(0.05)
+            ck.check(ready, "never became ready")
+
+            # SIGTERM during a stream: the stream ends with "done", the server exits 0.
+            events, errors = [], []
+
+            def reader():
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+                    c.request("POST", "/chat/completions", json.dumps(
+                        {"messages": [{"role": "user", "content": "go"}], "max_tokens": 4000}))
+                    r = c.getresponse()
+                    for ev in sse_events(r):
+                        events.append(ev)
+                except Exception as e:  # the check below reports it
+                    errors.append(repr(e))
+
+            t = threading.Thread(target=reader)
+            t.start()
+            deadline = time.time() + 30
+            while time.time() < deadline and len(events) < 3 and t.is_alive():
+                time.sleep(0.02)
+            srv.proc.send_signal(signal.SIGTERM)
+            try:
+                code = srv.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                code = None
+            t.join(timeout=10)
+            ck.check(code == 0, f"exit status after SIGTERM: {code}")
+            ck.check(not errors and events and events[-1] == {"done": True},
+                     f"stream after SIGTERM: errors {errors}, last events {events[-2:]}")
+            ck.check("stopped" in srv.read_log(), "no 'stopped' line in the log")
+        finally:
+            srv.kill()
+
+        # A model that cannot be loaded: the server exits non-zero with the reason.
+        code, out = run(["-m", os.path.join(tmp, "no-such-model"), "--port", "0", "--device", "cpu"])
+        ck.check(code != 0 and "no-such-model" in out, f"bad model: {code} {out!r}")
+        # A port in use.
+        with Server() as first:
+            code, out = run(["-m", DATA, "--port", str(first.port), "--device", "cpu"])
+            ck.check(code != 0 and "cannot listen" in out, f"port in use: {code} {out!r}")
+            ck.check(first.alive(), "first server still up")
+        # Flags.
+        for args, what in [(["--port", "70000"], "--port"), (["--max-batch", "0"], "--max-batch"),
+                           (["--bogus"], "--bogus"), (["--timeout", "abc"], "--timeout"),
+                           (["--max-body", "1"], "--max-body"), (["--host"], "--host"),
+                           (["--device", "tpu"], "--device"), (["--api-key", ""], "--api-key")]:
+            code, out = run(["-m", DATA, *args])
+            lines = [line for line in out.splitlines() if line.strip()]
+            ck.check(code == 2 and len(lines) == 1 and what in lines[0], f"{args}: {code} {out!r}")
+        code, out = run(["--help"])
+        ck.check(code == 0 and "--api-key" in out and "--max-batch" in out, "--help")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ck.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
