@@ -249,6 +249,7 @@ int nc_cli_run_request(nc_cli_engine *e, const int32_t *prompt, int32_t n, const
     run->t_submit = nc_now();
     if (nc_scheduler_submit(e->sched, prompt, n, g, on_event, run, NULL)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
+        nc_cli_run_free(run);
         return -1;
     }
     int left;
