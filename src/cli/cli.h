@@ -9,6 +9,7 @@ typedef struct {
 } nc_command;
 
 int cmd_info(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_chat(int argc, char **argv);

@@ -11,6 +11,7 @@
 static const nc_command commands[] = {
     {"info", "describe a checkpoint (generation, sizes, dtypes, special tokens)", cmd_info},
     {"tokenize", "text on stdin -> token ids (or --decode, --chat)", cmd_tokenize},
+    {"forward", "token ids -> fp32 logits of every position (compare with PyTorch)", cmd_forward},
     {"bench", "prefill / decode / batched throughput vs the bandwidth floor", cmd_bench},
     {"chat", "talk to a chat model (interactive, or -p TEXT once)", cmd_chat},
     {"generate", "complete a text with a base model (<|bos|> + text)", cmd_generate},

@@ -163,8 +163,11 @@ void nc_threadpool_run(nc_threadpool *p, nc_parallel_fn fn, void *ctx) {
 
     fn(ctx, 0, p->n_threads);
 
+    /* Shares are balanced, so workers normally finish within microseconds;
+     * past that a worker was probably descheduled (more threads than free
+     * cores), and yielding lets it run. */
     for (unsigned spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
-        cpu_relax();
-        if (spins > (1u << 16)) sched_yield(); /* a worker was descheduled */
+        if (spins < 4096) cpu_relax();
+        else sched_yield();
     }
 }

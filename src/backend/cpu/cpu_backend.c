@@ -208,11 +208,15 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
         return nc_fail("cpu backend: inconsistent model sizes (C=%d H=%d Hkv=%d D=%d V=%d Vp=%d)",
                        c->n_embd, c->n_head, c->n_kv_head, c->head_dim, c->vocab_size, c->padded_vocab);
 
+    /* NC_CPU_KERNELS=scalar|avx2 picks the kernels (benchmarks, tests) */
+    const char *isa = forced_isa ? forced_isa : getenv("NC_CPU_KERNELS");
+    const cpu_kernels *kern = cpu_kernels_select(isa);
+    if (!kern) return nc_fail("cpu backend: NC_CPU_KERNELS=%s is not available here (scalar, avx2, auto)", isa);
+
     cpu_state *st = nc_xcalloc(1, sizeof *st);
     b->impl = st;
     st->cfg = *c;
-    st->kern = cpu_kernels_select(forced_isa);
-    NC_ASSERT(st->kern);
+    st->kern = kern;
 
     b->max_batch_tokens = p->max_batch_tokens ? p->max_batch_tokens : DEFAULT_MAX_BATCH_TOKENS;
     b->max_seqs = p->max_seqs ? p->max_seqs : DEFAULT_MAX_SEQS;

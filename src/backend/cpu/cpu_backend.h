@@ -23,8 +23,9 @@
 extern const nc_backend_ops nc_cpu_backend_ops;
 
 /* Forces a kernel variant ("scalar", "avx2", "auto") for backends created
- * afterwards in this process (tests and benchmarks compare them). Fails if
- * the CPU lacks it. */
+ * afterwards in this process (tests and benchmarks compare them); it takes
+ * precedence over the NC_CPU_KERNELS environment variable, which does the
+ * same from outside. Fails if the CPU lacks the variant. */
 int nc_cpu_backend_force_isa(const char *isa);
 
 typedef struct {
