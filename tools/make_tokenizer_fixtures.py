@@ -136,6 +136,9 @@ ENCODE_CASES = [
     "\u00a0nbsp\u00a0", "\u2028line sep\u2029para sep", "\u3000ideographic space", "\u0085nel",
     "\x0b\x0c vertical tab form feed", "\x00nul\x00", "\u200bzero width\u200b",
     "𝓗𝓮𝓵𝓵𝓸 𝔀𝓸𝓻𝓵𝓭", "𐍈 𒀀 𓀀", "\U0010fffd\U000e0001",
+    # code points whose class PCRE2 10.42 (Unicode 14) and tiktoken disagree on
+    "a\u180eb \u180e \u180e\n", "\U0002ebf0\U0002ebf1 x\U0002ebf2", "\U00011f04abc \U0001e4f0\U0001e4f1\U0001e4f2",
+    "1\U00010d40\U00010d41 \ua7cb\ua7cc", "\U00031350 \U000323af!",
     "!!!???...,,,;;;", "--- === *** ###", "(((nested)))", "a!b@c#d$e%f^g&h*i",
     "   !!!   ", "\n!!!\n", "x\n\n\ny", " \n \n", "word\r\nword\rword\n",
 ]
@@ -245,7 +248,28 @@ def main():
     ]
     chat = [{"messages": m, "ids": render_chat(enc, m)} for m in chats]
 
+    # Class probes: "x" + c is a token for each sampled code point c, so
+    # with the pattern "x<class>|[\s\S]" a c inside the class encodes to one
+    # id. Samples where PCRE2 10.42's tables differ from tiktoken's, and
+    # some where they agree.
+    import tiktoken
+    probe_cps = [0x180E, 0x85, 0xA0, 0x2028, 0x200B, 0x3000, 0x1C89, 0xA7CB, 0x105C0, 0x10D40,
+                 0x10D4A, 0x11F04, 0x11F50, 0x13460, 0x143FA, 0x16D40, 0x1E4D0, 0x1E4F0, 0x1E5F1,
+                 0x2B739, 0x2EBF0, 0x2EE5D, 0x31350, 0x323AF, 0x323B0, 0xE9, 0x4E00, 0x661, 0x2167]
+    probe_cps += [rng.randrange(0x80, 0x30000) for _ in range(200)]
+    probe_cps = sorted(set(c for c in probe_cps if not 0xD800 <= c <= 0xDFFF))
+    probe_ranks = {bytes([i]): i for i in range(256)}
+    for c in probe_cps:
+        probe_ranks[b"x" + chr(c).encode()] = len(probe_ranks)
+    probe_text = "".join("x" + chr(c) for c in probe_cps)
+    class_probe = {"codepoints": probe_cps, "ids": {}}
+    for prop in (r"\p{L}", r"\p{N}", r"\s"):
+        penc = tiktoken.Encoding(name="probe", pat_str="x" + prop + r"|[\s\S]",
+                                 mergeable_ranks=probe_ranks, special_tokens={})
+        class_probe["ids"][prop] = penc.encode_ordinary(probe_text)
+
     cases = {
+        "class_probe": class_probe,
         "pattern": enc._pat_str,
         "vocab_size": n,
         "special_tokens": enc._special_tokens,

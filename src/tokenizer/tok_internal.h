@@ -74,6 +74,7 @@ void nc_pretok_free(nc_pretok *re);
  * run on one nc_pretok from different threads at once. */
 typedef struct {
     const nc_pretok *re;
+    const void *code;  /* pcre2_code_8 *: the pattern this pass runs */
     void *match_data;  /* pcre2_match_data_8 * */
     void *match_ctx;   /* pcre2_match_context_8 *, only after a JIT stack overflow */
     void *jit_stack;   /* pcre2_jit_stack_8 *, idem */

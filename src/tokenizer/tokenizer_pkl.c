@@ -69,18 +69,18 @@ nc_tokenizer *nc_tokenizer_from_pickle(const uint8_t *data, size_t len) {
         goto done;
     }
     size_t n_pairs = 0, n_spairs = 0;
-    const nc_pickle_obj *const *rp = ranks ? nc_pickle_pairs(ranks, &n_pairs) : NULL;
-    if (!rp) {
+    if (!ranks || ranks->kind != NC_PK_DICT) {
         nc_fail("tokenizer.pkl: no mergeable_ranks dict in the Encoding state");
         goto done;
     }
-    const nc_pickle_obj *const *sp = specials ? nc_pickle_pairs(specials, &n_spairs) : NULL;
-    if (specials && !sp) {
+    const nc_pickle_obj *const *rp = nc_pickle_pairs(ranks, &n_pairs);
+    if (specials && specials->kind != NC_PK_DICT) {
         nc_fail("tokenizer.pkl: special_tokens is a %s, not a dict",
                 nc_pickle_describe(specials, desc, sizeof desc));
         goto done;
     }
-    if (n_pairs == 0) {
+    const nc_pickle_obj *const *sp = specials ? nc_pickle_pairs(specials, &n_spairs) : NULL;
+    if (n_pairs == 0 || !rp) {
         nc_fail("tokenizer.pkl: mergeable_ranks is empty");
         goto done;
     }

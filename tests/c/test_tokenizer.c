@@ -213,6 +213,66 @@ static void check_corrupt(void) {
     remove(tmp);
 }
 
+/* \p{L}, \p{N} and \s agree with tiktoken's regex code point by code
+ * point (see "class_probe" in tools/make_tokenizer_fixtures.py). */
+static void check_class_probe(const cJSON *cases) {
+    const cJSON *probe = cJSON_GetObjectItem(cases, "class_probe"), *v;
+    const cJSON *cps = cJSON_GetObjectItem(probe, "codepoints");
+    int n = cJSON_GetArraySize(cps);
+    uint8_t *blob = malloc((size_t)n * 5 + 256), *p = blob;
+    const uint8_t **tb = malloc(((size_t)n + 256) * sizeof *tb);
+    size_t *tl = malloc(((size_t)n + 256) * sizeof *tl);
+    char *text = malloc((size_t)n * 5 + 1);
+    size_t tn = 0;
+    for (int b = 0; b < 256; b++) {
+        *p = (uint8_t)b;
+        tb[b] = p++;
+        tl[b] = 1;
+    }
+    int r = 256;
+    cJSON_ArrayForEach(v, cps) { /* the token "x" + UTF-8 of the code point */
+        uint32_t c = (uint32_t)v->valuedouble;
+        uint8_t *start = p;
+        *p++ = 'x';
+        if (c < 0x800) {
+            *p++ = (uint8_t)(0xC0 | (c >> 6));
+        } else if (c < 0x10000) {
+            *p++ = (uint8_t)(0xE0 | (c >> 12));
+            *p++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        } else {
+            *p++ = (uint8_t)(0xF0 | (c >> 18));
+            *p++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+            *p++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        }
+        *p++ = (uint8_t)(0x80 | (c & 0x3F));
+        tb[r] = start;
+        tl[r] = (size_t)(p - start);
+        memcpy(text + tn, start, tl[r]);
+        tn += tl[r++];
+    }
+    const cJSON *ids;
+    cJSON_ArrayForEach(ids, cJSON_GetObjectItem(probe, "ids")) {
+        char pattern[64];
+        snprintf(pattern, sizeof pattern, "x%s|[\\s\\S]", ids->string);
+        nc_tokenizer *t = nc_tokenizer_from_ranks(pattern, tb, tl, r, NULL, NULL, 0);
+        CHECK(t != NULL, "probe tokenizer for %s: %s", ids->string, nc_error());
+        if (!t) continue;
+        nc_tokens want = {0}, got = {0};
+        json_ids(ids, &want);
+        nc_tokenizer_encode(t, text, tn, &got);
+        size_t at;
+        CHECK(ids_equal(&got, &want, &at), "class %s differs from tiktoken's at id %zu (%d vs %d)",
+              ids->string, at, at < got.n ? got.ids[at] : -1, at < want.n ? want.ids[at] : -1);
+        nc_tokens_free(&want);
+        nc_tokens_free(&got);
+        nc_tokenizer_free(t);
+    }
+    free(blob);
+    free(tb);
+    free(tl);
+    free(text);
+}
+
 /* nc_tokenizer_from_ranks validates its input. */
 static void check_from_ranks(void) {
     uint8_t bytes[256];
@@ -415,6 +475,7 @@ int main(int argc, char **argv) {
     }
     check_corrupt();
     check_from_ranks();
+    check_class_probe(cases);
     cJSON_Delete(cases);
     return check_summary("test_tokenizer");
 }

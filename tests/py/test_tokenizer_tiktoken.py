@@ -2,11 +2,11 @@
 """test_tokenizer_tiktoken.py: our tokenizer, through the real CLI, against tiktoken.
 
 For two tokenizers (the committed fixture tests/data/tokenizer/tokenizer.pkl
-+ its Hugging Face tokenizer.json, and a 4k vocab trained here with
++ its Hugging Face tokenizer.json, and a 3k vocab trained here with
 tools/bpe_train.py on the generated text) and a large seeded corpus
 (ASCII, accented Latin, CJK, emoji with ZWJ sequences, combining marks,
 digit runs, contractions in any case, whitespace runs with \\r\\n and tabs,
-random assigned Unicode incl. astral planes, punctuation runs, special
+random code points incl. astral planes and unassigned ones, punctuation runs, special
 token texts typed by a user, invalid UTF-8), checks:
   - ids of `nanochat tokenize` == tiktoken's encode_ordinary, per document
     (--jsonl) and for the whole corpus at once (raw stdin);
@@ -17,9 +17,8 @@ token texts typed by a user, invalid UTF-8), checks:
     chunk by chunk as stream_reference() says (CPython's verdict on which
     trailing bytes are an incomplete character), and their join ==
     b"".join(...).decode("utf-8", "replace").
-Random text is drawn from Unicode 14's repertoire: PCRE2 10.42 knows
-Unicode 14, tiktoken's Rust regex a newer Unicode, so letters assigned later
-would be split differently (a documented limitation).
+Also probes \\p{L}, \\p{N} and \\s code point by code point against
+tiktoken's regex (PCRE2 knows an older Unicode; pretokenize.c adapts it).
 Environment: NC_BIN (the nanochat binary), NC_BUILD (its build dir).
 """
 import json
@@ -72,14 +71,52 @@ SPECIALS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
             "<|output_end|>", "<|endoftext|>", "<|", "|>"]
 
 
-def assigned_codepoints():
-    out = []
-    for c in range(0x20, 0x110000):
-        if 0xD800 <= c <= 0xDFFF:
-            continue
-        if unicodedata.category(chr(c)) != "Cn":
-            out.append(chr(c))
-    return out
+def all_codepoints():
+    return [chr(c) for c in range(0x20, 0x110000) if not 0xD800 <= c <= 0xDFFF]
+
+
+def check_unicode_classes():
+    """\p{L}, \p{N}, \s as tiktoken's regex sees them, probed code point by
+    code point: pattern "x<class>|[\s\S]" where "x" + c is a token of its
+    own, so c is in the class iff "x" + c encodes to one id. Probes every
+    code point in the ranges of src/tokenizer/unicode_extra.h (where PCRE2's
+    tables are patched), the White_Space candidates, and every 16th other
+    code point (all 1.1M take ~40 s; tools/gen_unicode_extra.py does that)."""
+    import re
+    import tiktoken
+    t0 = time.time()
+    with open(os.path.join(ROOT, "src", "tokenizer", "unicode_extra.h")) as f:
+        items = re.findall(r"x\{([0-9a-f]+)\}(?:-\\\\x\{([0-9a-f]+)\})?", f.read())
+    extra = set()
+    for a, b in items:
+        extra.update(range(int(a, 16), int(b or a, 16) + 1))
+    spaces = {0x85, 0xA0, 0x1680, 0x180E, 0x200B, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF}
+    spaces.update(range(0x2000, 0x200C))
+    cps = [c for c in range(0x80, 0x110000) if not 0xD800 <= c <= 0xDFFF and
+           (c % 16 == 0 or c in extra or c in spaces)]
+    if len(extra) < 9000:
+        fail(f"unicode_extra.h parsed to only {len(extra)} code points")
+    ranks = {bytes([i]): i for i in range(256)}
+    for c in cps:
+        ranks[b"x" + chr(c).encode()] = len(ranks)
+    text = "".join("x" + chr(c) for c in cps)
+    for prop in (r"\p{L}", r"\p{N}", r"\s", r"\S"):
+        enc = tiktoken.Encoding(name="probe", pat_str="x" + prop + r"|[\s\S]", mergeable_ranks=ranks,
+                                special_tokens={})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "probe.pkl")
+            with open(path, "wb") as f:
+                pickle.dump(enc, f)
+            got = run([NC_BIN, "tokenize", "--tokenizer", path], text.encode()).split()
+        want_ids = enc.encode_ordinary(text)
+        got_ids = [int(i) for i in got]
+        want = set(i for i in want_ids if i >= 256)
+        ours = set(i for i in got_ids if i >= 256)
+        diff = sorted(cps[i - 256] for i in want ^ ours)
+        if diff or got_ids != want_ids:
+            fail(f"Unicode class {prop}: {len(diff)} code points differ from tiktoken, e.g. "
+                 f"{[hex(c) for c in diff[:8]]}; ids equal: {got_ids == want_ids}")
+    print(f"Unicode classes: {len(cps)} code points probed in {time.time() - t0:.1f} s")
 
 
 def gen_doc(rng, kind, pool):
@@ -267,7 +304,8 @@ def main():
         return 1
     import tiktoken  # noqa: F401  (pickle.load needs it)
     rng = random.Random(20240611)
-    pool = assigned_codepoints()
+    check_unicode_classes()
+    pool = all_codepoints()
     docs = [gen_doc(rng, KINDS[i % len(KINDS)], pool) for i in range(3000)]
     docs += ["", " ", "\n", "\r\n", "a" * 5000, " " * 3000, "\n" * 300 + "x", "'S'LL'VE" * 50]
 
@@ -278,14 +316,14 @@ def main():
 
     # A bigger vocabulary trained on this very corpus: many multi-byte merges.
     t0 = time.time()
-    ranks = bpe_train.train_bpe(docs[::2], 4096 - 9)
-    enc4k = bpe_train.make_encoding(ranks)
+    ranks = bpe_train.train_bpe(docs[::3], 3000 - 9)
+    enc3k = bpe_train.make_encoding(ranks)
     print(f"trained {len(ranks)} ranks in {time.time() - t0:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "tokenizer.pkl")
         with open(path, "wb") as f:
-            pickle.dump(enc4k, f)
-        check_tokenizer("trained 4k tokenizer.pkl", enc4k, path, docs, rng)
+            pickle.dump(enc3k, f)
+        check_tokenizer("trained 3k tokenizer.pkl", enc3k, path, docs, rng)
 
     print(f"{len(FAILURES)} failures")
     return 1 if FAILURES else 0
