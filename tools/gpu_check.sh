@@ -10,42 +10,71 @@ mkdir -p "$OUT"
 what=${1:-all}
 B=build-gpu
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
-t0=$SECONDS
-# -k: a teammate's half-written test elsewhere in the tree must not stop ours
-make -k BUILD=$B -j16 CUDA_ARCH="-gencode=arch=compute_90a,code=sm_90a" $B/nanochat $B/tests/test_cuda_backend \
-    >"$OUT/build.log" 2>&1
-[ -x $B/nanochat ] && [ -x $B/tests/test_cuda_backend ] || { grep -m 30 -E "error" "$OUT/build.log"; exit 1; }
-echo "build: $((SECONDS - t0)) s"
+if [ -x .gpu-bin/nanochat ]; then
+    # Prebuilt here and carried (the device image lacks cjson, pcre2,
+    # microhttpd and libedit): binaries plus their libraries.
+    B=.gpu-bin
+    export LD_LIBRARY_PATH="$PWD/.gpu-bin/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "using prebuilt binaries in $B"
+else
+    t0=$SECONDS
+    # -k: a teammate's half-written test elsewhere in the tree must not stop ours
+    make -k BUILD=$B -j16 CUDA_ARCH="-gencode=arch=compute_90a,code=sm_90a" $B/nanochat $B/tests/test_cuda_backend \
+        >"$OUT/build.log" 2>&1
+    [ -x $B/nanochat ] && [ -x $B/tests/test_cuda_backend ] || { grep -m 30 -E "error" "$OUT/build.log"; exit 1; }
+    mkdir -p $B/tests && nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -o $B/gemv_harness dev/kernels/gemv.cu
+    echo "build: $((SECONDS - t0)) s"
+fi
+T=$B/test_cuda_backend
+[ -x $T ] || T=$B/tests/test_cuda_backend
 summary=()
 if [ "$what" = all ] || [ "$what" = test ]; then
     t0=$SECONDS
-    timeout 240 $B/tests/test_cuda_backend >"$OUT/test.log" 2>&1
+    timeout 240 $T >"$OUT/test.log" 2>&1
     rc=$?
     summary+=("test_cuda_backend: rc=$rc ($((SECONDS - t0)) s): $(tail -n 1 "$OUT/test.log")")
     grep -E "worst|matched|FAIL" "$OUT/test.log" | head -40
+    for v in "NC_CUDA_PDL=1" "NC_CUDA_GEMV=1" "NC_CUDA_GEMV=2 NC_CUDA_PDL=1" "NC_CUDA_GEMV=3 NC_CUDA_PDL=1" \
+             "NC_CUDA_GRAPHS=0"; do
+        env $v timeout 120 $T >"$OUT/test_variant.log" 2>&1
+        summary+=("test_cuda_backend with $v: rc=$? $(tail -n 1 "$OUT/test_variant.log")")
+        grep -m 5 FAIL "$OUT/test_variant.log"
+    done
     t0=$SECONDS
     NC_CUDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 \
-        $B/tests/test_cuda_backend >"$OUT/sanitizer.log" 2>&1
+        $T >"$OUT/sanitizer.log" 2>&1
     rc=$?
     summary+=("compute-sanitizer memcheck: rc=$rc ($((SECONDS - t0)) s): $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)")
     grep -m 20 -E "Invalid|out of bounds|Error|FAIL" "$OUT/sanitizer.log"
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
-    nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -o $B/gemv_harness dev/kernels/gemv.cu &&
-        timeout 60 $B/gemv_harness >"$OUT/gemv.txt" 2>&1
+    timeout 60 $B/gemv_harness >"$OUT/gemv.txt" 2>&1
     t0=$SECONDS
     timeout 240 $B/nanochat bench --random d34 --device cuda ${BENCH_ARGS:-} >"$OUT/bench.txt" 2>&1
     summary+=("bench: rc=$? ($((SECONDS - t0)) s)")
-    NC_CUDA_PDL=1 timeout 120 $B/nanochat bench --random d34 --device cuda --prefill 0 --batch 8,128 \
-        >"$OUT/bench_pdl.txt" 2>&1
-    summary+=("bench PDL: rc=$?")
+    : >"$OUT/bench_sweep.txt"
+    for pdl in 0 1; do
+        for g in 0 1 2 3; do
+            echo "## NC_CUDA_PDL=$pdl NC_CUDA_GEMV=$g" >>"$OUT/bench_sweep.txt"
+            NC_CUDA_PDL=$pdl NC_CUDA_GEMV=$g timeout 60 $B/nanochat bench --random d34 --device cuda --prefill 0 \
+                --ctx 128,1024 --batch 4,128 --steps 48 2>&1 | grep -E "^decode|^batch" >>"$OUT/bench_sweep.txt"
+        done
+    done
     t0=$SECONDS
-    PYTHONUNBUFFERED=1 timeout 300 python3 tools/bench_pytorch.py ${PT_ARGS:-} >"$OUT/pytorch.txt" 2>&1
-    summary+=("pytorch: rc=$? ($((SECONDS - t0)) s)")
+    if [ -z "${NO_PYTORCH:-}" ]; then
+        PYTHONUNBUFFERED=1 timeout 300 python3 tools/bench_pytorch.py ${PT_ARGS:-} >"$OUT/pytorch.txt" 2>&1
+        summary+=("pytorch: rc=$? ($((SECONDS - t0)) s)")
+    fi
     echo "==== dev/kernels/gemv"; cat "$OUT/gemv.txt"
     echo "==== nanochat bench"; cat "$OUT/bench.txt"
-    echo "==== nanochat bench, NC_CUDA_PDL=1"; tail -n 4 "$OUT/bench_pdl.txt"
-    echo "==== pytorch"; grep -v "^JSON" "$OUT/pytorch.txt" | tail -20
+    for what in "--prefill 2048 --ctx none --batch none" "--prefill 0 --ctx 1024 --batch none --steps 16" \
+                "--prefill 0 --ctx none --batch 128 --batch-steps 8"; do
+        echo "## NC_CUDA_PROFILE=1 bench $what" >>"$OUT/profile.txt"
+        NC_CUDA_PROFILE=1 timeout 60 $B/nanochat bench --random d34 --device cuda $what >>"$OUT/profile.txt" 2>&1
+    done
+    echo "==== sweep"; cat "$OUT/bench_sweep.txt"
+    echo "==== profile"; grep -v "^device\|^model\|^bandwidth\|^$\|^test" "$OUT/profile.txt"
+    [ -z "${NO_PYTORCH:-}" ] && { echo "==== pytorch"; grep -v "^JSON" "$OUT/pytorch.txt" | tail -20; }
 fi
 echo "==== summary"
 printf '%s\n' "${summary[@]}"

@@ -7,7 +7,8 @@
  * `splits` ranges of 64-key blocks, each CTA computes an unnormalised
  * partial softmax·V over its range (running max m, sum l, acc[D]) for all
  * G query heads of its kv head (GQA: the K/V tile is loaded once for the
- * group), and a combine kernel merges the partials. Tiles of 64 keys x D
+ * group), and the last CTA of each (row, kv head) to finish merges the
+ * partials (an arrival counter; no extra launch). Tiles of 64 keys x D
  * come through the paged cache's block table with cp.async, double
  * buffered. Keys outside [pos - window, pos] are masked (SPEC §1.2: key j
  * is visible to query i iff 0 <= i - j <= window).
@@ -28,6 +29,7 @@ typedef struct {
     const bf16 *kc, *vc;    /* this layer: [n_blocks][Hkv][64][D] */
     const int32_t *dec_seq, *s_tok0, *s_pos, *s_bt, *bt;
     float *part;            /* [nb][H][splits][D + 2] */
+    int *count;             /* [nb][Hkv] CTAs done per (row, kv head); the last one merges */
     bf16 *out;              /* [N, H*D] */
     int H, Hkv, G, splits, window;
     float qscale;           /* 1/sqrt(D) * log2(e) */
@@ -45,7 +47,7 @@ static size_t dec_smem_bytes(int G) {
     return (size_t)G * NC_HEAD_DIM * 4                       /* q */
            + 2 * (size_t)NC_KV_BLOCK_TOKENS * KPAD * 2       /* K tiles */
            + 2 * (size_t)NC_KV_BLOCK_TOKENS * NC_HEAD_DIM * 2 /* V tiles */
-           + (size_t)G * NC_KV_BLOCK_TOKENS * 4               /* p */
+           + (size_t)NC_MAX(G, 2) * NC_KV_BLOCK_TOKENS * 4    /* p (G = 1: two half-dots) */
            + 3 * (size_t)NC_ATTN_MAX_GROUP * 4;               /* m, l, alpha */
 }
 
@@ -56,8 +58,10 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     bf16 *vs = ks + 2 * BT * KPAD;                /* [2][64][D] */
     float *qs = (float *)(vs + 2 * BT * D);       /* [G][D] */
     float *ps = qs + a.G * D;                     /* [G][64] */
-    float *ms = ps + a.G * BT, *ls = ms + NC_ATTN_MAX_GROUP, *al = ls + NC_ATTN_MAX_GROUP;
+    float *ms = ps + max(a.G, 2) * BT, *ls = ms + NC_ATTN_MAX_GROUP, *al = ls + NC_ATTN_MAX_GROUP;
+    __shared__ bool last;
 
+    nc_pdl_trigger();
     int split = blockIdx.x, hk = blockIdx.y, row = blockIdx.z;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int seq = a.dec_seq[row];
@@ -100,23 +104,39 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
             cp_async_wait<0>();
         }
         __syncthreads();
-        /* scores: thread -> key tid % 64, heads g = tid / 64, +2, ... */
+        /* scores: thread -> key tid % 64. G = 1: the two thread halves take
+         * half of D each (summed below); G > 1: heads g = tid / 64, +2, ... */
         {
-            int key = tid & (BT - 1);
+            int key = tid & (BT - 1), grp = tid / BT;
             int kpos = b * BT + key;
             bool valid = kpos >= lo && kpos <= pos;
             const uint4 *kr = (const uint4 *)(ks + buf * BT * KPAD + key * KPAD);
-            for (int g = tid / BT; g < a.G; g += DEC_THREADS / BT) {
-                const float *qg = qs + g * D;
-                float s = 0.0f;
+            if (a.G == 1) {
+                const float *qg = qs + grp * (D / 2);
+                float sc = 0.0f;
 #pragma unroll
-                for (int c = 0; c < D / 8; c++) {
+                for (int c = 0; c < D / 16; c++) {
                     float kf[8];
-                    nc_bf16x8_to_f32(kr[c], kf);
+                    nc_bf16x8_to_f32(kr[grp * (D / 16) + c], kf);
 #pragma unroll
-                    for (int i = 0; i < 8; i++) s = fmaf(kf[i], qg[c * 8 + i], s);
+                    for (int i = 0; i < 8; i++) sc = fmaf(kf[i], qg[c * 8 + i], sc);
                 }
-                ps[g * BT + key] = valid ? s : -INFINITY;
+                ps[grp * BT + key] = sc;
+                __syncthreads();
+                if (grp == 0) ps[key] = valid ? ps[key] + ps[BT + key] : -INFINITY;
+            } else {
+                for (int g = grp; g < a.G; g += DEC_THREADS / BT) {
+                    const float *qg = qs + g * D;
+                    float sc = 0.0f;
+#pragma unroll
+                    for (int c = 0; c < D / 8; c++) {
+                        float kf[8];
+                        nc_bf16x8_to_f32(kr[c], kf);
+#pragma unroll
+                        for (int i = 0; i < 8; i++) sc = fmaf(kf[i], qg[c * 8 + i], sc);
+                    }
+                    ps[g * BT + key] = valid ? sc : -INFINITY;
+                }
             }
         }
         __syncthreads();
@@ -165,25 +185,32 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
         p[tid] = accg;
         if (tid == 0) p[D] = ms[g], p[D + 1] = ls[g];
     }
-}
-
-/* out[t, h] = merge of the splits' partials. grid (nb, H), D threads. */
-__global__ void __launch_bounds__(NC_HEAD_DIM) attn_combine_kernel(dec_args a) {
-    const int D = NC_HEAD_DIM;
-    int row = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
-    nc_pdl_trigger();
-    const float *p = a.part + ((size_t)row * a.H + h) * a.splits * (D + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < a.splits; s++) M = fmaxf(M, p[s * (D + 2) + D]);
-    float num = 0.0f, den = 0.0f;
-    for (int s = 0; s < a.splits; s++) {
-        const float *ps = p + s * (D + 2);
-        float w = ps[D] == -INFINITY ? 0.0f : exp2f(ps[D] - M);
-        num = fmaf(w, ps[d], num);
-        den = fmaf(w, ps[D + 1], den);
+    /* The last CTA of this (row, kv head) to finish merges the splits
+     * (saves a launch per layer); it resets the counter for the next use. */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int done = atomicAdd(&a.count[row * a.Hkv + hk], 1);
+        last = done == a.splits - 1;
+        if (last) a.count[row * a.Hkv + hk] = 0;
     }
-    int t = a.s_tok0[a.dec_seq[row]];
-    a.out[((size_t)t * a.H + h) * D + d] = __float2bfloat16_rn(den > 0.0f ? num / den : 0.0f);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int g = 0; g < a.G; g++) {
+        const float *p = a.part + ((size_t)row * a.H + hk * a.G + g) * a.splits * (D + 2);
+        float M = -INFINITY;
+        for (int s = 0; s < a.splits; s++) M = fmaxf(M, __ldcg(p + s * (D + 2) + D));
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < a.splits; s++) {
+            const float *q = p + s * (D + 2);
+            float m = __ldcg(q + D);
+            float w = m == -INFINITY ? 0.0f : exp2f(m - M);
+            num = fmaf(w, __ldcg(q + tid), num);
+            den = fmaf(w, __ldcg(q + D + 1), den);
+        }
+        a.out[((size_t)t * a.H + hk * a.G + g) * D + tid] = __float2bfloat16_rn(den > 0.0f ? num / den : 0.0f);
+    }
 }
 
 int nc_cuda_attn_decode_init(nc_cuda *cu) {
@@ -201,6 +228,7 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits) {
     a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
     a.part = cu->part;
+    a.count = cu->attn_count;
     a.out = cu->attn;
     a.H = cu->H, a.Hkv = cu->Hkv, a.G = cu->G, a.splits = splits;
     a.window = cu->layers[layer].window;
@@ -209,7 +237,5 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits) {
     dim3 grid(splits, cu->Hkv, nb);
     attn_decode_kernel<<<grid, DEC_THREADS, dec_smem_bytes(cu->G), cu->stream>>>(a);
     NC_CU_LAUNCHED("attn_decode");
-    attn_combine_kernel<<<dim3(nb, cu->H), NC_HEAD_DIM, 0, cu->stream>>>(a);
-    NC_CU_LAUNCHED("attn_combine");
     return 0;
 }

@@ -411,7 +411,12 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, R * cu->V * sizeof(float)));
 
-    if (nc_cuda_gemm_init(cu) || nc_cuda_attn_decode_init(cu) || nc_cuda_attn_prefill_init(cu)) return -1;
+    if (dev_alloc((void **)&cu->attn_count, (size_t)cu->max_seqs * cu->Hkv * sizeof(int), "attention counters"))
+        return -1;
+    NC_CU_TRY(cudaMemset(cu->attn_count, 0, (size_t)cu->max_seqs * cu->Hkv * sizeof(int)));
+    if (nc_cuda_gemm_init(cu) || nc_cuda_gemv_init(cu) || nc_cuda_attn_decode_init(cu) ||
+        nc_cuda_attn_prefill_init(cu))
+        return -1;
     cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
     cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
     const char *env = getenv("NC_CUDA_GRAPHS");
@@ -420,6 +425,12 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     env = getenv("NC_CUDA_PDL");
     cu->pdl = env ? !strcmp(env, "1") : false;
     if (cu->cc_major < 9) cu->pdl = false;
+    env = getenv("NC_CUDA_PROFILE");
+    cu->profile = env && !strcmp(env, "1");
+    if (cu->profile) {
+        cu->use_graphs = false;
+        for (int i = 0; i < NC_PROF_EVENTS; i++) NC_CU_TRY(cudaEventCreate(&cu->prof_ev[i]));
+    }
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
 
     snprintf(cu->description, sizeof cu->description,
@@ -448,6 +459,18 @@ static void cuda_free(nc_backend *b) {
     nc_cuda *cu = nc_cuda_of(b);
     if (!cu) return;
     if (cu->stream) cudaStreamSynchronize(cu->stream);
+    if (cu->profile) {
+        static const char *names[NC_PROF_STAGES] = {"embed", "qkv", "rope+append", "attention", "attn proj",
+                                                    "mlp fc", "mlp proj", "logits", "sample"};
+        double total = 0;
+        for (int i = 0; i < NC_PROF_STAGES; i++) total += cu->prof_ms[i];
+        fprintf(stderr, "cuda profile (device ms over the backend's life, eager launches):\n");
+        for (int i = 0; i < NC_PROF_STAGES; i++)
+            fprintf(stderr, "  %-12s %10.2f ms %5.1f%%\n", names[i], cu->prof_ms[i],
+                    total > 0 ? 100 * cu->prof_ms[i] / total : 0.0);
+        for (int i = 0; i < NC_PROF_EVENTS; i++)
+            if (cu->prof_ev[i]) cudaEventDestroy(cu->prof_ev[i]);
+    }
     if (cu->graphs) {
         for (int i = 0; i <= cu->max_seqs; i++)
             if (cu->graphs[i]) cudaGraphExecDestroy(cu->graphs[i]);
@@ -457,7 +480,7 @@ static void cuda_free(nc_backend *b) {
     nc_cuda_gemm_free(cu);
     void *dev[] = {cu->slab, cu->kc, cu->vc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
                    cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
-                   cu->meta_d, cu->samp_d, cu->out_tok_d};
+                   cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};
     for (size_t i = 0; i < NC_ARRAY_LEN(dev); i++)
         if (dev[i]) cudaFree(dev[i]);
     void *pinned[] = {cu->meta_h, cu->samp_h, cu->out_tok_h, cu->logits_h};

@@ -139,13 +139,35 @@ static int build_meta(nc_cuda *cu, const nc_batch *batch, batch_shape *bs) {
     return 0;
 }
 
+/* ==== profiling (NC_CUDA_PROFILE=1) ==== */
+
+/* Marks the end of `stage`: the device time since the previous mark is
+ * charged to it when the forward is collected. */
+static void prof_mark(nc_cuda *cu, int stage) {
+    if (!cu->profile || cu->prof_n >= NC_PROF_EVENTS) return;
+    cudaEventRecord(cu->prof_ev[cu->prof_n], cu->stream);
+    cu->prof_stage[cu->prof_n++] = stage;
+}
+
+static void prof_collect(nc_cuda *cu) {
+    if (!cu->profile) return;
+    for (int i = 1; i < cu->prof_n; i++) {
+        float ms = 0;
+        if (cu->prof_stage[i] >= 0 && cudaEventElapsedTime(&ms, cu->prof_ev[i - 1], cu->prof_ev[i]) == cudaSuccess)
+            cu->prof_ms[cu->prof_stage[i]] += ms;
+    }
+    cu->prof_n = 0;
+}
+
 /* ==== the layers ==== */
 
 static int run_layers(nc_cuda *cu, const batch_shape *bs) {
     int N = bs->N, C = cu->C, F = cu->F, HD = cu->H * cu->D;
     bool gemv = N <= NC_GEMV_MAX_ROWS;
     int splits = bs->n_dec ? nc_cuda_decode_splits(cu, bs->n_dec) : 0;
+    prof_mark(cu, -1);
     if (nc_cuda_embed(cu, N)) return -1;
+    prof_mark(cu, NC_PROF_EMBED);
     for (int l = 0; l < cu->L; l++) {
         const nc_cuda_layer *ly = &cu->layers[l];
         if (cu->cfg.has_lambdas && nc_cuda_lambdas(cu, l, N)) return -1;
@@ -159,27 +181,35 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
                 nc_cuda_gemm(cu, ly->wqkv, cu->h, cu->qkv, true, cu->Q, N, C, false))
                 return -1;
         }
+        prof_mark(cu, NC_PROF_QKV);
         if (nc_cuda_rope_append(cu, l, N)) return -1;
+        prof_mark(cu, NC_PROF_ROPE);
         if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits)) return -1;
         if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
+        prof_mark(cu, NC_PROF_ATTN);
         if (gemv) {
             if (nc_cuda_gemv(cu, ly->wo, C, HD, cu->attn, true, HD, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
                 return -1;
         } else if (nc_cuda_gemm(cu, ly->wo, cu->attn, cu->x, true, C, N, HD, true)) {
             return -1;
         }
+        prof_mark(cu, NC_PROF_WO);
         /* MLP */
         if (gemv) {
-            if (nc_cuda_gemv(cu, ly->wfc, F, C, cu->x, false, C, N, true, NC_EPI_RELU2, cu->u, F, 0.0f) ||
-                nc_cuda_gemv(cu, ly->wproj, C, F, cu->u, true, F, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
+            if (nc_cuda_gemv(cu, ly->wfc, F, C, cu->x, false, C, N, true, NC_EPI_RELU2, cu->u, F, 0.0f))
+                return -1;
+            prof_mark(cu, NC_PROF_FC);
+            if (nc_cuda_gemv(cu, ly->wproj, C, F, cu->u, true, F, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
                 return -1;
         } else {
             if (nc_cuda_rmsnorm_bf16(cu, cu->x, cu->h, N) ||
                 nc_cuda_gemm(cu, ly->wfc, cu->h, cu->u, false, F, N, C, false) ||
-                nc_cuda_relu2(cu, cu->u, (int64_t)N * F) ||
-                nc_cuda_gemm(cu, ly->wproj, cu->u, cu->x, true, C, N, F, true))
+                nc_cuda_relu2(cu, cu->u, (int64_t)N * F))
                 return -1;
+            prof_mark(cu, NC_PROF_FC);
+            if (nc_cuda_gemm(cu, ly->wproj, cu->u, cu->x, true, C, N, F, true)) return -1;
         }
+        prof_mark(cu, NC_PROF_PROJ);
         if (cu->cfg.has_smear && l == cu->L / 2)
             NC_CU_TRY(cudaMemcpyAsync(cu->xb, cu->x, (size_t)N * C * 4, cudaMemcpyDeviceToDevice, cu->stream));
     }
@@ -188,14 +218,17 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
 
 /* Softcapped logits of rows r0 .. r0+R-1 into cu->logits [R, Vp]. */
 static int run_logits(nc_cuda *cu, int r0, int R) {
-    if (R <= NC_GEMV_MAX_ROWS) {
-        return nc_cuda_gather_rows(cu, r0, R, false) ||
-               nc_cuda_gemv(cu, cu->lm_head, cu->V, cu->C, cu->xr, false, cu->C, R, true, NC_EPI_SOFTCAP,
-                            cu->logits, cu->Vp, cu->cfg.softcap);
-    }
-    return nc_cuda_gather_rows(cu, r0, R, true) ||
-           nc_cuda_gemm(cu, cu->lm_head, cu->h, cu->logits, true, cu->Vp, R, cu->C, false) ||
-           nc_cuda_softcap(cu, R);
+    int rc;
+    if (R <= NC_GEMV_MAX_ROWS)
+        rc = nc_cuda_gather_rows(cu, r0, R, false) ||
+             nc_cuda_gemv(cu, cu->lm_head, cu->V, cu->C, cu->xr, false, cu->C, R, true, NC_EPI_SOFTCAP, cu->logits,
+                          cu->Vp, cu->cfg.softcap);
+    else
+        rc = nc_cuda_gather_rows(cu, r0, R, true) ||
+             nc_cuda_gemm(cu, cu->lm_head, cu->h, cu->logits, true, cu->Vp, R, cu->C, false) ||
+             nc_cuda_softcap(cu, R);
+    prof_mark(cu, NC_PROF_LOGITS);
+    return rc;
 }
 
 /* Runs layers + logits of a decode batch from its graph (capturing it on
@@ -230,6 +263,7 @@ static int run_decode(nc_cuda *cu, const batch_shape *bs, bool *seen) {
 static int sync_checked(nc_cuda *cu, const char *what) {
     cudaError_t e = cudaStreamSynchronize(cu->stream);
     if (e != cudaSuccess) return nc_fail("cuda: %s failed on the device: %s", what, cudaGetErrorString(e));
+    prof_collect(cu);
     return 0;
 }
 
@@ -281,6 +315,7 @@ int nc_cuda_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampl
         return -1;
     }
     if (nc_cuda_sample(cu, cu->logits, cu->Vp, R)) return -1;
+    prof_mark(cu, NC_PROF_SAMPLE);
     NC_CU_TRY(cudaMemcpyAsync(cu->out_tok_h, cu->out_tok_d, R * sizeof(int32_t), cudaMemcpyDeviceToHost, cu->stream));
     NC_CU_TRY(cudaMemcpyAsync(cu->samp_h, cu->samp_d, R * sizeof(nc_cuda_samp), cudaMemcpyDeviceToHost, cu->stream));
     if (sync_checked(cu, "forward_sample")) return -1;

@@ -63,6 +63,10 @@ typedef __nv_bfloat16 bf16;
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
 #define NC_LOGITS_CHUNK 256     /* logits rows computed per lm_head pass */
 
+#define NC_PROF_EVENTS 1024
+enum { NC_PROF_EMBED, NC_PROF_QKV, NC_PROF_ROPE, NC_PROF_ATTN, NC_PROF_WO, NC_PROF_FC, NC_PROF_PROJ, NC_PROF_LOGITS,
+       NC_PROF_SAMPLE, NC_PROF_STAGES };
+
 /* Epilogues of the GEMV (cuda_gemv.cu). */
 typedef enum {
     NC_EPI_STORE = 0,   /* out_f32[r] = y */
@@ -157,6 +161,16 @@ typedef struct {
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;
     bool pdl;                          /* programmatic dependent launch of the GEMVs (sm_90) */
+    int gemv_variant;                  /* NC_CUDA_GEMV: bit 0 unroll 4 (else 8), bit 1 persistent grid */
+    int gemv_max_blocks[2][2];         /* [input bf16][unroll 8]: resident blocks on the whole GPU */
+    int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
+
+    /* NC_CUDA_PROFILE=1: per-stage device time (events between stages,
+     * eager launches, no graphs), printed to stderr when the backend is freed */
+    bool profile;
+    cudaEvent_t prof_ev[NC_PROF_EVENTS];
+    int prof_stage[NC_PROF_EVENTS], prof_n;
+    double prof_ms[NC_PROF_STAGES];
 } nc_cuda;
 
 static inline nc_cuda *nc_cuda_of(nc_backend *b) { return (nc_cuda *)b->impl; }
@@ -171,6 +185,7 @@ int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
  * norm: scale_b = 1/rms(in[b]) (RMSNorm folded in), else 1. The output row
  * stride is ld_out. Launched with programmatic dependent launch when
  * cu->pdl: its weight loads overlap the previous kernel's tail. */
+int nc_cuda_gemv_init(nc_cuda *cu);
 int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
                  bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap);
 
