@@ -145,7 +145,8 @@ def make_payload(args, rng, vocab_hi):
         return "/chat/completions", {"messages": [{"role": "user", "content": words}],
                                      "max_tokens": args.max_tokens, "temperature": args.temperature,
                                      "top_k": 50}
-    ids = [rng.randrange(256, vocab_hi) for _ in range(args.prompt_tokens)]
+    lo = 256 if vocab_hi > 1024 else 0  # skip the byte tokens when the vocabulary has merges
+    ids = [rng.randrange(lo, vocab_hi) for _ in range(args.prompt_tokens)]
     return "/v1/completions", {"prompt": ids, "max_tokens": args.max_tokens, "temperature": args.temperature,
                                "stream": True, "stream_options": {"include_usage": True}}
 
@@ -171,7 +172,7 @@ async def main_async(args):
     u = urlparse(args.url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     vocab, ctx = await model_info(host, port, args.api_key)
-    vocab_hi = args.vocab or max(300, vocab - 16)  # stay below the special tokens (the last 9 ids)
+    vocab_hi = args.vocab or vocab - 9  # stay below the special tokens (the last 9 ids)
     if ctx and args.prompt_tokens + args.max_tokens > ctx:
         print(f"loadgen: warning: prompt + max_tokens = {args.prompt_tokens + args.max_tokens} exceeds the "
               f"server's context of {ctx}; generations will stop early", file=sys.stderr)
@@ -219,7 +220,11 @@ def report(args, results, wall):
                                     "min": min(decode) if decode else float("nan")},
     }
     if args.json:
-        print(json.dumps(out, indent=1))
+        def clean(v):  # JSON has no NaN: missing measurements become null
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            return None if isinstance(v, float) and v != v else v
+        print(json.dumps(clean(out), indent=1))
     else:
         print(f"loadgen: {args.clients} clients x {args.requests} request(s), {args.prompt_tokens}-token prompts, "
               f"max_tokens {args.max_tokens}, {args.endpoint} endpoint, {args.url}")

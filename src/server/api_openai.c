@@ -356,8 +356,9 @@ enum MHD_Result nc_api_models(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
     if (nc_srv_ready(srv)) {
         nc_sbuf_puts(&o, "{\"id\":");
         nc_sbuf_json_string(&o, srv->model_name, strlen(srv->model_name));
-        nc_sbuf_printf(&o, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"nanochat-c\",\"max_model_len\":%d}",
-                       (long long)srv->t_created, srv->max_context);
+        nc_sbuf_printf(&o, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"nanochat-c\",\"max_model_len\":%d,"
+                       "\"vocab_size\":%d}",
+                       (long long)srv->t_created, srv->max_context, nc_tokenizer_vocab_size(srv->m.tok));
     }
     nc_sbuf_puts(&o, "]}");
     enum MHD_Result ret = nc_http_json(conn, c, 200, &o);

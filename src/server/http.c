@@ -16,6 +16,8 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -257,6 +259,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->srv = srv;
         c->t_start = nc_now();
         *con_cls = c;
+        /* Tokens go out as many small writes: without TCP_NODELAY, Nagle's
+         * algorithm holds each one until the client's delayed ACK (~40 ms). */
+        int fd = nc_http_client_fd(conn), one = 1;
+        if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         return on_headers(srv, conn, c, url, method);
     }
     if (*upload_data_size) {
