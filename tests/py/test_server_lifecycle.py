@@ -90,6 +90,53 @@ def main():
         finally:
             srv.kill()
 
+        # Admission control and the per-request timeout: one row at a time, one
+        # request may wait, the third gets 503 + Retry-After; requests running
+        # past --timeout are cancelled with an error (504 when not streamed).
+        with Server("--tokenizer", tok, "--max-batch", "1", "--max-queue", "1", "--timeout", "2",
+                    model=("--random", "4,512,4")) as srv:
+            streams = [[], []]
+
+            def stream(k):
+                c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+                c.request("POST", "/chat/completions", json.dumps(
+                    {"messages": [{"role": "user", "content": f"go {k}"}], "max_tokens": 400}))
+                for ev in sse_events(c.getresponse()):
+                    streams[k].append(ev)
+
+            ts = [threading.Thread(target=stream, args=(k,)) for k in range(2)]
+            ts[0].start()
+            deadline = time.time() + 10
+            while time.time() < deadline and not streams[0]:
+                time.sleep(0.01)
+            ts[1].start()
+            deadline = time.time() + 10
+            while time.time() < deadline and srv.metrics().get("nanochat_queue_depth", 0) < 1:
+                time.sleep(0.01)
+            status, body, resp = srv.request("POST", "/v1/chat/completions",
+                                             {"messages": [{"role": "user", "content": "third"}]})
+            ck.check(status == 503 and resp.getheader("Retry-After") and json.loads(body)["error"]["code"] == "queue_full",
+                     f"third request: {status} {body[:150]!r}")
+            for t in ts:
+                t.join(timeout=30)
+            for k in range(2):
+                errs = [e["error"] for e in streams[k] if isinstance(e, dict) and "error" in e]
+                ck.check(errs and "2 s" in errs[0] and streams[k][-1] == {"done": True},
+                         f"stream {k} past the timeout: {streams[k][-2:]}")
+            t0 = time.time()
+            status, body = srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                             "max_tokens": 400})
+            ck.check(status == 504 and json.loads(body)["error"]["code"] == "timeout" and time.time() - t0 < 4,
+                     f"whole response past the timeout: {status} {body[:150]!r}")
+            deadline = time.time() + 5  # a cancel takes effect at the engine's next step
+            while time.time() < deadline:
+                m = srv.metrics()
+                if m["nanochat_kv_blocks_used"] == 0 and m["nanochat_running_requests"] == 0:
+                    break
+                time.sleep(0.02)
+            ck.check(m["nanochat_kv_blocks_used"] == 0 and m["nanochat_running_requests"] == 0,
+                     f"after timeouts: {m['nanochat_kv_blocks_used']} blocks, {m['nanochat_running_requests']} running")
+
         # A model that cannot be loaded: the server exits non-zero with the reason.
         code, out = run(["-m", os.path.join(tmp, "no-such-model"), "--port", "0", "--device", "cpu"])
         ck.check(code != 0 and "no-such-model" in out, f"bad model: {code} {out!r}")
