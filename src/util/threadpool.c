@@ -1,13 +1,24 @@
 /*
- * threadpool.c: persistent workers with spin-then-sleep waiting (threadpool.h).
+ * threadpool.c: persistent workers, dynamic task claiming, spin-then-sleep
+ * waiting (threadpool.h).
  *
- * Protocol: run() publishes (fn, ctx), sets `pending` to the number of
- * workers and bumps `generation` (under the mutex, broadcasting only when a
- * worker sleeps). A worker that sees a new generation runs its share and
- * decrements `pending`; the caller runs share 0 and then spins until
- * `pending` reaches 0. Workers spin on `generation` for up to SPIN_SECONDS
- * after each job before blocking, which keeps the hand-off of the ~100 jobs
- * per decoded token at about a microsecond.
+ * Protocol. One 64-bit atomic `state` packs the job's generation (32 bits),
+ * its task count (16) and the next unclaimed task (16). run() writes fn and
+ * ctx, zeroes `done`, then publishes state = (generation + 1, n, 0) with
+ * release order (under the mutex, broadcasting only when a worker sleeps).
+ * Any thread claims task i by a compare-and-swap of (g, n, i) -> (g, n, i+1)
+ * and, after running it, increments `done`. The caller claims tasks like a
+ * worker, then waits until done == n.
+ *
+ * Why this is safe for a worker that stalls anywhere: fn and ctx of job g+1
+ * are written only after every task of g has finished, and a claim in g
+ * succeeds only while a task of g is unclaimed; so a successful claim means
+ * the fn/ctx the worker read after seeing g are still g's. A stale worker's
+ * CAS simply fails (the generation or counter moved on).
+ *
+ * Workers spin on `state` for up to SPIN_SECONDS after each job before
+ * blocking. The caller spins on `done` briefly, then yields the CPU: a task
+ * still running there belongs to a worker the OS has descheduled.
  */
 #include "threadpool.h"
 
@@ -15,6 +26,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,6 +37,11 @@
  * program is idle. */
 #define SPIN_SECONDS 0.002
 
+#define STATE(gen, n, next) (((uint64_t)(gen) << 32) | ((uint64_t)(n) << 16) | (uint64_t)(next))
+#define STATE_GEN(s) ((uint32_t)((s) >> 32))
+#define STATE_N(s) ((uint32_t)(((s) >> 16) & 0xffff))
+#define STATE_NEXT(s) ((uint32_t)((s)&0xffff))
+
 typedef struct {
     nc_threadpool *pool;
     int tid;
@@ -33,15 +50,15 @@ typedef struct {
 
 struct nc_threadpool {
     int n_threads;
-    worker *workers;          /* [n_threads - 1] */
+    worker *workers;              /* [n_threads - 1] */
     pthread_mutex_t mutex;
     pthread_cond_t wake;
-    atomic_uint generation;   /* bumped once per run() */
-    atomic_int pending;       /* workers still busy with the current job */
-    int n_sleeping;           /* workers blocked on `wake` (under mutex) */
-    atomic_bool stop;         /* set once, by nc_threadpool_free */
-    nc_parallel_fn fn;
-    void *ctx;
+    int n_sleeping;               /* workers blocked on `wake` (under mutex) */
+    _Atomic uint64_t state;       /* (generation, n_tasks, next task) */
+    atomic_int done;              /* tasks finished in the current generation */
+    atomic_bool stop;             /* set once, by nc_threadpool_free */
+    _Atomic(nc_task_fn) fn;       /* the current job */
+    _Atomic(void *) ctx;
 };
 
 static inline void cpu_relax(void) {
@@ -70,11 +87,27 @@ void nc_split_range(long n, int parts, int i, long align, long *lo, long *hi) {
     *hi = NC_MIN(u1 * align, n);
 }
 
-/* Waits until `generation` differs from `seen`; false when asked to stop. */
-static bool wait_for_job(nc_threadpool *p, unsigned seen) {
+/* Claims and runs tasks of generation `gen` until none is left. */
+static void run_tasks(nc_threadpool *p, uint32_t gen, int thread) {
+    nc_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+    void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+    uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
+    for (;;) {
+        if (STATE_GEN(s) != gen || STATE_NEXT(s) >= STATE_N(s)) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->state, &s, s + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; /* s now holds the current state */
+        fn(ctx, (int)STATE_NEXT(s), (int)STATE_N(s), thread);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        s = atomic_load_explicit(&p->state, memory_order_acquire);
+    }
+}
+
+/* Waits until the generation differs from `seen`; false when asked to stop. */
+static bool wait_for_job(nc_threadpool *p, uint32_t seen) {
     double deadline = 0;
     for (unsigned spins = 0;; spins++) {
-        if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen) return true;
+        if (STATE_GEN(atomic_load_explicit(&p->state, memory_order_acquire)) != seen) return !atomic_load(&p->stop);
         cpu_relax();
         if ((spins & 255) == 255) {
             double now = nc_now();
@@ -84,25 +117,20 @@ static bool wait_for_job(nc_threadpool *p, unsigned seen) {
     }
     pthread_mutex_lock(&p->mutex);
     p->n_sleeping++;
-    while (!atomic_load(&p->stop) && atomic_load_explicit(&p->generation, memory_order_acquire) == seen)
-        pthread_cond_wait(&p->wake, &p->mutex);
+    while (!atomic_load(&p->stop) && STATE_GEN(atomic_load(&p->state)) == seen) pthread_cond_wait(&p->wake, &p->mutex);
     p->n_sleeping--;
-    bool go = !atomic_load(&p->stop);
     pthread_mutex_unlock(&p->mutex);
-    return go;
+    return !atomic_load(&p->stop);
 }
 
 static void *worker_main(void *arg) {
     worker *w = arg;
     nc_threadpool *p = w->pool;
-    unsigned seen = 0; /* the generation at creation: a job published before this
+    uint32_t seen = 0; /* the generation at creation: a job published before this
                           thread got to run must still be seen as new */
-    for (;;) {
-        if (!wait_for_job(p, seen)) break;
-        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
-        if (atomic_load(&p->stop)) break;
-        p->fn(p->ctx, w->tid, p->n_threads);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+    while (wait_for_job(p, seen)) {
+        seen = STATE_GEN(atomic_load_explicit(&p->state, memory_order_acquire));
+        run_tasks(p, seen, w->tid);
     }
     return NULL;
 }
@@ -113,9 +141,11 @@ nc_threadpool *nc_threadpool_new(int n_threads) {
     p->n_threads = n_threads;
     pthread_mutex_init(&p->mutex, NULL);
     pthread_cond_init(&p->wake, NULL);
-    atomic_init(&p->generation, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->state, STATE(0, 0, 0));
+    atomic_init(&p->done, 0);
     atomic_init(&p->stop, false);
+    atomic_init(&p->fn, NULL);
+    atomic_init(&p->ctx, NULL);
     p->workers = nc_xcalloc((size_t)n_threads, sizeof(worker));
     for (int i = 1; i < n_threads; i++) {
         worker *w = &p->workers[i - 1];
@@ -136,7 +166,8 @@ void nc_threadpool_free(nc_threadpool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mutex);
     atomic_store(&p->stop, true);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    uint64_t s = atomic_load(&p->state);
+    atomic_store(&p->state, STATE(STATE_GEN(s) + 1, 0, 0)); /* wakes spinners */
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mutex);
     for (int i = 1; i < p->n_threads; i++) pthread_join(p->workers[i - 1].thread, NULL);
@@ -148,26 +179,26 @@ void nc_threadpool_free(nc_threadpool *p) {
 
 int nc_threadpool_size(const nc_threadpool *p) { return p->n_threads; }
 
-void nc_threadpool_run(nc_threadpool *p, nc_parallel_fn fn, void *ctx) {
-    if (p->n_threads == 1) {
-        fn(ctx, 0, 1);
+void nc_threadpool_run(nc_threadpool *p, nc_task_fn fn, void *ctx, int n_tasks) {
+    if (n_tasks <= 0) n_tasks = p->n_threads;
+    NC_ASSERT(n_tasks <= NC_THREADPOOL_MAX_TASKS);
+    if (p->n_threads == 1 || n_tasks == 1) {
+        for (int i = 0; i < n_tasks; i++) fn(ctx, i, n_tasks, 0);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint32_t gen = STATE_GEN(atomic_load_explicit(&p->state, memory_order_relaxed)) + 1;
     pthread_mutex_lock(&p->mutex);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    atomic_store_explicit(&p->state, STATE(gen, n_tasks, 0), memory_order_release);
     if (p->n_sleeping > 0) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mutex);
 
-    fn(ctx, 0, p->n_threads);
+    run_tasks(p, gen, 0);
 
-    /* Shares are balanced, so workers normally finish within microseconds;
-     * past that a worker was probably descheduled (more threads than free
-     * cores), and yielding lets it run. */
-    for (unsigned spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+    for (unsigned spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n_tasks; spins++) {
         if (spins < 4096) cpu_relax();
-        else sched_yield();
+        else sched_yield(); /* the worker running the last task is descheduled */
     }
 }

@@ -2,12 +2,18 @@
  * threadpool.h: a small persistent pool of worker threads for data-parallel
  * loops (the CPU backend splits every matmul's output rows over it).
  *
- * One call, nc_threadpool_run(), runs fn(ctx, tid, n) on every thread of
- * the pool at once (the caller is thread 0) and returns when all are done.
- * Each invocation picks its share of the work from tid and n. Workers spin
- * briefly between jobs, so the ~100 small jobs of one decoded token do not
- * pay a sleep/wake-up each, then block on a condition variable so an idle
- * program does not burn CPU. No thread is created after nc_threadpool_new().
+ * nc_threadpool_run(p, fn, ctx, n_tasks) runs fn(ctx, task, n_tasks,
+ * thread) once for every task in [0, n_tasks) and returns when all have
+ * finished. The calling thread takes part. Tasks are claimed dynamically
+ * (an atomic counter), not assigned per thread: on a busy machine where a
+ * worker is not scheduled, the threads that do run take its share instead
+ * of waiting for it. `thread` (in [0, size)) identifies the executing
+ * thread, for per-thread scratch buffers.
+ *
+ * Workers spin briefly between jobs, so the ~100 small jobs of one decoded
+ * token do not pay a sleep/wake-up each, then block on a condition
+ * variable so an idle program does not burn CPU. No thread is created
+ * after nc_threadpool_new().
  *
  * Not reentrant: one thread calls run() at a time, and fn must not call
  * run() on the same pool.
@@ -17,12 +23,14 @@
 
 typedef struct nc_threadpool nc_threadpool;
 
-/* fn(ctx, tid, n_threads): tid in [0, n_threads). */
-typedef void (*nc_parallel_fn)(void *ctx, int tid, int n_threads);
+typedef void (*nc_task_fn)(void *ctx, int task, int n_tasks, int thread);
+
+/* Largest n_tasks of one run. */
+#define NC_THREADPOOL_MAX_TASKS 65535
 
 /* Creates a pool of n_threads threads in total, the calling thread included
- * (n_threads - 1 workers are started). n_threads <= 0 means one per online
- * CPU this process may run on. NULL + nc_error() if threads cannot start. */
+ * (n_threads - 1 workers are started). n_threads <= 0 means one per CPU
+ * this process may run on. NULL + nc_error() if threads cannot start. */
 nc_threadpool *nc_threadpool_new(int n_threads);
 
 /* Stops and joins the workers. NULL is fine. */
@@ -30,8 +38,9 @@ void nc_threadpool_free(nc_threadpool *p);
 
 int nc_threadpool_size(const nc_threadpool *p);
 
-/* Runs fn on all threads and waits for all of them. */
-void nc_threadpool_run(nc_threadpool *p, nc_parallel_fn fn, void *ctx);
+/* Runs fn for tasks 0..n_tasks-1 (n_tasks <= 0: one per thread; at most
+ * NC_THREADPOOL_MAX_TASKS) on the pool's threads and waits for all. */
+void nc_threadpool_run(nc_threadpool *p, nc_task_fn fn, void *ctx, int n_tasks);
 
 /* Number of CPUs this process may run on (at least 1). */
 int nc_cpu_count(void);

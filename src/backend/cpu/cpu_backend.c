@@ -226,6 +226,7 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
     st->pool = nc_threadpool_new(p->n_threads);
     if (!st->pool) goto fail;
     st->n_threads = nc_threadpool_size(st->pool);
+    st->n_tasks = st->n_threads > 1 ? 4 * st->n_threads : 1;
 
     if (setup_weights(st, m) || setup_rope(st) || setup_buffers(st, b->max_batch_tokens)) goto fail;
 

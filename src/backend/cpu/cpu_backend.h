@@ -45,6 +45,8 @@ typedef struct {
     const cpu_kernels *kern;
     nc_threadpool *pool;
     int n_threads;
+    int n_tasks;                /* tasks per parallel job: a few per thread, so a
+                                   thread the OS deschedules delays little */
 
     /* weights (pointing into the model, or into `owned` for converted f16) */
     const nc_tensor *wte;       /* [Vp, C] */

@@ -175,12 +175,12 @@ static void epilogue(const mm_job *j, const mm_segment *s, int64_t r0, int64_t r
     }
 }
 
-static void mm_worker(void *ctx, int tid, int n_threads) {
+static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
     const mm_job *j = ctx;
     int64_t total = 0;
     for (int i = 0; i < j->n_seg; i++) total += j->seg[i].n_rows;
     long lo, hi;
-    nc_split_range((long)total, n_threads, tid, 16, &lo, &hi);
+    nc_split_range((long)total, n_tasks, task, 16, &lo, &hi);
     int64_t off = 0;
     for (int i = 0; i < j->n_seg; i++) {
         const mm_segment *s = &j->seg[i];
@@ -197,7 +197,7 @@ static void matmul1(cpu_state *st, const float *x, int64_t ldx, int64_t T, const
                     int64_t n_rows, float *y, int64_t ldy, mm_epilogue epi, float *resid, float cap) {
     mm_job j = {.kern = st->kern, .x = x, .ldx = ldx, .T = T, .n_seg = 1, .epi = epi, .resid = resid, .cap = cap};
     j.seg[0] = (mm_segment){w, n_rows, y, ldy};
-    nc_threadpool_run(st->pool, mm_worker, &j);
+    nc_threadpool_run(st->pool, mm_worker, &j, st->n_tasks);
 }
 
 /* ==== q, k, v post-processing and attention ==== */
@@ -210,13 +210,13 @@ typedef struct {
 } layer_job;
 
 /* Per token: value embedding, RoPE, QK-norm and scale, K/V into the cache. */
-static void qkv_worker(void *ctx, int tid, int n_threads) {
+static void qkv_worker(void *ctx, int task, int n_tasks, int thread) {
     const layer_job *j = ctx;
     cpu_state *st = j->st;
     const nc_model_config *c = &st->cfg;
     const cpu_layer *L = &st->layers[j->layer];
     int D = c->head_dim, half = D / 2, H = c->n_head, Hkv = c->n_kv_head;
-    for (int64_t i = tid; i < j->T; i += n_threads) {
+    for (int64_t i = task; i < j->T; i += n_tasks) {
         float *q = st->q + i * (int64_t)H * D, *k = st->k + i * (int64_t)Hkv * D, *v = st->v + i * (int64_t)Hkv * D;
         int32_t pos = st->tok_pos[i];
         if (L->value_embed) {
@@ -250,7 +250,7 @@ static void qkv_worker(void *ctx, int tid, int n_threads) {
 }
 
 /* Per (token, query head): softmax(q k^T / sqrt(D)) v over the keys in its window. */
-static void attention_worker(void *ctx, int tid, int n_threads) {
+static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
     const layer_job *j = ctx;
     cpu_state *st = j->st;
     const nc_model_config *c = &st->cfg;
@@ -258,8 +258,8 @@ static void attention_worker(void *ctx, int tid, int n_threads) {
     int D = c->head_dim, H = c->n_head, group = c->n_head / c->n_kv_head;
     int64_t window = st->layers[j->layer].window;
     float scale = (float)(1.0 / sqrt((double)D));
-    float *p = st->scores + (int64_t)tid * st->rope_len;
-    for (int64_t item = tid; item < j->T * H; item += n_threads) {
+    float *p = st->scores + (int64_t)thread * st->rope_len;
+    for (int64_t item = task; item < j->T * H; item += n_tasks) {
         int64_t i = item / H;
         int h = (int)(item % H), hk = h / group;
         int64_t pos = st->tok_pos[i], first = window >= pos ? 0 : pos - window;
@@ -366,11 +366,11 @@ int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
         qkv.seg[0] = (mm_segment){&L->c_q, QD, st->q, QD};
         qkv.seg[1] = (mm_segment){&L->c_k, KD, st->k, KD};
         qkv.seg[2] = (mm_segment){&L->c_v, KD, st->v, KD};
-        nc_threadpool_run(st->pool, mm_worker, &qkv);
+        nc_threadpool_run(st->pool, mm_worker, &qkv, st->n_tasks);
 
         layer_job lj = {st, batch, l, T};
-        nc_threadpool_run(st->pool, qkv_worker, &lj);
-        nc_threadpool_run(st->pool, attention_worker, &lj);
+        nc_threadpool_run(st->pool, qkv_worker, &lj, (int)NC_MIN(T, st->n_tasks));
+        nc_threadpool_run(st->pool, attention_worker, &lj, (int)NC_MIN(T * c->n_head, st->n_tasks));
         matmul1(st, st->att, QD, T, &L->attn_proj, C, st->tmp, C, EPI_ADD, st->x, 0);
 
         for (int64_t t = 0; t < T; t++) rmsnorm(st->x + t * C, st->h + t * C, C, c->norm_eps);
