@@ -273,10 +273,15 @@ void *nc_engine_main(void *arg) {
             srv->model_name, nc_generation_name(cfg->generation), cfg->n_layer, srv->max_context, srv->device);
     fflush(stderr);
 
+    double last_report = 0.0;
     while (!atomic_load(&srv->engine_stop)) {
         if (!nc_scheduler_wait_for_work(srv->sched, 0.1)) continue;
         if (nc_scheduler_step(srv->sched) < 0) {
-            fprintf(stderr, "nanochat serve: engine step failed: %s\n", nc_error());
+            /* The failing rows got NC_FINISH_ERROR events; say it at most once a second. */
+            if (nc_now() - last_report >= 1.0) {
+                fprintf(stderr, "nanochat serve: engine step failed: %s\n", nc_error());
+                last_report = nc_now();
+            }
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
