@@ -6,7 +6,7 @@
  * word NONE), written by tools/gen_calculator_cases.py from
  * tools/calculator_reference.py, i.e. from Python's own eval.
  *
- * With --stdin: a driver for tests/py/test_calculator.py, which generates
+ * With --stdin: a driver for tests/py/test_calculator_eval.py, which generates
  * fresh cases each run. Each input line is "E <hex expr>" (answered with
  * the result or NONE) or "F <16 hex digits>" (the bits of a double,
  * answered with our Python-style repr of it).
