@@ -9,7 +9,7 @@ str(result) (which raises past 4300 digits in Python >= 3.11 -> None).
 
 Also the generator of the expression table shared by
 tools/gen_calculator_cases.py (committed table) and
-tests/py/test_calculator.py (fresh random table every run).
+tests/py/test_calculator_eval.py (fresh random table every run).
 This file evaluates with Python's eval: it is test tooling, never shipped.
 """
 import random
