@@ -70,6 +70,9 @@ def range_rows(cps):
 
 
 def main():
+    if unicodedata.unidata_version != "14.0.0":
+        sys.exit(f"this Python's unicodedata is Unicode {unicodedata.unidata_version}; run with one "
+                 "whose Unicode matches PCRE2's (10.42: Unicode 14.0.0, e.g. Python 3.11)")
     cps = [c for c in range(0x80, 0x110000) if not 0xD800 <= c <= 0xDFFF]
     extra = {}
     for name, prop in (("L", r"\p{L}"), ("N", r"\p{N}")):
