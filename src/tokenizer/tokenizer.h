@@ -95,8 +95,11 @@ typedef struct {
 } nc_stream_decoder;
 
 /* Feeds one token; writes the newly complete text to `out` (capacity
- * `cap`, at least 4 * max token length + 8) and returns its length, or -1
- * for an unknown id. Malformed bytes become U+FFFD. */
+ * `cap`, at least 4 * max token length + 8, see
+ * nc_tokenizer_max_token_bytes) and returns its length, or -1 for an
+ * unknown id (or a too small `out`). Malformed bytes become U+FFFD at once;
+ * the joined output equals nc_tokenizer_decode of the whole stream.
+ * Never allocates. Start from a zeroed decoder. */
 int nc_stream_decode(nc_stream_decoder *d, const nc_tokenizer *t, int32_t id, char *out, size_t cap);
 /* Flushes whatever is pending (as U+FFFD) at the end of a stream. */
 int nc_stream_flush(nc_stream_decoder *d, char *out, size_t cap);
