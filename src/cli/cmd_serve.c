@@ -43,6 +43,8 @@ static void usage(FILE *f) {
             "  --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
             "  --timeout SECONDS    per-request limit, then the request is cancelled (default 600)\n"
             "  --idle-timeout S     close connections silent this long (default 30)\n"
+            "  --max-lag N          undelivered tokens before a client that stopped reading\n"
+            "                       is cancelled (default 4096)\n"
             "  -h, --help           this help\n\n");
     nc_model_args_help(f);
 }
@@ -97,6 +99,7 @@ int cmd_serve(int argc, char **argv) {
         {"--max-queue", 1, 1 << 20, &o.max_queue},
         {"--max-connections", 1, 65536, &o.max_connections},
         {"--idle-timeout", 1, 86400, &o.idle_timeout_s},
+        {"--max-lag", 1, 1 << 20, &o.max_lag_tokens},
     };
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];

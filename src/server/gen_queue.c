@@ -15,11 +15,13 @@
 #include "../util/common.h"
 #include "metrics.h"
 
-nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, struct nc_srv_metrics *metrics) {
-    NC_ASSERT(n_rows >= 1 && top_per >= -1 && top_per <= NC_MAX_TOP_LOGPROBS);
+nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, int32_t max_lag,
+                                  struct nc_srv_metrics *metrics) {
+    NC_ASSERT(n_rows >= 1 && top_per >= -1 && top_per <= NC_MAX_TOP_LOGPROBS && max_lag >= 1);
     nc_gen_queue *q = calloc(1, sizeof *q);
     if (!q) return NULL;
-    q->cap = NC_GQ_MAX_TOKEN_EVENTS + n_rows;
+    q->max_lag = max_lag;
+    q->cap = max_lag + n_rows;
     q->ring = calloc((size_t)q->cap, sizeof *q->ring);
     q->row_stop = calloc((size_t)n_rows, sizeof *q->row_stop);
     q->t_last = calloc((size_t)n_rows, sizeof *q->t_last);
@@ -102,7 +104,7 @@ bool nc_gen_queue_callback(void *user, const nc_gen_event *ev) {
     q->n_cached_tokens = ev->n_cached_tokens;
     bool stop = q->cancel_all || q->row_stop[ev->row];
     if (ev->token >= 0) {
-        if (q->n_token_events >= NC_GQ_MAX_TOKEN_EVENTS) {
+        if (q->n_token_events >= q->max_lag) {
             /* Far beyond normal: this client stopped reading. Drop the token
              * and stop the row; its finish still has a reserved slot. */
             q->overflowed = true;

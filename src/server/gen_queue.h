@@ -4,8 +4,8 @@
  *
  * The engine never waits on a client: nc_gen_queue_callback() copies the
  * event into a ring allocated at submit time and returns at once. If a
- * client falls so far behind that the ring fills (NC_GQ_MAX_TOKEN_EVENTS
- * undelivered tokens), the callback asks the scheduler to stop the row and
+ * client falls so far behind that the ring fills (max_lag undelivered
+ * tokens, NC_GQ_DEFAULT_MAX_LAG by default), the callback asks the scheduler to stop the row and
  * the consumer sees an error; finish events have reserved slots, so none is
  * ever dropped. The queue is reference counted: one reference for the HTTP
  * side, one for the engine until every row has reported its finish.
@@ -21,7 +21,7 @@
 
 /* Undelivered token events per request before it is cancelled: minutes of
  * output at any realistic speed, while TCP buffers hold many more bytes. */
-#define NC_GQ_MAX_TOKEN_EVENTS 4096
+#define NC_GQ_DEFAULT_MAX_LAG 4096
 
 struct nc_srv_metrics;
 
@@ -45,6 +45,7 @@ typedef struct nc_gen_queue {
     nc_token_logprob *tops;      /* [cap * top_per] alternatives, or NULL */
     int32_t top_per;             /* alternatives per event (request's top_logprobs, -1: none) */
     int32_t cap;                 /* token slots + one reserved finish slot per row */
+    int32_t max_lag;             /* token slots */
     int32_t head, count, n_token_events;
 
     int32_t n_rows;
@@ -64,9 +65,11 @@ typedef struct nc_gen_queue {
 } nc_gen_queue;
 
 /* A queue for `n_rows` rows and `top_per` alternatives per token (the
- * request's top_logprobs: -1 when it wants no logprobs), holding one
- * reference per side. NULL if out of memory. */
-nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, struct nc_srv_metrics *metrics);
+ * request's top_logprobs: -1 when it wants no logprobs), holding at most
+ * `max_lag` undelivered tokens, with one reference per side. NULL if out
+ * of memory. */
+nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, int32_t max_lag,
+                                  struct nc_srv_metrics *metrics);
 
 /* Drops one reference; frees the queue with the last. */
 void nc_gen_queue_release(nc_gen_queue *q);

@@ -113,7 +113,7 @@ int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc
     memset(job, 0, sizeof *job);
     if (atomic_load(&srv->stopping))
         return nc_api_fail(err, 503, NULL, "the server is shutting down");
-    nc_gen_queue *q = nc_gen_queue_create(gen->n, gen->top_logprobs, &srv->metrics);
+    nc_gen_queue *q = nc_gen_queue_create(gen->n, gen->top_logprobs, srv->opt.max_lag_tokens, &srv->metrics);
     if (!q) return nc_api_fail(err, 503, NULL, "out of memory for a new request");
     job->srv = srv;
     job->q = q;
@@ -171,14 +171,19 @@ int nc_job_poll(nc_job *job, double slice_s, nc_job_tool_fn on_tool, void *user)
         if ((flags & NC_FEED_TOOL) && on_tool) on_tool(user, job->events[i].row, &tool);
     }
     job->engine_done = engine_done;
+    if (nc_gen_queue_overflowed(job->q)) {
+        /* Tokens were dropped for this client: its answer is incomplete. */
+        job->fail = NC_JOB_OVERFLOW;
+        cancel(job);
+        return -1;
+    }
     if (nc_job_done(job)) {
         /* Rows ended by stop strings: free their KV blocks now. */
         if (!engine_done) cancel(job);
         return n > 0;
     }
     nc_srv *srv = job->srv;
-    if (nc_gen_queue_overflowed(job->q)) job->fail = NC_JOB_OVERFLOW;
-    else if (nc_now() > job->deadline) job->fail = NC_JOB_TIMEOUT;
+    if (nc_now() > job->deadline) job->fail = NC_JOB_TIMEOUT;
     else if (atomic_load(&srv->abort_jobs)) job->fail = NC_JOB_SHUTDOWN;
     else if (n == 0 && nc_http_client_gone(job->fd)) job->fail = NC_JOB_GONE;
     if (job->fail == NC_JOB_RUNNING) return n > 0;

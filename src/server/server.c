@@ -34,6 +34,7 @@ void nc_server_options_init(nc_server_options *o) {
     o->max_body_bytes = 1u << 20;
     o->request_timeout_s = 600.0;
     o->idle_timeout_s = 30;
+    o->max_lag_tokens = NC_GQ_DEFAULT_MAX_LAG;
 }
 
 /* Waits up to `seconds` for SIGINT/SIGTERM; returns the signal or 0. */
@@ -109,6 +110,7 @@ int nc_server_run(const nc_server_options *o) {
     if (srv->opt.max_body_bytes == 0) srv->opt.max_body_bytes = 1u << 20;
     if (srv->opt.request_timeout_s <= 0) srv->opt.request_timeout_s = 600.0;
     if (srv->opt.idle_timeout_s <= 0) srv->opt.idle_timeout_s = 30;
+    if (srv->opt.max_lag_tokens <= 0) srv->opt.max_lag_tokens = NC_GQ_DEFAULT_MAX_LAG;
     nc_metrics_init(&srv->metrics);
     srv->t_created = (double)time(NULL);
     atomic_store(&srv->seed_state, (uint64_t)time(NULL) * 0x2545F4914F6CDD1Dull ^ (uint64_t)getpid());

@@ -47,6 +47,7 @@ typedef struct {
     size_t max_body_bytes;     /* request body limit, 413 beyond (default 1 MiB) */
     double request_timeout_s;  /* per-request wall-clock limit (default 600) */
     int idle_timeout_s;        /* close connections silent this long (default 30) */
+    int max_lag_tokens;        /* undelivered tokens before a slow reader is cancelled (default 4096) */
     int threads;               /* CPU backend threads (0: all cores) */
     nc_server_load_fn load;    /* required */
     void *load_user;

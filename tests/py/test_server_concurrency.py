@@ -145,6 +145,37 @@ def main():
         job = (cases[3], 64, "openai")
         ck.check(stream_request(srv.port, job) == expected(cases[3], 64), "answer after the disconnects")
         ck.check(srv.alive(), "server alive")
+
+    # A client that stops reading is cancelled once --max-lag tokens wait for
+    # it, instead of holding the engine; it finds an error at the end.
+    with Server("--max-lag", "16") as srv:
+        body = json.dumps({"messages": cases[0]["messages"], "temperature": 0, "max_tokens": 250, "stream": True,
+                           "logprobs": True, "top_logprobs": 20}).encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # so the server's writes block soon
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            m = srv.metrics()
+            if m['nanochat_rows_finished_total{reason="cancelled"}'] >= 1 and m["nanochat_kv_blocks_used"] == 0:
+                break
+            time.sleep(0.05)
+        ck.check(m['nanochat_rows_finished_total{reason="cancelled"}'] >= 1 and m["nanochat_kv_blocks_used"] == 0,
+                 "a client that stopped reading was not cancelled")
+        data = b""
+        s.settimeout(10)
+        try:
+            while b"[DONE]" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+        s.close()
+        ck.check(b"too slowly" in data and data.rstrip().endswith(b"0"), f"lagging client's stream end: {data[-200:]!r}")
+        ck.check(srv.alive(), "server alive after a lagging client")
     return ck.summary()
 
 
