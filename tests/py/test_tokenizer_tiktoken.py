@@ -314,6 +314,17 @@ def main():
     check_tokenizer("fixture tokenizer.pkl", enc, os.path.join(DATA, "tokenizer.pkl"), docs, rng)
     check_tokenizer("fixture tokenizer.json", enc, os.path.join(DATA, "tokenizer.json"), docs, rng)
 
+    # The bundled default model's tokenizer, through -m (no weights are read).
+    picochat = os.path.join(ROOT, "models", "picochat")
+    if os.path.exists(os.path.join(picochat, "tokenizer.pkl")):
+        with open(os.path.join(picochat, "tokenizer.pkl"), "rb") as f:
+            enc_p = pickle.load(f)
+        check_tokenizer("models/picochat tokenizer.pkl", enc_p, os.path.join(picochat, "tokenizer.pkl"),
+                        docs[::2], rng)
+        got = ids_lines(run([NC_BIN, "tokenize", "-m", picochat], docs[7].encode()))
+        if (got[0] if got else []) != enc_p.encode_ordinary(docs[7]):
+            fail("tokenize -m models/picochat differs from tiktoken")
+
     # A bigger vocabulary trained on this very corpus: many multi-byte merges.
     t0 = time.time()
     ranks = bpe_train.train_bpe(docs[::3], 3000 - 9)
