@@ -18,7 +18,10 @@ CLI:
 (so 4096 gives ranks 0..4086 and specials 4087..4095). --out writes
 tiktoken's .tiktoken format (base64 token, space, rank per line); --pkl
 pickles the tiktoken Encoding exactly as nanochat saves tokenizer.pkl.
-Speed: chunks are counted first, so a merge only touches the distinct
+Chunks are split with the `regex` module (installed with tiktoken); for
+characters its Unicode tables classify differently from tiktoken's, chunk
+boundaries may differ, which changes which merges are learned, never the
+validity of the ranks. Speed: chunks are counted first, so a merge only touches the distinct
 chunks that contain its pair (~20 MB of text trains a 4k vocab in minutes).
 """
 import argparse
