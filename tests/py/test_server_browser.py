@@ -8,7 +8,8 @@ presses Stop mid-reply (the server must cancel: no KV blocks left in use),
 edits a message (click, change, resend), regenerates a reply, runs the
 slash commands, checks that model/user text cannot inject HTML, that the
 page fits a phone screen, and that calculator tool events are drawn as a
-tool box rather than raw special tokens.
+tool box rather than raw special tokens (from a recorded stream, then for
+real with the bundled picochat model asked "What is 37*41?").
 
 The server runs a random-weight model large enough to stream visibly on a
 CPU (--random 4,512,4: ~60 ms a token here), with a 65536-entry tokenizer
@@ -24,10 +25,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import Checker, Server, make_big_tokenizer  # noqa: E402
+from server_util import ROOT, Checker, Server, make_big_tokenizer  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
+PICOCHAT = os.path.join(ROOT, "models", "picochat")
 # A fake stream replayed by a fetch() override, to check how the page draws
 # tool events (a random model never calls the calculator).
 TOOL_STREAM = [
@@ -182,6 +184,26 @@ def main():
             ck.check(width <= view + 1, f"page {width}px wide in a {view}px viewport")
             ck.check(inp.is_displayed() and driver.find_element(By.ID, "sendButton").is_displayed(), "input visible")
             ck.check(srv.alive(), "server alive")
+
+        # 9. The bundled chat model calls the calculator for real: the page shows a tool box.
+        with Server(model=("-m", PICOCHAT)) as srv:
+            driver.set_window_size(1200, 900)
+            driver.get(srv.base + "/")
+            js = driver.execute_script
+            generating = lambda: js("return document.body.classList.contains('generating')")  # noqa: E731
+            inp = driver.find_element(By.ID, "chatInput")
+            inp.send_keys("/temperature 0")
+            inp.send_keys(Keys.ENTER)
+            inp.send_keys("What is 37*41?")
+            inp.send_keys(Keys.ENTER)
+            ck.check(wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#chat .message.assistant") and
+                              not generating(), timeout=30), "picochat reply")
+            tools = driver.find_elements(By.CSS_SELECTOR, "#chat .message.assistant .tool")
+            ck.check(len(tools) == 1 and tools[0].find_element(By.CSS_SELECTOR, ".tool-expr").text == "37*41"
+                     and tools[0].find_element(By.CSS_SELECTOR, ".tool-result").text == "1517",
+                     f"picochat tool box: {[t.text for t in tools]}")
+            reply = driver.find_element(By.CSS_SELECTOR, "#chat .message.assistant .content").text
+            ck.check("1517" in reply and "<|" not in reply, f"picochat reply {reply!r}")
     finally:
         if driver is not None:
             driver.quit()
