@@ -34,8 +34,7 @@ if [ "$what" = all ] || [ "$what" = test ]; then
     rc=$?
     summary+=("test_cuda_backend: rc=$rc ($((SECONDS - t0)) s): $(tail -n 1 "$OUT/test.log")")
     grep -E "worst|matched|FAIL" "$OUT/test.log" | head -40
-    for v in "NC_CUDA_PDL=1" "NC_CUDA_GEMV=1" "NC_CUDA_GEMV=2 NC_CUDA_PDL=1" "NC_CUDA_GEMV=3 NC_CUDA_PDL=1" \
-             "NC_CUDA_GRAPHS=0"; do
+    for v in "NC_CUDA_PDL=1" "NC_CUDA_ATTN_NBUF=1" "NC_CUDA_ATTN_NBUF=2" "NC_CUDA_GRAPHS=0"; do
         env $v timeout 120 $T >"$OUT/test_variant.log" 2>&1
         summary+=("test_cuda_backend with $v: rc=$? $(tail -n 1 "$OUT/test_variant.log")")
         grep -m 5 FAIL "$OUT/test_variant.log"
@@ -53,24 +52,15 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     timeout 240 $B/nanochat bench --random d34 --device cuda ${BENCH_ARGS:-} >"$OUT/bench.txt" 2>&1
     summary+=("bench: rc=$? ($((SECONDS - t0)) s)")
     : >"$OUT/bench_sweep.txt"
-    for pdl in 0 1; do
-        for g in 0 1 2 3; do
-            echo "## NC_CUDA_PDL=$pdl NC_CUDA_GEMV=$g" >>"$OUT/bench_sweep.txt"
-            NC_CUDA_PDL=$pdl NC_CUDA_GEMV=$g timeout 60 $B/nanochat bench --random d34 --device cuda --prefill 0 \
-                --ctx 128,1024 --batch 4,128 --steps 48 2>&1 | grep -E "^decode|^batch" >>"$OUT/bench_sweep.txt"
-        done
+    for v in "NC_CUDA_PDL=1" "NC_CUDA_ATTN_NBUF=2" "NC_CUDA_ATTN_NBUF=1"; do
+        echo "## $v" >>"$OUT/bench_sweep.txt"
+        env $v timeout 60 $B/nanochat bench --random d34 --device cuda --prefill 0 --ctx 128,1024 --batch 4,32,128 \
+            --steps 48 2>&1 | grep -E "^decode|^batch" >>"$OUT/bench_sweep.txt"
     done
-    t0=$SECONDS
-    if [ -z "${NO_PYTORCH:-}" ]; then
-        PYTHONUNBUFFERED=1 timeout 300 python3 tools/bench_pytorch.py ${PT_ARGS:-} >"$OUT/pytorch.txt" 2>&1
-        summary+=("pytorch: rc=$? ($((SECONDS - t0)) s)")
-    fi
-    echo "==== dev/kernels/gemv"; cat "$OUT/gemv.txt"
-    echo "==== nanochat bench"; cat "$OUT/bench.txt"
-    for what in "--prefill 2048 --ctx none --batch none" "--prefill 0 --ctx 1024 --batch none --steps 16" \
+    for args in "--prefill 2048 --ctx none --batch none" "--prefill 0 --ctx 1024 --batch none --steps 16" \
                 "--prefill 0 --ctx none --batch 128 --batch-steps 8"; do
-        echo "## NC_CUDA_PROFILE=1 bench $what" >>"$OUT/profile.txt"
-        NC_CUDA_PROFILE=1 timeout 60 $B/nanochat bench --random d34 --device cuda $what >>"$OUT/profile.txt" 2>&1
+        echo "## NC_CUDA_PROFILE=1 bench $args" >>"$OUT/profile.txt"
+        NC_CUDA_PROFILE=1 timeout 60 $B/nanochat bench --random d34 --device cuda $args >>"$OUT/profile.txt" 2>&1
     done
     echo "==== sweep"; cat "$OUT/bench_sweep.txt"
     echo "==== profile"; grep -v "^device\|^model\|^bandwidth\|^$\|^test" "$OUT/profile.txt"

@@ -31,7 +31,7 @@ typedef struct {
     float *part;            /* [nb][H][splits][D + 2] */
     int *count;             /* [nb][Hkv] CTAs done per (row, kv head); the last one merges */
     bf16 *out;              /* [N, H*D] */
-    int H, Hkv, G, splits, window;
+    int H, Hkv, G, splits, window, nbuf;
     float qscale;           /* 1/sqrt(D) * log2(e) */
 } dec_args;
 
@@ -43,10 +43,13 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
-static size_t dec_smem_bytes(int G) {
-    return (size_t)G * NC_HEAD_DIM * 4                       /* q */
-           + 2 * (size_t)NC_KV_BLOCK_TOKENS * KPAD * 2       /* K tiles */
-           + 2 * (size_t)NC_KV_BLOCK_TOKENS * NC_HEAD_DIM * 2 /* V tiles */
+/* nbuf: 2 double-buffers the tiles (a few CTAs, each walking many tiles:
+ * batch 1 at long contexts); 1 halves shared memory so twice as many CTAs
+ * fit on an SM (large decode batches, where there are CTAs to spare). */
+static size_t dec_smem_bytes(int G, int nbuf) {
+    return (size_t)G * NC_HEAD_DIM * 4                          /* q */
+           + nbuf * (size_t)NC_KV_BLOCK_TOKENS * KPAD * 2       /* K tiles */
+           + nbuf * (size_t)NC_KV_BLOCK_TOKENS * NC_HEAD_DIM * 2 /* V tiles */
            + (size_t)NC_MAX(G, 2) * NC_KV_BLOCK_TOKENS * 4    /* p (G = 1: two half-dots) */
            + 3 * (size_t)NC_ATTN_MAX_GROUP * 4;               /* m, l, alpha */
 }
@@ -54,9 +57,9 @@ static size_t dec_smem_bytes(int G) {
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     const int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *ks = (bf16 *)smem;                      /* [2][64][KPAD] */
-    bf16 *vs = ks + 2 * BT * KPAD;                /* [2][64][D] */
-    float *qs = (float *)(vs + 2 * BT * D);       /* [G][D] */
+    bf16 *ks = (bf16 *)smem;                      /* [nbuf][64][KPAD] */
+    bf16 *vs = ks + a.nbuf * BT * KPAD;           /* [nbuf][64][D] */
+    float *qs = (float *)(vs + a.nbuf * BT * D);  /* [G][D] */
     float *ps = qs + a.G * D;                     /* [G][64] */
     float *ms = ps + max(a.G, 2) * BT, *ls = ms + NC_ATTN_MAX_GROUP, *al = ls + NC_ATTN_MAX_GROUP;
     __shared__ bool last;
@@ -96,11 +99,12 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 
     if (sb < se) LOAD_TILE(sb, 0);
     for (int b = sb; b < se; b++) {
-        int buf = (b - sb) & 1;
-        if (b + 1 < se) {
+        int buf = a.nbuf == 2 ? (b - sb) & 1 : 0;
+        if (a.nbuf == 2 && b + 1 < se) {
             LOAD_TILE(b + 1, buf ^ 1);
             cp_async_wait<1>();
         } else {
+            if (b > sb && a.nbuf == 1) LOAD_TILE(b, 0); /* the previous tile is consumed (barrier below) */
             cp_async_wait<0>();
         }
         __syncthreads();
@@ -215,7 +219,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 
 int nc_cuda_attn_decode_init(nc_cuda *cu) {
     NC_CU_TRY(cudaFuncSetAttribute(attn_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)dec_smem_bytes(NC_ATTN_MAX_GROUP)));
+                                   (int)dec_smem_bytes(NC_ATTN_MAX_GROUP, 2)));
     return 0;
 }
 
@@ -232,10 +236,11 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits) {
     a.out = cu->attn;
     a.H = cu->H, a.Hkv = cu->Hkv, a.G = cu->G, a.splits = splits;
     a.window = cu->layers[layer].window;
+    a.nbuf = cu->attn_nbuf ? cu->attn_nbuf : nb >= 8 ? 1 : 2;
     a.qscale = 1.4426950408889634f / sqrtf((float)cu->D);
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
     dim3 grid(splits, cu->Hkv, nb);
-    attn_decode_kernel<<<grid, DEC_THREADS, dec_smem_bytes(cu->G), cu->stream>>>(a);
+    attn_decode_kernel<<<grid, DEC_THREADS, dec_smem_bytes(cu->G, a.nbuf), cu->stream>>>(a);
     NC_CU_LAUNCHED("attn_decode");
     return 0;
 }

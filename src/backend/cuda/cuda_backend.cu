@@ -414,7 +414,7 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     if (dev_alloc((void **)&cu->attn_count, (size_t)cu->max_seqs * cu->Hkv * sizeof(int), "attention counters"))
         return -1;
     NC_CU_TRY(cudaMemset(cu->attn_count, 0, (size_t)cu->max_seqs * cu->Hkv * sizeof(int)));
-    if (nc_cuda_gemm_init(cu) || nc_cuda_gemv_init(cu) || nc_cuda_attn_decode_init(cu) ||
+    if (nc_cuda_gemm_init(cu) || nc_cuda_attn_decode_init(cu) ||
         nc_cuda_attn_prefill_init(cu))
         return -1;
     cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
@@ -425,6 +425,8 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     env = getenv("NC_CUDA_PDL");
     cu->pdl = env ? !strcmp(env, "1") : false;
     if (cu->cc_major < 9) cu->pdl = false;
+    env = getenv("NC_CUDA_ATTN_NBUF");
+    cu->attn_nbuf = env && (!strcmp(env, "1") || !strcmp(env, "2")) ? atoi(env) : 0;
     env = getenv("NC_CUDA_PROFILE");
     cu->profile = env && !strcmp(env, "1");
     if (cu->profile) {
@@ -464,7 +466,7 @@ static void cuda_free(nc_backend *b) {
                                                     "mlp fc", "mlp proj", "logits", "sample"};
         double total = 0;
         for (int i = 0; i < NC_PROF_STAGES; i++) total += cu->prof_ms[i];
-        fprintf(stderr, "cuda profile (device ms over the backend's life, eager launches):\n");
+        fprintf(stderr, "cuda profile (device ms of the last forward, eager launches):\n");
         for (int i = 0; i < NC_PROF_STAGES; i++)
             fprintf(stderr, "  %-12s %10.2f ms %5.1f%%\n", names[i], cu->prof_ms[i],
                     total > 0 ? 100 * cu->prof_ms[i] / total : 0.0);

@@ -149,8 +149,14 @@ static void prof_mark(nc_cuda *cu, int stage) {
     cu->prof_stage[cu->prof_n++] = stage;
 }
 
+/* Keeps the stage times of the latest forward (warm-up excluded that way). */
 static void prof_collect(nc_cuda *cu) {
     if (!cu->profile) return;
+    if (cu->prof_n < 2) {
+        cu->prof_n = 0;
+        return;
+    }
+    for (int i = 0; i < NC_PROF_STAGES; i++) cu->prof_ms[i] = 0;
     for (int i = 1; i < cu->prof_n; i++) {
         float ms = 0;
         if (cu->prof_stage[i] >= 0 && cudaEventElapsedTime(&ms, cu->prof_ev[i - 1], cu->prof_ev[i]) == cudaSuccess)

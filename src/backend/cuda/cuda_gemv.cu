@@ -4,7 +4,7 @@
  * of weights per token; PERF.md).
  *
  * One warp owns one output row and walks the whole K dimension in 16-byte
- * chunks (8 bf16), 8 chunks in flight per lane, with streaming loads that
+ * chunks (8 bf16), 4 chunks in flight per lane, with streaming loads that
  * skip L1 (every weight byte is used once). Rows are independent, so there
  * is no split-K reduction: the d34 shapes give 2176..65536 rows, i.e.
  * 2176+ warps, enough to fill 132 SMs, and results are deterministic (the
@@ -18,6 +18,7 @@
 #include "cuda_internal.cuh"
 
 #define GEMV_WARPS 4
+#define GEMV_UNROLL 4 /* 16-byte loads in flight per lane: 4 beat 8 (fewer registers, more warps; dev/kernels/gemv.cu) */
 
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     uint4 r;
@@ -38,114 +39,94 @@ __device__ __forceinline__ void load_x8(const bf16 *x, int c, float *f) {
     nc_bf16x8_to_f32(u, f);
 }
 
-/* U: 16-byte loads in flight per lane (a compile-time count: the loads
- * land in a register array). Rows are walked grid-stride, so a grid capped
- * at what fits on the GPU at once (persistent) has no last-wave tail. */
-template <typename TIn, int U>
+/* NB: input rows the kernel is compiled for (1: a single decode row, with
+ * the fewest registers and so the most warps in flight; NC_GEMV_MAX_ROWS
+ * for small batches, nb <= NB at run time). A compile-time count because the
+ * per-row accumulators live in registers. */
+template <typename TIn, int NB>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_kernel(const bf16 *__restrict__ W, int rows, int K, const TIn *__restrict__ in, int64_t ld_in, int nb,
                 int norm, int epi, void *out, int64_t ld_out, float cap, float eps) {
     int lane = threadIdx.x & 31;
     nc_pdl_trigger();
     int nch = K / 8;
-    const TIn *x[NC_GEMV_MAX_ROWS];
+    int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (r >= rows) {
+        nc_pdl_wait();
+        return;
+    }
+    const TIn *x[NB];
 #pragma unroll
-    for (int b = 0; b < NC_GEMV_MAX_ROWS; b++) x[b] = in + (b < nb ? (int64_t)b * ld_in : 0);
+    for (int b = 0; b < NB; b++) x[b] = in + (b < nb ? (int64_t)b * ld_in : 0);
+    const uint4 *w = (const uint4 *)(W + (size_t)r * K);
+    float acc[NB], ss[NB];
+#pragma unroll
+    for (int b = 0; b < NB; b++) acc[b] = 0.0f, ss[b] = 0.0f;
     bool waited = false;
-    for (int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * GEMV_WARPS) {
-        const uint4 *w = (const uint4 *)(W + (size_t)r * K);
-        float acc[NC_GEMV_MAX_ROWS], ss[NC_GEMV_MAX_ROWS];
+    for (int c0 = lane; c0 < nch; c0 += 32 * GEMV_UNROLL) {
+        uint4 wv[GEMV_UNROLL];
 #pragma unroll
-        for (int b = 0; b < NC_GEMV_MAX_ROWS; b++) acc[b] = 0.0f, ss[b] = 0.0f;
-        for (int c0 = lane; c0 < nch; c0 += 32 * U) {
-            uint4 wv[U];
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            int c = c0 + 32 * u;
+            if (c < nch) wv[u] = ld_stream(w + c);
+        }
+        if (!waited) { /* weights do not depend on the previous kernel: they are in flight already */
+            nc_pdl_wait();
+            waited = true;
+        }
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                int c = c0 + 32 * u;
-                if (c < nch) wv[u] = ld_stream(w + c);
-            }
-            if (!waited) { /* weights do not depend on the previous kernel: they are in flight already */
-                nc_pdl_wait();
-                waited = true;
-            }
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            int c = c0 + 32 * u;
+            if (c < nch) {
+                float wf[8];
+                nc_bf16x8_to_f32(wv[u], wf);
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                int c = c0 + 32 * u;
-                if (c < nch) {
-                    float wf[8];
-                    nc_bf16x8_to_f32(wv[u], wf);
+                for (int b = 0; b < NB; b++) {
+                    if (b < nb) {
+                        float xf[8];
+                        load_x8(x[b], c, xf);
 #pragma unroll
-                    for (int b = 0; b < NC_GEMV_MAX_ROWS; b++) {
-                        if (b < nb) {
-                            float xf[8];
-                            load_x8(x[b], c, xf);
-#pragma unroll
-                            for (int i = 0; i < 8; i++) {
-                                acc[b] = fmaf(wf[i], xf[i], acc[b]);
-                                if (norm) ss[b] = fmaf(xf[i], xf[i], ss[b]);
-                            }
+                        for (int i = 0; i < 8; i++) {
+                            acc[b] = fmaf(wf[i], xf[i], acc[b]);
+                            if (norm) ss[b] = fmaf(xf[i], xf[i], ss[b]);
                         }
                     }
                 }
             }
         }
+    }
 #pragma unroll
-        for (int b = 0; b < NC_GEMV_MAX_ROWS; b++) {
-            if (b < nb) {
-                acc[b] = nc_warp_sum(acc[b]);
-                if (norm) ss[b] = nc_warp_sum(ss[b]);
-            }
+    for (int b = 0; b < NB; b++) {
+        if (b < nb) {
+            acc[b] = nc_warp_sum(acc[b]);
+            if (norm) ss[b] = nc_warp_sum(ss[b]);
         }
+    }
 #pragma unroll
-        for (int b = 0; b < NC_GEMV_MAX_ROWS; b++) {
-            if (b < nb && lane == b) {
-                float y = acc[b];
-                if (norm) y *= rsqrtf(ss[b] / (float)K + eps);
-                int64_t o = (int64_t)b * ld_out + r;
-                if (epi == NC_EPI_STORE) {
-                    ((float *)out)[o] = y;
-                } else if (epi == NC_EPI_ADD) {
-                    ((float *)out)[o] += y;
-                } else if (epi == NC_EPI_RELU2) {
-                    float t = fmaxf(y, 0.0f);
-                    ((bf16 *)out)[o] = __float2bfloat16_rn(t * t);
-                } else {
-                    ((float *)out)[o] = cap * tanhf(y / cap);
-                }
+    for (int b = 0; b < NB; b++) {
+        if (b < nb && lane == b) {
+            float y = acc[b];
+            if (norm) y *= rsqrtf(ss[b] / (float)K + eps);
+            int64_t o = (int64_t)b * ld_out + r;
+            if (epi == NC_EPI_STORE) {
+                ((float *)out)[o] = y;
+            } else if (epi == NC_EPI_ADD) {
+                ((float *)out)[o] += y;
+            } else if (epi == NC_EPI_RELU2) {
+                float t = fmaxf(y, 0.0f);
+                ((bf16 *)out)[o] = __float2bfloat16_rn(t * t);
+            } else {
+                ((float *)out)[o] = cap * tanhf(y / cap);
             }
         }
     }
-    if (!waited) nc_pdl_wait();
-}
-
-/* The four instantiations: [input bf16][unroll 8]. */
-static void *gemv_fn(bool in_bf16, bool u8) {
-    if (in_bf16) return u8 ? (void *)gemv_kernel<bf16, 8> : (void *)gemv_kernel<bf16, 4>;
-    return u8 ? (void *)gemv_kernel<float, 8> : (void *)gemv_kernel<float, 4>;
-}
-
-int nc_cuda_gemv_init(nc_cuda *cu) {
-    const char *v = getenv("NC_CUDA_GEMV");
-    cu->gemv_variant = v ? atoi(v) : 0;
-    if (cu->gemv_variant < 0 || cu->gemv_variant > 3) cu->gemv_variant = 0;
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) {
-            int per_sm = 0;
-            NC_CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_fn(i, j), GEMV_WARPS * 32, 0));
-            cu->gemv_max_blocks[i][j] = NC_MAX(1, per_sm) * cu->sm_count;
-        }
-    return 0;
 }
 
 int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
                  bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap) {
     NC_ASSERT(nb >= 1 && nb <= NC_GEMV_MAX_ROWS && K % 8 == 0);
-    /* variants (NC_CUDA_GEMV): 0 unroll 8, 1 unroll 4, 2 unroll 8 persistent, 3 unroll 4 persistent */
-    bool u8 = !(cu->gemv_variant & 1), persistent = cu->gemv_variant & 2;
-    int blocks = (rows + GEMV_WARPS - 1) / GEMV_WARPS;
-    if (persistent) blocks = NC_MIN(blocks, cu->gemv_max_blocks[in_bf16][u8]);
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(blocks);
+    cfg.gridDim = dim3((rows + GEMV_WARPS - 1) / GEMV_WARPS);
     cfg.blockDim = dim3(GEMV_WARPS * 32);
     cfg.stream = cu->stream;
     cudaLaunchAttribute at[1];
@@ -156,14 +137,15 @@ int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bo
     float eps = cu->cfg.norm_eps;
     int n = (int)norm, e = (int)epi;
     cudaError_t err;
+    const int M = NC_GEMV_MAX_ROWS;
     if (in_bf16) {
         const bf16 *x = (const bf16 *)in;
-        err = u8 ? cudaLaunchKernelEx(&cfg, gemv_kernel<bf16, 8>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps)
-                 : cudaLaunchKernelEx(&cfg, gemv_kernel<bf16, 4>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps);
+        err = nb == 1 ? cudaLaunchKernelEx(&cfg, gemv_kernel<bf16, 1>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps)
+                      : cudaLaunchKernelEx(&cfg, gemv_kernel<bf16, M>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps);
     } else {
         const float *x = (const float *)in;
-        err = u8 ? cudaLaunchKernelEx(&cfg, gemv_kernel<float, 8>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps)
-                 : cudaLaunchKernelEx(&cfg, gemv_kernel<float, 4>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps);
+        err = nb == 1 ? cudaLaunchKernelEx(&cfg, gemv_kernel<float, 1>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps)
+                      : cudaLaunchKernelEx(&cfg, gemv_kernel<float, M>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps);
     }
     if (err != cudaSuccess) return nc_fail("cuda: launching gemv: %s", cudaGetErrorString(err));
     return 0;

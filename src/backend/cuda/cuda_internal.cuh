@@ -161,12 +161,12 @@ typedef struct {
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;
     bool pdl;                          /* programmatic dependent launch of the GEMVs (sm_90) */
-    int gemv_variant;                  /* NC_CUDA_GEMV: bit 0 unroll 4 (else 8), bit 1 persistent grid */
-    int gemv_max_blocks[2][2];         /* [input bf16][unroll 8]: resident blocks on the whole GPU */
+    int attn_nbuf;                     /* NC_CUDA_ATTN_NBUF=1|2 forces the decode tile buffering (0: by batch) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
 
-    /* NC_CUDA_PROFILE=1: per-stage device time (events between stages,
-     * eager launches, no graphs), printed to stderr when the backend is freed */
+    /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
+     * (events between stages, eager launches, no graphs), printed to stderr
+     * when the backend is freed */
     bool profile;
     cudaEvent_t prof_ev[NC_PROF_EVENTS];
     int prof_stage[NC_PROF_EVENTS], prof_n;
@@ -185,7 +185,6 @@ int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
  * norm: scale_b = 1/rms(in[b]) (RMSNorm folded in), else 1. The output row
  * stride is ld_out. Launched with programmatic dependent launch when
  * cu->pdl: its weight loads overlap the previous kernel's tail. */
-int nc_cuda_gemv_init(nc_cuda *cu);
 int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
                  bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap);
 
