@@ -17,6 +17,15 @@ true and stream_options.include_usage, so the generated token count comes
 from the server's usage. With --endpoint nanochat the clients use
 nanochat's POST /chat/completions instead (a chat of about the same length).
 
+The GPU benchmark of issue 5 (d34-shaped random weights; a random model
+uses the bundled picochat tokenizer, and ids it lacks stream as U+FFFD, one
+chunk per token):
+
+    build/nanochat serve --random d34 --device cuda --max-batch 64 --port 8000 &
+    python3 tools/loadgen.py --clients 64 --prompt-tokens 512 --max-tokens 256 --warmup
+    python3 tools/loadgen.py --clients 1 --prompt-tokens 512 --max-tokens 256 --warmup
+    # the last line's "decode per client" vs `nanochat bench`'s batch-1 decode
+
 Definitions: TTFT = request sent -> first non-empty text chunk. ITL = gap
 between consecutive text chunks of one stream (the server sends one chunk
 per token unless the client falls behind, so this is the per-token latency

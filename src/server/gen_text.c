@@ -156,6 +156,12 @@ int nc_gen_text_feed(nc_gen_text *g, const nc_gq_event *ev, const nc_token_logpr
                 }
             } else {
                 n = nc_stream_decode(&r->dec, g->tok, ev->token, g->scratch, g->scratch_cap);
+                if (n < 0) {
+                    /* An id the tokenizer lacks (a model whose vocab outgrows its
+                     * tokenizer, e.g. random weights): show U+FFFD, not nothing. */
+                    memcpy(g->scratch, "\xEF\xBF\xBD", 3);
+                    n = 3;
+                }
                 if (n > 0) {
                     if (r->tool_mode && g->tool_events) tool_text_append(r, g->scratch, (size_t)n);
                     else text_append(r, g->scratch, (size_t)n);
