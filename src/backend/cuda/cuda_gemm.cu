@@ -119,7 +119,13 @@ int nc_cuda_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f32,
         e = &gc->e[gc->n];
         memset(e, 0, sizeof *e);
         e->m = m, e->n = n, e->k = k, e->y_f32 = y_f32, e->acc = accumulate;
-        if (gemm_plan(cu, e)) return -1;
+        if (gemm_plan(cu, e)) { /* release whatever the failed plan created */
+            if (e->a) cublasLtMatrixLayoutDestroy(e->a);
+            if (e->b) cublasLtMatrixLayoutDestroy(e->b);
+            if (e->c) cublasLtMatrixLayoutDestroy(e->c);
+            if (e->desc) cublasLtMatmulDescDestroy(e->desc);
+            return -1;
+        }
         gc->n++;
     }
     float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
