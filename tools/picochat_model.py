@@ -206,11 +206,6 @@ def use_calculator(expr):
     return _eval_with_timeout(expr)
 
 
-SPECIALS = ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
-            "<|assistant_end|>", "<|python_start|>", "<|python_end|>",
-            "<|output_start|>", "<|output_end|>"]
-
-
 def render_for_completion(enc, messages):
     """nanochat's chat prompt: <|bos|>, each message, then <|assistant_start|>.
     A system message is merged into the first user message."""
