@@ -1,28 +1,44 @@
 /*
  * cuda_attn_decode.cu: attention for one-token chunks (decode rows), split
- * over the KV length (flash-decoding).
+ * over the KV length (flash-decoding), streamed straight from the paged
+ * cache into registers.
  *
- * A d34 token has only 17 kv heads: one CTA per head would leave most of
- * 132 SMs idle while the cache streams. So each (row, kv head) is cut into
- * `splits` ranges of 64-key blocks, each CTA computes an unnormalised
- * partial softmax·V over its range (running max m, sum l, acc[D]) for all
- * G query heads of its kv head (GQA: the K/V tile is loaded once for the
- * group), and the last CTA of each (row, kv head) to finish merges the
- * partials (an arrival counter; no extra launch). Tiles of 64 keys x D
- * come through the paged cache's block table with cp.async, double
- * buffered. Keys outside [pos - window, pos] are masked (SPEC §1.2: key j
- * is visible to query i iff 0 <= i - j <= window).
+ * Decode attention reads every key and value of the row once and does
+ * ~1 FMA per byte, so it must run at the memory bandwidth like the GEMVs.
+ * The unit of work is a 16-key chunk of one (row, kv head): 4 KB of K and
+ * 4 KB of V, contiguous inside a 64-token block of the paged cache
+ * ([n_blocks][Hkv][64][D]). One warp takes a contiguous run of chunks and
+ * keeps its own online softmax (running max m, sum l, acc[D]) for the G
+ * query heads of its kv head (GQA: K/V read once for the group), so the
+ * main loop has no shared memory and no barriers:
  *
- * Split count is fixed per batch size (so a CUDA graph can replay it); the
- * ranges are derived on the device from each row's position.
+ *   - per chunk every lane issues 8 + 8 coalesced 16-byte loads (K then V;
+ *     a warp instruction covers 2 keys x 128 dims), i.e. 8 KB in flight per
+ *     warp before any arithmetic;
+ *   - lane l holds dims (l % 16) * 8 .. +8 of keys 2i + l / 16 (i < 8); its
+ *     8 partial q·k sums are reduce-scattered over the 16 lanes of its half
+ *     (8 shuffles) so each lane ends with the full score of one key;
+ *   - softmax stats by warp reductions; the probability of each key is
+ *     shuffled back to the lanes holding that key's V slice.
+ *
+ * The grid is (splits, Hkv, rows) CTAs of 4 warps. A CTA merges its warps'
+ * partials in shared memory; with several splits the last CTA of a (row, kv
+ * head) to finish merges the CTAs' partials (an arrival counter, no extra
+ * launch). Batch 1 gets many splits (each warp one or two chunks, so the
+ * whole context is in flight at once); large batches one split per row.
+ * Keys outside [pos - window, pos] are masked (SPEC §1.2: key j is visible
+ * to query i iff 0 <= i - j <= window). The split count is fixed per batch
+ * size (a CUDA graph replays it); ranges are derived on the device from
+ * each row's position.
  */
 #include <math.h>
 
 #include "cuda_internal.cuh"
 
 #define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
-#define KPAD (NC_HEAD_DIM + 8) /* padded K row (bf16): conflict-free row reads */
-#define DEC_THREADS 128
+#define DEC_WARPS 4
+#define DEC_THREADS (DEC_WARPS * 32)
+#define DEC_CHUNK 16 /* keys per warp step */
 
 typedef struct {
     const bf16 *q;          /* [N, H, D] */
@@ -31,166 +47,163 @@ typedef struct {
     float *part;            /* [nb][H][splits][D + 2] */
     int *count;             /* [nb][Hkv] CTAs done per (row, kv head); the last one merges */
     bf16 *out;              /* [N, H*D] */
-    int H, Hkv, G, splits, window, nbuf;
+    int H, Hkv, splits, window;
     float qscale;           /* 1/sqrt(D) * log2(e) */
 } dec_args;
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
-/* nbuf: 2 double-buffers the tiles (a few CTAs, each walking many tiles:
- * batch 1 at long contexts); 1 halves shared memory so twice as many CTAs
- * fit on an SM (large decode batches, where there are CTAs to spare). */
-static size_t dec_smem_bytes(int G, int nbuf) {
-    return (size_t)G * NC_HEAD_DIM * 4                          /* q */
-           + nbuf * (size_t)NC_KV_BLOCK_TOKENS * KPAD * 2       /* K tiles */
-           + nbuf * (size_t)NC_KV_BLOCK_TOKENS * NC_HEAD_DIM * 2 /* V tiles */
-           + (size_t)NC_MAX(G, 2) * NC_KV_BLOCK_TOKENS * 4    /* p (G = 1: two half-dots) */
-           + 3 * (size_t)NC_ATTN_MAX_GROUP * 4;               /* m, l, alpha */
+__device__ __forceinline__ uint4 ld_kv(const uint4 *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
 }
 
+/* v[0] (lane's 8 values v[0..7] summed over the 16 lanes of its half-warp,
+ * value i of lane l going to key i) ends as the total of value i =
+ * (l >> 1) & 7 (lanes l and l ^ 1 hold the same): a reduce-scatter in
+ * 4 + 2 + 1 + 1 shuffles. */
+__device__ __forceinline__ float reduce_scatter8(float *v, int lane) {
+    bool b = lane & 8;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float send = b ? v[j] : v[j + 4], keep = b ? v[j + 4] : v[j];
+        v[j] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+    }
+    b = lane & 4;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        float send = b ? v[j] : v[j + 2], keep = b ? v[j + 2] : v[j];
+        v[j] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+    }
+    b = lane & 2;
+    float send = b ? v[0] : v[1], keep = b ? v[1] : v[0];
+    float s = keep + __shfl_xor_sync(0xffffffffu, send, 2);
+    return s + __shfl_xor_sync(0xffffffffu, s, 1);
+}
+
+/* G: query heads per kv head (compile time: the per-head state lives in
+ * registers). */
+template <int G>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
-    const int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS;
-    extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *ks = (bf16 *)smem;                      /* [nbuf][64][KPAD] */
-    bf16 *vs = ks + a.nbuf * BT * KPAD;           /* [nbuf][64][D] */
-    float *qs = (float *)(vs + a.nbuf * BT * D);  /* [G][D] */
-    float *ps = qs + a.G * D;                     /* [G][64] */
-    float *ms = ps + max(a.G, 2) * BT, *ls = ms + NC_ATTN_MAX_GROUP, *al = ls + NC_ATTN_MAX_GROUP;
+    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
+    static_assert(D == DEC_THREADS && D == 16 * 8, "one 16-lane row of 16-byte loads per key; a thread per dim");
+    __shared__ float sm_m[DEC_WARPS][G], sm_l[DEC_WARPS][G];
+    __shared__ __align__(16) float sm_acc[DEC_WARPS][G][D];
     __shared__ bool last;
 
     nc_pdl_trigger();
     int split = blockIdx.x, hk = blockIdx.y, row = blockIdx.z;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int half = lane >> 4, dl = lane & 15;
     int seq = a.dec_seq[row];
     int t = a.s_tok0[seq], pos = a.s_pos[seq];
     int lo = a.window == INT32_MAX ? 0 : max(0, pos - a.window);
-    int b_lo = lo / BT, b_hi = pos / BT;
-    int nblk = b_hi - b_lo + 1, per = (nblk + a.splits - 1) / a.splits;
-    int sb = b_lo + split * per, se = min(sb + per, b_hi + 1);
+    int c_lo = lo / DEC_CHUNK, c_hi = pos / DEC_CHUNK;
+    int workers = a.splits * DEC_WARPS, per = (c_hi - c_lo + workers) / workers;
+    int cb = c_lo + (split * DEC_WARPS + warp) * per, ce = min(cb + per, c_hi + 1);
     const int32_t *bt = a.bt + a.s_bt[seq];
-    size_t tile = (size_t)BT * D;
 
-    for (int i = tid; i < a.G * D; i += DEC_THREADS)
-        qs[i] = __bfloat162float(a.q[((size_t)t * a.H + hk * a.G) * D + i]) * a.qscale;
-    if (tid < NC_ATTN_MAX_GROUP) ms[tid] = -INFINITY, ls[tid] = 0.0f;
+    float q[G][8], m[G], l[G], acc[G][8];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        uint4 u = __ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl);
+        nc_bf16x8_to_f32(u, q[g]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) q[g][j] *= a.qscale, acc[g][j] = 0.0f;
+        m[g] = -INFINITY, l[g] = 0.0f;
+    }
+    int32_t blk = cb < ce ? __ldg(bt + cb / CPB) : 0;
+    for (int c = cb; c < ce; c++) {
+        size_t off = ((size_t)blk * a.Hkv + hk) * BT * D + (size_t)(c % CPB) * DEC_CHUNK * D;
+        const uint4 *kp = (const uint4 *)(a.kc + off) + lane, *vp = (const uint4 *)(a.vc + off) + lane;
+        uint4 kv[8], vv[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) kv[i] = ld_kv(kp + 32 * i);
+#pragma unroll
+        for (int i = 0; i < 8; i++) vv[i] = ld_kv(vp + 32 * i);
+        if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
+        int key = c * DEC_CHUNK + 2 * ((lane >> 1) & 7) + half; /* the key whose score this lane ends with */
+        bool valid = key >= lo && key <= pos;
+        float p[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float pr[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float kf[8];
+                nc_bf16x8_to_f32(kv[i], kf);
+                float s = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
+                pr[i] = s;
+            }
+            float sc = reduce_scatter8(pr, lane);
+            sc = valid ? sc : -INFINITY;
+            float mn = fmaxf(m[g], nc_warp_max(sc));
+            float mu = mn == -INFINITY ? 0.0f : mn;
+            float alpha = exp2f(m[g] - mu);
+            p[g] = exp2f(sc - mu);
+            l[g] = l[g] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[g]);
+            m[g] = mn;
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float vf[8];
+            nc_bf16x8_to_f32(vv[i], vf);
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pi, vf[j], acc[g][j]);
+            }
+        }
+    }
+    /* the two half-warps hold the same dims of different keys, same m */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], 16);
+        if (lane < 16) {
+            float4 *d = (float4 *)&sm_acc[warp][g][dl * 8];
+            d[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+            d[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+        }
+        if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
+    }
     __syncthreads();
-    float acc[NC_ATTN_MAX_GROUP];
+    /* merge the warps: thread tid owns dim tid */
+    float num[G], den[G], mx[G];
 #pragma unroll
-    for (int g = 0; g < NC_ATTN_MAX_GROUP; g++) acc[g] = 0.0f;
-
-    /* Issue the loads of block b into buffer buf. */
-#define LOAD_TILE(b, buf)                                                                   \
-    do {                                                                                    \
-        size_t off_ = (((size_t)bt[b]) * a.Hkv + hk) * tile;                                \
-        const bf16 *kg_ = a.kc + off_, *vg_ = a.vc + off_;                                  \
-        for (int c_ = tid; c_ < BT * D / 8; c_ += DEC_THREADS) {                            \
-            int r_ = c_ / (D / 8), k_ = c_ % (D / 8);                                       \
-            cp_async16(ks + (buf) * BT * KPAD + r_ * KPAD + k_ * 8, kg_ + (size_t)c_ * 8);  \
-            cp_async16(vs + (buf) * BT * D + (size_t)c_ * 8, vg_ + (size_t)c_ * 8);         \
-        }                                                                                   \
-        cp_async_commit();                                                                  \
-    } while (0)
-
-    if (sb < se) LOAD_TILE(sb, 0);
-    for (int b = sb; b < se; b++) {
-        int buf = a.nbuf == 2 ? (b - sb) & 1 : 0;
-        if (a.nbuf == 2 && b + 1 < se) {
-            LOAD_TILE(b + 1, buf ^ 1);
-            cp_async_wait<1>();
-        } else {
-            if (b > sb && a.nbuf == 1) LOAD_TILE(b, 0); /* the previous tile is consumed (barrier below) */
-            cp_async_wait<0>();
+    for (int g = 0; g < G; g++) {
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sm_m[w][g]);
+        float n = 0.0f, s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            float f = sm_m[w][g] == -INFINITY ? 0.0f : exp2f(sm_m[w][g] - M);
+            n = fmaf(f, sm_acc[w][g][tid], n);
+            s = fmaf(f, sm_l[w][g], s);
         }
-        __syncthreads();
-        /* scores: thread -> key tid % 64. G = 1: the two thread halves take
-         * half of D each (summed below); G > 1: heads g = tid / 64, +2, ... */
-        {
-            int key = tid & (BT - 1), grp = tid / BT;
-            int kpos = b * BT + key;
-            bool valid = kpos >= lo && kpos <= pos;
-            const uint4 *kr = (const uint4 *)(ks + buf * BT * KPAD + key * KPAD);
-            if (a.G == 1) {
-                const float *qg = qs + grp * (D / 2);
-                float sc = 0.0f;
-#pragma unroll
-                for (int c = 0; c < D / 16; c++) {
-                    float kf[8];
-                    nc_bf16x8_to_f32(kr[grp * (D / 16) + c], kf);
-#pragma unroll
-                    for (int i = 0; i < 8; i++) sc = fmaf(kf[i], qg[c * 8 + i], sc);
-                }
-                ps[grp * BT + key] = sc;
-                __syncthreads();
-                if (grp == 0) ps[key] = valid ? ps[key] + ps[BT + key] : -INFINITY;
-            } else {
-                for (int g = grp; g < a.G; g += DEC_THREADS / BT) {
-                    const float *qg = qs + g * D;
-                    float sc = 0.0f;
-#pragma unroll
-                    for (int c = 0; c < D / 8; c++) {
-                        float kf[8];
-                        nc_bf16x8_to_f32(kr[c], kf);
-#pragma unroll
-                        for (int i = 0; i < 8; i++) sc = fmaf(kf[i], qg[c * 8 + i], sc);
-                    }
-                    ps[g * BT + key] = valid ? sc : -INFINITY;
-                }
-            }
-        }
-        __syncthreads();
-        /* online softmax, one warp per head */
-        for (int g = warp; g < a.G; g += DEC_THREADS / 32) {
-            float s0 = ps[g * BT + lane], s1 = ps[g * BT + lane + 32];
-            float mt = nc_warp_max(fmaxf(s0, s1));
-            float m_old = ms[g];
-            float m_new = fmaxf(m_old, mt);
-            float mu = m_new == -INFINITY ? 0.0f : m_new;
-            float p0 = exp2f(s0 - mu), p1 = exp2f(s1 - mu);
-            float sum = nc_warp_sum(p0 + p1);
-            float alpha = exp2f(m_old - mu);
-            ps[g * BT + lane] = p0;
-            ps[g * BT + lane + 32] = p1;
-            __syncwarp();
-            if (lane == 0) {
-                ms[g] = m_new;
-                ls[g] = ls[g] * alpha + sum;
-                al[g] = alpha;
-            }
-        }
-        __syncthreads();
-        /* acc[g] (dim tid) = acc * alpha + sum_j p[g][j] v[j][tid] */
-        {
-            const bf16 *vt = vs + buf * BT * D + tid;
-#pragma unroll
-            for (int g = 0; g < NC_ATTN_MAX_GROUP; g++)
-                if (g < a.G) acc[g] *= al[g];
-            for (int j = 0; j < BT; j++) {
-                float v = __bfloat162float(vt[j * D]);
-#pragma unroll
-                for (int g = 0; g < NC_ATTN_MAX_GROUP; g++)
-                    if (g < a.G) acc[g] = fmaf(ps[g * BT + j], v, acc[g]);
-            }
-        }
-        __syncthreads();
+        num[g] = n, den[g] = s, mx[g] = M;
     }
-#undef LOAD_TILE
-    for (int g = 0; g < a.G; g++) {
-        float *p = a.part + (((size_t)row * a.H + hk * a.G + g) * a.splits + split) * (D + 2);
-        float accg = 0.0f;
+    if (a.splits == 1) {
 #pragma unroll
-        for (int gg = 0; gg < NC_ATTN_MAX_GROUP; gg++)
-            if (gg == g) accg = acc[gg];
-        p[tid] = accg;
-        if (tid == 0) p[D] = ms[g], p[D + 1] = ls[g];
+        for (int g = 0; g < G; g++)
+            a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(den[g] > 0.0f ? num[g] / den[g] : 0.0f);
+        return;
     }
-    /* The last CTA of this (row, kv head) to finish merges the splits
-     * (saves a launch per layer); it resets the counter for the next use. */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float *p = a.part + (((size_t)row * a.H + hk * G + g) * a.splits + split) * (D + 2);
+        p[tid] = num[g];
+        if (tid == 0) p[D] = mx[g], p[D + 1] = den[g];
+    }
+    /* The last CTA of this (row, kv head) to finish merges the splits;
+     * it resets the counter for the next use. */
     __threadfence();
     __syncthreads();
     if (tid == 0) {
@@ -201,25 +214,25 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     __syncthreads();
     if (!last) return;
     __threadfence();
-    for (int g = 0; g < a.G; g++) {
-        const float *p = a.part + ((size_t)row * a.H + hk * a.G + g) * a.splits * (D + 2);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float *p = a.part + ((size_t)row * a.H + hk * G + g) * a.splits * (D + 2);
         float M = -INFINITY;
         for (int s = 0; s < a.splits; s++) M = fmaxf(M, __ldcg(p + s * (D + 2) + D));
-        float num = 0.0f, den = 0.0f;
+        float n = 0.0f, sum = 0.0f;
         for (int s = 0; s < a.splits; s++) {
-            const float *q = p + s * (D + 2);
-            float m = __ldcg(q + D);
-            float w = m == -INFINITY ? 0.0f : exp2f(m - M);
-            num = fmaf(w, __ldcg(q + tid), num);
-            den = fmaf(w, __ldcg(q + D + 1), den);
+            const float *ps = p + s * (D + 2);
+            float ms = __ldcg(ps + D);
+            float w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+            n = fmaf(w, __ldcg(ps + tid), n);
+            sum = fmaf(w, __ldcg(ps + D + 1), sum);
         }
-        a.out[((size_t)t * a.H + hk * a.G + g) * D + tid] = __float2bfloat16_rn(den > 0.0f ? num / den : 0.0f);
+        a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(sum > 0.0f ? n / sum : 0.0f);
     }
 }
 
 int nc_cuda_attn_decode_init(nc_cuda *cu) {
-    NC_CU_TRY(cudaFuncSetAttribute(attn_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)dec_smem_bytes(NC_ATTN_MAX_GROUP, 2)));
+    (void)cu;
     return 0;
 }
 
@@ -234,13 +247,22 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits) {
     a.part = cu->part;
     a.count = cu->attn_count;
     a.out = cu->attn;
-    a.H = cu->H, a.Hkv = cu->Hkv, a.G = cu->G, a.splits = splits;
+    a.H = cu->H, a.Hkv = cu->Hkv, a.splits = splits;
     a.window = cu->layers[layer].window;
-    a.nbuf = cu->attn_nbuf ? cu->attn_nbuf : nb >= 8 ? 1 : 2;
     a.qscale = 1.4426950408889634f / sqrtf((float)cu->D);
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
     dim3 grid(splits, cu->Hkv, nb);
-    attn_decode_kernel<<<grid, DEC_THREADS, dec_smem_bytes(cu->G, a.nbuf), cu->stream>>>(a);
+    switch (cu->G) {
+    case 1: attn_decode_kernel<1><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    case 2: attn_decode_kernel<2><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    case 3: attn_decode_kernel<3><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    case 4: attn_decode_kernel<4><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    case 5: attn_decode_kernel<5><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    case 6: attn_decode_kernel<6><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    case 7: attn_decode_kernel<7><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    case 8: attn_decode_kernel<8><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
+    default: NC_ASSERT(!"group size outside 1..NC_ATTN_MAX_GROUP (check_model)");
+    }
     NC_CU_LAUNCHED("attn_decode");
     return 0;
 }

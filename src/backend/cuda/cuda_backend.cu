@@ -425,8 +425,6 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     env = getenv("NC_CUDA_PDL");
     cu->pdl = env ? !strcmp(env, "1") : false;
     if (cu->cc_major < 9) cu->pdl = false;
-    env = getenv("NC_CUDA_ATTN_NBUF");
-    cu->attn_nbuf = env && (!strcmp(env, "1") || !strcmp(env, "2")) ? atoi(env) : 0;
     env = getenv("NC_CUDA_PROFILE");
     cu->profile = env && !strcmp(env, "1");
     if (cu->profile) {

@@ -161,7 +161,6 @@ typedef struct {
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;
     bool pdl;                          /* programmatic dependent launch of the GEMVs (sm_90) */
-    int attn_nbuf;                     /* NC_CUDA_ATTN_NBUF=1|2 forces the decode tile buffering (0: by batch) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
 
     /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
