@@ -6,7 +6,8 @@
 # `nanochat bench`'s batch-1 decode at the same context for comparison.
 # Uses the prebuilt binaries in .gpu-bin when present (the device image lacks
 # cjson, pcre2, microhttpd and libedit), else build/.
-#   usage: bash tools/gpu_serve_bench.sh     (logs and a summary under $OUT)
+#   usage: [SERVE_ARGS="--max-batch-tokens 1024"] bash tools/gpu_serve_bench.sh
+#   (logs and a summary under $OUT)
 set -u
 OUT=${OUT:-/tmp/nc-serve-out}
 mkdir -p "$OUT"
@@ -20,7 +21,7 @@ URL=http://127.0.0.1:$PORT
 get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1" 2>/dev/null; }
 MODEL_ARGS=${MODEL_ARGS:---random d34 --device cuda}
 CLIENTS=${CLIENTS:-64}
-$BIN serve $MODEL_ARGS --port "$PORT" --max-batch 64 --kv-blocks 1100 \
+$BIN serve $MODEL_ARGS --port "$PORT" --max-batch 64 --kv-blocks 1100 ${SERVE_ARGS:-} \
     >"$OUT/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
