@@ -2,8 +2,10 @@
 #
 # Layout: src/<layer>/*.c form build/libnanochat.a; src/cli/*.c link it into
 # build/nanochat; tests/c/test_*.c become build/tests/test_*; tests/fuzz/
-# fuzz_*.c become libFuzzer targets (clang). CUDA sources (src/**/*.cu) are
-# built when nvcc is found, for CUDA_ARCH (default: Ampere + Hopper).
+# fuzz_*.c become libFuzzer targets (clang); examples/*.c (programs using
+# only the public include/nanochat.h) become build/examples/*. CUDA sources
+# (src/**/*.cu) are built when nvcc is found, for CUDA_ARCH (default: Ampere
+# + Hopper).
 
 CC       ?= cc
 BUILD    ?= build
@@ -21,6 +23,7 @@ CLI_SRC  := $(shell find src/cli -name '*.c' | sort)
 CU_SRC   := $(shell find src -name '*.cu' | sort)
 TEST_SRC := $(shell find tests/c -name 'test_*.c' 2>/dev/null | sort)
 FUZZ_SRC := $(shell find tests/fuzz -name 'fuzz_*.c' 2>/dev/null | sort)
+EX_SRC   := $(shell find examples -name '*.c' 2>/dev/null | sort)
 
 ifneq ($(NVCC),)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
@@ -35,9 +38,10 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+EXAMPLES := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all test tests fuzz asan clean
-all: $(BUILD)/nanochat tests
+.PHONY: all test tests examples fuzz asan clean
+all: $(BUILD)/nanochat tests examples
 
 $(BUILD)/libnanochat.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
@@ -58,6 +62,12 @@ tests: $(TESTS)
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libnanochat.a tests/c/check.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/c -o $@ $< $(BUILD)/libnanochat.a $(LDLIBS)
+
+# Programs embedding the engine through the public header only (no -Isrc).
+examples: $(EXAMPLES)
+$(BUILD)/examples/%: examples/%.c include/nanochat.h $(BUILD)/libnanochat.a
+	@mkdir -p $(@D)
+	$(CC) $(OPT) -g -std=c11 -Wall -Wextra -pthread -Iinclude $(LDFLAGS) -o $@ $< $(BUILD)/libnanochat.a $(LDLIBS)
 
 # The whole suite: C tests, Python comparisons against reference tools,
 # CLI and server tests, bounded fuzzing. Ends with `tests: N passed, N failed`.
@@ -83,5 +93,9 @@ clean:
 
 # The chat page is embedded with .incbin (src/server/web_page.c).
 $(BUILD)/src/server/web_page.o: src/server/web/index.html
+
+# The bundled model's fallback location for programs linking the library
+# from anywhere (engine/runner.c: nc_default_model_path).
+$(BUILD)/src/engine/runner.o: CFLAGS += -DNC_SOURCE_MODELS_DIR='"$(CURDIR)/models"'
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

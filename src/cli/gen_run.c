@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/runner.h"
 #include "util/common.h"
 
 /* ==== flags ==== */
@@ -118,12 +119,11 @@ int nc_cli_engine_open(nc_cli_engine *e, const nc_model_args *a, int n_rows) {
     if (nc_model_args_load(a, &e->model, &e->tok)) return -1;
     e->load_s = nc_now() - t0;
     e->max_context = e->model->cfg.sequence_len;
-    int32_t per_seq = (e->max_context + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
-    /* n rows of a full context, plus room for the prefix cache of a chat. */
-    nc_backend_params bp = {.n_kv_blocks = (n_rows + 2) * per_seq, .max_seqs = NC_MAX(n_rows, 16)};
+    nc_backend_params bp;
+    nc_scheduler_params sp;
+    nc_runner_sizes(e->max_context, n_rows, &bp, &sp);
     e->backend = nc_model_args_backend(a, e->model, &bp);
     if (!e->backend) return -1;
-    nc_scheduler_params sp = {.max_context = e->max_context, .max_running = NC_MAX(n_rows, 1)};
     e->sched = nc_scheduler_create(e->backend, e->tok, &sp);
     if (!e->sched) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
@@ -247,13 +247,11 @@ int nc_cli_run_request(nc_cli_engine *e, const int32_t *prompt, int32_t n, const
     run->streaming = stream != NULL;
     run->display.out = stream;
     run->t_submit = nc_now();
-    if (nc_scheduler_submit(e->sched, prompt, n, g, on_event, run, NULL)) {
+    if (nc_runner_run(e->sched, prompt, n, g, on_event, run)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
         nc_cli_run_free(run);
         return -1;
     }
-    int left;
-    while ((left = nc_scheduler_step(e->sched)) > 0) {}
     if (run->streaming) display_end(&run->display);
     return 0;
 }

@@ -5,18 +5,17 @@
  *
  * Mirrors how nanochat's scripts pick a checkpoint (`-i sft|rl|mid|base`,
  * `-g d34`, `-s step` in chat_cli.py / chat_web.py via checkpoint_manager),
- * plus --random for checkpoint-free benchmarks. Lives in src/cli/ because it
- * links the backend and tokenizer; the library's loaders do not need it.
+ * plus --random for checkpoint-free benchmarks. The loading itself (default
+ * model, tokenizer check) is engine/runner.c's, shared with the public API;
+ * this file adds the flags and the CLI's error printing.
  */
 #include "model_args.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "engine/runner.h"
 #include "util/common.h"
 
 void nc_model_args_init(nc_model_args *a) {
@@ -159,101 +158,10 @@ void nc_model_args_help(FILE *f) {
             "  -v, --verbose        timings on stderr\n");
 }
 
-/* The bundled default model: $NANOCHAT_MODEL, else <exe dir>/../models/picochat. */
-static int default_model_path(char *buf, size_t cap) {
-    const char *env = getenv("NANOCHAT_MODEL");
-    if (env && *env) {
-        snprintf(buf, cap, "%s", env);
-        return 0;
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return nc_fail("no model given (-m PATH or --random SPEC) and the binary's location is unknown");
-    exe[n] = 0;
-    char up[PATH_MAX + 4], real[PATH_MAX];
-    snprintf(up, sizeof up, "%s/..", dirname(exe));
-    int len = snprintf(buf, cap, "%s/models/picochat", realpath(up, real) ? real : up);
-    if (len < 0 || (size_t)len >= cap) return nc_fail("the binary's directory path is too long");
-    return 0;
-}
-
-static nc_tokenizer *load_tokenizer(const char *path, const nc_model *m) {
-    nc_tokenizer *tok = nc_tokenizer_load(path);
-    if (!tok) {
-        nc_fail_context("tokenizer %s", path);
-        return NULL;
-    }
-    if (m && nc_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
-        nc_fail("tokenizer %s has %d tokens but the model's vocab_size is %d: they do not belong together",
-                path, nc_tokenizer_vocab_size(tok), m->cfg.vocab_size);
-        nc_tokenizer_free(tok);
-        return NULL;
-    }
-    return tok;
-}
-
-/* Finds a tokenizer for a --random model: --tokenizer, else the default
- * model's, if it exists. */
-static nc_tokenizer *random_model_tokenizer(const nc_model_args *a, const nc_model *m) {
-    if (a->load.tokenizer_path) return load_tokenizer(a->load.tokenizer_path, m);
-    char path[PATH_MAX];
-    struct stat st;
-    if (default_model_path(path, sizeof path) == 0 && stat(path, &st) == 0) {
-        nc_load_options o = {.path = path, .step = -1};
-        nc_checkpoint_location loc = {0};
-        if (nc_checkpoint_locate(&o, &loc) == 0 && loc.tokenizer_file) {
-            nc_tokenizer *tok = load_tokenizer(loc.tokenizer_file, m);
-            nc_checkpoint_location_free(&loc);
-            return tok;
-        }
-        nc_checkpoint_location_free(&loc);
-    }
-    nc_fail("--random needs a tokenizer: give --tokenizer FILE (none found at the default model %s)", path);
-    return NULL;
-}
-
-static int load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
-                nc_checkpoint_location *loc) {
-    if (a->random_spec && a->load.path) return nc_fail("-m and --random are mutually exclusive");
-    if (a->random_spec) {
-        if (a->load.step >= 0 || a->load.source || a->load.tag)
-            return nc_fail("--step, --source and --tag select a checkpoint; they make no sense with --random");
-        *model = nc_model_random(a->random_spec, a->random_seed);
-        if (!*model) return -1;
-        if (tok && !(*tok = random_model_tokenizer(a, *model)) && (tok_required || a->load.tokenizer_path))
-            return -1;
-        return 0;
-    }
-    nc_load_options o = a->load;
-    char path[PATH_MAX];
-    if (!o.path) {
-        if (default_model_path(path, sizeof path)) return -1;
-        struct stat st;
-        if (stat(path, &st) != 0)
-            return nc_fail("no model given (-m PATH or --random SPEC), and the bundled default model %s "
-                           "does not exist (yet): train or download it there, or set $NANOCHAT_MODEL", path);
-        o.path = path;
-    }
-    *model = nc_model_load(&o, loc);
-    if (!*model) return -1;
-    if (!tok) return 0;
-    if (!loc->tokenizer_file) {
-        if (!tok_required) return 0;
-        return nc_fail("no tokenizer found for %s (looked beside the model and in <base>/tokenizer/); "
-                       "give --tokenizer FILE", o.path);
-    }
-    *tok = load_tokenizer(loc->tokenizer_file, *model);
-    return *tok ? 0 : -1;
-}
-
 int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
                                nc_checkpoint_location *loc) {
     double t0 = nc_now();
-    *model = NULL;
-    if (tok) *tok = NULL;
-    memset(loc, 0, sizeof *loc);
-    loc->step = -1;
-    if (load(a, model, tok, tok_required, loc)) {
+    if (nc_runner_load(&a->load, a->random_spec, a->random_seed, model, tok, tok_required, loc)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
         nc_model_free(*model);
         *model = NULL;

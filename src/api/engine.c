@@ -1,0 +1,211 @@
+/*
+ * engine.c: the public engine handle (include/nanochat.h): open and close,
+ * the error buffer, model info, tokenize / detokenize and chat rendering.
+ *
+ * Thin on purpose: loading is engine/runner.c's (the same code the CLI
+ * uses, bundled default model included), tokens and chat rendering are the
+ * tokenizer's. What this layer adds is the public conventions: no internal
+ * type crosses the header, caller-sized buffers, every failure reported
+ * through nc_engine_last_error() instead of stderr.
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "../engine/runner.h"
+#include "../util/common.h"
+#include "api_internal.h"
+
+/* ==== errors ==== */
+
+/* Separate from nc_error() so that a successful public call reads "" and
+ * internal calls that fail and recover inside a public call leave no
+ * trace. Thread-local like nc_error(). */
+static _Thread_local char api_error[NC_ERROR_MAX];
+
+void nc_pub_clear_error(void) {
+    api_error[0] = 0;
+}
+
+int nc_pub_failed(void) {
+    const char *msg = nc_error();
+    snprintf(api_error, sizeof api_error, "%s", *msg ? msg : "unknown error");
+    return -1;
+}
+
+int nc_pub_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(api_error, sizeof api_error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *nc_engine_last_error(void) {
+    return api_error;
+}
+
+const char *nc_version(void) {
+    return NANOCHAT_VERSION;
+}
+
+/* ==== open / close ==== */
+
+void nc_engine_close(nc_engine *e) {
+    if (!e) return;
+    nc_scheduler_free(e->sched);
+    nc_backend_free(e->backend);
+    nc_tokenizer_free(e->tok);
+    nc_model_free(e->model);
+    pthread_mutex_destroy(&e->gen_lock);
+    free(e);
+}
+
+static int check_options(const nc_engine_options *o) {
+    if (o->device && strcmp(o->device, "cpu") && strcmp(o->device, "cuda") && strcmp(o->device, "auto"))
+        return nc_pub_fail("device must be \"cpu\", \"cuda\" or \"auto\", got \"%s\"", o->device);
+    if (o->threads < 0 || o->threads > 1024)
+        return nc_pub_fail("threads must be in 0..1024 (0 = all cores), got %d", o->threads);
+    if (o->max_context < 0)
+        return nc_pub_fail("max_context must be >= 0 (0 = the model's sequence_len), got %d", o->max_context);
+    if (o->model_path && !*o->model_path) return nc_pub_fail("model_path is empty (NULL selects the default model)");
+    if (o->tokenizer_path && !*o->tokenizer_path)
+        return nc_pub_fail("tokenizer_path is empty (NULL finds it beside the model)");
+    return 0;
+}
+
+nc_engine *nc_engine_open(const nc_engine_options *opts) {
+    nc_pub_clear_error();
+    nc_engine_options o = {0};
+    if (opts) o = *opts;
+    if (check_options(&o)) return NULL;
+    nc_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        nc_pub_fail("out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&e->gen_lock, NULL);
+    nc_load_options lo = {.path = o.model_path, .step = -1, .tokenizer_path = o.tokenizer_path};
+    nc_checkpoint_location loc;
+    int rc = nc_runner_load(&lo, NULL, 0, &e->model, &e->tok, true, &loc);
+    nc_checkpoint_location_free(&loc);
+    if (rc) goto failed;
+    int32_t seq = e->model->cfg.sequence_len;
+    if (o.max_context > seq) {
+        nc_fail("max_context %d exceeds the model's context of %d tokens (sequence_len)", o.max_context, seq);
+        goto failed;
+    }
+    e->max_context = o.max_context ? o.max_context : seq;
+    nc_backend_params bp;
+    nc_scheduler_params sp;
+    nc_runner_sizes(e->max_context, 1, &bp, &sp);
+    bp.n_threads = o.threads;
+    e->backend = nc_backend_create(o.device ? o.device : "auto", e->model, &bp);
+    if (!e->backend) goto failed;
+    e->sched = nc_scheduler_create(e->backend, e->tok, &sp);
+    if (!e->sched) goto failed;
+    return e;
+failed:
+    nc_pub_failed();
+    nc_engine_close(e);
+    return NULL;
+}
+
+/* ==== queries ==== */
+
+int nc_engine_get_info(const nc_engine *e, nc_engine_info *info) {
+    nc_pub_clear_error();
+    if (!e || !info) return nc_pub_fail("nc_engine_get_info: engine and info are required");
+    const nc_model_config *c = &e->model->cfg;
+    memset(info, 0, sizeof *info);
+    info->n_layer = c->n_layer;
+    info->n_embd = c->n_embd;
+    info->n_head = c->n_head;
+    info->n_kv_head = c->n_kv_head;
+    info->vocab_size = c->vocab_size;
+    info->sequence_len = c->sequence_len;
+    info->max_context = e->max_context;
+    info->n_params = nc_config_param_count(c);
+    info->generation = nc_generation_name(c->generation);
+    info->source = e->model->source ? e->model->source : "";
+    info->format = e->model->format ? e->model->format : "";
+    nc_backend *b = e->backend;
+    info->device = b->ops->describe ? b->ops->describe(b) : b->ops->name;
+    return 0;
+}
+
+/* ==== tokens and text ==== */
+
+/* Copies a token list into the caller's buffer; returns its full length. */
+static int64_t give_ids(const nc_tokens *t, int32_t *ids, size_t cap) {
+    size_t k = NC_MIN(cap, t->n);
+    if (k) memcpy(ids, t->ids, k * sizeof *ids);
+    return (int64_t)t->n;
+}
+
+int64_t nc_engine_tokenize(const nc_engine *e, const char *text, size_t len, int32_t *ids, size_t cap) {
+    nc_pub_clear_error();
+    if (!e || (!text && len)) return nc_pub_fail("nc_engine_tokenize: engine and text are required");
+    if (cap && !ids) return nc_pub_fail("nc_engine_tokenize: ids is NULL but cap is %zu", cap);
+    nc_tokens t = {0};
+    int64_t n = nc_tokenizer_encode(e->tok, text ? text : "", len, &t) ? nc_pub_failed() : give_ids(&t, ids, cap);
+    nc_tokens_free(&t);
+    return n;
+}
+
+int64_t nc_engine_detokenize(const nc_engine *e, const int32_t *ids, size_t n, char *text, size_t cap) {
+    nc_pub_clear_error();
+    if (!e || (!ids && n)) return nc_pub_fail("nc_engine_detokenize: engine and ids are required");
+    if (cap && !text) return nc_pub_fail("nc_engine_detokenize: text is NULL but cap is %zu", cap);
+    size_t len = 0;
+    char *s = nc_tokenizer_decode(e->tok, ids, n, &len);
+    if (!s) return nc_pub_failed();
+    if (cap) {
+        size_t k = NC_MIN(len, cap - 1);
+        memcpy(text, s, k);
+        text[k] = 0;
+    }
+    free(s);
+    return (int64_t)len;
+}
+
+int32_t nc_engine_special_token(const nc_engine *e, const char *name) {
+    nc_pub_clear_error();
+    if (!e || !name) return nc_pub_fail("nc_engine_special_token: engine and name are required");
+    return nc_tokenizer_special_by_name(e->tok, name);
+}
+
+int nc_pub_render_messages(const nc_engine *e, const nc_message *msgs, size_t n_msgs, nc_tokens *out) {
+    if (!msgs || n_msgs == 0) return nc_pub_fail("the conversation is empty");
+    if (n_msgs > INT_MAX) return nc_pub_fail("too many messages (%zu)", n_msgs);
+    nc_chat_message *cm = malloc(n_msgs * sizeof *cm);
+    if (!cm) return nc_pub_fail("out of memory for %zu messages", n_msgs);
+    int rc = 0;
+    for (size_t i = 0; i < n_msgs && !rc; i++) {
+        const char *role = msgs[i].role ? msgs[i].role : "(null)";
+        if (!strcmp(role, "system")) cm[i].role = NC_ROLE_SYSTEM;
+        else if (!strcmp(role, "user")) cm[i].role = NC_ROLE_USER;
+        else if (!strcmp(role, "assistant")) cm[i].role = NC_ROLE_ASSISTANT;
+        else rc = nc_pub_fail("message %zu: unknown role \"%s\" (system, user or assistant)", i, role);
+        if (!rc && !msgs[i].content) rc = nc_pub_fail("message %zu: content is NULL", i);
+        if (!rc) {
+            cm[i].content = msgs[i].content;
+            cm[i].len = strlen(msgs[i].content);
+        }
+    }
+    if (!rc && nc_chat_render(e->tok, cm, (int)n_msgs, out)) rc = nc_pub_failed();
+    free(cm);
+    return rc;
+}
+
+int64_t nc_engine_render_chat(const nc_engine *e, const nc_message *msgs, size_t n_msgs, int32_t *ids,
+                              size_t cap) {
+    nc_pub_clear_error();
+    if (!e) return nc_pub_fail("nc_engine_render_chat: engine is required");
+    if (cap && !ids) return nc_pub_fail("nc_engine_render_chat: ids is NULL but cap is %zu", cap);
+    nc_tokens t = {0};
+    int64_t n = nc_pub_render_messages(e, msgs, n_msgs, &t) ? -1 : give_ids(&t, ids, cap);
+    nc_tokens_free(&t);
+    return n;
+}
