@@ -202,11 +202,12 @@ typedef int (*nc_stream_fn)(void *user, const char *delta, size_t len, int32_t t
 /* Generates a reply to `prompt` and blocks until it is complete. `opts`
  * NULL: nanochat's defaults. Returns 0 with `reply` filled (finish stop,
  * length or cancelled), or -1 with nc_engine_last_error(): `reply` is then
- * empty for a refused request (invalid options, an empty prompt, a prompt
- * that leaves no room within max_context) and holds the partial reply with
- * finish NC_REPLY_ERROR for a backend failure. Free `reply` in every case.
- * Repeated calls that extend the same conversation reuse the cached prefix
- * (only the new tokens are processed). */
+ * zeroed for a refused request (invalid options, an empty prompt, a prompt
+ * that leaves no room within max_context; nothing to free) and holds the
+ * partial reply with finish NC_REPLY_ERROR for a backend failure.
+ * nc_reply_free is right in every case. Repeated calls that extend the
+ * same conversation reuse the cached prefix (only the new tokens are
+ * processed). */
 int nc_engine_generate(nc_engine *e, const nc_prompt *prompt, const nc_generate_options *opts, nc_reply *reply);
 
 /* As nc_engine_generate, calling `cb` (may be NULL) with each text delta

@@ -163,10 +163,7 @@ static void reply_from(gen_call *c, nc_reply *r) {
 int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_generate_options *opts,
                               nc_stream_fn cb, void *user, nc_reply *reply) {
     nc_pub_clear_error();
-    if (reply) {
-        memset(reply, 0, sizeof *reply);
-        reply->text = nc_xstrdup("");
-    }
+    if (reply) memset(reply, 0, sizeof *reply);
     if (!e) return nc_pub_fail("nc_engine_generate: engine is NULL");
     if (generating == e)
         return nc_pub_fail("nc_engine_generate: called from a stream callback of the same engine");
@@ -202,10 +199,7 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
             rc = nc_pub_fail("generation failed: %s", c.error[0] ? c.error : "the request never finished");
             c.finish = NC_FINISH_ERROR;
         }
-        if (reply) {
-            free(reply->text);
-            reply_from(&c, reply);
-        }
+        if (reply) reply_from(&c, reply);
     }
     free(c.scratch);
     free(c.tokens);
