@@ -74,9 +74,13 @@ typedef struct {
      * asked for them, in batch order, as rows of V = vocab_size floats to
      * `logits` (host memory). */
     int (*forward)(nc_backend *b, const nc_batch *batch, float *logits);
-    /* Optional (NULL if unsupported): like forward, but every chunk must ask
-     * for NC_LOGITS_LAST and the backend samples one token per chunk on the
-     * device, so only ids cross to the host. */
+    /* Optional (NULL if unsupported): like forward, but the backend samples
+     * one token on the device for every chunk that asks for NC_LOGITS_LAST,
+     * so only ids cross to the host. Chunks may also ask for NC_LOGITS_NONE
+     * (a mid-prompt chunk that only fills the cache: one pass over the
+     * weights serves the whole step). rows[] and tokens_out[] are indexed by
+     * chunk; entries of NONE chunks are left untouched. NC_LOGITS_ALL is
+     * refused. */
     int (*forward_sample)(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows,
                           int32_t *tokens_out);
     /* Copies the first n_tokens positions of block src into block dst, all
@@ -88,6 +92,12 @@ typedef struct {
      * in bytes/s (read + written), the ceiling `nanochat bench` compares
      * with; 0 on failure. Backends without it are measured with memcpy. */
     double (*copy_bandwidth)(nc_backend *b);
+    /* Optional (NULL if there is nothing to prepare): readies the fast path
+     * of decode steps of 1..max_rows rows ahead of time (CUDA: runs and
+     * captures each batch size's graph), so that the first steps of a busy
+     * server do not pay for it. Only before any sequence holds KV blocks: it
+     * overwrites position 0 of the first max_rows blocks. */
+    int (*prepare_decode)(nc_backend *b, int32_t max_rows);
 } nc_backend_ops;
 
 struct nc_backend {

@@ -7,12 +7,14 @@
  * allow, oldest first. Decode rows come first, so a long prompt never
  * stalls running streams: it is spread over several steps.
  *
- * Two calls when the backend samples on the device: chunks whose tokens
- * can be sampled there (decode rows, the final chunk of an n = 1 prompt,
- * no logprobs) go to forward_sample; the rest (mid-prompt chunks, n > 1
- * forks that sample several rows from one set of logits, logprobs) go to
- * forward with host sampling. Without forward_sample, everything is one
- * forward call.
+ When the backend samples on the device, chunks whose tokens can be
+ * sampled there (decode rows, the final chunk of an n = 1 prompt, no
+ * logprobs) and mid-prompt chunks (no logits at all) go to forward_sample,
+ * so a step that mixes decode and prefill is one pass over the weights.
+ * Only chunks whose logits the host must see (n > 1 forks that sample
+ * several rows from one set of logits, logprobs) go to forward with host
+ * sampling: such steps cost two calls. Without forward_sample, everything
+ * is one forward call.
  *
  * Then per row, as nanochat's Engine.generate: a pending forced token
  * replaces the sampled one; the calculator state machine watches
@@ -182,7 +184,7 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
             continue;
         }
         bool last = row->n_computed + len == r->n_prompt;
-        bool host = !dev_ok || !last || r->params.n > 1 || r->params.top_logprobs >= 0;
+        bool host = !dev_ok || (last && (r->params.n > 1 || r->params.top_logprobs >= 0));
         add_chunk(s, host, row, len, true, last);
         total += len;
     }
@@ -223,6 +225,7 @@ static void deliver_host(nc_scheduler *s) {
 static void deliver_dev(nc_scheduler *s) {
     for (int32_t c = 0; c < s->n_dev; c++) {
         chunk_meta *m = &s->dev_meta[c];
+        if (!m->last) continue; /* a mid-prompt chunk: nothing sampled */
         sched_row *row = m->row;
         memcpy(row->rng, s->dev_rows[c].rng_state, sizeof row->rng);
         if (m->prefill && !start_decoding(s, row->req)) continue;

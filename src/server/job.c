@@ -259,6 +259,16 @@ void *nc_engine_main(void *arg) {
         atomic_store(&srv->state, NC_SRV_FAILED);
         return NULL;
     }
+    if (srv->m.backend->ops->prepare_decode) {
+        double tp = nc_now();
+        if (srv->m.backend->ops->prepare_decode(srv->m.backend, srv->m.backend->max_seqs)) {
+            fprintf(stderr, "nanochat serve: preparing decode steps: %s\n", nc_error());
+            atomic_store(&srv->state, NC_SRV_FAILED);
+            return NULL;
+        }
+        fprintf(stderr, "nanochat serve: decode steps of 1..%d rows prepared in %.1f s\n", srv->m.backend->max_seqs,
+                nc_now() - tp);
+    }
     const nc_model_config *cfg = &srv->m.model->cfg;
     srv->max_context = srv->opt.max_context > 0 ? srv->opt.max_context : cfg->sequence_len;
     nc_scheduler_params sp = {.max_context = srv->max_context, .max_running = srv->opt.max_batch,

@@ -477,6 +477,32 @@ static void check_random(const char *spec, float *lg, float *lc) {
     }
     printf("  %s: device sampling matched the host sampler on %d of %d draws\n", spec, agree, total);
     CHECK(agree >= total - 1, "device sampling disagrees with the host sampler (%d of %d)", agree, total);
+
+    /* A mid-prompt chunk (NC_LOGITS_NONE) rides along with sampled rows in
+     * one forward_sample: tokens land at the sampled chunks' indices, the
+     * NONE chunk's entry is untouched, and greedy picks match the logits of
+     * the same rows alone (within a bf16 near-tie: the mixed batch takes the
+     * GEMM path, the rows alone the GEMV path). Rewriting row 7's first 20
+     * positions with the same tokens leaves its cache as it was. */
+    {
+        nc_batch alone = {dec, 3};
+        CHECK(gpu->ops->forward(gpu, &alone, lg) == 0, "mixed: logits alone: %s", nc_error());
+        nc_seq_chunk mix[4] = {dec[0], dec[1], {prompt + 7, 20, 0, -1, t[7], NC_LOGITS_NONE}, dec[2]};
+        nc_device_sampling greedy[4];
+        memset(greedy, 0, sizeof greedy);
+        for (int s = 0; s < 4; s++) greedy[s].top_p = 1.0f;
+        int32_t got[4] = {-7, -7, -7, -7};
+        nc_batch b = {mix, 4};
+        CHECK(gpu->ops->forward_sample(gpu, &b, greedy, got) == 0, "mixed forward_sample: %s", nc_error());
+        CHECK(got[2] == -7, "mixed: the NONE chunk's entry was written (%d)", got[2]);
+        const int sampled[3] = {0, 1, 3};
+        for (int k = 0; k < 3; k++) {
+            const float *row = lg + (size_t)k * V;
+            int best = argmax(row, V), g = got[sampled[k]];
+            CHECK(g >= 0 && g < V && row[g] >= row[best] - 0.05f, "mixed row %d: token %d (logit %g), best %d (%g)",
+                  k, g, g >= 0 && g < V ? row[g] : 0.0f, best, row[best]);
+        }
+    }
     nc_sampler_scratch_free(&scr);
     printf("  %s: %s\n", spec, gpu->ops->describe(gpu));
     nc_backend_free(gpu);

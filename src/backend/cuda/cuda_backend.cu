@@ -408,6 +408,7 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     NC_CU_TRY(cudaMallocHost((void **)&cu->samp_h, cu->max_seqs * sizeof(nc_cuda_samp)));
     if (dev_alloc((void **)&cu->samp_d, cu->max_seqs * sizeof(nc_cuda_samp), "sampling state")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->out_tok_h, cu->max_seqs * sizeof(int32_t)));
+    cu->sample_chunk = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
     if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, R * cu->V * sizeof(float)));
 
@@ -477,6 +478,7 @@ static void cuda_free(nc_backend *b) {
         free(cu->graphs);
     }
     free(cu->graph_seen);
+    free(cu->sample_chunk);
     nc_cuda_gemm_free(cu);
     void *dev[] = {cu->slab, cu->kc, cu->vc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
                    cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
@@ -541,6 +543,39 @@ static double cuda_copy_bandwidth(nc_backend *b) {
     return t[3] > 0 ? 2.0 * bytes / (t[3] * 1e-3) : 0;
 }
 
+/* Runs every decode batch size twice with dummy one-token rows at position
+ * 0 (the first run plans its GEMMs, the second captures its graph; see
+ * run_decode in cuda_forward.cu). ~10 ms per size on an H100. */
+static int cuda_prepare_decode(nc_backend *b, int32_t max_rows) {
+    nc_cuda *cu = nc_cuda_of(b);
+    if (!cu->use_graphs) return 0;
+    int n = NC_MIN((int)max_rows, cu->max_seqs);
+    int32_t *blocks = (int32_t *)nc_xmalloc((size_t)n * sizeof(int32_t));
+    nc_seq_chunk *rows = (nc_seq_chunk *)nc_xcalloc((size_t)n, sizeof(nc_seq_chunk));
+    nc_device_sampling *samp = (nc_device_sampling *)nc_xcalloc((size_t)n, sizeof(nc_device_sampling));
+    int32_t *out = (int32_t *)nc_xmalloc((size_t)n * sizeof(int32_t));
+    static const int32_t token = 0;
+    int rc = 0;
+    for (int r = 0; r < n; r++) {
+        blocks[r] = r % b->n_kv_blocks;
+        rows[r].tokens = &token;
+        rows[r].n_tokens = 1;
+        rows[r].prev_token = -1;
+        rows[r].block_table = &blocks[r];
+        rows[r].logits = NC_LOGITS_LAST;
+        samp[r].top_p = 1.0f;
+    }
+    for (int nb = 1; nb <= n && !rc; nb++) {
+        nc_batch batch = {rows, nb};
+        for (int pass = 0; pass < 2 && !rc; pass++) rc = nc_cuda_forward_sample(b, &batch, samp, out);
+    }
+    free(blocks);
+    free(rows);
+    free(samp);
+    free(out);
+    return rc;
+}
+
 extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     "cuda",
     cuda_init,
@@ -550,4 +585,5 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     cuda_copy_kv_block,
     cuda_describe,
     cuda_copy_bandwidth,
+    cuda_prepare_decode,
 };

@@ -300,20 +300,26 @@ int nc_cuda_forward(nc_backend *b, const nc_batch *batch, float *logits) {
 int nc_cuda_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows, int32_t *tokens_out) {
     nc_cuda *cu = nc_cuda_of(b);
     for (int s = 0; batch && s < batch->n_seqs; s++)
-        if (batch->seqs[s].logits != NC_LOGITS_LAST)
-            return nc_fail("forward_sample: chunk %d must ask for NC_LOGITS_LAST", s);
+        if (batch->seqs[s].logits == NC_LOGITS_ALL)
+            return nc_fail("forward_sample: chunk %d asks for NC_LOGITS_ALL (LAST or NONE only)", s);
     batch_shape bs;
     if (build_meta(cu, batch, &bs)) return -1;
     int R = bs.R;
-    for (int s = 0; s < R; s++) {
-        nc_cuda_samp *d = &cu->samp_h[s];
-        d->temperature = rows[s].temperature;
-        d->top_k = rows[s].top_k;
-        d->top_p = rows[s].top_p;
-        d->min_p = rows[s].min_p;
-        d->rng[0] = rows[s].rng_state[0];
-        d->rng[1] = rows[s].rng_state[1];
+    /* Logits row r belongs to the r-th chunk that asked for LAST. */
+    int *chunk_of = cu->sample_chunk;
+    for (int s = 0, r = 0; s < batch->n_seqs; s++)
+        if (batch->seqs[s].logits == NC_LOGITS_LAST) chunk_of[r++] = s;
+    for (int r = 0; r < R; r++) {
+        const nc_device_sampling *src = &rows[chunk_of[r]];
+        nc_cuda_samp *d = &cu->samp_h[r];
+        d->temperature = src->temperature;
+        d->top_k = src->top_k;
+        d->top_p = src->top_p;
+        d->min_p = src->min_p;
+        d->rng[0] = src->rng_state[0];
+        d->rng[1] = src->rng_state[1];
     }
+    if (R == 0) return run_layers(cu, &bs) || sync_checked(cu, "forward_sample");
     NC_CU_TRY(cudaMemcpyAsync(cu->samp_d, cu->samp_h, R * sizeof(nc_cuda_samp), cudaMemcpyHostToDevice, cu->stream));
     if (bs.decode_only) {
         if (run_decode(cu, &bs, cu->graph_seen)) return -1;
@@ -325,10 +331,11 @@ int nc_cuda_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampl
     NC_CU_TRY(cudaMemcpyAsync(cu->out_tok_h, cu->out_tok_d, R * sizeof(int32_t), cudaMemcpyDeviceToHost, cu->stream));
     NC_CU_TRY(cudaMemcpyAsync(cu->samp_h, cu->samp_d, R * sizeof(nc_cuda_samp), cudaMemcpyDeviceToHost, cu->stream));
     if (sync_checked(cu, "forward_sample")) return -1;
-    for (int s = 0; s < R; s++) {
-        tokens_out[s] = cu->out_tok_h[s];
-        rows[s].rng_state[0] = cu->samp_h[s].rng[0];
-        rows[s].rng_state[1] = cu->samp_h[s].rng[1];
+    for (int r = 0; r < R; r++) {
+        int s = chunk_of[r];
+        tokens_out[s] = cu->out_tok_h[r];
+        rows[s].rng_state[0] = cu->samp_h[r].rng[0];
+        rows[s].rng_state[1] = cu->samp_h[r].rng[1];
     }
     return 0;
 }

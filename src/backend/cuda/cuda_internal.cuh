@@ -154,6 +154,7 @@ typedef struct {
     int32_t *meta_h, *meta_d;          /* pinned host / device, meta_cap int32 */
     nc_cuda_samp *samp_h, *samp_d;     /* [max_seqs] */
     int32_t *out_tok_h, *out_tok_d;    /* [max_seqs] sampled ids */
+    int *sample_chunk;                 /* [max_seqs] chunk index of each sampled row (host) */
     float *logits_h;                   /* pinned [logits_rows, V] */
 
     /* decode graphs, by batch size (index nb, 1..max_seqs) */
