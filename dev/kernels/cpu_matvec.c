@@ -9,6 +9,10 @@
  *   2 avx2+pf     4 rows x 32 columns, each row prefetched --prefetch bytes ahead
  *   3 avx512      16-wide loads and FMAs (local to this harness)
  *   4 avx2-rows   one row at a time: a single sequential stream per thread
+ *   5 avx2+pfnb   as 2, but each row prefetches the same columns of the row
+ *                 4 below (the next 4-row block): one block ahead, never past
+ *                 the rows still to be read
+ *   6 avx2+pfnb1  as 5 with the _MM_HINT_T1 (L2) hint
  * Each is checked against variant 0 (max relative error), then timed on a
  * working set of d20-shaped matrices (c_fc: 5120 x 1280) larger than the
  * last-level cache, so every byte comes from DRAM as in real decode.
@@ -17,7 +21,7 @@
  *
  *   make BUILD=build-cpu && cc -O2 -std=c11 -D_GNU_SOURCE -pthread -Isrc \
  *     dev/kernels/cpu_matvec.c build-cpu/libnanochat.a -lm -o build-cpu/cpu_matvec
- *   build-cpu/cpu_matvec [--mb 1536] [--threads N] [--reps 5] [--variant k]
+ *   build-cpu/cpu_matvec [--mb 1536] [--threads N] [--reps 5] [--variant k] [--shape N,K]
  */
 #include <immintrin.h>
 #include <math.h>
@@ -32,8 +36,8 @@
 #include "util/numeric.h"
 #include "util/threadpool.h"
 
-#define N_ROWS 5120
-#define K_COLS 1280
+/* matrix shape: d20's c_fc by default, --shape N,K for others (K multiple of 32) */
+static int N_ROWS = 5120, K_COLS = 1280;
 
 /* ==== local variants ==== */
 
@@ -75,6 +79,36 @@ __attribute__((target("avx2,fma"))) static void mv_avx2_prefetch(const float *x,
         for (int j = 0; j < 4; j++) y[r + j] = hsum8(_mm256_add_ps(a[j], b[j]));
     }
 }
+
+/* avx2, 4 rows x 32 columns, each row prefetching the same columns of the
+ * row 4 below (the next block) with hint HINT (K multiple of 32). */
+#define MV_PF_NEXT_BLOCK(NAME, HINT)                                                                         \
+    __attribute__((target("avx2,fma"))) static void NAME(const float *x, int64_t ldx, int64_t T,             \
+                                                         const cpu_matrix *w, int64_t r0, int64_t r1,        \
+                                                         float *y, int64_t ldy) {                            \
+        const uint16_t *W = w->data;                                                                         \
+        int64_t K = w->cols;                                                                                 \
+        for (int64_t r = r0; r < r1; r += 4) {                                                               \
+            const uint16_t *p[4] = {W + r * K, W + (r + 1) * K, W + (r + 2) * K, W + (r + 3) * K};           \
+            bool more = r + 8 <= r1;                                                                         \
+            __m256 a[4], b[4];                                                                               \
+            for (int j = 0; j < 4; j++) a[j] = b[j] = _mm256_setzero_ps();                                   \
+            for (int64_t k = 0; k < K; k += 32) {                                                            \
+                __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);                         \
+                __m256 x2 = _mm256_loadu_ps(x + k + 16), x3 = _mm256_loadu_ps(x + k + 24);                   \
+                for (int j = 0; j < 4; j++) {                                                                \
+                    if (more) _mm_prefetch((const char *)(p[j] + 4 * K + k), HINT);                          \
+                    a[j] = _mm256_fmadd_ps(cvt8(p[j] + k), x0, a[j]);                                        \
+                    b[j] = _mm256_fmadd_ps(cvt8(p[j] + k + 8), x1, b[j]);                                    \
+                    a[j] = _mm256_fmadd_ps(cvt8(p[j] + k + 16), x2, a[j]);                                   \
+                    b[j] = _mm256_fmadd_ps(cvt8(p[j] + k + 24), x3, b[j]);                                   \
+                }                                                                                            \
+            }                                                                                                \
+            for (int j = 0; j < 4; j++) y[r + j] = hsum8(_mm256_add_ps(a[j], b[j]));                         \
+        }                                                                                                    \
+    }
+MV_PF_NEXT_BLOCK(mv_avx2_pf_next_t0, _MM_HINT_T0)
+MV_PF_NEXT_BLOCK(mv_avx2_pf_next_t1, _MM_HINT_T1)
 
 /* avx2, one row at a time (a single sequential stream per thread). */
 __attribute__((target("avx2,fma"))) static void mv_avx2_rowwise(const float *x, int64_t ldx, int64_t T,
@@ -175,10 +209,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--variant")) only = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prefetch")) pf_bytes = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--shape") && sscanf(argv[i + 1], "%d,%d", &N_ROWS, &K_COLS) != 2) return 2;
+    }
+    if (N_ROWS < 16 || N_ROWS % 16 || K_COLS < 32 || K_COLS % 32) {
+        fprintf(stderr, "--shape N,K: N a multiple of 16, K of 32\n");
+        return 2;
     }
     __builtin_cpu_init();
     nc_threadpool *pool = nc_threadpool_new(threads);
     size_t mat_bytes = (size_t)N_ROWS * K_COLS * 2;
+    if (mat_bytes > mb << 20) return 2;
     int n_mats = (int)NC_MAX((size_t)1, mb * (1 << 20) / mat_bytes);
     uint16_t *wbuf = NULL;
     if (posix_memalign((void **)&wbuf, 1 << 21, mat_bytes * (size_t)n_mats)) return 1;
@@ -202,7 +242,9 @@ int main(int argc, char **argv) {
                     {"avx2", cpu_kernels_avx2.matmul_bf16, has_avx2},
                     {"avx2+pf", mv_avx2_prefetch, has_avx2},
                     {"avx512", mv_avx512, has_avx512},
-                    {"avx2-rows", mv_avx2_rowwise, has_avx2}};
+                    {"avx2-rows", mv_avx2_rowwise, has_avx2},
+                    {"avx2+pfnb", mv_avx2_pf_next_t0, has_avx2},
+                    {"avx2+pfnb1", mv_avx2_pf_next_t1, has_avx2}};
     enum { NV = sizeof vs / sizeof vs[0] };
     int n_tasks = 4 * nc_threadpool_size(pool);
     mv_job ref_job = {vs[0].fn, mats, n_mats, x, ref};

@@ -9,8 +9,15 @@
  *   copy   memcpy of half the buffer into the other half (counts 2x bytes)
  * Best of --reps runs per row. Prints `time | GB/s` per test.
  *
+ * Memory: by default a malloc'ed buffer (4 KB pages); --huge allocates it
+ * in 2 MB pages (util/hugepage.h, as the weights of nc_model_random are);
+ * --file PATH instead reads an existing file through a read-only mmap (as
+ * checkpoints are used; --huge then also advises MADV_HUGEPAGE on the
+ * mapping), read test only. The bytes mapped with 2 MB pages are printed.
+ *
  *   cc -O2 -std=c11 -D_GNU_SOURCE -pthread -Isrc dev/kernels/membw.c \
  *      build/libnanochat.a -lm -o build/membw && build/membw [--mb 2048] [--threads N] [--reps 5]
+ *      [--huge] [--file PATH]
  */
 #include <immintrin.h>
 #include <stdbool.h>
@@ -19,6 +26,8 @@
 #include <string.h>
 
 #include "util/common.h"
+#include "util/hugepage.h"
+#include "util/mmap_file.h"
 #include "util/threadpool.h"
 
 typedef struct {
@@ -74,26 +83,50 @@ static void worker(void *ctx, int tid, int nt, int thread) {
 int main(int argc, char **argv) {
     size_t mb = 2048;
     int max_threads = nc_cpu_count(), reps = 5;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--mb")) mb = (size_t)atol(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) max_threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+    bool huge = false;
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--huge")) {
+            huge = true;
+            continue;
+        }
+        if (i + 1 >= argc) break;
+        if (!strcmp(argv[i], "--file")) file = argv[++i];
+        else if (!strcmp(argv[i], "--mb")) mb = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--threads")) max_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[++i]);
     }
     __builtin_cpu_init();
     has_avx2 = __builtin_cpu_supports("avx2");
     size_t n = mb * (1 << 20) / sizeof(float);
-    float *buf = malloc(n * sizeof(float));
-    if (!buf) {
-        fprintf(stderr, "cannot allocate %zu MB\n", mb);
-        return 1;
+    float *buf = NULL;
+    nc_mapped_file map = {0};
+    if (file) {
+        if (nc_map_file(file, &map)) {
+            fprintf(stderr, "%s\n", nc_error());
+            return 1;
+        }
+        if (huge && nc_advise_huge(map.data, map.size)) fprintf(stderr, "madvise(MADV_HUGEPAGE) refused on the mapping\n");
+        buf = (float *)map.data;
+        n = map.size / sizeof(float);
+        volatile float sink = 0;
+        for (size_t i = 0; i < n; i += 1024) sink += buf[i]; /* fault it in */
+    } else {
+        buf = huge ? nc_alloc_huge(n * sizeof(float)) : malloc(n * sizeof(float));
+        if (!buf) {
+            fprintf(stderr, "cannot allocate %zu MB\n", mb);
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;
     }
-    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;
-    printf("buffer %zu MB, best of %d, %s reads\n", mb, reps, has_avx2 ? "avx2" : "scalar");
+    printf("buffer %zu MB%s%s, %s pages asked, %.0f MB mapped in 2 MB pages, best of %d, %s reads\n",
+           n * sizeof(float) >> 20, file ? " mapped from " : "", file ? file : "", huge ? "2 MB" : "4 KB",
+           (double)nc_huge_mapped_bytes() / (1 << 20), reps, has_avx2 ? "avx2" : "scalar");
     printf("%-8s %7s %10s %9s\n", "test", "threads", "time ms", "GB/s");
     double best_read = 0;
     for (int nt = 1; nt <= max_threads; nt++) {
         nc_threadpool *pool = nc_threadpool_new(nt);
-        for (int op = 0; op < 2; op++) {
+        for (int op = 0; op < (file ? 1 : 2); op++) {
             job j = {.buf = buf, .n = n, .op = op};
             double best = 1e30, check = 0;
             for (int r = 0; r < reps; r++) {
@@ -112,6 +145,7 @@ int main(int argc, char **argv) {
         nc_threadpool_free(pool);
     }
     printf("best read bandwidth: %.2f GB/s\n", best_read);
-    free(buf);
+    if (file) nc_unmap_file(&map);
+    else free(buf);
     return 0;
 }

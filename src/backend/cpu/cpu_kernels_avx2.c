@@ -9,7 +9,13 @@
  * of x is loaded once for 4 weight rows and 4 independent memory streams
  * keep the prefetchers busy. bf16 weights are widened by zero-extending to
  * 32 bits and shifting left by 16 (bf16 is the top half of an fp32).
- *   - one token (decode): 4 rows x 16 columns per step, 8 accumulators;
+ *   - one token (decode): 4 rows x 16 columns per step, 8 accumulators,
+ *     and a software prefetch of the same columns of the next 4-row block:
+ *     the hardware prefetchers alone kept 4 interleaved streams at ~55-65%
+ *     of the machine's read bandwidth, one block ahead reaches ~90%
+ *     (dev/kernels/cpu_matvec.c, NOTES_CPU.md). The prefetch goes to L1
+ *     while a block is small (<= 16 KB) and to L2 beyond, where it would
+ *     evict x. Prefetching changes no arithmetic: results are bit-identical;
  *   - several tokens (prefill, batched decode): 4 rows x 2 tokens per step,
  *     tokens tiled by 64 so a tile of x stays in L2 while the 4-row block
  *     of W (at most a few tens of KB) stays in L1 across the tile.
@@ -53,13 +59,51 @@ AVX2_INLINE const void *row_ptr(const void *W, int64_t r, int64_t K, bool bf16) 
     return bf16 ? (const void *)((const uint16_t *)W + r * K) : (const void *)((const float *)W + r * K);
 }
 
-/* out[j] = x . W[r+j] for j < 4 (one token). */
+/* Prefetch of the next block while computing this one: none, into L1, into L2. */
+enum { PF_NONE, PF_L1, PF_L2 };
+
+/* Prefetches `bytes` (64 or 128) of weights at p. */
+AVX2_INLINE void prefetch_lines(const void *p, int bytes, int pf) {
+    for (int o = 0; o < bytes; o += 64) {
+        if (pf == PF_L1) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+        else _mm_prefetch((const char *)p + o, _MM_HINT_T1);
+    }
+}
+
+/* out[j] = x . W[r+j] for j < 4 (one token); with pf != PF_NONE also
+ * prefetches rows r+4 .. r+7 column by column. */
 AVX2_INLINE void block_4x1(const float *x, const void *W, int64_t r, int64_t K, bool bf16,
-                           float *out) {
+                           float *out, int pf) {
     const void *w0 = row_ptr(W, r, K, bf16), *w1 = row_ptr(W, r + 1, K, bf16);
     const void *w2 = row_ptr(W, r + 2, K, bf16), *w3 = row_ptr(W, r + 3, K, bf16);
+    /* rows r+4 .. r+7 exist whenever pf != PF_NONE (the caller checks) */
+    const char *n0 = pf != PF_NONE ? row_ptr(W, r + 4, K, bf16) : w0;
+    const char *n1 = pf != PF_NONE ? row_ptr(W, r + 5, K, bf16) : w0;
+    const char *n2 = pf != PF_NONE ? row_ptr(W, r + 6, K, bf16) : w0;
+    const char *n3 = pf != PF_NONE ? row_ptr(W, r + 7, K, bf16) : w0;
+    const int esize = bf16 ? 2 : 4;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     int64_t k = 0;
+    /* 32 columns (one or two cache lines per row) per prefetching step; the
+     * same FMA sequence per accumulator as the 16-column loop below */
+    if (pf != PF_NONE)
+        for (; k + 32 <= K; k += 32) {
+            prefetch_lines(n0 + k * esize, 32 * esize, pf);
+            prefetch_lines(n1 + k * esize, 32 * esize, pf);
+            prefetch_lines(n2 + k * esize, 32 * esize, pf);
+            prefetch_lines(n3 + k * esize, 32 * esize, pf);
+            for (int64_t kk = k; kk < k + 32; kk += 16) {
+                __m256 xa = _mm256_loadu_ps(x + kk), xb = _mm256_loadu_ps(x + kk + 8);
+                a0 = _mm256_fmadd_ps(load_w8(w0, kk, bf16), xa, a0);
+                b0 = _mm256_fmadd_ps(load_w8(w0, kk + 8, bf16), xb, b0);
+                a1 = _mm256_fmadd_ps(load_w8(w1, kk, bf16), xa, a1);
+                b1 = _mm256_fmadd_ps(load_w8(w1, kk + 8, bf16), xb, b1);
+                a2 = _mm256_fmadd_ps(load_w8(w2, kk, bf16), xa, a2);
+                b2 = _mm256_fmadd_ps(load_w8(w2, kk + 8, bf16), xb, b2);
+                a3 = _mm256_fmadd_ps(load_w8(w3, kk, bf16), xa, a3);
+                b3 = _mm256_fmadd_ps(load_w8(w3, kk + 8, bf16), xb, b3);
+            }
+        }
     for (; k + 16 <= K; k += 16) {
         __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);
         a0 = _mm256_fmadd_ps(load_w8(w0, k, bf16), xa, a0);
@@ -146,8 +190,9 @@ AVX2_INLINE void matmul_avx2(const float *x, int64_t ldx, int64_t T, const cpu_m
     const void *W = w->data;
     int64_t K = w->cols;
     if (T == 1) {
+        int pf = 4 * K * (bf16 ? 2 : 4) <= 16384 ? PF_L1 : PF_L2;
         int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) block_4x1(x, W, r, K, bf16, y + r);
+        for (; r + 4 <= r1; r += 4) block_4x1(x, W, r, K, bf16, y + r, r + 8 <= r1 ? pf : PF_NONE);
         for (; r < r1; r++) y[r] = block_1x1(x, W, r, K, bf16);
         return;
     }
@@ -157,7 +202,7 @@ AVX2_INLINE void matmul_avx2(const float *x, int64_t ldx, int64_t T, const cpu_m
         for (; r + 4 <= r1; r += 4) {
             int64_t t = t0;
             for (; t + 2 <= t1; t += 2) block_4x2(x + t * ldx, ldx, W, r, K, bf16, y + t * ldy + r, ldy);
-            if (t < t1) block_4x1(x + t * ldx, W, r, K, bf16, y + t * ldy + r);
+            if (t < t1) block_4x1(x + t * ldx, W, r, K, bf16, y + t * ldy + r, PF_NONE);
         }
         for (; r < r1; r++)
             for (int64_t t = t0; t < t1; t++) y[t * ldy + r] = block_1x1(x + t * ldx, W, r, K, bf16);
