@@ -112,6 +112,15 @@ void nc_tensor_set_keep_mapping(nc_tensor_set *s, void *addr, size_t length) {
     s->mappings[s->n_mappings++] = (mapping){addr, length};
 }
 
+int nc_tensor_set_in_mapping(const nc_tensor_set *s, const void *p, size_t bytes) {
+    uintptr_t a = (uintptr_t)p;
+    for (int i = 0; i < s->n_mappings; i++) {
+        uintptr_t lo = (uintptr_t)s->mappings[i].addr;
+        if (a >= lo && a - lo <= s->mappings[i].length && bytes <= s->mappings[i].length - (a - lo)) return 1;
+    }
+    return 0;
+}
+
 size_t nc_tensor_set_bytes(const nc_tensor_set *s) {
     size_t total = 0;
     for (int i = 0; i < s->n; i++) total += s->tensors[i].nbytes;

@@ -68,6 +68,11 @@ void nc_tensor_set_keep_buffer(nc_tensor_set *s, void *buffer);
 /* Hands ownership of an mmapped region to the set (munmapped with it). */
 void nc_tensor_set_keep_mapping(nc_tensor_set *s, void *addr, size_t length);
 
+/* Whether [p, p + bytes) lies inside a region given to
+ * nc_tensor_set_keep_mapping (file-backed, 4 KB pages: the CPU backend
+ * copies such weights into 2 MB pages). */
+int nc_tensor_set_in_mapping(const nc_tensor_set *s, const void *p, size_t bytes);
+
 /* Total bytes of tensor data in the set. */
 size_t nc_tensor_set_bytes(const nc_tensor_set *s);
 

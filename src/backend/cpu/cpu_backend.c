@@ -228,7 +228,10 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
     st->n_threads = nc_threadpool_size(st->pool);
     st->n_tasks = st->n_threads > 1 ? 4 * st->n_threads : 1;
 
-    if (setup_weights(st, m) || setup_rope(st) || setup_buffers(st, b->max_batch_tokens)) goto fail;
+    const char *placement = "";
+    if (setup_weights(st, m) || cpu_place_weights(st, m, &placement) || setup_rope(st) ||
+        setup_buffers(st, b->max_batch_tokens))
+        goto fail;
 
     st->kv_block_floats = (size_t)c->n_layer * 2 * (size_t)c->n_kv_head * NC_KV_BLOCK_TOKENS * (size_t)c->head_dim;
     size_t kv_floats = st->kv_block_floats * (size_t)b->n_kv_blocks;
@@ -242,8 +245,8 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
                 b->n_kv_blocks, kv_floats * sizeof(float) >> 20);
         goto fail;
     }
-    snprintf(st->description, sizeof st->description, "cpu: %d thread%s, %s kernels", st->n_threads,
-             st->n_threads == 1 ? "" : "s", st->kern->name);
+    snprintf(st->description, sizeof st->description, "cpu: %d thread%s, %s kernels, weights %s", st->n_threads,
+             st->n_threads == 1 ? "" : "s", st->kern->name, placement);
     return 0;
 fail:
     cpu_free(b);
