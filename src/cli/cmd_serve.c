@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "flags.h"
 #include "model_args.h"
 #include "server/server.h"
 #include "util/common.h"
@@ -49,18 +50,6 @@ static void usage(FILE *f) {
     nc_model_args_help(f);
 }
 
-static int parse_long(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "nanochat serve: %s expects an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int load_model(void *user, const nc_backend_params *bp, nc_server_model *out) {
     const nc_model_args *a = user;
     if (nc_model_args_load(a, &out->model, &out->tok)) return -1;
@@ -89,7 +78,7 @@ int cmd_serve(int argc, char **argv) {
     nc_server_options_init(&o);
     const char *env_key = getenv("NANOCHAT_API_KEY");
     if (env_key && *env_key) o.api_key = env_key;
-    long body = (long)o.max_body_bytes, timeout = (long)o.request_timeout_s;
+    long long body = (long long)o.max_body_bytes, timeout = (long long)o.request_timeout_s;
     int_flag ints[] = {
         {"--port", 0, 65535, &o.port},
         {"--max-batch", 1, 4096, &o.max_batch},
@@ -114,18 +103,18 @@ int cmd_serve(int argc, char **argv) {
         for (size_t k = 0; k < NC_ARRAY_LEN(ints) && !known; k++) {
             if (strcmp(arg, ints[k].name)) continue;
             known = true;
-            long v;
+            long long v;
             if (i + 1 >= argc) {
                 fprintf(stderr, "nanochat serve: %s needs a value\n", arg);
                 return 2;
             }
-            if (parse_long(arg, argv[++i], ints[k].lo, ints[k].hi, &v)) return 2;
+            if (nc_flag_int(arg, argv[++i], ints[k].lo, ints[k].hi, &v)) return 2;
             *ints[k].dst = (int)v;
         }
         if (known) continue;
         const char **str = !strcmp(arg, "--host") ? &o.host : !strcmp(arg, "--api-key") ? &o.api_key
                          : !strcmp(arg, "--model-name") ? &o.model_name : NULL;
-        long *num = !strcmp(arg, "--max-body") ? &body : !strcmp(arg, "--timeout") ? &timeout : NULL;
+        long long *num = !strcmp(arg, "--max-body") ? &body : !strcmp(arg, "--timeout") ? &timeout : NULL;
         if (!str && !num) {
             fprintf(stderr, "nanochat serve: unknown option '%s' (see nanochat serve --help)\n", arg);
             return 2;
@@ -141,7 +130,7 @@ int cmd_serve(int argc, char **argv) {
                 return 2;
             }
             *str = v;
-        } else if (parse_long(arg, v, num == &body ? 1024 : 1, num == &body ? (1L << 30) : 86400 * 7, num)) {
+        } else if (nc_flag_int(arg, v, num == &body ? 1024 : 1, num == &body ? (1LL << 30) : 86400 * 7, num)) {
             return 2;
         }
     }

@@ -11,71 +11,30 @@
 #include <string.h>
 
 #include "engine/runner.h"
+#include "flags.h"
 #include "util/common.h"
 
 /* ==== flags ==== */
-
-static int take(const char *name, int argc, char **argv, int *i, const char **value) {
-    const char *arg = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(arg, name, n) != 0) return 0;
-    if (arg[n] == '=') {
-        *value = arg + n + 1;
-        return 1;
-    }
-    if (arg[n] != 0) return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "nanochat: option %s needs a value\n", name);
-        return -1;
-    }
-    *value = argv[++*i];
-    return 1;
-}
-
-static int parse_long(const char *opt, const char *v, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "nanochat: %s expects an integer in %lld..%lld, got '%s'\n", opt, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int parse_float(const char *opt, const char *v, double lo, double hi, bool lo_open, float *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (!*v || *end || errno || !isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) {
-        fprintf(stderr, "nanochat: %s expects a number in %s%g, %g], got '%s'\n", opt, lo_open ? "(" : "[", lo, hi,
-                v);
-        return -1;
-    }
-    *out = (float)x;
-    return 0;
-}
 
 int nc_cli_gen_parse(nc_gen_params *g, int argc, char **argv, int *i) {
     const char *v;
     int r;
     long long x;
-    if ((r = take("-n", argc, argv, i, &v)) || (r = take("--samples", argc, argv, i, &v))) {
-        if (r < 0 || parse_long("-n", v, 1, 256, &x)) return -1;
+    if ((r = nc_flag_take("-n", argc, argv, i, &v)) || (r = nc_flag_take("--samples", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("-n", v, 1, 256, &x)) return -1;
         g->n = (int32_t)x;
         return 1;
     }
-    if ((r = take("--temperature", argc, argv, i, &v)) || (r = take("-t", argc, argv, i, &v)))
-        return r < 0 || parse_float("--temperature", v, 0, 10, false, &g->temperature) ? -1 : 1;
-    if ((r = take("--top-k", argc, argv, i, &v)) || (r = take("-k", argc, argv, i, &v))) {
-        if (r < 0 || parse_long("--top-k", v, 0, 1 << 30, &x)) return -1;
+    if ((r = nc_flag_take("--temperature", argc, argv, i, &v)) || (r = nc_flag_take("-t", argc, argv, i, &v)))
+        return r < 0 || nc_flag_float("--temperature", v, 0, 10, false, &g->temperature) ? -1 : 1;
+    if ((r = nc_flag_take("--top-k", argc, argv, i, &v)) || (r = nc_flag_take("-k", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("--top-k", v, 0, 1 << 30, &x)) return -1;
         g->top_k = (int32_t)x;
         return 1;
     }
-    if ((r = take("--top-p", argc, argv, i, &v))) return r < 0 || parse_float("--top-p", v, 0, 1, true, &g->top_p) ? -1 : 1;
-    if ((r = take("--min-p", argc, argv, i, &v))) return r < 0 || parse_float("--min-p", v, 0, 1, false, &g->min_p) ? -1 : 1;
-    if ((r = take("--seed", argc, argv, i, &v))) {
+    if ((r = nc_flag_take("--top-p", argc, argv, i, &v))) return r < 0 || nc_flag_float("--top-p", v, 0, 1, true, &g->top_p) ? -1 : 1;
+    if ((r = nc_flag_take("--min-p", argc, argv, i, &v))) return r < 0 || nc_flag_float("--min-p", v, 0, 1, false, &g->min_p) ? -1 : 1;
+    if ((r = nc_flag_take("--seed", argc, argv, i, &v))) {
         char *end;
         errno = 0;
         unsigned long long s = strtoull(v, &end, 10);
@@ -86,8 +45,8 @@ int nc_cli_gen_parse(nc_gen_params *g, int argc, char **argv, int *i) {
         g->seed = s;
         return 1;
     }
-    if ((r = take("--max-tokens", argc, argv, i, &v))) {
-        if (r < 0 || parse_long("--max-tokens", v, 1, 1 << 24, &x)) return -1;
+    if ((r = nc_flag_take("--max-tokens", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("--max-tokens", v, 1, 1 << 24, &x)) return -1;
         g->max_tokens = (int32_t)x;
         return 1;
     }

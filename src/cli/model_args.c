@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "engine/runner.h"
+#include "flags.h"
 #include "util/common.h"
 
 void nc_model_args_init(nc_model_args *a) {
@@ -26,43 +27,11 @@ void nc_model_args_init(nc_model_args *a) {
     a->threads = 0;
 }
 
-/* Matches `--name VALUE` or `--name=VALUE` at argv[*i]. Returns 1 and sets
- * *value (advancing *i past a separate value), 0 if argv[*i] is another
- * option, -1 (message printed) if the value is missing. */
-static int take(const char *name, int argc, char **argv, int *i, const char **value) {
-    const char *arg = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(arg, name, n) != 0) return 0;
-    if (arg[n] == '=') {
-        *value = arg + n + 1;
-        return 1;
-    }
-    if (arg[n] != 0) return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "nanochat: option %s needs a value\n", name);
-        return -1;
-    }
-    *value = argv[++*i];
-    return 1;
-}
-
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "nanochat: %s expects an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
     const char *v = NULL;
     int r;
-    long x;
-    if ((r = take("-m", argc, argv, i, &v)) || (r = take("--model", argc, argv, i, &v))) {
+    long long x;
+    if ((r = nc_flag_take("-m", argc, argv, i, &v)) || (r = nc_flag_take("--model", argc, argv, i, &v))) {
         if (r < 0) return -1;
         if (!*v) {
             fprintf(stderr, "nanochat: -m needs a non-empty path\n");
@@ -71,12 +40,12 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->load.path = v;
         return 1;
     }
-    if ((r = take("--step", argc, argv, i, &v))) {
-        if (r < 0 || parse_int("--step", v, 0, INT_MAX, &x)) return -1;
+    if ((r = nc_flag_take("--step", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("--step", v, 0, INT_MAX, &x)) return -1;
         a->load.step = (int)x;
         return 1;
     }
-    if ((r = take("--source", argc, argv, i, &v))) {
+    if ((r = nc_flag_take("--source", argc, argv, i, &v))) {
         if (r < 0) return -1;
         if (strcmp(v, "sft") && strcmp(v, "rl") && strcmp(v, "mid") && strcmp(v, "base")) {
             fprintf(stderr, "nanochat: --source must be sft, rl, mid or base, got '%s'\n", v);
@@ -85,7 +54,7 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->load.source = v;
         return 1;
     }
-    if ((r = take("--tag", argc, argv, i, &v))) {
+    if ((r = nc_flag_take("--tag", argc, argv, i, &v))) {
         if (r < 0) return -1;
         if (!*v || strchr(v, '/')) {
             fprintf(stderr, "nanochat: --tag expects a checkpoint tag such as d34, got '%s'\n", v);
@@ -94,7 +63,7 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->load.tag = v;
         return 1;
     }
-    if ((r = take("--tokenizer", argc, argv, i, &v))) {
+    if ((r = nc_flag_take("--tokenizer", argc, argv, i, &v))) {
         if (r < 0) return -1;
         if (!*v) {
             fprintf(stderr, "nanochat: --tokenizer needs a file name\n");
@@ -103,12 +72,12 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->load.tokenizer_path = v;
         return 1;
     }
-    if ((r = take("--random", argc, argv, i, &v))) {
+    if ((r = nc_flag_take("--random", argc, argv, i, &v))) {
         if (r < 0) return -1;
         a->random_spec = v; /* validated when the model is built */
         return 1;
     }
-    if ((r = take("--random-seed", argc, argv, i, &v))) {
+    if ((r = nc_flag_take("--random-seed", argc, argv, i, &v))) {
         if (r < 0) return -1;
         char *end;
         errno = 0;
@@ -120,7 +89,7 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->random_seed = s;
         return 1;
     }
-    if ((r = take("--device", argc, argv, i, &v))) {
+    if ((r = nc_flag_take("--device", argc, argv, i, &v))) {
         if (r < 0) return -1;
         if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) {
             fprintf(stderr, "nanochat: --device must be cpu, cuda or auto, got '%s'\n", v);
@@ -129,8 +98,8 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->device = v;
         return 1;
     }
-    if ((r = take("--threads", argc, argv, i, &v))) {
-        if (r < 0 || parse_int("--threads", v, 0, 1024, &x)) return -1;
+    if ((r = nc_flag_take("--threads", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("--threads", v, 0, 1024, &x)) return -1;
         a->threads = (int)x;
         return 1;
     }
