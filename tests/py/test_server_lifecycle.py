@@ -95,7 +95,9 @@ def main():
         # past --timeout are cancelled with an error (504 when not streamed).
         # 1500 new tokens of the random 4,512,4 model take well over the 2 s
         # timeout even with the CPU decode at the machine's bandwidth (~4 ms
-        # a token on the 2-core VM; 400 tokens no longer did).
+        # a token on the 2-core VM; 400 tokens no longer did). Greedy, so that
+        # a random model cannot end early by sampling a stop token (it did
+        # once in CI at the default temperature).
         with Server("--tokenizer", tok, "--max-batch", "1", "--max-queue", "1", "--timeout", "2",
                     model=("--random", "4,512,4")) as srv:
             streams = [[], []]
@@ -103,7 +105,7 @@ def main():
             def stream(k):
                 c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
                 c.request("POST", "/chat/completions", json.dumps(
-                    {"messages": [{"role": "user", "content": f"go {k}"}], "max_tokens": 1500}))
+                    {"messages": [{"role": "user", "content": f"go {k}"}], "max_tokens": 1500, "temperature": 0}))
                 for ev in sse_events(c.getresponse()):
                     streams[k].append(ev)
 
@@ -128,7 +130,7 @@ def main():
                          f"stream {k} past the timeout: {streams[k][-2:]}")
             t0 = time.time()
             status, body = srv.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
-                                                             "max_tokens": 1500})
+                                                             "max_tokens": 1500, "temperature": 0})
             ck.check(status == 504 and json.loads(body)["error"]["code"] == "timeout" and time.time() - t0 < 4,
                      f"whole response past the timeout: {status} {body[:150]!r}")
             deadline = time.time() + 5  # a cancel takes effect at the engine's next step
