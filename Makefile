@@ -59,7 +59,7 @@ $(BUILD)/%.o: %.cu
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
 
 tests: $(TESTS)
-$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libnanochat.a tests/c/check.h
+$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libnanochat.a $(wildcard tests/c/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/c -o $@ $< $(BUILD)/libnanochat.a $(LDLIBS)
 

@@ -27,153 +27,20 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "check.h"
+#include "forward_fixture.h"
 #include "model/model.h"
 #include "util/common.h"
 #include "util/numeric.h"
 
-#define DATA_DIR "tests/data/forward"
 #define REL_TOL 1e-4
 
-/* ==== fixture loading ==== */
-
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (fread(buf, 1, (size_t)len, f) != (size_t)len) len = 0;
-    buf[len] = 0;
-    fclose(f);
-    if (n) *n = (size_t)len;
-    return buf;
-}
-
-static uint64_t fnv1a64(const char *s) {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001B3ull;
-    return h;
-}
-
-/* Value i of the tensor named by `seed`: the script's prng_uniform. */
-static float prng_value(uint64_t seed, int64_t i, float scale) {
-    uint64_t z = seed + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    float u = (float)(z >> 40);
-    return (u * 0x1p-23f - 1.0f) * scale;
-}
-
-typedef struct {
-    int32_t *prompt;
-    int n_prompt;
-    int32_t *positions; /* rows stored in ref */
-    int n_positions;
-    float *ref;         /* [n_positions, V] */
-    int32_t greedy[16];
-    int n_greedy;
-} test_case;
-
-typedef struct {
-    char name[32];
-    nc_model *model;
-    test_case cases[4];
-    int n_cases;
-    int V;
-} fixture;
-
-static int32_t *int_array(const cJSON *a, int *n) {
-    *n = cJSON_GetArraySize(a);
-    int32_t *v = malloc(sizeof(int32_t) * (size_t)(*n > 0 ? *n : 1));
-    for (int i = 0; i < *n; i++) v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
-    return v;
-}
-
-static nc_model *build_model(const cJSON *meta) {
-    const cJSON *mc = cJSON_GetObjectItem(meta, "model_config");
-    nc_model_config sizes = {0};
-    sizes.n_layer = cJSON_GetObjectItem(mc, "n_layer")->valueint;
-    sizes.n_embd = cJSON_GetObjectItem(mc, "n_embd")->valueint;
-    sizes.n_head = cJSON_GetObjectItem(mc, "n_head")->valueint;
-    sizes.n_kv_head = cJSON_GetObjectItem(mc, "n_kv_head")->valueint;
-    sizes.vocab_size = cJSON_GetObjectItem(mc, "vocab_size")->valueint;
-    sizes.sequence_len = cJSON_GetObjectItem(mc, "sequence_len")->valueint;
-    const cJSON *wp = cJSON_GetObjectItem(mc, "window_pattern");
-    if (wp) snprintf(sizes.window_pattern, sizeof sizes.window_pattern, "%s", wp->valuestring);
-
-    nc_tensor_set *set = nc_tensor_set_new();
-    const cJSON *t;
-    cJSON_ArrayForEach(t, cJSON_GetObjectItem(meta, "tensors")) {
-        const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
-        bool bf16 = !strcmp(cJSON_GetObjectItem(t, "dtype")->valuestring, "bf16");
-        int ndim;
-        int32_t *shape32 = int_array(cJSON_GetObjectItem(t, "shape"), &ndim);
-        int64_t shape[NC_MAX_DIMS], n = 1;
-        for (int i = 0; i < ndim; i++) n *= shape[i] = shape32[i];
-        free(shape32);
-        void *buf = malloc((size_t)n * (bf16 ? 2 : 4));
-        const cJSON *uni = cJSON_GetObjectItem(t, "uniform"), *vals = cJSON_GetObjectItem(t, "values");
-        uint64_t seed = fnv1a64(name);
-        for (int64_t i = 0; i < n; i++) {
-            float v = uni ? prng_value(seed, i, (float)uni->valuedouble)
-                          : (float)cJSON_GetArrayItem(vals, (int)i)->valuedouble;
-            if (bf16) ((uint16_t *)buf)[i] = nc_f32_to_bf16(v);
-            else ((float *)buf)[i] = v;
-        }
-        nc_tensor_set_keep_buffer(set, buf);
-        if (nc_tensor_set_add(set, name, bf16 ? NC_DTYPE_BF16 : NC_DTYPE_F32, ndim, shape, buf)) {
-            fprintf(stderr, "%s\n", nc_error());
-            exit(1);
-        }
-    }
-    nc_model *m = nc_model_from_tensors(set, &sizes, "fixture", "prng");
-    if (!m) {
-        fprintf(stderr, "building fixture model: %s\n", nc_error());
-        exit(1);
-    }
-    return m;
-}
+/* ==== fixture loading (forward_fixture.h) ==== */
 
 static void load_fixture(fixture *fx, const char *name) {
-    char path[512];
-    snprintf(fx->name, sizeof fx->name, "%s", name);
-    snprintf(path, sizeof path, DATA_DIR "/%s/model.json", name);
-    char *text = read_file(path, NULL);
-    if (!text) {
-        fprintf(stderr, "cannot read %s (run from the repository root)\n", path);
+    if (!fixture_load(fx, name)) {
+        fprintf(stderr, "cannot read " FIXTURE_DIR "/%s/model.json (run from the repository root)\n", name);
         exit(1);
     }
-    cJSON *meta = cJSON_Parse(text);
-    NC_ASSERT(meta);
-    fx->model = build_model(meta);
-    fx->V = fx->model->cfg.vocab_size;
-    const cJSON *c;
-    fx->n_cases = 0;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItem(meta, "cases")) {
-        test_case *tc = &fx->cases[fx->n_cases++];
-        tc->prompt = int_array(cJSON_GetObjectItem(c, "prompt"), &tc->n_prompt);
-        tc->positions = int_array(cJSON_GetObjectItem(c, "logit_positions"), &tc->n_positions);
-        int32_t *g = int_array(cJSON_GetObjectItem(c, "greedy"), &tc->n_greedy);
-        memcpy(tc->greedy, g, sizeof(int32_t) * (size_t)tc->n_greedy);
-        free(g);
-        snprintf(path, sizeof path, DATA_DIR "/%s/%s", name, cJSON_GetObjectItem(c, "logits_file")->valuestring);
-        size_t nbytes;
-        tc->ref = (float *)read_file(path, &nbytes);
-        NC_ASSERT(tc->ref && nbytes == sizeof(float) * (size_t)tc->n_positions * (size_t)fx->V);
-    }
-    cJSON_Delete(meta);
-    free(text);
-}
-
-static void free_fixture(fixture *fx) {
-    for (int i = 0; i < fx->n_cases; i++) {
-        free(fx->cases[i].prompt);
-        free(fx->cases[i].positions);
-        free(fx->cases[i].ref);
-    }
-    nc_model_free(fx->model);
 }
 
 /* ==== comparisons ==== */
@@ -198,7 +65,7 @@ static int argmax(const float *x, int V) {
  * rows stored for those positions (others are skipped). */
 static double worst_error;
 
-static void compare_rows(const fixture *fx, const test_case *tc, const float *logits, int pos0, int n,
+static void compare_rows(const fixture *fx, const fx_case *tc, const float *logits, int pos0, int n,
                          const char *what) {
     for (int r = 0; r < n; r++) {
         for (int k = 0; k < tc->n_positions; k++) {
@@ -219,7 +86,7 @@ static void make_table(int32_t *table, int n_blocks, int first, int stride, int 
 
 enum { POOL = 64, MAX_TOKENS = 320 };
 
-static void check_prefill_and_greedy(nc_backend *be, const fixture *fx, const test_case *tc, float *logits) {
+static void check_prefill_and_greedy(nc_backend *be, const fixture *fx, const fx_case *tc, float *logits) {
     int32_t table[16];
     make_table(table, 16, 7, 5, POOL);
     nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, table, NC_LOGITS_ALL};
@@ -238,7 +105,7 @@ static void check_prefill_and_greedy(nc_backend *be, const fixture *fx, const te
     }
 }
 
-static void check_decode_and_chunks(nc_backend *be, const fixture *fx, const test_case *tc, float *logits) {
+static void check_decode_and_chunks(nc_backend *be, const fixture *fx, const fx_case *tc, float *logits) {
     int32_t table[16];
     make_table(table, 16, 40, 3, POOL);
     for (int t = 0; t < tc->n_prompt; t++) { /* token by token */
@@ -261,7 +128,7 @@ static void check_decode_and_chunks(nc_backend *be, const fixture *fx, const tes
  * joint decode steps of the first's greedy tokens while the second sits at
  * another position. */
 static void check_ragged_batch(nc_backend *be, const fixture *fx, float *logits) {
-    const test_case *a = &fx->cases[0], *b = &fx->cases[1];
+    const fx_case *a = &fx->cases[0], *b = &fx->cases[1];
     int32_t ta[16], tb[16];
     make_table(ta, 16, 1, 2, POOL);
     make_table(tb, 16, 2, 2, POOL);
@@ -287,7 +154,7 @@ static void check_ragged_batch(nc_backend *be, const fixture *fx, float *logits)
 
 /* Prefill into table A, fork into table B with copy_kv_block (full blocks
  * and the partial last one), then decode greedily from B. */
-static void check_fork(nc_backend *be, const fixture *fx, const test_case *tc, float *logits) {
+static void check_fork(nc_backend *be, const fixture *fx, const fx_case *tc, float *logits) {
     int32_t ta[16], tb[16];
     make_table(ta, 16, 0, 1, POOL);
     make_table(tb, 16, 32, 1, POOL);
@@ -319,7 +186,7 @@ static void check_fork(nc_backend *be, const fixture *fx, const test_case *tc, f
     } while (0)
 
 static void check_errors(nc_backend *be, const fixture *fx, float *logits) {
-    const test_case *tc = &fx->cases[0];
+    const fx_case *tc = &fx->cases[0];
     int32_t table[16], bad[16];
     make_table(table, 16, 0, 1, POOL);
     nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, table, NC_LOGITS_ALL};
@@ -395,7 +262,7 @@ int main(void) {
             nc_backend_free(be);
         }
         free(logits);
-        free_fixture(&fx);
+        fixture_free(&fx);
     }
     nc_cpu_backend_force_isa("auto");
     return check_summary("test_cpu_forward");
