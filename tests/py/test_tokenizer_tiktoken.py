@@ -34,6 +34,7 @@ import unicodedata
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import bpe_train  # noqa: E402
+from make_tokenizer_fixtures import stream_reference  # noqa: E402  (the one Python reference of stream decoding)
 
 NC_BIN = os.environ.get("NC_BIN", os.path.join(ROOT, "build", "nanochat"))
 NC_BUILD = os.environ.get("NC_BUILD", os.path.join(ROOT, "build"))
@@ -181,35 +182,6 @@ def render_chat(enc, messages):
         s, e = ("<|user_start|>", "<|user_end|>") if m["role"] == "user" else ("<|assistant_start|>", "<|assistant_end|>")
         ids += [sp[s]] + enc.encode_ordinary(m["content"]) + [sp[e]]
     return ids + [sp["<|assistant_start|>"]]
-
-
-def stream_reference(token_bytes_list):
-    """Chunks a streaming decoder must emit, one per token plus the flush.
-
-    After each token the text shown is the replace-decoding of all bytes so
-    far minus a trailing incomplete character: the longest suffix (<= 3
-    bytes) that CPython's strict decoder calls "unexpected end of data".
-    (CPython's incremental decoder also holds back ED A0..BF, a surrogate
-    prefix that can never complete; its strict decoder calls that an
-    "invalid continuation byte", and so do we: U+FFFD comes at once. The
-    joined text is the same either way.)"""
-    def held(b):
-        for n in (3, 2, 1):
-            if len(b) >= n:
-                try:
-                    b[-n:].decode("utf-8")
-                except UnicodeDecodeError as e:
-                    if e.reason == "unexpected end of data" and e.start == 0 and e.end == n:
-                        return n
-        return 0
-    chunks, raw, shown = [], b"", ""
-    for tb in token_bytes_list:
-        raw += tb
-        text = raw[:len(raw) - held(raw)].decode("utf-8", "replace")
-        chunks.append(text[len(shown):])
-        shown = text
-    chunks.append(raw.decode("utf-8", "replace")[len(shown):])
-    return chunks
 
 
 def check_tokenizer(label, enc, tok_file, docs, rng):
