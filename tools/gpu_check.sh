@@ -34,7 +34,7 @@ if [ "$what" = all ] || [ "$what" = test ]; then
     rc=$?
     summary+=("test_cuda_backend: rc=$rc ($((SECONDS - t0)) s): $(tail -n 1 "$OUT/test.log")")
     grep -E "worst|matched|FAIL" "$OUT/test.log" | head -40
-    for v in "NC_CUDA_PDL=1" "NC_CUDA_GRAPHS=0"; do
+    for v in "NC_CUDA_PDL=0" "NC_CUDA_GRAPHS=0"; do
         env $v timeout 120 $T >"$OUT/test_variant.log" 2>&1
         summary+=("test_cuda_backend with $v: rc=$? $(tail -n 1 "$OUT/test_variant.log")")
         grep -m 5 FAIL "$OUT/test_variant.log"
@@ -52,7 +52,7 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     timeout 240 $B/nanochat bench --random d34 --device cuda ${BENCH_ARGS:-} >"$OUT/bench.txt" 2>&1
     summary+=("bench: rc=$? ($((SECONDS - t0)) s)")
     : >"$OUT/bench_sweep.txt"
-    for v in "NC_CUDA_PDL=1"; do
+    for v in "NC_CUDA_PDL=0"; do
         echo "## $v" >>"$OUT/bench_sweep.txt"
         env $v timeout 60 $B/nanochat bench --random d34 --device cuda --prefill 0 --ctx 128,1024 --batch 4,32,128 \
             --steps 48 2>&1 | grep -E "^decode|^batch" >>"$OUT/bench_sweep.txt"

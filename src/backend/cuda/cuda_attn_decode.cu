@@ -82,6 +82,19 @@ __device__ __forceinline__ float reduce_scatter8(float *v, int lane) {
     return s + __shfl_xor_sync(0xffffffffu, s, 1);
 }
 
+/* Issues the 16 loads of chunk c (keys c*16 .. c*16+15 of kv head hk,
+ * inside cache block blk) for this lane. */
+__device__ __forceinline__ void load_chunk(const dec_args &a, int32_t blk, int hk, int c, int lane, uint4 *kv,
+                                           uint4 *vv) {
+    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
+    size_t off = ((size_t)blk * a.Hkv + hk) * BT * D + (size_t)(c % CPB) * DEC_CHUNK * D;
+    const uint4 *kp = (const uint4 *)(a.kc + off) + lane, *vp = (const uint4 *)(a.vc + off) + lane;
+#pragma unroll
+    for (int i = 0; i < 8; i++) kv[i] = ld_kv(kp + 32 * i);
+#pragma unroll
+    for (int i = 0; i < 8; i++) vv[i] = ld_kv(vp + 32 * i);
+}
+
 /* G: query heads per kv head (compile time: the per-head state lives in
  * registers). */
 template <int G>
@@ -104,6 +117,15 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     int cb = c_lo + (split * DEC_WARPS + warp) * per, ce = min(cb + per, c_hi + 1);
     const int32_t *bt = a.bt + a.s_bt[seq];
 
+    /* Under PDL this CTA may start while rope_append still writes this
+     * step's key and value (chunk c_hi) and q: the first chunk's loads are
+     * issued before waiting unless it is that chunk. */
+    uint4 kv[8], vv[8];
+    int32_t blk = cb < ce ? __ldg(bt + cb / CPB) : 0;
+    bool early = cb < ce && cb != c_hi;
+    if (early) load_chunk(a, blk, hk, cb, lane, kv, vv);
+    nc_pdl_wait();
+
     float q[G][8], m[G], l[G], acc[G][8];
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -113,15 +135,8 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
         for (int j = 0; j < 8; j++) q[g][j] *= a.qscale, acc[g][j] = 0.0f;
         m[g] = -INFINITY, l[g] = 0.0f;
     }
-    int32_t blk = cb < ce ? __ldg(bt + cb / CPB) : 0;
     for (int c = cb; c < ce; c++) {
-        size_t off = ((size_t)blk * a.Hkv + hk) * BT * D + (size_t)(c % CPB) * DEC_CHUNK * D;
-        const uint4 *kp = (const uint4 *)(a.kc + off) + lane, *vp = (const uint4 *)(a.vc + off) + lane;
-        uint4 kv[8], vv[8];
-#pragma unroll
-        for (int i = 0; i < 8; i++) kv[i] = ld_kv(kp + 32 * i);
-#pragma unroll
-        for (int i = 0; i < 8; i++) vv[i] = ld_kv(vp + 32 * i);
+        if (c != cb || !early) load_chunk(a, blk, hk, c, lane, kv, vv);
         if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
         int key = c * DEC_CHUNK + 2 * ((lane >> 1) & 7) + half; /* the key whose score this lane ends with */
         bool valid = key >= lo && key <= pos;
@@ -251,18 +266,11 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits) {
     a.window = cu->layers[layer].window;
     a.qscale = 1.4426950408889634f / sqrtf((float)cu->D);
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
-    dim3 grid(splits, cu->Hkv, nb);
-    switch (cu->G) {
-    case 1: attn_decode_kernel<1><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    case 2: attn_decode_kernel<2><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    case 3: attn_decode_kernel<3><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    case 4: attn_decode_kernel<4><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    case 5: attn_decode_kernel<5><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    case 6: attn_decode_kernel<6><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    case 7: attn_decode_kernel<7><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    case 8: attn_decode_kernel<8><<<grid, DEC_THREADS, 0, cu->stream>>>(a); break;
-    default: NC_ASSERT(!"group size outside 1..NC_ATTN_MAX_GROUP (check_model)");
-    }
-    NC_CU_LAUNCHED("attn_decode");
+    static void (*const kernels[NC_ATTN_MAX_GROUP + 1])(dec_args) = {
+        NULL, attn_decode_kernel<1>, attn_decode_kernel<2>, attn_decode_kernel<3>, attn_decode_kernel<4>,
+        attn_decode_kernel<5>, attn_decode_kernel<6>, attn_decode_kernel<7>, attn_decode_kernel<8>};
+    NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP); /* check_model refuses other group sizes */
+    cudaError_t e = nc_launch(cu, kernels[cu->G], dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
+    if (e != cudaSuccess) return nc_fail("cuda: launching attn_decode: %s", cudaGetErrorString(e));
     return 0;
 }

@@ -422,9 +422,10 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
     const char *env = getenv("NC_CUDA_GRAPHS");
     cu->use_graphs = !(env && !strcmp(env, "0"));
-    /* PDL needs sm_90; NC_CUDA_PDL=0/1 overrides (benchmarks compare). */
+    /* PDL needs sm_90; on by default there (+9% batch-1 decode on d34,
+     * dev/kernels/NOTES.md); NC_CUDA_PDL=0 turns it off for comparisons. */
     env = getenv("NC_CUDA_PDL");
-    cu->pdl = env ? !strcmp(env, "1") : false;
+    cu->pdl = !(env && !strcmp(env, "0"));
     if (cu->cc_major < 9) cu->pdl = false;
     env = getenv("NC_CUDA_PROFILE");
     cu->profile = env && !strcmp(env, "1");

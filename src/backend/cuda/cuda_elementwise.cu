@@ -68,6 +68,7 @@ int nc_cuda_embed(nc_cuda *cu, int n) {
 __global__ void lambdas_kernel(float *__restrict__ x, const float *__restrict__ x0, int64_t n, float rl,
                                float xl) {
     nc_pdl_trigger();
+    nc_pdl_wait();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = rl * x[i] + xl * x0[i];
 }
@@ -75,9 +76,9 @@ __global__ void lambdas_kernel(float *__restrict__ x, const float *__restrict__ 
 int nc_cuda_lambdas(nc_cuda *cu, int layer, int n) {
     const nc_cuda_layer *ly = &cu->layers[layer];
     int64_t cnt = (int64_t)n * cu->C;
-    lambdas_kernel<<<(unsigned)((cnt + 255) / 256), 256, 0, cu->stream>>>(cu->x, cu->x0, cnt,
-                                                                          ly->resid_lambda, ly->x0_lambda);
-    NC_CU_LAUNCHED("lambdas");
+    cudaError_t e = nc_launch(cu, lambdas_kernel, dim3((unsigned)((cnt + 255) / 256)), dim3(256), 0, cu->x,
+                              (const float *)cu->x0, cnt, ly->resid_lambda, ly->x0_lambda);
+    if (e != cudaSuccess) return nc_fail("cuda: launching lambdas: %s", cudaGetErrorString(e));
     return 0;
 }
 
@@ -118,6 +119,8 @@ typedef struct {
  * Lane l holds dims l, l+32, l+64, l+96: RoPE pairs j with j + D/2. */
 __global__ void __launch_bounds__(256) rope_append_kernel(rope_args a) {
     const int D = NC_HEAD_DIM;
+    nc_pdl_trigger();
+    nc_pdl_wait();
     int t = blockIdx.x, lane = threadIdx.x & 31;
     int hh = blockIdx.y * 8 + (threadIdx.x >> 5);
     int nheads = a.H + 2 * a.Hkv;
@@ -185,8 +188,8 @@ int nc_cuda_rope_append(nc_cuda *cu, int layer, int n) {
     a.H = cu->H, a.Hkv = cu->Hkv, a.C = cu->C, a.ve_ch = cu->cfg.ve_gate_channels;
     a.eps = cu->cfg.norm_eps, a.qk_scale = cu->cfg.qk_scale, a.ve_scale = cu->cfg.ve_gate_scale;
     dim3 grid(n, (cu->H + 2 * cu->Hkv + 7) / 8);
-    rope_append_kernel<<<grid, 256, 0, cu->stream>>>(a);
-    NC_CU_LAUNCHED("rope_append");
+    cudaError_t e = nc_launch(cu, rope_append_kernel, grid, dim3(256), 0, a);
+    if (e != cudaSuccess) return nc_fail("cuda: launching rope_append: %s", cudaGetErrorString(e));
     return 0;
 }
 
@@ -220,6 +223,7 @@ __global__ void gather_rows_kernel(const float *__restrict__ x, const float *__r
                                    bf16 *__restrict__ hr, int C, float eps) {
     __shared__ float red[32];
     nc_pdl_trigger();
+    nc_pdl_wait();
     int r = blockIdx.x;
     const float *src = x + (size_t)lrow[r] * C;
     const float *bsrc = xb ? xb + (size_t)lrow[r] * C : NULL;
@@ -241,11 +245,11 @@ __global__ void gather_rows_kernel(const float *__restrict__ x, const float *__r
 }
 
 int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16) {
-    gather_rows_kernel<<<R, 256, 0, cu->stream>>>(cu->x, cu->cfg.has_smear ? cu->xb : NULL,
-                                                  cu->backout_lambda, META(cu, lrow) + r0,
-                                                  to_bf16 ? NULL : cu->xr, to_bf16 ? cu->h : NULL, cu->C,
-                                                  cu->cfg.norm_eps);
-    NC_CU_LAUNCHED("gather_rows");
+    cudaError_t e = nc_launch(cu, gather_rows_kernel, dim3(R), dim3(256), 0, (const float *)cu->x,
+                              (const float *)(cu->cfg.has_smear ? cu->xb : NULL), cu->backout_lambda,
+                              (const int32_t *)META(cu, lrow) + r0, to_bf16 ? NULL : cu->xr,
+                              to_bf16 ? cu->h : NULL, cu->C, cu->cfg.norm_eps);
+    if (e != cudaSuccess) return nc_fail("cuda: launching gather_rows: %s", cudaGetErrorString(e));
     return 0;
 }
 

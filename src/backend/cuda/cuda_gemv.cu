@@ -3,22 +3,28 @@
  * rows, where nearly all of a decode step's time goes (d34 streams 4.1 GB
  * of weights per token; PERF.md).
  *
- * One warp owns one output row and walks the whole K dimension in 16-byte
- * chunks (8 bf16), 4 chunks in flight per lane, with streaming loads that
- * skip L1 (every weight byte is used once). Rows are independent, so there
- * is no split-K reduction: the d34 shapes give 2176..65536 rows, i.e.
- * 2176+ warps, enough to fill 132 SMs, and results are deterministic (the
- * same row is summed in the same order whatever the batch).
+ * S warps own one output row (S = 1 for rows of up to 2304 values, 2 or 4
+ * for wider ones: split-K, the partial sums merged in shared memory), and
+ * each warp issues all the 16-byte loads of its slice at once (9 per lane
+ * for a 2176-wide slice), with streaming loads that skip L1 (every weight
+ * byte is used once): one memory round trip per warp instead of a loop of
+ * dependent ones. Results are deterministic (the same row is summed in the
+ * same order whatever the batch).
+ *
+ * The weight loads are issued before nc_pdl_wait(): weights do not depend on
+ * the previous kernel, so under programmatic dependent launch a GEMV's first
+ * round of loads streams while its predecessor finishes.
  *
  * Fused in: RMSNorm of the input (nanochat's norm has no weight, so
- * rmsnorm(x)·Wᵀ = (x·Wᵀ) / rms(x); each warp reads all of x anyway and
+ * rmsnorm(x)·Wᵀ = (x·Wᵀ) / rms(x); each warp reads its slice of x anyway and
  * accumulates sum(x²) alongside the dot product), and the epilogues: store,
  * residual add, ReLU² to bf16, fp32 softcap for the logits.
  */
 #include "cuda_internal.cuh"
 
 #define GEMV_WARPS 4
-#define GEMV_UNROLL 4 /* 16-byte loads in flight per lane: 4 beat 8 (fewer registers, more warps; dev/kernels/gemv.cu) */
+#define GEMV_LOADS 9    /* 16-byte loads per lane per round */
+#define GEMV_SLICE (GEMV_LOADS * 256) /* widest K slice one warp loads in one round */
 
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     uint4 r;
@@ -40,44 +46,41 @@ __device__ __forceinline__ void load_x8(const bf16 *x, int c, float *f) {
 }
 
 /* NB: input rows the kernel is compiled for (1: a single decode row, with
- * the fewest registers and so the most warps in flight; NC_GEMV_MAX_ROWS
- * for small batches, nb <= NB at run time). A compile-time count because the
- * per-row accumulators live in registers. */
+ * the fewest registers; NC_GEMV_MAX_ROWS for small batches, nb <= NB at run
+ * time). S (run time, 1, 2 or 4): warps per output row. */
 template <typename TIn, int NB>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_kernel(const bf16 *__restrict__ W, int rows, int K, const TIn *__restrict__ in, int64_t ld_in, int nb,
-                int norm, int epi, void *out, int64_t ld_out, float cap, float eps) {
-    int lane = threadIdx.x & 31;
+    gemv_kernel(const bf16 *__restrict__ W, int rows, int K, int S, const TIn *__restrict__ in, int64_t ld_in,
+                int nb, int norm, int epi, void *out, int64_t ld_out, float cap, float eps) {
+    __shared__ float part_acc[GEMV_WARPS][NB], part_ss[GEMV_WARPS][NB];
     nc_pdl_trigger();
-    int nch = K / 8;
-    int r = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    if (r >= rows) {
-        nc_pdl_wait();
-        return;
-    }
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int r = blockIdx.x * (GEMV_WARPS / S) + warp / S, ks = warp % S;
+    int nch = K / 8 / S, c_base = ks * nch; /* this warp's 16-byte chunks */
+    bool live = r < rows;
     const TIn *x[NB];
 #pragma unroll
-    for (int b = 0; b < NB; b++) x[b] = in + (b < nb ? (int64_t)b * ld_in : 0);
-    const uint4 *w = (const uint4 *)(W + (size_t)r * K);
+    for (int b = 0; b < NB; b++) x[b] = in + (b < nb ? (int64_t)b * ld_in : 0) + 8 * (int64_t)c_base;
+    const uint4 *w = (const uint4 *)(W + (size_t)(live ? r : 0) * K) + c_base;
     float acc[NB], ss[NB];
 #pragma unroll
     for (int b = 0; b < NB; b++) acc[b] = 0.0f, ss[b] = 0.0f;
     bool waited = false;
-    for (int c0 = lane; c0 < nch; c0 += 32 * GEMV_UNROLL) {
-        uint4 wv[GEMV_UNROLL];
+    for (int c0 = lane; c0 < nch; c0 += 32 * GEMV_LOADS) {
+        uint4 wv[GEMV_LOADS];
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
+        for (int u = 0; u < GEMV_LOADS; u++) {
             int c = c0 + 32 * u;
-            if (c < nch) wv[u] = ld_stream(w + c);
+            if (live && c < nch) wv[u] = ld_stream(w + c);
         }
         if (!waited) { /* weights do not depend on the previous kernel: they are in flight already */
             nc_pdl_wait();
             waited = true;
         }
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
+        for (int u = 0; u < GEMV_LOADS; u++) {
             int c = c0 + 32 * u;
-            if (c < nch) {
+            if (live && c < nch) {
                 float wf[8];
                 nc_bf16x8_to_f32(wv[u], wf);
 #pragma unroll
@@ -95,6 +98,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             }
         }
     }
+    if (!waited) nc_pdl_wait();
 #pragma unroll
     for (int b = 0; b < NB; b++) {
         if (b < nb) {
@@ -102,6 +106,19 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             if (norm) ss[b] = nc_warp_sum(ss[b]);
         }
     }
+    if (S > 1) { /* merge the row's slices in the order ks = 0..S-1 */
+        if (lane == 0)
+#pragma unroll
+            for (int b = 0; b < NB; b++) part_acc[warp][b] = acc[b], part_ss[warp][b] = ss[b];
+        __syncthreads();
+        if (ks != 0) return;
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            acc[b] = part_acc[warp][b], ss[b] = part_ss[warp][b];
+            for (int j = 1; j < S; j++) acc[b] += part_acc[warp + j][b], ss[b] += part_ss[warp + j][b];
+        }
+    }
+    if (!live) return;
 #pragma unroll
     for (int b = 0; b < NB; b++) {
         if (b < nb && lane == b) {
@@ -122,31 +139,33 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
 }
 
+/* Warps per row: the fewest that keep each warp's slice within
+ * GEMV_SLICE and a whole number of 16-byte chunks. */
+static int gemv_split(int K) {
+    int S = 1;
+    while (S < GEMV_WARPS && K > S * GEMV_SLICE && (K / 8) % (2 * S) == 0) S *= 2;
+    return S;
+}
+
+template <typename TIn>
+static cudaError_t launch_gemv(const nc_cuda *cu, const bf16 *W, int rows, int K, const TIn *x, int64_t ld_in,
+                               int nb, int n, int e, void *out, int64_t ld_out, float softcap) {
+    float eps = cu->cfg.norm_eps;
+    const int M = NC_GEMV_MAX_ROWS;
+    int S = gemv_split(K), per_block = GEMV_WARPS / S;
+    dim3 grid((rows + per_block - 1) / per_block), block(GEMV_WARPS * 32);
+    return nb == 1 ? nc_launch(cu, gemv_kernel<TIn, 1>, grid, block, 0, W, rows, K, S, x, ld_in, nb, n, e, out,
+                               ld_out, softcap, eps)
+                   : nc_launch(cu, gemv_kernel<TIn, M>, grid, block, 0, W, rows, K, S, x, ld_in, nb, n, e, out,
+                               ld_out, softcap, eps);
+}
+
 int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
                  bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap) {
     NC_ASSERT(nb >= 1 && nb <= NC_GEMV_MAX_ROWS && K % 8 == 0);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((rows + GEMV_WARPS - 1) / GEMV_WARPS);
-    cfg.blockDim = dim3(GEMV_WARPS * 32);
-    cfg.stream = cu->stream;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = cu->pdl ? 1 : 0;
-    float eps = cu->cfg.norm_eps;
     int n = (int)norm, e = (int)epi;
-    cudaError_t err;
-    const int M = NC_GEMV_MAX_ROWS;
-    if (in_bf16) {
-        const bf16 *x = (const bf16 *)in;
-        err = nb == 1 ? cudaLaunchKernelEx(&cfg, gemv_kernel<bf16, 1>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps)
-                      : cudaLaunchKernelEx(&cfg, gemv_kernel<bf16, M>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps);
-    } else {
-        const float *x = (const float *)in;
-        err = nb == 1 ? cudaLaunchKernelEx(&cfg, gemv_kernel<float, 1>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps)
-                      : cudaLaunchKernelEx(&cfg, gemv_kernel<float, M>, W, rows, K, x, ld_in, nb, n, e, out, ld_out, softcap, eps);
-    }
+    cudaError_t err = in_bf16 ? launch_gemv(cu, W, rows, K, (const bf16 *)in, ld_in, nb, n, e, out, ld_out, softcap)
+                              : launch_gemv(cu, W, rows, K, (const float *)in, ld_in, nb, n, e, out, ld_out, softcap);
     if (err != cudaSuccess) return nc_fail("cuda: launching gemv: %s", cudaGetErrorString(err));
     return 0;
 }

@@ -161,7 +161,7 @@ typedef struct {
     cudaGraphExec_t *graphs;
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;
-    bool pdl;                          /* programmatic dependent launch of the GEMVs (sm_90) */
+    bool pdl;                          /* programmatic dependent launch of the decode kernels (sm_90) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
 
     /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
@@ -272,10 +272,12 @@ __device__ __forceinline__ float nc_block_sum(float v, float *red) {
 }
 
 /* Programmatic dependent launch (sm_90): a kernel launched with the PDL
- * attribute may start while its predecessor finishes; it must call
- * nc_pdl_wait() before touching anything the predecessor writes. Every
- * kernel that precedes a PDL launch calls nc_pdl_trigger() early so the
- * successor can be scheduled. Both are no-ops without PDL / before sm_90. */
+ * attribute (nc_launch) may start while its predecessor finishes; it must
+ * call nc_pdl_wait() before touching anything the predecessor writes, which
+ * returns once the predecessor (and, because it waited too, every earlier
+ * kernel) has completed. Every kernel that precedes a PDL launch calls
+ * nc_pdl_trigger() first thing so the successor's CTAs can be scheduled as
+ * soon as SM room frees up. Both are no-ops without PDL / before sm_90. */
 __device__ __forceinline__ void nc_pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -285,6 +287,28 @@ __device__ __forceinline__ void nc_pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
+}
+
+/* Launches `kernel` on cu->stream, with programmatic dependent launch when
+ * cu->pdl: the kernel may then start while its predecessor finishes, so it
+ * must call nc_pdl_wait() before it reads or writes anything an earlier
+ * kernel of the forward touches (weights and the batch metadata uploaded
+ * before the first kernel are safe to read before). Kernels launched plainly
+ * need no wait. */
+template <typename... KernelArgs, typename... Args>
+static inline cudaError_t nc_launch(const nc_cuda *cu, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                                    size_t smem, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = cu->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = cu->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 /* 8 bf16 (one 16-byte chunk) -> fp32. */
