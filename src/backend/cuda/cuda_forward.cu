@@ -29,7 +29,7 @@ typedef struct {
 
 static int item_cost(const nc_cuda *cu, const int32_t *m, int64_t s_pos, int64_t s_ntok, int32_t seq, int32_t q0) {
     (void)cu;
-    int last = NC_MIN(q0 + 64, m[s_ntok + seq]) - 1;
+    int last = NC_MIN(q0 + NC_ATTN_PREFILL_ROWS, m[s_ntok + seq]) - 1;
     return (m[s_pos + seq] + last) / NC_KV_BLOCK_TOKENS;
 }
 
@@ -58,7 +58,7 @@ static int build_meta(nc_cuda *cu, const nc_batch *batch, batch_shape *bs) {
             return nc_fail("forward: more than %d tokens in one batch (max_batch_tokens)", cu->max_tokens);
         n_bt += (end + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
         if (c->n_tokens == 1) n_dec++;
-        else n_items += (c->n_tokens + 63) / 64;
+        else n_items += (c->n_tokens + NC_ATTN_PREFILL_ROWS - 1) / NC_ATTN_PREFILL_ROWS;
         R += c->logits == NC_LOGITS_ALL ? c->n_tokens : c->logits == NC_LOGITS_LAST ? 1 : 0;
         if (c->n_tokens != 1 || c->logits != NC_LOGITS_LAST) decode_only = false;
     }
@@ -119,7 +119,7 @@ static int build_meta(nc_cuda *cu, const nc_batch *batch, batch_shape *bs) {
         if (c->n_tokens == 1) {
             m[ml->dec_seq + d++] = s;
         } else {
-            for (int q0 = 0; q0 < c->n_tokens; q0 += 64) { /* insertion sort: most keys first */
+            for (int q0 = 0; q0 < c->n_tokens; q0 += NC_ATTN_PREFILL_ROWS) { /* insertion sort: most keys first */
                 int cost = item_cost(cu, m, ml->s_pos, ml->s_ntok, s, q0);
                 int j = it++;
                 while (j > 0 && item_cost(cu, m, ml->s_pos, ml->s_ntok, m[ml->items + 2 * (j - 1)],

@@ -61,6 +61,7 @@ typedef __nv_bfloat16 bf16;
 #define NC_ATTN_MAX_GROUP 8     /* GQA: query heads per kv head the kernels support */
 #define NC_ATTN_MAX_SPLITS 64   /* split-KV: most splits per (row, kv head) */
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
+#define NC_ATTN_PREFILL_ROWS 128 /* query rows per prefill attention work item */
 #define NC_LOGITS_CHUNK 256     /* logits rows computed per lm_head pass */
 
 #define NC_PROF_EVENTS 1024
@@ -228,7 +229,7 @@ int nc_cuda_attn_decode_init(nc_cuda *cu);
 
 /* ==== cuda_attn_prefill.cu ==== */
 
-/* Flash attention for n_items (chunk, 64-row query tile) work items. */
+/* Flash attention for n_items (chunk, NC_ATTN_PREFILL_ROWS-row query tile) work items. */
 int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items);
 int nc_cuda_attn_prefill_init(nc_cuda *cu);
 

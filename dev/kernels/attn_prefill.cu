@@ -1,0 +1,205 @@
+/*
+ * dev/kernels/attn_prefill.cu: harness for the prefill flash-attention
+ * kernel (llm.c dev/cuda style): it compiles the backend's own
+ * src/backend/cuda/cuda_attn_prefill.cu into this program, runs it through
+ * nc_cuda_attn_prefill on a paged KV cache with shuffled block tables, checks
+ * it against a CPU reference (fp64 softmax attention of the same bf16 q, k,
+ * v) and times the d34 shape (one 2048-token prompt, 17 heads, D 128).
+ *
+ *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -DNC_WITH_CUDA \
+ *        -o /tmp/attn_prefill dev/kernels/attn_prefill.cu && /tmp/attn_prefill
+ *
+ * Cases: d34 full causal (T 2048, H = Hkv = 17), the same with the V6 short
+ * window (512) and a 1000-key window, GQA (H 8, Hkv 2) with three ragged
+ * chunks that continue earlier context at positions that are not multiples
+ * of 64 (chunked prefill / prefix reuse), and short chunks (3, 7, 130 rows).
+ * A row passes when max |ours - ref| <= 2e-2 * max |ref| + 2e-3 (bf16 output and
+ * bf16-rounded P, as the kernel computes; a wrong mask or block gives errors
+ * of order 1). Timing: median of 20 launches, TFLOP/s of the causal (or
+ * windowed) work 4·D·(visible keys) per query row and head.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+#include <algorithm>
+
+#include "../../src/backend/cuda/cuda_attn_prefill.cu"
+
+int nc_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return -1;
+}
+
+#define CK(x)                                                                                 \
+    do {                                                                                      \
+        cudaError_t e_ = (x);                                                                 \
+        if (e_ != cudaSuccess) {                                                              \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+typedef struct { int T, pos; } chunk;
+
+static int failures;
+
+/* One case: chunks (length, start position) of one batch, H query heads,
+ * Hkv kv heads, window (INT32_MAX: full). Returns kernel time in us. */
+static double run_case(const char *name, const chunk *ch, int S, int H, int Hkv, int window, bool timed) {
+    const int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, R = NC_ATTN_PREFILL_ROWS;
+    int N = 0, nblk = 0;
+    for (int s = 0; s < S; s++) N += ch[s].T, nblk += (ch[s].pos + ch[s].T + BT - 1) / BT;
+    int pool = nblk + 3;
+    /* host data: q [N, H, D]; cache [pool][Hkv][64][D] (positions < pos + T of each chunk filled) */
+    std::vector<bf16> q((size_t)N * H * D), kc((size_t)pool * Hkv * BT * D), vc(kc.size());
+    for (auto &x : q) x = __float2bfloat16(frand() * 2.0f);
+    for (size_t i = 0; i < kc.size(); i++) kc[i] = __float2bfloat16(frand() * 2.0f), vc[i] = __float2bfloat16(frand());
+    /* metadata as build_meta packs it */
+    std::vector<int32_t> perm(pool);
+    for (int i = 0; i < pool; i++) perm[i] = i;
+    for (int i = pool - 1; i > 0; i--) std::swap(perm[i], perm[(rng >> 33) % (i + 1)]), frand();
+    std::vector<int32_t> s_tok0(S), s_ntok(S), s_pos(S), s_bt(S), bt, items;
+    std::vector<std::pair<int, std::pair<int, int>>> it;
+    for (int s = 0, t = 0; s < S; s++) {
+        s_tok0[s] = t, s_ntok[s] = ch[s].T, s_pos[s] = ch[s].pos, s_bt[s] = (int32_t)bt.size();
+        int nb = (ch[s].pos + ch[s].T + BT - 1) / BT;
+        for (int k = 0; k < nb; k++) bt.push_back(perm[bt.size()]);
+        for (int q0 = 0; q0 < ch[s].T; q0 += R)
+            it.push_back({(ch[s].pos + std::min(q0 + R, ch[s].T) - 1) / BT, {s, q0}});
+        t += ch[s].T;
+    }
+    std::stable_sort(it.begin(), it.end(), [](const auto &x, const auto &y) { return x.first > y.first; });
+    for (auto &x : it) items.push_back(x.second.first), items.push_back(x.second.second);
+    int n_items = (int)it.size();
+    std::vector<int32_t> meta;
+    nc_cuda_meta_layout ml;
+    memset(&ml, 0, sizeof ml);
+    ml.s_tok0 = meta.size(), meta.insert(meta.end(), s_tok0.begin(), s_tok0.end());
+    ml.s_ntok = meta.size(), meta.insert(meta.end(), s_ntok.begin(), s_ntok.end());
+    ml.s_pos = meta.size(), meta.insert(meta.end(), s_pos.begin(), s_pos.end());
+    ml.s_bt = meta.size(), meta.insert(meta.end(), s_bt.begin(), s_bt.end());
+    ml.items = meta.size(), meta.insert(meta.end(), items.begin(), items.end());
+    ml.bt = meta.size(), meta.insert(meta.end(), bt.begin(), bt.end());
+
+    static nc_cuda cu;
+    static nc_cuda_layer layer;
+    memset(&cu, 0, sizeof cu);
+    cu.n_blocks = pool, cu.H = H, cu.Hkv = Hkv, cu.G = H / Hkv, cu.D = D;
+    layer.window = window;
+    cu.layers = &layer;
+    cu.ml = ml;
+    CK(cudaMalloc(&cu.q, q.size() * 2));
+    CK(cudaMalloc(&cu.kc, kc.size() * 2));
+    CK(cudaMalloc(&cu.vc, vc.size() * 2));
+    CK(cudaMalloc(&cu.attn, q.size() * 2));
+    CK(cudaMalloc(&cu.meta_d, meta.size() * 4));
+    CK(cudaMemcpy(cu.q, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(cu.kc, kc.data(), kc.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(cu.vc, vc.data(), vc.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(cu.meta_d, meta.data(), meta.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemset(cu.attn, 0xff, q.size() * 2)); /* NaN: rows never written show up */
+    if (nc_cuda_attn_prefill_init(&cu) || nc_cuda_attn_prefill(&cu, 0, n_items)) exit(1);
+    CK(cudaDeviceSynchronize());
+    std::vector<bf16> out(q.size());
+    CK(cudaMemcpy(out.data(), cu.attn, out.size() * 2, cudaMemcpyDeviceToHost));
+
+    /* CPU reference; rows checked: all for small cases, every 3rd (and all of
+     * heads 0 and H-1) for the large ones */
+    double worst = 0, flops = 0;
+    int bad = 0, checked = 0;
+    std::vector<double> sc(1 << 16);
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < ch[s].T; i++) {
+            int qp = ch[s].pos + i, t = s_tok0[s] + i;
+            int k0 = window == INT32_MAX ? 0 : std::max(0, qp - window);
+            flops += 4.0 * D * (qp - k0 + 1) * H;
+            for (int h = 0; h < H; h++) {
+                if (N > 1024 && i % 3 && h && h != H - 1) continue;
+                int hk = h / (H / Hkv);
+                const bf16 *qr = &q[((size_t)t * H + h) * D];
+                double mx = -1e300, sum = 0, ref[NC_HEAD_DIM] = {0}, rmax = 0, err = 0;
+                for (int kp = k0; kp <= qp; kp++) {
+                    size_t off = (((size_t)bt[s_bt[s] + kp / BT] * Hkv + hk) * BT + kp % BT) * D;
+                    double d = 0;
+                    for (int e = 0; e < D; e++) d += (double)__bfloat162float(qr[e]) * __bfloat162float(kc[off + e]);
+                    sc[kp - k0] = d / sqrt((double)D);
+                    mx = std::max(mx, sc[kp - k0]);
+                }
+                for (int kp = k0; kp <= qp; kp++) {
+                    size_t off = (((size_t)bt[s_bt[s] + kp / BT] * Hkv + hk) * BT + kp % BT) * D;
+                    double p = exp(sc[kp - k0] - mx);
+                    sum += p;
+                    for (int e = 0; e < D; e++) ref[e] += p * __bfloat162float(vc[off + e]);
+                }
+                for (int e = 0; e < D; e++) {
+                    ref[e] /= sum;
+                    rmax = std::max(rmax, fabs(ref[e]));
+                    double o = __bfloat162float(out[((size_t)t * H + h) * D + e]);
+                    err = std::max(err, o == o ? fabs(o - ref[e]) : 1e30);
+                }
+                checked++;
+                worst = std::max(worst, err / (rmax + 1e-30));
+                if (!(err <= 2e-2 * rmax + 2e-3)) {
+                    if (bad < 5)
+                        printf("  MISMATCH %s: chunk %d row %d (pos %d) head %d: max err %.3g, max |ref| %.3g\n", name,
+                               s, i, qp, h, err, rmax);
+                    bad++;
+                }
+            }
+        }
+    double us = 0;
+    if (timed) {
+        cudaEvent_t e0, e1;
+        CK(cudaEventCreate(&e0));
+        CK(cudaEventCreate(&e1));
+        std::vector<float> ts;
+        for (int r = 0; r < 21; r++) {
+            CK(cudaEventRecord(e0));
+            if (nc_cuda_attn_prefill(&cu, 0, n_items)) exit(1);
+            CK(cudaEventRecord(e1));
+            CK(cudaEventSynchronize(e1));
+            float ms;
+            CK(cudaEventElapsedTime(&ms, e0, e1));
+            if (r) ts.push_back(ms);
+        }
+        std::sort(ts.begin(), ts.end());
+        us = ts[ts.size() / 2] * 1e3;
+    }
+    printf("%-34s %5d rows checked, worst rel err %.2e, %s", name, checked, worst, bad ? "FAIL" : "ok");
+    if (timed) printf(" | %8.1f us | %6.1f TFLOP/s", us, flops / us * 1e-6);
+    printf("\n");
+    failures += bad > 0;
+    cudaFree(cu.q), cudaFree(cu.kc), cudaFree(cu.vc), cudaFree(cu.attn), cudaFree(cu.meta_d);
+    return us;
+}
+
+int main(void) {
+    cudaDeviceProp p;
+    CK(cudaGetDeviceProperties(&p, 0));
+    printf("device: %s (%d SMs), prefill attention, %d-row items\n", p.name, p.multiProcessorCount,
+           NC_ATTN_PREFILL_ROWS);
+    chunk d34[1] = {{2048, 0}};
+    double full = run_case("d34 T2048 causal", d34, 1, 17, 17, INT32_MAX, true);
+    run_case("d34 T2048 window 512", d34, 1, 17, 17, 512, true);
+    run_case("d34 T2048 window 1000", d34, 1, 17, 17, 1000, false);
+    chunk rag[3] = {{300, 100}, {200, 37}, {130, 0}};
+    run_case("GQA 8/2 ragged, continued chunks", rag, 3, 8, 2, INT32_MAX, false);
+    run_case("GQA 8/2 ragged, window 100", rag, 3, 8, 2, 100, false);
+    chunk small[3] = {{3, 61}, {7, 0}, {130, 64}};
+    run_case("short chunks 3/7/130", small, 3, 4, 4, INT32_MAX, false);
+    printf("d34 prefill attention, 34 layers: %.2f ms\n", full * 34 * 1e-3);
+    printf("%s\n", failures ? "attn_prefill: FAILED" : "attn_prefill: all cases ok");
+    return failures ? 1 : 0;
+}
