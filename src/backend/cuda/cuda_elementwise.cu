@@ -103,7 +103,7 @@ int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n) {
 /* ==== RoPE + QK-norm + value embeddings + KV append ==== */
 
 typedef struct {
-    const float *qkv;    /* [N, Q] */
+    const void *qkv;     /* [N, Q], fp32 or bf16 (the kernel's TQ) */
     const float *x;      /* [N, C] residual (attention input, for the ve gate) */
     const int32_t *tok, *tpos, *tseq, *s_bt, *bt;
     const float2 *rope;  /* [rope_len][D/2] */
@@ -115,8 +115,13 @@ typedef struct {
     float eps, qk_scale, ve_scale;
 } rope_args;
 
+__device__ __forceinline__ float nc_to_f32(float v) { return v; }
+__device__ __forceinline__ float nc_to_f32(bf16 v) { return __bfloat162float(v); }
+
 /* One warp per head (q heads, then k heads, then v heads) of one token.
- * Lane l holds dims l, l+32, l+64, l+96: RoPE pairs j with j + D/2. */
+ * Lane l holds dims l, l+32, l+64, l+96: RoPE pairs j with j + D/2.
+ * TQ: element type of qkv (float from the GEMV, bf16 from the GEMM). */
+template <typename TQ>
 __global__ void __launch_bounds__(256) rope_append_kernel(rope_args a) {
     const int D = NC_HEAD_DIM;
     nc_pdl_trigger();
@@ -125,8 +130,9 @@ __global__ void __launch_bounds__(256) rope_append_kernel(rope_args a) {
     int hh = blockIdx.y * 8 + (threadIdx.x >> 5);
     int nheads = a.H + 2 * a.Hkv;
     if (hh >= nheads) return;
-    const float *src = a.qkv + (size_t)t * (nheads * D) + (size_t)hh * D;
-    float v0 = src[lane], v1 = src[lane + 32], v2 = src[lane + 64], v3 = src[lane + 96];
+    const TQ *src = (const TQ *)a.qkv + (size_t)t * (nheads * D) + (size_t)hh * D;
+    float v0 = nc_to_f32(src[lane]), v1 = nc_to_f32(src[lane + 32]);
+    float v2 = nc_to_f32(src[lane + 64]), v3 = nc_to_f32(src[lane + 96]);
     int pos = a.tpos[t];
     int seq = a.tseq[t];
     int blk = a.bt[a.s_bt[seq] + pos / NC_KV_BLOCK_TOKENS];
@@ -171,7 +177,7 @@ __global__ void __launch_bounds__(256) rope_append_kernel(rope_args a) {
     }
 }
 
-int nc_cuda_rope_append(nc_cuda *cu, int layer, int n) {
+static int rope_append(nc_cuda *cu, int layer, int n, bool qkv_bf16) {
     const nc_cuda_layer *ly = &cu->layers[layer];
     size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     rope_args a;
@@ -188,10 +194,15 @@ int nc_cuda_rope_append(nc_cuda *cu, int layer, int n) {
     a.H = cu->H, a.Hkv = cu->Hkv, a.C = cu->C, a.ve_ch = cu->cfg.ve_gate_channels;
     a.eps = cu->cfg.norm_eps, a.qk_scale = cu->cfg.qk_scale, a.ve_scale = cu->cfg.ve_gate_scale;
     dim3 grid(n, (cu->H + 2 * cu->Hkv + 7) / 8);
-    cudaError_t e = nc_launch(cu, rope_append_kernel, grid, dim3(256), 0, a);
+    cudaError_t e = qkv_bf16 ? nc_launch(cu, rope_append_kernel<bf16>, grid, dim3(256), 0, a)
+                             : nc_launch(cu, rope_append_kernel<float>, grid, dim3(256), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching rope_append: %s", cudaGetErrorString(e));
     return 0;
 }
+
+int nc_cuda_rope_append(nc_cuda *cu, int layer, int n) { return rope_append(cu, layer, n, false); }
+
+int nc_cuda_rope_append_bf16(nc_cuda *cu, int layer, int n) { return rope_append(cu, layer, n, true); }
 
 /* ==== ReLU² ==== */
 

@@ -184,11 +184,11 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
                 return -1;
         } else {
             if (nc_cuda_rmsnorm_bf16(cu, cu->x, cu->h, N) ||
-                nc_cuda_gemm(cu, ly->wqkv, cu->h, cu->qkv, true, cu->Q, N, C, false))
+                nc_cuda_gemm(cu, ly->wqkv, cu->h, cu->qkv, false, cu->Q, N, C, false)) /* bf16 [N, Q] */
                 return -1;
         }
         prof_mark(cu, NC_PROF_QKV);
-        if (nc_cuda_rope_append(cu, l, N)) return -1;
+        if (gemv ? nc_cuda_rope_append(cu, l, N) : nc_cuda_rope_append_bf16(cu, l, N)) return -1;
         prof_mark(cu, NC_PROF_ROPE);
         if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits)) return -1;
         if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;

@@ -139,7 +139,7 @@ typedef struct {
     /* scratch (N = max_tokens) */
     int max_tokens, max_seqs, logits_rows;
     float *x, *x0, *xb;                /* [N, C] residual, x0 (V2+), backout copy (V6) */
-    float *qkv;                        /* [N, Q] */
+    float *qkv;                        /* [N, Q] (fp32 from the GEMV; bf16 [N, Q] from the prefill GEMM) */
     float *xr;                         /* [logits_rows, C] gathered rows (GEMV lm_head) */
     float *logits;                     /* [logits_rows, Vp] */
     float *part;                       /* split-KV partials */
@@ -209,6 +209,9 @@ int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n);
 /* RoPE + QK-norm (+ scale) of q and k, value embeddings, KV append: reads
  * qkv [n, Q] and writes q [n, H, D] and the cache of `layer`. */
 int nc_cuda_rope_append(nc_cuda *cu, int layer, int n);
+/* The same with qkv holding bf16 [n, Q] (the GEMM path, like nanochat's
+ * bf16 linear outputs under autocast): half the bytes to read. */
+int nc_cuda_rope_append_bf16(nc_cuda *cu, int layer, int n);
 /* u = bf16(relu(u)^2) in place, n*F values. */
 int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count);
 /* Logits input rows: rows r < R of token lrow[r0 + r], with the V6
