@@ -129,9 +129,9 @@ static void check_case(nc_backend *be, const fixture *fx, const fx_case *tc, flo
         CHECK(fwd(be, &d, 1, logits) == 0, "%s", what);
         compare_fixture(fx, tc, logits, t, 1, what);
     }
-    /* chunks of 3 (GEMV + flash) and 7 (GEMM + flash), crossing blocks */
-    int sizes[2] = {3, 7};
-    for (int k = 0; k < 2; k++) {
+    /* chunks of 3 (GEMV + flash), 7, 12 and 45 (GEMM + flash), crossing blocks */
+    int sizes[4] = {3, 7, 12, 45};
+    for (int k = 0; k < 4; k++) {
         table(t2, 16, 63 - k, 61);
         snprintf(what, sizeof what, "%s chunks of %d", fx->name, sizes[k]);
         for (int t = 0; t < tc->n_prompt; t += sizes[k]) {
@@ -292,6 +292,21 @@ static void check_random(const char *spec, float *lg, float *lc) {
     for (int k = 0; k < 4; k++) {
         nc_seq_chunk d = {prompt + 150 + k, 1, 150 + k, prompt[149 + k], t[0], NC_LOGITS_LAST};
         compare_backends(gpu, cpu, &d, 1, V, lg, lc, what);
+    }
+    /* the same prompt in chunks of 12, 29, 45 and 93 (GEMM batches of
+     * several widths, prefill tiles ending mid-block) */
+    {
+        int32_t tc[16];
+        table(tc, 16, 57, 1);
+        int sizes[4] = {12, 29, 45, 93};
+        for (int k = 0; k < 4; k++) {
+            snprintf(what, sizeof what, "%s chunks of %d", spec, sizes[k]);
+            for (int p0 = 0; p0 < 150; p0 += sizes[k]) {
+                nc_seq_chunk d = {prompt + p0, NC_MIN(sizes[k], 150 - p0), p0, p0 ? prompt[p0 - 1] : -1, tc,
+                                  NC_LOGITS_ALL};
+                compare_backends(gpu, cpu, &d, 1, V, lg, lc, what);
+            }
+        }
     }
     /* 3 rows at different positions (GEMV nb=3), then 8 (GEMM) */
     nc_seq_chunk pre[MAX_SEQS], dec[MAX_SEQS];
