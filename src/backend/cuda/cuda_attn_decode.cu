@@ -30,10 +30,18 @@
  * to query i iff 0 <= i - j <= window). The split count is fixed per batch
  * size (a CUDA graph replays it); ranges are derived on the device from
  * each row's position.
+ *
+ * For batches of 1..4 decode rows the kernel also does the work of the
+ * rope_append kernel (one launch less per layer): each CTA computes its G
+ * query heads from qkv into shared memory, and the CTA whose split holds
+ * this step's position first appends the key and value (the same
+ * nc_rope_head as the separate kernel, so the same bits), then reads that
+ * chunk through L2.
  */
 #include <math.h>
 
 #include "cuda_internal.cuh"
+#include "cuda_rope.cuh"
 
 #define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
 #define DEC_WARPS 4
@@ -49,6 +57,11 @@ typedef struct {
     bf16 *out;              /* [N, H*D] */
     int H, Hkv, splits, window;
     float qscale;           /* 1/sqrt(D) * log2(e) */
+    /* fused (a batch of decode rows only): q and this step's key and value
+     * come from the fp32 qkv through nc_rope_head here, not from a
+     * rope_append kernel before */
+    int fused;
+    nc_rope_args rope;
 } dec_args;
 
 __device__ __forceinline__ uint4 ld_kv(const uint4 *p) {
@@ -58,6 +71,10 @@ __device__ __forceinline__ uint4 ld_kv(const uint4 *p) {
                  : "l"(p));
     return r;
 }
+
+/* A load through L2 only: for the chunk this kernel itself just wrote
+ * (fused append), which the non-coherent path must not serve. */
+__device__ __forceinline__ uint4 ld_kv_fresh(const uint4 *p) { return __ldcg(p); }
 
 /* v[0] (lane's 8 values v[0..7] summed over the 16 lanes of its half-warp,
  * value i of lane l going to key i) ends as the total of value i =
@@ -85,10 +102,15 @@ __device__ __forceinline__ float reduce_scatter8(float *v, int lane) {
 /* Issues the 16 loads of chunk c (keys c*16 .. c*16+15 of kv head hk,
  * inside cache block blk) for this lane. */
 __device__ __forceinline__ void load_chunk(const dec_args &a, int32_t blk, int hk, int c, int lane, uint4 *kv,
-                                           uint4 *vv) {
+                                           uint4 *vv, bool fresh) {
     constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
     size_t off = ((size_t)blk * a.Hkv + hk) * BT * D + (size_t)(c % CPB) * DEC_CHUNK * D;
     const uint4 *kp = (const uint4 *)(a.kc + off) + lane, *vp = (const uint4 *)(a.vc + off) + lane;
+    if (fresh) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) kv[i] = ld_kv_fresh(kp + 32 * i), vv[i] = ld_kv_fresh(vp + 32 * i);
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < 8; i++) kv[i] = ld_kv(kp + 32 * i);
 #pragma unroll
@@ -103,6 +125,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     static_assert(D == DEC_THREADS && D == 16 * 8, "one 16-lane row of 16-byte loads per key; a thread per dim");
     __shared__ float sm_m[DEC_WARPS][G], sm_l[DEC_WARPS][G];
     __shared__ __align__(16) float sm_acc[DEC_WARPS][G][D];
+    __shared__ __align__(16) bf16 sm_q[G][D];
     __shared__ bool last;
 
     nc_pdl_trigger();
@@ -123,20 +146,37 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     uint4 kv[8], vv[8];
     int32_t blk = cb < ce ? __ldg(bt + cb / CPB) : 0;
     bool early = cb < ce && cb != c_hi;
-    if (early) load_chunk(a, blk, hk, cb, lane, kv, vv);
+    if (early) load_chunk(a, blk, hk, cb, lane, kv, vv, false);
     nc_pdl_wait();
+
+    /* Fused: the CTA's G query heads into shared memory, and the split
+     * that holds this step's key (chunk c_hi) appends the key and value of
+     * kv head hk first; a warp per head. */
+    bool fresh = false;
+    if (a.fused) {
+        int split_hi = (c_hi - c_lo) / per / DEC_WARPS;
+        bool append = split == split_hi;
+        for (int k = warp; k < G + (append ? 2 : 0); k += DEC_WARPS) {
+            int hh = k < G ? hk * G + k : k == G ? a.H + hk : a.H + a.Hkv + hk;
+            bf16 *qd = k < G ? sm_q[k] : NULL;
+            nc_rope_head<float>(a.rope, t, hh, lane, qd);
+        }
+        __syncthreads();
+        fresh = append;
+    }
 
     float q[G][8], m[G], l[G], acc[G][8];
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        uint4 u = __ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl);
+        uint4 u = a.fused ? ((const uint4 *)sm_q[g])[dl]
+                          : __ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl);
         nc_bf16x8_to_f32(u, q[g]);
 #pragma unroll
         for (int j = 0; j < 8; j++) q[g][j] *= a.qscale, acc[g][j] = 0.0f;
         m[g] = -INFINITY, l[g] = 0.0f;
     }
     for (int c = cb; c < ce; c++) {
-        if (c != cb || !early) load_chunk(a, blk, hk, c, lane, kv, vv);
+        if (c != cb || !early) load_chunk(a, blk, hk, c, lane, kv, vv, fresh && c == c_hi);
         if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
         int key = c * DEC_CHUNK + 2 * ((lane >> 1) & 7) + half; /* the key whose score this lane ends with */
         bool valid = key >= lo && key <= pos;
@@ -251,7 +291,7 @@ int nc_cuda_attn_decode_init(nc_cuda *cu) {
     return 0;
 }
 
-int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits) {
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
     size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     dec_args a;
     a.q = cu->q;
@@ -265,6 +305,8 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits) {
     a.H = cu->H, a.Hkv = cu->Hkv, a.splits = splits;
     a.window = cu->layers[layer].window;
     a.qscale = 1.4426950408889634f / sqrtf((float)cu->D);
+    a.fused = fused;
+    nc_cuda_rope_args_fill(cu, layer, &a.rope);
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
     static void (*const kernels[NC_ATTN_MAX_GROUP + 1])(dec_args) = {
         NULL, attn_decode_kernel<1>, attn_decode_kernel<2>, attn_decode_kernel<3>, attn_decode_kernel<4>,

@@ -9,6 +9,7 @@
  * keeps bf16 tensors (q, k, v, MLP hidden, GEMM inputs).
  */
 #include "cuda_internal.cuh"
+#include "cuda_rope.cuh"
 
 #define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
 
@@ -102,97 +103,38 @@ int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n) {
 
 /* ==== RoPE + QK-norm + value embeddings + KV append ==== */
 
-typedef struct {
-    const void *qkv;     /* [N, Q], fp32 or bf16 (the kernel's TQ) */
-    const float *x;      /* [N, C] residual (attention input, for the ve gate) */
-    const int32_t *tok, *tpos, *tseq, *s_bt, *bt;
-    const float2 *rope;  /* [rope_len][D/2] */
-    bf16 *q;             /* [N, H, D] */
-    bf16 *kc, *vc;       /* this layer's cache: [n_blocks][Hkv][64][D] */
-    const bf16 *ve;      /* [Vp, Hkv*D] or NULL */
-    const float *ve_gate;/* [Hkv, ve_ch] */
-    int H, Hkv, C, ve_ch;
-    float eps, qk_scale, ve_scale;
-} rope_args;
-
-__device__ __forceinline__ float nc_to_f32(float v) { return v; }
-__device__ __forceinline__ float nc_to_f32(bf16 v) { return __bfloat162float(v); }
-
 /* One warp per head (q heads, then k heads, then v heads) of one token.
- * Lane l holds dims l, l+32, l+64, l+96: RoPE pairs j with j + D/2.
  * TQ: element type of qkv (float from the GEMV, bf16 from the GEMM). */
 template <typename TQ>
-__global__ void __launch_bounds__(256) rope_append_kernel(rope_args a) {
-    const int D = NC_HEAD_DIM;
+__global__ void __launch_bounds__(256) rope_append_kernel(nc_rope_args a) {
     nc_pdl_trigger();
     nc_pdl_wait();
     int t = blockIdx.x, lane = threadIdx.x & 31;
     int hh = blockIdx.y * 8 + (threadIdx.x >> 5);
-    int nheads = a.H + 2 * a.Hkv;
-    if (hh >= nheads) return;
-    const TQ *src = (const TQ *)a.qkv + (size_t)t * (nheads * D) + (size_t)hh * D;
-    float v0 = nc_to_f32(src[lane]), v1 = nc_to_f32(src[lane + 32]);
-    float v2 = nc_to_f32(src[lane + 64]), v3 = nc_to_f32(src[lane + 96]);
-    int pos = a.tpos[t];
-    int seq = a.tseq[t];
-    int blk = a.bt[a.s_bt[seq] + pos / NC_KV_BLOCK_TOKENS];
-    size_t slot = (((size_t)blk * a.Hkv) * NC_KV_BLOCK_TOKENS + pos % NC_KV_BLOCK_TOKENS) * D;
-    if (hh < a.H + a.Hkv) {
-        float2 cs0 = a.rope[(size_t)pos * (D / 2) + lane];
-        float2 cs1 = a.rope[(size_t)pos * (D / 2) + lane + 32];
-        float y0 = v0 * cs0.x + v2 * cs0.y, y2 = -v0 * cs0.y + v2 * cs0.x;
-        float y1 = v1 * cs1.x + v3 * cs1.y, y3 = -v1 * cs1.y + v3 * cs1.x;
-        float ss = nc_warp_sum(y0 * y0 + y1 * y1 + y2 * y2 + y3 * y3);
-        float sc = rsqrtf(ss / (float)D + a.eps) * a.qk_scale;
-        bf16 *dst;
-        if (hh < a.H)
-            dst = a.q + ((size_t)t * a.H + hh) * D;
-        else
-            dst = a.kc + slot + (size_t)(hh - a.H) * NC_KV_BLOCK_TOKENS * D;
-        dst[lane] = __float2bfloat16_rn(y0 * sc);
-        dst[lane + 32] = __float2bfloat16_rn(y1 * sc);
-        dst[lane + 64] = __float2bfloat16_rn(y2 * sc);
-        dst[lane + 96] = __float2bfloat16_rn(y3 * sc);
-    } else {
-        int j = hh - a.H - a.Hkv;
-        if (a.ve) {
-            const float *xr = a.x + (size_t)t * a.C;
-            float ss = 0.0f;
-            for (int c = lane; c < a.C; c += 32) ss += xr[c] * xr[c];
-            float sc = rsqrtf(nc_warp_sum(ss) / (float)a.C + a.eps);
-            float g = 0.0f;
-            for (int c = lane; c < a.ve_ch; c += 32) g += xr[c] * sc * a.ve_gate[j * a.ve_ch + c];
-            g = a.ve_scale / (1.0f + __expf(-nc_warp_sum(g)));
-            const bf16 *ve = a.ve + ((size_t)a.tok[t] * a.Hkv + j) * D;
-            v0 += g * __bfloat162float(ve[lane]);
-            v1 += g * __bfloat162float(ve[lane + 32]);
-            v2 += g * __bfloat162float(ve[lane + 64]);
-            v3 += g * __bfloat162float(ve[lane + 96]);
-        }
-        bf16 *dst = a.vc + slot + (size_t)j * NC_KV_BLOCK_TOKENS * D;
-        dst[lane] = __float2bfloat16_rn(v0);
-        dst[lane + 32] = __float2bfloat16_rn(v1);
-        dst[lane + 64] = __float2bfloat16_rn(v2);
-        dst[lane + 96] = __float2bfloat16_rn(v3);
-    }
+    if (hh >= a.H + 2 * a.Hkv) return;
+    nc_rope_head<TQ>(a, t, hh, lane, hh < a.H ? a.q + ((size_t)t * a.H + hh) * NC_HEAD_DIM : NULL);
+}
+
+void nc_cuda_rope_args_fill(const nc_cuda *cu, int layer, nc_rope_args *a) {
+    const nc_cuda_layer *ly = &cu->layers[layer];
+    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
+    a->qkv = cu->qkv;
+    a->x = cu->x;
+    a->tok = META(cu, tok), a->tpos = META(cu, tpos), a->tseq = META(cu, tseq);
+    a->s_bt = META(cu, s_bt), a->bt = META(cu, bt);
+    a->rope = cu->rope;
+    a->q = cu->q;
+    a->kc = cu->kc + layer * layer_elems;
+    a->vc = cu->vc + layer * layer_elems;
+    a->ve = ly->ve;
+    a->ve_gate = ly->ve_gate;
+    a->H = cu->H, a->Hkv = cu->Hkv, a->C = cu->C, a->ve_ch = cu->cfg.ve_gate_channels;
+    a->eps = cu->cfg.norm_eps, a->qk_scale = cu->cfg.qk_scale, a->ve_scale = cu->cfg.ve_gate_scale;
 }
 
 static int rope_append(nc_cuda *cu, int layer, int n, bool qkv_bf16) {
-    const nc_cuda_layer *ly = &cu->layers[layer];
-    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
-    rope_args a;
-    a.qkv = cu->qkv;
-    a.x = cu->x;
-    a.tok = META(cu, tok), a.tpos = META(cu, tpos), a.tseq = META(cu, tseq);
-    a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
-    a.rope = cu->rope;
-    a.q = cu->q;
-    a.kc = cu->kc + layer * layer_elems;
-    a.vc = cu->vc + layer * layer_elems;
-    a.ve = ly->ve;
-    a.ve_gate = ly->ve_gate;
-    a.H = cu->H, a.Hkv = cu->Hkv, a.C = cu->C, a.ve_ch = cu->cfg.ve_gate_channels;
-    a.eps = cu->cfg.norm_eps, a.qk_scale = cu->cfg.qk_scale, a.ve_scale = cu->cfg.ve_gate_scale;
+    nc_rope_args a;
+    nc_cuda_rope_args_fill(cu, layer, &a);
     dim3 grid(n, (cu->H + 2 * cu->Hkv + 7) / 8);
     cudaError_t e = qkv_bf16 ? nc_launch(cu, rope_append_kernel<bf16>, grid, dim3(256), 0, a)
                              : nc_launch(cu, rope_append_kernel<float>, grid, dim3(256), 0, a);

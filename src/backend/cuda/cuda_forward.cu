@@ -188,9 +188,13 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
                 return -1;
         }
         prof_mark(cu, NC_PROF_QKV);
-        if (gemv ? nc_cuda_rope_append(cu, l, N) : nc_cuda_rope_append_bf16(cu, l, N)) return -1;
+        /* 1..4 decode rows: the attention kernel does RoPE + append itself
+         * (one kernel less per layer, +1% at batch 1; at larger batches every
+         * CTA would do it before its KV stream starts, -1%) */
+        bool fused = !bs->n_items && gemv;
+        if (!fused && (gemv ? nc_cuda_rope_append(cu, l, N) : nc_cuda_rope_append_bf16(cu, l, N))) return -1;
         prof_mark(cu, NC_PROF_ROPE);
-        if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits)) return -1;
+        if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused)) return -1;
         if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
         prof_mark(cu, NC_PROF_ATTN);
         if (gemv) {

@@ -226,8 +226,11 @@ int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
 /* ==== cuda_attn_decode.cu ==== */
 
 /* Attention for nb one-token chunks (meta dec_seq) of `layer` with
- * `splits` splits per (row, kv head); writes attn rows. */
-int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits);
+ * `splits` splits per (row, kv head); writes attn rows. fused = false: q
+ * and the cache are ready (a rope_append kernel ran); true: the batch has
+ * only decode rows and the kernel does RoPE, QK-norm and the append itself
+ * from the fp32 qkv of the GEMV. */
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused);
 int nc_cuda_attn_decode_init(nc_cuda *cu);
 
 /* ==== cuda_attn_prefill.cu ==== */
