@@ -42,3 +42,5 @@ $BIN bench $MODEL_ARGS --prefill 0 --ctx 512,768 --batch none >"$OUT/bench_b1.tx
 echo "==== $CLIENTS clients"; tail -n 12 "$OUT/load64.txt"
 echo "==== 1 client"; tail -n 12 "$OUT/load1.txt"
 echo "==== bench batch-1"; grep -E "^decode" "$OUT/bench_b1.txt"
+echo "==== engine time (both load runs): step vs forward seconds"
+grep -E "^nanochat_engine_(step|forward)_seconds_total" "$OUT/metrics.txt"

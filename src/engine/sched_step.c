@@ -242,6 +242,7 @@ int sched_run_batch(nc_scheduler *s) {
 
     nc_backend *b = s->backend;
     int rc = 0;
+    double t0 = nc_now();
     if (s->n_host) {
         nc_batch batch = {s->host_chunks, s->n_host};
         rc = b->ops->forward(b, &batch, s->logits);
@@ -259,6 +260,7 @@ int sched_run_batch(nc_scheduler *s) {
         nc_batch batch = {s->dev_chunks, s->n_dev};
         rc = b->ops->forward_sample(b, &batch, s->dev_rows, s->dev_tokens);
     }
+    s->acc.forward_seconds += nc_now() - t0;
     if (rc) {
         /* The cache contents of every sequence in the batch are now
          * uncertain: end them all. */

@@ -508,6 +508,7 @@ static void publish(nc_scheduler *s) {
 }
 
 int nc_scheduler_step(nc_scheduler *s) {
+    double t0 = nc_now();
     /* Take new requests and cancellations. */
     uint64_t local_ids[64];
     uint64_t *ids = local_ids;
@@ -537,6 +538,7 @@ int nc_scheduler_step(nc_scheduler *s) {
     admit(s);
     int rc = s->n_running ? sched_run_batch(s) : 0;
     retire_finished(s);
+    s->acc.step_seconds += nc_now() - t0;
     publish(s);
     return rc < 0 ? -1 : s->n_waiting + s->n_running;
 }

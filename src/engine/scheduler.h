@@ -124,6 +124,8 @@ typedef struct {
     int64_t tokens_generated;
     int32_t last_batch_rows;
     int32_t last_batch_tokens;
+    double step_seconds;       /* cumulative wall time in nc_scheduler_step */
+    double forward_seconds;    /* ... of it inside the backend's forward passes */
 } nc_scheduler_stats;
 
 void nc_scheduler_get_stats(nc_scheduler *s, nc_scheduler_stats *out);

@@ -193,6 +193,11 @@ char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int rea
                 (double)st->tokens_prefilled);
         counter(&b, "nanochat_tokens_cached_total", "Prompt tokens served from the prefix cache.",
                 (double)st->tokens_cached);
+        counter(&b, "nanochat_engine_step_seconds_total", "Wall time of the engine's scheduling steps.",
+                st->step_seconds);
+        counter(&b, "nanochat_engine_forward_seconds_total",
+                "Part of the step time spent in the backend's forward passes (the rest is host work).",
+                st->forward_seconds);
     }
     return b.buf;
 }

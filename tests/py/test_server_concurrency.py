@@ -141,6 +141,10 @@ def main():
             before['nanochat_rows_finished_total{reason="cancelled"}']
         ck.check(cancelled >= 1, f"no row was cancelled ({cancelled})")
         ck.check(m["nanochat_kv_blocks_used"] <= m["nanochat_kv_blocks_total"], "blocks used <= total")
+        # The engine's time: it has run steps, and its forward passes are part of them.
+        ck.check(0 < m["nanochat_engine_forward_seconds_total"] <= m["nanochat_engine_step_seconds_total"],
+                 f"engine seconds: forward {m['nanochat_engine_forward_seconds_total']}, "
+                 f"step {m['nanochat_engine_step_seconds_total']}")
         # Still serving, still right.
         job = (cases[3], 64, "openai")
         ck.check(stream_request(srv.port, job) == expected(cases[3], 64), "answer after the disconnects")
