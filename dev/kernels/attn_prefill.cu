@@ -9,10 +9,14 @@
  *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -DNC_WITH_CUDA \
  *        -o /tmp/attn_prefill dev/kernels/attn_prefill.cu && /tmp/attn_prefill
  *
- * Cases: d34 full causal (T 2048, H = Hkv = 17), the same with the V6 short
- * window (512) and a 1000-key window, GQA (H 8, Hkv 2) with three ragged
- * chunks that continue earlier context at positions that are not multiples
- * of 64 (chunked prefill / prefix reuse), and short chunks (3, 7, 130 rows).
+ * Every case runs both kernels (mma.sync v2 and wgmma v3, the backend's
+ * default on sm_90; this harness is built for sm_90a) on the same data
+ * against one reference. Cases: d34 full causal (T 2048, H = Hkv = 17), the
+ * same with the V6 short window (512) and a 1000-key window, GQA (H 8,
+ * Hkv 2) with three ragged chunks that continue earlier context at
+ * positions that are not multiples of 64 (chunked prefill / prefix reuse),
+ * short chunks (3, 7, 130, 1 rows), and GQA 6/3 with two long chunks and a
+ * 300-key window.
  * A row passes when max |ours - ref| <= 2e-2 * max |ref| + 2e-3 (bf16 output and
  * bf16-rounded P, as the kernel computes; a wrong mask or block gives errors
  * of order 1). Timing: median of 20 launches, TFLOP/s of the causal (or
@@ -54,10 +58,13 @@ static float frand(void) { /* uniform in [-1, 1) */
 typedef struct { int T, pos; } chunk;
 
 static int failures;
+#define NVAR 2
+static const char *var_name[NVAR] = {"mma.sync v2", "wgmma v3"};
 
 /* One case: chunks (length, start position) of one batch, H query heads,
- * Hkv kv heads, window (INT32_MAX: full). Returns kernel time in us. */
-static double run_case(const char *name, const chunk *ch, int S, int H, int Hkv, int window, bool timed) {
+ * Hkv kv heads, window (INT32_MAX: full); every variant. Fills us[v] with
+ * each variant's kernel time when timed. */
+static void run_case(double *us_v, const char *name, const chunk *ch, int S, int H, int Hkv, int window, bool timed) {
     const int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, R = NC_ATTN_PREFILL_ROWS;
     int N = 0, nblk = 0;
     for (int s = 0; s < S; s++) N += ch[s].T, nblk += (ch[s].pos + ch[s].T + BT - 1) / BT;
@@ -96,6 +103,11 @@ static double run_case(const char *name, const chunk *ch, int S, int H, int Hkv,
     static nc_cuda cu;
     static nc_cuda_layer layer;
     memset(&cu, 0, sizeof cu);
+    {
+        int dev;
+        CK(cudaGetDevice(&dev));
+        CK(cudaDeviceGetAttribute(&cu.cc_major, cudaDevAttrComputeCapabilityMajor, dev));
+    }
     cu.n_blocks = pool, cu.H = H, cu.Hkv = Hkv, cu.G = H / Hkv, cu.D = D;
     layer.window = window;
     cu.layers = &layer;
@@ -109,16 +121,38 @@ static double run_case(const char *name, const chunk *ch, int S, int H, int Hkv,
     CK(cudaMemcpy(cu.kc, kc.data(), kc.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(cu.vc, vc.data(), vc.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(cu.meta_d, meta.data(), meta.size() * 4, cudaMemcpyHostToDevice));
-    CK(cudaMemset(cu.attn, 0xff, q.size() * 2)); /* NaN: rows never written show up */
-    if (nc_cuda_attn_prefill_init(&cu) || nc_cuda_attn_prefill(&cu, 0, n_items)) exit(1);
-    CK(cudaDeviceSynchronize());
-    std::vector<bf16> out(q.size());
-    CK(cudaMemcpy(out.data(), cu.attn, out.size() * 2, cudaMemcpyDeviceToHost));
+    std::vector<std::vector<bf16>> outs(NVAR, std::vector<bf16>(q.size()));
+    for (int v = 0; v < NVAR; v++) {
+        CK(cudaMemset(cu.attn, 0xff, q.size() * 2)); /* NaN: rows never written show up */
+        if (nc_cuda_attn_prefill_init(&cu)) exit(1);
+        fa_wgmma = v == 1;
+        if (nc_cuda_attn_prefill(&cu, 0, n_items)) exit(1);
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(outs[v].data(), cu.attn, q.size() * 2, cudaMemcpyDeviceToHost));
+        us_v[v] = 0;
+        if (timed) {
+            cudaEvent_t e0, e1;
+            CK(cudaEventCreate(&e0));
+            CK(cudaEventCreate(&e1));
+            std::vector<float> ts;
+            for (int r = 0; r < 21; r++) {
+                CK(cudaEventRecord(e0));
+                if (nc_cuda_attn_prefill(&cu, 0, n_items)) exit(1);
+                CK(cudaEventRecord(e1));
+                CK(cudaEventSynchronize(e1));
+                float ms;
+                CK(cudaEventElapsedTime(&ms, e0, e1));
+                if (r) ts.push_back(ms);
+            }
+            std::sort(ts.begin(), ts.end());
+            us_v[v] = ts[ts.size() / 2] * 1e3;
+        }
+    }
 
     /* CPU reference; rows checked: all for small cases, every 3rd (and all of
      * heads 0 and H-1) for the large ones */
-    double worst = 0, flops = 0;
-    int bad = 0, checked = 0;
+    double worst[NVAR] = {0}, flops = 0;
+    int bad[NVAR] = {0}, checked = 0;
     std::vector<double> sc(1 << 16);
     for (int s = 0; s < S; s++)
         for (int i = 0; i < ch[s].T; i++) {
@@ -146,43 +180,32 @@ static double run_case(const char *name, const chunk *ch, int S, int H, int Hkv,
                 for (int e = 0; e < D; e++) {
                     ref[e] /= sum;
                     rmax = std::max(rmax, fabs(ref[e]));
-                    double o = __bfloat162float(out[((size_t)t * H + h) * D + e]);
-                    err = std::max(err, o == o ? fabs(o - ref[e]) : 1e30);
                 }
                 checked++;
-                worst = std::max(worst, err / (rmax + 1e-30));
-                if (!(err <= 2e-2 * rmax + 2e-3)) {
-                    if (bad < 5)
-                        printf("  MISMATCH %s: chunk %d row %d (pos %d) head %d: max err %.3g, max |ref| %.3g\n", name,
-                               s, i, qp, h, err, rmax);
-                    bad++;
+                for (int v = 0; v < NVAR; v++) {
+                    err = 0;
+                    for (int e = 0; e < D; e++) {
+                        double o = __bfloat162float(outs[v][((size_t)t * H + h) * D + e]);
+                        err = std::max(err, o == o ? fabs(o - ref[e]) : 1e30);
+                    }
+                    worst[v] = std::max(worst[v], err / (rmax + 1e-30));
+                    if (!(err <= 2e-2 * rmax + 2e-3)) {
+                        if (bad[v] < 3)
+                            printf("  MISMATCH %s [%s]: chunk %d row %d (pos %d) head %d: max err %.3g, max |ref| %.3g\n",
+                                   name, var_name[v], s, i, qp, h, err, rmax);
+                        bad[v]++;
+                    }
                 }
             }
         }
-    double us = 0;
-    if (timed) {
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        std::vector<float> ts;
-        for (int r = 0; r < 21; r++) {
-            CK(cudaEventRecord(e0));
-            if (nc_cuda_attn_prefill(&cu, 0, n_items)) exit(1);
-            CK(cudaEventRecord(e1));
-            CK(cudaEventSynchronize(e1));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
-            if (r) ts.push_back(ms);
-        }
-        std::sort(ts.begin(), ts.end());
-        us = ts[ts.size() / 2] * 1e3;
+    for (int v = 0; v < NVAR; v++) {
+        printf("%-34s %-16s %5d rows, worst rel err %.2e, %s", name, var_name[v], checked, worst[v],
+               bad[v] ? "FAIL" : "ok");
+        if (timed) printf(" | %8.1f us | %6.1f TFLOP/s", us_v[v], flops / us_v[v] * 1e-6);
+        printf("\n");
+        failures += bad[v] > 0;
     }
-    printf("%-34s %5d rows checked, worst rel err %.2e, %s", name, checked, worst, bad ? "FAIL" : "ok");
-    if (timed) printf(" | %8.1f us | %6.1f TFLOP/s", us, flops / us * 1e-6);
-    printf("\n");
-    failures += bad > 0;
     cudaFree(cu.q), cudaFree(cu.kc), cudaFree(cu.vc), cudaFree(cu.attn), cudaFree(cu.meta_d);
-    return us;
 }
 
 int main(void) {
@@ -190,16 +213,21 @@ int main(void) {
     CK(cudaGetDeviceProperties(&p, 0));
     printf("device: %s (%d SMs), prefill attention, %d-row items\n", p.name, p.multiProcessorCount,
            NC_ATTN_PREFILL_ROWS);
+    double full[NVAR], w512[NVAR], none[NVAR];
     chunk d34[1] = {{2048, 0}};
-    double full = run_case("d34 T2048 causal", d34, 1, 17, 17, INT32_MAX, true);
-    run_case("d34 T2048 window 512", d34, 1, 17, 17, 512, true);
-    run_case("d34 T2048 window 1000", d34, 1, 17, 17, 1000, false);
+    run_case(full, "d34 T2048 causal", d34, 1, 17, 17, INT32_MAX, true);
+    run_case(w512, "d34 T2048 window 512", d34, 1, 17, 17, 512, true);
+    run_case(none, "d34 T2048 window 1000", d34, 1, 17, 17, 1000, false);
     chunk rag[3] = {{300, 100}, {200, 37}, {130, 0}};
-    run_case("GQA 8/2 ragged, continued chunks", rag, 3, 8, 2, INT32_MAX, false);
-    run_case("GQA 8/2 ragged, window 100", rag, 3, 8, 2, 100, false);
-    chunk small[3] = {{3, 61}, {7, 0}, {130, 64}};
-    run_case("short chunks 3/7/130", small, 3, 4, 4, INT32_MAX, false);
-    printf("d34 prefill attention, 34 layers: %.2f ms\n", full * 34 * 1e-3);
+    run_case(none, "GQA 8/2 ragged, continued chunks", rag, 3, 8, 2, INT32_MAX, false);
+    run_case(none, "GQA 8/2 ragged, window 100", rag, 3, 8, 2, 100, false);
+    chunk small[4] = {{3, 61}, {7, 0}, {130, 64}, {1, 200}};
+    run_case(none, "short chunks 3/7/130/1", small, 4, 4, 4, INT32_MAX, false);
+    chunk two[2] = {{1000, 1048}, {777, 0}};
+    run_case(none, "GQA 6/3 two long chunks, window 300", two, 2, 6, 3, 300, false);
+    for (int v = 0; v < NVAR; v++)
+        printf("d34 prefill attention, 34 layers [%s]: %.2f ms (window 512: %.2f ms)\n", var_name[v],
+               full[v] * 34 * 1e-3, w512[v] * 34 * 1e-3);
     printf("%s\n", failures ? "attn_prefill: FAILED" : "attn_prefill: all cases ok");
     return failures ? 1 : 0;
 }
