@@ -58,8 +58,8 @@ static float frand(void) { /* uniform in [-1, 1) */
 typedef struct { int T, pos; } chunk;
 
 static int failures;
-#define NVAR 2
-static const char *var_name[NVAR] = {"mma.sync v2", "wgmma v3"};
+#define NVAR 3
+static const char *var_name[NVAR] = {"mma.sync v2", "wgmma v3 64-key", "wgmma v3 128-key"};
 
 /* One case: chunks (length, start position) of one batch, H query heads,
  * Hkv kv heads, window (INT32_MAX: full); every variant. Fills us[v] with
@@ -125,7 +125,7 @@ static void run_case(double *us_v, const char *name, const chunk *ch, int S, int
     for (int v = 0; v < NVAR; v++) {
         CK(cudaMemset(cu.attn, 0xff, q.size() * 2)); /* NaN: rows never written show up */
         if (nc_cuda_attn_prefill_init(&cu)) exit(1);
-        fa_wgmma = v == 1;
+        fa_kernel = v;
         if (nc_cuda_attn_prefill(&cu, 0, n_items)) exit(1);
         CK(cudaDeviceSynchronize());
         CK(cudaMemcpy(outs[v].data(), cu.attn, q.size() * 2, cudaMemcpyDeviceToHost));

@@ -30,6 +30,7 @@
  * padded to D + 8 bf16 so ldmatrix's 8 rows fall in distinct banks.
  */
 #include <math.h>
+#include <stdlib.h>
 
 #include "cuda_internal.cuh"
 
@@ -366,7 +367,8 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
 #define WG_QBYTES (FA_ROWS * NC_HEAD_DIM * 2)          /* Q: 2 halves of D x [128 rows][128 B] */
 #define WG_PAGE (NC_KV_BLOCK_TOKENS * NC_HEAD_DIM * 2) /* one K or V block: 2 x [64 rows][128 B] */
 #define WG_RING 3
-#define WG_SMEM (1024 + WG_QBYTES + 2 * WG_RING * WG_PAGE + 4 * WG_RING * 8)
+/* dynamic shared memory of the wgmma kernel with NPG blocks per step (231 KB at 2) */
+#define WG_SMEM(npg) (1024 + WG_QBYTES + 2 * WG_RING * (npg) * WG_PAGE + 4 * WG_RING * 8)
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define NC_HAVE_WGMMA 1
@@ -385,6 +387,24 @@ __device__ __forceinline__ void wgmma_m64n64_ss(float *d, uint64_t da, uint64_t 
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
           "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
           "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(da), "l"(db), "r"(acc));
+}
+
+/* S[64 x 128] (+)= A[64 x 16] · B[128 x 16]ᵀ, both K-major in shared memory
+ * (128-key steps); fragment as above with columns 8i + 2tq (+1), i < 16. */
+__device__ __forceinline__ void wgmma_m64n128_ss(float *d, uint64_t da, uint64_t db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(da), "l"(db), "r"(acc));
 }
 
@@ -452,26 +472,40 @@ __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
         : "memory");
 }
 
-/* This thread's share (4 x 16 bytes) of one 64-key block (K or V, one head:
- * [64][D] bf16 contiguous) into a swizzled slot; arrives on bar when done. */
-__device__ __forceinline__ void wg_load_page(unsigned slot, const bf16 *page, unsigned bar, int tid) {
+/* This thread's share of one ring slot: the NPG 64-key blocks of step t (K
+ * or V of one head; each block [64][D] bf16 contiguous in the cache), 4 x 16
+ * bytes per block, into the swizzled slot (2 halves of D x [64 NPG rows][128
+ * B], block p at row 64p). Blocks past the item's last (np blocks) are
+ * zero-filled (finite, and their keys are masked). Arrives on bar once this
+ * thread's copies land. */
+template <int NPG>
+__device__ __forceinline__ void wg_load_step(unsigned slot, const bf16 *base, const int32_t *btab, int t, int np,
+                                             size_t kv_head, unsigned bar, int tid) {
     int c = tid & 15, r = tid >> 4;
-    unsigned s = slot + (c >> 3) * (WG_PAGE / 2) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
-    const bf16 *gp = page + r * NC_HEAD_DIM + c * 8;
+    unsigned s = slot + (c >> 3) * (NPG * WG_PAGE / 2) + r * 128 + (((c & 7) ^ (r & 7)) << 4);
 #pragma unroll
-    for (int i = 0; i < 4; i++) cp_async16(s + i * 16 * 128, gp + i * 16 * NC_HEAD_DIM);
+    for (int pg = 0; pg < NPG; pg++) {
+        int idx = t * NPG + pg;
+        bool ok = idx < np;
+        const bf16 *gp = base + (ok ? (size_t)btab[idx] * kv_head : 0) + r * NC_HEAD_DIM + c * 8;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s + (pg * 64 + i * 16) * 128),
+                         "l"(gp + i * 16 * NC_HEAD_DIM), "r"(ok ? 16 : 0));
+    }
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
 }
 
-/* Online softmax of one 64 x 64 block of S in place (exp2 domain, m in raw
- * score units): mask where needed, new row maxima, P = 2^(S·sc - m·sc),
+/* Online softmax of one 64 x (8 NI) block of S in place (exp2 domain, m in
+ * raw score units): mask where needed, new row maxima, P = 2^(S·sc - m·sc),
  * partial row sums. Returns whether a row maximum of this warp moved;
  * alpha: the factor for O. */
+template <int NI>
 __device__ __forceinline__ bool wg_softmax(float *s, float *m, float *l, float *alpha, int kfirst, int qw, int tq,
                                            bool mask, int window, float sc) {
     if (mask) {
 #pragma unroll
-        for (int i = 0; i < 8; i++)
+        for (int i = 0; i < NI; i++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int kpos = kfirst + i * 8 + 2 * tq + (e & 1), qp = qw + (e >> 1) * 8;
@@ -483,7 +517,7 @@ __device__ __forceinline__ bool wg_softmax(float *s, float *m, float *l, float *
     for (int hf = 0; hf < 2; hf++) {
         float mx = fmaxf(s[2 * hf], s[2 * hf + 1]);
 #pragma unroll
-        for (int i = 1; i < 8; i++) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * hf], s[4 * i + 2 * hf + 1]));
+        for (int i = 1; i < NI; i++) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * hf], s[4 * i + 2 * hf + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         float mn = fmaxf(m[hf], mx);
@@ -494,7 +528,7 @@ __device__ __forceinline__ bool wg_softmax(float *s, float *m, float *l, float *
         m[hf] = mn;
         float sum = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
+        for (int i = 0; i < NI; i++) {
             float p0 = fast_exp2(fmaf(s[4 * i + 2 * hf], sc, -ms));
             float p1 = fast_exp2(fmaf(s[4 * i + 2 * hf + 1], sc, -ms));
             s[4 * i + 2 * hf] = p0, s[4 * i + 2 * hf + 1] = p1;
@@ -504,17 +538,41 @@ __device__ __forceinline__ bool wg_softmax(float *s, float *m, float *l, float *
     }
     return __any_sync(0xffffffffu, moved);
 }
+
+/* S = Q·Kᵀ of one step: 8 wgmma (k16 steps over D) of N = 64 NPG keys; kb:
+ * the K slot. */
+template <int NPG>
+__device__ __forceinline__ void wg_qk(float *s, unsigned qa, unsigned kb) {
+#pragma unroll
+    for (int kk = 0; kk < 8; kk++) {
+        uint64_t da = wg_desc(qa + (kk >> 2) * (WG_QBYTES / 2) + (kk & 3) * 32, 16);
+        uint64_t db = wg_desc(kb + (kk >> 2) * (NPG * WG_PAGE / 2) + (kk & 3) * 32, 16);
+        if constexpr (NPG == 1)
+            wgmma_m64n64_ss(s, da, db, kk);
+        else
+            wgmma_m64n128_ss(s, da, db, kk);
+    }
+}
+
+/* O += P·V of one step: 4 NPG wgmma over 16-key slices; vb: the V slot. */
+template <int NPG>
+__device__ __forceinline__ void wg_pv(float *o, const unsigned *p, unsigned vb) {
+#pragma unroll
+    for (int kk = 0; kk < 4 * NPG; kk++) wgmma_m64n128_rs(o, p + 4 * kk, wg_desc(vb + kk * 16 * 128, NPG * WG_PAGE / 2));
+}
 #endif /* NC_HAVE_WGMMA */
 
+/* NPG: cache blocks (64 keys) per step: 1 (64-key steps) or 2 (128-key steps). */
+template <int NPG>
 __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_args a) {
 #ifdef NC_HAVE_WGMMA
-    const int BT = NC_KV_BLOCK_TOKENS;
+    const int BT = NC_KV_BLOCK_TOKENS, SLOT = NPG * WG_PAGE, KEYS = NPG * BT, NS = 32 * NPG;
     extern __shared__ __align__(16) unsigned char smem[];
     nc_pdl_trigger();
     const int tid = threadIdx.x, lane = tid & 31, warp = (tid >> 5) & 3, wg = tid >> 7;
     const int g = lane >> 2, tq = lane & 3;
     const unsigned qs = ((unsigned)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
-    const unsigned ks = qs + WG_QBYTES, vs = ks + WG_RING * WG_PAGE, bars = vs + WG_RING * WG_PAGE;
+    const unsigned ks = qs + WG_QBYTES, vs = ks + WG_RING * SLOT, bars = vs + WG_RING * SLOT;
     /* mbarriers: K full [3], K empty [3], V full [3], V empty [3] */
 #define KFULL(t) (bars + ((t) % WG_RING) * 8)
 #define KEMPTY(t) (bars + (WG_RING + (t) % WG_RING) * 8)
@@ -527,7 +585,7 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
     int T = a.s_ntok[seq], tok0 = a.s_tok0[seq], pos0 = a.s_pos[seq];
     int kmax = pos0 + min(q0 + FA_ROWS, T) - 1;
     int kmin = a.window == INT32_MAX ? 0 : max(0, pos0 + q0 - a.window);
-    int b_lo = kmin / BT, nt = kmax / BT - b_lo + 1;
+    int b_lo = kmin / BT, np = kmax / BT - b_lo + 1, nt = (np + NPG - 1) / NPG; /* blocks, steps */
     const int32_t *btab = a.bt + a.s_bt[seq] + b_lo;
     const size_t tile = (size_t)BT * NC_HEAD_DIM, kv_head = (size_t)a.Hkv * tile;
     const bf16 *kbase = a.kc + hk * tile, *vbase = a.vc + hk * tile;
@@ -551,9 +609,9 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
         cp_async_commit();
     }
     for (int t = 0; t < WG_RING && t < nt; t++)
-        wg_load_page(ks + t * WG_PAGE, kbase + (size_t)btab[t] * kv_head, KFULL(t), tid);
+        wg_load_step<NPG>(ks + t * SLOT, kbase, btab, t, np, kv_head, KFULL(t), tid);
     for (int t = 0; t < WG_RING - 1 && t < nt; t++)
-        wg_load_page(vs + t * WG_PAGE, vbase + (size_t)btab[t] * kv_head, VFULL(t), tid);
+        wg_load_step<NPG>(vs + t * SLOT, vbase, btab, t, np, kv_head, VFULL(t), tid);
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
@@ -561,12 +619,12 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
     const float sc = a.scale_log2;
     const int qminw = pos0 + q0 + wg * 64, qw = qminw + warp * 16 + g;
     const unsigned qa = qs + wg * 64 * 128;
-    float o[64], s[32];
-    unsigned p[16];
+    float o[64], s[NS];
+    unsigned p[NS / 2];
 #pragma unroll
     for (int i = 0; i < 64; i++) o[i] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 32; i++) s[i] = 0.0f;
+    for (int i = 0; i < NS; i++) s[i] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
 
     /* S_0 */
@@ -574,54 +632,47 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
     fence_proxy_async();
     if (wg) pp_pass(1); /* warpgroup 0 issues first */
     pp_wait(wg);
-    wg_fence_regs<32>(s);
+    wg_fence_regs<NS>(s);
     wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < 8; kk++)
-        wgmma_m64n64_ss(s, wg_desc(qa + (kk >> 2) * (WG_QBYTES / 2) + (kk & 3) * 32, 16),
-                        wg_desc(ks + (kk >> 2) * (WG_PAGE / 2) + (kk & 3) * 32, 16), kk);
+    wg_qk<NPG>(s, qa, ks);
     wg_commit();
     pp_pass(wg);
     wg_wait<0>();
-    wg_fence_regs<32>(s);
+    wg_fence_regs<NS>(s);
     mbar_arrive(KEMPTY(0));
     {
         int kf = b_lo * BT;
-        wg_softmax(s, m, l, alpha, kf, qw, tq, kf + BT - 1 > qminw || qminw + 63 - kf > a.window, a.window, sc);
+        wg_softmax<8 * NPG>(s, m, l, alpha, kf, qw, tq, kf + KEYS - 1 > qminw || qminw + 63 - kf > a.window,
+                                a.window, sc);
     }
 #pragma unroll
-    for (int i = 0; i < 16; i++) p[i] = pack_bf16(s[2 * i], s[2 * i + 1]);
+    for (int i = 0; i < NS / 2; i++) p[i] = pack_bf16(s[2 * i], s[2 * i + 1]);
 
-    /* block j+1's S and block j's P·V per round; the last block's P·V after */
+    /* step j+1's S and step j's P·V per round; the last step's P·V after */
     for (int j = 0; j < nt - 1; j++) {
         mbar_wait(KFULL(j + 1), PHASE(j + 1));
         mbar_wait(VFULL(j), PHASE(j));
         fence_proxy_async();
         pp_wait(wg);
         wg_fence_regs<64>(o);
-        wg_fence_regs<32>(s);
+        wg_fence_regs<NS>(s);
         wg_fence();
-        const unsigned kb = ks + ((j + 1) % WG_RING) * WG_PAGE, vb = vs + (j % WG_RING) * WG_PAGE;
-#pragma unroll
-        for (int kk = 0; kk < 8; kk++)
-            wgmma_m64n64_ss(s, wg_desc(qa + (kk >> 2) * (WG_QBYTES / 2) + (kk & 3) * 32, 16),
-                            wg_desc(kb + (kk >> 2) * (WG_PAGE / 2) + (kk & 3) * 32, 16), kk);
+        wg_qk<NPG>(s, qa, ks + ((j + 1) % WG_RING) * SLOT);
         wg_commit();
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) wgmma_m64n128_rs(o, p + 4 * kk, wg_desc(vb + kk * 16 * 128, WG_PAGE / 2));
+        wg_pv<NPG>(o, p, vs + (j % WG_RING) * SLOT);
         wg_commit();
         pp_pass(wg);
         wg_wait<1>();
-        wg_fence_regs<32>(s);
+        wg_fence_regs<NS>(s);
         mbar_arrive(KEMPTY(j + 1));
-        if (j + WG_RING < nt) { /* K block j+3 into block j's slot, once both warpgroups are done with it */
+        if (j + WG_RING < nt) { /* K step j+3 into step j's slot, once both warpgroups are done with it */
             mbar_wait(KEMPTY(j), PHASE(j));
-            wg_load_page(ks + (j % WG_RING) * WG_PAGE, kbase + (size_t)btab[j + WG_RING] * kv_head,
-                         KFULL(j + WG_RING), tid);
+            wg_load_step<NPG>(ks + (j % WG_RING) * SLOT, kbase, btab, j + WG_RING, np, kv_head, KFULL(j + WG_RING),
+                              tid);
         }
-        int kf = (b_lo + j + 1) * BT;
-        bool moved = wg_softmax(s, m, l, alpha, kf, qw, tq, kf + BT - 1 > qminw || qminw + 63 - kf > a.window,
-                                a.window, sc);
+        int kf = (b_lo + (j + 1) * NPG) * BT;
+        bool moved = wg_softmax<8 * NPG>(s, m, l, alpha, kf, qw, tq,
+                                             kf + KEYS - 1 > qminw || qminw + 63 - kf > a.window, a.window, sc);
         wg_wait<0>();
         wg_fence_regs<64>(o);
         mbar_arrive(VEMPTY(j));
@@ -633,11 +684,11 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
             }
         }
 #pragma unroll
-        for (int i = 0; i < 16; i++) p[i] = pack_bf16(s[2 * i], s[2 * i + 1]);
-        if (j + WG_RING - 1 < nt) { /* V block j+2 into block j-1's slot */
+        for (int i = 0; i < NS / 2; i++) p[i] = pack_bf16(s[2 * i], s[2 * i + 1]);
+        if (j + WG_RING - 1 < nt) { /* V step j+2 into step j-1's slot */
             if (j >= 1) mbar_wait(VEMPTY(j - 1), PHASE(j - 1));
-            wg_load_page(vs + ((j + WG_RING - 1) % WG_RING) * WG_PAGE,
-                         vbase + (size_t)btab[j + WG_RING - 1] * kv_head, VFULL(j + WG_RING - 1), tid);
+            wg_load_step<NPG>(vs + ((j + WG_RING - 1) % WG_RING) * SLOT, vbase, btab, j + WG_RING - 1, np, kv_head,
+                              VFULL(j + WG_RING - 1), tid);
         }
     }
     mbar_wait(VFULL(nt - 1), PHASE(nt - 1));
@@ -645,11 +696,7 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
     pp_wait(wg);
     wg_fence_regs<64>(o);
     wg_fence();
-    {
-        const unsigned vb = vs + ((nt - 1) % WG_RING) * WG_PAGE;
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) wgmma_m64n128_rs(o, p + 4 * kk, wg_desc(vb + kk * 16 * 128, WG_PAGE / 2));
-    }
+    wg_pv<NPG>(o, p, vs + ((nt - 1) % WG_RING) * SLOT);
     wg_commit();
     if (!wg) pp_pass(0); /* warpgroup 1's last turn passes to nobody */
     wg_wait<0>();
@@ -678,16 +725,21 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
 #endif /* NC_HAVE_WGMMA */
 }
 
-/* The wgmma kernel on sm_90 devices (the sm_90a build), the mma.sync one
- * elsewhere (the harness flips this to compare them). */
-static bool fa_wgmma;
+/* Which kernel runs: 0 the mma.sync one, 1 wgmma with 64-key steps, 2 wgmma
+ * with 128-key steps (the default on sm_90 devices, built for sm_90a); the
+ * harness sets it to compare them, NC_CUDA_FA overrides it on sm_90. */
+static int fa_kernel;
 
 int nc_cuda_attn_prefill_init(nc_cuda *cu) {
-    fa_wgmma = cu->cc_major == 9;
+    fa_kernel = cu->cc_major == 9 ? 2 : 0;
+    const char *env = getenv("NC_CUDA_FA");
+    if (fa_kernel && env && (env[0] == '1' || env[0] == '2') && !env[1]) fa_kernel = env[0] - '0';
     NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)FA_SMEM));
-    NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)WG_SMEM));
+    NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)WG_SMEM(1)));
+    NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_wgmma_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)WG_SMEM(2)));
     return 0;
 }
 
@@ -707,8 +759,10 @@ int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items) {
     /* one CTA per (item, head), all heads of an item adjacent: the longest
      * items (build_meta sorts them) start first */
     unsigned grid = (unsigned)n_items * cu->H;
-    if (fa_wgmma)
-        attn_prefill_wgmma_kernel<<<grid, FA_THREADS, WG_SMEM, cu->stream>>>(a);
+    if (fa_kernel == 2)
+        attn_prefill_wgmma_kernel<2><<<grid, FA_THREADS, WG_SMEM(2), cu->stream>>>(a);
+    else if (fa_kernel == 1)
+        attn_prefill_wgmma_kernel<1><<<grid, FA_THREADS, WG_SMEM(1), cu->stream>>>(a);
     else
         attn_prefill_kernel<<<grid, FA_THREADS, FA_SMEM, cu->stream>>>(a);
     NC_CU_LAUNCHED("attn_prefill");
