@@ -4,14 +4,14 @@
  * against the CPU backend (exact fp32, itself checked against PyTorch).
  * Skips (exit 77) when no usable GPU is present.
  *
- * Every op family runs through forward(): embedding + smear, GEMV (batches
- * of <= 4 tokens) and cuBLASLt (larger) products with their fused norms and
+ * Every op family runs through forward(): embedding + smear, GEMV (single
+ * tokens) and cuBLASLt (larger batches) products with their fused norms and
  * epilogues, RoPE + QK-norm + KV append, split-KV decode attention, the
  * tensor-core prefill attention, lambdas / value embeddings / backout (V6),
  * the logits rows, and device sampling (forward_sample). Cases: prefill,
- * token-by-token decode (CUDA graphs from the second step), chunks of 3 (GEMV
- * + flash) and 7 (GEMM + flash), ragged mixed batches, 6 decode rows (GEMM
- * + split-KV), forks by copy_kv_block, contexts past the V6 windows and over
+ * token-by-token decode (GEMV, RoPE folded into the attention, CUDA graphs
+ * from the second step), chunks of 3 to 93 (GEMM + flash), ragged mixed
+ * batches, 2..8 decode rows (GEMM + split-KV), forks by copy_kv_block, contexts past the V6 windows and over
  * several 64-token blocks, GQA, d34-width layers (K = 2176: GEMV tails) and
  * error cases.
  *
@@ -129,7 +129,7 @@ static void check_case(nc_backend *be, const fixture *fx, const fx_case *tc, flo
         CHECK(fwd(be, &d, 1, logits) == 0, "%s", what);
         compare_fixture(fx, tc, logits, t, 1, what);
     }
-    /* chunks of 3 (GEMV + flash), 7, 12 and 45 (GEMM + flash), crossing blocks */
+    /* chunks of 3, 7, 12 and 45 (GEMM + flash), crossing blocks */
     int sizes[4] = {3, 7, 12, 45};
     for (int k = 0; k < 4; k++) {
         table(t2, 16, 63 - k, 61);
@@ -181,7 +181,7 @@ static void check_ragged(nc_backend *be, const fixture *fx, float *logits) {
     compare_fixture(fx, b, logits, nbb, 40, what);
     compare_fixture(fx, a, logits + (size_t)40 * fx->V, na, 1, what);
     compare_fixture(fx, a, logits + (size_t)41 * fx->V, na + 1, 5, what);
-    /* 2 decode rows (GEMV nb=2), then 6 (GEMM + split-KV) in three copies */
+    /* 2 decode rows, then 6 (GEMM + split-KV) in three copies */
     int pa = na + 1, pb = nbb + 40;
     nc_seq_chunk two[2] = {{b->prompt + pb, 1, pb, b->prompt[pb - 1], tb, NC_LOGITS_LAST},
                            {a->prompt + pa, 1, pa, a->prompt[pa - 1], ta, NC_LOGITS_LAST}};
@@ -308,7 +308,7 @@ static void check_random(const char *spec, float *lg, float *lc) {
             }
         }
     }
-    /* 3 rows at different positions (GEMV nb=3), then 8 (GEMM) */
+    /* 3 rows at different positions, then 8 (GEMM + split-KV) */
     nc_seq_chunk pre[MAX_SEQS], dec[MAX_SEQS];
     for (int s = 1; s < MAX_SEQS; s++) {
         pre[s - 1] = (nc_seq_chunk){prompt + s, 20 + 17 * s, 0, -1, t[s], NC_LOGITS_NONE};
@@ -377,8 +377,8 @@ static void check_random(const char *spec, float *lg, float *lc) {
     /* A mid-prompt chunk (NC_LOGITS_NONE) rides along with sampled rows in
      * one forward_sample: tokens land at the sampled chunks' indices, the
      * NONE chunk's entry is untouched, and greedy picks match the logits of
-     * the same rows alone (within a bf16 near-tie: the mixed batch takes the
-     * GEMM path, the rows alone the GEMV path). Rewriting row 7's first 20
+     * the same rows alone (within a bf16 near-tie: the two batches run GEMMs
+     * of different widths). Rewriting row 7's first 20
      * positions with the same tokens leaves its cache as it was. */
     {
         nc_batch alone = {dec, 3};

@@ -31,7 +31,7 @@
  * size (a CUDA graph replays it); ranges are derived on the device from
  * each row's position.
  *
- * For batches of 1..4 decode rows the kernel also does the work of the
+ * For batch-1 decode (the GEMV path) the kernel also does the work of the
  * rope_append kernel (one launch less per layer): each CTA computes its G
  * query heads from qkv into shared memory, and the CTA whose split holds
  * this step's position first appends the key and value (the same

@@ -4,11 +4,11 @@
  *
  * Per forward: validate the batch and pack its metadata (token ids,
  * positions, block tables, ...) into one pinned buffer, upload it with one
- * copy, then run the layers. Small batches (<= NC_GEMV_MAX_ROWS tokens, i.e.
- * decode) use our GEMVs with the norm and epilogues fused; larger ones
- * cuBLASLt GEMMs. Attention runs split-KV for one-token chunks and the
- * tensor-core flash kernel for longer chunks, in the same layer. Logits are
- * computed only for rows that asked for them.
+ * copy, then run the layers. A single token (batch-1 decode) uses our GEMVs
+ * with the norm and epilogues fused; larger batches cuBLASLt GEMMs.
+ * Attention runs split-KV for one-token chunks and the tensor-core flash
+ * kernel for longer chunks, in the same layer. Logits are computed only for
+ * rows that asked for them.
  *
  * A batch made only of one-token chunks (a decode step) is replayed from a
  * CUDA graph cached by batch size: every kernel reads positions, tokens and
@@ -179,8 +179,7 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
         if (cu->cfg.has_lambdas && nc_cuda_lambdas(cu, l, N)) return -1;
         /* attention */
         if (gemv) {
-            if (nc_cuda_gemv(cu, ly->wqkv, cu->Q, C, cu->x, false, C, N, true, NC_EPI_STORE, cu->qkv,
-                             cu->Q, 0.0f))
+            if (nc_cuda_gemv(cu, ly->wqkv, cu->Q, C, cu->x, false, true, NC_EPI_STORE, cu->qkv, 0.0f))
                 return -1;
         } else {
             if (nc_cuda_rmsnorm_bf16(cu, cu->x, cu->h, N) ||
@@ -188,9 +187,9 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
                 return -1;
         }
         prof_mark(cu, NC_PROF_QKV);
-        /* 1..4 decode rows: the attention kernel does RoPE + append itself
-         * (one kernel less per layer, +1% at batch 1; at larger batches every
-         * CTA would do it before its KV stream starts, -1%) */
+        /* batch-1 decode: the attention kernel does RoPE + append itself
+         * (one kernel less per layer, +1-4%; at larger batches every CTA
+         * would do it before its KV stream starts, -1%) */
         bool fused = !bs->n_items && gemv;
         if (!fused && (gemv ? nc_cuda_rope_append(cu, l, N) : nc_cuda_rope_append_bf16(cu, l, N))) return -1;
         prof_mark(cu, NC_PROF_ROPE);
@@ -198,7 +197,7 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
         if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
         prof_mark(cu, NC_PROF_ATTN);
         if (gemv) {
-            if (nc_cuda_gemv(cu, ly->wo, C, HD, cu->attn, true, HD, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
+            if (nc_cuda_gemv(cu, ly->wo, C, HD, cu->attn, true, false, NC_EPI_ADD, cu->x, 0.0f))
                 return -1;
         } else if (nc_cuda_gemm(cu, ly->wo, cu->attn, cu->x, true, C, N, HD, true)) {
             return -1;
@@ -206,10 +205,10 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
         prof_mark(cu, NC_PROF_WO);
         /* MLP */
         if (gemv) {
-            if (nc_cuda_gemv(cu, ly->wfc, F, C, cu->x, false, C, N, true, NC_EPI_RELU2, cu->u, F, 0.0f))
+            if (nc_cuda_gemv(cu, ly->wfc, F, C, cu->x, false, true, NC_EPI_RELU2, cu->u, 0.0f))
                 return -1;
             prof_mark(cu, NC_PROF_FC);
-            if (nc_cuda_gemv(cu, ly->wproj, C, F, cu->u, true, F, N, false, NC_EPI_ADD, cu->x, C, 0.0f))
+            if (nc_cuda_gemv(cu, ly->wproj, C, F, cu->u, true, false, NC_EPI_ADD, cu->x, 0.0f))
                 return -1;
         } else {
             if (nc_cuda_rmsnorm_bf16(cu, cu->x, cu->h, N) ||
@@ -231,8 +230,8 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
     int rc;
     if (R <= NC_GEMV_MAX_ROWS)
         rc = nc_cuda_gather_rows(cu, r0, R, false) ||
-             nc_cuda_gemv(cu, cu->lm_head, cu->V, cu->C, cu->xr, false, cu->C, R, true, NC_EPI_SOFTCAP, cu->logits,
-                          cu->Vp, cu->cfg.softcap);
+             nc_cuda_gemv(cu, cu->lm_head, cu->V, cu->C, cu->xr, false, true, NC_EPI_SOFTCAP, cu->logits,
+                          cu->cfg.softcap);
     else
         rc = nc_cuda_gather_rows(cu, r0, R, true) ||
              nc_cuda_gemm(cu, cu->lm_head, cu->h, cu->logits, true, cu->Vp, R, cu->C, false) ||

@@ -1,15 +1,16 @@
 /*
- * cuda_gemv.cu: the decode matrix-vector products, y = W · x for 1..4 input
- * rows, where nearly all of a decode step's time goes (d34 streams 4.1 GB
- * of weights per token; PERF.md).
+ * cuda_gemv.cu: the decode matrix-vector product y = W · x of a single
+ * token (batch-1 decode), where nearly all of a decode step's time goes
+ * (d34 streams 4.1 GB of weights per token; PERF.md). Batches of two rows
+ * or more go to cuBLASLt: a GEMV variant reading 2..4 input rows ran 1.2-1.8x
+ * slower than cuBLASLt there (dev/kernels/NOTES.md).
  *
  * S warps own one output row (S = 1 for rows of up to 2304 values, 2 or 4
  * for wider ones: split-K, the partial sums merged in shared memory), and
  * each warp issues all the 16-byte loads of its slice at once (9 per lane
  * for a 2176-wide slice), with streaming loads that skip L1 (every weight
  * byte is used once): one memory round trip per warp instead of a loop of
- * dependent ones. Results are deterministic (the same row is summed in the
- * same order whatever the batch).
+ * dependent ones. Results are deterministic.
  *
  * The weight loads are issued before nc_pdl_wait(): weights do not depend on
  * the previous kernel, so under programmatic dependent launch a GEMV's first
@@ -45,26 +46,20 @@ __device__ __forceinline__ void load_x8(const bf16 *x, int c, float *f) {
     nc_bf16x8_to_f32(u, f);
 }
 
-/* NB: input rows the kernel is compiled for (1: a single decode row, with
- * the fewest registers; NC_GEMV_MAX_ROWS for small batches, nb <= NB at run
- * time). S (run time, 1, 2 or 4): warps per output row. */
-template <typename TIn, int NB>
+/* S (run time, 1, 2 or 4): warps per output row. */
+template <typename TIn>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_kernel(const bf16 *__restrict__ W, int rows, int K, int S, const TIn *__restrict__ in, int64_t ld_in,
-                int nb, int norm, int epi, void *out, int64_t ld_out, float cap, float eps) {
-    __shared__ float part_acc[GEMV_WARPS][NB], part_ss[GEMV_WARPS][NB];
+    gemv_kernel(const bf16 *__restrict__ W, int rows, int K, int S, const TIn *__restrict__ in, int norm, int epi,
+                void *out, float cap, float eps) {
+    __shared__ float part_acc[GEMV_WARPS], part_ss[GEMV_WARPS];
     nc_pdl_trigger();
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r = blockIdx.x * (GEMV_WARPS / S) + warp / S, ks = warp % S;
     int nch = K / 8 / S, c_base = ks * nch; /* this warp's 16-byte chunks */
     bool live = r < rows;
-    const TIn *x[NB];
-#pragma unroll
-    for (int b = 0; b < NB; b++) x[b] = in + (b < nb ? (int64_t)b * ld_in : 0) + 8 * (int64_t)c_base;
+    const TIn *x = in + 8 * (int64_t)c_base;
     const uint4 *w = (const uint4 *)(W + (size_t)(live ? r : 0) * K) + c_base;
-    float acc[NB], ss[NB];
-#pragma unroll
-    for (int b = 0; b < NB; b++) acc[b] = 0.0f, ss[b] = 0.0f;
+    float acc = 0.0f, ss = 0.0f;
     bool waited = false;
     for (int c0 = lane; c0 < nch; c0 += 32 * GEMV_LOADS) {
         uint4 wv[GEMV_LOADS];
@@ -81,61 +76,38 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         for (int u = 0; u < GEMV_LOADS; u++) {
             int c = c0 + 32 * u;
             if (live && c < nch) {
-                float wf[8];
+                float wf[8], xf[8];
                 nc_bf16x8_to_f32(wv[u], wf);
+                load_x8(x, c, xf);
 #pragma unroll
-                for (int b = 0; b < NB; b++) {
-                    if (b < nb) {
-                        float xf[8];
-                        load_x8(x[b], c, xf);
-#pragma unroll
-                        for (int i = 0; i < 8; i++) {
-                            acc[b] = fmaf(wf[i], xf[i], acc[b]);
-                            if (norm) ss[b] = fmaf(xf[i], xf[i], ss[b]);
-                        }
-                    }
+                for (int i = 0; i < 8; i++) {
+                    acc = fmaf(wf[i], xf[i], acc);
+                    if (norm) ss = fmaf(xf[i], xf[i], ss);
                 }
             }
         }
     }
     if (!waited) nc_pdl_wait();
-#pragma unroll
-    for (int b = 0; b < NB; b++) {
-        if (b < nb) {
-            acc[b] = nc_warp_sum(acc[b]);
-            if (norm) ss[b] = nc_warp_sum(ss[b]);
-        }
-    }
+    acc = nc_warp_sum(acc);
+    if (norm) ss = nc_warp_sum(ss);
     if (S > 1) { /* merge the row's slices in the order ks = 0..S-1 */
-        if (lane == 0)
-#pragma unroll
-            for (int b = 0; b < NB; b++) part_acc[warp][b] = acc[b], part_ss[warp][b] = ss[b];
+        if (lane == 0) part_acc[warp] = acc, part_ss[warp] = ss;
         __syncthreads();
         if (ks != 0) return;
-#pragma unroll
-        for (int b = 0; b < NB; b++) {
-            acc[b] = part_acc[warp][b], ss[b] = part_ss[warp][b];
-            for (int j = 1; j < S; j++) acc[b] += part_acc[warp + j][b], ss[b] += part_ss[warp + j][b];
-        }
+        acc = part_acc[warp], ss = part_ss[warp];
+        for (int j = 1; j < S; j++) acc += part_acc[warp + j], ss += part_ss[warp + j];
     }
-    if (!live) return;
-#pragma unroll
-    for (int b = 0; b < NB; b++) {
-        if (b < nb && lane == b) {
-            float y = acc[b];
-            if (norm) y *= rsqrtf(ss[b] / (float)K + eps);
-            int64_t o = (int64_t)b * ld_out + r;
-            if (epi == NC_EPI_STORE) {
-                ((float *)out)[o] = y;
-            } else if (epi == NC_EPI_ADD) {
-                ((float *)out)[o] += y;
-            } else if (epi == NC_EPI_RELU2) {
-                float t = fmaxf(y, 0.0f);
-                ((bf16 *)out)[o] = __float2bfloat16_rn(t * t);
-            } else {
-                ((float *)out)[o] = cap * tanhf(y / cap);
-            }
-        }
+    if (!live || lane != 0) return;
+    float y = norm ? acc * rsqrtf(ss / (float)K + eps) : acc;
+    if (epi == NC_EPI_STORE) {
+        ((float *)out)[r] = y;
+    } else if (epi == NC_EPI_ADD) {
+        ((float *)out)[r] += y;
+    } else if (epi == NC_EPI_RELU2) {
+        float t = fmaxf(y, 0.0f);
+        ((bf16 *)out)[r] = __float2bfloat16_rn(t * t);
+    } else {
+        ((float *)out)[r] = cap * tanhf(y / cap);
     }
 }
 
@@ -147,25 +119,16 @@ static int gemv_split(int K) {
     return S;
 }
 
-template <typename TIn>
-static cudaError_t launch_gemv(const nc_cuda *cu, const bf16 *W, int rows, int K, const TIn *x, int64_t ld_in,
-                               int nb, int n, int e, void *out, int64_t ld_out, float softcap) {
-    float eps = cu->cfg.norm_eps;
-    const int M = NC_GEMV_MAX_ROWS;
-    int S = gemv_split(K), per_block = GEMV_WARPS / S;
+int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, bool norm,
+                 nc_cuda_epilogue epi, void *out, float softcap) {
+    NC_ASSERT(K % 8 == 0);
+    int S = gemv_split(K), per_block = GEMV_WARPS / S, n = (int)norm, e = (int)epi;
     dim3 grid((rows + per_block - 1) / per_block), block(GEMV_WARPS * 32);
-    return nb == 1 ? nc_launch(cu, gemv_kernel<TIn, 1>, grid, block, 0, W, rows, K, S, x, ld_in, nb, n, e, out,
-                               ld_out, softcap, eps)
-                   : nc_launch(cu, gemv_kernel<TIn, M>, grid, block, 0, W, rows, K, S, x, ld_in, nb, n, e, out,
-                               ld_out, softcap, eps);
-}
-
-int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
-                 bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap) {
-    NC_ASSERT(nb >= 1 && nb <= NC_GEMV_MAX_ROWS && K % 8 == 0);
-    int n = (int)norm, e = (int)epi;
-    cudaError_t err = in_bf16 ? launch_gemv(cu, W, rows, K, (const bf16 *)in, ld_in, nb, n, e, out, ld_out, softcap)
-                              : launch_gemv(cu, W, rows, K, (const float *)in, ld_in, nb, n, e, out, ld_out, softcap);
+    float eps = cu->cfg.norm_eps;
+    cudaError_t err = in_bf16 ? nc_launch(cu, gemv_kernel<bf16>, grid, block, 0, W, rows, K, S, (const bf16 *)in, n, e,
+                                          out, softcap, eps)
+                              : nc_launch(cu, gemv_kernel<float>, grid, block, 0, W, rows, K, S, (const float *)in, n,
+                                          e, out, softcap, eps);
     if (err != cudaSuccess) return nc_fail("cuda: launching gemv: %s", cudaGetErrorString(err));
     return 0;
 }

@@ -6,7 +6,7 @@
  *                     rotary table), free, describe, copy_kv_block
  *   cuda_forward.cu   the forward pass of SPEC §1 for a batch of chunks:
  *                     host-side batch metadata, the layer loop, decode graphs
- *   cuda_gemv.cu      decode matrix-vector products (T <= NC_GEMV_MAX_ROWS rows)
+ *   cuda_gemv.cu      decode matrix-vector products (batch-1 decode)
  *   cuda_gemm.cu      cuBLASLt bf16 GEMMs (fp32 accumulate) for larger batches
  *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks
  *   cuda_attn_prefill.cu tensor-core (mma.sync) flash attention for prompts
@@ -57,7 +57,7 @@ typedef __nv_bfloat16 bf16;
             return nc_fail("cuda: launching %s: %s", what, cudaGetErrorString(nc_cu_err_));  \
     } while (0)
 
-#define NC_GEMV_MAX_ROWS 4      /* batches of up to this many tokens use our GEMV */
+#define NC_GEMV_MAX_ROWS 1      /* batches of this many tokens use our GEMV, larger ones cuBLASLt */
 #define NC_ATTN_MAX_GROUP 8     /* GQA: query heads per kv head the kernels support */
 #define NC_ATTN_MAX_SPLITS 64   /* split-KV: most splits per (row, kv head) */
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
@@ -181,13 +181,12 @@ int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
 
 /* ==== cuda_gemv.cu ==== */
 
-/* y[b][r] = epilogue(scale_b * dot(W[r, :K], in[b, :K])) for b < nb (<= 4)
- * input rows, r < rows. in is fp32 or bf16 (in_bf16), row stride ld_in;
- * norm: scale_b = 1/rms(in[b]) (RMSNorm folded in), else 1. The output row
- * stride is ld_out. Launched with programmatic dependent launch when
- * cu->pdl: its weight loads overlap the previous kernel's tail. */
-int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, int64_t ld_in, int nb,
-                 bool norm, nc_cuda_epilogue epi, void *out, int64_t ld_out, float softcap);
+/* out[r] = epilogue(scale * dot(W[r, :K], in[:K])) for r < rows, one input
+ * row (fp32 or bf16: in_bf16); norm: scale = 1/rms(in) (RMSNorm folded in),
+ * else 1. Launched with programmatic dependent launch when cu->pdl: its
+ * weight loads overlap the previous kernel's tail. */
+int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, bool norm,
+                 nc_cuda_epilogue epi, void *out, float softcap);
 
 /* ==== cuda_gemm.cu ==== */
 
@@ -228,8 +227,8 @@ int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
 /* Attention for nb one-token chunks (meta dec_seq) of `layer` with
  * `splits` splits per (row, kv head); writes attn rows. fused = false: q
  * and the cache are ready (a rope_append kernel ran); true: the batch has
- * only decode rows and the kernel does RoPE, QK-norm and the append itself
- * from the fp32 qkv of the GEMV. */
+ * only decode rows (one, on the GEMV path) and the kernel does RoPE,
+ * QK-norm and the append itself from the fp32 qkv of the GEMV. */
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused);
 int nc_cuda_attn_decode_init(nc_cuda *cu);
 
