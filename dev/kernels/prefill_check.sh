@@ -5,9 +5,10 @@
 # windowed, GQA and ragged cases, and the kernel time of the d34 shape),
 # test_cuda_backend, then the d34 prefill bench of the baseline build
 # (nanochat_base, the parent commit), of the new build and of the new build
-# with NC_CUDA_FA=$ALT (another kernel variant; ALT empty: none),
-# interleaved rounds on the same card, and one eager per-stage profile of
-# the new and the base build. Binaries are prebuilt here and carried in
+# with NC_CUDA_FA=v for each v in $ALT (other kernel variants; ALT empty:
+# none), interleaved rounds on the same card, and one eager per-stage profile
+# of the new and the base build. TEST_ALT: variants test_cuda_backend also
+# runs with. Binaries are prebuilt here and carried in
 # .gpu-bin-prefill (the device image lacks cjson, pcre2, microhttpd and
 # libedit):
 #   make -k BUILD=build-prefill3 -j2 CUDA_ARCH="-gencode=arch=compute_90a,code=sm_90a" \
@@ -19,6 +20,7 @@
 # Logs under $OUT, a short table last.
 set -u
 ALT=${ALT-1}
+TEST_ALT=${TEST_ALT-}
 OUT=${OUT:-/tmp/nc-gpu-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.gpu-bin-prefill/libs
@@ -33,15 +35,19 @@ fi
 timeout 100 $B/test_cuda_backend >"$OUT/test.log" 2>&1
 echo "test_cuda_backend: rc=$? ($((SECONDS - t0)) s): $(tail -n 1 "$OUT/test.log")"
 grep -E "worst|FAIL" "$OUT/test.log" | head -20
+for v in $TEST_ALT; do
+    NC_CUDA_FA=$v timeout 60 $B/test_cuda_backend >"$OUT/test_fa$v.log" 2>&1
+    echo "test_cuda_backend NC_CUDA_FA=$v: rc=$? ($((SECONDS - t0)) s): $(tail -n 1 "$OUT/test_fa$v.log")"
+done
 P="--random d34 --device cuda --prefill 2048 --ctx none --batch none"
 : >"$OUT/bench.txt"
 for round in 1 2 3 4 5; do
-    for bin in nanochat_base nanochat ${ALT:+nanochat-FA$ALT}; do
+    for bin in nanochat_base nanochat $(for v in $ALT; do echo nanochat-FA$v; done); do
         exe=${bin%-FA*}
-        fa=; [ "$exe" != "$bin" ] && fa=$ALT
+        fa=; [ "$exe" != "$bin" ] && fa=${bin#*-FA}
         echo "$bin $(NC_CUDA_FA=$fa timeout 45 $B/$exe bench $P 2>&1 | grep '^prefill')" >>"$OUT/bench.txt"
     done
-    [ $((SECONDS - t0)) -gt 150 ] && break
+    [ $((SECONDS - t0)) -gt 145 ] && break
 done
 echo "bench: $((SECONDS - t0)) s"
 if [ $((SECONDS - t0)) -lt 200 ]; then
