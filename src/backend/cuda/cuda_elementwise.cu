@@ -103,16 +103,16 @@ int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n) {
 
 /* ==== RoPE + QK-norm + value embeddings + KV append ==== */
 
-/* One warp per head (q heads, then k heads, then v heads) of one token.
- * TQ: element type of qkv (float from the GEMV, bf16 from the GEMM). */
-template <typename TQ>
+/* One warp per head (q heads, then k heads, then v heads) of one token of
+ * the GEMM path's bf16 qkv (batch-1 decode's fp32 qkv is handled inside the
+ * decode attention kernel). */
 __global__ void __launch_bounds__(256) rope_append_kernel(nc_rope_args a) {
     nc_pdl_trigger();
     nc_pdl_wait();
     int t = blockIdx.x, lane = threadIdx.x & 31;
     int hh = blockIdx.y * 8 + (threadIdx.x >> 5);
     if (hh >= a.H + 2 * a.Hkv) return;
-    nc_rope_head<TQ>(a, t, hh, lane, hh < a.H ? a.q + ((size_t)t * a.H + hh) * NC_HEAD_DIM : NULL);
+    nc_rope_head<bf16>(a, t, hh, lane, hh < a.H ? a.q + ((size_t)t * a.H + hh) * NC_HEAD_DIM : NULL);
 }
 
 void nc_cuda_rope_args_fill(const nc_cuda *cu, int layer, nc_rope_args *a) {
@@ -132,19 +132,14 @@ void nc_cuda_rope_args_fill(const nc_cuda *cu, int layer, nc_rope_args *a) {
     a->eps = cu->cfg.norm_eps, a->qk_scale = cu->cfg.qk_scale, a->ve_scale = cu->cfg.ve_gate_scale;
 }
 
-static int rope_append(nc_cuda *cu, int layer, int n, bool qkv_bf16) {
+int nc_cuda_rope_append(nc_cuda *cu, int layer, int n) {
     nc_rope_args a;
     nc_cuda_rope_args_fill(cu, layer, &a);
     dim3 grid(n, (cu->H + 2 * cu->Hkv + 7) / 8);
-    cudaError_t e = qkv_bf16 ? nc_launch(cu, rope_append_kernel<bf16>, grid, dim3(256), 0, a)
-                             : nc_launch(cu, rope_append_kernel<float>, grid, dim3(256), 0, a);
+    cudaError_t e = nc_launch(cu, rope_append_kernel, grid, dim3(256), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching rope_append: %s", cudaGetErrorString(e));
     return 0;
 }
-
-int nc_cuda_rope_append(nc_cuda *cu, int layer, int n) { return rope_append(cu, layer, n, false); }
-
-int nc_cuda_rope_append_bf16(nc_cuda *cu, int layer, int n) { return rope_append(cu, layer, n, true); }
 
 /* ==== ReLU² ==== */
 

@@ -191,7 +191,8 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
          * (one kernel less per layer, +1-4%; at larger batches every CTA
          * would do it before its KV stream starts, -1%) */
         bool fused = !bs->n_items && gemv;
-        if (!fused && (gemv ? nc_cuda_rope_append(cu, l, N) : nc_cuda_rope_append_bf16(cu, l, N))) return -1;
+        NC_ASSERT(fused || !gemv); /* one token is always a decode row */
+        if (!fused && nc_cuda_rope_append(cu, l, N)) return -1;
         prof_mark(cu, NC_PROF_ROPE);
         if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused)) return -1;
         if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;

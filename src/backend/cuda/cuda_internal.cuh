@@ -206,11 +206,9 @@ int nc_cuda_lambdas(nc_cuda *cu, int layer, int n);
 /* out[t] = bf16(rmsnorm(x[t])) for n rows of width C. */
 int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n);
 /* RoPE + QK-norm (+ scale) of q and k, value embeddings, KV append: reads
- * qkv [n, Q] and writes q [n, H, D] and the cache of `layer`. */
+ * the bf16 qkv [n, Q] of the GEMM path (like nanochat's bf16 linear outputs
+ * under autocast) and writes q [n, H, D] and the cache of `layer`. */
 int nc_cuda_rope_append(nc_cuda *cu, int layer, int n);
-/* The same with qkv holding bf16 [n, Q] (the GEMM path, like nanochat's
- * bf16 linear outputs under autocast): half the bytes to read. */
-int nc_cuda_rope_append_bf16(nc_cuda *cu, int layer, int n);
 /* u = bf16(relu(u)^2) in place, n*F values. */
 int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count);
 /* Logits input rows: rows r < R of token lrow[r0 + r], with the V6
