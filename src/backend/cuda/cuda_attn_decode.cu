@@ -35,8 +35,8 @@
  * rope_append kernel (one launch less per layer): each CTA computes its G
  * query heads from qkv into shared memory, and the CTA whose split holds
  * this step's position first appends the key and value (the same
- * nc_rope_head as the separate kernel, so the same bits), then reads that
- * chunk through L2.
+ * nc_rope_head as the rope_append kernel, on the GEMV's fp32 qkv), then
+ * reads that chunk through L2.
  */
 #include <math.h>
 
@@ -57,9 +57,9 @@ typedef struct {
     bf16 *out;              /* [N, H*D] */
     int H, Hkv, splits, window;
     float qscale;           /* 1/sqrt(D) * log2(e) */
-    /* fused (a batch of decode rows only): q and this step's key and value
-     * come from the fp32 qkv through nc_rope_head here, not from a
-     * rope_append kernel before */
+    /* fused (batch-1 decode): q and this step's key and value come from the
+     * GEMV's fp32 qkv through nc_rope_head here, not from a rope_append
+     * kernel before */
     int fused;
     nc_rope_args rope;
 } dec_args;
@@ -140,9 +140,10 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     int cb = c_lo + (split * DEC_WARPS + warp) * per, ce = min(cb + per, c_hi + 1);
     const int32_t *bt = a.bt + a.s_bt[seq];
 
-    /* Under PDL this CTA may start while rope_append still writes this
-     * step's key and value (chunk c_hi) and q: the first chunk's loads are
-     * issued before waiting unless it is that chunk. */
+    /* Under PDL this CTA may start while the previous kernel still runs
+     * (rope_append writing this step's key, value and q, or the qkv GEMV
+     * when fused): the first chunk's loads are issued before waiting unless
+     * it is chunk c_hi, which holds this step's key. */
     uint4 kv[8], vv[8];
     int32_t blk = cb < ce ? __ldg(bt + cb / CPB) : 0;
     bool early = EARLY && cb < ce && cb != c_hi;
