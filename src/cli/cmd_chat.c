@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "flags.h"
 #include "gen_run.h"
 #include "model_args.h"
 #include "util/common.h"
@@ -252,27 +253,20 @@ int cmd_chat(int argc, char **argv) {
     conversation conv = {0};
     bool json = false, truncate = false;
     for (int i = 1; i < argc; i++) {
-        int r = nc_model_args_parse(&ma, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        r = nc_cli_gen_parse(&g, argc, argv, &i);
+        int r = nc_cli_gen_parse(&ma, &g, argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
         const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if ((r = nc_flag_take("-p", argc, argv, &i, &prompt)) || (r = nc_flag_take("--prompt", argc, argv, &i, &prompt)) ||
+            (r = nc_flag_take("--system", argc, argv, &i, &conv.system))) {
+            if (r < 0) return 2;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = true;
         } else if (!strcmp(a, "--truncate")) {
             truncate = true;
-        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt") || !strcmp(a, "--system")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "nanochat chat: %s needs a value\n", a);
-                return 2;
-            }
-            if (!strcmp(a, "--system")) conv.system = argv[++i];
-            else prompt = argv[++i];
         } else {
             fprintf(stderr, "nanochat chat: unknown option '%s' (see nanochat chat --help)\n", a);
             return 2;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "flags.h"
 #include "gen_run.h"
 #include "model_args.h"
 #include "util/common.h"
@@ -85,25 +86,18 @@ int cmd_generate(int argc, char **argv) {
     const char *text = NULL, *ids_arg = NULL;
     bool json = false;
     for (int i = 1; i < argc; i++) {
-        int r = nc_model_args_parse(&ma, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        r = nc_cli_gen_parse(&g, argc, argv, &i);
+        int r = nc_cli_gen_parse(&ma, &g, argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
         const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if ((r = nc_flag_take("-p", argc, argv, &i, &text)) || (r = nc_flag_take("--prompt", argc, argv, &i, &text)) ||
+            (r = nc_flag_take("--ids", argc, argv, &i, &ids_arg))) {
+            if (r < 0) return 2;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = true;
-        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt") || !strcmp(a, "--ids")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "nanochat generate: %s needs a value\n", a);
-                return 2;
-            }
-            if (!strcmp(a, "--ids")) ids_arg = argv[++i];
-            else text = argv[++i];
         } else {
             fprintf(stderr, "nanochat generate: unknown option '%s' (see nanochat generate --help)\n", a);
             return 2;

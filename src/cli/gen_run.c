@@ -16,9 +16,10 @@
 
 /* ==== flags ==== */
 
-int nc_cli_gen_parse(nc_gen_params *g, int argc, char **argv, int *i) {
+int nc_cli_gen_parse(nc_model_args *ma, nc_gen_params *g, int argc, char **argv, int *i) {
     const char *v;
-    int r;
+    int r = nc_model_args_parse(ma, argc, argv, i);
+    if (r) return r;
     long long x;
     if ((r = nc_flag_take("-n", argc, argv, i, &v)) || (r = nc_flag_take("--samples", argc, argv, i, &v))) {
         if (r < 0 || nc_flag_int("-n", v, 1, 256, &x)) return -1;

@@ -21,10 +21,11 @@
 
 /* ==== flags ==== */
 
-/* If argv[*i] is a sampling flag (-n, --temperature, --top-k, --top-p,
- * --min-p, --seed, --max-tokens, --no-calculator), consumes it into *g and
- * returns 1; 0 if it is not one; -1 after printing a one-line error. */
-int nc_cli_gen_parse(nc_gen_params *g, int argc, char **argv, int *i);
+/* If argv[*i] is a model option (model_args.h) or a sampling flag (-n,
+ * --temperature, --top-k, --top-p, --min-p, --seed, --max-tokens,
+ * --no-calculator), consumes it into *ma or *g and returns 1; 0 if it is
+ * neither; -1 after printing a one-line error. */
+int nc_cli_gen_parse(nc_model_args *ma, nc_gen_params *g, int argc, char **argv, int *i);
 void nc_cli_gen_help(FILE *f);
 
 /* ==== engine ==== */
