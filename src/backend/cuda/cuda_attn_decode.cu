@@ -294,7 +294,7 @@ int nc_cuda_attn_decode_init(nc_cuda *cu) {
 
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
     size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
-    dec_args a;
+    dec_args a = {};
     a.q = cu->q;
     a.kc = cu->kc + layer * layer_elems;
     a.vc = cu->vc + layer * layer_elems;
@@ -307,7 +307,7 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) 
     a.window = cu->layers[layer].window;
     a.qscale = 1.4426950408889634f / sqrtf((float)cu->D);
     a.fused = fused;
-    nc_cuda_rope_args_fill(cu, layer, &a.rope);
+    if (fused) nc_cuda_rope_args_fill(cu, layer, &a.rope); /* read only when fused */
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
     static void (*const with_early[NC_ATTN_MAX_GROUP + 1])(dec_args) = {
         NULL, attn_decode_kernel<1, true>, attn_decode_kernel<2, true>, attn_decode_kernel<3, true>,
