@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # tools/gpu_release_check.sh: the whole GPU verification of a release in one
 # device call (~9 min): the CUDA test, compute-sanitizer (quick test), the
-# server load test (tools/gpu_serve_bench.sh), `nanochat bench` on d34 and the
-# PyTorch baselines on the same card. Uses the prebuilt binaries in .gpu-bin
-# (see tools/gpu_check.sh). Logs under $OUT; a summary last.
+# server load test (tools/gpu_serve_bench.sh), `nanochat bench` on d34, the
+# PyTorch baselines on the same card (NO_PYTORCH=1 skips them: ~1 min
+# instead) and picochat end to end on the GPU. Uses the prebuilt binaries in
+# .gpu-bin (see tools/gpu_check.sh). Logs under $OUT; a summary last.
 set -u
 OUT=${OUT:-/tmp/nc-gpu-out}
 mkdir -p "$OUT"
@@ -24,10 +25,15 @@ summary+=("serve bench: rc=$? ($((SECONDS - t0)) s)")
 t0=$SECONDS
 timeout 90 $B/nanochat bench --random d34 --device cuda >"$OUT/bench.txt" 2>&1
 summary+=("bench: rc=$? ($((SECONDS - t0)) s)")
+if [ -z "${NO_PYTORCH:-}" ]; then
+    t0=$SECONDS
+    PYTHONUNBUFFERED=1 timeout 110 python3 tools/bench_pytorch.py --model d34 >"$OUT/pytorch.txt" 2>&1
+    summary+=("pytorch: rc=$? ($((SECONDS - t0)) s)")
+fi
 t0=$SECONDS
-PYTHONUNBUFFERED=1 timeout 110 python3 tools/bench_pytorch.py --model d34 >"$OUT/pytorch.txt" 2>&1
-summary+=("pytorch: rc=$? ($((SECONDS - t0)) s)")
+NC_BIN="$PWD/$B/nanochat" timeout 200 python3 tests/py/test_picochat_e2e.py >"$OUT/picochat.txt" 2>&1
+summary+=("picochat end to end: rc=$? ($((SECONDS - t0)) s) $(tail -n 1 "$OUT/picochat.txt")")
 echo "==== serve"; cat "$OUT/serve_summary.txt"
 echo "==== bench"; grep -vE '^\s*$' "$OUT/bench.txt" | tail -14
-echo "==== pytorch"; grep -v '^JSON' "$OUT/pytorch.txt" | tail -14
+[ -z "${NO_PYTORCH:-}" ] && { echo "==== pytorch"; grep -v '^JSON' "$OUT/pytorch.txt" | tail -14; }
 echo "==== summary"; printf '%s\n' "${summary[@]}"
