@@ -6,15 +6,15 @@
 # `nanochat bench`'s batch-1 decode at the same context for comparison.
 # Uses the prebuilt binaries in .gpu-bin when present (the device image lacks
 # cjson, pcre2, microhttpd and libedit), else build/.
-#   usage: [SERVE_ARGS="--max-batch-tokens 1024"] bash tools/gpu_serve_bench.sh
+#   usage: [SERVE_ARGS="--max-batch-tokens 1024"] [BIN=path/to/nanochat] bash tools/gpu_serve_bench.sh
 #   (logs and a summary under $OUT)
 set -u
 OUT=${OUT:-/tmp/nc-serve-out}
 mkdir -p "$OUT"
-BIN=build/nanochat
-if [ -x .gpu-bin/nanochat ]; then
-    BIN=.gpu-bin/nanochat
-    export LD_LIBRARY_PATH="$PWD/.gpu-bin/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -d .gpu-bin/libs ] && export LD_LIBRARY_PATH="$PWD/.gpu-bin/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ -z "${BIN:-}" ]; then
+    BIN=build/nanochat
+    [ -x .gpu-bin/nanochat ] && BIN=.gpu-bin/nanochat
 fi
 PORT=${PORT:-8123}
 URL=http://127.0.0.1:$PORT

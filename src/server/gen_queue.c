@@ -16,7 +16,7 @@
 #include "metrics.h"
 
 nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, int32_t max_lag,
-                                  struct nc_srv_metrics *metrics) {
+                                  struct nc_srv_metrics *metrics, nc_gen_waker *waker) {
     NC_ASSERT(n_rows >= 1 && top_per >= -1 && top_per <= NC_MAX_TOP_LOGPROBS && max_lag >= 1);
     nc_gen_queue *q = calloc(1, sizeof *q);
     if (!q) return NULL;
@@ -44,6 +44,7 @@ nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, int32_t max_l
     q->top_per = top_per;
     q->n_rows = n_rows;
     q->metrics = metrics;
+    q->waker = waker;
     q->t_submit = nc_now();
     return q;
 }
@@ -64,6 +65,108 @@ void nc_gen_queue_release(nc_gen_queue *q) {
 }
 
 /* Appends one event; the caller holds the lock and has checked capacity. */
+/* ==== the waker ==== */
+
+struct nc_gen_waker {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    nc_gen_queue **pending; /* queues with new events, one reference each */
+    int32_t n, cap;
+    bool kicked, stop;
+    pthread_t thread;
+};
+
+static void waker_add(nc_gen_waker *w, nc_gen_queue *q) {
+    pthread_mutex_lock(&w->mu);
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 64;
+        w->pending = nc_xrealloc(w->pending, (size_t)w->cap * sizeof *w->pending);
+    }
+    w->pending[w->n++] = q;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *waker_main(void *arg) {
+    nc_gen_waker *w = arg;
+    nc_gen_queue **batch = NULL;
+    int32_t batch_cap = 0;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        /* A missed kick only delays the wake-ups (50 ms), never loses them. */
+        if (!w->kicked && !w->stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 50 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        }
+        w->kicked = false;
+        bool stop = w->stop;
+        int32_t n = w->n;
+        if (n > batch_cap) {
+            batch_cap = w->cap;
+            batch = nc_xrealloc(batch, (size_t)batch_cap * sizeof *batch);
+        }
+        if (n) memcpy(batch, w->pending, (size_t)n * sizeof *batch);
+        w->n = 0;
+        pthread_mutex_unlock(&w->mu);
+        for (int32_t i = 0; i < n; i++) {
+            nc_gen_queue *q = batch[i];
+            pthread_mutex_lock(&q->mu);
+            q->wake_pending = false;
+            pthread_cond_broadcast(&q->cv);
+            pthread_mutex_unlock(&q->mu);
+            nc_gen_queue_release(q);
+        }
+        pthread_mutex_lock(&w->mu);
+        if (stop && w->n == 0) break;
+    }
+    pthread_mutex_unlock(&w->mu);
+    free(batch);
+    return NULL;
+}
+
+nc_gen_waker *nc_gen_waker_create(void) {
+    nc_gen_waker *w = nc_xcalloc(1, sizeof *w);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&w->mu, NULL);
+    if (pthread_create(&w->thread, NULL, waker_main, w)) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void nc_gen_waker_kick(nc_gen_waker *w) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    bool work = w->n > 0;
+    if (work) w->kicked = true;
+    pthread_mutex_unlock(&w->mu);
+    if (work) pthread_cond_signal(&w->cv);
+}
+
+void nc_gen_waker_free(nc_gen_waker *w) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_mutex_unlock(&w->mu);
+    pthread_cond_signal(&w->cv);
+    pthread_join(w->thread, NULL);
+    free(w->pending);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* ==== the queue ==== */
+
 static void push(nc_gen_queue *q, const nc_gen_event *ev, int32_t token, nc_finish_reason finish) {
     int32_t slot = (q->head + q->count) % q->cap;
     nc_gq_event *e = &q->ring[slot];
@@ -125,8 +228,16 @@ bool nc_gen_queue_callback(void *user, const nc_gen_event *ev) {
         q->rows_finished++;
         last = q->rows_finished == q->n_rows;
     }
-    pthread_cond_broadcast(&q->cv);
+    bool enqueue = false;
+    if (!q->waker) {
+        pthread_cond_broadcast(&q->cv);
+    } else if (!q->wake_pending) {
+        q->wake_pending = true;
+        q->refs++; /* the waker's, until it has woken the consumer */
+        enqueue = true;
+    }
     pthread_mutex_unlock(&q->mu);
+    if (enqueue) waker_add(q->waker, q);
     if (last) nc_gen_queue_release(q);
     return stop;
 }

@@ -113,7 +113,8 @@ int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc
     memset(job, 0, sizeof *job);
     if (atomic_load(&srv->stopping))
         return nc_api_fail(err, 503, NULL, "the server is shutting down");
-    nc_gen_queue *q = nc_gen_queue_create(gen->n, gen->top_logprobs, srv->opt.max_lag_tokens, &srv->metrics);
+    nc_gen_queue *q = nc_gen_queue_create(gen->n, gen->top_logprobs, srv->opt.max_lag_tokens, &srv->metrics,
+                                          srv->waker);
     if (!q) return nc_api_fail(err, 503, NULL, "out of memory for a new request");
     job->srv = srv;
     job->q = q;
@@ -300,6 +301,7 @@ void *nc_engine_main(void *arg) {
             struct timespec ts = {0, 10 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
+        nc_gen_waker_kick(srv->waker); /* the consumers of this step's tokens */
         nc_scheduler_stats st;
         nc_scheduler_get_stats(srv->sched, &st);
         nc_metrics_step(&srv->metrics, st.last_batch_rows);

@@ -94,6 +94,7 @@ static bool join_engine(nc_srv *srv) {
 
 static void free_server(nc_srv *srv) {
     if (srv->sched) nc_scheduler_free(srv->sched);
+    nc_gen_waker_free(srv->waker); /* after the scheduler: freeing it may still finish requests */
     if (srv->m.backend) nc_backend_free(srv->m.backend);
     if (srv->m.tok) nc_tokenizer_free(srv->m.tok);
     if (srv->m.model) nc_model_free(srv->m.model);
@@ -112,6 +113,7 @@ int nc_server_run(const nc_server_options *o) {
     if (srv->opt.idle_timeout_s <= 0) srv->opt.idle_timeout_s = 30;
     if (srv->opt.max_lag_tokens <= 0) srv->opt.max_lag_tokens = NC_GQ_DEFAULT_MAX_LAG;
     nc_metrics_init(&srv->metrics);
+    srv->waker = nc_gen_waker_create();
     srv->t_created = (double)time(NULL);
     atomic_store(&srv->seed_state, (uint64_t)time(NULL) * 0x2545F4914F6CDD1Dull ^ (uint64_t)getpid());
 

@@ -46,6 +46,7 @@ typedef struct nc_srv {
     /* Valid once state == NC_SRV_READY (published with release order). */
     nc_server_model m;
     nc_scheduler *sched;
+    nc_gen_waker *waker;          /* wakes streaming consumers off the engine thread (NULL: inline) */
     int32_t max_context;
     size_t max_token_bytes;
     char model_name[128];
