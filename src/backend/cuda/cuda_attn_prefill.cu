@@ -32,7 +32,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "cuda_internal.cuh"
+#include "cuda_hopper.cuh"
 
 #define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
 #define FPAD (NC_HEAD_DIM + 8)
@@ -370,78 +370,7 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
 /* dynamic shared memory of the wgmma kernel with NPG blocks per step (231 KB at 2) */
 #define WG_SMEM(npg) (1024 + WG_QBYTES + 2 * WG_RING * (npg) * WG_PAGE + 4 * WG_RING * 8)
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define NC_HAVE_WGMMA 1
-#endif
-
 #ifdef NC_HAVE_WGMMA
-/* The accumulator operands of the wgmma wrappers below: d[0..31] (n64)
- * and d[0..63] (n128) as "+f" registers. */
-#define WG_ACC32                                                                                             \
-    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),           \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),  \
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-#define WG_ACC64                                                                                             \
-    WG_ACC32, "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]),      \
-        "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), \
-        "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), \
-        "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), \
-        "+f"(d[63])
-
-/* S[64 x 64] (+)= A[64 x 16] · B[64 x 16]ᵀ, both K-major in shared memory
- * (descriptors); acc = 0 overwrites d. d: the m64n64 fp32 accumulator
- * fragment (row 16w + g (+8), columns 8i + 2tq (+1), as mma.sync's C). */
-__device__ __forceinline__ void wgmma_m64n64_ss(float *d, uint64_t da, uint64_t db, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : WG_ACC32
-        : "l"(da), "l"(db), "r"(acc));
-}
-
-/* S[64 x 128] (+)= A[64 x 16] · B[128 x 16]ᵀ, both K-major in shared memory
- * (128-key steps); fragment as above with columns 8i + 2tq (+1), i < 16. */
-__device__ __forceinline__ void wgmma_m64n128_ss(float *d, uint64_t da, uint64_t db, int acc) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : WG_ACC64
-        : "l"(da), "l"(db), "r"(acc));
-}
-
-/* O[64 x 128] += P[64 x 16] · V[16 x 128]: P in registers (the A fragment
- * of mma.sync m16n8k16 per warp), V MN-major in shared memory (transposed
- * B, descriptor). */
-__device__ __forceinline__ void wgmma_m64n128_rs(float *d, const unsigned *a, uint64_t db) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-        : WG_ACC64
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-}
-
-/* Shared-memory matrix descriptor, 128-byte swizzle; lbo: byte offset of the
- * next 64-element half along N for the MN-major (transposed) V operand,
- * unused for the K-major ones; sbo 1024: the next group of 8 rows. */
-__device__ __forceinline__ uint64_t wg_desc(unsigned addr, unsigned lbo) {
-    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           (1ull << 62);
-}
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
-/* keeps the compiler from moving register accesses across the async MMAs */
-template <int N>
-__device__ __forceinline__ void wg_fence_regs(float *r) {
-#pragma unroll
-    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 /* Ping-pong of the two warpgroups' MMA issue: named barrier 3 is warpgroup
  * 0's turn, 4 warpgroup 1's; each waits for its turn, issues, and passes
  * the turn on (one pass per wait, so the barriers balance at exit). */
@@ -452,21 +381,6 @@ __device__ __forceinline__ void pp_wait(int wg) {
 __device__ __forceinline__ void pp_pass(int wg) {
     if (wg) asm volatile("bar.arrive 3, 256;" ::: "memory");
     else asm volatile("bar.arrive 4, 256;" ::: "memory");
-}
-
-__device__ __forceinline__ void mbar_init(unsigned bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
-}
-__device__ __forceinline__ void mbar_arrive(unsigned bar) {
-    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
-    asm volatile(
-        "{\n.reg .pred P1;\nWAIT:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-        "@!P1 bra WAIT;\n}\n" ::"r"(bar),
-        "r"(parity)
-        : "memory");
 }
 
 /* This thread's share of one ring slot: the NPG 64-key blocks of step t (K
@@ -545,9 +459,9 @@ __device__ __forceinline__ void wg_qk(float *s, unsigned qa, unsigned kb) {
         uint64_t da = wg_desc(qa + (kk >> 2) * (WG_QBYTES / 2) + (kk & 3) * 32, 16);
         uint64_t db = wg_desc(kb + (kk >> 2) * (NPG * WG_PAGE / 2) + (kk & 3) * 32, 16);
         if constexpr (NPG == 1)
-            wgmma_m64n64_ss(s, da, db, kk);
+            wgmma_ss<64>(s, da, db, kk);
         else
-            wgmma_m64n128_ss(s, da, db, kk);
+            wgmma_ss<128>(s, da, db, kk);
     }
 }
 

@@ -415,7 +415,7 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     if (dev_alloc((void **)&cu->attn_count, (size_t)cu->max_seqs * cu->Hkv * sizeof(int), "attention counters"))
         return -1;
     NC_CU_TRY(cudaMemset(cu->attn_count, 0, (size_t)cu->max_seqs * cu->Hkv * sizeof(int)));
-    if (nc_cuda_gemm_init(cu) || nc_cuda_attn_decode_init(cu) ||
+    if (nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_attn_decode_init(cu) ||
         nc_cuda_attn_prefill_init(cu))
         return -1;
     cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
@@ -436,9 +436,11 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
 
     snprintf(cu->description, sizeof cu->description,
-             "%.200s (cc %d.%d, %d SMs, %.1f GiB): bf16 weights %.2f GB, KV pool %lld blocks (%.2f GiB)",
+             "%.200s (cc %d.%d, %d SMs, %.1f GiB): bf16 weights %.2f GB, KV pool %lld blocks (%.2f GiB), "
+             "batch GEMMs: %s",
              prop.name, prop.major, prop.minor, prop.multiProcessorCount, tot / 1073741824.0,
-             cu->slab_bytes / 1e9, (long long)nblocks, nblocks * kv_block_bytes / 1073741824.0);
+             cu->slab_bytes / 1e9, (long long)nblocks, nblocks * kv_block_bytes / 1073741824.0,
+             cu->skinny ? "wgmma up to 64 rows, then cuBLASLt" : "cuBLASLt");
     b->n_kv_blocks = (int32_t)nblocks;
     b->max_batch_tokens = cu->max_tokens;
     b->max_seqs = cu->max_seqs;
@@ -481,6 +483,7 @@ static void cuda_free(nc_backend *b) {
     free(cu->graph_seen);
     free(cu->sample_chunk);
     nc_cuda_gemm_free(cu);
+    nc_cuda_skinny_free(cu);
     void *dev[] = {cu->slab, cu->kc, cu->vc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
                    cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
                    cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};

@@ -87,6 +87,8 @@ int nc_cuda_lambdas(nc_cuda *cu, int layer, int n) {
 
 __global__ void rmsnorm_bf16_kernel(const float *__restrict__ x, bf16 *__restrict__ out, int C, float eps) {
     __shared__ float red[32];
+    nc_pdl_trigger();
+    nc_pdl_wait();
     const float *xr = x + (size_t)blockIdx.x * C;
     float ss = 0.0f;
     for (int c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
@@ -96,8 +98,8 @@ __global__ void rmsnorm_bf16_kernel(const float *__restrict__ x, bf16 *__restric
 }
 
 int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n) {
-    rmsnorm_bf16_kernel<<<n, 256, 0, cu->stream>>>(x, out, cu->C, cu->cfg.norm_eps);
-    NC_CU_LAUNCHED("rmsnorm");
+    cudaError_t e = nc_launch(cu, rmsnorm_bf16_kernel, dim3(n), dim3(256), 0, x, out, cu->C, cu->cfg.norm_eps);
+    if (e != cudaSuccess) return nc_fail("cuda: launching rmsnorm: %s", cudaGetErrorString(e));
     return 0;
 }
 
@@ -203,15 +205,14 @@ int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16) {
 
 /* ==== softcap ==== */
 
-__global__ void softcap_kernel(float *__restrict__ logits, int V, int64_t ld, float cap) {
-    float *row = logits + (size_t)blockIdx.y * ld;
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c < V) row[c] = cap * tanhf(row[c] / cap);
+__global__ void softcap_kernel(float *__restrict__ y, int64_t count, float cap) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) y[i] = cap * tanhf(y[i] / cap);
 }
 
-int nc_cuda_softcap(nc_cuda *cu, int R) {
-    dim3 grid((cu->V + 255) / 256, R);
-    softcap_kernel<<<grid, 256, 0, cu->stream>>>(cu->logits, cu->V, cu->Vp, cu->cfg.softcap);
+int nc_cuda_softcap(nc_cuda *cu, float *y, int rows, int cols) {
+    int64_t count = (int64_t)rows * cols;
+    softcap_kernel<<<(unsigned)((count + 255) / 256), 256, 0, cu->stream>>>(y, count, cu->cfg.softcap);
     NC_CU_LAUNCHED("softcap");
     return 0;
 }

@@ -5,7 +5,8 @@
  * Per forward: validate the batch and pack its metadata (token ids,
  * positions, block tables, ...) into one pinned buffer, upload it with one
  * copy, then run the layers. A single token (batch-1 decode) uses our GEMVs
- * with the norm and epilogues fused; larger batches cuBLASLt GEMMs.
+ * with the norm and epilogues fused; larger batches GEMMs (nc_cuda_matmul:
+ * our skinny wgmma GEMM up to 64 rows on sm_90a, else cuBLASLt).
  * Attention runs split-KV for one-token chunks and the tensor-core flash
  * kernel for longer chunks, in the same layer. Logits are computed only for
  * rows that asked for them.
@@ -183,7 +184,7 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
                 return -1;
         } else {
             if (nc_cuda_rmsnorm_bf16(cu, cu->x, cu->h, N) ||
-                nc_cuda_gemm(cu, ly->wqkv, cu->h, cu->qkv, false, cu->Q, N, C, false)) /* bf16 [N, Q] */
+                nc_cuda_matmul(cu, ly->wqkv, cu->h, cu->qkv, cu->Q, N, C, NC_MM_BF16)) /* bf16 [N, Q] */
                 return -1;
         }
         prof_mark(cu, NC_PROF_QKV);
@@ -200,7 +201,7 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
         if (gemv) {
             if (nc_cuda_gemv(cu, ly->wo, C, HD, cu->attn, true, false, NC_EPI_ADD, cu->x, 0.0f))
                 return -1;
-        } else if (nc_cuda_gemm(cu, ly->wo, cu->attn, cu->x, true, C, N, HD, true)) {
+        } else if (nc_cuda_matmul(cu, ly->wo, cu->attn, cu->x, C, N, HD, NC_MM_ADD)) {
             return -1;
         }
         prof_mark(cu, NC_PROF_WO);
@@ -213,11 +214,10 @@ static int run_layers(nc_cuda *cu, const batch_shape *bs) {
                 return -1;
         } else {
             if (nc_cuda_rmsnorm_bf16(cu, cu->x, cu->h, N) ||
-                nc_cuda_gemm(cu, ly->wfc, cu->h, cu->u, false, F, N, C, false) ||
-                nc_cuda_relu2(cu, cu->u, (int64_t)N * F))
+                nc_cuda_matmul(cu, ly->wfc, cu->h, cu->u, F, N, C, NC_MM_RELU2))
                 return -1;
             prof_mark(cu, NC_PROF_FC);
-            if (nc_cuda_gemm(cu, ly->wproj, cu->u, cu->x, true, C, N, F, true)) return -1;
+            if (nc_cuda_matmul(cu, ly->wproj, cu->u, cu->x, C, N, F, NC_MM_ADD)) return -1;
         }
         prof_mark(cu, NC_PROF_PROJ);
         if (cu->cfg.has_smear && l == cu->L / 2)
@@ -235,8 +235,7 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
                           cu->cfg.softcap);
     else
         rc = nc_cuda_gather_rows(cu, r0, R, true) ||
-             nc_cuda_gemm(cu, cu->lm_head, cu->h, cu->logits, true, cu->Vp, R, cu->C, false) ||
-             nc_cuda_softcap(cu, R);
+             nc_cuda_matmul(cu, cu->lm_head, cu->h, cu->logits, cu->Vp, R, cu->C, NC_MM_SOFTCAP);
     prof_mark(cu, NC_PROF_LOGITS);
     return rc;
 }

@@ -1,6 +1,9 @@
 /*
- * cuda_gemm.cu: bf16 GEMMs through cuBLASLt's C API (fp32 accumulation),
- * for prefill chunks and decode batches of more than NC_GEMV_MAX_ROWS rows.
+ * cuda_gemm.cu: the matrix products of several rows (prefill chunks and
+ * decode batches of more than NC_GEMV_MAX_ROWS rows): the skinny GEMM of
+ * cuda_gemm_skinny.cu where it applies (sm_90a, 2..64 rows), else bf16
+ * GEMMs through cuBLASLt's C API (fp32 accumulation) followed by the
+ * epilogue's elementwise pass.
  *
  * Row-major Y[n, m] = X[n, k] · W[m, k]ᵀ is, in cuBLAS's column-major terms,
  * Yᵀ[m, n] = W[m, k] (op T on the stored [k, m]) · Xᵀ[k, n]: the "TN"
@@ -94,8 +97,10 @@ static int gemm_plan(nc_cuda *cu, gemm_entry *e) {
     return 0;
 }
 
-int nc_cuda_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f32, int m, int n, int k,
-                 bool accumulate) {
+/* Y[n, m] (row-major, ld m) = X[n, k] · W[m, k]ᵀ (+ Y if accumulate) through
+ * cuBLASLt; Y fp32 (y_f32) or bf16. */
+static int lt_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f32, int m, int n, int k,
+                   bool accumulate) {
     nc_cuda_gemm_cache *gc = cu->gemm_cache;
     gemm_entry *e = NULL;
     for (int i = 0; i < gc->n; i++) {
@@ -131,5 +136,15 @@ int nc_cuda_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f32,
     float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     LT_TRY(cublasLtMatmul(cu->lt, e->desc, &alpha, W, e->a, X, e->b, &beta, Y, e->c, Y, e->c, &e->algo,
                           cu->lt_workspace, cu->lt_workspace_bytes, cu->stream));
+    return 0;
+}
+
+int nc_cuda_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
+                   nc_cuda_mm_epilogue epi) {
+    if (nc_cuda_skinny_fits(cu, W, X, Y, m, n, k)) return nc_cuda_skinny_gemm(cu, W, X, Y, m, n, k, epi);
+    bool f32 = epi == NC_MM_ADD || epi == NC_MM_SOFTCAP;
+    if (lt_gemm(cu, W, X, Y, f32, m, n, k, epi == NC_MM_ADD)) return -1;
+    if (epi == NC_MM_RELU2) return nc_cuda_relu2(cu, (bf16 *)Y, (int64_t)n * m);
+    if (epi == NC_MM_SOFTCAP) return nc_cuda_softcap(cu, (float *)Y, n, m);
     return 0;
 }

@@ -7,7 +7,9 @@
  *   cuda_forward.cu   the forward pass of SPEC §1 for a batch of chunks:
  *                     host-side batch metadata, the layer loop, decode graphs
  *   cuda_gemv.cu      decode matrix-vector products (batch-1 decode)
- *   cuda_gemm.cu      cuBLASLt bf16 GEMMs (fp32 accumulate) for larger batches
+ *   cuda_gemm.cu      matrix products of several rows: cuBLASLt bf16 GEMMs
+ *                     (fp32 accumulate), or the skinny GEMM below
+ *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a)
  *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks
  *   cuda_attn_prefill.cu tensor-core (mma.sync) flash attention for prompts
  *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
@@ -68,6 +70,14 @@ typedef __nv_bfloat16 bf16;
 enum { NC_PROF_EMBED, NC_PROF_QKV, NC_PROF_ROPE, NC_PROF_ATTN, NC_PROF_WO, NC_PROF_FC, NC_PROF_PROJ, NC_PROF_LOGITS,
        NC_PROF_SAMPLE, NC_PROF_STAGES };
 
+/* Epilogues of the matrix products of several rows (nc_cuda_matmul). */
+typedef enum {
+    NC_MM_BF16 = 0,    /* Y_bf16 = bf16(acc) */
+    NC_MM_RELU2 = 1,   /* Y_bf16 = bf16(relu(bf16(acc))^2), nanochat's MLP activation */
+    NC_MM_ADD = 2,     /* Y_f32 += acc (residual add) */
+    NC_MM_SOFTCAP = 3, /* Y_f32 = cap * tanh(acc / cap) (logits) */
+} nc_cuda_mm_epilogue;
+
 /* Epilogues of the GEMV (cuda_gemv.cu). */
 typedef enum {
     NC_EPI_STORE = 0,   /* out_f32[r] = y */
@@ -110,6 +120,7 @@ typedef struct {
 } nc_cuda_meta_layout;
 
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
+typedef struct nc_cuda_skinny_state nc_cuda_skinny_state;
 
 typedef struct {
     nc_model_config cfg;
@@ -121,6 +132,7 @@ typedef struct {
     void *lt_workspace;
     size_t lt_workspace_bytes;
     nc_cuda_gemm_cache *gemm_cache;
+    nc_cuda_skinny_state *skinny;      /* the sm_90a GEMM for 2..64 rows, or NULL (cuBLASLt only) */
 
     /* weights: one slab */
     void *slab;
@@ -192,10 +204,23 @@ int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bo
 
 int nc_cuda_gemm_init(nc_cuda *cu);
 void nc_cuda_gemm_free(nc_cuda *cu);
-/* Y[n, m] (row-major, ld m) = X[n, k] · W[m, k]ᵀ (+ Y if accumulate).
- * X, W bf16 row-major; Y fp32 (y_f32) or bf16. */
-int nc_cuda_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f32, int m, int n,
-                 int k, bool accumulate);
+/* Y[n, m] (row-major, ld m) = epilogue(X[n, k] · W[m, k]ᵀ), X and W bf16
+ * row-major: the skinny GEMM when it fits (sm_90a, 2..64 rows), else
+ * cuBLASLt plus a ReLU² / softcap pass. */
+int nc_cuda_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
+                   nc_cuda_mm_epilogue epi);
+
+/* ==== cuda_gemm_skinny.cu ==== */
+
+/* Enables the skinny GEMM on an sm_90 device when this binary has its
+ * sm_90a code and the driver encodes TMA descriptors (NC_CUDA_SKINNY=0
+ * keeps cuBLASLt for every batch, for comparisons). */
+int nc_cuda_skinny_init(nc_cuda *cu);
+void nc_cuda_skinny_free(nc_cuda *cu);
+bool nc_cuda_skinny_fits(const nc_cuda *cu, const void *W, const void *X, const void *Y, int m, int n, int k);
+/* As nc_cuda_matmul, for a product nc_cuda_skinny_fits accepts. */
+int nc_cuda_skinny_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
+                        nc_cuda_mm_epilogue epi);
 
 /* ==== cuda_elementwise.cu ==== */
 
@@ -209,14 +234,15 @@ int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n);
  * the bf16 qkv [n, Q] of the GEMM path (like nanochat's bf16 linear outputs
  * under autocast) and writes q [n, H, D] and the cache of `layer`. */
 int nc_cuda_rope_append(nc_cuda *cu, int layer, int n);
-/* u = bf16(relu(u)^2) in place, n*F values. */
+/* u = bf16(relu(u)^2) in place, count values (cuBLASLt path). */
 int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count);
 /* Logits input rows: rows r < R of token lrow[r0 + r], with the V6
  * backout subtracted; fp32 into xr (for the GEMV, which folds the norm)
  * or rmsnorm'ed bf16 into h (for the GEMM). */
 int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16);
-/* logits[r, :V] = cap * tanh(logits[r, :V] / cap) (GEMM path). */
-int nc_cuda_softcap(nc_cuda *cu, int R);
+/* y[r, c] = cap * tanh(y[r, c] / cap) for rows x cols values (row stride
+ * cols; cuBLASLt path). */
+int nc_cuda_softcap(nc_cuda *cu, float *y, int rows, int cols);
 /* Copies the first n positions of block src into block dst (all layers). */
 int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
 

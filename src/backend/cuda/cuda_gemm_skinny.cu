@@ -1,0 +1,346 @@
+/*
+ * cuda_gemm_skinny.cu: Y = X · Wᵀ for 2..64 token rows on Hopper (sm_90a):
+ * decode steps of a few to 64 streams and short prompt chunks (a chat's
+ * next turn after the prefix cache), where the weight matrix is hundreds of
+ * times larger than X and Y and the product is a stream of the weights
+ * through the tensor cores.
+ *
+ * Why our own: cuBLASLt's kernels for these shapes stream the weights at
+ * 1-2 TB/s and cannot start before the previous kernel ends. Here every CTA
+ * loads its first weight tiles before it waits for the previous kernel
+ * (programmatic dependent launch: the weights never depend on it), and the
+ * ReLU², softcap and residual add are epilogues instead of separate passes.
+ * H100, d34, in the decode graph: batch 2 +5%, 8 +3%, 32 +1%, 64 at par
+ * (dev/kernels/NOTES.md); at 65..128 rows cuBLASLt stays faster, so larger
+ * products go there.
+ *
+ * CTA = 128 weight rows (two consumer warpgroups of 64) x one K range, plus
+ * one producer warp. The producer streams [128 x 64] weight tiles and the
+ * matching [NT x 64] X tiles with TMA (128-byte swizzle) into a ring of
+ * stages guarded by full / empty mbarriers; each consumer warpgroup runs
+ * wgmma m64nNTk16 (NT = the token count rounded up to 16, 32 or 64) with
+ * both operands in shared memory. Token rows past N and weight rows past M
+ * arrive as zeros (TMA fills outside the tensor) and are not stored.
+ *
+ * One CTA per SM with the deepest ring that still leaves ~30 KB of shared
+ * memory to the CTAs of the next kernels, which PDL starts beside it
+ * (taking all 227 KB for the ring cost 4% at batch 64).
+ *
+ * Split-K: a matrix with few 128-row tiles (d34's attention and MLP
+ * projections: 17) has its K range split over a thread-block cluster of
+ * S <= 8 CTAs, sized so that every cluster is resident at once. Each CTA
+ * writes its fp32 partial tile to its own shared memory; after a cluster
+ * barrier every CTA sums a 1/S slice of the tile over all S partials,
+ * always in split order (distributed shared memory), and applies the
+ * epilogue: deterministic, no workspace, and a row's result does not depend
+ * on how many other rows are in the batch.
+ */
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_hopper.cuh"
+
+#define SK_BM 128                /* weight rows (outputs) per CTA: two consumer warpgroups of 64 */
+#define SK_BK 64                 /* k per stage: one 128-byte swizzled row */
+#define SK_THREADS 288           /* 2 consumer warpgroups + 1 producer warp */
+#define SK_MAX_ROWS 64           /* token rows: wgmma N of the largest variant */
+#define SK_MAX_SPLITS 8          /* split-K CTAs per cluster (the portable cluster size) */
+#define SK_MIN_KTILES 4          /* fewest 64-wide k-tiles per split */
+#define SK_SMEM_BUDGET (196 * 1024) /* shared memory per CTA (see the top of the file) */
+
+template <int NT>
+struct sk_cfg {
+    static constexpr int A_BYTES = SK_BM * SK_BK * 2;                   /* weight tile */
+    static constexpr int B_BYTES = NT * SK_BK * 2;                      /* X tile */
+    static constexpr int STAGE = A_BYTES + B_BYTES;                     /* a multiple of 1024 (swizzle atoms) */
+    static constexpr int STAGES = (SK_SMEM_BUDGET - 1024) / (STAGE + 16); /* 10 / 9 / 8 at NT 16 / 32 / 64 */
+    static constexpr int RS = SK_BM + 4; /* floats per token row of the reduction tile (+4: bank spread) */
+    static constexpr int SMEM = 1024 + STAGES * STAGE + 2 * STAGES * 8;
+    static_assert(NT * RS * 4 <= STAGES * STAGE, "the reduction tile reuses the ring");
+};
+
+typedef struct {
+    int M, N, K, KT;      /* Y [N, M] = X [N, K] · W [M, K]ᵀ; KT = ceil(K / 64) */
+    nc_cuda_mm_epilogue epi;
+    void *y;              /* bf16 (BF16, RELU2) or fp32 (ADD, SOFTCAP), row stride M */
+    float cap;
+} sk_args;
+
+template <int NT>
+__global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid_constant__ CUtensorMap wmap,
+                                                                    const __grid_constant__ CUtensorMap xmap,
+                                                                    sk_args a) {
+#ifdef NC_HAVE_WGMMA
+    using C = sk_cfg<NT>;
+    extern __shared__ __align__(16) unsigned char smem[];
+    nc_pdl_trigger();
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const unsigned raw = (unsigned)__cvta_generic_to_shared(smem), ring = (raw + 1023u) & ~1023u;
+    const unsigned bars = ring + C::STAGES * C::STAGE;
+#define FULL(s) (bars + (s) * 8)
+#define EMPTY(s) (bars + (C::STAGES + (s)) * 8)
+#define STAGE_A(s) (ring + (s) * C::STAGE)
+#define STAGE_B(s) (ring + (s) * C::STAGE + C::A_BYTES)
+    const int S = gridDim.y, split = blockIdx.y, m0 = blockIdx.x * SK_BM;
+    const int kt0 = (int)((int64_t)split * a.KT / S), nk = (int)((int64_t)(split + 1) * a.KT / S) - kt0;
+    if (tid == 0) {
+        for (int s = 0; s < C::STAGES; s++) {
+            mbar_init(FULL(s), 1);  /* the producer's arrive + the TMA bytes */
+            mbar_init(EMPTY(s), 8); /* lane 0 of each consumer warp */
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    float d[NT / 2];
+    if (warp == 8) {
+        if (lane == 0) { /* producer */
+            int pre = min(C::STAGES, nk);
+            for (int i = 0; i < pre; i++) { /* weights first: they do not depend on the previous kernel */
+                mbar_arrive_expect_tx(FULL(i), C::STAGE);
+                tma_load_2d(STAGE_A(i), &wmap, (kt0 + i) * SK_BK, m0, FULL(i));
+            }
+            nc_pdl_wait();
+            for (int i = 0; i < pre; i++) tma_load_2d(STAGE_B(i), &xmap, (kt0 + i) * SK_BK, 0, FULL(i));
+            for (int i = pre; i < nk; i++) {
+                int s = i % C::STAGES;
+                mbar_wait(EMPTY(s), (i / C::STAGES - 1) & 1);
+                mbar_arrive_expect_tx(FULL(s), C::STAGE);
+                tma_load_2d(STAGE_A(s), &wmap, (kt0 + i) * SK_BK, m0, FULL(s));
+                tma_load_2d(STAGE_B(s), &xmap, (kt0 + i) * SK_BK, 0, FULL(s));
+            }
+        }
+    } else { /* consumers: warpgroup wg owns weight rows m0 + 64 wg .. + 63 */
+        const int wg = warp >> 2;
+#pragma unroll
+        for (int i = 0; i < NT / 2; i++) d[i] = 0.0f;
+        for (int i = 0; i < nk; i++) {
+            int s = i % C::STAGES;
+            mbar_wait(FULL(s), (i / C::STAGES) & 1);
+            unsigned sa = STAGE_A(s) + wg * 64 * 128, sb = STAGE_B(s);
+            wg_fence_regs<NT / 2>(d);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < SK_BK / 16; kk++)
+                wgmma_ss<NT>(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
+            wg_commit();
+            wg_wait<0>();
+            wg_fence_regs<NT / 2>(d);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(EMPTY(s));
+        }
+    }
+#undef FULL
+#undef EMPTY
+#undef STAGE_A
+#undef STAGE_B
+    nc_pdl_wait();   /* the epilogue touches buffers earlier kernels use (x for the residual add) */
+    __syncthreads(); /* every MMA is done with the ring: it becomes the reduction tile [NT][RS] */
+    float *tile = (float *)(smem + (ring - raw));
+    if (warp < 8) {
+        const int row = (warp >> 2) * 64 + (warp & 3) * 16 + (lane >> 2), tq = lane & 3;
+#pragma unroll
+        for (int i = 0; i < NT / 8; i++) {
+            int col = 8 * i + 2 * tq;
+            tile[col * C::RS + row] = d[4 * i];
+            tile[(col + 1) * C::RS + row] = d[4 * i + 1];
+            tile[col * C::RS + row + 8] = d[4 * i + 2];
+            tile[(col + 1) * C::RS + row + 8] = d[4 * i + 3];
+        }
+    }
+    if (S > 1) cluster_sync();
+    else __syncthreads();
+
+    /* this CTA's slice of the [NT][128] output tile, 4 outputs per item */
+    const int items = NT * (SK_BM / 4);
+    const int rank = S > 1 ? (int)cluster_rank() : 0;
+    const int i1 = (rank + 1) * items / S;
+    for (int i = rank * items / S + tid; i < i1; i += SK_THREADS) {
+        int n = i / (SK_BM / 4), mi = (i % (SK_BM / 4)) * 4, m = m0 + mi;
+        if (n >= a.N || m >= a.M) continue;
+        unsigned addr = ring + (unsigned)(n * C::RS + mi) * 4;
+        float4 v;
+        if (S > 1) {
+            v = ld_dsmem_f4(addr, 0);
+            for (int p = 1; p < S; p++) {
+                float4 t = ld_dsmem_f4(addr, p);
+                v.x += t.x, v.y += t.y, v.z += t.z, v.w += t.w;
+            }
+        } else {
+            v = *(const float4 *)&tile[n * C::RS + mi];
+        }
+        size_t o = (size_t)n * a.M + m;
+        if (a.epi == NC_MM_ADD) {
+            float4 *y = (float4 *)((float *)a.y + o), t = *y;
+            t.x += v.x, t.y += v.y, t.z += v.z, t.w += v.w;
+            *y = t;
+        } else if (a.epi == NC_MM_SOFTCAP) {
+            float c = a.cap;
+            *(float4 *)((float *)a.y + o) =
+                make_float4(c * tanhf(v.x / c), c * tanhf(v.y / c), c * tanhf(v.z / c), c * tanhf(v.w / c));
+        } else {
+            __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+            if (a.epi == NC_MM_RELU2) { /* nanochat: relu(bf16 linear output).square() in bf16 */
+                float2 l = __bfloat1622float2(lo), h = __bfloat1622float2(hi);
+                l.x = fmaxf(l.x, 0.0f), l.y = fmaxf(l.y, 0.0f), h.x = fmaxf(h.x, 0.0f), h.y = fmaxf(h.y, 0.0f);
+                lo = __floats2bfloat162_rn(l.x * l.x, l.y * l.y);
+                hi = __floats2bfloat162_rn(h.x * h.x, h.y * h.y);
+            }
+            uint2 u;
+            u.x = *(unsigned *)&lo, u.y = *(unsigned *)&hi;
+            *(uint2 *)((bf16 *)a.y + o) = u;
+        }
+    }
+    if (S > 1) cluster_sync(); /* peers keep their partial tiles until every slice is read */
+#else
+    __trap(); /* built without sm_90a: nc_cuda_skinny_init does not enable this path */
+#endif /* NC_HAVE_WGMMA */
+}
+
+/* ==== host side ==== */
+
+#define SK_VARIANTS 3 /* NT = 16, 32, 64 */
+
+static const void *sk_kernel(int v) {
+    switch (v) {
+    case 0: return (const void *)skinny_gemm_kernel<16>;
+    case 1: return (const void *)skinny_gemm_kernel<32>;
+    default: return (const void *)skinny_gemm_kernel<64>;
+    }
+}
+
+static int sk_smem(int v) {
+    switch (v) {
+    case 0: return sk_cfg<16>::SMEM;
+    case 1: return sk_cfg<32>::SMEM;
+    default: return sk_cfg<64>::SMEM;
+    }
+}
+
+struct nc_cuda_skinny_state {
+    PFN_cuTensorMapEncodeTiled_v12000 encode;
+    /* clusters[v][s]: clusters of s CTAs of variant v that fit on the
+     * device at once (GPC boundaries make it less than the SM count / s) */
+    int clusters[SK_VARIANTS][SK_MAX_SPLITS + 1];
+};
+
+/* clusters of `size` CTAs of variant v resident at once */
+static cudaError_t sk_max_clusters(int v, int size, int *out) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = 1, at.val.clusterDim.y = (unsigned)size, at.val.clusterDim.z = 1;
+    cfg.gridDim = dim3(1, (unsigned)size);
+    cfg.blockDim = dim3(SK_THREADS);
+    cfg.dynamicSmemBytes = (size_t)sk_smem(v);
+    cfg.attrs = &at;
+    cfg.numAttrs = 1;
+    return cudaOccupancyMaxActiveClusters(out, sk_kernel(v), &cfg);
+}
+
+int nc_cuda_skinny_init(nc_cuda *cu) {
+    cu->skinny = NULL;
+    const char *env = getenv("NC_CUDA_SKINNY");
+    if (env && !strcmp(env, "0")) return 0;
+    /* wgmma + TMA need an sm_90 device and this binary's sm_90a code (a
+     * build for other architectures only has the trapping stub) */
+    cudaFuncAttributes fa;
+    bool have = cu->cc_major == 9 && cudaFuncGetAttributes(&fa, sk_kernel(0)) == cudaSuccess && fa.binaryVersion >= 90;
+    cudaGetLastError();
+    if (!have) return 0;
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess || !fn) {
+        cudaGetLastError();
+        return 0; /* a driver without TMA descriptors: cuBLASLt serves every batch */
+    }
+    nc_cuda_skinny_state *sk = (nc_cuda_skinny_state *)nc_xcalloc(1, sizeof *sk);
+    sk->encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    for (int v = 0; v < SK_VARIANTS; v++) {
+        int per_sm = 0;
+        cudaError_t e = cudaFuncSetAttribute(sk_kernel(v), cudaFuncAttributeMaxDynamicSharedMemorySize, sk_smem(v));
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, sk_kernel(v), SK_THREADS, sk_smem(v));
+        sk->clusters[v][1] = per_sm * cu->sm_count;
+        for (int s = 2; s <= SK_MAX_SPLITS && e == cudaSuccess; s++) e = sk_max_clusters(v, s, &sk->clusters[v][s]);
+        if (e != cudaSuccess || per_sm < 1) {
+            free(sk);
+            return nc_fail("cuda: preparing the skinny GEMM kernels: %s",
+                           e != cudaSuccess ? cudaGetErrorString(e) : "no CTA fits on an SM");
+        }
+    }
+    cu->skinny = sk;
+    return 0;
+}
+
+void nc_cuda_skinny_free(nc_cuda *cu) {
+    free(cu->skinny);
+    cu->skinny = NULL;
+}
+
+bool nc_cuda_skinny_fits(const nc_cuda *cu, const void *W, const void *X, const void *Y, int m, int n, int k) {
+    /* TMA: 16-byte aligned bases and row strides; the epilogue stores 4
+     * outputs at a time */
+    return cu->skinny && n >= 2 && n <= SK_MAX_ROWS && m % 8 == 0 && k % 8 == 0 && ((uintptr_t)W & 15) == 0 &&
+           ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 15) == 0;
+}
+
+/* A 2-D bf16 tensor [rows, k] (row stride k) read in [box_rows, 64] boxes. */
+static int sk_map(const nc_cuda_skinny_state *sk, CUtensorMap *map, const bf16 *base, int rows, int k,
+                  int box_rows) {
+    cuuint64_t dims[2] = {(cuuint64_t)k, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)k * 2};
+    cuuint32_t box[2] = {SK_BK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
+    CUresult r = sk->encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS)
+        return nc_fail("cuda: encoding a TMA descriptor for a %d x %d matrix failed (%d)", rows, k, (int)r);
+    return 0;
+}
+
+int nc_cuda_skinny_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
+                        nc_cuda_mm_epilogue epi) {
+    NC_ASSERT(nc_cuda_skinny_fits(cu, W, X, Y, m, n, k));
+    const nc_cuda_skinny_state *sk = cu->skinny;
+    int v = n <= 16 ? 0 : n <= 32 ? 1 : 2, nt = 16 << v;
+    sk_args a = {m, n, k, (k + SK_BK - 1) / SK_BK, epi, Y, cu->cfg.softcap};
+    int m_tiles = (m + SK_BM - 1) / SK_BM;
+    /* splits: as many as keep every cluster resident at once (so all CTAs
+     * prefetch before the previous kernel ends), each with >= 4 k-tiles */
+    int splits = NC_MIN(SK_MAX_SPLITS, a.KT / SK_MIN_KTILES);
+    while (splits > 1 && m_tiles > sk->clusters[v][splits]) splits--;
+    splits = NC_MAX(splits, 1);
+    CUtensorMap wmap, xmap;
+    if (sk_map(sk, &wmap, W, m, k, SK_BM) || sk_map(sk, &xmap, X, n, k, nt)) return -1;
+
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)m_tiles, (unsigned)splits);
+    cfg.blockDim = dim3(SK_THREADS);
+    cfg.dynamicSmemBytes = (size_t)sk_smem(v);
+    cfg.stream = cu->stream;
+    cudaLaunchAttribute at[2];
+    int na = 0;
+    if (cu->pdl) {
+        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[na++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (splits > 1) {
+        at[na].id = cudaLaunchAttributeClusterDimension;
+        at[na].val.clusterDim.x = 1, at[na].val.clusterDim.y = (unsigned)splits, at[na].val.clusterDim.z = 1;
+        na++;
+    }
+    cfg.attrs = at;
+    cfg.numAttrs = (unsigned)na;
+    cudaError_t e;
+    switch (v) {
+    case 0: e = cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<16>, wmap, xmap, a); break;
+    case 1: e = cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<32>, wmap, xmap, a); break;
+    default: e = cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<64>, wmap, xmap, a); break;
+    }
+    if (e != cudaSuccess)
+        return nc_fail("cuda: launching the skinny GEMM (%d x %d x %d): %s", m, n, k, cudaGetErrorString(e));
+    return 0;
+}
