@@ -15,6 +15,16 @@
 #include "../util/common.h"
 #include "metrics.h"
 
+/* A condition variable whose timed waits use CLOCK_MONOTONIC (immune to
+ * wall-clock changes). */
+static void monotonic_cond_init(pthread_cond_t *cv) {
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, int32_t max_lag,
                                   struct nc_srv_metrics *metrics, nc_gen_waker *waker) {
     NC_ASSERT(n_rows >= 1 && top_per >= -1 && top_per <= NC_MAX_TOP_LOGPROBS && max_lag >= 1);
@@ -34,11 +44,7 @@ nc_gen_queue *nc_gen_queue_create(int32_t n_rows, int32_t top_per, int32_t max_l
         free(q);
         return NULL;
     }
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&q->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    monotonic_cond_init(&q->cv);
     pthread_mutex_init(&q->mu, NULL);
     q->refs = 2;
     q->top_per = top_per;
@@ -128,11 +134,7 @@ static void *waker_main(void *arg) {
 
 nc_gen_waker *nc_gen_waker_create(void) {
     nc_gen_waker *w = nc_xcalloc(1, sizeof *w);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    monotonic_cond_init(&w->cv);
     pthread_mutex_init(&w->mu, NULL);
     if (pthread_create(&w->thread, NULL, waker_main, w)) {
         pthread_cond_destroy(&w->cv);
