@@ -107,7 +107,8 @@ static void fill_all(fill_job *jobs, int n_jobs) {
     free(w.block_start);
 }
 
-/* Parses "d20" etc. or "L,C,H[,Hkv]" into cfg sizes. */
+/* Parses "d20" etc. or "L,C,H[,Hkv[,V]]" into cfg sizes (V: the vocabulary,
+ * default 65536, stored padded to a multiple of 64 rows as nanochat does). */
 static int parse_spec(const char *spec, nc_model_config *c) {
     static const struct {
         const char *name;
@@ -118,11 +119,12 @@ static int parse_spec(const char *spec, nc_model_config *c) {
             c->n_layer = named[i].L;
             c->n_embd = named[i].C;
             c->n_head = c->n_kv_head = named[i].H;
+            c->vocab_size = 65536;
             return 0;
         }
-    int v[4] = {0, 0, 0, 0}, n = 0;
+    int v[5] = {0, 0, 0, 0, 0}, n = 0;
     const char *p = spec;
-    while (n < 4) {
+    while (n < 5) {
         char *end;
         long x = strtol(p, &end, 10);
         if (end == p || x < 1 || x > (1 << 20)) break;
@@ -132,11 +134,12 @@ static int parse_spec(const char *spec, nc_model_config *c) {
         p++;
     }
     if (*p || n < 3)
-        return nc_fail("bad --random spec '%s': use d20, d26, d32, d34 or L,C,H[,Hkv] (e.g. 4,256,2)", spec);
+        return nc_fail("bad --random spec '%s': use d20, d26, d32, d34 or L,C,H[,Hkv[,V]] (e.g. 4,256,2)", spec);
     c->n_layer = v[0];
     c->n_embd = v[1];
     c->n_head = v[2];
-    c->n_kv_head = n == 4 ? v[3] : v[2];
+    c->n_kv_head = n >= 4 ? v[3] : v[2];
+    c->vocab_size = n == 5 ? v[4] : 65536;
     if (c->n_embd % c->n_head || (c->n_embd / c->n_head) % 2)
         return nc_fail("bad --random spec '%s': C/H must be an even integer (the head dim)", spec);
     if (c->n_head % c->n_kv_head)
@@ -147,10 +150,9 @@ static int parse_spec(const char *spec, nc_model_config *c) {
 nc_model *nc_model_random(const char *spec, uint64_t seed) {
     nc_model_config sizes = {0};
     if (parse_spec(spec, &sizes)) return NULL;
-    sizes.vocab_size = 65536;
     sizes.sequence_len = 2048;
     sizes.generation = NC_GEN_V1;
-    const int64_t V = sizes.vocab_size, C = sizes.n_embd, D = C / sizes.n_head;
+    const int64_t V = ((int64_t)sizes.vocab_size + 63) / 64 * 64, C = sizes.n_embd, D = C / sizes.n_head;
     const int64_t qd = (int64_t)sizes.n_head * D, kvd = (int64_t)sizes.n_kv_head * D, F = 4 * C;
     const int L = sizes.n_layer;
 
