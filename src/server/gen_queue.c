@@ -2,7 +2,9 @@
  * gen_queue.c: the bounded engine -> HTTP event queue (see gen_queue.h).
  *
  * Memory is allocated once at create(); the callback, which runs on the
- * engine thread for every generated token, only copies into the ring.
+ * engine thread for every generated token, only copies into the ring and,
+ * with a waker, leaves the consumer's wake-up (a system call) to the
+ * waker thread.
  */
 #include "gen_queue.h"
 

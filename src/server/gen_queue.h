@@ -8,7 +8,8 @@
  * tokens, NC_GQ_DEFAULT_MAX_LAG by default), the callback asks the scheduler to stop the row and
  * the consumer sees an error; finish events have reserved slots, so none is
  * ever dropped. The queue is reference counted: one reference for the HTTP
- * side, one for the engine until every row has reported its finish.
+ * side, one for the engine until every row has reported its finish (and
+ * one for the waker while it owes the consumer a wake-up).
  */
 #ifndef NC_SERVER_GEN_QUEUE_H
 #define NC_SERVER_GEN_QUEUE_H
