@@ -642,13 +642,9 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
 static int fa_kernel;
 
 int nc_cuda_attn_prefill_init(nc_cuda *cu) {
-    /* wgmma needs an sm_90 device and this binary's sm_90a code for it (a
-     * build for other architectures only has the trapping stub) */
-    cudaFuncAttributes fa;
-    bool have_wgmma = cu->cc_major == 9 && cudaFuncGetAttributes(&fa, attn_prefill_wgmma_kernel<2>) == cudaSuccess &&
-                      fa.binaryVersion >= 90;
-    cudaGetLastError();
-    fa_kernel = have_wgmma ? 2 : 0;
+    /* wgmma needs this binary's sm_90a code on an sm_90 device (a build
+     * for other architectures only has the trapping stub) */
+    fa_kernel = cu->have_wgmma ? 2 : 0;
     const char *env = getenv("NC_CUDA_FA");
     if (fa_kernel && env && (env[0] == '1' || env[0] == '2') && !env[1]) fa_kernel = env[0] - '0';
     NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

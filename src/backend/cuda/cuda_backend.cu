@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "cuda_backend.h"
-#include "cuda_internal.cuh"
+#include "cuda_hopper.cuh"
 
 extern "C" {
 #include "../../util/numeric.h"
@@ -259,6 +259,34 @@ static void meta_plan(nc_cuda *cu) {
     cu->meta_cap = 5 * N + 6 * S + 2 * cu->max_items + bt_cap;
 }
 
+/* Whether this binary runs wgmma code on this device: only a build for
+ * sm_90a has it (a plain sm_90 or sm_80 build compiles the wgmma kernels to
+ * a trap), and only a compute-capability-9 device runs sm_90a code. */
+__global__ void wgmma_probe_kernel(int *out) {
+#ifdef NC_HAVE_WGMMA
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+
+static int probe_wgmma(nc_cuda *cu) {
+    cu->have_wgmma = false;
+    if (cu->cc_major != 9) return 0;
+    int *d = NULL, h = 0;
+    NC_CU_TRY(cudaMalloc((void **)&d, sizeof(int)));
+    wgmma_probe_kernel<<<1, 1, 0, cu->stream>>>(d);
+    cudaError_t e = cudaMemcpyAsync(&h, d, sizeof(int), cudaMemcpyDeviceToHost, cu->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cu->stream);
+    cudaFree(d);
+    if (e != cudaSuccess) /* in practice: a build without code for this card */
+        return nc_fail("cuda: this build cannot run kernels on this GPU (compute capability %d.%d): %s; rebuild "
+                       "with a CUDA_ARCH that includes it (see the Makefile)",
+                       cu->cc_major, cu->cc_minor, cudaGetErrorString(e));
+    cu->have_wgmma = h == 1;
+    return 0;
+}
+
 static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
     const nc_model *m = b->model;
     const nc_model_config *c = &m->cfg;
@@ -415,6 +443,7 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     if (dev_alloc((void **)&cu->attn_count, (size_t)cu->max_seqs * cu->Hkv * sizeof(int), "attention counters"))
         return -1;
     NC_CU_TRY(cudaMemset(cu->attn_count, 0, (size_t)cu->max_seqs * cu->Hkv * sizeof(int)));
+    if (probe_wgmma(cu)) return -1;
     if (nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_attn_decode_init(cu) ||
         nc_cuda_attn_prefill_init(cu))
         return -1;

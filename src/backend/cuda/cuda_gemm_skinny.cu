@@ -244,12 +244,9 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
     cu->skinny = NULL;
     const char *env = getenv("NC_CUDA_SKINNY");
     if (env && !strcmp(env, "0")) return 0;
-    /* wgmma + TMA need an sm_90 device and this binary's sm_90a code (a
+    /* wgmma + TMA need this binary's sm_90a code on an sm_90 device (a
      * build for other architectures only has the trapping stub) */
-    cudaFuncAttributes fa;
-    bool have = cu->cc_major == 9 && cudaFuncGetAttributes(&fa, sk_kernel(0)) == cudaSuccess && fa.binaryVersion >= 90;
-    cudaGetLastError();
-    if (!have) return 0;
+    if (!cu->have_wgmma) return 0;
     void *fn = NULL;
     cudaDriverEntryPointQueryResult q;
     if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||

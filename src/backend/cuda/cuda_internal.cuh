@@ -175,6 +175,7 @@ typedef struct {
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;
     bool pdl;                          /* programmatic dependent launch of the decode kernels (sm_90) */
+    bool have_wgmma;                   /* this binary's sm_90a code runs here (wgmma kernels usable) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
 
     /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
