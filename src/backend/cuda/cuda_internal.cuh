@@ -214,8 +214,10 @@ int nc_cuda_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, in
 /* ==== cuda_gemm_skinny.cu ==== */
 
 /* Enables the skinny GEMM on an sm_90 device when this binary has its
- * sm_90a code and the driver encodes TMA descriptors (NC_CUDA_SKINNY=0
- * keeps cuBLASLt for every batch, for comparisons). */
+ * sm_90a code, the driver encodes TMA descriptors and the kernels fit
+ * (otherwise cu->skinny stays NULL and cuBLASLt serves every batch, as
+ * with NC_CUDA_SKINNY=0, for comparisons). The backend's description says
+ * which is in use. */
 int nc_cuda_skinny_init(nc_cuda *cu);
 void nc_cuda_skinny_free(nc_cuda *cu);
 bool nc_cuda_skinny_fits(const nc_cuda *cu, const void *W, const void *X, const void *Y, int m, int n, int k);
