@@ -11,7 +11,6 @@
  * sequences join and leave the batch at every step.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -253,15 +252,7 @@ void nc_scheduler_cancel(nc_scheduler *s, uint64_t request_id) {
 
 bool nc_scheduler_wait_for_work(nc_scheduler *s, double timeout_s) {
     pthread_mutex_lock(&s->mu);
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    double whole = floor(timeout_s > 0 ? timeout_s : 0);
-    deadline.tv_sec += (time_t)whole;
-    deadline.tv_nsec += (long)((timeout_s - whole) * 1e9);
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = nc_monotonic_deadline(timeout_s);
     while (!s->n_incoming && !s->n_cancel && !s->n_active_published) {
         if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT) break;
     }

@@ -102,10 +102,7 @@ static void *waker_main(void *arg) {
     for (;;) {
         /* A missed kick only delays the wake-ups (50 ms), never loses them. */
         if (!w->kicked && !w->stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += 50 * 1000 * 1000;
-            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            struct timespec ts = nc_monotonic_deadline(0.05);
             pthread_cond_timedwait(&w->cv, &w->mu, &ts);
         }
         w->kicked = false;
@@ -250,12 +247,7 @@ int32_t nc_gen_queue_take(nc_gen_queue *q, nc_gq_event *out, nc_token_logprob *t
                           int32_t max, double timeout_s, bool *engine_done) {
     pthread_mutex_lock(&q->mu);
     if (q->count == 0 && q->rows_finished < q->n_rows && timeout_s > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        double whole = floor(timeout_s);
-        ts.tv_sec += (time_t)whole;
-        ts.tv_nsec += (long)((timeout_s - whole) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        struct timespec ts = nc_monotonic_deadline(timeout_s);
         while (q->count == 0 && q->rows_finished < q->n_rows)
             if (pthread_cond_timedwait(&q->cv, &q->mu, &ts) == ETIMEDOUT) break;
     }

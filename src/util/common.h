@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define NC_ERROR_MAX 1024
 
@@ -47,6 +48,10 @@ char *nc_xstrdup(const char *s);
 
 /* Monotonic wall clock in seconds. */
 double nc_now(void);
+
+/* The CLOCK_MONOTONIC time `seconds` (>= 0) from now, as a deadline for
+ * pthread_cond_timedwait on a condition variable set to that clock. */
+struct timespec nc_monotonic_deadline(double seconds);
 
 #define NC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NC_MAX(a, b) ((a) > (b) ? (a) : (b))
