@@ -29,6 +29,8 @@
 #include <vector>
 #include <algorithm>
 
+#include "harness.cuh"
+
 #include "../../src/backend/cuda/cuda_attn_prefill.cu"
 
 int nc_fail(const char *fmt, ...) {
@@ -39,15 +41,6 @@ int nc_fail(const char *fmt, ...) {
     fputc('\n', stderr);
     return -1;
 }
-
-#define CK(x)                                                                                 \
-    do {                                                                                      \
-        cudaError_t e_ = (x);                                                                 \
-        if (e_ != cudaSuccess) {                                                              \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void) { /* uniform in [-1, 1) */
