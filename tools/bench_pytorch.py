@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch baselines for `nanochat bench` (PERF.md): the same shapes, measured
+"""PyTorch baselines for `nanochat bench` (docs/performance.md, Baselines): the same shapes, measured
 in the same device call.
 
-A minimal re-implementation of nanochat's V1 forward (SPEC section 1.1) with
+A minimal re-implementation of nanochat's V1 forward (docs/model.md, V1 forward) with
 random bf16 weights (uniform +-sqrt(3/fan_in), never zero) and a static KV
 cache [L, B, H, T_max, D], in three modes:
 

@@ -1,7 +1,7 @@
 /*
  * backend.h: the one interface between the engine and the hardware.
  *
- * A backend runs the forward pass of SPEC §1 for a batch of independent
+ * A backend runs the forward pass of docs/model.md for a batch of independent
  * sequences, each contributing a chunk of consecutive tokens (a prefill
  * chunk of many, or a decode step of one) at its own position. It owns the
  * weights in its preferred form and a paged KV cache: a pool of blocks of

@@ -1,6 +1,6 @@
 /*
  * cmd_bench.c: `nanochat bench`: throughput of a backend on the shapes of
- * PERF.md, each next to its floor.
+ * docs/performance.md (Floors, Measuring), each next to its floor.
  *
  *   prefill      one prompt of N tokens (default 2048), batch 1, logits of
  *                the last position: time to first token -> tok/s and the

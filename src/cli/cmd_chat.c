@@ -11,7 +11,7 @@
  *     stops the reply without leaving;
  *   - a conversation that outgrows the context is refused with the limit
  *     named (nanochat crashes), or with --truncate loses its oldest turns;
- *   - --system TEXT is merged into the first user message (SPEC §4).
+ *   - --system TEXT is merged into the first user message (docs/model.md, Chat format).
  * With -p TEXT: one reply, then exit (--json for scripts). With stdin not a
  * terminal: every input line is a user message, replies one per line.
  */

@@ -1,7 +1,7 @@
 /*
  * cmd_generate.c: `nanochat generate`: raw completion, for base models.
  *
- * The prompt is <|bos|> + the text, encoded ordinarily (SPEC §4), or exact
+ * The prompt is <|bos|> + the text, encoded ordinarily (docs/model.md, Chat format), or exact
  * ids with --ids. The continuation streams to stdout as it is generated
  * (--json: one JSON object at the end instead). Mirrors nanochat's
  * base-model sampling (Engine.generate on tokenizer.encode(text,

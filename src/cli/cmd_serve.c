@@ -21,7 +21,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: nanochat serve [-m PATH | --random SPEC] [--host 127.0.0.1] [--port 8000] [options]\n"
+            "usage: nanochat serve [-m PATH | --random SHAPE] [--host 127.0.0.1] [--port 8000] [options]\n"
             "\n"
             "Serves the model over HTTP: a chat page at /, nanochat's POST /chat/completions (SSE),\n"
             "the OpenAI API (POST /v1/chat/completions, /v1/completions, GET /v1/models),\n"

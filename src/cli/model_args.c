@@ -120,7 +120,7 @@ void nc_model_args_help(FILE *f) {
             "  --source sft|rl|mid|base   which checkpoints of a base dir (default: sft > rl > mid > base)\n"
             "  --tag dN             model tag in a base dir (default: the largest d<N>)\n"
             "  --tokenizer FILE     tokenizer.pkl or tokenizer.json (default: found beside the model)\n"
-            "  --random SPEC        random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv]\n"
+            "  --random SHAPE       random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv[,V]]\n"
             "  --random-seed N      seed for --random (default 1)\n"
             "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
             "  --threads N          CPU threads (default 0: all cores)\n"

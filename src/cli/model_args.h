@@ -4,7 +4,7 @@
  *
  *   -m PATH            checkpoint dir, nanochat base dir, flat or HF download
  *   --step N --source sft|rl|mid|base --tag dN --tokenizer FILE
- *   --random SPEC      random weights instead of -m (d20, d34, L,C,H[,Hkv])
+ *   --random SHAPE     random weights instead of -m (d20, d34, L,C,H[,Hkv[,V]])
  *   --device cpu|cuda|auto   --threads N   --verbose
  * With neither -m nor --random, the bundled default model is used
  * (models/picochat beside the binary's build dir, or $NANOCHAT_MODEL).
@@ -22,7 +22,7 @@
 
 typedef struct {
     nc_load_options load;
-    const char *random_spec; /* --random SPEC, or NULL */
+    const char *random_spec; /* --random SHAPE, or NULL */
     uint64_t random_seed;    /* --random-seed N (default 1) */
     const char *device;      /* --device, default "auto" */
     int threads;             /* --threads, 0 = all cores */

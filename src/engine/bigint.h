@@ -1,6 +1,6 @@
 /*
  * bigint.h: the arbitrary-precision integers the calculator tool needs
- * (SPEC §4: Python ints), and nothing more: + - * floor-division, decimal
+ * (docs/model.md, Calculator: Python ints), and nothing more: + - * floor-division, decimal
  * conversion both ways, and correctly rounded conversion / true division
  * to double, all with Python's semantics.
  *

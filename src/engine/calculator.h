@@ -1,6 +1,6 @@
 /*
  * calculator.h: nanochat's calculator tool, `use_calculator(expr)` of
- * engine.py (SPEC §4), implemented with a small parser and evaluator of its
+ * engine.py (docs/model.md, Calculator), implemented with a small parser and evaluator of its
  * own: nothing is ever handed to an interpreter.
  *
  * Behaviour, as Python's:

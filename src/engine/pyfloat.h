@@ -1,6 +1,6 @@
 /*
  * pyfloat.h: the two places where Python's float behaviour is not plain
- * IEEE arithmetic, for the calculator tool (SPEC §4): how str()/repr()
+ * IEEE arithmetic, for the calculator tool (docs/model.md, Calculator): how str()/repr()
  * prints a float, and what `//` does with floats.
  */
 #ifndef NC_ENGINE_PYFLOAT_H

@@ -5,7 +5,7 @@
  * stop string held back from the stream), logprob records, and the
  * calculator tool.
  *
- * Tool tokens (SPEC §4: <|python_start|> expr <|python_end|>
+ * Tool tokens (docs/model.md, Calculator: <|python_start|> expr <|python_end|>
  * <|output_start|> result <|output_end|>) are shown in one of two ways:
  *   - tool_events (nanochat protocol, our web page): kept out of the text
  *     and reported as NC_FEED_TOOL events carrying the expression and, once

@@ -3,7 +3,7 @@
  * cancel), and the engine thread that loads the model and steps the
  * scheduler.
  *
- * Prompts are built as nanochat's chat_web.py builds them (SPEC §4): the
+ * Prompts are built as nanochat's chat_web.py builds them (docs/model.md, Chat format): the
  * chat renderer for conversations, <|bos|> + text for completions. Unlike
  * nanochat's server, a conversation longer than the context is refused with
  * the limit in the message (nanochat crashes, issue #581), or, when the

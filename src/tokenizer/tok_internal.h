@@ -21,7 +21,7 @@
 
 #include "tokenizer.h"
 
-/* nanochat's split pattern (SPEC §3): GPT-4's with \p{N}{1,2}. */
+/* nanochat's split pattern (docs/model.md, Tokenizer): GPT-4's with \p{N}{1,2}. */
 #define NC_NANOCHAT_PATTERN                                                             \
     "'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}+|\\p{N}{1,2}| ?[^\\s\\p{L}\\p{N}]++" \
     "[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"

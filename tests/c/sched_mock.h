@@ -277,7 +277,7 @@ static int run_all(nc_scheduler *s) {
     return left < 0 ? -1 : steps;
 }
 
-/* ==== reference generator (SPEC §4 applied to the script) ==== */
+/* ==== reference generator (docs/model.md, Sampling and Calculator, applied to the script) ==== */
 
 typedef struct {
     int32_t toks[MAX_OUT];

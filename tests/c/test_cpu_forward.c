@@ -1,7 +1,7 @@
 /*
  * test_cpu_forward.c: the CPU backend against PyTorch (fixtures made by
  * tools/make_forward_fixtures.py: transformers' NanoChatForCausalLM for V1,
- * the script's SPEC §1.2 reference for V6).
+ * the script's own reference for V6, written from docs/model.md, Later generations).
  *
  * For each fixture model (V1 MHA, V1 GQA, V6 GQA with sliding windows and a
  * 300-token prompt past both windows) and each kernel variant this CPU has

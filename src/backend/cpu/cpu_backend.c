@@ -6,7 +6,7 @@
  * Rotary tables follow nanochat's GPT._precompute_rotary_embeddings:
  * inv_freq = 1 / base^(arange(0, D, 2) / D) in fp32, theta = pos * inv_freq
  * in fp32, for 10 * sequence_len positions; V1 rounds cos/sin to bf16 even
- * on the CPU (SPEC §1.1), later generations keep them fp32.
+ * on the CPU (docs/model.md, RoPE), later generations keep them fp32.
  */
 #include <limits.h>
 #include <math.h>

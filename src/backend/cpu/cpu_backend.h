@@ -1,7 +1,7 @@
 /*
  * cpu_backend.h: the CPU backend's private state, shared by its files:
  *   cpu_backend.c  init / free / describe / copy_kv_block (weights, KV pool, scratch)
- *   cpu_forward.c  the forward pass of SPEC §1 over a batch of sequence chunks
+ *   cpu_forward.c  the forward pass (docs/model.md) over a batch of sequence chunks
  *   cpu_weights.c  moves mmapped weight matrices into 2 MB pages (decode speed)
  *   cpu_kernels_*.c  matmul / dot / axpy in scalar and AVX2 variants
  *

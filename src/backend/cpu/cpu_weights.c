@@ -3,7 +3,7 @@
  * mapping (4 KB pages), or a copy in 2 MB pages.
  *
  * Batch-1 decode reads every matrix once per token. Checkpoints are mmapped
- * (SPEC §2), and the kernel here maps file pages 4 KB at a time (file-backed
+ * (docs/formats.md, nanochat .pt), and the kernel here maps file pages 4 KB at a time (file-backed
  * transparent huge pages do not apply on this ext4: MADV_HUGEPAGE on the
  * mapping left FilePmdMapped at 0, MADV_COLLAPSE is refused). The decode
  * matvec then streams ~8% slower than from 2 MB pages (24.8 vs 26.9 GB/s on
