@@ -40,7 +40,7 @@ TESTS    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 EXAMPLES := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all test tests examples fuzz asan clean
+.PHONY: all test tests examples fuzz asan clean gpu-bundle
 all: $(BUILD)/nanochat tests examples
 
 $(BUILD)/libnanochat.a: $(LIB_OBJ)
@@ -91,6 +91,31 @@ asan:
 clean:
 	rm -rf $(BUILD) build-asan
 
+# A folder that runs this build on a GPU machine without the development
+# packages: nanochat, every test, the dev/kernels harnesses and the shared
+# libraries they load, plus a `run` script (tools/gpu_bundle.sh says what goes
+# in). GPU_BUNDLE=.gpu-bin puts it where the device scripts (tools/device/)
+# can be carried from; GPU_BASE=<commit> adds that commit's nanochat as
+# nanochat_base. Objects are not rebuilt when CUDA_ARCH changes: give another
+# CUDA_ARCH its own BUILD folder. GPU_TESTS=test_cuda_backend bundles only
+# the tests named.
+GPU_BUNDLE ?= $(BUILD)/gpu-bundle
+GPU_TESTS  ?= $(notdir $(TESTS))
+DEV_CU     := $(wildcard dev/kernels/*.cu)
+DEV_BIN    := $(DEV_CU:dev/kernels/%.cu=$(BUILD)/dev/%)
+ifneq ($(NVCC),)
+gpu-bundle: $(BUILD)/nanochat $(GPU_TESTS:%=$(BUILD)/tests/%) $(DEV_BIN)
+	+BUILD=$(BUILD) CUDA_ARCH='$(CUDA_ARCH)' GPU_BASE='$(GPU_BASE)' bash tools/gpu_bundle.sh $(GPU_BUNDLE) $^
+else
+gpu-bundle:
+	@echo "make gpu-bundle: needs nvcc (the CUDA toolkit); none found" >&2; exit 1
+endif
+
+# The harnesses include their kernels' sources and harness.cuh.
+$(BUILD)/dev/%: dev/kernels/%.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< -lcublasLt
+
 # The chat page is embedded with .incbin (src/server/web_page.c).
 $(BUILD)/src/server/web_page.o: src/server/web/index.html
 
@@ -98,4 +123,4 @@ $(BUILD)/src/server/web_page.o: src/server/web/index.html
 # from anywhere (engine/runner.c: nc_default_model_path).
 $(BUILD)/src/engine/runner.o: CFLAGS += -DNC_SOURCE_MODELS_DIR='"$(CURDIR)/models"'
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DEV_BIN:=.d)
