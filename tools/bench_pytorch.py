@@ -35,8 +35,8 @@ minute for d34. --budget bounds the whole run: cheap modes run first, and a
 compile that is not expected to fit in the time left is skipped and reported.
 
 Self-check: before timing, every mode runs one step from the same state as
-eager; the logits must agree within --tol (relative L2) and the key and value
-written to the cache must match. A mode that disagrees is reported WRONG, not
+eager; the logits and the first layer's key and value written to the cache
+must agree within --tol (relative L2). A mode that disagrees is reported WRONG, not
 timed, and the script exits 1. On the CPU (`--device cpu --model tiny`: tiny
 shapes, no CUDA graphs, timings meaningless) that check is the point.
 
@@ -165,11 +165,13 @@ class Test:
         return st
 
     def written(self, st):
-        """What the step wrote to the cache: the last layer's key and value at
-        the step's position (the whole cache of that layer for a prefill)."""
+        """What the step wrote to the cache: the first layer's key and value at
+        the step's position (its whole cache for a prefill). The first layer's,
+        because they carry no rounding differences from earlier layers: a
+        position or write error shows in full."""
         if self.kind == "prefill":
-            return st.ks[-1].clone(), st.vs[-1].clone()
-        return st.ks[-1][:, :, self.ctx].clone(), st.vs[-1][:, :, self.ctx].clone()
+            return st.ks[0].clone(), st.vs[0].clone()
+        return st.ks[0][:, :, self.ctx].clone(), st.vs[0][:, :, self.ctx].clone()
 
 
 def rel_err(a, b):
@@ -373,7 +375,9 @@ def main():
     ap.add_argument("--budget", type=float, default=270, help="seconds for the whole run (0 = no limit)")
     ap.add_argument("--compile-estimate", type=float, default=None,
                     help="seconds a compile is expected to take until one has been measured (default 75; tiny 0)")
-    ap.add_argument("--tol", type=float, default=0.05, help="relative L2 error allowed against eager")
+    ap.add_argument("--tol", type=float, default=0.1,
+                    help="relative L2 error against eager allowed (bf16 rounding differences over many layers "
+                         "reach a few 1e-2; a wrong position, mask or lost cache write gives more than 0.1)")
     args = ap.parse_args()
     tiny = args.model == "tiny"
     # Tiny shapes check the code, not the speed.
@@ -400,8 +404,7 @@ def main():
     if any(m in COMPILE_MODE for m in modes):
         import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
-        inductor_config.coordinate_descent_tuning = True   # gpt-fast's settings
-        inductor_config.triton.unique_kernel_names = True
+        inductor_config.coordinate_descent_tuning = True   # gpt-fast's setting
         inductor_config.fx_graph_cache = True
         dynamo_config.cache_size_limit = max(dynamo_config.cache_size_limit, 32)
 
@@ -414,6 +417,8 @@ def main():
         max_pos = max([args.prefill] + [c + 1 for c in ctxs] + ([args.batch_ctx + 1] if batches else []))
         model = GPT(L, C, H, V, max_pos, bench.dev)
         for mode in modes:   # cheapest modes first, so a spent budget costs the compiled ones
+            if mode in COMPILE_MODE:
+                torch._dynamo.reset()   # nothing compiled for another mode may serve this one
             for test in tests:
                 bench.run_one(model, mode, test)
 
