@@ -42,6 +42,8 @@ shapes, no CUDA graphs, timings meaningless) that check is the point.
 
 Output: one line per measurement, a table (tests x modes, best mode last)
 and a line `JSON {...}` with every result and, per test, the best mode.
+--json-out FILE keeps the same JSON in FILE, rewritten after every result, so
+a run stopped from outside still leaves what it measured.
     python3 tools/bench_pytorch.py --model d34 [--budget 270]
     python3 tools/bench_pytorch.py --device cpu --model tiny
 """
@@ -49,6 +51,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -183,10 +186,15 @@ class Bench:
     def __init__(self, args):
         self.args, self.dev = args, torch.device(args.device)
         self.cuda = self.dev.type == "cuda"
+        self.dev_name = torch.cuda.get_device_name() if self.cuda else "cpu"
         self.t_start = time.monotonic()
         self.compiled = {}          # (mode, kind) -> compiled step
         self.compile_failed = {}    # (mode, kind) -> error text
-        self.compile_s_est = args.compile_estimate
+        # Seconds the first compile of a mode is expected to take: the longest
+        # seen so far for that mode; max-autotune, before one is seen, twice
+        # the plain compile's (it also compiles and times matrix templates).
+        self.compile_s = {}
+        self.json_out = args.json_out
         self.results = []
         self.wrong = False
 
@@ -293,9 +301,17 @@ class Bench:
             model.decode(st.tok, st.pos, st.ks, st.vs)
         test.ref = (logits.clone(),) + test.written(st)
 
+    def summary(self):
+        return dict(device=self.dev_name, torch=torch.__version__, model=self.args.model, budget_s=self.args.budget,
+                    elapsed_s=round(time.monotonic() - self.t_start, 1), results=self.results, best=self.best())
+
     def record(self, mode, test, **kv):
         row = dict(mode=mode, test=test.name, **kv)
         self.results.append(row)
+        if self.json_out:
+            with open(self.json_out + ".tmp", "w") as f:
+                json.dump(self.summary(), f)
+            os.replace(self.json_out + ".tmp", self.json_out)
         if "tok_s" in row:
             extra = f"  (first call {row['first_call_s']:.0f} s)" if row.get("first_call_s", 0) >= 1 else ""
             print(f"{mode:13s} {test.name:18s} {row['tok_s']:11.1f} tok/s {row['ms']:9.3f} ms  "
@@ -312,8 +328,10 @@ class Bench:
         if self.left() <= 0:
             return self.record(mode, test, error="skipped: --budget spent")
         fresh = key is not None and key not in self.compiled
-        if fresh and self.compile_s_est > self.left():
-            self.compile_failed[key] = f"compile skipped: ~{self.compile_s_est:.0f} s expected, " \
+        expect = self.compile_s.get(mode) or (self.compile_s.get("compile") or self.args.compile_estimate) * \
+            (2 if mode == "max-autotune" else 1)
+        if fresh and expect > self.left():
+            self.compile_failed[key] = f"compile skipped: ~{expect:.0f} s expected, " \
                                        f"{self.left():.0f} s of --budget left"
             return self.record(mode, test, error=self.compile_failed[key])
         st = run = None
@@ -329,7 +347,7 @@ class Bench:
                     self.compile_failed[key] = f"compile failed: {one_line(e)}"
                 raise
             if fresh:
-                self.compile_s_est = max(self.compile_s_est, first)
+                self.compile_s[mode] = max(self.compile_s.get(mode, 0), first)
             err = self.check(run, test, st)
             sec = self.timed(run, test.steps)
             self.record(mode, test, tok_s=round(test.rows * (test.tokens if test.kind == "prefill" else 1) / sec, 2),
@@ -375,6 +393,7 @@ def main():
     ap.add_argument("--budget", type=float, default=270, help="seconds for the whole run (0 = no limit)")
     ap.add_argument("--compile-estimate", type=float, default=None,
                     help="seconds a compile is expected to take until one has been measured (default 75; tiny 0)")
+    ap.add_argument("--json-out", metavar="FILE", help="the JSON summary, rewritten after every result")
     ap.add_argument("--tol", type=float, default=0.1,
                     help="relative L2 error against eager allowed (bf16 rounding differences over many layers "
                          "reach a few 1e-2; a wrong position, mask or lost cache write gives more than 0.1)")
@@ -410,8 +429,7 @@ def main():
 
     L, C, H, V = SHAPES[args.model]
     bench = Bench(args)
-    dev_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"device: {dev_name}, torch {torch.__version__}, model {args.model} (L{L} C{C} H{H} V{V}, random bf16), "
+    print(f"device: {bench.dev_name}, torch {torch.__version__}, model {args.model} (L{L} C{C} H{H} V{V}, random bf16), "
           f"modes {','.join(modes)}, budget {args.budget:.0f} s", flush=True)
     with torch.inference_mode():
         max_pos = max([args.prefill] + [c + 1 for c in ctxs] + ([args.batch_ctx + 1] if batches else []))
@@ -433,9 +451,7 @@ def main():
             cells.append(f"{r['tok_s']:14.1f}" if r and "tok_s" in r else f"{'-':>14s}")
         b = best.get(name)
         print(f"{name:18s}" + "".join(cells) + (f"   {b['mode']} {b['tok_s']:.1f} tok/s" if b else "   none"))
-    print("JSON " + json.dumps(dict(device=dev_name, torch=torch.__version__, model=args.model,
-                                    budget_s=args.budget, elapsed_s=round(time.monotonic() - bench.t_start, 1),
-                                    results=bench.results, best=best)))
+    print("JSON " + json.dumps(bench.summary()))
     return 1 if bench.wrong else 0
 
 

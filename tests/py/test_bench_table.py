@@ -2,8 +2,9 @@
 """test_bench_table.py: tools/device/bench_table.py, the device scripts'
 summary table, on runs written by hand with the expected cells worked out by
 hand: rounds of one label give their best and range, other labels their
-ratio to the first, the best PyTorch mode its ratio; a test missing from a
-run shows "-"; the JSON line says the same; a log with no JSON line or a
+ratio to the first, the best PyTorch mode its ratio (read from
+bench_pytorch.py's output or its --json-out file alike); a test missing from
+a run shows "-"; the JSON line says the same; a log with no JSON line or a
 missing file is reported, not a crash.
 """
 import json
@@ -36,16 +37,23 @@ def main():
         new2 = write("new2.log", bench_json([("decode ctx 1024", 470.0, 69.5)]) + "\n")
         base = write("base.log", bench_json([("decode ctx 1024", 400.0, 59.0),
                                              ("batch 8 ctx 512", 3500.0, 75.0)]) + "\n")
-        torch = write("torch.log", "eager ...\nJSON " + json.dumps({
-            "device": "GPU X", "torch": "2.11.0", "best": {
-                "decode ctx 1024": {"mode": "compile", "tok_s": 385.0, "ms": 2.6},
-                "prefill 2048": {"mode": "max-autotune", "tok_s": 130000.0, "ms": 15.7}}}) + "\n")
-        out = subprocess.run([sys.executable, TOOL, "--pytorch", torch, "--run", "new", new1,
-                              "--run", "new", new2, "--run", "base", base],
-                             capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            fails.append(f"exit {out.returncode}: {out.stderr}")
-        lines = out.stdout.splitlines()
+        torch_doc = json.dumps({"device": "GPU X", "torch": "2.11.0", "best": {
+            "decode ctx 1024": {"mode": "compile", "tok_s": 385.0, "ms": 2.6},
+            "prefill 2048": {"mode": "max-autotune", "tok_s": 130000.0, "ms": 15.7}}})
+        # bench_pytorch.py's output (a JSON line among others) and its --json-out file
+        torch_log = write("torch.log", "eager ...\nJSON " + torch_doc + "\n")
+        torch_json = write("torch.json", torch_doc)
+        tables = []
+        for torch in torch_log, torch_json:
+            out = subprocess.run([sys.executable, TOOL, "--pytorch", torch, "--run", "new", new1,
+                                  "--run", "new", new2, "--run", "base", base],
+                                 capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                fails.append(f"exit {out.returncode}: {out.stderr}")
+            tables.append(out.stdout)
+        if tables[0] != tables[1]:
+            fails.append(f"the --json-out file gives another table:\n{tables[1]}")
+        lines = tables[0].splitlines()
         cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
                  for ln in lines if ln.startswith("| ") and not ln.startswith("| test")}
         expect = {
@@ -72,7 +80,7 @@ def main():
 
     for f in fails:
         print("FAIL:", f)
-    print(f"test_bench_table: {len(expect) + 2} checks, {len(fails)} failed")
+    print(f"test_bench_table: {len(expect) + 3} checks, {len(fails)} failed")
     return 1 if fails else 0
 
 

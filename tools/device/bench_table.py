@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """bench_table.py: one table from several `nanochat bench --json` runs and,
-optionally, tools/bench_pytorch.py's output, for the device scripts' summary.
+optionally, tools/bench_pytorch.py's results, for the device scripts' summary.
 
-    bench_table.py [--pytorch LOG] --run LABEL LOG [--run LABEL LOG ...]
+    bench_table.py [--pytorch FILE] --run LABEL LOG [--run LABEL LOG ...]
 
 Each LOG holds a run's output; its JSON line (`nanochat bench --json`) is
 found wherever it is in the log. Runs with the same LABEL are rounds of one
 build or setting: the table shows their best tok/s (the least disturbed
 run), with the range when there are several. The first label is the
 reference: every other label's column also shows its ratio to it, and
-"% floor" is the first label's. With --pytorch, the best PyTorch mode of
-each test (bench_pytorch.py's "JSON" line) and the first label's ratio to
-it follow. Tests missing from a run show "-". The same table is written as
-a JSON line ("TABLE {...}") last, for scripts.
+"% floor" is the first label's. With --pytorch (bench_pytorch.py's
+--json-out file, or its output with the "JSON" line), the best PyTorch mode
+of each test and the first label's ratio to it follow. Tests missing from a
+run show "-". The same table is written as a JSON line ("TABLE {...}")
+last, for scripts.
 """
 import argparse
 import json
@@ -20,7 +21,8 @@ import sys
 
 
 def json_line(path, prefix):
-    """The last line of the file at `path` that starts with `prefix`, parsed (None if none)."""
+    """The last line of the file at `path` that starts with `prefix` (kept as
+    part of the JSON when it is "{"), parsed; None if there is none."""
     found = None
     try:
         with open(path, errors="replace") as f:
@@ -45,7 +47,7 @@ def fmt(v):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pytorch", help="output of tools/bench_pytorch.py")
+    ap.add_argument("--pytorch", help="tools/bench_pytorch.py's output or its --json-out file")
     ap.add_argument("--run", nargs=2, action="append", required=True, metavar=("LABEL", "LOG"),
                     help="a `nanochat bench --json` run; several with one label are rounds")
     args = ap.parse_args()
@@ -61,7 +63,9 @@ def main():
             continue
         device = device or doc.get("device")
         runs[label].append({r["test"]: r for r in doc["results"]})
-    torch = json_line(args.pytorch, "JSON ") if args.pytorch else None
+    torch = None
+    if args.pytorch:   # its --json-out file, or its output with the JSON line
+        torch = json_line(args.pytorch, "{") or json_line(args.pytorch, "JSON ")
     best_pt = (torch or {}).get("best", {})
 
     tests = []

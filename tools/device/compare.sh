@@ -18,7 +18,8 @@ for i in "${!models[@]}"; do
     # Keep 60 s for each model's second bench and 60 s for each later model's first.
     share=$((($(left) - 60 * (2 * (n - i) - 1)) / (n - i)))
     if [ $share -ge 30 ]; then
-        step "pytorch_$m" $((share + 40)) python3 tools/bench_pytorch.py --model "$m" --budget "$share"
+        step "pytorch_$m" $((share + 40)) python3 tools/bench_pytorch.py --model "$m" --budget "$share" \
+            --json-out "$OUT/pytorch_$m.json"
     else
         note "pytorch_$m: skipped, $(left) s of BUDGET left"
     fi
@@ -26,7 +27,7 @@ for i in "${!models[@]}"; do
 done
 for m in "${models[@]}"; do
     echo "==== $m: nanochat bench (better of two runs) vs the best PyTorch mode"
-    python3 tools/device/bench_table.py --pytorch "$OUT/pytorch_$m.log" \
+    python3 tools/device/bench_table.py --pytorch "$OUT/pytorch_$m.json" \
         --run nanochat "$OUT/bench_${m}_1.log" --run nanochat "$OUT/bench_${m}_2.log"
 done
 summary

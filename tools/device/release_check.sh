@@ -21,8 +21,9 @@ if [ -z "${NO_PYTORCH:-}" ]; then
     # bench_pytorch.py may finish one test past its budget: 40 s of margin.
     budget=$(($(left) - 45))
     if [ $budget -ge 30 ]; then
-        step pytorch $((budget + 40)) python3 tools/bench_pytorch.py --model d34 --budget $budget
-        pytorch=(--pytorch "$OUT/pytorch.log")
+        step pytorch $((budget + 40)) python3 tools/bench_pytorch.py --model d34 --budget $budget \
+            --json-out "$OUT/pytorch.json"
+        pytorch=(--pytorch "$OUT/pytorch.json")
     else
         note "pytorch: skipped, the checks left $(left) s of BUDGET"
     fi
