@@ -5,8 +5,8 @@
 # pull in), together with the shared libraries they load:
 #
 #   DIR/bin/         the programs given (nanochat, tests, dev/kernels harnesses),
-#                    without their debug information (symbols stay): a
-#                    third less to carry
+#                    without their debug information (symbols stay; the
+#                    CUDA code, most of each program, is kept whole)
 #   DIR/lib/         every library ldd shows them loading, except the C
 #                    library family (libc, libm, libpthread, libdl, librt,
 #                    libmvec, ld-linux, libgcc_s, libstdc++) and the CUDA
@@ -17,16 +17,16 @@
 #                    `DIR/run compute-sanitizer test_cuda_backend`
 #   DIR/BUNDLE.txt   the commit, the date and the CUDA architectures built
 #
-# With GPU_BASE=<commit>, that commit's nanochat is built from a `git
-# archive` of it (no checkout) and added as bin/nanochat_base, so device
-# scripts can time the old and the new build on the same card.
+# GPU_BASE_BIN=path adds that program as bin/nanochat_base (`make gpu-bundle
+# GPU_BASE=<commit>` builds it from that commit and names the commit in
+# GPU_BASE), so device scripts can time the old and the new build on the
+# same card.
 #
-#   usage: [GPU_BASE=commit] tools/gpu_bundle.sh DIR PROGRAM...
+#   usage: [GPU_BASE_BIN=path GPU_BASE=commit] tools/gpu_bundle.sh DIR PROGRAM...
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: tools/gpu_bundle.sh DIR PROGRAM..." >&2; exit 2; }
 dir=$1
 shift
-BUILD=${BUILD:-build}
 CUDA_ARCH=${CUDA_ARCH:-}
 
 grep -qa 'sm_[0-9]' "$1" ||
@@ -35,16 +35,7 @@ rm -rf "$dir/bin" "$dir/lib"
 mkdir -p "$dir/bin" "$dir/lib"
 cp "$@" "$dir/bin/"
 
-if [ -n "${GPU_BASE:-}" ]; then
-    base_src="$BUILD/gpu-base"
-    rm -rf "$base_src"
-    mkdir -p "$base_src"
-    git archive --format=tar "$GPU_BASE" | tar -x -C "$base_src"
-    echo "gpu_bundle: building nanochat of $GPU_BASE in $base_src"
-    ${MAKE:-make} -C "$base_src" BUILD=build ${CUDA_ARCH:+"CUDA_ARCH=$CUDA_ARCH"} build/nanochat >"$base_src.log" 2>&1 ||
-        { tail -n 20 "$base_src.log"; echo "gpu_bundle: the build of $GPU_BASE failed (log: $base_src.log)" >&2; exit 1; }
-    cp "$base_src/build/nanochat" "$dir/bin/nanochat_base"
-fi
+[ -z "${GPU_BASE_BIN:-}" ] || cp "$GPU_BASE_BIN" "$dir/bin/nanochat_base"
 strip --strip-debug "$dir"/bin/*
 
 # A library is carried unless a GPU machine is sure to have it (see above).
@@ -73,9 +64,12 @@ exec "$@"
 EOF
 chmod +x "$dir/run"
 
+base=""
+[ -z "${GPU_BASE_BIN:-}" ] ||
+    base=" (nanochat_base: $(git rev-parse --short "${GPU_BASE:-}" 2>/dev/null || echo "$GPU_BASE_BIN"))"
 archs=$(grep -aoE '\bsm_[0-9]+a?\b' "$dir/bin/nanochat" | sort -u | tr '\n' ' ')
 {
-    echo "commit:  $(git describe --always --dirty 2>/dev/null || echo unknown)${GPU_BASE:+ (nanochat_base: $(git rev-parse --short "$GPU_BASE"))}"
+    echo "commit:  $(git describe --always --dirty 2>/dev/null || echo unknown)$base"
     echo "built:   $(date -u '+%Y-%m-%d %H:%M UTC') on $(uname -n)"
     echo "cuda:    code for ${archs:-?}(CUDA_ARCH=${CUDA_ARCH:-default})"
 } >"$dir/BUNDLE.txt"

@@ -17,6 +17,7 @@ last, for scripts.
 """
 import argparse
 import json
+import os
 import sys
 
 
@@ -64,7 +65,9 @@ def main():
         device = device or doc.get("device")
         runs[label].append({r["test"]: r for r in doc["results"]})
     torch = None
-    if args.pytorch:   # its --json-out file, or its output with the JSON line
+    if args.pytorch and not os.path.isfile(args.pytorch):
+        print(f"bench_table: no file {args.pytorch}", file=sys.stderr)
+    elif args.pytorch:   # its --json-out file, or its output with the JSON line
         torch = json_line(args.pytorch, "{") or json_line(args.pytorch, "JSON ")
     best_pt = (torch or {}).get("best", {})
 

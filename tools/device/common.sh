@@ -33,7 +33,7 @@ mkdir -p "$OUT"
 GPU_BUNDLE=${GPU_BUNDLE:-build/gpu-bundle}
 case $GPU_BUNDLE in /*) ;; *) GPU_BUNDLE=$ROOT/$GPU_BUNDLE ;; esac
 if [ ! -x "$GPU_BUNDLE/bin/nanochat" ]; then
-    echo "no bundle at $GPU_BUNDLE: build one with \`make gpu-bundle GPU_BUNDLE=...\` and carry it (README, Running on a GPU machine)" >&2
+    echo "no bundle at $GPU_BUNDLE: build one with \`make gpu-bundle GPU_BUNDLE=...\` and bring it along (README: Running a build on a GPU machine)" >&2
     exit 2
 fi
 export PATH="$GPU_BUNDLE/bin:$PATH"
@@ -67,7 +67,7 @@ step() {
     shift 2
     local remaining=$((DEADLINE - SECONDS))
     if [ $remaining -lt 15 ]; then
-        note "$(printf '%-32s skipped: the budget (BUDGET=%s s) is spent' "$name" "$BUDGET")"
+        note "$(printf '%-36s skipped: the budget (BUDGET=%s s) is spent' "$name" "$BUDGET")"
         return 125
     fi
     [ "$secs" -gt $remaining ] && secs=$remaining
@@ -76,7 +76,7 @@ step() {
     rc=$?
     last=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | cut -c1-100)
     [ $rc -eq 124 ] && last="timed out after $secs s"
-    note "$(printf '%-32s rc=%-3s %4d s  %s' "$name" "$rc" $((SECONDS - t0)) "$last")"
+    note "$(printf '%-36s rc=%-3s %4d s  %s' "$name" "$rc" $((SECONDS - t0)) "$last")"
     return $rc
 }
 
