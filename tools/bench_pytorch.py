@@ -12,6 +12,8 @@ new key and value at position n and attends to all n + 1 positions, no mask
 (gpt-fast style, but sliced to the context instead of masking a longer cache).
 The cache starts filled with random values (decode speed depends on how many
 keys there are, not on what they are); each step's argmax is the next input.
+Every timed step of a test runs at the same context (in graph modes, one
+graph replayed); nanochat bench's steps start there and advance.
 
 Modes; each (mode, test) is one attempt, and a failure (a compile error, out
 of memory) is reported while the rest still run:
@@ -36,9 +38,10 @@ compile that is not expected to fit in the time left is skipped and reported.
 
 Self-check: before timing, every mode runs one step from the same state as
 eager; the logits and the first layer's key and value written to the cache
-must agree within --tol (relative L2). A mode that disagrees is reported WRONG, not
-timed, and the script exits 1. On the CPU (`--device cpu --model tiny`: tiny
-shapes, no CUDA graphs, timings meaningless) that check is the point.
+must agree within --tol (relative L2). A mode that disagrees is reported
+WRONG, not timed, and the script exits 1. On the CPU (`--device cpu --model
+tiny`: tiny shapes, no CUDA graphs, timings meaningless) that check is the
+point.
 
 Output: one line per measurement, a table (tests x modes, best mode last)
 and a line `JSON {...}` with every result and, per test, the best mode.

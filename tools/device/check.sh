@@ -91,7 +91,10 @@ bench() { # label, program, env settings...
 }
 round_s=0
 for round in $(seq 1 "$ROUNDS"); do
-    [ $round -gt 1 ] && [ "$(left)" -lt $((round_s + 60)) ] && { note "bench: stopped after $((round - 1)) rounds (BUDGET)"; break; }
+    if [ $round -gt 1 ] && [ "$(left)" -lt $((round_s + 60)) ]; then
+        note "bench: stopped after $((round - 1)) rounds (BUDGET)"
+        break
+    fi
     t0=$SECONDS
     for b in $builds; do
         bench "$b" "$b"

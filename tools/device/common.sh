@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tools/device/common.sh: the preamble every device script sources.
 #
 # The device scripts run on a GPU machine from a copy of this repository
@@ -33,7 +34,8 @@ mkdir -p "$OUT"
 GPU_BUNDLE=${GPU_BUNDLE:-build/gpu-bundle}
 case $GPU_BUNDLE in /*) ;; *) GPU_BUNDLE=$ROOT/$GPU_BUNDLE ;; esac
 if [ ! -x "$GPU_BUNDLE/bin/nanochat" ]; then
-    echo "no bundle at $GPU_BUNDLE: build one with \`make gpu-bundle GPU_BUNDLE=...\` and bring it along (README: Running a build on a GPU machine)" >&2
+    echo "no bundle at $GPU_BUNDLE: build one with \`make gpu-bundle GPU_BUNDLE=...\` and bring it" \
+        "along (README: Running a build on a GPU machine)" >&2
     exit 2
 fi
 export PATH="$GPU_BUNDLE/bin:$PATH"
