@@ -16,7 +16,8 @@
 #include "common.h"
 
 #define REDRAW_SECONDS 0.1
-#define LABEL_WIDTH 28
+#define LABEL_WIDTH 22
+#define BAR_WIDTH 12
 
 typedef struct {
     char *label;
@@ -93,8 +94,8 @@ static void item_numbers(const item *it, double now, char *buf, size_t cap) {
         return;
     }
     format_duration(r > 0 && it->total >= 0 ? (double)(it->total - it->done) / r : -1, eta, sizeof eta);
-    if (it->total >= 0) snprintf(buf, cap, "%s / %s  %s/s  ETA %s", done, total, rate, eta);
-    else snprintf(buf, cap, "%s  %s/s", done, rate);
+    if (it->total >= 0) snprintf(buf, cap, "%s/%s %s/s ETA %s", done, total, rate, eta);
+    else snprintf(buf, cap, "%s %s/s", done, rate);
 }
 
 static int terminal_width(FILE *f) {
@@ -110,7 +111,7 @@ static void draw_bars(nc_progress *p, double now) {
         const item *it = &p->items[i];
         char nums[160], line[512], bar[64];
         item_numbers(it, now, nums, sizeof nums);
-        int bar_w = 24;
+        int bar_w = BAR_WIDTH;
         double frac = it->total > 0 ? (double)it->done / (double)it->total : (it->ended && !it->note ? 1 : 0);
         if (frac > 1) frac = 1;
         int fill = (int)(frac * bar_w);
@@ -118,7 +119,7 @@ static void draw_bars(nc_progress *p, double now) {
         bar[bar_w] = 0;
         int label_len = (int)strlen(it->label);
         const char *label = label_len > LABEL_WIDTH ? it->label + label_len - LABEL_WIDTH : it->label;
-        snprintf(line, sizeof line, "%-*s [%s] %3d%%  %s", LABEL_WIDTH, label, bar, (int)(frac * 100), nums);
+        snprintf(line, sizeof line, "%-*s [%s] %3d%% %s", LABEL_WIDTH, label, bar, (int)(frac * 100), nums);
         fprintf(p->out, "\r%.*s\033[K\n", width, line);
     }
     p->drawn_lines = p->n;
