@@ -487,6 +487,34 @@ def t_unsafe_paths(hub):
     env.done()
 
 
+def t_tokenize_and_serve(hub, pico):
+    import tiktoken  # noqa: F401  (tokenizer.pkl unpickles into a tiktoken Encoding)
+    import pickle
+    enc = pickle.loads(pico["tokenizer.pkl"])
+    env = Env(hub)
+    hub.clear_log()
+    p = env.run("tokenize", "-m", "hf:test/picochat", input="Hello world")
+    ids = [int(x) for x in p.stdout.split()] if p.returncode == 0 else None
+    check(ids == enc.encode_ordinary("Hello world"), f"tokenize -m hf: (ids as tiktoken): {p.stdout} {p.stderr[-300:]}")
+    names = [r[2].rsplit("/", 1)[1] for r in hub.requests("hub", "GET", "/resolve/")]
+    check(names == ["tokenizer.pkl"], f"tokenize downloads only the tokenizer: {names}")
+    from server_util import Server
+    saved = dict(os.environ)
+    os.environ.update(env.env)
+    try:
+        srv = Server(model=("-m", "hf:test/picochat"))
+        try:
+            status, body = srv.get("/v1/models")
+            ids = [m["id"] for m in json.loads(body)["data"]] if status == 200 else []
+            check(ids == ["test/picochat"], f"serve -m hf: names the model OWNER/NAME: {status} {body[:200]}")
+        finally:
+            srv.kill()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    env.done()
+
+
 def main():
     hub = MockHub(TOKEN)
     tmp = tempfile.mkdtemp(prefix="nc-hub-repos-")
@@ -502,7 +530,8 @@ def main():
                                ("offline / no network", t_offline_and_no_network, (hub,)),
                                ("disk full", t_disk_full, (hub, pico)), ("list + rm", t_list_rm, (hub, pico)),
                                ("progress on a terminal", t_progress_tty, (hub,)),
-                               ("unsafe paths", t_unsafe_paths, (hub,))]:
+                               ("unsafe paths", t_unsafe_paths, (hub,)),
+                               ("tokenize + serve", t_tokenize_and_serve, (hub, pico))]:
             t0, before = time.time(), len(failures)
             try:
                 fn(*args)
