@@ -6,7 +6,7 @@ tokenizer.json), without torch or transformers.
 
     python3 tools/convert_to_hf.py models/picochat OUT [--shards N]
 
-Used by tests/py/test_hub.py to serve picochat in the transformers layout
+Used by tests/py/test_hub_e2e.py to serve picochat in the transformers layout
 from the mock Hub. V1 checkpoints only (the transformers port's scope).
 The output is deterministic: same input, same bytes.
 

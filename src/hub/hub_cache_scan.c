@@ -75,9 +75,11 @@ static void walk_snapshot(const char *dir, int depth, nc_hub_cached_revision *re
     closedir(d);
 }
 
-/* Appends to rev->refs every ref under refs_dir (recursively: "refs/pr/1")
- * whose content is rev->commit. */
-static void collect_refs(const char *refs_dir, const char *prefix, nc_hub_cached_revision *rev, int depth) {
+/* Calls fn(name, path, commit) for every ref under refs_dir, recursively
+ * ("refs/pr/1" has the name "pr/1"); commit is the ref's content, trimmed. */
+typedef void ref_fn(const char *name, const char *path, const char *commit, void *user);
+
+static void walk_refs(const char *refs_dir, const char *prefix, int depth, ref_fn *fn, void *user) {
     DIR *d = opendir(refs_dir);
     if (!d || depth > 8) {
         if (d) closedir(d);
@@ -86,14 +88,14 @@ static void collect_refs(const char *refs_dir, const char *prefix, nc_hub_cached
     for (struct dirent *e; (e = readdir(d));) {
         if (e->d_name[0] == '.') continue;
         char p[PATH_MAX], name[300];
-        snprintf(p, sizeof p, "%s/%s", refs_dir, e->d_name);
-        snprintf(name, sizeof name, "%s%s", prefix, e->d_name);
+        if (nc_hub_pathf(p, sizeof p, "%s/%s", refs_dir, e->d_name) ||
+            nc_hub_pathf(name, sizeof name, "%s%s", prefix, e->d_name))
+            continue;
         struct stat st;
         if (stat(p, &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
             char sub[300];
-            nc_hub_pathf(sub, sizeof sub, "%s/", name);
-            collect_refs(p, sub, rev, depth + 1);
+            if (!nc_hub_pathf(sub, sizeof sub, "%s/", name)) walk_refs(p, sub, depth + 1, fn, user);
             continue;
         }
         FILE *f = fopen(p, "r");
@@ -102,11 +104,18 @@ static void collect_refs(const char *refs_dir, const char *prefix, nc_hub_cached
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = 0;
-        if (strncmp(buf, rev->commit, 40) || (n > 40 && buf[40] != '\n')) continue;
-        size_t used = strlen(rev->refs);
-        snprintf(rev->refs + used, sizeof rev->refs - used, "%s%s", used ? ", " : "", name);
+        buf[strcspn(buf, "\r\n ")] = 0;
+        fn(name, p, buf, user);
     }
     closedir(d);
+}
+
+/* Appends the ref's name to rev->refs when it names rev->commit. */
+static void add_ref(const char *name, const char *path, const char *commit, void *user) {
+    nc_hub_cached_revision *rev = user;
+    if (strcmp(commit, rev->commit)) return;
+    size_t used = strlen(rev->refs);
+    snprintf(rev->refs + used, sizeof rev->refs - used, "%s%s", used ? ", " : "", name);
 }
 
 /* Bytes of *.incomplete files in blobs/. */
@@ -145,7 +154,7 @@ static void scan_repo(nc_hub_cached_repo *r) {
         char p[PATH_MAX];
         nc_hub_pathf(p, sizeof p, "%s/%s", snaps, e->d_name);
         walk_snapshot(p, 0, rev, &all);
-        collect_refs(refs, "", rev, 0);
+        walk_refs(refs, "", 0, add_ref, rev);
     }
     if (d) closedir(d);
     for (int i = 0; i < all.n; i++) {
@@ -207,39 +216,13 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
 /* rm -rf; errors are recorded but removal goes on. */
 static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
-/* Removes the refs under refs_dir that name `commit`. */
-static void remove_refs_to(const char *refs_dir, const char *commit, int depth) {
-    DIR *d = opendir(refs_dir);
-    if (!d || depth > 8) {
-        if (d) closedir(d);
-        return;
-    }
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.') continue;
-        char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s/%s", refs_dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) {
-            remove_refs_to(p, commit, depth + 1);
-            continue;
-        }
-        char have[41];
-        FILE *f = fopen(p, "r");
-        if (!f) continue;
-        size_t n = fread(have, 1, 40, f);
-        fclose(f);
-        have[n] = 0;
-        if (!strcmp(have, commit)) unlink(p);
-    }
-    closedir(d);
+/* Removes a ref that names the commit in `user`. */
+static void remove_ref(const char *name, const char *path, const char *commit, void *user) {
+    if (!strcmp(commit, (const char *)user)) unlink(path);
 }
 
 /* Removes the blobs of repo_dir that no snapshot uses; returns their bytes. */
 static int64_t remove_unused_blobs(const char *repo_dir) {
-    nc_hub_cached_repo r = {0};
-    snprintf(r.repo_id, sizeof r.repo_id, "-");
-    r.dir = (char *)repo_dir;
     char snaps[PATH_MAX], blobs[PATH_MAX];
     nc_hub_pathf(snaps, sizeof snaps, "%s/snapshots", repo_dir);
     nc_hub_pathf(blobs, sizeof blobs, "%s/blobs", repo_dir);
@@ -297,7 +280,7 @@ int nc_hub_cache_remove(const char *root, const char *repo_id, const char *revis
         nc_hub_pathf(snap, sizeof snap, "%s/snapshots/%s", repo_dir, commit);
         nc_hub_pathf(refs, sizeof refs, "%s/refs", repo_dir);
         remove_tree(snap);
-        remove_refs_to(refs, commit, 0);
+        walk_refs(refs, "", 0, remove_ref, commit);
         *freed = remove_unused_blobs(repo_dir);
     }
     return nc_error()[0] ? -1 : 0;

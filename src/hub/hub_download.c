@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "hub_cache.h"
@@ -311,6 +312,21 @@ static int run_transfers(const nc_hub_fetch *f, xfer *xs, int n) {
     return rc;
 }
 
+/* Fails early when the cache's file system cannot hold what is left to download. */
+static int check_space(const char *blobs, const xfer *xs, int n) {
+    int64_t need = 0;
+    for (int i = 0; i < n; i++) need += xs[i].file->size - xs[i].have;
+    struct statvfs vfs;
+    if (statvfs(blobs, &vfs) != 0) return 0; /* unknown: the writes will tell */
+    int64_t avail = (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize;
+    if (need <= avail) return 0;
+    char a[32], b[32];
+    nc_format_bytes(need, a, sizeof a);
+    nc_format_bytes(avail, b, sizeof b);
+    return nc_fail("no space left for the download: it needs %s more and %s has %s free (`nanochat list` and "
+                   "`nanochat rm` show and free what the cache holds)", a, blobs, b);
+}
+
 int nc_hub_download(const nc_hub_fetch *f, const nc_hub_file *const *files, int n) {
     char blobs[PATH_MAX];
     snprintf(blobs, sizeof blobs, "%s/blobs", f->repo_dir);
@@ -339,9 +355,10 @@ int nc_hub_download(const nc_hub_fetch *f, const nc_hub_file *const *files, int 
             rc = -1;
             break;
         }
-        x->prog = nc_progress_add(f->progress, file->path, file->size, x->have);
         todo++;
     }
+    if (!rc && todo) rc = check_space(blobs, xs, todo);
+    for (int i = 0; i < todo && !rc; i++) xs[i].prog = nc_progress_add(f->progress, xs[i].file->path, xs[i].file->size, xs[i].have);
     if (!rc && todo) rc = run_transfers(f, xs, todo);
     for (int i = 0; i < todo; i++) {
         if (xs[i].c) curl_easy_cleanup(xs[i].c);

@@ -3,7 +3,7 @@
  * by hand from the rules they implement (hub_ref.h, hub_api.h, hub_http.h,
  * hub_select.h, hub_cache.h): hf: references, safe paths, the API's file
  * list, response headers, which files a model needs, the cache's root.
- * The network parts run in tests/py/test_hub.py against a mock Hub.
+ * The network parts run in tests/py/test_hub_e2e.py against a mock Hub.
  */
 #include <stdlib.h>
 #include <string.h>

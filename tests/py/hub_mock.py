@@ -1,4 +1,4 @@
-"""hub_mock.py: a local stand-in for the Hugging Face Hub, for tests/py/test_hub.py.
+"""hub_mock.py: a local stand-in for the Hugging Face Hub, for tests/py/test_hub_e2e.py.
 
 Two threaded http.server instances on 127.0.0.1, like the Hub and the CDN
 it redirects large files to:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""test_hub.py: models by name from the Hugging Face Hub (`-m hf:...`,
+"""test_hub_e2e.py: models by name from the Hugging Face Hub (`-m hf:...`,
 `nanochat pull / list / rm`), end to end against a local mock of the Hub
 (hub_mock.py: the API listing, resolve URLs redirecting LFS files to a
 second "CDN" server, ETags, Range requests, injected faults). No network.
@@ -541,7 +541,7 @@ def main():
     finally:
         hub.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"test_hub: {checks} checks, {len(failures)} failed")
+    print(f"test_hub_e2e: {checks} checks, {len(failures)} failed")
     return 1 if failures else 0
 
 
