@@ -145,7 +145,10 @@ static size_t on_data(char *data, size_t size, size_t n, void *user) {
         long status = 0;
         curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &status);
         x->discard = status != 200 && status != 206;
-        if (status == 206 && x->h.range_start != x->have) return 0; /* not the part we asked for */
+        if (status == 206 && x->h.range_start != x->have) {
+            restart_from_zero(x); /* not the part we asked for: the retry starts over */
+            return 0;
+        }
         if (status == 200 && x->have > 0 && restart_from_zero(x)) return 0;
     }
     if (x->discard) return k;
