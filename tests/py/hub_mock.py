@@ -10,7 +10,7 @@ it redirects large files to:
             LFS file: 302 to the CDN with X-Repo-Commit, X-Linked-Etag (sha256),
             X-Linked-Size; other files: 200 with ETag (git blob id), Range served
        errors as the Hub words them: 401 + X-Error-Code RepoNotFound for a
-       private repository without its token, 404 RepoNotFound /
+       private repository without its token, 403 GatedRepo, 404 RepoNotFound /
        RevisionNotFound / EntryNotFound
   cdn  GET  /blob/{sha256}?sig=...   the bytes, with Range (206 + Content-Range)
 
@@ -48,8 +48,8 @@ def is_lfs(path, data):
 
 
 class Repo:
-    def __init__(self, repo_id, files, private=False, revisions=None):
-        self.repo_id, self.files, self.private = repo_id, dict(files), private
+    def __init__(self, repo_id, files, private=False, revisions=None, gated=False):
+        self.repo_id, self.files, self.private, self.gated = repo_id, dict(files), private, gated
         self.commit = hashlib.sha1(("commit " + repo_id).encode()).hexdigest()
         self.revisions = {"main": self.commit, self.commit: self.commit}
         self.revisions.update(revisions or {})
@@ -155,7 +155,13 @@ class MockHub:
                                      "Content-Type": "application/json"}, head)
 
     def _authorized(self, h, repo):
-        return not repo.private or h.headers.get("Authorization") == "Bearer " + self.token
+        return not (repo.private or repo.gated) or h.headers.get("Authorization") == "Bearer " + self.token
+
+    def _refuse(self, h, repo, head):
+        """The Hub's answer to a request it does not authorize."""
+        if repo is not None and repo.gated:
+            return self._error(h, 403, "GatedRepo", head)
+        return self._error(h, 401 if repo is not None or "Authorization" not in h.headers else 404, "RepoNotFound", head)
 
     def _hub(self, h, head):
         url = urllib.parse.urlsplit(h.path)
@@ -164,8 +170,7 @@ class MockHub:
         if m:
             repo = self.repos.get(m.group(1))
             if repo is None or not self._authorized(h, repo):
-                return self._error(h, 401 if repo is not None or "Authorization" not in h.headers else 404,
-                                   "RepoNotFound", head)
+                return self._refuse(h, repo, head)
             commit = repo.revisions.get(m.group(2))
             if commit is None:
                 return self._error(h, 404, "RevisionNotFound", head)
@@ -177,7 +182,7 @@ class MockHub:
         if m:  # huggingface_hub's snapshot_download lists files here
             repo = self.repos.get(m.group(1))
             if repo is None or not self._authorized(h, repo):
-                return self._error(h, 401, "RepoNotFound", head)
+                return self._refuse(h, repo, head)
             if m.group(2) not in repo.revisions:
                 return self._error(h, 404, "RevisionNotFound", head)
             entries = []
@@ -192,7 +197,7 @@ class MockHub:
             return self._error(h, 404, "NotFound", head)
         repo = self.repos.get(m.group(1))
         if repo is None or not self._authorized(h, repo):
-            return self._error(h, 401, "RepoNotFound", head)
+            return self._refuse(h, repo, head)
         commit = repo.revisions.get(m.group(2))
         if commit is None:
             return self._error(h, 404, "RevisionNotFound", head)

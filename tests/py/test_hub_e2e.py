@@ -115,6 +115,7 @@ def make_repos(hub, tmp):
     hub.add(Repo("test/multi", base))
     hub.add(Repo("test/picochat-sub", {"picochat/" + n: pico[n] for n in NEEDED} | {"README.md": b"sub\n"}))
     hub.add(Repo("test/private", {n: pico[n] for n in NEEDED}, private=True))
+    hub.add(Repo("test/gated", {n: pico[n] for n in NEEDED}, gated=True))
     hub.add(Repo("test/evil", {**{n: pico[n] for n in NEEDED}, "../escape.txt": b"outside\n",
                                "/abs.txt": b"absolute\n"}))
     bad_index = json.dumps({"weight_map": {"model.embed_tokens.weight": "../outside.safetensors"}}).encode()
@@ -274,7 +275,11 @@ def t_auth(hub):
     hub.clear_log()
     p = env.run("pull", "hf:test/private")
     check(p.returncode != 0 and "HF_TOKEN" in p.stderr, f"401 without a token says to set HF_TOKEN: {p.stderr.strip()}")
+    p = env.run("pull", "hf:test/gated")
+    check(p.returncode != 0 and "gated" in p.stderr and "HF_TOKEN" in p.stderr, f"403 gated: {p.stderr.strip()}")
     env.env["HF_TOKEN"] = TOKEN
+    p = env.run("pull", "-q", "hf:test/gated")
+    check(p.returncode == 0, f"a gated repo with a token: {p.stderr.strip()}")
     hub.clear_log()
     toks, p = chat_tokens(env, "hf:test/private")
     check(toks == HELLO["tokens"], f"HF_TOKEN opens a private repo: {p.stderr[-300:]}")
