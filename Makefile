@@ -12,7 +12,7 @@ BUILD    ?= build
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -pthread -Isrc -Iinclude
-LDLIBS   += -lpcre2-8 -lcjson -lmicrohttpd -ledit -lm -pthread
+LDLIBS   += -lpcre2-8 -lcjson -lmicrohttpd -ledit -lcurl -lcrypto -lm -pthread
 
 NVCC     ?= $(shell command -v nvcc 2>/dev/null)
 CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a
@@ -81,7 +81,7 @@ fuzz: $(FUZZERS)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -pthread -Isrc -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_LIB_SRC) -lpcre2-8 -lcjson -lmicrohttpd -ledit -lm
+	    -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_LIB_SRC) -lpcre2-8 -lcjson -lmicrohttpd -ledit -lcurl -lcrypto -lm
 
 # Everything again under AddressSanitizer + UBSan, CPU only, in build-asan/.
 asan:

@@ -6,11 +6,11 @@
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PKGS=(build-essential pkg-config libpcre2-dev libcjson-dev libmicrohttpd-dev libedit-dev)
+PKGS=(build-essential pkg-config libpcre2-dev libcjson-dev libmicrohttpd-dev libedit-dev libcurl4-openssl-dev libssl-dev)
 PIP=()
 if [ "${1:-}" = "--test" ]; then
     PKGS+=(clang libclang-rt-dev python3 python3-pip chromium chromium-driver)
-    PIP+=(tiktoken numpy openai selenium)
+    PIP+=(tiktoken numpy openai selenium huggingface_hub)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -34,7 +34,8 @@ static void usage(FILE *f) {
             "  --port N             TCP port (default 8000; 0 picks a free one, printed at start)\n"
             "  --api-key KEY        require 'Authorization: Bearer KEY' on the API routes\n"
             "                       (default: $NANOCHAT_API_KEY, else none)\n"
-            "  --model-name NAME    model id reported by /v1/models (default: the model's directory)\n"
+            "  --model-name NAME    model id reported by /v1/models (default: OWNER/NAME of an hf:\n"
+            "                       model, else the model's directory)\n"
             "  --max-batch N        sequences decoding at once (default: the backend's)\n"
             "  --max-batch-tokens N tokens per forward pass (default: the backend's)\n"
             "  --max-context N      positions per sequence (default: the model's sequence_len)\n"
@@ -137,6 +138,10 @@ int cmd_serve(int argc, char **argv) {
     o.max_body_bytes = (size_t)body;
     o.request_timeout_s = (double)timeout;
     o.threads = a.threads;
+    /* a Hub model is downloaded before the server listens (Ctrl-C stops the download) */
+    int fetched = nc_model_args_fetch(&a);
+    if (fetched) return fetched == -2 ? 130 : 1;
+    if (!o.model_name && a.hub_repo[0]) o.model_name = a.hub_repo;
     o.load = load_model;
     o.load_user = &a;
     return nc_server_run(&o) ? 1 : 0;

@@ -2,21 +2,24 @@
  * model_args.h: the options every model-using subcommand shares, and the
  * one place that turns them into a loaded model, tokenizer and backend.
  *
- *   -m PATH            checkpoint dir, nanochat base dir, flat or HF download
+ *   -m PATH            checkpoint dir, nanochat base dir, flat or HF download,
+ *                      or hf:OWNER/NAME[@REVISION][/SUBDIR] from the Hugging Face Hub
  *   --step N --source sft|rl|mid|base --tag dN --tokenizer FILE
  *   --random SHAPE     random weights instead of -m (d20, d34, L,C,H[,Hkv[,V]])
- *   --device cpu|cuda|auto   --threads N   --verbose
+ *   --device cpu|cuda|auto   --threads N   --verbose   --quiet
  * With neither -m nor --random, the bundled default model is used
  * (models/picochat beside the binary's build dir, or $NANOCHAT_MODEL).
  */
 #ifndef NC_CLI_MODEL_ARGS_H
 #define NC_CLI_MODEL_ARGS_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include "backend/backend.h"
+#include "hub/hub_ref.h"
 #include "model/loader.h"
 #include "tokenizer/tokenizer.h"
 
@@ -27,6 +30,9 @@ typedef struct {
     const char *device;      /* --device, default "auto" */
     int threads;             /* --threads, 0 = all cores */
     bool verbose;            /* --verbose: timings on stderr */
+    bool quiet;              /* --quiet: no download or load progress */
+    char hub_repo[200];      /* "owner/name" once an hf: model was fetched, else "" */
+    char hub_dir[PATH_MAX];  /* its local snapshot folder (load.path then points here) */
 } nc_model_args;
 
 void nc_model_args_init(nc_model_args *a);
@@ -38,6 +44,15 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i);
 
 /* Prints the options above, for a subcommand's --help. */
 void nc_model_args_help(FILE *f);
+
+/* If -m names a Hub model (hf:...), resolves it and downloads what the
+ * cache lacks (src/hub/hub.h), then points load.path at the local
+ * snapshot; nothing otherwise, or when already done. Ctrl-C stops the
+ * download (partial files are kept for the next run). Prints a one-line
+ * error and returns -1 on failure, -2 when stopped by Ctrl-C. The load functions below call it
+ * themselves; a command calls it first to fetch before doing anything
+ * else (serve: before it listens). */
+int nc_model_args_fetch(nc_model_args *a);
 
 /* Loads the model and, if `tok` is non-NULL, its tokenizer (required:
  * fails if none is found). Prints a one-line error and returns -1 on
@@ -51,7 +66,10 @@ int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **
 int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
                                nc_checkpoint_location *loc);
 
-/* Creates the backend named by --device for `model`. Prints errors. */
+/* Creates the backend named by --device for `model`. Prints errors. On a
+ * terminal (unless --quiet), weights not yet in memory are read first
+ * with a progress bar: the backend's own pass over them would otherwise
+ * be a silent wait of seconds for a large model on a cold disk. */
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model,
                                   const nc_backend_params *p);
 
