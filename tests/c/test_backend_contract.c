@@ -202,6 +202,25 @@ static void clear_switches(void) {
     for (size_t i = 0; i < NC_ARRAY_LEN(switches); i++) unsetenv(switches[i]);
 }
 
+/* The switches this test was started with (the backend checks run under
+ * them, so a device script can run the contract with, say, NC_CUDA_SKINNY=0). */
+static char *saved[NC_ARRAY_LEN(switches)];
+
+static void save_switches(void) {
+    for (size_t i = 0; i < NC_ARRAY_LEN(switches); i++) {
+        const char *v = getenv(switches[i]);
+        saved[i] = v ? strdup(v) : NULL;
+    }
+}
+
+static void restore_switches(void) {
+    clear_switches();
+    for (size_t i = 0; i < NC_ARRAY_LEN(switches); i++) {
+        if (saved[i]) setenv(switches[i], saved[i], 1);
+        free(saved[i]);
+    }
+}
+
 static void check_env(const fixture *fx) {
     nc_backend_env e;
     clear_switches();
@@ -260,7 +279,9 @@ int main(void) {
             return 1;
         }
     float *logits = nc_xmalloc(sizeof(float) * (size_t)MAX_TOKENS * 512);
+    save_switches();
     check_env(&fx[0]);
+    restore_switches();
     for (size_t t = 0; t < NC_ARRAY_LEN(targets); t++) {
         if (!strcmp(targets[t].dev, "cuda") && !nc_backend_cuda_available()) {
             printf("cuda: skipped (no usable CUDA device, or CUDA not compiled in)\n");
