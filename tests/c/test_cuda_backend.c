@@ -27,7 +27,7 @@
  * max|ours - ref| <= LOGIT_TOL * max|ref| (LOGIT_TOL = 3e-2), and the top-1
  * token must agree unless the reference's best two logits are closer than
  * twice the row's observed error (a near-tie, where either is acceptable:
- * docs/model.md on GPU numerics). A wrong layout, mask, position or scale
+ * docs/model.md, Precision). A wrong layout, mask, position or scale
  * gives errors of order 1 and fails.
  */
 #include <cjson/cJSON.h>

@@ -26,10 +26,10 @@
  * head) to finish merges the CTAs' partials (an arrival counter, no extra
  * launch). Batch 1 gets many splits (each warp one or two chunks, so the
  * whole context is in flight at once); large batches one split per row.
- * Keys outside [pos - window, pos] are masked (docs/model.md, sliding
- * windows: key j is visible to query i iff 0 <= i - j <= window). The
- * split count is fixed per batch size (a CUDA graph replays it); ranges are
- * derived on the device from each row's position.
+ * Keys outside [pos - window, pos] are masked (docs/model.md, Attention:
+ * key j is visible to query i iff 0 <= i - j <= window). The split count
+ * is fixed per batch size (a CUDA graph replays it); ranges are derived on
+ * the device from each row's position.
  *
  * For batch-1 decode (the GEMV path) the kernel also does the work of the
  * rope_append kernel (one launch less per layer): each CTA computes its G

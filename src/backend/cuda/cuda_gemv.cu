@@ -1,10 +1,10 @@
 /*
  * cuda_gemv.cu: the decode matrix-vector product y = W · x of a single
  * token (batch-1 decode), where nearly all of a decode step's time goes
- * (d34 streams 4.1 GB of weights per token; docs/performance.md). Batches
- * of two rows or more go to the GEMMs (project() in cuda_forward.cu): a
- * GEMV variant reading 2..4 input rows ran 1.2-1.8x slower than cuBLASLt
- * there (dev/kernels/NOTES.md).
+ * (d34 streams 4.1 GB of weights per token; docs/performance.md, Floors).
+ * Batches of two rows or more go to the GEMMs (project() in
+ * cuda_forward.cu): a GEMV variant reading 2..4 input rows ran 1.2-1.8x
+ * slower than cuBLASLt there (dev/kernels/NOTES.md).
  *
  * S warps own one output row (S = 1 for rows of up to 2304 values, 2 or 4
  * for wider ones: split-K, the partial sums merged in shared memory), and

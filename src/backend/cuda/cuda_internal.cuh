@@ -19,10 +19,10 @@
  *                     ReLU², lambdas, backout, logits rows, softcap
  *   cuda_sample.cu    softcap'd logits -> one token per row on the device
  *
- * Numerics (docs/model.md): weights, KV cache, q and the attention output
- * are bf16 like nanochat under autocast; the residual stream, every
- * accumulation, norms and the softcap are fp32 (a GPU engine may keep more
- * precision than the reference).
+ * Numerics (docs/model.md, Precision): weights, KV cache, q and the
+ * attention output are bf16 like nanochat under autocast; the residual
+ * stream, every accumulation, norms and the softcap are fp32 (a GPU engine
+ * may keep more precision than the reference).
  *
  * Dimension letters as in model.h; N = tokens in the batch (sum of chunk
  * lengths), S = sequences (chunks) in the batch, R = logits rows, Q = (H +
