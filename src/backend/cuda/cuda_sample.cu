@@ -60,6 +60,14 @@ __device__ double block_scan_incl(double v, double *sh) {
     return warp ? v + sh[warp - 1] : v;
 }
 
+/* The block's total of an inclusive scan (the last thread's cum), given to
+ * every thread through the shared *tot. */
+__device__ __forceinline__ double scan_total(double cum, double *tot) {
+    if (threadIdx.x == ST - 1) *tot = cum;
+    __syncthreads();
+    return *tot;
+}
+
 /* Picks the digit (255 = largest) where the descending cumulative of hist
  * reaches *rank; lowers *rank by what lies above it. Warp 0 only. */
 template <typename T>
@@ -238,10 +246,8 @@ __device__ __forceinline__ void pick_in_rank_order(int n, const nc_cuda_samp &sp
     double cum = block_scan_incl(w, dsh);
     __shared__ double tot;
     __shared__ int n_keep;
-    if (tid == ST - 1) tot = cum;
     if (tid == 0) n_keep = 0x7fffffff;
-    __syncthreads();
-    double sum = tot;
+    double sum = scan_total(cum, &tot);
     if (sp.top_p < 1.0f) {
         double target = (double)sp.top_p * sum;
         bool first = keep && cum >= target && (tid == 0 || cum - w < target);
@@ -251,9 +257,7 @@ __device__ __forceinline__ void pick_in_rank_order(int n, const nc_cuda_samp &sp
             keep = keep && tid < n_keep;
             w = keep ? w : 0.0;
             cum = block_scan_incl(w, dsh);
-            if (tid == ST - 1) tot = cum;
-            __syncthreads();
-            sum = tot;
+            sum = scan_total(cum, &tot);
         }
     }
     double r = S.u * sum;
@@ -325,9 +329,7 @@ __device__ __forceinline__ void sample_whole_row(const float *x, int V, const nc
     }
     double cum = block_scan_incl(part, dsh);
     __shared__ double tot2;
-    if (tid == ST - 1) tot2 = cum;
-    __syncthreads();
-    double sum = tot2;
+    double sum = scan_total(cum, &tot2);
     unsigned tp = 0u;
     if (sp.top_p < 1.0f) {
         tp = top_p_threshold(x, V, sp.top_p, sum, tk, mx, inv_t, minw, hist_f, rank_f, sel);
@@ -340,9 +342,7 @@ __device__ __forceinline__ void sample_whole_row(const float *x, int V, const nc
             part += wv;
         }
         cum = block_scan_incl(part, dsh);
-        if (tid == ST - 1) tot2 = cum;
-        __syncthreads();
-        sum = tot2;
+        sum = scan_total(cum, &tot2);
     }
     double r = S.u * sum;
     __shared__ int pick2;
