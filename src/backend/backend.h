@@ -53,6 +53,31 @@ typedef struct {
     int32_t n_threads;        /* CPU threads (0: all cores) */
 } nc_backend_params;
 
+/*
+ * Switches for comparisons and diagnosis (the README's table of environment
+ * switches; the defaults are the fast paths). nc_backend_create reads them
+ * from the environment once, with nc_backend_env_read, into b->env before
+ * the backend's init; no backend reads an environment variable itself.
+ * One convention for all: unset or empty keeps the default; on/off
+ * switches take 0 or 1; the others one of their listed words; anything else
+ * fails backend creation with a message naming the variable.
+ */
+typedef struct {
+    bool cuda_graphs;        /* NC_CUDA_GRAPHS (1): replay decode steps from CUDA graphs */
+    bool cuda_pdl;           /* NC_CUDA_PDL (1): programmatic dependent launch (sm_90) */
+    bool cuda_profile;       /* NC_CUDA_PROFILE (0): per-stage GPU time of the last forward on stderr
+                                at exit (eager launches) */
+    bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a) */
+    int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
+                                wgmma kernel with 64- or 128-key steps (sm_90) */
+    const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
+    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx2" or "scalar" */
+} nc_backend_env;
+
+/* Fills *env from the environment (the defaults where a switch is unset or
+ * empty); -1 + nc_error() naming the variable on a value outside its set. */
+int nc_backend_env_read(nc_backend_env *env);
+
 /* Per-row sampling settings, for backends that sample on the device. */
 typedef struct {
     float temperature; /* 0: argmax (lowest index on ties) */
@@ -106,6 +131,7 @@ struct nc_backend {
     int32_t n_kv_blocks;        /* actual pool size */
     int32_t max_batch_tokens;
     int32_t max_seqs;
+    nc_backend_env env;         /* the switches, read before init */
     void *impl;                 /* backend-private state */
 };
 

@@ -209,7 +209,7 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
                        c->n_embd, c->n_head, c->n_kv_head, c->head_dim, c->vocab_size, c->padded_vocab);
 
     /* NC_CPU_KERNELS=scalar|avx2 picks the kernels (benchmarks, tests) */
-    const char *isa = forced_isa ? forced_isa : getenv("NC_CPU_KERNELS");
+    const char *isa = forced_isa ? forced_isa : b->env.cpu_kernels;
     const cpu_kernels *kern = cpu_kernels_select(isa);
     if (!kern) return nc_fail("cpu backend: NC_CPU_KERNELS=%s is not available here (scalar, avx2, auto)", isa);
 
@@ -229,7 +229,7 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
     st->n_tasks = st->n_threads > 1 ? 4 * st->n_threads : 1;
 
     const char *placement = "";
-    if (setup_weights(st, m) || cpu_place_weights(st, m, &placement) || setup_rope(st) ||
+    if (setup_weights(st, m) || cpu_place_weights(st, m, b->env.cpu_weights, &placement) || setup_rope(st) ||
         setup_buffers(st, b->max_batch_tokens))
         goto fail;
 

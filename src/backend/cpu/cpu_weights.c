@@ -88,12 +88,8 @@ static void release_mapped(const void *p, size_t bytes) {
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-int cpu_place_weights(cpu_state *st, const nc_model *m, const char **placement) {
+int cpu_place_weights(cpu_state *st, const nc_model *m, const char *mode, const char **placement) {
     *placement = "in memory";
-    const char *mode = getenv("NC_CPU_WEIGHTS");
-    if (!mode || !*mode) mode = "auto";
-    if (strcmp(mode, "auto") && strcmp(mode, "copy") && strcmp(mode, "map"))
-        return nc_fail("cpu backend: NC_CPU_WEIGHTS=%s; expected auto, copy or map", mode);
     if (!m->tensors) return 0;
 
     cpu_matrix **mats = nc_xmalloc((size_t)(6 * st->cfg.n_layer + 1) * sizeof *mats);
