@@ -130,8 +130,7 @@ int nc_engine_get_info(const nc_engine *e, nc_engine_info *info) {
     info->generation = nc_generation_name(c->generation);
     info->source = e->model->source ? e->model->source : "";
     info->format = e->model->format ? e->model->format : "";
-    nc_backend *b = e->backend;
-    info->device = b->ops->describe ? b->ops->describe(b) : b->ops->name;
+    info->device = nc_backend_describe(e->backend);
     return 0;
 }
 

@@ -86,7 +86,9 @@ typedef struct {
     /* Copies the first n_tokens positions of block src into block dst, all
      * layers (used to fork a sequence: multi-sample, prefix reuse). */
     int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);
-    /* Human-readable device description ("cpu: 2 threads, avx2" / "NVIDIA H100 ..."). */
+    /* Optional (NULL: the name): a human-readable description of the
+     * device and how the backend uses it ("cpu: 2 threads, avx2 kernels,
+     * ..." / "NVIDIA H100 ..."). Callers use nc_backend_describe(). */
     const char *(*describe)(nc_backend *b);
     /* Optional (NULL if unsupported): the device's measured copy bandwidth
      * in bytes/s (read + written), the ceiling `nanochat bench` compares
@@ -117,6 +119,10 @@ struct nc_backend {
  */
 nc_backend *nc_backend_create(const char *device, const nc_model *model, const nc_backend_params *p);
 void nc_backend_free(nc_backend *b);
+
+/* What the backend says about itself (its describe op), else its name:
+ * for logs, /health, the C API's engine info. Valid while the backend lives. */
+const char *nc_backend_describe(nc_backend *b);
 
 /* Whether a CUDA device usable by this build is present (quiet probe). */
 bool nc_backend_cuda_available(void);

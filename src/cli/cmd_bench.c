@@ -243,13 +243,13 @@ out:
 
 /* ==== output ==== */
 
-static void print_rows(const bench_opts *o, const nc_backend *be, const char *model_desc, double params, double wbytes,
+static void print_rows(const bench_opts *o, nc_backend *be, const char *model_desc, double params, double wbytes,
                        double bw, const char *bw_how, const bench_row *r, int n) {
     if (o->json) {
         printf("{\"device\": \"%s\", \"backend\": \"%s\", \"model\": \"%s\", \"params\": %.0f, "
                "\"weight_bytes_per_token\": %.0f, \"bandwidth_gbs\": %.1f, \"bandwidth_source\": \"%s\", "
                "\"results\": [",
-               be->ops->describe((nc_backend *)be), be->ops->name, model_desc, params, wbytes, bw / 1e9, bw_how);
+               nc_backend_describe(be), be->ops->name, model_desc, params, wbytes, bw / 1e9, bw_how);
         for (int i = 0; i < n; i++)
             printf("%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms\": %.4f, \"gb_s\": %.1f, \"floor_pct\": %.2f, "
                    "\"tflops\": %.2f}",
@@ -257,7 +257,7 @@ static void print_rows(const bench_opts *o, const nc_backend *be, const char *mo
         printf("]}\n");
         return;
     }
-    printf("device:    %s\n", be->ops->describe((nc_backend *)be));
+    printf("device:    %s\n", nc_backend_describe(be));
     printf("model:     %s, %.3g params, %.3f GB of weights read per decode step\n", model_desc, params, wbytes / 1e9);
     printf("bandwidth: %.0f GB/s (%s, read + written)\n\n", bw / 1e9, bw_how);
     printf("%-22s %12s %10s %9s %9s\n", "test", "tok/s", "ms/step", "GB/s", "% floor");

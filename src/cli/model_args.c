@@ -163,7 +163,6 @@ nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model,
         return NULL;
     }
     if (a->verbose)
-        fprintf(stderr, "backend %s ready in %.2f s\n", b->ops->describe ? b->ops->describe(b) : b->ops->name,
-                nc_now() - t0);
+        fprintf(stderr, "backend %s ready in %.2f s\n", nc_backend_describe(b), nc_now() - t0);
     return b;
 }

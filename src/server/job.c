@@ -282,8 +282,7 @@ void *nc_engine_main(void *arg) {
     }
     srv->max_token_bytes = nc_tokenizer_max_token_bytes(srv->m.tok);
     set_model_name(srv);
-    const char *dev = srv->m.backend->ops->describe ? srv->m.backend->ops->describe(srv->m.backend) : NULL;
-    snprintf(srv->device, sizeof srv->device, "%s", dev ? dev : srv->m.backend->ops->name);
+    snprintf(srv->device, sizeof srv->device, "%s", nc_backend_describe(srv->m.backend));
     atomic_store_explicit(&srv->state, NC_SRV_READY, memory_order_release);
     fprintf(stderr, "nanochat serve: ready in %.1f s: %s (%s, %d layers), context %d, %s\n", nc_now() - t0,
             srv->model_name, nc_generation_name(cfg->generation), cfg->n_layer, srv->max_context, srv->device);
