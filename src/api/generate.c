@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "../engine/runner.h"
+#include "../tokenizer/utf8.h"
 #include "../util/common.h"
 #include "api_internal.h"
 
@@ -24,10 +25,6 @@ _Static_assert((int)NC_REPLY_STOP == (int)NC_FINISH_STOP && (int)NC_REPLY_LENGTH
                    (int)NC_REPLY_CANCELLED == (int)NC_FINISH_CANCELLED &&
                    (int)NC_REPLY_ERROR == (int)NC_FINISH_ERROR,
                "public finish reasons mirror the scheduler's");
-
-/* U+FFFD, shown for an id the tokenizer lacks (a model whose vocab is
- * larger than its tokenizer's), as the server does. */
-static const char REPLACEMENT[] = "\xEF\xBF\xBD";
 
 /* The engine a generation is running for on this thread: a callback that
  * starts another generation on it would deadlock on gen_lock. */
@@ -135,8 +132,8 @@ static bool on_event(void *user, const nc_gen_event *ev) {
             deliver(c, c->scratch, (size_t)k, ev->token, false);
         } else {
             int f = nc_stream_flush(&c->dec, c->scratch, c->scratch_cap);
-            if (f > 0) memcpy(c->scratch + f, REPLACEMENT, 3);
-            deliver(c, f > 0 ? c->scratch : REPLACEMENT, (size_t)(f > 0 ? f : 0) + 3, ev->token, false);
+            if (f > 0) memcpy(c->scratch + f, NC_UTF8_REPLACEMENT, 3);
+            deliver(c, f > 0 ? c->scratch : NC_UTF8_REPLACEMENT, (size_t)(f > 0 ? f : 0) + 3, ev->token, false);
         }
     }
     if (ev->finish != NC_FINISH_NONE) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tokenizer/utf8.h"
 #include "../util/common.h"
 
 void nc_gen_text_init(nc_gen_text *g, const nc_tokenizer *tok, int32_t n_rows, bool tool_events,
@@ -159,7 +160,7 @@ int nc_gen_text_feed(nc_gen_text *g, const nc_gq_event *ev, const nc_token_logpr
                 if (n < 0) {
                     /* An id the tokenizer lacks (a model whose vocab outgrows its
                      * tokenizer, e.g. random weights): show U+FFFD, not nothing. */
-                    memcpy(g->scratch, "\xEF\xBF\xBD", 3);
+                    memcpy(g->scratch, NC_UTF8_REPLACEMENT, 3);
                     n = 3;
                 }
                 if (n > 0) {
