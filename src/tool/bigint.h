@@ -9,8 +9,8 @@
  * expression cannot make the calculator slow: a result beyond the bound is a
  * failure, never a long computation.
  */
-#ifndef NC_ENGINE_BIGINT_H
-#define NC_ENGINE_BIGINT_H
+#ifndef NC_TOOL_BIGINT_H
+#define NC_TOOL_BIGINT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,4 +58,4 @@ int64_t nc_big_to_dec(const nc_bigint *a, char *out, size_t cap);
 /* Whether a fits in int64 (then *v holds it). */
 bool nc_big_to_i64(const nc_bigint *a, int64_t *v);
 
-#endif /* NC_ENGINE_BIGINT_H */
+#endif /* NC_TOOL_BIGINT_H */
