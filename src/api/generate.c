@@ -7,8 +7,8 @@
  * Mirrors nanochat's Engine.generate() for one sample as chat_cli.py and
  * chat_web.py drive it: render the conversation, sample until
  * <|assistant_end|> / <|bos|> or max_tokens, run the calculator tool, show
- * tokens as they come (a streaming UTF-8 decoder never emits half a
- * character). The scheduler and its stepping loop are engine/runner.c's,
+ * tokens as they come (engine/token_text.h: never half a UTF-8 character,
+ * special tokens as their text). The scheduler and its stepping loop are engine/runner.c's,
  * shared with the CLI; the stepping runs on the caller's thread under the
  * engine's generation lock.
  */
@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "../engine/runner.h"
-#include "../tokenizer/utf8.h"
+#include "../engine/token_text.h"
 #include "../util/common.h"
 #include "api_internal.h"
 
@@ -90,9 +90,7 @@ typedef struct {
     nc_stream_fn cb;
     void *user;
     bool stopped;            /* the callback asked to stop: no more deltas */
-    nc_stream_decoder dec;
-    char *scratch;           /* one token's decoded text */
-    size_t scratch_cap;
+    nc_token_text decoder;   /* tokens -> text, special tokens as their text */
     int32_t *tokens;         /* generated ids, terminal excluded */
     size_t n_tokens, cap_tokens;
     char *text;              /* concatenated deltas */
@@ -127,20 +125,18 @@ static bool on_event(void *user, const nc_gen_event *ev) {
             c->tokens = nc_xrealloc(c->tokens, c->cap_tokens * sizeof *c->tokens);
         }
         c->tokens[c->n_tokens++] = ev->token;
-        int k = nc_stream_decode(&c->dec, c->e->tok, ev->token, c->scratch, c->scratch_cap);
-        if (k >= 0) {
-            deliver(c, c->scratch, (size_t)k, ev->token, false);
-        } else {
-            int f = nc_stream_flush(&c->dec, c->scratch, c->scratch_cap);
-            if (f > 0) memcpy(c->scratch + f, NC_UTF8_REPLACEMENT, 3);
-            deliver(c, f > 0 ? c->scratch : NC_UTF8_REPLACEMENT, (size_t)(f > 0 ? f : 0) + 3, ev->token, false);
-        }
+        nc_tool_event tool; /* calls stay in the text in this view */
+        size_t n;
+        const char *s = nc_token_text_feed(&c->decoder, ev->token, &n, &tool);
+        deliver(c, s, n, ev->token, false);
     }
     if (ev->finish != NC_FINISH_NONE) {
         c->finish = ev->finish;
         if (ev->error) snprintf(c->error, sizeof c->error, "%s", ev->error);
-        int k = nc_stream_flush(&c->dec, c->scratch, c->scratch_cap);
-        if (k > 0) deliver(c, c->scratch, (size_t)k, -1, true);
+        nc_tool_event tool;
+        size_t n;
+        const char *s = nc_token_text_end(&c->decoder, &n, &tool);
+        if (n > 0) deliver(c, s, n, -1, true);
     }
     return c->stopped;
 }
@@ -173,8 +169,7 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
     }
 
     gen_call c = {.e = e, .cb = cb, .user = user, .n_prompt = (int32_t)ids.n};
-    c.scratch_cap = 4 * nc_tokenizer_max_token_bytes(e->tok) + 16;
-    c.scratch = nc_xmalloc(c.scratch_cap);
+    nc_token_text_init(&c.decoder, e->tok, NC_TEXT_AS_DECODED);
     c.cap_tokens = (size_t)NC_MIN(g.max_tokens, e->max_context) + 1;
     c.tokens = nc_xmalloc(c.cap_tokens * sizeof *c.tokens);
     c.cap = 8 * c.cap_tokens + 64;
@@ -198,7 +193,7 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
         }
         if (reply) reply_from(&c, reply);
     }
-    free(c.scratch);
+    nc_token_text_free(&c.decoder);
     free(c.tokens);
     free(c.text);
     return rc;

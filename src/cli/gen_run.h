@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "engine/scheduler.h"
+#include "engine/token_text.h"
 #include "model_args.h"
 
 /* ==== flags ==== */
@@ -53,26 +54,14 @@ typedef struct {
     char error[256];
 } nc_cli_row;
 
-/* Shows a row's tokens as text: plain tokens through a streaming UTF-8
- * decoder, a tool call as [calculator: EXPR = RESULT], other special tokens
- * (the terminal one included) not at all. */
-typedef struct {
-    FILE *out;
-    nc_stream_decoder dec;
-    int mode;                /* text, expression, after <|python_end|>, tool output */
-    char expr[256], result[256];
-    size_t expr_len, result_len;
-} nc_cli_display;
-
 typedef struct {
     nc_cli_row *rows;        /* [n] */
     int n;
     int32_t n_prompt, n_cached;
     double t_submit, t_first, t_last;
-    nc_cli_display display;  /* row 0's live text, when streaming */
-    bool streaming;
+    FILE *stream;            /* where row 0's text is shown live, or NULL */
+    nc_token_text display;   /* row 0's tokens -> text, tool calls as [calculator: EXPR = RESULT] */
     volatile sig_atomic_t *interrupt; /* nonzero: stop every row */
-    const nc_tokenizer *tok;
 } nc_cli_run;
 
 /* Runs prompt[0..n) with params `g` to completion. If `stream` is

@@ -126,8 +126,7 @@ int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc
     job->events = nc_xmalloc(sizeof *job->events * (size_t)q->cap);
     if (gen->top_logprobs > 0)
         job->tops = nc_xmalloc(sizeof *job->tops * (size_t)q->cap * (size_t)gen->top_logprobs);
-    nc_gen_text_init(&job->text, srv->m.tok, gen->n, tool_events, gen->top_logprobs, stop, stop_len, n_stop,
-                     srv->max_token_bytes);
+    nc_gen_text_init(&job->text, srv->m.tok, gen->n, tool_events, gen->top_logprobs, stop, stop_len, n_stop);
     q->t_submit = job->t_start;
     if (nc_scheduler_submit(srv->sched, prompt->ids, (int32_t)prompt->n, gen, nc_gen_queue_callback, q,
                             &job->request_id)) {
@@ -280,7 +279,6 @@ void *nc_engine_main(void *arg) {
         atomic_store(&srv->state, NC_SRV_FAILED);
         return NULL;
     }
-    srv->max_token_bytes = nc_tokenizer_max_token_bytes(srv->m.tok);
     set_model_name(srv);
     snprintf(srv->device, sizeof srv->device, "%s", nc_backend_describe(srv->m.backend));
     atomic_store_explicit(&srv->state, NC_SRV_READY, memory_order_release);

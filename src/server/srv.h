@@ -48,7 +48,6 @@ typedef struct nc_srv {
     nc_scheduler *sched;
     nc_gen_waker *waker;          /* wakes streaming consumers off the engine thread (NULL: inline) */
     int32_t max_context;
-    size_t max_token_bytes;
     char model_name[128];
     char device[256];
 } nc_srv;
