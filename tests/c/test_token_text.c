@@ -2,9 +2,8 @@
  * test_token_text.c: generated tokens -> visible text and calculator
  * events (src/engine/token_text.c).
  *
- * A byte tokenizer (id b = the byte b, then nanochat's nine special
- * tokens) lets each script spell out its tokens exactly, splitting UTF-8
- * characters at will. A script runs through nc_token_text and its output
+ * The byte tokenizer (byte_tokenizer.h) lets each script spell out its
+ * tokens exactly, splitting UTF-8 characters at will. A script runs through nc_token_text and its output
  * is written as one transcript: visible text as is, events as
  * [call:EXPR] [result:EXPR=RESULT] [none] [cut:EXPR], each where it
  * happened. The expected transcripts are written by hand from the rules of
@@ -17,28 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "byte_tokenizer.h"
 #include "check.h"
 #include "engine/token_text.h"
-#include "tokenizer/tokenizer.h"
 
-enum { NB = 256, BOS = 256, USER_START, USER_END, ASSIST_START, ASSIST_END, PY0, PY1, OUT0, OUT1, UNKNOWN = 300 };
-
-static nc_tokenizer *byte_tokenizer(void) {
-    static uint8_t bytes[NB];
-    const uint8_t *tb[NB];
-    size_t tl[NB];
-    for (int i = 0; i < NB; i++) {
-        bytes[i] = (uint8_t)i;
-        tb[i] = &bytes[i];
-        tl[i] = 1;
-    }
-    const char *names[9] = {"<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
-                            "<|assistant_end|>", "<|python_start|>", "<|python_end|>", "<|output_start|>",
-                            "<|output_end|>"};
-    int32_t ids[9];
-    for (int i = 0; i < 9; i++) ids[i] = BOS + i;
-    return nc_tokenizer_from_ranks(NULL, tb, tl, NB, names, ids, 9);
-}
+enum { UNKNOWN = 300 }; /* beyond the byte tokenizer's vocabulary */
 
 /* One step of a script: a byte string (one token per byte) or one
  * special (or unknown) id. */
@@ -122,34 +104,34 @@ int main(void) {
     const nc_text_view CALLS = NC_TEXT_TOOL_CALLS, DECODED = NC_TEXT_AS_DECODED;
 
     /* A call and its forced result, between text. */
-    EXPECT(CALLS, "Hi [call:37*41][result:37*41=1517] ok", T("Hi "), S(PY0), T("37*41"), S(PY1), S(OUT0), T("1517"),
-           S(OUT1), T(" ok"));
+    EXPECT(CALLS, "Hi [call:37*41][result:37*41=1517] ok", T("Hi "), S(PY_START), T("37*41"), S(PY_END), S(OUT_START), T("1517"),
+           S(OUT_END), T(" ok"));
     /* The same tokens as tokenizer.decode() shows them. */
-    EXPECT(DECODED, "Hi <|python_start|>37*41<|python_end|><|output_start|>1517<|output_end|> ok", T("Hi "), S(PY0),
-           T("37*41"), S(PY1), S(OUT0), T("1517"), S(OUT1), T(" ok"));
+    EXPECT(DECODED, "Hi <|python_start|>37*41<|python_end|><|output_start|>1517<|output_end|> ok", T("Hi "), S(PY_START),
+           T("37*41"), S(PY_END), S(OUT_START), T("1517"), S(OUT_END), T(" ok"));
     /* No result (the calculator refused): the next token says so, then is text. */
-    EXPECT(CALLS, "a[call:1/0][none]b", T("a"), S(PY0), T("1/0"), S(PY1), T("b"));
-    EXPECT(CALLS, "[call:1/0][none][call:2+2][result:2+2=4]", S(PY0), T("1/0"), S(PY1), S(PY0), T("2+2"), S(PY1),
-           S(OUT0), T("4"), S(OUT1));
+    EXPECT(CALLS, "a[call:1/0][none]b", T("a"), S(PY_START), T("1/0"), S(PY_END), T("b"));
+    EXPECT(CALLS, "[call:1/0][none][call:2+2][result:2+2=4]", S(PY_START), T("1/0"), S(PY_END), S(PY_START), T("2+2"), S(PY_END),
+           S(OUT_START), T("4"), S(OUT_END));
     /* The row ends inside an expression, right after a call, inside a result. */
-    EXPECT(CALLS, "x[cut:2+]", T("x"), S(PY0), T("2+"));
-    EXPECT(CALLS, "[call:1+1][none]", S(PY0), T("1+1"), S(PY1));
-    EXPECT(CALLS, "[call:9*9][result:9*9=8]", S(PY0), T("9*9"), S(PY1), S(OUT0), T("8"));
+    EXPECT(CALLS, "x[cut:2+]", T("x"), S(PY_START), T("2+"));
+    EXPECT(CALLS, "[call:1+1][none]", S(PY_START), T("1+1"), S(PY_END));
+    EXPECT(CALLS, "[call:9*9][result:9*9=8]", S(PY_START), T("9*9"), S(PY_END), S(OUT_START), T("8"));
     /* <|python_start|> restarts the expression, as in nanochat's engine. */
-    EXPECT(CALLS, "[call:2+2][result:2+2=4]", S(PY0), T("1+"), S(PY0), T("2+2"), S(PY1), S(OUT0), T("4"), S(OUT1));
+    EXPECT(CALLS, "[call:2+2][result:2+2=4]", S(PY_START), T("1+"), S(PY_START), T("2+2"), S(PY_END), S(OUT_START), T("4"), S(OUT_END));
     /* Other special tokens are neither text nor part of a call. */
-    EXPECT(CALLS, "[call:3*3][none]ab", S(PY0), T("3"), S(USER_START), T("*3"), S(PY1), S(BOS), T("a"),
+    EXPECT(CALLS, "[call:3*3][none]ab", S(PY_START), T("3"), S(USER_START), T("*3"), S(PY_END), S(BOS), T("a"),
            S(ASSIST_START), T("b"));
     /* Tool tokens out of place change nothing. */
-    EXPECT(CALLS, "abc", T("a"), S(OUT0), T("b"), S(OUT1), T("c"));
-    EXPECT(CALLS, "ab", T("a"), S(PY1), T("b"));
+    EXPECT(CALLS, "abc", T("a"), S(OUT_START), T("b"), S(OUT_END), T("c"));
+    EXPECT(CALLS, "ab", T("a"), S(PY_END), T("b"));
     /* A character split over three tokens, in text and in an expression. */
     EXPECT(CALLS, "\xE2\x82\xAC", T("\xE2\x82\xAC"));
-    EXPECT(CALLS, "[call:\xE2\x82\xAC][none]", S(PY0), T("\xE2\x82\xAC"), S(PY1));
+    EXPECT(CALLS, "[call:\xE2\x82\xAC][none]", S(PY_START), T("\xE2\x82\xAC"), S(PY_END));
     /* b"\xe2\x82".decode("utf-8", "replace") == "\ufffd": a special token cuts it. */
     EXPECT(CALLS, FFFD "a", T("\xE2\x82"), S(USER_START), T("a"));
     EXPECT(DECODED, FFFD "<|user_start|>a", T("\xE2\x82"), S(USER_START), T("a"));
-    EXPECT(CALLS, "[call:" FFFD "][none]", S(PY0), T("\xE2\x82"), S(PY1));
+    EXPECT(CALLS, "[call:" FFFD "][none]", S(PY_START), T("\xE2\x82"), S(PY_END));
     /* ... and so does the end of the row. */
     EXPECT(CALLS, "a" FFFD, T("a\xE2\x82"));
     /* b"\xe2\x28".decode("utf-8", "replace") == "\ufffd(" */
@@ -163,7 +145,7 @@ int main(void) {
     static char digits[4301], want[4400];
     for (int i = 0; i < 4300; i++) digits[i] = (char)('1' + i % 9);
     snprintf(want, sizeof want, "[call:big][result:big=%s]", digits);
-    EXPECT(CALLS, want, S(PY0), T("big"), S(PY1), S(OUT0), T(digits), S(OUT1));
+    EXPECT(CALLS, want, S(PY_START), T("big"), S(PY_END), S(OUT_START), T(digits), S(OUT_END));
 
     nc_tokenizer_free(tok);
     return check_summary("test_token_text");
