@@ -8,15 +8,14 @@
  * chat_web.py drive it: render the conversation, sample until
  * <|assistant_end|> / <|bos|> or max_tokens, run the calculator tool, show
  * tokens as they come (engine/token_text.h: never half a UTF-8 character,
- * special tokens as their text). The scheduler and its stepping loop are engine/runner.c's,
- * shared with the CLI; the stepping runs on the caller's thread under the
- * engine's generation lock.
+ * special tokens as their text). The scheduler and its stepping loop are
+ * the engine bundle's (engine/bundle.h), shared with the CLI; the stepping
+ * runs on the caller's thread under the engine's generation lock.
  */
 #include <limits.h>
 #include <stdbool.h>
 #include <string.h>
 
-#include "../engine/runner.h"
 #include "../engine/token_text.h"
 #include "../util/common.h"
 #include "api_internal.h"
@@ -72,10 +71,10 @@ static int build_prompt(const nc_engine *e, const nc_prompt *p, nc_tokens *out) 
         return nc_pub_fail("the prompt must set exactly one of messages, text or ids (%d are set)", given);
     if (p->messages || p->n_messages) return nc_pub_render_messages(e, p->messages, p->n_messages, out);
     if (p->text) {
-        int32_t bos = nc_tokenizer_special_id(e->tok, NC_TOK_BOS);
+        int32_t bos = nc_tokenizer_special_id(e->b.tok, NC_TOK_BOS);
         if (bos < 0) return nc_pub_fail("the tokenizer has no <|bos|> token to start a completion with");
         nc_tokens_push(out, bos);
-        return nc_tokenizer_encode(e->tok, p->text, strlen(p->text), out) ? nc_pub_failed() : 0;
+        return nc_tokenizer_encode(e->b.tok, p->text, strlen(p->text), out) ? nc_pub_failed() : 0;
     }
     if (!p->ids || !p->n_ids) return nc_pub_fail("the prompt's ids are empty");
     if (p->n_ids > INT32_MAX) return nc_pub_fail("the prompt has too many ids (%zu)", p->n_ids);
@@ -169,8 +168,8 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
     }
 
     gen_call c = {.e = e, .cb = cb, .user = user, .n_prompt = (int32_t)ids.n};
-    nc_token_text_init(&c.decoder, e->tok, NC_TEXT_AS_DECODED);
-    c.cap_tokens = (size_t)NC_MIN(g.max_tokens, e->max_context) + 1;
+    nc_token_text_init(&c.decoder, e->b.tok, NC_TEXT_AS_DECODED);
+    c.cap_tokens = (size_t)NC_MIN(g.max_tokens, e->b.max_context) + 1;
     c.tokens = nc_xmalloc(c.cap_tokens * sizeof *c.tokens);
     c.cap = 8 * c.cap_tokens + 64;
     c.text = nc_xmalloc(c.cap);
@@ -179,7 +178,7 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
     pthread_mutex_lock(&e->gen_lock);
     const nc_engine *outer = generating;
     generating = e;
-    int rc = nc_runner_run(e->sched, ids.ids, (int32_t)ids.n, &g, on_event, &c);
+    int rc = nc_bundle_run(&e->b, ids.ids, (int32_t)ids.n, &g, on_event, &c);
     generating = outer;
     pthread_mutex_unlock(&e->gen_lock);
     nc_tokens_free(&ids);

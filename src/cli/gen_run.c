@@ -1,6 +1,6 @@
 /*
- * gen_run.c: sampling flags, engine setup, one request run through the
- * scheduler with live display, and the JSON / timing reports (gen_run.h).
+ * gen_run.c: sampling flags, one request run through the scheduler with
+ * live display, and the JSON / timing reports (gen_run.h).
  */
 #include "gen_run.h"
 
@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/runner.h"
 #include "flags.h"
 #include "util/common.h"
 
@@ -71,35 +70,6 @@ void nc_cli_gen_help(FILE *f) {
             "  --no-calculator      do not run the calculator tool on <|python_start|>..<|python_end|>\n");
 }
 
-/* ==== engine ==== */
-
-int nc_cli_engine_open(nc_cli_engine *e, const nc_model_args *a, int n_rows) {
-    memset(e, 0, sizeof *e);
-    double t0 = nc_now();
-    if (nc_model_args_load(a, &e->model, &e->tok)) return -1;
-    e->load_s = nc_now() - t0;
-    e->max_context = e->model->cfg.sequence_len;
-    nc_backend_params bp;
-    nc_scheduler_params sp;
-    nc_runner_sizes(e->max_context, n_rows, &bp, &sp);
-    e->backend = nc_model_args_backend(a, e->model, &bp);
-    if (!e->backend) return -1;
-    e->sched = nc_scheduler_create(e->backend, e->tok, &sp);
-    if (!e->sched) {
-        fprintf(stderr, "nanochat: %s\n", nc_error());
-        return -1;
-    }
-    return 0;
-}
-
-void nc_cli_engine_close(nc_cli_engine *e) {
-    nc_scheduler_free(e->sched);
-    nc_backend_free(e->backend);
-    nc_tokenizer_free(e->tok);
-    nc_model_free(e->model);
-    memset(e, 0, sizeof *e);
-}
-
 /* ==== display ==== */
 
 /* A tool event as the CLI shows it: [calculator: 37*41 = 1517]. */
@@ -146,7 +116,7 @@ static bool on_event(void *user, const nc_gen_event *ev) {
     return run->interrupt && *run->interrupt;
 }
 
-int nc_cli_run_request(nc_cli_engine *e, const int32_t *prompt, int32_t n, const nc_gen_params *g, FILE *stream,
+int nc_cli_run_request(nc_bundle *e, const int32_t *prompt, int32_t n, const nc_gen_params *g, FILE *stream,
                        volatile sig_atomic_t *interrupt, nc_cli_run *run) {
     memset(run, 0, sizeof *run);
     run->n = g->n;
@@ -156,7 +126,7 @@ int nc_cli_run_request(nc_cli_engine *e, const int32_t *prompt, int32_t n, const
     run->stream = stream;
     if (stream) nc_token_text_init(&run->display, e->tok, NC_TEXT_TOOL_CALLS);
     run->t_submit = nc_now();
-    if (nc_runner_run(e->sched, prompt, n, g, on_event, run)) {
+    if (nc_bundle_run(e, prompt, n, g, on_event, run)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
         nc_cli_run_free(run);
         return -1;

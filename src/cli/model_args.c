@@ -1,13 +1,13 @@
 /*
  * model_args.c: the model-selection options every subcommand shares
- * (model_args.h), and the one place that turns them into a model,
- * tokenizer and backend.
+ * (model_args.h).
  *
  * Mirrors how nanochat's scripts pick a checkpoint (`-i sft|rl|mid|base`,
  * `-g d34`, `-s step` in chat_cli.py / chat_web.py via checkpoint_manager),
  * plus --random for checkpoint-free benchmarks. The loading itself (default
- * model, tokenizer check) is engine/runner.c's, shared with the public API;
- * this file adds the flags and the CLI's error printing.
+ * model, tokenizer check, timings) is engine/bundle.c's, shared with the
+ * public API and the server; this file adds the flags and the CLI's error
+ * printing.
  */
 #include "model_args.h"
 
@@ -15,7 +15,6 @@
 #include <limits.h>
 #include <string.h>
 
-#include "engine/runner.h"
 #include "flags.h"
 #include "util/common.h"
 
@@ -127,42 +126,48 @@ void nc_model_args_help(FILE *f) {
             "  -v, --verbose        timings on stderr\n");
 }
 
-int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
-                               nc_checkpoint_location *loc) {
-    double t0 = nc_now();
-    if (nc_runner_load(&a->load, a->random_spec, a->random_seed, model, tok, tok_required, loc)) {
+void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
+    o->load = a->load;
+    o->random_spec = a->random_spec;
+    o->random_seed = a->random_seed;
+    o->device = a->device;
+    o->threads = a->threads;
+    o->log = a->verbose ? stderr : NULL;
+}
+
+int nc_model_args_open(const nc_model_args *a, int32_t rows, nc_bundle *b) {
+    nc_bundle_options o;
+    nc_bundle_options_init(&o);
+    nc_model_args_bundle(a, &o);
+    o.rows = rows;
+    if (nc_bundle_open(b, &o)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
-        nc_model_free(*model);
-        *model = NULL;
-        nc_checkpoint_location_free(loc);
         return -1;
     }
-    if (a->verbose) {
-        const nc_model_config *c = &(*model)->cfg;
-        fprintf(stderr, "loaded %s (%s, nanochat %s, L%d C%d H%d) in %.2f s\n", (*model)->source,
-                (*model)->format, nc_generation_name(c->generation), c->n_layer, c->n_embd, c->n_head,
-                nc_now() - t0);
+    return 0;
+}
+
+int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
+                               nc_checkpoint_location *loc) {
+    nc_bundle_options o;
+    nc_bundle_options_init(&o);
+    nc_model_args_bundle(a, &o);
+    if (nc_bundle_load(&o, model, tok, tok_required, loc)) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        return -1;
     }
     return 0;
 }
 
 int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
-    nc_checkpoint_location loc;
-    int rc = nc_model_args_load_located(a, model, tok, true, &loc);
-    nc_checkpoint_location_free(&loc);
-    return rc;
+    return nc_model_args_load_located(a, model, tok, true, NULL);
 }
 
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model, const nc_backend_params *p) {
-    nc_backend_params params = *p;
-    if (params.n_threads == 0) params.n_threads = a->threads;
-    double t0 = nc_now();
-    nc_backend *b = nc_backend_create(a->device, model, &params);
-    if (!b) {
-        fprintf(stderr, "nanochat: %s\n", nc_error());
-        return NULL;
-    }
-    if (a->verbose)
-        fprintf(stderr, "backend %s ready in %.2f s\n", nc_backend_describe(b), nc_now() - t0);
+    nc_bundle_options o;
+    nc_bundle_options_init(&o);
+    nc_model_args_bundle(a, &o);
+    nc_backend *b = nc_bundle_backend(&o, model, p);
+    if (!b) fprintf(stderr, "nanochat: %s\n", nc_error());
     return b;
 }
