@@ -16,6 +16,7 @@
 #define NC_BACKEND_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../model/model.h"
@@ -100,6 +101,14 @@ typedef struct {
      * server do not pay for it. Only before any sequence holds KV blocks: it
      * overwrites position 0 of the first max_rows blocks. */
     int (*prepare_decode)(nc_backend *b, int32_t max_rows);
+    /* How this backend stores what every decode step streams from memory,
+     * in bytes per element: a weight matrix that the checkpoint holds as
+     * `dtype` (a backend may convert weights at init), and a cached K or V
+     * value. For front ends that count a step's memory traffic against
+     * the device's bandwidth (`nanochat bench`'s floor) without knowing
+     * which backend they talk to. */
+    size_t (*weight_elem_bytes)(nc_backend *b, nc_dtype dtype);
+    size_t (*kv_elem_bytes)(nc_backend *b);
 } nc_backend_ops;
 
 struct nc_backend {

@@ -15,9 +15,10 @@
  * Bytes / step time / the device's measured copy bandwidth is the "% of
  * floor". The bandwidth is measured in the same run: the backend's
  * copy_bandwidth op (CUDA: a 1 GiB device-to-device copy) or, for backends
- * without one, a host memcpy. Bytes count what the backend stores: the CUDA
- * backend keeps bf16 weights and a bf16 KV cache; other backends read the
- * checkpoint's weights in place and keep an fp32 KV cache.
+ * without one, a host memcpy. Bytes count what the backend stores, as its
+ * weight_elem_bytes / kv_elem_bytes ops say (the CUDA backend keeps bf16
+ * weights and a bf16 KV cache; the CPU reads the checkpoint's weights in
+ * place and keeps an fp32 KV cache).
  *
  * Backend-agnostic: only backend.h calls. Decode steps use forward_sample
  * (greedy) when the backend has it, else forward + a host argmax.
@@ -97,28 +98,28 @@ static int parse_list(const char *opt, const char *v, int lo, int hi, int *out, 
 
 /* ==== byte counts ==== */
 
-static bool is_cuda(const nc_backend *b) { return !strcmp(b->ops->name, "cuda"); }
-
-/* Bytes of weights one decode step reads: every matrix, the lm_head rows of
- * the real vocabulary, one embedding row. */
-static double weight_bytes(const nc_model *m, bool bf16) {
+/* Bytes of weights one decode step reads, as the backend stores them:
+ * every matrix, the lm_head rows of the real vocabulary, one embedding row
+ * (counted at the width of a matrix of its dtype: a few KB either way). */
+static double weight_bytes(nc_backend *be) {
+    const nc_model *m = be->model;
     const nc_model_config *c = &m->cfg;
     double total = 0;
     for (int l = 0; l < c->n_layer; l++) {
         const nc_layer_weights *w = &m->layers[l];
         const nc_tensor *ts[] = {w->c_q, w->c_k, w->c_v, w->attn_proj, w->mlp_fc, w->mlp_proj};
         for (size_t i = 0; i < NC_ARRAY_LEN(ts); i++)
-            total += (double)nc_tensor_numel(ts[i]) * (bf16 ? 2 : nc_dtype_size(ts[i]->dtype));
+            total += (double)nc_tensor_numel(ts[i]) * (double)be->ops->weight_elem_bytes(be, ts[i]->dtype);
     }
-    double lm = bf16 ? 2 : nc_dtype_size(m->lm_head->dtype);
-    total += (double)c->vocab_size * c->n_embd * lm;
-    total += (double)c->n_embd * (bf16 ? 2 : nc_dtype_size(m->wte->dtype));
+    total += (double)c->vocab_size * c->n_embd * (double)be->ops->weight_elem_bytes(be, m->lm_head->dtype);
+    total += (double)c->n_embd * (double)be->ops->weight_elem_bytes(be, m->wte->dtype);
     return total;
 }
 
-static double kv_bytes_per_token(const nc_model *m, bool bf16) {
-    const nc_model_config *c = &m->cfg;
-    return (double)c->n_layer * 2 * c->n_kv_head * c->head_dim * (bf16 ? 2 : 4);
+/* K and V of every layer for one position. */
+static double kv_bytes_per_token(nc_backend *be) {
+    const nc_model_config *c = &be->model->cfg;
+    return (double)c->n_layer * 2 * c->n_kv_head * c->head_dim * (double)be->ops->kv_elem_bytes(be);
 }
 
 /* Matrix parameters touched per prompt token (everything but wte and lm_head). */
@@ -329,8 +330,7 @@ int cmd_bench(int argc, char **argv) {
         nc_model_free(m);
         return 1;
     }
-    bool bf16 = is_cuda(be);
-    double wbytes = weight_bytes(m, bf16), kvb = kv_bytes_per_token(m, bf16);
+    double wbytes = weight_bytes(be), kvb = kv_bytes_per_token(be);
     double params = (double)nc_config_param_count(cfg);
     double bw = be->ops->copy_bandwidth ? be->ops->copy_bandwidth(be) : 0;
     const char *bw_how = bw > 0 ? "device copy" : "host memcpy";
