@@ -102,15 +102,7 @@ typedef struct {
 /* Appends a delta to the reply's text and shows it to the callback.
  * Buffers grow geometrically, so the token loop rarely allocates. */
 static void deliver(gen_call *c, const char *s, size_t n, int32_t token, bool final) {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap;
-        while (c->len + n + 1 > cap) cap *= 2;
-        c->text = nc_xrealloc(c->text, cap);
-        c->cap = cap;
-    }
-    memcpy(c->text + c->len, s, n);
-    c->len += n;
-    c->text[c->len] = 0;
+    nc_xappend(&c->text, &c->len, &c->cap, s, n);
     if (c->cb && (!c->stopped || final) && c->cb(c->user, s, n, token)) c->stopped = true;
 }
 

@@ -43,17 +43,7 @@ static void buf_clear(nc_text_buf *b) {
     if (b->s) b->s[0] = 0;
 }
 
-static void buf_put(nc_text_buf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->s = nc_xrealloc(b->s, cap);
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
+static void buf_put(nc_text_buf *b, const char *s, size_t n) { nc_xappend(&b->s, &b->len, &b->cap, s, n); }
 
 static const char *buf_str(const nc_text_buf *b) { return b->s ? b->s : ""; }
 

@@ -36,16 +36,7 @@ void nc_gen_text_free(nc_gen_text *g) {
 }
 
 static void text_append(nc_row_text *r, const char *s, size_t n) {
-    if (n == 0) return;
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 256;
-        while (cap < r->len + n + 1) cap *= 2;
-        r->text = nc_xrealloc(r->text, cap);
-        r->cap = cap;
-    }
-    memcpy(r->text + r->len, s, n);
-    r->len += n;
-    r->text[r->len] = 0;
+    if (n) nc_xappend(&r->text, &r->len, &r->cap, s, n);
 }
 
 /* Earliest match of any stop string that ends after `from_end`: the text
