@@ -43,7 +43,7 @@ int nc_default_model_path(char *buf, size_t cap) {
             snprintf(buf, cap, "%s", NC_SOURCE_MODELS_DIR "/picochat");
             return 0;
         }
-        return nc_fail("no model given (-m PATH or --random SPEC) and the binary's location is unknown");
+        return nc_fail("no model given (-m PATH or --random SHAPE) and the binary's location is unknown");
     }
     exe[n] = 0;
     char up[PATH_MAX + 4], real[PATH_MAX];
@@ -121,7 +121,7 @@ static int load_files(const nc_bundle_options *b, nc_model **model, nc_tokenizer
         if (nc_default_model_path(path, sizeof path)) return -1;
         struct stat st;
         if (stat(path, &st) != 0)
-            return nc_fail("no model given (-m PATH or --random SPEC), and the bundled default model %s "
+            return nc_fail("no model given (-m PATH or --random SHAPE), and the bundled default model %s "
                            "does not exist (yet): train or download it there, or set $NANOCHAT_MODEL", path);
         o.path = path;
     }
