@@ -127,7 +127,7 @@ $(BUILD)/dev/%: dev/kernels/%.cu
 $(BUILD)/src/server/web_page.o: src/server/web/index.html
 
 # The bundled model's fallback location for programs linking the library
-# from anywhere (engine/runner.c: nc_default_model_path).
-$(BUILD)/src/engine/runner.o: CFLAGS += -DNC_SOURCE_MODELS_DIR='"$(CURDIR)/models"'
+# from anywhere (engine/bundle.c: nc_default_model_path).
+$(BUILD)/src/engine/bundle.o: CFLAGS += -DNC_SOURCE_MODELS_DIR='"$(CURDIR)/models"'
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DEV_BIN:=.d)

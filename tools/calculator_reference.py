@@ -1,5 +1,5 @@
 """calculator_reference.py: nanochat's calculator tool in Python, the
-reference our C calculator (src/engine/calculator.c) is compared with.
+reference our C calculator (src/tool/calculator.c) is compared with.
 
 `use_calculator` follows nanochat's engine.py (docs/model.md, Calculator): drop
 commas; pure arithmetic characters -> refuse "**", else eval; otherwise the

@@ -119,3 +119,8 @@ void nc_backend_free(nc_backend *b) {
     b->ops->free(b);
     free(b);
 }
+
+const char *nc_backend_describe(nc_backend *b) {
+    const char *d = b->ops->describe ? b->ops->describe(b) : NULL;
+    return d ? d : b->ops->name;
+}

@@ -16,6 +16,7 @@
 #define NC_BACKEND_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../model/model.h"
@@ -111,7 +112,9 @@ typedef struct {
     /* Copies the first n_tokens positions of block src into block dst, all
      * layers (used to fork a sequence: multi-sample, prefix reuse). */
     int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);
-    /* Human-readable device description ("cpu: 2 threads, avx2" / "NVIDIA H100 ..."). */
+    /* Optional (NULL: the name): a human-readable description of the
+     * device and how the backend uses it ("cpu: 2 threads, avx2 kernels,
+     * ..." / "NVIDIA H100 ..."). Callers use nc_backend_describe(). */
     const char *(*describe)(nc_backend *b);
     /* Optional (NULL if unsupported): the device's measured copy bandwidth
      * in bytes/s (read + written), the ceiling `nanochat bench` compares
@@ -123,6 +126,14 @@ typedef struct {
      * server do not pay for it. Only before any sequence holds KV blocks: it
      * overwrites position 0 of the first max_rows blocks. */
     int (*prepare_decode)(nc_backend *b, int32_t max_rows);
+    /* How this backend stores what every decode step streams from memory,
+     * in bytes per element: a weight matrix that the checkpoint holds as
+     * `dtype` (a backend may convert weights at init), and a cached K or V
+     * value. For front ends that count a step's memory traffic against
+     * the device's bandwidth (`nanochat bench`'s floor) without knowing
+     * which backend they talk to. */
+    size_t (*weight_elem_bytes)(nc_backend *b, nc_dtype dtype);
+    size_t (*kv_elem_bytes)(nc_backend *b);
 } nc_backend_ops;
 
 struct nc_backend {
@@ -143,6 +154,10 @@ struct nc_backend {
  */
 nc_backend *nc_backend_create(const char *device, const nc_model *model, const nc_backend_params *p);
 void nc_backend_free(nc_backend *b);
+
+/* What the backend says about itself (its describe op), else its name:
+ * for logs, /health, the C API's engine info. Valid while the backend lives. */
+const char *nc_backend_describe(nc_backend *b);
 
 /* Whether a CUDA device usable by this build is present (quiet probe). */
 bool nc_backend_cuda_available(void);

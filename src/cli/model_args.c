@@ -1,15 +1,14 @@
 /*
  * model_args.c: the model-selection options every subcommand shares
- * (model_args.h), and the one place that turns them into a model,
- * tokenizer and backend.
+ * (model_args.h).
  *
  * Mirrors how nanochat's scripts pick a checkpoint (`-i sft|rl|mid|base`,
  * `-g d34`, `-s step` in chat_cli.py / chat_web.py via checkpoint_manager),
  * plus --random for checkpoint-free benchmarks. The loading itself (default
- * model, tokenizer check) is engine/runner.c's, shared with the public API;
- * this file adds the flags, models by name from the Hugging Face Hub (-m
- * hf:..., fetched into a local snapshot first by src/hub/), load progress
- * and the CLI's error printing.
+ * model, tokenizer check, timings) is engine/bundle.c's, shared with the
+ * public API and the server; this file adds the flags, models by name from
+ * the Hugging Face Hub (-m hf:..., fetched into a local snapshot first by
+ * src/hub/), load progress and the CLI's error printing.
  */
 #include "model_args.h"
 
@@ -18,7 +17,6 @@
 #include <signal.h>
 #include <string.h>
 
-#include "engine/runner.h"
 #include "flags.h"
 #include "hub/hub.h"
 #include "model/prefetch.h"
@@ -181,59 +179,75 @@ int nc_model_args_fetch(nc_model_args *a) {
 
 /* ==== loading ==== */
 
+void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
+    o->load = a->load;
+    o->random_spec = a->random_spec;
+    o->random_seed = a->random_seed;
+    o->device = a->device;
+    o->threads = a->threads;
+    o->log = a->verbose ? stderr : NULL;
+}
+
+/* The bundle options of `a`, with a Hub model fetched first when `fetched`
+ * is non-NULL (into *fetched, whose hub_dir the options then point at), and
+ * load progress on a terminal unless --quiet (*progress, to free with
+ * nc_progress_free). Prints a one-line error and returns -1 when the fetch
+ * fails. `progress` may be NULL: no progress then. */
+static int bundle_options(const nc_model_args *a, nc_model_args *fetched, nc_bundle_options *o,
+                          nc_progress **progress) {
+    if (fetched) {
+        *fetched = *a;
+        if (nc_model_args_fetch(fetched)) return -1;
+        a = fetched;
+    }
+    nc_bundle_options_init(o);
+    nc_model_args_bundle(a, o);
+    if (progress) {
+        *progress = NULL;
+        if (!a->quiet && nc_progress_mode_for_stderr(false) == NC_PROGRESS_BARS)
+            *progress = nc_progress_new(stderr, NC_PROGRESS_BARS);
+        o->progress = *progress;
+    }
+    return 0;
+}
+
+int nc_model_args_open(const nc_model_args *a, int32_t rows, nc_bundle *b) {
+    nc_model_args fetched;
+    nc_bundle_options o;
+    nc_progress *progress;
+    if (bundle_options(a, &fetched, &o, &progress)) return -1;
+    o.rows = rows;
+    int rc = nc_bundle_open(b, &o);
+    nc_progress_free(progress);
+    if (rc) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        return -1;
+    }
+    return 0;
+}
+
 int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
                                nc_checkpoint_location *loc) {
     nc_model_args fetched;
-    if (nc_hub_is_ref(a->load.path)) {
-        fetched = *a;
-        if (nc_model_args_fetch(&fetched)) {
-            *model = NULL;
-            if (tok) *tok = NULL;
-            memset(loc, 0, sizeof *loc);
-            return -1;
-        }
-        a = &fetched;
-    }
-    double t0 = nc_now();
-    if (nc_runner_load(&a->load, a->random_spec, a->random_seed, model, tok, tok_required, loc)) {
+    nc_bundle_options o;
+    if (bundle_options(a, &fetched, &o, NULL)) return -1;
+    if (nc_bundle_load(&o, model, tok, tok_required, loc)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
-        nc_model_free(*model);
-        *model = NULL;
-        nc_checkpoint_location_free(loc);
         return -1;
-    }
-    if (a->verbose) {
-        const nc_model_config *c = &(*model)->cfg;
-        fprintf(stderr, "loaded %s (%s, nanochat %s, L%d C%d H%d) in %.2f s\n", (*model)->source,
-                (*model)->format, nc_generation_name(c->generation), c->n_layer, c->n_embd, c->n_head,
-                nc_now() - t0);
     }
     return 0;
 }
 
 int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
-    nc_checkpoint_location loc;
-    int rc = nc_model_args_load_located(a, model, tok, true, &loc);
-    nc_checkpoint_location_free(&loc);
-    return rc;
+    return nc_model_args_load_located(a, model, tok, true, NULL);
 }
 
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model, const nc_backend_params *p) {
-    nc_backend_params params = *p;
-    if (params.n_threads == 0) params.n_threads = a->threads;
-    if (!a->quiet && nc_progress_mode_for_stderr(false) == NC_PROGRESS_BARS) {
-        nc_progress *p = nc_progress_new(stderr, NC_PROGRESS_BARS);
-        nc_model_prefetch(model, p, "reading weights");
-        nc_progress_free(p);
-    }
-    double t0 = nc_now();
-    nc_backend *b = nc_backend_create(a->device, model, &params);
-    if (!b) {
-        fprintf(stderr, "nanochat: %s\n", nc_error());
-        return NULL;
-    }
-    if (a->verbose)
-        fprintf(stderr, "backend %s ready in %.2f s\n", b->ops->describe ? b->ops->describe(b) : b->ops->name,
-                nc_now() - t0);
+    nc_bundle_options o;
+    nc_progress *progress;
+    bundle_options(a, NULL, &o, &progress); /* the model is loaded: nothing to fetch */
+    nc_backend *b = nc_bundle_backend(&o, model, p);
+    nc_progress_free(progress);
+    if (!b) fprintf(stderr, "nanochat: %s\n", nc_error());
     return b;
 }

@@ -1,6 +1,7 @@
 /*
- * model_args.h: the options every model-using subcommand shares, and the
- * one place that turns them into a loaded model, tokenizer and backend.
+ * model_args.h: the options every model-using subcommand shares, turned
+ * into an engine bundle (engine/bundle.h) or its first parts, with the
+ * CLI's error printing.
  *
  *   -m PATH            checkpoint dir, nanochat base dir, flat or HF download,
  *                      or hf:OWNER/NAME[@REVISION][/SUBDIR] from the Hugging Face Hub
@@ -19,6 +20,7 @@
 #include <stdio.h>
 
 #include "backend/backend.h"
+#include "engine/bundle.h"
 #include "hub/hub_ref.h"
 #include "model/loader.h"
 #include "tokenizer/tokenizer.h"
@@ -54,6 +56,16 @@ void nc_model_args_help(FILE *f);
  * else (serve: before it listens). */
 int nc_model_args_fetch(nc_model_args *a);
 
+/* Sets the bundle options these flags select (what to load, the device
+ * and threads, --verbose as a log on stderr); the sizes are left as they
+ * are. */
+void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o);
+
+/* Opens the whole bundle, sized for `rows` samples of one conversation at
+ * a time. Prints a one-line error and returns -1 on failure (nothing to
+ * close then). With --verbose, prints the load and backend times. */
+int nc_model_args_open(const nc_model_args *a, int32_t rows, nc_bundle *b);
+
 /* Loads the model and, if `tok` is non-NULL, its tokenizer (required:
  * fails if none is found). Prints a one-line error and returns -1 on
  * failure. With --verbose, prints the load time. */
@@ -66,10 +78,11 @@ int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **
 int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
                                nc_checkpoint_location *loc);
 
-/* Creates the backend named by --device for `model`. Prints errors. On a
- * terminal (unless --quiet), weights not yet in memory are read first
- * with a progress bar: the backend's own pass over them would otherwise
- * be a silent wait of seconds for a large model on a cold disk. */
+/* Creates the backend named by --device for `model`. Prints errors; with
+ * --verbose, the time it took. On a terminal (unless --quiet), weights not
+ * yet in memory are read first with a progress bar: the backend's own pass
+ * over them would otherwise be a silent wait of seconds for a large model on
+ * a cold disk. */
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model,
                                   const nc_backend_params *p);
 

@@ -19,10 +19,6 @@ static const char *const endpoint_paths[NC_EP_COUNT] = {
     "/tokenize", "/detokenize", "/health", "/stats", "/metrics", "other",
 };
 
-const char *nc_endpoint_path(nc_endpoint e) {
-    return (e >= 0 && e < NC_EP_COUNT) ? endpoint_paths[e] : "other";
-}
-
 static void hist_init(nc_histogram *h, const double *bounds, int n) {
     NC_ASSERT(n <= NC_METRICS_MAX_BUCKETS);
     memset(h, 0, sizeof *h);

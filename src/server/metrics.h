@@ -53,7 +53,6 @@ typedef struct nc_srv_metrics {
 void nc_metrics_init(nc_srv_metrics *m);
 void nc_metrics_free(nc_srv_metrics *m);
 
-const char *nc_endpoint_path(nc_endpoint e);
 void nc_metrics_request(nc_srv_metrics *m, nc_endpoint e, int status);
 void nc_metrics_prompt_tokens(nc_srv_metrics *m, int64_t n);
 void nc_metrics_cancelled(nc_srv_metrics *m);

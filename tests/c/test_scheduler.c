@@ -593,7 +593,7 @@ static void test_threads(void) {
 }
 
 int main(void) {
-    tok = make_tokenizer();
+    tok = byte_tokenizer();
     if (!tok) {
         fprintf(stderr, "tokenizer: %s\n", nc_error());
         return 1;

@@ -270,6 +270,14 @@ static int cpu_copy_kv_block(nc_backend *b, int32_t src, int32_t dst, int32_t n_
 
 static const char *cpu_describe(nc_backend *b) { return cpu_state_of(b)->description; }
 
+/* Matrices are read in place, f16 ones as the fp32 copies made at init
+ * (matrix_from_tensor); the KV cache is fp32. */
+static size_t cpu_weight_elem_bytes(nc_backend *b, nc_dtype dtype) {
+    return dtype == NC_DTYPE_F16 ? sizeof(float) : nc_dtype_size(dtype);
+}
+
+static size_t cpu_kv_elem_bytes(nc_backend *b) { return sizeof(float); }
+
 const nc_backend_ops nc_cpu_backend_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -278,4 +286,6 @@ const nc_backend_ops nc_cpu_backend_ops = {
     .forward_sample = NULL,
     .copy_kv_block = cpu_copy_kv_block,
     .describe = cpu_describe,
+    .weight_elem_bytes = cpu_weight_elem_bytes,
+    .kv_elem_bytes = cpu_kv_elem_bytes,
 };

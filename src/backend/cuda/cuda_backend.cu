@@ -674,6 +674,12 @@ static int cuda_prepare_decode(nc_backend *b, int32_t max_rows) {
     return rc;
 }
 
+/* Every weight lives in the device slab as bf16 (upload_tensor converts
+ * f32 and f16), and the KV pool is bf16. */
+static size_t cuda_weight_elem_bytes(nc_backend *b, nc_dtype dtype) { return sizeof(bf16); }
+
+static size_t cuda_kv_elem_bytes(nc_backend *b) { return sizeof(bf16); }
+
 extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     "cuda",
     cuda_init,
@@ -684,4 +690,6 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     cuda_describe,
     cuda_copy_bandwidth,
     cuda_prepare_decode,
+    cuda_weight_elem_bytes,
+    cuda_kv_elem_bytes,
 };

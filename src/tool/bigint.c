@@ -37,21 +37,8 @@ static void trim(nc_bigint *a) {
     if (a->n == 0) a->neg = false;
 }
 
-bool nc_big_is_zero(const nc_bigint *a) { return a->n == 0; }
-
 void nc_big_negate(nc_bigint *a) {
     if (a->n) a->neg = !a->neg;
-}
-
-int nc_big_set_i64(nc_bigint *r, int64_t v) {
-    if (reserve(r, 2)) return -1;
-    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    r->d[0] = (uint32_t)m;
-    r->d[1] = (uint32_t)(m >> 32);
-    r->n = 2;
-    r->neg = v < 0;
-    trim(r);
-    return 0;
 }
 
 int nc_big_copy(nc_bigint *r, const nc_bigint *a) {

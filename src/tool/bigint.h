@@ -9,8 +9,8 @@
  * expression cannot make the calculator slow: a result beyond the bound is a
  * failure, never a long computation.
  */
-#ifndef NC_ENGINE_BIGINT_H
-#define NC_ENGINE_BIGINT_H
+#ifndef NC_TOOL_BIGINT_H
+#define NC_TOOL_BIGINT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,7 +34,6 @@ void nc_big_free(nc_bigint *a);
 /* All functions below return 0 on success and -1 (with nc_error()) on
  * failure: out of memory, or a result beyond NC_BIGINT_MAX_LIMBS. The
  * result argument must not alias an operand. */
-int nc_big_set_i64(nc_bigint *r, int64_t v);
 int nc_big_copy(nc_bigint *r, const nc_bigint *a);
 /* `len` ASCII decimal digits (no sign, no separators). */
 int nc_big_from_dec(nc_bigint *r, const char *s, size_t len);
@@ -56,8 +55,7 @@ int nc_big_true_div(const nc_bigint *a, const nc_bigint *b, double *out);
  * -1 if it (with its NUL) does not fit in `cap` bytes. */
 int64_t nc_big_to_dec(const nc_bigint *a, char *out, size_t cap);
 
-bool nc_big_is_zero(const nc_bigint *a);
 /* Whether a fits in int64 (then *v holds it). */
 bool nc_big_to_i64(const nc_bigint *a, int64_t *v);
 
-#endif /* NC_ENGINE_BIGINT_H */
+#endif /* NC_TOOL_BIGINT_H */

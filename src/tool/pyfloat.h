@@ -3,8 +3,8 @@
  * IEEE arithmetic, for the calculator tool (docs/model.md, Calculator): how str()/repr()
  * prints a float, and what `//` does with floats.
  */
-#ifndef NC_ENGINE_PYFLOAT_H
-#define NC_ENGINE_PYFLOAT_H
+#ifndef NC_TOOL_PYFLOAT_H
+#define NC_TOOL_PYFLOAT_H
 
 #include <stddef.h>
 
@@ -25,4 +25,4 @@ int nc_py_float_repr(double x, char *out, size_t cap);
  * sign fix-up, snapping to an integral value). b must be nonzero. */
 double nc_py_float_floordiv(double a, double b);
 
-#endif /* NC_ENGINE_PYFLOAT_H */
+#endif /* NC_TOOL_PYFLOAT_H */

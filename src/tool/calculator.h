@@ -37,8 +37,8 @@
  * `if`/`and`/`not`, other methods like 'a'.upper().count('A'), a bare
  * string) gives no result here.
  */
-#ifndef NC_ENGINE_CALCULATOR_H
-#define NC_ENGINE_CALCULATOR_H
+#ifndef NC_TOOL_CALCULATOR_H
+#define NC_TOOL_CALCULATOR_H
 
 #include <stddef.h>
 
@@ -52,4 +52,4 @@
  * and returns its length; returns -1 for "no result" (nanochat's None). */
 int nc_calculator(const char *expr, size_t len, char *out, size_t cap);
 
-#endif /* NC_ENGINE_CALCULATOR_H */
+#endif /* NC_TOOL_CALCULATOR_H */
