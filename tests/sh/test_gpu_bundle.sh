@@ -7,11 +7,13 @@
 #     which a GPU machine has; lib/ holds none of those;
 #   - under `run`, test_sampler passes and nanochat answers --help;
 #     `run` alone exits 2 and names the programs; BUNDLE.txt names the commit.
-# Skipped without nvcc (the bundle is for GPU machines).
+# Skipped without nvcc or on a CPU-only build (the bundle is for GPU machines).
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 command -v "${NVCC:-nvcc}" >/dev/null 2>&1 || { echo "skipped: no nvcc"; exit 77; }
+# A tree built with NVCC= (CPU only) has no CUDA objects to bundle.
+grep -qa 'sm_[0-9]' "$BUILD/nanochat" 2>/dev/null || { echo "skipped: $BUILD/nanochat was built without CUDA"; exit 77; }
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 pass=0 fail=0
