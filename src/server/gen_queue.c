@@ -199,7 +199,7 @@ bool nc_gen_queue_callback(void *user, const nc_gen_event *ev) {
         if (!q->first_seen) {
             q->first_seen = true;
             ttft = now - q->t_submit;
-            nc_metrics_prefix(q->metrics, ev->n_cached_tokens > 0);
+            nc_metrics_prefix(q->metrics, ev->n_cached_tokens >= NC_KV_BLOCK_TOKENS);
         }
         if (q->t_last[ev->row] > 0) itl = now - q->t_last[ev->row];
         q->t_last[ev->row] = now;

@@ -173,10 +173,10 @@ char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int rea
             "Requests ended early by a client disconnect, a timeout or a lagging client.",
             (double)m->cancelled);
     counter(&b, "nanochat_prefix_cache_hits_total",
-            "Requests whose prompt reused KV blocks of the prefix cache (counted at the first token).",
+            "Requests whose prompt reused at least one whole KV block (64 tokens) of the prefix cache.",
             (double)m->prefix_hits);
     counter(&b, "nanochat_prefix_cache_misses_total",
-            "Requests that prefilled their whole prompt (counted at the first token).", (double)m->prefix_misses);
+            "Requests that reused less than one KV block of the prefix cache.", (double)m->prefix_misses);
     sb_printf(&b, "# HELP nanochat_rows_finished_total Generated sequences by finish reason.\n"
                   "# TYPE nanochat_rows_finished_total counter\n");
     static const char *const reasons[] = {"none", "stop", "length", "cancelled", "error"};
