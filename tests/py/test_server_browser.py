@@ -190,6 +190,17 @@ def main():
             ck.check(len(sids) == 3 and all(isinstance(x, str) and re.fullmatch(r"[0-9a-f]{32}", x) for x in sids)
                      and sids[0] == sids[1] and sids[2] != sids[0], f"session ids {sids}")
 
+            # 7c. A stream that ends without its final event is reported as cut
+            # off, not shown as a complete reply.
+            js("""window.fetch = async () => new Response(new ReadableStream({start(c) {
+                      c.enqueue(new TextEncoder().encode('data: {"token": "half a rep", "gpu": 0}\\n\\n'));
+                      c.close(); }}), {status: 200, headers: {'Content-Type': 'text/event-stream'}});""")
+            inp.send_keys("cut me off")
+            inp.send_keys(Keys.ENTER)
+            wait_for(lambda: not generating(), timeout=10)
+            errors = driver.find_elements(By.CSS_SELECTOR, "#chat .message.error .content")
+            ck.check(errors and "before the reply was complete" in errors[-1].text, f"cut stream: {[e.text for e in errors]}")
+
             # 8. A phone screen: nothing overflows sideways, the input stays usable.
             driver.set_window_size(375, 740)
             time.sleep(0.3)
