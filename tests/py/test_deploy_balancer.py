@@ -44,7 +44,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import ROOT, Checker, Server  # noqa: E402
+from server_util import ROOT, Checker, Server, sse_events  # noqa: E402
 
 HAPROXY = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
                                            if os.access(p, os.X_OK)), None)
@@ -166,38 +166,24 @@ def stream_chat(port, messages, session, protocol, timeout=REQUEST_TIMEOUT):
             return rec
         started = True
         final = error = False
-        buf = b""
-        while True:
-            chunk = r.read1(65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n\n" in buf:
-                event, buf = buf.split(b"\n\n", 1)
-                if not event.startswith(b"data: "):
-                    continue
-                data = event[6:]
-                if data == b"[DONE]":
-                    final = True
-                    continue
-                ev = json.loads(data)
-                if "error" in ev:
-                    error = True
-                elif ev.get("done"):
-                    final = True
-                elif protocol == "openai":
-                    if ev.get("usage"):
-                        rec["cached"] = ev["usage"]["prompt_tokens_details"]["cached_tokens"]
-                    for ch in ev.get("choices", []):
-                        piece = ch["delta"].get("content") or ""
-                        if piece and rec["ttft"] is None:
-                            rec["ttft"] = time.time() - rec["t0"]
-                        rec["text"] += piece
-                else:
-                    piece = ev.get("token", "")
+        for ev in sse_events(r):
+            if ev == "[DONE]" or ev.get("done"):
+                final = True
+            elif "error" in ev:
+                error = True
+            elif protocol == "openai":
+                if ev.get("usage"):
+                    rec["cached"] = ev["usage"]["prompt_tokens_details"]["cached_tokens"]
+                for ch in ev.get("choices", []):
+                    piece = ch["delta"].get("content") or ""
                     if piece and rec["ttft"] is None:
                         rec["ttft"] = time.time() - rec["t0"]
                     rec["text"] += piece
+            else:
+                piece = ev.get("token", "")
+                if piece and rec["ttft"] is None:
+                    rec["ttft"] = time.time() - rec["t0"]
+                rec["text"] += piece
         rec["outcome"] = ("error event" if error else "ok") if final else "truncated"
     except socket.timeout:
         rec["outcome"] = "hang"
@@ -380,9 +366,9 @@ def check_load(ck, records, events, t_start):
     calm = [r["ttft"] for r in ok if r["ttft"] is not None and not any(a <= r["t0"] <= b for a, b in faults)]
     print(f"load: {len(records)} requests in {LOAD_SECONDS} s from {CLIENTS} clients; outcomes " +
           ", ".join(f"{k} {len(v)}" for k, v in sorted(by.items())) + f" (HTTP errors {http_errors})")
-    print(f"load: TTFT p50 {percentile(ttft, 50) * 1000:.0f} ms, p99 {percentile(ttft, 99) * 1000:.0f} ms "
-          f"(away from the faults: p50 {percentile(calm, 50) * 1000:.0f} ms, p99 {percentile(calm, 99) * 1000:.0f} ms); "
-          f"follow-up prefix hits: keyed {rate(keyed):.0%} of {len(keyed)}, unkeyed {rate(plain):.0%} of {len(plain)}")
+    ms = lambda xs, p: f"{percentile(xs, p) * 1000:.0f} ms"  # noqa: E731
+    print(f"load: TTFT p50 {ms(ttft, 50)}, p99 {ms(ttft, 99)} (away from the faults: p50 {ms(calm, 50)}, "
+          f"p99 {ms(calm, 99)}); follow-up prefix hits: keyed {rate(keyed):.0%} of {len(keyed)}, unkeyed {rate(plain):.0%} of {len(plain)}")
     print("load: per replica " + ", ".join(f"{n} {sum(1 for r in ok if r['replica'] == n)}"
                                            for n in ("replica1", "replica2", "replica3")))
     print(f"load: SIGKILL at {events['kill'] - t_start:.1f} s, restarted replica back in the pool "

@@ -102,9 +102,10 @@ def check_agreement(ck, docs, where):
     ck.check(ann.get("prometheus.io/path") == "/metrics" and ann.get("prometheus.io/port") == "8000",
              f"{where}: scrape annotations {ann}")
     headless = [d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") == "None"]
-    env = {e["name"]: e.get("value") for e in deps["nanochat-balancer"]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    ck.check(len(headless) == 1 and env.get("NC_REPLICAS_DNS", "").startswith(headless[0]["metadata"]["name"] + "."),
-             f"{where}: balancer DNS {env.get('NC_REPLICAS_DNS')} vs headless services {[h['metadata'] for h in headless]}")
+    lb = deps["nanochat-balancer"]["spec"]["template"]["spec"]["containers"][0]
+    dns = {e["name"]: e.get("value") for e in lb["env"]}.get("NC_REPLICAS_DNS", "")
+    ck.check(len(headless) == 1 and dns.startswith(headless[0]["metadata"]["name"] + "."),
+             f"{where}: balancer DNS {dns} vs headless services {[h['metadata'] for h in headless]}")
     hpa = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
     ck.check(len(hpa) == 1 and hpa[0]["spec"]["metrics"][0]["pods"]["metric"]["name"] == "nanochat_queue_depth",
              f"{where}: autoscaler {hpa}")
