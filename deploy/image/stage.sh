@@ -11,7 +11,8 @@
 #                                 copied to DIR/opt/nanochat/lib instead
 #   stage.sh install              in the runtime stage, after DIR was copied
 #                                 to /: install those packages (the build's
-#                                 distribution, so the names match), make
+#                                 distribution, so the names match) and
+#                                 ca-certificates, make
 #                                 /opt/nanochat/lib known to the loader, and
 #                                 create the user `nanochat` (uid 10001) and
 #                                 its cache directory /var/cache/nanochat
@@ -45,8 +46,9 @@ collect)
     ;;
 install)
     apt-get update -q
+    # ca-certificates: for downloading models by name (-m hf:...) over TLS.
     DEBIAN_FRONTEND=noninteractive xargs -a "$top/runtime-packages" \
-        apt-get install -y -q --no-install-recommends
+        apt-get install -y -q --no-install-recommends ca-certificates
     apt-get clean
     rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
     echo "$top/lib" >/etc/ld.so.conf.d/nanochat.conf
