@@ -84,8 +84,14 @@ enum MHD_Result nc_api_tokenize(nc_srv *srv, struct MHD_Connection *conn, nc_con
 
 /* ==== /health, /stats, /metrics ==== */
 
+/* GET /health answers 200 while the process serves HTTP (nanochat's
+ * contract; a liveness check). GET /health?ready is the readiness check of
+ * load balancers and Kubernetes, which look only at the status: 503 until
+ * the model is loaded and its decode steps prepared (CUDA graphs captured),
+ * and again once shutdown has begun. */
 enum MHD_Result nc_api_health(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c) {
     bool ready = nc_srv_ready(srv);
+    bool readiness = MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "ready", 5, NULL, NULL) == MHD_YES;
     nc_sbuf o = {0};
     nc_sbuf_printf(&o, "{\"status\":\"ok\",\"ready\":%s,\"model\":", ready ? "true" : "false");
     if (ready) nc_sbuf_json_string(&o, srv->model_name, strlen(srv->model_name));
@@ -96,7 +102,8 @@ enum MHD_Result nc_api_health(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
     /* nanochat's fields: one engine, shared by every request. */
     nc_sbuf_printf(&o, ",\"max_context\":%d,\"num_gpus\":1,\"available_workers\":%d,\"stopping\":%s}",
                    ready ? srv->b.max_context : 0, ready ? 1 : 0, atomic_load(&srv->stopping) ? "true" : "false");
-    enum MHD_Result ret = nc_http_json(conn, c, 200, &o);
+    int status = readiness && (!ready || atomic_load(&srv->stopping)) ? 503 : 200;
+    enum MHD_Result ret = nc_http_json(conn, c, status, &o);
     nc_sbuf_free(&o);
     return ret;
 }
