@@ -19,6 +19,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data", "server")
 NC_BIN = os.environ.get("NC_BIN") or os.path.join(ROOT, "build", "nanochat")
+# POST routes take JSON only (415 otherwise).
+JSON = {"Content-Type": "application/json"}
 
 
 SPLIT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
@@ -91,10 +93,13 @@ class Server:
             return f.read()
 
     def request(self, method, path, body=None, headers=None, timeout=60):
+        """One request; a dict or list body is sent as JSON (with its Content-Type)."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = dict(headers or {})
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
-        c.request(method, path, body=body, headers=headers or {})
+            headers.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=body, headers=headers)
         r = c.getresponse()
         data = r.read()
         c.close()

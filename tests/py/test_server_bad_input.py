@@ -218,15 +218,20 @@ def main():
             ck.check(status == 200 and json.loads(out)["choices"][0]["message"]["content"] == case["text"],
                      f"served beside slow clients: {status}")
             time.sleep(0.3)
-        closed = 0
+        # Each is answered 408 (JSON) once silent for the idle timeout, then closed.
+        answered = 0
         for s in slow:
             s.settimeout(max(0.5, 6 - (time.time() - t0)))
+            got = b""
             try:
-                closed += s.recv(100) == b""
+                while chunk := s.recv(4096):
+                    got += chunk
             except (socket.timeout, ConnectionResetError):
-                closed += 0
+                pass
             s.close()
-        ck.check(closed == len(slow), f"{closed}/{len(slow)} silent slow connections closed by the idle timeout")
+            head, _, body = got.partition(b"\r\n\r\n")
+            answered += head.startswith(b"HTTP/1.1 408") and body.startswith(b'{"error"') and b"request_timeout" in body
+        ck.check(answered == len(slow), f"{answered}/{len(slow)} silent slow connections answered 408 after the idle timeout")
         # A client that sends a body slower than the idle timeout is dropped too.
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + KEY.encode() +

@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import DATA, NC_BIN, Checker, Server, make_big_tokenizer, sse_events  # noqa: E402
+from server_util import DATA, JSON, NC_BIN, Checker, Server, make_big_tokenizer, sse_events  # noqa: E402
 
 
 def run(args, timeout=30):
@@ -70,7 +70,7 @@ def main():
                 try:
                     c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
                     c.request("POST", "/chat/completions", json.dumps(
-                        {"messages": [{"role": "user", "content": "go"}], "max_tokens": 4000}))
+                        {"messages": [{"role": "user", "content": "go"}], "max_tokens": 4000}), JSON)
                     r = c.getresponse()
                     for ev in sse_events(r):
                         events.append(ev)
@@ -124,7 +124,8 @@ def main():
             def stream(k):
                 c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
                 c.request("POST", "/chat/completions", json.dumps(
-                    {"messages": [{"role": "user", "content": f"go {k}"}], "max_tokens": 1500, "temperature": 0}))
+                    {"messages": [{"role": "user", "content": f"go {k}"}], "max_tokens": 1500, "temperature": 0}),
+                    JSON)
                 for ev in sse_events(c.getresponse()):
                     streams[k].append(ev)
 
