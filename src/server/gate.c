@@ -204,9 +204,23 @@ static const char *error_code(int status) {
     }
 }
 
+static void drain(nc_gate *g, gate_conn *c) {
+    for (;;) {
+        ssize_t n = recv(c->fd, g->peek, sizeof g->peek, MSG_DONTWAIT);
+        if (n > 0) {
+            c->drained += (size_t)n;
+            if (c->drained <= NC_GATE_LINGER_BYTES) continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return;
+        }
+        close_conn(g, c); /* closed by the client, an error, or too much */
+        return;
+    }
+}
+
 /* Answers `status` with the API's JSON error, logs the request, then
  * drains the connection until it closes or NC_GATE_LINGER_S pass. `head`
- * is what was read of the request (NULL: nothing). */
+ * is what was read of the request (NULL: nothing). `c` may be freed. */
 static void answer(nc_gate *g, gate_conn *c, int status, const char *message, const nc_head_info *head) {
     nc_srv *srv = g->srv;
     nc_api_error e = {.status = status, .code = error_code(status)};
@@ -232,20 +246,7 @@ static void answer(nc_gate *g, gate_conn *c, int status, const char *message, co
     g->n_lingering++;
     nc_metrics_request(&srv->metrics, NC_EP_OTHER, status);
     nc_log_request(&log, NULL);
-}
-
-static void drain(nc_gate *g, gate_conn *c) {
-    for (;;) {
-        ssize_t n = recv(c->fd, g->peek, sizeof g->peek, MSG_DONTWAIT);
-        if (n > 0) {
-            c->drained += (size_t)n;
-            if (c->drained <= NC_GATE_LINGER_BYTES) continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            return;
-        }
-        close_conn(g, c); /* closed by the client, an error, or too much */
-        return;
-    }
+    drain(g, c); /* the head already here, and whatever followed */
 }
 
 static void hand_off(nc_gate *g, gate_conn *c) {
@@ -260,7 +261,8 @@ static void hand_off(nc_gate *g, gate_conn *c) {
     free(c);
 }
 
-static void on_readable(nc_gate *g, gate_conn *c) {
+/* New bytes, or the client's end closed (`hangup`). */
+static void on_readable(nc_gate *g, gate_conn *c, bool hangup) {
     if (c->linger_until > 0) {
         drain(g, c);
         return;
@@ -281,6 +283,9 @@ static void on_readable(nc_gate *g, gate_conn *c) {
     switch (nc_http_head_check(g->peek, (size_t)n, g->srv->opt.max_body_bytes, &head)) {
     case NC_HEAD_MORE:
         NC_ASSERT((size_t)n < sizeof g->peek);
+        /* A peek shows the bytes before the end: the client closed its
+         * side with the head unfinished, and nothing more can come. */
+        if (hangup) answer(g, c, 400, "the request ended before its head was complete", &head);
         break;
     case NC_HEAD_BAD:
         answer(g, c, head.status, head.message, &head);
@@ -385,7 +390,7 @@ static void *gate_main(void *arg) {
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &g->listen_fd) accept_all(g);
-            else if (p != &g->wake_fd) on_readable(g, p);
+            else if (p != &g->wake_fd) on_readable(g, p, (evs[i].events & (EPOLLRDHUP | EPOLLHUP)) != 0);
         }
         double now = nc_now();
         if (now - last_sweep >= NC_GATE_SWEEP_S) {

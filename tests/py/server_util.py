@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,13 @@ def make_big_tokenizer(path):
         pickle.dump(enc, f)
 
 
+def free_port():
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def load_cases():
     with open(os.path.join(DATA, "cases.json"), encoding="utf-8") as f:
         return json.load(f)
@@ -62,7 +70,8 @@ class Server:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="nc-serve-", suffix=".log", delete=False)
         cmd = [NC_BIN, "serve", *model, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.port = None
+        # A given port need not be read from the log (quiet at --log-level warn).
+        self.port = port or None
         deadline = time.time() + ready_timeout
         while time.time() < deadline and self.port is None:
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.read_log())
@@ -77,7 +86,10 @@ class Server:
             raise RuntimeError("server did not start listening:\n" + self.read_log())
         self.base = f"http://127.0.0.1:{self.port}"
         while wait_ready and time.time() < deadline:
-            status, body = self.get("/health")
+            try:
+                status, body = self.get("/health")
+            except ConnectionRefusedError:
+                status, body = None, b""
             if status == 200 and json.loads(body)["ready"]:
                 break
             if self.proc.poll() is not None:
