@@ -540,11 +540,11 @@ int nc_http_start(nc_srv *srv) {
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, /* first, or some messages bypass it */
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(2 * srv->opt.max_connections + 64),
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->opt.idle_timeout_s,
-        /* Room for the largest head the gate lets through (request line,
-         * NC_HTTP_MAX_FIELDS fields, query parameters and cookies each):
-         * the library's default of 32 KiB is not. Only what a request uses
-         * is touched. */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
+        /* Room for the largest head the gate lets through (NC_HTTP_MAX_HEAD
+         * bytes, read into half the pool, and a record for each field,
+         * query parameter and cookie at the other end): the library's
+         * default of 32 KiB is not. Only what a request uses is touched. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_END);

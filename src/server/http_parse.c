@@ -172,7 +172,7 @@ static nc_head_state field(const unsigned char *name, size_t name_len, const uns
     } else if (name_is(name, name_len, "cookie")) {
         st->cookies += 1;
         for (size_t k = 0; k < n; k++) st->cookies += v[k] == ';';
-        if (st->cookies > NC_HTTP_MAX_FIELDS) return bad(out, 431, "more than %d cookies", NC_HTTP_MAX_FIELDS);
+        if (st->cookies > NC_HTTP_MAX_COOKIES) return bad(out, 431, "more than %d cookies", NC_HTTP_MAX_COOKIES);
     }
     return NC_HEAD_MORE;
 }

@@ -20,11 +20,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Limits of a request head. Node.js and h11 allow 16 KiB of head, nginx 8
- * KiB per line; an API request needs a fraction of either. */
+/* Limits of a request head, as nginx's defaults (8 KiB a line, 32 KiB in
+ * all): an API request needs a fraction, a browser's cookies for
+ * localhost may need more than Node.js's 16 KiB. */
 #define NC_HTTP_MAX_REQUEST_LINE 8192  /* 414 beyond */
-#define NC_HTTP_MAX_HEAD 16384         /* request line + header fields; 431 beyond */
-#define NC_HTTP_MAX_FIELDS 100         /* header fields; and cookies (431), query parameters (414) */
+#define NC_HTTP_MAX_HEAD 32768         /* request line + header fields; 431 beyond */
+#define NC_HTTP_MAX_FIELDS 100         /* header fields (431) and query parameters (414) */
+#define NC_HTTP_MAX_COOKIES 300        /* browsers keep up to 180 per site; 431 beyond */
 #define NC_HTTP_MAX_METHOD 32
 #define NC_HTTP_MAX_REQUEST_ID 128     /* a client's X-Request-Id is used up to this length */
 
