@@ -60,6 +60,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def read_until_close(sock, timeout=None):
+    """Everything a socket receives until the peer closes it (or `timeout`
+    seconds of silence, or a reset)."""
+    if timeout is not None:
+        sock.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return got
+
+
 def load_cases():
     with open(os.path.join(DATA, "cases.json"), encoding="utf-8") as f:
         return json.load(f)

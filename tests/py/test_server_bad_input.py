@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import Checker, Server, load_cases  # noqa: E402
+from server_util import Checker, Server, load_cases, read_until_close  # noqa: E402
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": "Bearer " + KEY}
@@ -86,12 +86,7 @@ def answer(port, data, half_close=False, timeout=10):
     t0 = time.time()
     sender = threading.Thread(target=send)
     sender.start()
-    out = b""
-    try:
-        while chunk := s.recv(65536):
-            out += chunk
-    except (socket.timeout, ConnectionResetError):
-        pass
+    out = read_until_close(s)
     took = time.time() - t0
     sender.join()
     s.close()
@@ -301,13 +296,7 @@ def main():
         # Each is answered 408 (JSON) once silent for the idle timeout, then closed.
         answered = 0
         for s in slow:
-            s.settimeout(max(0.5, 6 - (time.time() - t0)))
-            got = b""
-            try:
-                while chunk := s.recv(4096):
-                    got += chunk
-            except (socket.timeout, ConnectionResetError):
-                pass
+            got = read_until_close(s, max(0.5, 6 - (time.time() - t0)))
             s.close()
             head, _, body = got.partition(b"\r\n\r\n")
             answered += head.startswith(b"HTTP/1.1 408") and body.startswith(b'{"error"') and b"request_timeout" in body

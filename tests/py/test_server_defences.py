@@ -35,7 +35,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import DATA, JSON, NC_BIN, Checker, Server, free_port, make_big_tokenizer, sse_events  # noqa: E402
+from server_util import (DATA, JSON, NC_BIN, Checker, Server, free_port, make_big_tokenizer,  # noqa: E402
+                         read_until_close, sse_events)
 
 MARKER = "zebra-marker-4711"  # message text that must never reach the log
 CHAT = {"messages": [{"role": "user", "content": "say " + MARKER}], "temperature": 0, "max_tokens": 5}
@@ -70,15 +71,15 @@ def error_code(body):
         return None
 
 
-def read_all(s, timeout):
-    s.settimeout(timeout)
-    got = b""
-    try:
-        while chunk := s.recv(65536):
-            got += chunk
-    except (socket.timeout, ConnectionResetError):
-        pass
-    return got
+def hold(port, n):
+    """`n` connections from 127.0.0.1, each with half a request head."""
+    held = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /health HTTP/1.1\r\n")
+        held.append(s)
+    time.sleep(0.2)
+    return held
 
 
 def json_log(ck, tok):
@@ -109,7 +110,7 @@ def json_log(ck, tok):
         status, body, r = request(srv.port, "POST", "/v1/chat/completions", json.dumps(CHAT), {"Content-Type": "text/plain"})
         ids["415"] = (r.getheader("X-Request-Id"), None)
         s = socket.create_connection(("127.0.0.1", srv.port))
-        got = s.sendall(b"\x00\x01\x02garbage") or read_all(s, 5)
+        got = s.sendall(b"\x00\x01\x02garbage") or read_until_close(s, 5)
         s.close()
         m = re.search(rb"X-Request-Id: (\S+)", got)
         ids["garbage"] = (m.group(1).decode() if m else "?", None)
@@ -189,7 +190,7 @@ def text_log_and_levels(ck):
         srv.get("/health")
         srv.get("/nope")
         s = socket.create_connection(("127.0.0.1", srv.port))
-        got = s.sendall(b"GET / HTTP/2.0\r\n\r\n") or read_all(s, 5)
+        got = s.sendall(b"GET / HTTP/2.0\r\n\r\n") or read_until_close(s, 5)
         s.close()
         ck.check(got.startswith(b"HTTP/1.1 505") and error_code(got.partition(b"\r\n\r\n")[2]) ==
                  "http_version_not_supported", f"HTTP/2.0: {got[:120]!r}")
@@ -312,15 +313,10 @@ def trickle(ck):
 
 def caps(ck):
     with Server("--max-connections-per-ip", "3") as srv:
-        held = []
-        for _ in range(3):
-            s = socket.create_connection(("127.0.0.1", srv.port))
-            s.sendall(b"GET /health HTTP/1.1\r\n")
-            held.append(s)
-        time.sleep(0.2)
+        held = hold(srv.port, 3)
         s = socket.create_connection(("127.0.0.1", srv.port))
         t0 = time.time()
-        got = read_all(s, 5)
+        got = read_until_close(s, 5)
         s.close()
         head, _, body = got.partition(b"\r\n\r\n")
         ck.check(head.startswith(b"HTTP/1.1 429") and b"Retry-After: 1" in head and error_code(body) ==
@@ -332,14 +328,9 @@ def caps(ck):
         for s in held:
             s.close()
     with Server("--max-connections", "4", "--max-connections-per-ip", "4") as srv:
-        held = []
-        for _ in range(4):
-            s = socket.create_connection(("127.0.0.1", srv.port))
-            s.sendall(b"GET /health HTTP/1.1\r\n")
-            held.append(s)
-        time.sleep(0.2)
+        held = hold(srv.port, 4)
         s = socket.create_connection(("127.0.0.1", srv.port), source_address=(OTHER, 0))
-        got = read_all(s, 5)
+        got = read_until_close(s, 5)
         s.close()
         ck.check(got.startswith(b"HTTP/1.1 503") and error_code(got.partition(b"\r\n\r\n")[2]) == "server_busy",
                  f"over --max-connections: {got[:120]!r}")
