@@ -463,9 +463,38 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return rt->fn(srv, conn, c);
 }
 
+/* A connection's slot in the gate's counts is given back when its one
+ * request is done, or when it closes without one, whichever comes first:
+ * the rest of its life is the close, and a client that opens its next
+ * connection as soon as it has the answer must find its slot free. */
+typedef struct {
+    bool released;
+} conn_slot;
+
+static void release_slot(nc_srv *srv, struct MHD_Connection *conn, conn_slot *slot) {
+    if (!slot || slot->released) return;
+    slot->released = true;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) nc_gate_released(srv->gate, ci->client_addr);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    nc_srv *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = nc_xcalloc(1, sizeof(conn_slot));
+        return;
+    }
+    release_slot(srv, conn, *socket_context);
+    free(*socket_context);
+    *socket_context = NULL;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     nc_srv *srv = cls;
+    const union MHD_ConnectionInfo *sc = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (sc) release_slot(srv, conn, sc->socket_context);
     nc_conn *c = *con_cls;
     if (!c) return;
     if (thread_conn == c) thread_conn = NULL;
@@ -489,14 +518,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     nc_sbuf_free(&c->body);
     free(c);
     *con_cls = NULL;
-}
-
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code) {
-    nc_srv *srv = cls;
-    if (code != MHD_CONNECTION_NOTIFY_CLOSED) return;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr) nc_gate_released(srv->gate, ci->client_addr);
 }
 
 /* The line libmicrohttpd (0.9.75, connection.c: transmit_error_response_len)

@@ -97,7 +97,8 @@ void nc_gate_free(nc_srv *srv);
 /* When the request on connection `fd` (handed to the library) sent its
  * first byte (nc_now() if unknown). */
 double nc_gate_first_byte(nc_gate *g, int fd);
-/* A connection handed to the library has closed: frees its slot. */
+/* A connection handed to the library is done (its request finished, or
+ * it closed): frees its slot. Once per connection. */
 void nc_gate_released(nc_gate *g, const struct sockaddr *addr);
 
 /* ==== http.c ==== */

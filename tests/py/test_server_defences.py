@@ -73,6 +73,7 @@ def error_code(body):
 
 def hold(port, n):
     """`n` connections from 127.0.0.1, each with half a request head."""
+    time.sleep(0.2)  # the readiness check's connection may still be closing (it holds a slot until then)
     held = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
@@ -137,8 +138,8 @@ def json_log(ck, tok):
         reqs = {p.get("request_id"): p for p in parsed if p.get("type") == "request"}
         keys = {"time", "level", "type", "request_id", "client", "method", "route", "status", "model", "prompt_tokens",
                 "cached_tokens", "completion_tokens", "ttft_ms", "total_ms", "finish_reason", "disconnected"}
-        for rec in reqs.values():
-            ck.check(set(rec) == keys and rec["client"] == "127.0.0.1", f"request line fields: {rec}")
+        odd = [rec for rec in reqs.values() if set(rec) != keys or rec["client"] != "127.0.0.1"]
+        ck.check(reqs and not odd, f"request lines without the fields: {odd[:3]}")
         whole = reqs.get(ids["whole"][0], {})
         usage, choice = ids["whole"][1]["usage"], ids["whole"][1]["choices"][0]
         ck.check(whole.get("method") == "POST" and whole.get("route") == "/v1/chat/completions" and
@@ -259,6 +260,7 @@ def trickle(ck):
     """The issue's attack: 20 connections from one address each trickling a
     header byte (here every second, well inside the idle timeout)."""
     with Server("--max-connections", "20", "--idle-timeout", "8", "--read-timeout", "3") as srv:
+        time.sleep(0.2)  # the readiness check's connection may still be closing
         socks, refused = [], 0
         for _ in range(20):
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
