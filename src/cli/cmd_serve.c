@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "flags.h"
 #include "model_args.h"
+#include "server/http_parse.h"
 #include "server/server.h"
 #include "util/common.h"
 
@@ -27,7 +28,9 @@ static void usage(FILE *f) {
             "the OpenAI API (POST /v1/chat/completions, /v1/completions, GET /v1/models),\n"
             "POST /tokenize, /detokenize, GET /health, /stats and /metrics (Prometheus).\n"
             "Requests share every forward pass (continuous batching). SIGINT/SIGTERM stop it\n"
-            "gracefully.\n"
+            "gracefully. POST routes need 'Content-Type: application/json' (415 otherwise); each\n"
+            "response carries an X-Request-Id (the client's, if it sent a valid one) and closes\n"
+            "its connection. docs/server.md has the details.\n"
             "\n"
             "server options:\n"
             "  --host ADDR          address to bind (default 127.0.0.1; 0.0.0.0 for all)\n"
@@ -41,14 +44,49 @@ static void usage(FILE *f) {
             "  --max-context N      positions per sequence (default: the model's sequence_len)\n"
             "  --kv-blocks N        KV-cache pool size in 64-token blocks (default: the backend picks)\n"
             "  --max-queue N        waiting requests before answering 503 (default 256)\n"
-            "  --max-connections N  concurrent HTTP connections (default 512)\n"
+            "  --max-connections N  concurrent HTTP connections (default 512; 503 beyond)\n"
+            "  --max-connections-per-ip N\n"
+            "                       of them from one client address (default: half of\n"
+            "                       --max-connections; 429 beyond)\n"
             "  --max-body BYTES     request body limit, 413 beyond (default 1048576)\n"
+            "  --read-timeout S     a request (head and body) must arrive whole within S seconds\n"
+            "                       of its first byte, however steadily it trickles (default 30;\n"
+            "                       408 beyond)\n"
             "  --timeout SECONDS    per-request limit, then the request is cancelled (default 600)\n"
             "  --idle-timeout S     close connections silent this long (default 30)\n"
             "  --max-lag N          undelivered tokens before a client that stopped reading\n"
             "                       is cancelled (default 4096)\n"
+            "  --cors-origins LIST  origins browsers may call the API from: * (default: any)\n"
+            "                       or a comma-separated list, e.g. https://app.example.com\n"
+            "                       (same-origin pages, like the chat page, always work)\n"
+            "  --log-format F       text (default) or json: one line per request (id, client,\n"
+            "                       method, route, status, tokens, TTFT, time, finish reason;\n"
+            "                       never message text), JSON Lines with json\n"
+            "  --log-level L        debug, info (default), warn or error; debug adds\n"
+            "                       libmicrohttpd's messages; warn logs only 5xx requests\n"
             "  -h, --help           this help\n\n");
     nc_model_args_help(f);
+}
+
+/* --log-format, --log-level and --cors-origins: one-line errors here,
+ * before anything starts. */
+static int check_text_flags(nc_server_options *o, const char *log_format, const char *log_level) {
+    if (nc_log_format_parse(log_format, &o->log_format)) {
+        fprintf(stderr, "nanochat serve: --log-format must be text or json, not '%s'\n", log_format);
+        return -1;
+    }
+    if (nc_log_level_parse(log_level, &o->log_level)) {
+        fprintf(stderr, "nanochat serve: --log-level must be debug, info, warn or error, not '%s'\n", log_level);
+        return -1;
+    }
+    nc_origin_list origins;
+    char why[256];
+    if (nc_origin_list_parse(o->cors_origins, &origins, why, sizeof why)) {
+        fprintf(stderr, "nanochat serve: --cors-origins: %s\n", why);
+        return -1;
+    }
+    nc_origin_list_free(&origins);
+    return 0;
 }
 
 /* Integer flags: name, bounds, where to store. */
@@ -63,9 +101,11 @@ int cmd_serve(int argc, char **argv) {
     nc_model_args_init(&a);
     nc_server_options o;
     nc_server_options_init(&o);
+    const char *log_format = "text", *log_level = "info";
     const char *env_key = getenv("NANOCHAT_API_KEY");
     if (env_key && *env_key) o.api_key = env_key;
     long long body = (long long)o.max_body_bytes, timeout = (long long)o.request_timeout_s;
+    long long read_timeout = (long long)o.read_timeout_s;
     int_flag ints[] = {
         {"--port", 0, 65535, &o.port},
         {"--max-batch", 1, 4096, &o.model.max_batch},
@@ -74,6 +114,7 @@ int cmd_serve(int argc, char **argv) {
         {"--kv-blocks", 1, 1 << 24, &o.model.kv_blocks},
         {"--max-queue", 1, 1 << 20, &o.model.max_queue},
         {"--max-connections", 1, 65536, &o.max_connections},
+        {"--max-connections-per-ip", 1, 65536, &o.max_connections_per_ip},
         {"--idle-timeout", 1, 86400, &o.idle_timeout_s},
         {"--max-lag", 1, 1 << 20, &o.max_lag_tokens},
     };
@@ -100,8 +141,11 @@ int cmd_serve(int argc, char **argv) {
         }
         if (known) continue;
         const char **str = !strcmp(arg, "--host") ? &o.host : !strcmp(arg, "--api-key") ? &o.api_key
-                         : !strcmp(arg, "--model-name") ? &o.model_name : NULL;
-        long long *num = !strcmp(arg, "--max-body") ? &body : !strcmp(arg, "--timeout") ? &timeout : NULL;
+                         : !strcmp(arg, "--model-name") ? &o.model_name : !strcmp(arg, "--cors-origins") ? &o.cors_origins
+                         : !strcmp(arg, "--log-format") ? &log_format : !strcmp(arg, "--log-level") ? &log_level
+                         : NULL;
+        long long *num = !strcmp(arg, "--max-body") ? &body : !strcmp(arg, "--timeout") ? &timeout
+                       : !strcmp(arg, "--read-timeout") ? &read_timeout : NULL;
         if (!str && !num) {
             fprintf(stderr, "nanochat serve: unknown option '%s' (see nanochat serve --help)\n", arg);
             return 2;
@@ -123,6 +167,8 @@ int cmd_serve(int argc, char **argv) {
     }
     o.max_body_bytes = (size_t)body;
     o.request_timeout_s = (double)timeout;
+    o.read_timeout_s = (double)read_timeout;
+    if (check_text_flags(&o, log_format, log_level)) return 2;
     /* a Hub model is downloaded before the server listens (Ctrl-C stops the download) */
     int fetched = nc_model_args_fetch(&a);
     if (fetched) return fetched == -2 ? 130 : 1;

@@ -105,7 +105,7 @@ enum MHD_Result nc_api_nanochat(nc_srv *srv, struct MHD_Connection *conn, nc_con
     nc_gen_params gen;
     nanochat_stream *s = nc_xcalloc(1, sizeof *s);
     int rc = nc_job_prompt(srv, &req, &prompt, &gen, &err);
-    if (!rc) rc = nc_job_start(&s->job, srv, conn, &prompt, &gen, true, NULL, NULL, 0, &err);
+    if (!rc) rc = nc_job_start(&s->job, srv, c, &prompt, &gen, true, NULL, NULL, 0, &err);
     nc_tokens_free(&prompt);
     nc_api_request_free(&req);
     if (rc) {

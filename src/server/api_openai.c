@@ -1,6 +1,7 @@
 /*
  * api_openai.c: the OpenAI-compatible API: POST /v1/chat/completions,
- * POST /v1/completions (streaming and not) and GET /v1/models.
+ * POST /v1/completions (streaming and not), GET /v1/models and
+ * GET /v1/models/{id}.
  *
  * Shapes follow OpenAI's reference: chat.completion / chat.completion.chunk
  * and text_completion objects, `usage` (with prompt_tokens_details.
@@ -333,7 +334,7 @@ enum MHD_Result nc_api_openai(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
     nc_gen_params gen;
     int rc = nc_job_prompt(srv, &s->req, &prompt, &gen, &err);
     if (!rc)
-        rc = nc_job_start(&s->job, srv, conn, &prompt, &gen, false, s->req.stop, s->req.stop_len, s->req.n_stop,
+        rc = nc_job_start(&s->job, srv, c, &prompt, &gen, false, s->req.stop, s->req.stop_len, s->req.n_stop,
                           &err);
     nc_tokens_free(&prompt);
     if (rc) {
@@ -350,18 +351,40 @@ enum MHD_Result nc_api_openai(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
     return ret;
 }
 
+static void model_json(nc_sbuf *o, nc_srv *srv) {
+    nc_sbuf_puts(o, "{\"id\":");
+    nc_sbuf_json_string(o, srv->model_name, strlen(srv->model_name));
+    nc_sbuf_printf(o, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"nanochat-c\",\"max_model_len\":%d,"
+                   "\"vocab_size\":%d}",
+                   (long long)srv->t_created, srv->b.max_context, nc_tokenizer_vocab_size(srv->b.tok));
+}
+
 enum MHD_Result nc_api_models(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c) {
     nc_sbuf o = {0};
     nc_sbuf_puts(&o, "{\"object\":\"list\",\"data\":[");
-    if (nc_srv_ready(srv)) {
-        nc_sbuf_puts(&o, "{\"id\":");
-        nc_sbuf_json_string(&o, srv->model_name, strlen(srv->model_name));
-        nc_sbuf_printf(&o, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"nanochat-c\",\"max_model_len\":%d,"
-                       "\"vocab_size\":%d}",
-                       (long long)srv->t_created, srv->b.max_context, nc_tokenizer_vocab_size(srv->b.tok));
-    }
+    if (nc_srv_ready(srv)) model_json(&o, srv);
     nc_sbuf_puts(&o, "]}");
     enum MHD_Result ret = nc_http_json(conn, c, 200, &o);
+    nc_sbuf_free(&o);
+    return ret;
+}
+
+/* GET /v1/models/{id} (the clients' models.retrieve): the model when the
+ * id is its name, else OpenAI's 404. The id may hold slashes (OWNER/NAME). */
+enum MHD_Result nc_api_model(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c) {
+    enum MHD_Result ret;
+    if (!nc_srv_ready(srv) && nc_srv_refuse_unready(srv, conn, c, &ret)) return ret;
+    const char *id = c->url + strlen("/v1/models/");
+    if (strcmp(id, srv->model_name)) {
+        nc_api_error e;
+        nc_api_fail(&e, 404, "model", "The model '%.200s' does not exist (this server serves '%s')", id,
+                    srv->model_name);
+        e.code = "model_not_found";
+        return nc_http_error(conn, c, &e);
+    }
+    nc_sbuf o = {0};
+    model_json(&o, srv);
+    ret = nc_http_json(conn, c, 200, &o);
     nc_sbuf_free(&o);
     return ret;
 }

@@ -7,8 +7,8 @@
  * chat renderer for conversations, <|bos|> + text for completions. Unlike
  * nanochat's server, a conversation longer than the context is refused with
  * the limit in the message (nanochat crashes, issue #581), or, when the
- * request says "truncate": true, its oldest messages are dropped (a system
- * message is kept) until it fits.
+ * request says "truncate": true, its oldest whole turns are dropped (a
+ * system message is kept) until it fits.
  */
 #include "srv.h"
 
@@ -16,6 +16,10 @@
 #include <time.h>
 
 #include "../util/common.h"
+
+/* How often a job that keeps receiving tokens checks that its client is
+ * still connected (a peek at the socket). */
+#define NC_JOB_GONE_CHECK_S 0.25
 
 /* ==== readiness ==== */
 
@@ -48,10 +52,11 @@ static uint64_t random_seed(nc_srv *srv) {
     return (z ^ (z >> 31)) & 0x7FFFFFFFull; /* nanochat draws from [0, 2^31) */
 }
 
+/* Renders the system message (if any) and messages[first..]. */
 static int render_chat(nc_srv *srv, const nc_api_request *req, int first, nc_tokens *out, nc_api_error *err) {
     nc_chat_message *msgs = nc_xmalloc(sizeof *msgs * (size_t)req->n_messages);
     int n = 0;
-    bool has_system = req->n_messages > 0 && req->messages[0].role == NC_ROLE_SYSTEM;
+    bool has_system = req->messages[0].role == NC_ROLE_SYSTEM;
     if (has_system) msgs[n++] = req->messages[0];
     for (int i = NC_MAX(first, has_system ? 1 : 0); i < req->n_messages; i++) msgs[n++] = req->messages[i];
     out->n = 0;
@@ -61,12 +66,27 @@ static int render_chat(nc_srv *srv, const nc_api_request *req, int first, nc_tok
     return 0;
 }
 
+/* A conversation too long for the context, with "truncate": drops its
+ * oldest whole turns (each from a user message up to the next one), never
+ * the system message, until the rest fits. Returns 1 if even the last turn
+ * alone is too long (`prompt` holds that attempt). */
+static int truncate_chat(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_api_error *err) {
+    int first = req->messages[0].role == NC_ROLE_SYSTEM ? 1 : 0;
+    for (int i = first + 1; i < req->n_messages; i++) {
+        if (req->messages[i].role != NC_ROLE_USER) continue;
+        if (render_chat(srv, req, i, prompt, err)) return -1;
+        if ((int64_t)prompt->n < srv->b.max_context) return 0;
+    }
+    return 1;
+}
+
 int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_gen_params *gen,
                   nc_api_error *err) {
     const nc_tokenizer *tok = srv->b.tok;
     int32_t ctx = srv->b.max_context;
     *gen = req->gen;
-    if (req->kind == NC_API_COMPLETION) {
+    bool chat = req->kind != NC_API_COMPLETION;
+    if (!chat) {
         if (req->has_prompt_ids) {
             int vocab = nc_tokenizer_vocab_size(tok);
             for (int32_t i = 0; i < req->n_prompt_ids; i++)
@@ -88,11 +108,23 @@ int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_
         }
     } else {
         if (render_chat(srv, req, 0, prompt, err)) return -1;
-        for (int first = 1; (int64_t)prompt->n >= ctx && req->truncate && first < req->n_messages; first++)
-            if (render_chat(srv, req, first, prompt, err)) return -1;
+        if ((int64_t)prompt->n >= ctx && req->truncate) {
+            int rc = truncate_chat(srv, req, prompt, err);
+            if (rc < 0) return -1;
+            if (rc > 0) {
+                bool system = req->messages[0].role == NC_ROLE_SYSTEM;
+                nc_api_fail(err, 400, "messages",
+                            "This model's maximum context length is %d tokens, and the last turn alone%s is "
+                            "%zu tokens (at least one token must be left to generate); \"truncate\" drops only "
+                            "older turns. Shorten the last message.", ctx, system ? " with the system message" : "",
+                            prompt->n);
+                err->code = "context_length_exceeded";
+                return -1;
+            }
+        }
     }
     if ((int64_t)prompt->n >= ctx) {
-        nc_api_fail(err, 400, req->kind == NC_API_COMPLETION ? "prompt" : "messages",
+        nc_api_fail(err, 400, chat ? "messages" : "prompt",
                     "This model's maximum context length is %d tokens, but the prompt is %zu tokens "
                     "(at least one token must be left to generate). Shorten it, or send \"truncate\": true "
                     "to drop the oldest context.", ctx, prompt->n);
@@ -107,7 +139,7 @@ int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_
 
 /* ==== submit, wait, end ==== */
 
-int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc_tokens *prompt,
+int nc_job_start(nc_job *job, nc_srv *srv, nc_conn *c, const nc_tokens *prompt,
                  const nc_gen_params *gen, bool tool_events, char *const *stop, const size_t *stop_len,
                  int n_stop, nc_api_error *err) {
     memset(job, 0, sizeof *job);
@@ -118,7 +150,7 @@ int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc
     if (!q) return nc_api_fail(err, 503, NULL, "out of memory for a new request");
     job->srv = srv;
     job->q = q;
-    job->fd = conn ? nc_http_client_fd(conn) : -1;
+    job->fd = c ? c->fd : -1;
     job->t_start = nc_now();
     job->deadline = job->t_start + srv->opt.request_timeout_s;
     job->n_prompt = (int32_t)prompt->n;
@@ -146,6 +178,11 @@ int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc
     }
     atomic_fetch_add(&srv->active_jobs, 1);
     nc_metrics_prompt_tokens(&srv->metrics, (int64_t)prompt->n);
+    if (c) {
+        job->c = c;
+        c->job = job;
+        c->log.generation = true;
+    }
     return 0;
 }
 
@@ -162,6 +199,8 @@ int nc_job_poll(nc_job *job, double slice_s, nc_job_tool_fn on_tool, void *user)
     if (job->fail != NC_JOB_RUNNING) return -1;
     bool engine_done = false;
     int32_t n = nc_gen_queue_take(job->q, job->events, job->tops, job->events_cap, slice_s, &engine_done);
+    for (int32_t i = 0; i < n && job->t_first_token == 0; i++)
+        if (job->events[i].token >= 0) job->t_first_token = nc_now();
     int32_t per = job->text.top_logprobs > 0 ? job->text.top_logprobs : 0;
     for (int32_t i = 0; i < n; i++) {
         nc_tool_event tool;
@@ -183,9 +222,15 @@ int nc_job_poll(nc_job *job, double slice_s, nc_job_tool_fn on_tool, void *user)
         return n > 0;
     }
     nc_srv *srv = job->srv;
-    if (nc_now() > job->deadline) job->fail = NC_JOB_TIMEOUT;
+    double now = nc_now();
+    /* A client that left is noticed by a failed write, but a whole
+     * (non-streamed) response writes nothing until the end: look at the
+     * socket when nothing arrived, and at least every NC_JOB_GONE_CHECK_S. */
+    bool look = n == 0 || now >= job->next_gone_check;
+    if (look) job->next_gone_check = now + NC_JOB_GONE_CHECK_S;
+    if (now > job->deadline) job->fail = NC_JOB_TIMEOUT;
     else if (atomic_load(&srv->abort_jobs)) job->fail = NC_JOB_SHUTDOWN;
-    else if (n == 0 && nc_http_client_gone(job->fd)) job->fail = NC_JOB_GONE;
+    else if (look && nc_http_client_gone(job->fd)) job->fail = NC_JOB_GONE;
     if (job->fail == NC_JOB_RUNNING) return n > 0;
     cancel(job);
     return -1;
@@ -212,8 +257,47 @@ void nc_job_error(const nc_job *job, nc_api_error *err) {
     }
 }
 
+/* The request's outcome for its log line: the rows' finish reasons (each
+ * distinct one, in row order), or why the job failed. */
+static void finish_text(const nc_job *job, char *out, size_t cap) {
+    static const char *const failures[] = {"", "cancelled", "timeout", "shutdown", "client_too_slow", "error"};
+    out[0] = 0;
+    if (job->fail != NC_JOB_RUNNING) {
+        snprintf(out, cap, "%s", failures[job->fail]);
+        return;
+    }
+    if (!nc_job_done(job)) {
+        snprintf(out, cap, "cancelled"); /* the client left mid-generation */
+        return;
+    }
+    for (int32_t r = 0; r < job->text.n_rows; r++) {
+        const char *reason = nc_gen_text_finish_reason(&job->text.rows[r]);
+        bool seen = false;
+        for (int32_t k = 0; k < r && !seen; k++) seen = !strcmp(reason, nc_gen_text_finish_reason(&job->text.rows[k]));
+        if (seen) continue;
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s%s", len ? "," : "", reason);
+    }
+}
+
+void nc_job_report(nc_job *job) {
+    nc_conn *c = job->c;
+    if (!c) return;
+    nc_reqlog *log = &c->log;
+    log->prompt_tokens = job->n_prompt;
+    log->cached_tokens = job->q ? job->q->n_cached_tokens : 0;
+    log->completion_tokens = 0;
+    for (int32_t r = 0; r < job->text.n_rows; r++) log->completion_tokens += job->text.rows[r].n_tokens;
+    log->t_first_token = job->t_first_token;
+    finish_text(job, log->finish, sizeof log->finish);
+    if (job->fail == NC_JOB_GONE) log->disconnected = true;
+    c->job = NULL;
+    job->c = NULL;
+}
+
 void nc_job_end(nc_job *job) {
     if (!job->q) return;
+    nc_job_report(job);
     bool early = !nc_job_done(job); /* the client left (or the job failed) mid-generation */
     cancel(job);
     if (early || job->fail != NC_JOB_RUNNING) nc_metrics_cancelled(&job->srv->metrics);
@@ -254,7 +338,7 @@ void *nc_engine_main(void *arg) {
     nc_srv *srv = arg;
     double t0 = nc_now();
     if (nc_bundle_open(&srv->b, &srv->opt.model)) {
-        fprintf(stderr, "nanochat serve: %s\n", nc_error());
+        nc_log(NC_LOG_ERROR, "%s", nc_error());
         atomic_store(&srv->state, NC_SRV_FAILED);
         return NULL;
     }
@@ -262,20 +346,18 @@ void *nc_engine_main(void *arg) {
     if (srv->b.backend->ops->prepare_decode) {
         double tp = nc_now();
         if (srv->b.backend->ops->prepare_decode(srv->b.backend, srv->b.backend->max_seqs)) {
-            fprintf(stderr, "nanochat serve: preparing decode steps: %s\n", nc_error());
+            nc_log(NC_LOG_ERROR, "preparing decode steps: %s", nc_error());
             atomic_store(&srv->state, NC_SRV_FAILED);
             return NULL;
         }
-        fprintf(stderr, "nanochat serve: decode steps of 1..%d rows prepared in %.1f s\n", srv->b.backend->max_seqs,
-                nc_now() - tp);
+        nc_log(NC_LOG_INFO, "decode steps of 1..%d rows prepared in %.1f s", srv->b.backend->max_seqs, nc_now() - tp);
     }
     const nc_model_config *cfg = &srv->b.model->cfg;
     set_model_name(srv);
     snprintf(srv->device, sizeof srv->device, "%s", nc_backend_describe(srv->b.backend));
     atomic_store_explicit(&srv->state, NC_SRV_READY, memory_order_release);
-    fprintf(stderr, "nanochat serve: ready in %.1f s: %s (%s, %d layers), context %d, %s\n", nc_now() - t0,
-            srv->model_name, nc_generation_name(cfg->generation), cfg->n_layer, srv->b.max_context, srv->device);
-    fflush(stderr);
+    nc_log(NC_LOG_INFO, "ready in %.1f s: %s (%s, %d layers), context %d, %s", nc_now() - t0, srv->model_name,
+           nc_generation_name(cfg->generation), cfg->n_layer, srv->b.max_context, srv->device);
 
     double last_report = 0.0;
     while (!atomic_load(&srv->engine_stop)) {
@@ -283,7 +365,7 @@ void *nc_engine_main(void *arg) {
         if (nc_scheduler_step(srv->b.sched) < 0) {
             /* The failing rows got NC_FINISH_ERROR events; say it at most once a second. */
             if (nc_now() - last_report >= 1.0) {
-                fprintf(stderr, "nanochat serve: engine step failed: %s\n", nc_error());
+                nc_log(NC_LOG_WARN, "engine step failed: %s", nc_error());
                 last_report = nc_now();
             }
             struct timespec ts = {0, 10 * 1000 * 1000};

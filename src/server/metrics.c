@@ -15,7 +15,7 @@
 #include "../util/common.h"
 
 static const char *const endpoint_paths[NC_EP_COUNT] = {
-    "/", "/chat/completions", "/v1/chat/completions", "/v1/completions", "/v1/models",
+    "/", "/chat/completions", "/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{id}",
     "/tokenize", "/detokenize", "/health", "/stats", "/metrics", "other",
 };
 
@@ -192,8 +192,13 @@ char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int rea
         gauge(&b, "nanochat_queue_depth", "Requests waiting to start.", st->queued);
         gauge(&b, "nanochat_running_requests", "Requests generating.", st->running_requests);
         gauge(&b, "nanochat_running_rows", "Sequences decoding.", st->running_rows);
-        gauge(&b, "nanochat_batch_size", "Rows in the last engine step.", st->last_batch_rows);
-        gauge(&b, "nanochat_batch_tokens", "Tokens in the last engine step.", st->last_batch_tokens);
+        /* The scheduler keeps its last step's sizes; with nothing running
+         * the engine takes no steps, and the batch is empty. */
+        bool idle = st->running_requests == 0 && st->running_rows == 0;
+        gauge(&b, "nanochat_batch_size", "Rows in the engine's current step (0 when idle).",
+              idle ? 0 : st->last_batch_rows);
+        gauge(&b, "nanochat_batch_tokens", "Tokens in the engine's current step (0 when idle).",
+              idle ? 0 : st->last_batch_tokens);
         gauge(&b, "nanochat_kv_blocks_total", "KV-cache blocks in the pool.", st->kv_blocks_total);
         gauge(&b, "nanochat_kv_blocks_used", "KV-cache blocks held by running sequences.", st->kv_blocks_used);
         gauge(&b, "nanochat_kv_blocks_cached", "KV-cache blocks held only by the prefix cache.", st->kv_blocks_cached);

@@ -29,7 +29,7 @@ typedef struct {
 
 /* Routes we count by name; anything else is "other". */
 typedef enum {
-    NC_EP_ROOT, NC_EP_NANOCHAT, NC_EP_CHAT, NC_EP_COMPLETIONS, NC_EP_MODELS, NC_EP_TOKENIZE,
+    NC_EP_ROOT, NC_EP_NANOCHAT, NC_EP_CHAT, NC_EP_COMPLETIONS, NC_EP_MODELS, NC_EP_MODEL, NC_EP_TOKENIZE,
     NC_EP_DETOKENIZE, NC_EP_HEALTH, NC_EP_STATS, NC_EP_METRICS, NC_EP_OTHER, NC_EP_COUNT
 } nc_endpoint;
 

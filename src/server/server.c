@@ -34,6 +34,9 @@ void nc_server_options_init(nc_server_options *o) {
     o->port = 8000;
     o->max_connections = 512;
     o->max_body_bytes = 1u << 20;
+    o->read_timeout_s = 30.0;
+    o->cors_origins = "*";
+    o->log_level = NC_LOG_INFO;
     o->request_timeout_s = 600.0;
     o->idle_timeout_s = 30;
     o->max_lag_tokens = NC_GQ_DEFAULT_MAX_LAG;
@@ -56,8 +59,8 @@ static void shutdown_server(nc_srv *srv, const sigset_t *set, bool grace) {
     nc_http_quiesce(srv);
     double until = nc_now() + (grace ? NC_SHUTDOWN_GRACE_S : 0.0);
     if (grace && atomic_load(&srv->active_jobs) > 0)
-        fprintf(stderr, "nanochat serve: waiting up to %.0f s for %d request(s) (signal again to stop now)\n",
-                NC_SHUTDOWN_GRACE_S, atomic_load(&srv->active_jobs));
+        nc_log(NC_LOG_INFO, "waiting up to %.0f s for %d request(s) (signal again to stop now)", NC_SHUTDOWN_GRACE_S,
+               atomic_load(&srv->active_jobs));
     while (atomic_load(&srv->active_jobs) > 0 && nc_now() < until)
         if (wait_signal(set, 0.05)) break;
     /* End the rest: each stream sends its closing events (error, then the
@@ -88,7 +91,7 @@ static bool join_engine(nc_srv *srv) {
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 10;
     if (pthread_timedjoin_np(srv->engine, NULL, &ts)) {
-        fprintf(stderr, "nanochat serve: the engine thread did not stop (still loading?); exiting anyway\n");
+        nc_log(NC_LOG_WARN, "the engine thread did not stop (still loading?); exiting anyway");
         return false;
     }
     return true;
@@ -96,6 +99,7 @@ static bool join_engine(nc_srv *srv) {
 
 static void free_server(nc_srv *srv) {
     nc_bundle_close(&srv->b);
+    nc_origin_list_free(&srv->cors);
     nc_gen_waker_free(srv->waker); /* after the scheduler: freeing it may still finish requests */
     nc_metrics_free(&srv->metrics);
     free(srv);
@@ -106,10 +110,19 @@ int nc_server_run(const nc_server_options *o) {
     srv->opt = *o;
     if (!srv->opt.host || !srv->opt.host[0]) srv->opt.host = "127.0.0.1";
     if (srv->opt.max_connections <= 0) srv->opt.max_connections = 512;
+    if (srv->opt.max_connections_per_ip <= 0) srv->opt.max_connections_per_ip = NC_MAX(1, srv->opt.max_connections / 2);
+    if (srv->opt.read_timeout_s <= 0) srv->opt.read_timeout_s = 30.0;
     if (srv->opt.max_body_bytes == 0) srv->opt.max_body_bytes = 1u << 20;
     if (srv->opt.request_timeout_s <= 0) srv->opt.request_timeout_s = 600.0;
     if (srv->opt.idle_timeout_s <= 0) srv->opt.idle_timeout_s = 30;
     if (srv->opt.max_lag_tokens <= 0) srv->opt.max_lag_tokens = NC_GQ_DEFAULT_MAX_LAG;
+    nc_log_setup(srv->opt.log_format, srv->opt.log_level);
+    char why[256];
+    if (nc_origin_list_parse(srv->opt.cors_origins ? srv->opt.cors_origins : "*", &srv->cors, why, sizeof why)) {
+        nc_log(NC_LOG_ERROR, "--cors-origins: %s", why);
+        free(srv);
+        return -1;
+    }
     nc_metrics_init(&srv->metrics);
     srv->waker = nc_gen_waker_create();
     srv->t_created = (double)time(NULL);
@@ -130,7 +143,7 @@ int nc_server_run(const nc_server_options *o) {
         return -1;
     }
     if (pthread_create(&srv->engine, NULL, nc_engine_main, srv)) {
-        fprintf(stderr, "nanochat serve: cannot start the engine thread\n");
+        nc_log(NC_LOG_ERROR, "cannot start the engine thread");
         atomic_store(&srv->state, NC_SRV_FAILED);
     } else {
         srv->engine_started = true;
@@ -139,11 +152,11 @@ int nc_server_run(const nc_server_options *o) {
     for (;;) {
         int sig = wait_signal(&set, 0.2);
         if (sig) {
-            fprintf(stderr, "nanochat serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            nc_log(NC_LOG_INFO, "%s received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
             break;
         }
         if (atomic_load(&srv->state) == NC_SRV_FAILED) {
-            fprintf(stderr, "nanochat serve: the model could not be loaded; exiting\n");
+            nc_log(NC_LOG_ERROR, "the model could not be loaded; exiting");
             rc = -1;
             break;
         }
@@ -152,6 +165,6 @@ int nc_server_run(const nc_server_options *o) {
     bool joined = join_engine(srv);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (joined) free_server(srv);
-    if (rc == 0) fprintf(stderr, "nanochat serve: stopped\n");
+    if (rc == 0) nc_log(NC_LOG_INFO, "stopped");
     return joined ? rc : -1;
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "../engine/bundle.h"
+#include "log.h"
 
 typedef struct {
     nc_bundle_options model;   /* what to load, where, sized how (rows 0: max_batch, max_batch_tokens,
@@ -29,10 +30,16 @@ typedef struct {
     const char *api_key;       /* NULL: no auth; else "Authorization: Bearer KEY" on API routes */
     const char *model_name;    /* id reported by /v1/models (default: from the model's source) */
     int max_connections;       /* concurrent HTTP connections (default 512) */
+    int max_connections_per_ip; /* of them from one client address (default: half of max_connections) */
     size_t max_body_bytes;     /* request body limit, 413 beyond (default 1 MiB) */
+    double read_timeout_s;     /* a request (head and body) must arrive whole within this many seconds
+                                  of its first byte, 408 otherwise (default 30) */
     double request_timeout_s;  /* per-request wall-clock limit (default 600) */
     int idle_timeout_s;        /* close connections silent this long (default 30) */
     int max_lag_tokens;        /* undelivered tokens before a slow reader is cancelled (default 4096) */
+    const char *cors_origins;  /* origins allowed cross-origin: "*" (default) or a comma-separated list */
+    nc_log_format log_format;  /* text (default) or JSON Lines */
+    nc_log_level log_level;    /* lowest level logged (default info; debug adds libmicrohttpd's messages) */
 } nc_server_options;
 
 /* Defaults as documented above (the bundled default model on "auto"). */

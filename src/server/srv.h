@@ -1,8 +1,14 @@
 /*
  * srv.h: what the server's files share (internal to src/server/).
  *
+ *   gate.c          the listening socket; per-address and total connection
+ *                   limits, request-head checks and the read deadline,
+ *                   before a connection reaches libmicrohttpd
  *   http.c          libmicrohttpd plumbing: routing, bodies, auth, CORS,
- *                   JSON/SSE responses, disconnect detection
+ *                   Content-Type, JSON/SSE responses, disconnect detection,
+ *                   the request log
+ *   http_parse.c    request heads and header values (pure; fuzzed)
+ *   log.c           the log: request lines, the server's messages
  *   job.c           one generation request: prompt building, submit,
  *                   waiting, cancel; the engine thread
  *   api_nanochat.c  nanochat's POST /chat/completions
@@ -22,15 +28,22 @@
 #include "api_request.h"
 #include "gen_queue.h"
 #include "gen_text.h"
+#include "http_parse.h"
+#include "log.h"
 #include "metrics.h"
 #include "sbuf.h"
 #include "server.h"
 
 typedef enum { NC_SRV_LOADING = 0, NC_SRV_READY, NC_SRV_FAILED } nc_srv_state;
 
+typedef struct nc_gate nc_gate;
+struct nc_job;
+
 typedef struct nc_srv {
     nc_server_options opt;
     struct MHD_Daemon *daemon;
+    nc_gate *gate;                /* accepts connections and reads request heads (gate.c) */
+    nc_origin_list cors;          /* --cors-origins */
     nc_srv_metrics metrics;
     _Atomic int state;            /* nc_srv_state */
     _Atomic bool stopping;        /* shutdown began: refuse new work, end waits */
@@ -51,22 +64,57 @@ typedef struct nc_srv {
     char device[256];
 } nc_srv;
 
-/* Per-connection state, from the first callback to request completion. */
+/* One request (a connection carries one), from the library's first
+ * callback to its completion. */
 typedef struct {
     nc_srv *srv;
+    struct MHD_Connection *conn;
+    int fd;
     nc_endpoint ep;
+    const char *url;       /* the path (owned by the library) */
     nc_sbuf body;
-    bool too_large;     /* the body passed max_body_bytes: answer 413 */
-    bool responded;     /* a response was queued */
-    double t_start;
+    const char *origin;    /* the Origin header (owned by the library), or NULL */
+    double deadline;       /* nc_now() by which the whole request must have arrived (--read-timeout) */
+    bool short_timeout;    /* the library's idle timeout was cut to the deadline */
+    bool body_done;        /* the request arrived whole */
+    bool responded;        /* a response was queued or written */
+    bool streaming;        /* the response is a stream (SSE) */
+    nc_reqlog log;         /* its log line, written at completion */
+    struct nc_job *job;    /* its generation while that runs, or NULL */
 } nc_conn;
+
+/* ==== gate.c ==== */
+
+/* Binds and listens (prints the URL, or one line saying why not) and
+ * starts the accept thread; connections go to srv->daemon. */
+int nc_gate_start(nc_srv *srv);
+/* Stops accepting: new connections are refused at once. */
+void nc_gate_quiesce(nc_srv *srv);
+/* Stops the accept thread, closing the connections it still holds. */
+void nc_gate_stop(nc_srv *srv);
+/* After the library stopped: frees everything. */
+void nc_gate_free(nc_srv *srv);
+/* When the request on connection `fd` (handed to the library) sent its
+ * first byte (nc_now() if unknown). */
+double nc_gate_first_byte(nc_gate *g, int fd);
+/* A connection handed to the library is done (its request finished, or
+ * it closed): frees its slot. Once per connection. */
+void nc_gate_released(nc_gate *g, const struct sockaddr *addr);
 
 /* ==== http.c ==== */
 
-/* Binds and starts the daemon (prints the URL), or -1 after printing why. */
+/* Starts the daemon and the gate, or -1 after printing why. */
 int nc_http_start(nc_srv *srv);
 /* Stops accepting new connections (in-flight ones continue). */
 void nc_http_quiesce(nc_srv *srv);
+/* A whole HTTP/1.1 error response with the API's JSON body, for answers
+ * written to the socket directly (the gate's, and errors in the middle of
+ * a body), with Connection: close, X-Request-Id and CORS headers for
+ * `origin` (the request's Origin header, or NULL). */
+void nc_http_format_raw_error(nc_srv *srv, nc_sbuf *out, const nc_api_error *e, bool nanochat,
+                              const char *request_id, const char *origin, int retry_after_s);
+/* "127.0.0.1", "::1" (IPv4-mapped IPv6 addresses as IPv4). */
+void nc_http_format_address(const struct sockaddr *sa, char *out, size_t cap);
 /* Stops the daemon, joining every connection thread. */
 void nc_http_stop(nc_srv *srv);
 
@@ -116,13 +164,16 @@ typedef enum {
     NC_JOB_ENGINE,     /* engine reported an error (message in job->error) */
 } nc_job_fail;
 
-typedef struct {
+typedef struct nc_job {
     nc_srv *srv;
+    nc_conn *c;                  /* the request it reports to (its log line), or NULL */
     nc_gen_queue *q;
     uint64_t request_id;
     nc_gen_text text;
     int fd;
     double t_start, deadline;
+    double t_first_token;        /* when the first token was taken (0: none yet) */
+    double next_gone_check;      /* when to look at the client's socket next */
     int32_t n_prompt;
     nc_gq_event *events;         /* take() buffer */
     nc_token_logprob *tops;
@@ -140,9 +191,9 @@ typedef struct {
 int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_gen_params *gen,
                   nc_api_error *err);
 
-/* Submits the prompt. On failure fills `err` (503 queue full / loading /
- * stopping, 400 otherwise) and leaves nothing to end. */
-int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc_tokens *prompt,
+/* Submits the prompt for request `c`. On failure fills `err` (503 queue
+ * full / loading / stopping, 400 otherwise) and leaves nothing to end. */
+int nc_job_start(nc_job *job, nc_srv *srv, nc_conn *c, const nc_tokens *prompt,
                  const nc_gen_params *gen, bool tool_events, char *const *stop, const size_t *stop_len,
                  int n_stop, nc_api_error *err);
 
@@ -155,8 +206,14 @@ int nc_job_poll(nc_job *job, double slice_s, nc_job_tool_fn on_tool, void *user)
 /* Every row has finished (by the engine or a stop string). */
 bool nc_job_done(const nc_job *job);
 
-/* Cancels what still runs, releases the queue, records metrics. */
+/* Cancels what still runs, releases the queue, records metrics (and
+ * reports to the request's log line, if still attached). */
 void nc_job_end(nc_job *job);
+
+/* Writes the job's tokens, time to first token and outcome into its
+ * request's log line, and detaches it from the request (which is about
+ * to be freed; the job may outlive it: a stream's job ends after). */
+void nc_job_report(nc_job *job);
 
 /* Fills an error for a failed job (504 timeout, 503 shutdown, 500 engine). */
 void nc_job_error(const nc_job *job, nc_api_error *err);
@@ -169,6 +226,7 @@ void *nc_engine_main(void *arg);
 enum MHD_Result nc_api_nanochat(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);
 enum MHD_Result nc_api_openai(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);
 enum MHD_Result nc_api_models(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);
+enum MHD_Result nc_api_model(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c); /* GET /v1/models/{id} */
 enum MHD_Result nc_api_tokenize(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);
 enum MHD_Result nc_api_health(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);
 enum MHD_Result nc_api_stats(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);

@@ -1,18 +1,26 @@
 /*
- * fuzz_request.c: libFuzzer target over the server's request parsers
- * (src/server/api_request.c) and its JSON string writer (sbuf.c).
+ * fuzz_request.c: libFuzzer target over the server's request parsers: the
+ * JSON bodies (src/server/api_request.c), the request heads and header
+ * values the gate and the handlers act on (src/server/http_parse.c), and
+ * the JSON string writer (sbuf.c).
  *
- * The first input byte picks the endpoint dialect; the rest is the body.
- * Beyond "no crash, no leak, no UB" (ASan/UBSan), every accepted request
- * must satisfy the documented ranges, and any byte string written with
+ * The first input byte picks the parser: below 0xF0 an endpoint dialect
+ * (the rest is the body), from 0xF0 an HTTP parser (the rest is its
+ * input). Beyond "no crash, no leak, no UB" (ASan/UBSan), every accepted
+ * request must satisfy the documented ranges, a request head's verdict
+ * must depend on the head alone (its prefixes are undecided, the same
+ * bytes decide the same way), and any byte string written with
  * nc_sbuf_json_string must parse back with cJSON as valid JSON.
  */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server/api_request.h"
+#include "server/http_parse.h"
 #include "server/sbuf.h"
 #include "tokenizer/utf8.h"
 
@@ -65,8 +73,101 @@ static void check_json_string(const uint8_t *data, size_t size) {
     nc_sbuf_free(&b);
 }
 
+/* ==== HTTP heads and header values ==== */
+
+static bool is_tchar(unsigned char c) { return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c)); }
+
+static void check_head(const char *buf, size_t n, uint64_t max_body) {
+    nc_head_info h;
+    nc_head_state st = nc_http_head_check(buf, n, max_body, &h);
+    REQUIRE(memchr(h.method, 0, sizeof h.method) && memchr(h.path, 0, sizeof h.path));
+    REQUIRE(memchr(h.request_id, 0, sizeof h.request_id) && memchr(h.origin, 0, sizeof h.origin));
+    REQUIRE(!h.request_id[0] || nc_http_request_id_valid(h.request_id));
+    if (st == NC_HEAD_MORE) {
+        REQUIRE(n <= NC_HTTP_MAX_HEAD);
+    } else if (st == NC_HEAD_BAD) {
+        REQUIRE(h.status == 400 || h.status == 413 || h.status == 414 || h.status == 431 || h.status == 501 ||
+                h.status == 505);
+        REQUIRE(h.message[0] && memchr(h.message, 0, sizeof h.message));
+    } else {
+        REQUIRE(st == NC_HEAD_DONE);
+        REQUIRE(h.head_len >= 4 && h.head_len <= n && h.head_len <= NC_HTTP_MAX_HEAD && buf[h.head_len - 1] == '\n');
+        REQUIRE(h.method[0]);
+        for (const char *m = h.method; *m; m++) REQUIRE(is_tchar((unsigned char)*m));
+        REQUIRE(h.content_length >= -1 && (h.content_length < 0 || (uint64_t)h.content_length <= max_body));
+        REQUIRE(!(h.chunked && h.content_length >= 0));
+        /* The verdict depends on the head alone: the same bytes decide the
+         * same way, and a prefix of them decides nothing yet. */
+        nc_head_info again;
+        REQUIRE(nc_http_head_check(buf, h.head_len, max_body, &again) == NC_HEAD_DONE && again.head_len == h.head_len);
+        REQUIRE(nc_http_head_check(buf, h.head_len - 1, max_body, &again) == NC_HEAD_MORE);
+        REQUIRE(nc_http_head_check(buf, h.head_len / 2, max_body, &again) == NC_HEAD_MORE);
+    }
+}
+
+/* A NUL-terminated copy of data[0..n) (header values arrive as C strings). */
+static char *cstr(const uint8_t *data, size_t n) {
+    char *s = malloc(n + 1);
+    memcpy(s, data, n);
+    s[n] = 0;
+    return s;
+}
+
+static void check_http(int which, const uint8_t *data, size_t n) {
+    char *s = cstr(data, n);
+    switch (which) {
+    case 0:
+        check_head((const char *)data, n, 1u << 20);
+        check_head((const char *)data, n, 0);
+        break;
+    case 1:
+        if (nc_http_is_json_type(s)) {
+            const char *p = s + strspn(s, " \t");
+            REQUIRE(!strncasecmp(p, "application/json", 16));
+        }
+        break;
+    case 2:
+        if (nc_http_request_id_valid(s)) {
+            size_t len = strlen(s);
+            REQUIRE(len >= 1 && len <= NC_HTTP_MAX_REQUEST_ID);
+            for (size_t i = 0; i < len; i++) REQUIRE(isalnum((unsigned char)s[i]) || strchr("._:+/=-", s[i]));
+        }
+        break;
+    case 3:
+        if (nc_http_token_list_valid(s))
+            for (const char *p = s; *p; p++) REQUIRE(is_tchar((unsigned char)*p) || strchr(" \t,", *p));
+        break;
+    default: {
+        /* An origin list, then (after a NUL) a request's Origin. */
+        const char *origin = strlen(s) < n ? s + strlen(s) + 1 : NULL;
+        nc_origin_list l;
+        char err[256];
+        if (nc_origin_list_parse(s, &l, err, sizeof err) == 0) {
+            REQUIRE(l.any || l.n > 0);
+            for (int i = 0; i < l.n; i++) {
+                REQUIRE(!strncmp(l.origins[i], "http://", 7) || !strncmp(l.origins[i], "https://", 8));
+                for (const char *p = l.origins[i]; *p; p++) REQUIRE(!isupper((unsigned char)*p) && *p != ',' && *p > ' ');
+            }
+            bool allowed = nc_origin_allowed(&l, origin);
+            bool listed = false;
+            for (int i = 0; i < l.n && origin; i++) listed |= !strcasecmp(l.origins[i], origin);
+            REQUIRE(allowed == (l.any || listed));
+            nc_origin_list_free(&l);
+        } else {
+            REQUIRE(err[0] && memchr(err, 0, sizeof err));
+        }
+        break;
+    }
+    }
+    free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
+    if (data[0] >= 0xF0) {
+        check_http((data[0] & 0x0F) % 5, data + 1, size - 1);
+        return 0;
+    }
     nc_api_kind kind = (nc_api_kind)(data[0] % 5);
     const char *body = (const char *)data + 1;
     size_t len = size - 1;

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data", "server")
 NC_BIN = os.environ.get("NC_BIN") or os.path.join(ROOT, "build", "nanochat")
+# POST routes take JSON only (415 otherwise).
+JSON = {"Content-Type": "application/json"}
 
 
 SPLIT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
@@ -50,6 +53,27 @@ def make_big_tokenizer(path):
         pickle.dump(enc, f)
 
 
+def free_port():
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_until_close(sock, timeout=None):
+    """Everything a socket receives until the peer closes it (or `timeout`
+    seconds of silence, or a reset)."""
+    if timeout is not None:
+        sock.settimeout(timeout)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return got
+
+
 def load_cases():
     with open(os.path.join(DATA, "cases.json"), encoding="utf-8") as f:
         return json.load(f)
@@ -60,7 +84,8 @@ class Server:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="nc-serve-", suffix=".log", delete=False)
         cmd = [NC_BIN, "serve", *model, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.port = None
+        # A given port need not be read from the log (quiet at --log-level warn).
+        self.port = port or None
         deadline = time.time() + ready_timeout
         while time.time() < deadline and self.port is None:
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.read_log())
@@ -75,7 +100,10 @@ class Server:
             raise RuntimeError("server did not start listening:\n" + self.read_log())
         self.base = f"http://127.0.0.1:{self.port}"
         while wait_ready and time.time() < deadline:
-            status, body = self.get("/health")
+            try:
+                status, body = self.get("/health")
+            except ConnectionRefusedError:
+                status, body = None, b""
             if status == 200 and json.loads(body)["ready"]:
                 break
             if self.proc.poll() is not None:
@@ -91,10 +119,13 @@ class Server:
             return f.read()
 
     def request(self, method, path, body=None, headers=None, timeout=60):
+        """One request; a dict or list body is sent as JSON (with its Content-Type)."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = dict(headers or {})
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
-        c.request(method, path, body=body, headers=headers or {})
+            headers.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=body, headers=headers)
         r = c.getresponse()
         data = r.read()
         c.close()

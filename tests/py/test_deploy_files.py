@@ -201,7 +201,8 @@ def check_probe(ck, tmp):
         def stream():
             c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
             c.request("POST", "/chat/completions", json.dumps(
-                {"messages": [{"role": "user", "content": "go"}], "max_tokens": 100, "temperature": 0}))
+                {"messages": [{"role": "user", "content": "go"}], "max_tokens": 100, "temperature": 0}),
+                {"Content-Type": "application/json"})
             c.getresponse().read()
             ended["t"] = time.time()
 

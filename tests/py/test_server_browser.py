@@ -7,9 +7,12 @@ and equal what nanochat's protocol returns for the same greedy request,
 presses Stop mid-reply (the server must cancel: no KV blocks left in use),
 edits a message (click, change, resend), regenerates a reply, runs the
 slash commands, checks that model/user text cannot inject HTML, that the
-page fits a phone screen, and that calculator tool events are drawn as a
-tool box rather than raw special tokens (from a recorded stream, then for
-real with the bundled picochat model asked "What is 37*41?").
+emptied input box shows no scrollbar, that the page fits a phone screen,
+and that calculator tool events are drawn as a tool box rather than raw
+special tokens (from a recorded stream, then for real with the bundled
+picochat model asked "What is 37*41?"). A page of another origin calls the
+API with the OpenAI JavaScript library's headers (issue 11: the CORS
+preflight must allow them).
 
 The server runs a random-weight model large enough to stream visibly on a
 CPU (--random 4,512,4: ~60 ms a token here), with a 65536-entry tokenizer
@@ -17,12 +20,14 @@ built by tiktoken in a temp dir (byte tokens, letter pairs, and "wNNNNN "
 words, so replies are readable). Skips (exit 77) only when chromium or
 chromedriver is not installed (tools/install_deps.sh --test installs them).
 """
+import http.server
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +45,52 @@ TOOL_STREAM = [
     {"token": " The answer is 1517.", "gpu": 0},
     {"done": True},
 ]
+
+
+# Run in a page of another origin: the OpenAI JavaScript library's request
+# headers, then a text/plain POST (a "simple" request: no preflight).
+CROSS_ORIGIN_FETCH = """
+const [base, done] = arguments;
+const headers = {"Content-Type": "application/json", "Authorization": "Bearer none",
+                 "X-Stainless-Lang": "js", "X-Stainless-Package-Version": "4.77.0", "X-Stainless-OS": "Linux",
+                 "X-Stainless-Arch": "x64", "X-Stainless-Runtime": "browser:chrome",
+                 "X-Stainless-Runtime-Version": "120", "X-Stainless-Retry-Count": "0"};
+const body = JSON.stringify({messages: [{role: "user", content: "hi"}], max_tokens: 2});
+const out = {};
+fetch(base + "/v1/chat/completions", {method: "POST", headers, body})
+  .then(async r => { out.status = r.status; out.id = r.headers.get("X-Request-Id") || "";
+                     out.json = !!(await r.json()).choices; })
+  .catch(e => { out.error = String(e); })
+  .then(() => fetch(base + "/v1/chat/completions", {method: "POST", headers: {"Content-Type": "text/plain"}, body}))
+  .then(r => { out.plain = r.status; }, e => { out.plain = String(e); })
+  .then(() => done(out));
+"""
+
+
+class OtherOrigin:
+    """A blank page served from another port: another origin than the server's."""
+
+    def __init__(self):
+        class Blank(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                page = b"<!DOCTYPE html><title>other origin</title>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Blank)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def wait_for(cond, timeout=20, step=0.05):
@@ -104,6 +155,12 @@ def main():
                            if line.startswith("data: "))
             ck.check(reply == want and len(want) > 0, f"page reply {reply!r} != protocol {want!r}")
             ck.check(js("return window.__mut") >= 6, f"reply not streamed in pieces ({js('return window.__mut')} updates)")
+            # The emptied input box fits its text: no scrollbar.
+            box = js("""const i = document.getElementById('chatInput');
+                        return [i.value, i.scrollHeight, i.clientHeight, getComputedStyle(i).overflowY];""")
+            ck.check(box[0] == "" and (box[1] <= box[2] or box[3] == "hidden"),
+                     f"the empty input box shows a scrollbar after sending: [value, scrollHeight, clientHeight, "
+                     f"overflow-y] = {box}")
 
             # 2. Stop mid-reply: the page stops, the server cancels and frees the KV blocks.
             set_field("maxTokens", 400)
@@ -208,9 +265,23 @@ def main():
             view = js("return window.innerWidth")
             ck.check(width <= view + 1, f"page {width}px wide in a {view}px viewport")
             ck.check(inp.is_displayed() and driver.find_element(By.ID, "sendButton").is_displayed(), "input visible")
+
+            # 9. A page of another origin calls the API as the OpenAI JavaScript
+            # library does (X-Stainless-* headers: the preflight must allow them),
+            # and can read the X-Request-Id; a form-like text/plain POST, which
+            # needs no preflight, is refused (415) before any generation.
+            other = OtherOrigin()
+            try:
+                driver.get(other.base + "/")
+                result = driver.execute_async_script(CROSS_ORIGIN_FETCH, srv.base)
+            finally:
+                other.close()
+            ck.check(result.get("json") and result.get("status") == 200 and result.get("id", "").startswith("req_"),
+                     f"cross-origin fetch with X-Stainless-* headers: {result}")
+            ck.check(result.get("plain") == 415, f"cross-origin text/plain POST: {result}")
             ck.check(srv.alive(), "server alive")
 
-        # 9. The bundled chat model calls the calculator for real: the page shows a tool box.
+        # 10. The bundled chat model calls the calculator for real: the page shows a tool box.
         with Server(model=("-m", PICOCHAT)) as srv:
             driver.set_window_size(1200, 900)
             driver.get(srv.base + "/")

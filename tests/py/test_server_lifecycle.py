@@ -6,8 +6,9 @@
     "ready": true (nanochat's /health contract).
   - SIGTERM while a reply streams: the stream still ends properly (its last
     event is the protocol's end), the process exits 0 and says so.
-  - A model that cannot be loaded, a port already in use, and bad flags each
-    end the process with a non-zero status and a one-line error.
+  - A model that cannot be loaded, a port already in use (the line names
+    that port), and bad flags each end the process with a non-zero status
+    and a one-line error.
 """
 import http.client
 import json
@@ -22,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import DATA, NC_BIN, Checker, Server, make_big_tokenizer, sse_events  # noqa: E402
+from server_util import DATA, JSON, NC_BIN, Checker, Server, make_big_tokenizer, sse_events  # noqa: E402
 
 
 def run(args, timeout=30):
@@ -70,7 +71,7 @@ def main():
                 try:
                     c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
                     c.request("POST", "/chat/completions", json.dumps(
-                        {"messages": [{"role": "user", "content": "go"}], "max_tokens": 4000}))
+                        {"messages": [{"role": "user", "content": "go"}], "max_tokens": 4000}), JSON)
                     r = c.getresponse()
                     for ev in sse_events(r):
                         events.append(ev)
@@ -124,7 +125,8 @@ def main():
             def stream(k):
                 c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
                 c.request("POST", "/chat/completions", json.dumps(
-                    {"messages": [{"role": "user", "content": f"go {k}"}], "max_tokens": 1500, "temperature": 0}))
+                    {"messages": [{"role": "user", "content": f"go {k}"}], "max_tokens": 1500, "temperature": 0}),
+                    JSON)
                 for ev in sse_events(c.getresponse()):
                     streams[k].append(ev)
 
@@ -164,10 +166,12 @@ def main():
         # A model that cannot be loaded: the server exits non-zero with the reason.
         code, out = run(["-m", os.path.join(tmp, "no-such-model"), "--port", "0", "--device", "cpu"])
         ck.check(code != 0 and "no-such-model" in out, f"bad model: {code} {out!r}")
-        # A port in use.
+        # A port in use: one line, naming the port asked for.
         with Server() as first:
             code, out = run(["-m", DATA, "--port", str(first.port), "--device", "cpu"])
-            ck.check(code != 0 and "cannot listen" in out, f"port in use: {code} {out!r}")
+            lines = [line for line in out.splitlines() if line.strip()]
+            ck.check(code != 0 and len(lines) == 1 and "cannot listen" in lines[0] and
+                     f"127.0.0.1:{first.port}:" in lines[0] and "in use" in lines[0], f"port in use: {code} {out!r}")
             ck.check(first.alive(), "first server still up")
         # Flags.
         for args, what in [(["--port", "70000"], "--port"), (["--max-batch", "0"], "--max-batch"),

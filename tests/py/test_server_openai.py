@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """test_server_openai.py: the official `openai` Python client against
 `nanochat serve` (issue 5): chat and completions, streaming and not, n > 1,
-seeds, stop strings, logprobs, usage, /v1/models, /tokenize, /detokenize,
-the context limit.
+seeds, stop strings, logprobs, usage, /v1/models, models.retrieve,
+/tokenize, /detokenize, the context limit and "truncate" (also with a
+system message), the batch gauges when idle.
 
 Reference data: tests/data/server/cases.json, made by PyTorch
 (tools/make_server_fixtures.py): prompt token ids as nanochat renders them,
@@ -12,6 +13,7 @@ of the server must equal PyTorch's.
 import json
 import os
 import sys
+import time
 
 import openai
 
@@ -184,6 +186,66 @@ def main():
         r = client.completions.create(model=model, prompt=long_text, max_tokens=4, extra_body={"truncate": True})
         ck.check(r.usage.prompt_tokens == 255 and r.choices[0].finish_reason == "length",
                  f"truncated: {r.usage}")
+        # "truncate" with a system message (issue 11): the system message stays,
+        # the oldest whole turns after it go, exactly as when the client sends
+        # the shortened chat itself.
+        def tokens(messages):
+            status, body = srv.post("/tokenize", {"messages": messages})
+            return json.loads(body)["count"]
+
+        system = {"role": "system", "content": "You answer briefly."}
+        turns = []
+        for k in range(11):
+            turns += [{"role": "user", "content": f"question {k}: " + "tell me about it " * 3},
+                      {"role": "assistant", "content": f"answer {k}: " + "it is so " * 3}]
+        chat = [system] + turns + [{"role": "user", "content": "and now?"}]
+        ck.check(tokens(chat) > 256, f"the test chat fits the context ({tokens(chat)} tokens)")
+        first = next(i for i in range(1, len(chat), 2) if tokens([system] + chat[i:]) < 256)
+        kept = [system] + chat[first:]
+        want = client.chat.completions.create(model=model, messages=kept, temperature=0, max_tokens=8)
+        try:
+            got = client.chat.completions.create(model=model, messages=chat, temperature=0, max_tokens=8,
+                                                 extra_body={"truncate": True})
+            ck.check(got.choices[0].message.content == want.choices[0].message.content and
+                     got.usage.prompt_tokens == want.usage.prompt_tokens == tokens(kept),
+                     f"truncated chat: {got.usage} {got.choices[0].message.content!r} vs {want.usage} "
+                     f"{want.choices[0].message.content!r}")
+        except openai.APIError as e:
+            ck.check(False, f"truncate with a system message: {e}")
+        status, body = srv.post("/chat/completions", {"messages": chat, "temperature": 0, "max_tokens": 8,
+                                                      "truncate": True})
+        text = "".join(json.loads(x[6:]).get("token", "") for x in body.decode().split("\n\n") if x.startswith("data: "))
+        ck.check(status == 200 and text == want.choices[0].message.content,
+                 f"nanochat route, truncate with a system message: {status} {body[:160]!r}")
+        # The last turn alone is too long: truncate cannot help, and says so.
+        for route in ("/v1/chat/completions", "/chat/completions"):
+            status, body = srv.post(route, {"messages": [system, {"role": "user", "content": "many words " * 200}],
+                                            "truncate": True})
+            err = json.loads(body).get("error", {})
+            ck.check(status == 400 and err.get("code") == "context_length_exceeded" and "256" in err["message"] and
+                     "last" in err["message"] and '"truncate": true' not in err["message"],
+                     f"{route}: last message alone too long with truncate: {status} {body[:240]!r}")
+
+        # models.retrieve (GET /v1/models/{id}); an unknown id is OpenAI's 404.
+        try:
+            m = client.models.retrieve(model)
+            ck.check(m.id == model and m.object == "model", f"models.retrieve: {m}")
+        except openai.APIError as e:
+            ck.check(False, f"models.retrieve({model!r}): {e}")
+        for unknown in ("no-such-model", "owner/name"):
+            try:
+                client.models.retrieve(unknown)
+                ck.check(False, f"unknown model {unknown} found")
+            except openai.NotFoundError as e:
+                ck.check(e.body and e.body.get("code") == "model_not_found" and unknown in e.body.get("message", ""),
+                         f"unknown model {unknown}: {e.body}")
+
+        # Nothing runs now: the batch gauges read 0, not the last step's size.
+        deadline = time.time() + 5
+        while (m := srv.metrics())["nanochat_running_requests"] != 0 and time.time() < deadline:
+            time.sleep(0.02)
+        ck.check(m["nanochat_batch_size"] == 0 and m["nanochat_batch_tokens"] == 0,
+                 f"idle batch gauges: size {m['nanochat_batch_size']}, tokens {m['nanochat_batch_tokens']}")
         # Wrong types are 400s in OpenAI's error shape.
         try:
             client.chat.completions.create(model=model, messages=case["messages"], temperature="warm")

@@ -23,7 +23,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_util import ROOT, Checker, Server, sse_events  # noqa: E402
+from server_util import JSON, ROOT, Checker, Server, sse_events  # noqa: E402
 
 MODEL = os.path.join(ROOT, "models", "picochat")
 GOLDEN = os.path.join(ROOT, "tests", "data", "picochat", "golden.json")
@@ -58,7 +58,7 @@ def expected_nanochat(enc, tokens):
 def openai_request(port, case):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     c.request("POST", "/v1/chat/completions", json.dumps(
-        {"messages": case["messages"], "temperature": 0, "max_tokens": case["max_tokens"]}))
+        {"messages": case["messages"], "temperature": 0, "max_tokens": case["max_tokens"]}), JSON)
     r = c.getresponse()
     return r.status, json.loads(r.read())
 
@@ -66,7 +66,7 @@ def openai_request(port, case):
 def nanochat_request(port, case):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     c.request("POST", "/chat/completions", json.dumps(
-        {"messages": case["messages"], "temperature": 0, "top_k": 0, "max_tokens": case["max_tokens"]}))
+        {"messages": case["messages"], "temperature": 0, "top_k": 0, "max_tokens": case["max_tokens"]}), JSON)
     text, tools = "", []
     for ev in sse_events(c.getresponse()):
         text += ev.get("token", "")
