@@ -210,7 +210,7 @@ class Engine:
         up to but excluding the terminal token, and 0 for every prompt position
         followed by the generated tokens' masks."""
         ids = as_ids(tokens)
-        terminal = {self.tokenizer.encode_special("<|assistant_end|>"), self.tokenizer.get_bos_token_id()}
+        terminal = self.tokenizer.terminal_ids()
         results = [list(ids) for _ in range(num_samples)]
         masks = [[0] * len(ids) for _ in range(num_samples)]
         completed = [False] * num_samples
@@ -246,7 +246,7 @@ class Engine:
         if max_tokens is not None and max_tokens == 0:
             return [[Completion([], [], [] if logprobs else None, "length") for _ in range(num_samples)]
                     for _ in prompt_ids]
-        terminal = {self.tokenizer.encode_special("<|assistant_end|>"), self.tokenizer.get_bos_token_id()}
+        terminal = self.tokenizer.terminal_ids()
         requests = []
         try:
             for ids, s in zip(prompt_ids, seeds):

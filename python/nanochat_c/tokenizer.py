@@ -51,6 +51,10 @@ class Tokenizer:
             raise KeyError(text)
         return tid
 
+    def terminal_ids(self):
+        """The ids that end a row (<|assistant_end|>, <|bos|>) this tokenizer has."""
+        return {t for t in (self._special_id("<|assistant_end|>"), self._special_id("<|bos|>")) if t is not None}
+
     def get_bos_token_id(self):
         return self.encode_special("<|bos|>")
 
