@@ -96,6 +96,9 @@ typedef struct {
     volatile int *interrupt;    /* non-NULL: an hf: download stops (with an error; partial files
                                    are resumed next time) once another thread sets *interrupt
                                    nonzero */
+    const char *random;         /* non-NULL instead of model_path: random weights of this shape,
+                                   for benchmarks ("d20", "d26", "d32", "d34" or "L,C,H[,Hkv[,V]]");
+                                   the tokenizer is tokenizer_path, else the bundled model's */
 } nc_engine_options;
 
 /* Loads the model and tokenizer and prepares the backend. `opts` may be

@@ -252,9 +252,12 @@ class Engine:
             for ids, s in zip(prompt_ids, seeds):
                 requests.append(_Request(self.model, ids, num_samples, self._max_tokens(max_tokens), temperature,
                                          top_k, s, logprobs))
-            lib = _lib.lib()
-            while not all(lib.nc_request_done(r._h) for r in requests):
-                _step(self.model)
+            lib, pending = _lib.lib(), list(reversed(requests))
+            while pending:  # requests finish roughly in order: look at the oldest only
+                if lib.nc_request_done(pending[-1]._h):
+                    pending.pop()
+                else:
+                    _step(self.model)
             out = []
             for r in requests:
                 r.sync()
@@ -287,7 +290,7 @@ def _device_name(device):
 
 
 def load(path_or_model_name=None, device="auto", weights=None, *, tokenizer=None, max_batch=None,
-         kv_blocks=None, max_context=None, threads=None, progress=True):
+         kv_blocks=None, max_context=None, threads=None, progress=True, random=None):
     """Loads a model and returns its Engine (with .model and .tokenizer).
 
     path_or_model_name: a checkpoint directory, a nanochat base directory
@@ -301,7 +304,9 @@ def load(path_or_model_name=None, device="auto", weights=None, *, tokenizer=None
     kv_blocks: the KV cache in 64-position blocks (default: max_batch + 2
     full contexts); max_context: tokens per sequence (default: the model's);
     threads: CPU threads (default: all cores); progress: an hf: download's
-    progress on stderr. Ctrl-C during a download stops it (resumable)."""
+    progress on stderr. Ctrl-C during a download stops it (resumable).
+    random: "d34" (or d20, d26, d32, "L,C,H[,Hkv[,V]]") instead of a path:
+    random weights of that shape, for benchmarks."""
     if weights is not None and weights not in _WEIGHTS_NOW:
         if weights in ("int8", "fp8"):
             raise NanochatError(f"weights={weights!r}: this libnanochat's C API has no 8-bit weights yet "
@@ -310,6 +315,7 @@ def load(path_or_model_name=None, device="auto", weights=None, *, tokenizer=None
     opts = _lib.EngineOptions()
     opts.model_path = None if path_or_model_name is None else str(path_or_model_name).encode()
     opts.tokenizer_path = None if tokenizer is None else str(tokenizer).encode()
+    opts.random = None if random is None else str(random).encode()
     opts.device = _device_name(device).encode()
     opts.threads = threads or 0
     opts.max_context = max_context or 0

@@ -85,6 +85,7 @@ static int check_options(const nc_engine_options *o) {
     if (o->kv_blocks < 0)
         return nc_pub_fail("kv_blocks must be >= 0 (0 = max_batch + 2 full contexts), got %d", o->kv_blocks);
     if (o->model_path && !*o->model_path) return nc_pub_fail("model_path is empty (NULL selects the default model)");
+    if (o->random && o->model_path) return nc_pub_fail("model_path and random are mutually exclusive");
     if (o->tokenizer_path && !*o->tokenizer_path)
         return nc_pub_fail("tokenizer_path is empty (NULL finds it beside the model)");
     return 0;
@@ -120,6 +121,7 @@ nc_engine *nc_engine_open(const nc_engine_options *opts) {
     nc_bundle_options_init(&bo);
     bo.load.path = o.model_path;
     bo.load.tokenizer_path = o.tokenizer_path;
+    bo.random_spec = o.random;
     bo.device = o.device;
     bo.threads = o.threads;
     bo.max_context = o.max_context; /* within the model's sequence_len */
