@@ -26,6 +26,7 @@ import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("NC_BUILD", os.path.join(ROOT, "build"))
+LIB = os.environ.get("NANOCHAT_LIB", os.path.join(BUILD, "libnanochat.so"))  # a GPU bundle's on the device
 EXAMPLE = os.path.join(ROOT, "python", "examples", "arithmetic_eval.py")
 HELDOUT = os.path.join(ROOT, "tests", "data", "picochat", "heldout.json")
 GOLDEN = json.load(open(os.path.join(ROOT, "tests", "data", "picochat", "golden.json")))["cases"]
@@ -44,7 +45,7 @@ def check(cond, what):
 
 def run_example(*args):
     out = tempfile.mktemp(suffix=".json")
-    env = dict(os.environ, NANOCHAT_LIB=os.path.join(BUILD, "libnanochat.so"))
+    env = dict(os.environ, NANOCHAT_LIB=LIB)
     env.pop("NANOCHAT_MODEL", None)
     p = subprocess.run([sys.executable, EXAMPLE, "--device", "cpu", "--problems-file", HELDOUT, "--json-out", out,
                         *args], capture_output=True, text=True, timeout=600, env=env)
@@ -86,8 +87,8 @@ def same_records(got, want, what):
 
 
 def main():
-    if not os.path.exists(os.path.join(BUILD, "libnanochat.so")):
-        print("no libnanochat.so: build it first (make)")
+    if not os.path.exists(LIB):
+        print(f"no {LIB}: build it first (make)")
         return 1
     want = reference_records()
     ref_accuracy = sum(r["passed"] for r in want) / len(want)
