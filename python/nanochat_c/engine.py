@@ -208,24 +208,10 @@ class Engine:
     def generate_batch(self, tokens, num_samples=1, **kwargs):
         """(results, masks): per row the prompt followed by the generated ids
         up to but excluding the terminal token, and 0 for every prompt position
-        followed by the generated tokens' masks."""
+        followed by the generated tokens' masks. kwargs: generate's."""
         ids = as_ids(tokens)
-        terminal = self.tokenizer.terminal_ids()
-        results = [list(ids) for _ in range(num_samples)]
-        masks = [[0] * len(ids) for _ in range(num_samples)]
-        completed = [False] * num_samples
-        for column, column_masks in self.generate(ids, num_samples, **kwargs):
-            for i, (token, mask) in enumerate(zip(column, column_masks)):
-                if completed[i]:
-                    continue
-                if token in terminal:
-                    completed[i] = True
-                else:
-                    results[i].append(token)
-                    masks[i].append(mask)
-            if all(completed):
-                break
-        return results, masks
+        (samples,) = self.generate_many([ids], num_samples, **kwargs)
+        return [ids + s.tokens for s in samples], [[0] * len(ids) + s.masks for s in samples]
 
     def generate_many(self, prompts, num_samples=1, max_tokens=None, temperature=1.0, top_k=None, seed=42,
                       logprobs=False):

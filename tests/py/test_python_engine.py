@@ -51,18 +51,11 @@ import tiktoken  # noqa: E402,F401  (tokenizer.pkl unpickles into it)
 
 import nanochat_c  # noqa: E402
 from hub_mock import MockHub, Repo  # noqa: E402
+from server_util import Checker  # noqa: E402
 
 GOLDEN = json.load(open(os.path.join(ROOT, "tests", "data", "picochat", "golden.json")))["cases"]
-failures, checks = [], 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
+CK = Checker("test_python_engine")
+check = CK.check
 
 
 def raises(fn, exc, needle, what):
@@ -439,8 +432,7 @@ def main():
         fn()
         print(f"-- {name}: {time.time() - t0:.1f} s", flush=True)
     engine.close()
-    print(f"test_python_engine: {checks} checks, {len(failures)} failed")
-    return 1 if failures else 0
+    return CK.summary()
 
 
 if __name__ == "__main__":

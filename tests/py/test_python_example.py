@@ -24,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_util import Checker  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("NC_BUILD", os.path.join(ROOT, "build"))
 LIB = os.environ.get("NANOCHAT_LIB", os.path.join(BUILD, "libnanochat.so"))  # a GPU bundle's on the device
@@ -31,16 +34,8 @@ EXAMPLE = os.path.join(ROOT, "python", "examples", "arithmetic_eval.py")
 HELDOUT = os.path.join(ROOT, "tests", "data", "picochat", "heldout.json")
 GOLDEN = json.load(open(os.path.join(ROOT, "tests", "data", "picochat", "golden.json")))["cases"]
 TERMINAL = (4087, 4091)  # picochat's <|bos|>, <|assistant_end|>
-failures, checks = [], 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
+CK = Checker("test_python_example")
+check = CK.check
 
 
 def run_example(*args):
@@ -121,8 +116,7 @@ def main():
             print(f"sampled, 4 per problem: nanochat_c {sampled[0]['accuracy']:.2f}, torch {sampled[1]['accuracy']:.2f}")
             check(abs(sampled[0]["accuracy"] - sampled[1]["accuracy"]) <= 0.2, "sampled accuracies far apart")
 
-    print(f"test_python_example: {checks} checks, {len(failures)} failed")
-    return 1 if failures else 0
+    return CK.summary()
 
 
 if __name__ == "__main__":
