@@ -71,13 +71,17 @@ void nc_pub_requests_free_all(nc_engine *e) {
 
 /* ==== events (the stepping thread) ==== */
 
+static void row_reserve(req_row *row, int64_t cap, bool logprobs) {
+    row->cap = cap;
+    row->tokens = nc_xrealloc(row->tokens, (size_t)cap * sizeof *row->tokens);
+    row->masks = nc_xrealloc(row->masks, (size_t)cap * sizeof *row->masks);
+    if (logprobs) row->logprobs = nc_xrealloc(row->logprobs, (size_t)cap * sizeof *row->logprobs);
+}
+
+/* Rows are sized at submit for every token they can produce, so the token
+ * loop does not allocate; growing is only a safety net. */
 static void row_append(req_row *row, const nc_gen_event *ev, bool logprobs) {
-    if (row->n == row->cap) {
-        row->cap = row->cap ? 2 * row->cap : 64;
-        row->tokens = nc_xrealloc(row->tokens, (size_t)row->cap * sizeof *row->tokens);
-        row->masks = nc_xrealloc(row->masks, (size_t)row->cap * sizeof *row->masks);
-        if (logprobs) row->logprobs = nc_xrealloc(row->logprobs, (size_t)row->cap * sizeof *row->logprobs);
-    }
+    if (row->n == row->cap) row_reserve(row, 2 * row->cap + 16, logprobs);
     row->tokens[row->n] = ev->token;
     row->masks[row->n] = !ev->forced;
     if (logprobs) row->logprobs[row->n] = ev->forced ? 0.0f : ev->chosen.logprob;
@@ -133,6 +137,8 @@ nc_request *nc_request_submit(nc_engine *e, const nc_prompt *prompt, const nc_re
     r->n_rows = g.n;
     r->logprobs = g.top_logprobs >= 0;
     r->rows = nc_xcalloc((size_t)g.n, sizeof *r->rows);
+    int64_t room = NC_MAX(1, NC_MIN((int64_t)g.max_tokens, (int64_t)e->b.max_context - (int64_t)ids.n));
+    for (int32_t i = 0; i < g.n; i++) row_reserve(&r->rows[i], room, r->logprobs);
     /* Linked before the scheduler sees it: another thread may step at once. */
     pthread_mutex_lock(&e->req_lock);
     link_request(e, r);
