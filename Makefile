@@ -1,6 +1,8 @@
 # nanochat-c: `make` builds build/nanochat; `make test` runs every test.
 #
-# Layout: src/<layer>/*.c form build/libnanochat.a; src/cli/*.c link it into
+# Layout: src/<layer>/*.c form build/libnanochat.a and build/libnanochat.so
+# (the same objects, position-independent; the shared library carries its
+# dependencies, so Python's ctypes loads it alone); src/cli/*.c link it into
 # build/nanochat; tests/c/test_*.c become build/tests/test_*; tests/fuzz/
 # fuzz_*.c become libFuzzer targets (clang); examples/*.c (programs using
 # only the public include/nanochat.h) become build/examples/*. CUDA sources
@@ -11,7 +13,7 @@ CC       ?= cc
 BUILD    ?= build
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
-CFLAGS   += -std=c11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -pthread -Isrc -Iinclude
+CFLAGS   += -std=c11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -pthread -fPIC -Isrc -Iinclude
 LDLIBS   += -lpcre2-8 -lcjson -lmicrohttpd -ledit -lcurl -lcrypto -lm -pthread
 
 NVCC     ?= $(shell command -v nvcc 2>/dev/null)
@@ -41,11 +43,16 @@ FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 EXAMPLES := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 
 .PHONY: all test tests examples fuzz asan clean gpu-bundle
-all: $(BUILD)/nanochat tests examples
+all: $(BUILD)/nanochat $(BUILD)/libnanochat.so tests examples
 
 $(BUILD)/libnanochat.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
+
+# --no-undefined: every symbol resolves against the libraries named here.
+$(BUILD)/libnanochat.so: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared $(LDFLAGS) -Wl,--no-undefined -Wl,-soname,libnanochat.so -o $@ $^ $(LDLIBS)
 
 $(BUILD)/nanochat: $(CLI_OBJ) $(BUILD)/libnanochat.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libnanochat.a $(LDLIBS)
@@ -103,7 +110,7 @@ GPU_TESTS  ?= $(notdir $(TESTS))
 DEV_CU     := $(wildcard dev/kernels/*.cu)
 DEV_BIN    := $(DEV_CU:dev/kernels/%.cu=$(BUILD)/dev/%)
 ifneq ($(NVCC),)
-gpu-bundle: $(BUILD)/nanochat $(GPU_TESTS:%=$(BUILD)/tests/%) $(DEV_BIN) $(if $(GPU_BASE),gpu-base)
+gpu-bundle: $(BUILD)/nanochat $(BUILD)/libnanochat.so $(GPU_TESTS:%=$(BUILD)/tests/%) $(DEV_BIN) $(if $(GPU_BASE),gpu-base)
 	CUDA_ARCH='$(CUDA_ARCH)' GPU_BASE='$(GPU_BASE)' GPU_BASE_BIN='$(if $(GPU_BASE),$(BUILD)/gpu-base/build/nanochat)' \
 	    bash tools/gpu_bundle.sh $(GPU_BUNDLE) $(filter-out gpu-base,$^)
 

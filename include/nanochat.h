@@ -26,14 +26,25 @@
  *   - Text is UTF-8 with an explicit length; returned text is also
  *     NUL-terminated.
  *
+ * Two ways to generate:
+ *   - nc_engine_generate / _stream: one reply, blocking, with a streaming
+ *     callback (a chat front end);
+ *   - nc_request_submit + nc_engine_step: many requests at once, each with
+ *     its own prompt, n samples, sampling options and seed, sharing every
+ *     forward pass (continuous batching); per-step tokens, masks (sampled
+ *     or forced by the calculator) and log-probabilities are collected for
+ *     the caller to read (an evaluation or RL loop; nanochat's
+ *     Engine.generate / generate_batch).
+ *
  * Threads: an engine may be shared by several threads. Queries, tokenize,
- * detokenize and chat rendering run concurrently; generation calls on one
- * engine run one at a time (a second caller waits for the first to
- * finish). For several conversations in parallel, open one engine per
- * thread (checkpoint weights are mmapped, so the OS shares them) or run
- * `nanochat serve`, which batches many streams. Callbacks run on the
- * calling thread; a callback must not start another generation on the
- * same engine (that call fails instead of deadlocking).
+ * detokenize and chat rendering run concurrently. Submitting, reading,
+ * cancelling and freeing requests may happen on any thread at any time.
+ * Stepping (nc_engine_step, nc_request_wait, nc_engine_generate) runs on
+ * the calling thread, one caller at a time: a second caller waits for the
+ * step (or, for nc_engine_generate, the whole reply) in progress on another
+ * thread, whose steps advance every request of the engine, its own too.
+ * Callbacks run on the calling thread; a callback must not generate or
+ * step on the same engine (that call fails instead of deadlocking).
  */
 #ifndef NANOCHAT_H
 #define NANOCHAT_H
@@ -48,9 +59,9 @@ extern "C" {
 /* ==== version ==== */
 
 #define NANOCHAT_VERSION_MAJOR 0 /* changes when a declaration here changes incompatibly */
-#define NANOCHAT_VERSION_MINOR 1 /* changes when declarations are added */
+#define NANOCHAT_VERSION_MINOR 2 /* changes when declarations are added */
 #define NANOCHAT_VERSION_PATCH 0
-#define NANOCHAT_VERSION "0.1.0"
+#define NANOCHAT_VERSION "0.2.0"
 /* One number for #if tests: 10000 * major + 100 * minor + patch. */
 #define NANOCHAT_VERSION_NUMBER (NANOCHAT_VERSION_MAJOR * 10000 + NANOCHAT_VERSION_MINOR * 100 + NANOCHAT_VERSION_PATCH)
 
@@ -62,13 +73,32 @@ const char *nc_version(void);
 typedef struct nc_engine nc_engine;
 
 typedef struct {
-    const char *model_path;     /* checkpoint dir, nanochat base dir, flat or Hugging Face download;
+    const char *model_path;     /* checkpoint dir, nanochat base dir, flat or Hugging Face download,
+                                   or a model on the Hub: "hf:OWNER/NAME[@REVISION][/SUBDIR]"
+                                   (downloaded once into huggingface_hub's cache; HF_TOKEN,
+                                   HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, HF_ENDPOINT apply);
                                    NULL: $NANOCHAT_MODEL, else the bundled models/picochat */
     const char *tokenizer_path; /* tokenizer.pkl / tokenizer.json; NULL: found beside the model */
     const char *device;         /* "cpu", "cuda" or "auto" (NULL: auto, cuda when a GPU is usable) */
     int threads;                /* CPU threads; 0: all cores */
     int max_context;            /* tokens per conversation, prompt + reply; 0: the model's
                                    sequence_len, which is also the maximum */
+    /* since 0.2 */
+    int max_batch;              /* rows decoding together, summed over every running request (a
+                                   request of n samples takes n rows); 1..4096, 0: 8. Requests
+                                   beyond it wait in a queue (no limit on its length) */
+    int kv_blocks;              /* KV cache size in blocks of 64 positions. 0: max_batch + 2
+                                   full contexts (every row can reach max_context, and a chat
+                                   keeps its prefix for the next turn). Fewer is fine for short
+                                   requests: a request starts once its rows' worst case
+                                   (prompt + max_tokens each) fits, and waits before that */
+    int progress;               /* nonzero: an hf: model's download progress on stderr */
+    volatile int *interrupt;    /* non-NULL: an hf: download stops (with an error; partial files
+                                   are resumed next time) once another thread sets *interrupt
+                                   nonzero */
+    const char *random;         /* non-NULL instead of model_path: random weights of this shape,
+                                   for benchmarks ("d20", "d26", "d32", "d34" or "L,C,H[,Hkv[,V]]");
+                                   the tokenizer is tokenizer_path, else the bundled model's */
 } nc_engine_options;
 
 /* Loads the model and tokenizer and prepares the backend. `opts` may be
@@ -77,8 +107,8 @@ typedef struct {
  * nc_engine_last_error(). */
 nc_engine *nc_engine_open(const nc_engine_options *opts);
 
-/* Frees everything the engine holds. NULL is ignored. No call on the
- * engine may be running. */
+/* Frees everything the engine holds, requests not yet freed included.
+ * NULL is ignored. No call on the engine may be running. */
 void nc_engine_close(nc_engine *e);
 
 /* The message of the last failed nc_* call on this thread, "" if the last
@@ -98,6 +128,10 @@ typedef struct {
     const char *source;      /* where the weights came from (a path) */
     const char *format;      /* "nanochat .pt", "safetensors", ... */
     const char *device;      /* e.g. "cpu: 16 threads, avx2" or the GPU's name */
+    /* since 0.2 */
+    int tokenizer_vocab_size; /* ids the tokenizer knows (<= vocab_size: models pad their rows) */
+    int max_batch;            /* rows decoding together, as resolved */
+    int kv_blocks;            /* KV cache blocks (of 64 positions), as allocated */
 } nc_engine_info;
 
 /* Fills `info`; its strings belong to the engine (valid until close). */
@@ -167,13 +201,14 @@ typedef struct {
 nc_generate_options nc_generate_options_default(void);
 
 typedef enum {
+    NC_REPLY_NONE = 0,      /* still running (rows of an nc_request only) */
     NC_REPLY_STOP = 1,      /* the model ended its reply (<|assistant_end|> or <|bos|>) */
     NC_REPLY_LENGTH = 2,    /* max_tokens, or the context limit, was reached */
-    NC_REPLY_CANCELLED = 3, /* the stream callback asked to stop */
+    NC_REPLY_CANCELLED = 3, /* the stream callback asked to stop, or nc_request_cancel */
     NC_REPLY_ERROR = 4,     /* the backend failed (message in nc_engine_last_error) */
 } nc_reply_finish;
 
-/* "stop", "length", "cancelled", "error". */
+/* "none", "stop", "length", "cancelled", "error". */
 const char *nc_reply_finish_name(nc_reply_finish f);
 
 /* A generated reply. Owned by the caller: release with nc_reply_free. */
@@ -214,6 +249,108 @@ int nc_engine_generate(nc_engine *e, const nc_prompt *prompt, const nc_generate_
  * as it is generated. `reply` may be NULL when only the stream is wanted. */
 int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_generate_options *opts,
                               nc_stream_fn cb, void *user, nc_reply *reply);
+
+/* ==== many requests at once (since 0.2) ==== */
+
+/*
+ * A request: one prompt, n samples (rows) that share its prefill, and the
+ * tokens each row generates, kept for the caller to read while it runs and
+ * after. Requests queue on the engine and run together, joining and
+ * leaving the batch at every step (up to max_batch rows at once), exactly
+ * as nanochat's Engine.generate runs one: the prompt is prefilled once and
+ * its last logits shared by the n rows, each row samples its own tokens
+ * (row i with seed + i), the calculator forces <|output_start|> result
+ * <|output_end|> after a row's <|python_start|> expr <|python_end|>, and a
+ * row ends with <|assistant_end|> or <|bos|> (that terminal token is its
+ * last token), after max_tokens tokens or at max_context.
+ *
+ * Rows of one request advance together: token k of every row comes from
+ * the same step, so reading token k of each row gives nanochat's per-step
+ * token column (a finished row has no token k).
+ *
+ *     nc_request_options o = {.sampling = {.temperature = 1.0f, .seed = 42, .max_tokens = 64}, .n = 4};
+ *     nc_request *r = nc_request_submit(e, &prompt, &o);
+ *     if (!r || nc_request_wait(r)) { fprintf(stderr, "%s\n", nc_engine_last_error()); ... }
+ *     for (int i = 0; i < 4; i++) {
+ *         int64_t n = nc_request_read(r, i, 0, NULL, NULL, NULL, 0, NULL);   // how many
+ *         ... nc_request_read(r, i, 0, tokens, masks, NULL, n, &finish);
+ *     }
+ *     nc_request_free(r);
+ *
+ * Threads: see the top of this file. Reads are consistent snapshots: a row
+ * read while another thread steps shows a prefix of what it will show
+ * later. Cancelling: nc_request_cancel (or nc_request_free of an unfinished
+ * request) takes effect at the start of the next step, on any thread; the
+ * rows still running end with finish NC_REPLY_CANCELLED, keeping what they
+ * generated, and their KV cache is released. A cancelled request never
+ * blocks a stepping thread.
+ */
+typedef struct nc_request nc_request;
+
+typedef struct {
+    nc_generate_options sampling; /* as for nc_engine_generate (zeroed: greedy, 256 tokens) */
+    int n;                        /* rows (samples) sharing one prefill of the prompt: nanochat's
+                                     num_samples; 0: 1; at most max_batch and 256 */
+    int logprobs;                 /* nonzero: record each sampled token's log-probability (the
+                                     model's log-softmax, temperature 1). Costs a copy of the
+                                     logits to the host and host-side sampling for this
+                                     request's rows, which matters on a GPU */
+} nc_request_options;
+
+/* Queues a request; it runs as other threads (or this one) step the
+ * engine. `opts` NULL: nanochat's chat CLI defaults (nc_generate_options_
+ * default), n 1, no log-probabilities. Returns NULL with
+ * nc_engine_last_error() when refused: invalid options, an empty prompt,
+ * ids outside the vocabulary, a prompt that leaves no room within
+ * max_context, n above max_batch, or a request whose worst case cannot fit
+ * the KV cache at all. Release with nc_request_free. */
+nc_request *nc_request_submit(nc_engine *e, const nc_prompt *prompt, const nc_request_options *opts);
+
+/* Runs one step of the engine's scheduler on the calling thread: at most
+ * one forward pass, advancing every queued and running request (a step
+ * takes milliseconds to a fraction of a second, so a caller that loops on
+ * it stays responsive, e.g. to Ctrl-C). Returns the number of requests
+ * still queued or running on the engine (0: idle; a step then does
+ * nothing), or -1 with nc_engine_last_error() when the backend failed (the
+ * requests in that step end with NC_REPLY_ERROR) or when called from a
+ * stream callback of the same engine. */
+int nc_engine_step(nc_engine *e);
+
+/* Steps the engine until every row of `r` has finished (other requests
+ * advance too). Returns 0, or -1 with nc_engine_last_error() when a step
+ * failed or a row ended with NC_REPLY_ERROR. */
+int nc_request_wait(nc_request *r);
+
+/* The request's number of rows (its n). */
+int nc_request_rows(const nc_request *r);
+
+/* 1 once every row has finished, else 0. */
+int nc_request_done(const nc_request *r);
+
+/* Reads row `row` (0 .. n-1): copies its generated tokens [from, from +
+ * cap) that exist so far into `tokens`, their masks into `masks` (1:
+ * sampled, 0: forced by the calculator, as nanochat's token_masks) and
+ * their log-probabilities into `logprobs` (0 for forced tokens and when the
+ * request did not ask for them); each of the three may be NULL. `finish`
+ * (may be NULL) receives the row's finish reason, NC_REPLY_NONE while it
+ * runs. Returns the number of tokens the row has so far (so a call with
+ * cap 0 sizes the buffers), the terminal token included when the row
+ * stopped; -1 for a row outside 0 .. n-1. */
+int64_t nc_request_read(const nc_request *r, int row, size_t from, int32_t *tokens, uint8_t *masks,
+                        float *logprobs, size_t cap, nc_reply_finish *finish);
+
+/* The message of a row that ended with NC_REPLY_ERROR, else "". Valid
+ * until the request is freed. */
+const char *nc_request_error(const nc_request *r);
+
+/* Asks the request's unfinished rows to stop (see above). Idempotent. */
+void nc_request_cancel(nc_request *r);
+
+/* Releases the request; an unfinished one is cancelled first (its memory
+ * is reclaimed by the next step, on whichever thread). NULL is ignored.
+ * Requests still held when the engine closes are freed by
+ * nc_engine_close; their handles are invalid afterwards. */
+void nc_request_free(nc_request *r);
 
 #ifdef __cplusplus
 }

@@ -7,7 +7,9 @@
 #   DIR/bin/         the programs given (nanochat, tests, dev/kernels harnesses),
 #                    without their debug information (symbols stay; the
 #                    CUDA code, most of each program, is kept whole)
-#   DIR/lib/         every library ldd shows them loading, except the C
+#   DIR/lib/         the shared libraries given (libnanochat.so, for the Python
+#                    package: NANOCHAT_LIB=DIR/lib/libnanochat.so), stripped
+#                    alike, and every library ldd shows them all loading, except the C
 #                    library family (libc, libm, libpthread, libdl, librt,
 #                    libmvec, ld-linux, libgcc_s, libstdc++) and the CUDA
 #                    driver and toolkit (libcuda, libcudart, libcublas*),
@@ -33,14 +35,16 @@ grep -qa 'sm_[0-9]' "$1" ||
     { echo "gpu_bundle: $1 has no CUDA code (built with NVCC= ?)" >&2; exit 1; }
 rm -rf "$dir/bin" "$dir/lib"
 mkdir -p "$dir/bin" "$dir/lib"
-cp "$@" "$dir/bin/"
+for f in "$@"; do
+    case $f in *.so) cp "$f" "$dir/lib/" ;; *) cp "$f" "$dir/bin/" ;; esac
+done
 
 [ -z "${GPU_BASE_BIN:-}" ] || cp "$GPU_BASE_BIN" "$dir/bin/nanochat_base"
-strip --strip-debug "$dir"/bin/*
+strip --strip-debug "$dir"/bin/* "$dir"/lib/*
 
 # A library is carried unless a GPU machine is sure to have it (see above).
 system_lib='^(linux-vdso|ld-linux.*|libc|libm|libmvec|libpthread|libdl|librt|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas.*)\.so'
-for prog in "$dir"/bin/*; do
+for prog in "$dir"/bin/* "$dir"/lib/*; do
     ldd "$prog" | awk -v prog="$prog" '
         /=> not found/ { print "gpu_bundle: " prog " needs " $1 ", which is not installed here" > "/dev/stderr"; exit 1 }
         $2 == "=>" && $3 ~ /^\// { print $1, $3 }'

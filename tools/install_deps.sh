@@ -3,7 +3,8 @@
 # from Debian's packages; with --test, also what the test suite needs
 # (clang for the fuzzers, chromium for the browser test, HAProxy for the
 # load-balancer test, and from PyPI the Python reference tools tiktoken,
-# the openai client and selenium, and kubernetes-validate for deploy/k8s/).
+# the openai client and selenium, kubernetes-validate for deploy/k8s/, and
+# setuptools + wheel to install python/ offline in its test).
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -11,7 +12,7 @@ PKGS=(build-essential pkg-config libpcre2-dev libcjson-dev libmicrohttpd-dev lib
 PIP=()
 if [ "${1:-}" = "--test" ]; then
     PKGS+=(clang libclang-rt-dev python3 python3-pip chromium chromium-driver haproxy)
-    PIP+=(tiktoken numpy openai selenium huggingface_hub kubernetes-validate==1.37.0)
+    PIP+=(tiktoken numpy openai selenium huggingface_hub kubernetes-validate==1.37.0 setuptools wheel)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

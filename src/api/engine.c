@@ -3,18 +3,30 @@
  * the error buffer, model info, tokenize / detokenize and chat rendering.
  *
  * Thin on purpose: opening is engine/bundle.c's (the same code the CLI
- * and the server use, bundled default model included), tokens and chat
- * rendering are the tokenizer's. What this layer adds is the public conventions: no internal
- * type crosses the header, caller-sized buffers, every failure reported
- * through nc_engine_last_error() instead of stderr.
+ * and the server use, bundled default model included), hf: names are
+ * hub/'s, tokens and chat rendering are the tokenizer's. What this layer
+ * adds is the public conventions: no internal type crosses the header,
+ * caller-sized buffers, every failure reported through
+ * nc_engine_last_error() instead of stderr.
  */
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <string.h>
 
+#include "../hub/hub.h"
 #include "../util/common.h"
 #include "api_internal.h"
+
+#define DEFAULT_MAX_BATCH 8
+#define MAX_BATCH 4096
+/* An embedded engine queues whatever its caller submits (an evaluation
+ * may submit thousands of prompts at once); the server's limit is for
+ * shedding load, which has no meaning here. */
+#define QUEUE_UNLIMITED (1 << 30)
+
+_Static_assert(sizeof(sig_atomic_t) == sizeof(int), "nc_engine_options.interrupt is read as a sig_atomic_t");
 
 /* ==== errors ==== */
 
@@ -54,7 +66,9 @@ const char *nc_version(void) {
 void nc_engine_close(nc_engine *e) {
     if (!e) return;
     nc_bundle_close(&e->b);
+    nc_pub_requests_free_all(e);
     pthread_mutex_destroy(&e->gen_lock);
+    pthread_mutex_destroy(&e->req_lock);
     free(e);
 }
 
@@ -65,9 +79,25 @@ static int check_options(const nc_engine_options *o) {
         return nc_pub_fail("threads must be in 0..1024 (0 = all cores), got %d", o->threads);
     if (o->max_context < 0)
         return nc_pub_fail("max_context must be >= 0 (0 = the model's sequence_len), got %d", o->max_context);
+    if (o->max_batch < 0 || o->max_batch > MAX_BATCH)
+        return nc_pub_fail("max_batch must be in 0..%d (0 = %d), got %d", MAX_BATCH, DEFAULT_MAX_BATCH,
+                           o->max_batch);
+    if (o->kv_blocks < 0)
+        return nc_pub_fail("kv_blocks must be >= 0 (0 = max_batch + 2 full contexts), got %d", o->kv_blocks);
     if (o->model_path && !*o->model_path) return nc_pub_fail("model_path is empty (NULL selects the default model)");
+    if (o->random && o->model_path) return nc_pub_fail("model_path and random are mutually exclusive");
     if (o->tokenizer_path && !*o->tokenizer_path)
         return nc_pub_fail("tokenizer_path is empty (NULL finds it beside the model)");
+    return 0;
+}
+
+/* An hf: model name becomes its local snapshot folder, r->dir (what the
+ * cache lacks is downloaded first); other paths are left alone. */
+static int resolve_hub(const nc_engine_options *o, nc_hub_result *r, const char **path) {
+    if (!o->model_path || !nc_hub_is_ref(o->model_path)) return 0;
+    nc_hub_options ho = {.step = -1, .quiet = !o->progress, .interrupted = (volatile sig_atomic_t *)o->interrupt};
+    if (nc_hub_resolve(o->model_path, &ho, r)) return nc_pub_failed();
+    *path = r->dir;
     return 0;
 }
 
@@ -76,22 +106,36 @@ nc_engine *nc_engine_open(const nc_engine_options *opts) {
     nc_engine_options o = {0};
     if (opts) o = *opts;
     if (check_options(&o)) return NULL;
+    nc_hub_result *hub = calloc(1, sizeof *hub);
     nc_engine *e = calloc(1, sizeof *e);
-    if (!e) {
+    if (!e || !hub) {
+        free(hub);
+        free(e);
         nc_pub_fail("out of memory");
         return NULL;
     }
     pthread_mutex_init(&e->gen_lock, NULL);
+    pthread_mutex_init(&e->req_lock, NULL);
+    e->max_batch = o.max_batch ? o.max_batch : DEFAULT_MAX_BATCH;
     nc_bundle_options bo;
     nc_bundle_options_init(&bo);
     bo.load.path = o.model_path;
     bo.load.tokenizer_path = o.tokenizer_path;
+    bo.random_spec = o.random;
     bo.device = o.device;
     bo.threads = o.threads;
     bo.max_context = o.max_context; /* within the model's sequence_len */
-    bo.rows = 1;
-    if (nc_bundle_open(&e->b, &bo)) {
-        nc_pub_failed();
+    bo.max_queue = QUEUE_UNLIMITED;
+    if (o.kv_blocks) { /* the caller's pool, shared by max_batch rows */
+        bo.max_batch = e->max_batch;
+        bo.kv_blocks = o.kv_blocks;
+    } else {
+        bo.rows = e->max_batch;
+    }
+    int rc = resolve_hub(&o, hub, &bo.load.path);
+    if (!rc && nc_bundle_open(&e->b, &bo)) rc = nc_pub_failed();
+    free(hub);
+    if (rc) {
         nc_engine_close(e);
         return NULL;
     }
@@ -117,6 +161,9 @@ int nc_engine_get_info(const nc_engine *e, nc_engine_info *info) {
     info->source = e->b.model->source ? e->b.model->source : "";
     info->format = e->b.model->format ? e->b.model->format : "";
     info->device = nc_backend_describe(e->b.backend);
+    info->tokenizer_vocab_size = nc_tokenizer_vocab_size(e->b.tok);
+    info->max_batch = e->max_batch;
+    info->kv_blocks = e->b.backend->n_kv_blocks;
     return 0;
 }
 

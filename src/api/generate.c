@@ -10,7 +10,8 @@
  * tokens as they come (engine/token_text.h: never half a UTF-8 character,
  * special tokens as their text). The scheduler and its stepping loop are
  * the engine bundle's (engine/bundle.h), shared with the CLI; the stepping
- * runs on the caller's thread under the engine's generation lock.
+ * runs on the caller's thread under the engine's generation lock, until
+ * this reply is complete (requests of nc_request_submit advance with it).
  */
 #include <limits.h>
 #include <stdbool.h>
@@ -20,14 +21,12 @@
 #include "../util/common.h"
 #include "api_internal.h"
 
-_Static_assert((int)NC_REPLY_STOP == (int)NC_FINISH_STOP && (int)NC_REPLY_LENGTH == (int)NC_FINISH_LENGTH &&
+_Static_assert((int)NC_REPLY_NONE == (int)NC_FINISH_NONE && (int)NC_REPLY_STOP == (int)NC_FINISH_STOP && (int)NC_REPLY_LENGTH == (int)NC_FINISH_LENGTH &&
                    (int)NC_REPLY_CANCELLED == (int)NC_FINISH_CANCELLED &&
                    (int)NC_REPLY_ERROR == (int)NC_FINISH_ERROR,
                "public finish reasons mirror the scheduler's");
 
-/* The engine a generation is running for on this thread: a callback that
- * starts another generation on it would deadlock on gen_lock. */
-static _Thread_local const nc_engine *generating;
+_Thread_local const nc_engine *nc_pub_generating;
 
 nc_generate_options nc_generate_options_default(void) {
     nc_gen_params g = nc_gen_params_default();
@@ -49,8 +48,7 @@ void nc_reply_free(nc_reply *r) {
 
 /* ==== inputs ==== */
 
-/* Public options -> scheduler params (one row, no logprobs), validated. */
-static int to_gen_params(const nc_generate_options *o, nc_gen_params *g) {
+int nc_pub_gen_params(const nc_generate_options *o, nc_gen_params *g) {
     *g = nc_gen_params_default();
     if (!o) return 0;
     if (o->max_tokens < 0) return nc_pub_fail("max_tokens must be >= 1 (0 = 256), got %d", o->max_tokens);
@@ -64,7 +62,7 @@ static int to_gen_params(const nc_generate_options *o, nc_gen_params *g) {
     return nc_gen_params_validate(g) ? nc_pub_failed() : 0;
 }
 
-static int build_prompt(const nc_engine *e, const nc_prompt *p, nc_tokens *out) {
+int nc_pub_build_prompt(const nc_engine *e, const nc_prompt *p, nc_tokens *out) {
     if (!p) return nc_pub_fail("the prompt is NULL");
     int given = (p->messages || p->n_messages) + (p->text != NULL) + (p->ids || p->n_ids);
     if (given != 1)
@@ -149,12 +147,12 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
     nc_pub_clear_error();
     if (reply) memset(reply, 0, sizeof *reply);
     if (!e) return nc_pub_fail("nc_engine_generate: engine is NULL");
-    if (generating == e)
+    if (nc_pub_generating == e)
         return nc_pub_fail("nc_engine_generate: called from a stream callback of the same engine");
     nc_gen_params g;
-    if (to_gen_params(opts, &g)) return -1;
+    if (nc_pub_gen_params(opts, &g)) return -1;
     nc_tokens ids = {0};
-    if (build_prompt(e, prompt, &ids)) {
+    if (nc_pub_build_prompt(e, prompt, &ids)) {
         nc_tokens_free(&ids);
         return -1;
     }
@@ -168,10 +166,13 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
     c.text[0] = 0;
 
     pthread_mutex_lock(&e->gen_lock);
-    const nc_engine *outer = generating;
-    generating = e;
-    int rc = nc_bundle_run(&e->b, ids.ids, (int32_t)ids.n, &g, on_event, &c);
-    generating = outer;
+    const nc_engine *outer = nc_pub_generating;
+    nc_pub_generating = e;
+    int rc = nc_scheduler_submit(e->b.sched, ids.ids, (int32_t)ids.n, &g, on_event, &c, NULL);
+    /* A failed step has already ended its requests with NC_FINISH_ERROR
+     * events, this one's included when it was in that step. */
+    while (!rc && c.finish == NC_FINISH_NONE && nc_scheduler_step(e->b.sched) != 0) {}
+    nc_pub_generating = outer;
     pthread_mutex_unlock(&e->gen_lock);
     nc_tokens_free(&ids);
 

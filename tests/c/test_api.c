@@ -26,31 +26,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "golden_cases.h"
 #include "nanochat.h"
 
-#define GOLDEN "tests/data/picochat/golden.json"
 #define META "models/picochat/meta_004200.json"
-#define TIE 1e-3 /* fp32 engines differ by ~1e-5 in logits; margins below this are reference ties */
-
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    fclose(f);
-    s[got] = 0;
-    return s;
-}
-
-static size_t json_ids(const cJSON *arr, int32_t *out, size_t cap) {
-    size_t n = 0;
-    const cJSON *x;
-    cJSON_ArrayForEach(x, arr) if (n < cap) out[n++] = (int32_t)x->valueint;
-    return n;
-}
 
 /* The reply text with the tool's special tokens removed, as the golden
  * text shows it. */
@@ -98,49 +77,14 @@ static int sink(void *user, const char *delta, size_t len, int32_t token) {
 
 /* ==== golden conversations ==== */
 
-typedef struct {
-    nc_message msgs[4];
-    size_t n_msgs;
-    int max_tokens;
-    int32_t prompt[512], tokens[512];
-    size_t n_prompt, n_tokens, n_margins;
-    double margins[512]; /* PyTorch's top-2 logit margin at each step (the terminal token's last) */
-    const char *name, *text, *finish;
-} golden_case;
-
-static int load_case(const cJSON *c, golden_case *g) {
-    memset(g, 0, sizeof *g);
-    g->name = cJSON_GetObjectItem(c, "name")->valuestring;
-    g->text = cJSON_GetObjectItem(c, "text")->valuestring;
-    g->finish = cJSON_GetObjectItem(c, "finish_reason")->valuestring;
-    g->max_tokens = cJSON_GetObjectItem(c, "max_tokens")->valueint;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItem(c, "messages")) {
-        if (g->n_msgs == 4) return -1;
-        g->msgs[g->n_msgs].role = cJSON_GetObjectItem(m, "role")->valuestring;
-        g->msgs[g->n_msgs++].content = cJSON_GetObjectItem(m, "content")->valuestring;
-    }
-    g->n_prompt = json_ids(cJSON_GetObjectItem(c, "prompt_ids"), g->prompt, 512);
-    g->n_tokens = json_ids(cJSON_GetObjectItem(c, "tokens"), g->tokens, 512);
-    size_t k = 0;
-    const cJSON *x;
-    /* null at a step the calculator forced: no choice there, never a tie */
-    cJSON_ArrayForEach(x, cJSON_GetObjectItem(c, "margins")) if (k < 512) g->margins[k++] =
-        cJSON_IsNumber(x) ? x->valuedouble : INFINITY;
-    g->n_margins = k;
-    return 0;
-}
-
 /* Compares a reply with the golden case; returns whether it matched fully. */
 static bool check_reply(const golden_case *g, const nc_reply *r) {
-    size_t i = 0;
-    for (; i < g->n_tokens && i < r->n_tokens; i++)
-        if (g->tokens[i] != r->tokens[i]) break;
-    if (i < g->n_tokens || r->n_tokens != g->n_tokens) {
-        bool tie = i < g->n_margins && g->margins[i] < TIE;
-        CHECK(tie, "%s: token %zu is %d, PyTorch's %d (margin %.4g); %zu vs %zu tokens", g->name, i,
-              i < r->n_tokens ? r->tokens[i] : -1, i < g->n_tokens ? g->tokens[i] : -1, i < g->n_margins ? g->margins[i] : 0.0,
-              r->n_tokens, g->n_tokens);
+    size_t i;
+    int same = golden_compare(g, r->tokens, r->n_tokens, &i);
+    if (same != 1) {
+        CHECK(same == 0, "%s: token %zu is %d, PyTorch's %d (margin %.4g); %zu vs %zu tokens", g->name, i,
+              i < r->n_tokens ? r->tokens[i] : -1, i < g->n_tokens ? g->tokens[i] : -1,
+              i < g->n_margins ? g->margins[i] : 0.0, r->n_tokens, g->n_tokens);
         return false;
     }
     CHECK(!strcmp(nc_reply_finish_name(r->finish), g->finish), "%s: finish %s, PyTorch's %s", g->name,
