@@ -46,11 +46,18 @@ typedef struct {
     int32_t n_seqs;
 } nc_batch;
 
+/* How the KV cache stores keys and values (--kv-cache). */
+typedef enum {
+    NC_KV_CACHE_BF16 = 0, /* full precision, the default: bf16 on CUDA, fp32 on the CPU */
+    NC_KV_CACHE_FP8 = 1,  /* e4m3 with one fp32 scale per token and kv head (docs/quantization.md) */
+} nc_kv_cache_format;
+
 typedef struct {
     int32_t n_kv_blocks;      /* KV pool size in blocks (0: backend picks from memory) */
     int32_t max_batch_tokens; /* largest sum of n_tokens in one forward */
     int32_t max_seqs;         /* largest n_seqs in one forward */
     int32_t n_threads;        /* CPU threads (0: all cores) */
+    nc_kv_cache_format kv_cache;
 } nc_backend_params;
 
 /* Per-row sampling settings, for backends that sample on the device. */

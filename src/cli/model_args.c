@@ -17,6 +17,7 @@
 
 #include "engine/runner.h"
 #include "flags.h"
+#include "model/quantize.h"
 #include "util/common.h"
 
 void nc_model_args_init(nc_model_args *a) {
@@ -107,6 +108,29 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->verbose = true;
         return 1;
     }
+    if ((r = nc_flag_take("--weights", argc, argv, i, &v))) {
+        nc_weight_format f;
+        if (r < 0) return -1;
+        if (nc_weight_format_parse(v, &f)) {
+            fprintf(stderr, "nanochat: --weights: %s\n", nc_error());
+            return -1;
+        }
+        a->weights = v;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--lm-head-bf16")) {
+        a->lm_head_float = true;
+        return 1;
+    }
+    if ((r = nc_flag_take("--kv-cache", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (strcmp(v, "bf16") && strcmp(v, "fp8")) {
+            fprintf(stderr, "nanochat: --kv-cache must be bf16 or fp8, got '%s'\n", v);
+            return -1;
+        }
+        a->kv_cache = strcmp(v, "fp8") ? NC_KV_CACHE_BF16 : NC_KV_CACHE_FP8;
+        return 1;
+    }
     return 0;
 }
 
@@ -124,13 +148,36 @@ void nc_model_args_help(FILE *f) {
             "  --random-seed N      seed for --random (default 1)\n"
             "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
             "  --threads N          CPU threads (default 0: all cores)\n"
+            "  --weights bf16|int8|fp8   layer and lm_head weights: bf16 = the checkpoint's own float\n"
+            "                       weights; int8 / fp8 = 8-bit with per-row scales, quantised at load\n"
+            "                       (default: as the checkpoint stores them; docs/quantization.md)\n"
+            "  --lm-head-bf16       with --weights int8/fp8: leave lm_head in float\n"
+            "  --kv-cache bf16|fp8  KV cache precision: bf16 = full (fp32 on the CPU), fp8 = e4m3\n"
+            "                       with per-token scales (default bf16)\n"
             "  -v, --verbose        timings on stderr\n");
+}
+
+/* --weights: quantise a float model at load; an 8-bit one stays as it is
+ * (asking for another format, or for bf16, is refused: the float weights
+ * are not in the file). */
+static int apply_weights(const nc_model_args *a, nc_model *m) {
+    nc_weight_format f;
+    if (!a->weights) {
+        if (a->lm_head_float) return nc_fail("--lm-head-bf16 applies with --weights int8 or fp8");
+        return 0;
+    }
+    NC_ASSERT(nc_weight_format_parse(a->weights, &f) == 0);
+    if (m->weights != NC_WEIGHTS_FLOAT && f != m->weights)
+        return nc_fail("this checkpoint stores %s weights; --weights %s needs the float (bf16/fp32) checkpoint",
+                       nc_weight_format_name(m->weights), a->weights);
+    return nc_model_quantize(m, f, !a->lm_head_float, a->threads);
 }
 
 int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
                                nc_checkpoint_location *loc) {
     double t0 = nc_now();
-    if (nc_runner_load(&a->load, a->random_spec, a->random_seed, model, tok, tok_required, loc)) {
+    if (nc_runner_load(&a->load, a->random_spec, a->random_seed, model, tok, tok_required, loc) ||
+        apply_weights(a, *model)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
         nc_model_free(*model);
         *model = NULL;
@@ -139,9 +186,9 @@ int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_toke
     }
     if (a->verbose) {
         const nc_model_config *c = &(*model)->cfg;
-        fprintf(stderr, "loaded %s (%s, nanochat %s, L%d C%d H%d) in %.2f s\n", (*model)->source,
+        fprintf(stderr, "loaded %s (%s, nanochat %s, L%d C%d H%d, %s weights) in %.2f s\n", (*model)->source,
                 (*model)->format, nc_generation_name(c->generation), c->n_layer, c->n_embd, c->n_head,
-                nc_now() - t0);
+                nc_weight_format_name((*model)->weights), nc_now() - t0);
     }
     return 0;
 }
@@ -156,6 +203,7 @@ int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model, const nc_backend_params *p) {
     nc_backend_params params = *p;
     if (params.n_threads == 0) params.n_threads = a->threads;
+    if (params.kv_cache == NC_KV_CACHE_BF16) params.kv_cache = a->kv_cache;
     double t0 = nc_now();
     nc_backend *b = nc_backend_create(a->device, model, &params);
     if (!b) {

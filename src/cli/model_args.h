@@ -6,6 +6,7 @@
  *   --step N --source sft|rl|mid|base --tag dN --tokenizer FILE
  *   --random SPEC      random weights instead of -m (d20, d34, L,C,H[,Hkv])
  *   --device cpu|cuda|auto   --threads N   --verbose
+ *   --weights bf16|int8|fp8 [--lm-head-bf16]   --kv-cache bf16|fp8
  * With neither -m nor --random, the bundled default model is used
  * (models/picochat beside the binary's build dir, or $NANOCHAT_MODEL).
  */
@@ -27,6 +28,9 @@ typedef struct {
     const char *device;      /* --device, default "auto" */
     int threads;             /* --threads, 0 = all cores */
     bool verbose;            /* --verbose: timings on stderr */
+    const char *weights;     /* --weights bf16|int8|fp8, or NULL: as the checkpoint stores them */
+    bool lm_head_float;      /* --lm-head-bf16: leave lm_head unquantised */
+    nc_kv_cache_format kv_cache; /* --kv-cache bf16|fp8 */
 } nc_model_args;
 
 void nc_model_args_init(nc_model_args *a);
@@ -40,8 +44,9 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i);
 void nc_model_args_help(FILE *f);
 
 /* Loads the model and, if `tok` is non-NULL, its tokenizer (required:
- * fails if none is found). Prints a one-line error and returns -1 on
- * failure. With --verbose, prints the load time. */
+ * fails if none is found), and converts its weights as --weights asks
+ * (model/quantize.h). Prints a one-line error and returns -1 on failure.
+ * With --verbose, prints the load time. */
 int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok);
 
 /* Like nc_model_args_load, but also returns where the files were found
@@ -51,7 +56,8 @@ int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **
 int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
                                nc_checkpoint_location *loc);
 
-/* Creates the backend named by --device for `model`. Prints errors. */
+/* Creates the backend named by --device for `model` (with --threads and
+ * --kv-cache unless `p` sets them). Prints errors. */
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model,
                                   const nc_backend_params *p);
 
