@@ -17,7 +17,8 @@
  * copy_bandwidth op (CUDA: a 1 GiB device-to-device copy) or, for backends
  * without one, a host memcpy. Bytes count what the backend stores: the CUDA
  * backend keeps bf16 weights and a bf16 KV cache; other backends read the
- * checkpoint's weights in place and keep an fp32 KV cache.
+ * checkpoint's weights in place (8-bit ones with --weights int8/fp8) and
+ * keep an fp32 KV cache (fp8 with --kv-cache fp8).
  *
  * Backend-agnostic: only backend.h calls. Decode steps use forward_sample
  * (greedy) when the backend has it, else forward + a host argmax.
@@ -116,9 +117,12 @@ static double weight_bytes(const nc_model *m, bool bf16) {
     return total;
 }
 
-static double kv_bytes_per_token(const nc_model *m, bool bf16) {
+/* A cached position: bf16 (CUDA) or fp32 (CPU) keys and values, or fp8
+ * with a 4-byte scale per kv head (--kv-cache fp8). */
+static double kv_bytes_per_token(const nc_model *m, bool bf16, nc_kv_cache_format kv) {
     const nc_model_config *c = &m->cfg;
-    return (double)c->n_layer * 2 * c->n_kv_head * c->head_dim * (bf16 ? 2 : 4);
+    double per_head = kv == NC_KV_CACHE_FP8 ? c->head_dim + 4.0 : (double)c->head_dim * (bf16 ? 2 : 4);
+    return (double)c->n_layer * 2 * c->n_kv_head * per_head;
 }
 
 /* Matrix parameters touched per prompt token (everything but wte and lm_head). */
@@ -330,7 +334,7 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     bool bf16 = is_cuda(be);
-    double wbytes = weight_bytes(m, bf16), kvb = kv_bytes_per_token(m, bf16);
+    double wbytes = weight_bytes(m, bf16), kvb = kv_bytes_per_token(m, bf16, ma.kv_cache);
     double params = (double)nc_config_param_count(cfg);
     double bw = be->ops->copy_bandwidth ? be->ops->copy_bandwidth(be) : 0;
     const char *bw_how = bw > 0 ? "device copy" : "host memcpy";

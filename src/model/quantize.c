@@ -23,37 +23,88 @@
 #include "../util/numeric.h"
 #include "../util/threadpool.h"
 
-/* ==== one row ==== */
+/* ==== one row ====
+ *
+ * Loops run over groups of 8, one step at a time over the group, with 8
+ * independent accumulators: the shape GCC vectorises at -O2 (a plain
+ * element loop stayed scalar, one division and one dependent maximum per
+ * weight, ~4x slower). */
 
-static float absmax(const float *w, int64_t n) {
-    float m = 0;
-    for (int64_t i = 0; i < n; i++) {
+enum { LANES = 8 };
+
+/* max |w| of the row; *finite is false if it holds an infinity or a NaN
+ * (w - w is then NaN, which a max would silently skip). */
+static float row_absmax(const float *w, int64_t n, bool *finite) {
+    float m[LANES] = {0}, z[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float a = w[i + j] < 0 ? -w[i + j] : w[i + j];
+            m[j] = a > m[j] ? a : m[j];
+            z[j] += w[i + j] - w[i + j];
+        }
+    for (; i < n; i++) {
         float a = w[i] < 0 ? -w[i] : w[i];
-        m = a > m ? a : m;
+        m[0] = a > m[0] ? a : m[0];
+        z[0] += w[i] - w[i];
     }
-    return m;
+    float mx = 0, zs = 0;
+    for (int j = 0; j < LANES; j++) {
+        mx = m[j] > mx ? m[j] : mx;
+        zs += z[j];
+    }
+    *finite = zs == 0;
+    return mx;
+}
+
+static void quantize_int8(const float *w, int64_t n, float s, int8_t *q) {
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        float v[LANES];
+        for (int j = 0; j < LANES; j++) v[j] = nc_rint_small(w[i + j] / s);
+        for (int j = 0; j < LANES; j++) v[j] = v[j] > 127.0f ? 127.0f : v[j];
+        for (int j = 0; j < LANES; j++) v[j] = v[j] < -127.0f ? -127.0f : v[j];
+        for (int j = 0; j < LANES; j++) q[i + j] = (int8_t)(int32_t)v[j];
+    }
+    for (; i < n; i++) {
+        float v = nc_rint_small(w[i] / s);
+        q[i] = (int8_t)(int32_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+    }
+}
+
+static void quantize_fp8(const float *w, int64_t n, float s, uint8_t *q) {
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        float v[LANES];
+        for (int j = 0; j < LANES; j++) v[j] = w[i + j] / s;
+        for (int j = 0; j < LANES; j++) q[i + j] = nc_f32_to_f8e4m3(v[j]);
+    }
+    for (; i < n; i++) q[i] = nc_f32_to_f8e4m3(w[i] / s);
+}
+
+/* The row's scale (0 for a row of zeros, whose q are all 0); false if the
+ * row is not finite (nothing written then). */
+static bool quantize_row(const float *w, int64_t n, nc_weight_format f, void *q, float *scale) {
+    bool finite;
+    float amax = row_absmax(w, n, &finite);
+    if (!finite) return false;
+    float s = amax / (f == NC_WEIGHTS_INT8 ? 127.0f : NC_F8E4M3_MAX);
+    *scale = s;
+    if (s == 0) memset(q, 0, (size_t)n);
+    else if (f == NC_WEIGHTS_INT8) quantize_int8(w, n, s, q);
+    else quantize_fp8(w, n, s, q);
+    return true;
 }
 
 float nc_quantize_row_int8(const float *w, int64_t n, int8_t *q) {
-    float s = absmax(w, n) / 127.0f;
-    if (s == 0) {
-        memset(q, 0, (size_t)n);
-        return 0;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        float v = nc_rint_small(w[i] / s);
-        q[i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
-    }
+    float s = 0;
+    NC_ASSERT(quantize_row(w, n, NC_WEIGHTS_INT8, q, &s));
     return s;
 }
 
 float nc_quantize_row_fp8(const float *w, int64_t n, uint8_t *q) {
-    float s = absmax(w, n) / NC_F8E4M3_MAX;
-    if (s == 0) {
-        memset(q, 0, (size_t)n);
-        return 0;
-    }
-    for (int64_t i = 0; i < n; i++) q[i] = nc_f32_to_f8e4m3(w[i] / s);
+    float s = 0;
+    NC_ASSERT(quantize_row(w, n, NC_WEIGHTS_FP8, q, &s));
     return s;
 }
 
@@ -85,7 +136,10 @@ static const float *row_f32(const nc_tensor *t, int64_t r, float *buf) {
     case NC_DTYPE_F32: return (const float *)t->data + r * n;
     case NC_DTYPE_BF16: {
         const uint16_t *p = (const uint16_t *)t->data + r * n;
-        for (int64_t i = 0; i < n; i++) buf[i] = nc_bf16_to_f32(p[i]);
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)p[i] << 16;
+            memcpy(&buf[i], &u, 4);
+        }
         return buf;
     }
     default: {
@@ -107,14 +161,11 @@ static void quantize_worker(void *ctx, int task, int n_tasks, int thread) {
         qmatrix *qm = &j->mats[k];
         int64_t r = g - qm->first_row, n = qm->src->shape[1];
         const float *w = row_f32(qm->src, r, buf);
-        if (!(absmax(w, n) <= FLT_MAX)) { /* inf, or NaN (which fails every comparison) */
+        if (!quantize_row(w, n, j->f, qm->q + r * n, &qm->scale[r])) {
             int expected = 0;
             if (__atomic_compare_exchange_n(&j->failed, &expected, k + 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
                 j->failed_row = r;
-            continue;
         }
-        uint8_t *q = qm->q + r * n;
-        qm->scale[r] = j->f == NC_WEIGHTS_INT8 ? nc_quantize_row_int8(w, n, (int8_t *)q) : nc_quantize_row_fp8(w, n, q);
     }
 }
 

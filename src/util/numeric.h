@@ -86,21 +86,24 @@ static inline float nc_f8e4m3_to_f32(uint8_t b) {
 }
 
 /* fp32 -> e4m3fn, round to nearest even, saturating: magnitudes above 448
- * (infinity included) become +-448; NaN stays NaN. */
+ * (infinity included) become +-448; NaN stays NaN. Branch-free (both the
+ * subnormal and the normal rounding are computed, then one is selected),
+ * so quantisation loops over it vectorise. */
 static inline uint8_t nc_f32_to_f8e4m3(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return sign | 0x7fu;       /* NaN */
-    if (a >= 0x43e00000u) return sign | 0x7eu;      /* >= 448: saturate */
-    if (a < 0x3c800000u) {                          /* < 2^-6: subnormal steps of 2^-9 */
-        float m;
-        memcpy(&m, &a, 4);
-        return sign | (uint8_t)nc_rint_small(m * 512.0f); /* 8 rounds up to 0x08 = 2^-6 */
-    }
-    a += 0x7ffffu + ((a >> 20) & 1u);               /* keep 3 mantissa bits, nearest even */
-    return sign | (uint8_t)((a >> 20) - ((127u - 7u) << 3));
+    int32_t a = (int32_t)(u & 0x7fffffffu);
+    /* normal: keep 3 mantissa bits, nearest even, rebias 127 -> 7 */
+    int32_t normal = ((a + 0x7ffff + ((a >> 20) & 1)) >> 20) - ((127 - 7) << 3);
+    /* below 2^-6: steps of 2^-9 (a result of 8 is 0x08 = 2^-6, the same value) */
+    float mag;
+    memcpy(&mag, &a, 4);
+    mag = mag < 1.0f ? mag : 1.0f; /* only the subnormal range matters here; keeps inf / NaN out */
+    int32_t sub = (int32_t)nc_rint_small(mag * 512.0f);
+    int32_t r = a < 0x3c800000 ? sub : normal;
+    r = a >= 0x43e00000 ? 0x7e : r; /* >= 448, infinity: saturate */
+    r = a > 0x7f800000 ? 0x7f : r;  /* NaN */
+    return (uint8_t)(((u >> 24) & 0x80u) | (uint32_t)r);
 }
 
 #endif /* NC_UTIL_NUMERIC_H */
