@@ -21,6 +21,8 @@ Writes tests/data/quant/:
   * <fixture>_c_k0_int8.bin / _fp8.bin: layer 0's c_k quantised
     (q bytes [rows, cols] then fp32 scales [rows]), the bytes the
     quantiser must reproduce exactly.
+tests/fuzz/corpus/formats/safetensors_int8: a tiny int8 model (L1 C8 H2 Hkv1
+V16) as `nanochat quantize` writes it, the fuzzer's seed for 8-bit files;
 and tests/data/eval/reference.json: picochat's bits per byte on the
 held-out text (tests/data/heldout) as nanochat's evaluate_bpb computes it
 (windows of sequence_len tokens, <|bos|> + window, sum of fp32
@@ -234,8 +236,41 @@ def write_eval():
         f.write("\n")
 
 
+def safetensors_bytes(tensors, meta):
+    """A safetensors file: tensors {name: (dtype name, numpy array)}, widest first."""
+    order = sorted(tensors, key=lambda n: -tensors[n][1].itemsize)
+    header, off, blobs = {"__metadata__": meta}, 0, []
+    for name in order:
+        dt, a = tensors[name]
+        b = a.tobytes()
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return len(h).to_bytes(8, "little") + h + b"".join(blobs)
+
+
+def write_fuzz_seed():
+    rng = np.random.default_rng(3)
+    C, V, D = 8, 16, 4
+    shapes = {"attn.c_q": (2 * D, C), "attn.c_k": (D, C), "attn.c_v": (D, C), "attn.c_proj": (C, 2 * D),
+              "mlp.c_fc": (4 * C, C), "mlp.c_proj": (C, 4 * C)}
+    tensors = {"transformer.wte.weight": ("F32", rng.normal(size=(V, C)).astype(np.float32))}
+    mats = {"lm_head.weight": (V, C)}
+    mats.update({f"transformer.h.0.{k}.weight": v for k, v in shapes.items()})
+    for name, shape in mats.items():
+        q, s = quant_int8(rng.normal(size=shape).astype(np.float32))
+        tensors[name] = ("I8", q)
+        tensors[name + "_scale"] = ("F32", s)
+    meta = {"nanochat.weights": "int8", "nanochat.scheme": "per_channel_absmax", "nanochat.version": "1"}
+    with open(os.path.join(ROOT, "tests", "fuzz", "corpus", "formats", "safetensors_int8"), "wb") as f:
+        f.write(b"\x02" + safetensors_bytes(tensors, meta))
+
+
 def main():
     os.makedirs(QUANT_DIR, exist_ok=True)
+    write_fuzz_seed()
     os.makedirs(EVAL_DIR, exist_ok=True)
     torch.manual_seed(0)
     write_fp8_table()
