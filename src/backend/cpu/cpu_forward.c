@@ -195,16 +195,32 @@ static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
     }
 }
 
-/* Runs a job over its segments' rows on the pool; when its weights are
- * int8 and the kernels take q8 activations, x is quantised first (once,
- * here: it is tiny next to the weights). */
-static void run_mm_job(cpu_state *st, mm_job *j) {
+typedef struct {
+    const mm_job *mm;
     cpu_xq8 xq;
+    int64_t K;
+} q8_job;
+
+static void q8_worker(void *ctx, int task, int n_tasks, int thread) {
+    q8_job *j = ctx;
+    long lo, hi;
+    nc_split_range((long)j->mm->T, n_tasks, task, 1, &lo, &hi);
+    cpu_quantize_x_q8(j->mm->x + lo * j->mm->ldx, j->mm->ldx, hi - lo, j->K, (int8_t *)j->xq.q + lo * j->xq.ldq,
+                      j->xq.ldq, (float *)j->xq.d + lo * j->xq.ldd, j->xq.ldd);
+}
+
+/* Runs a job over its segments' rows on the pool; when its weights are
+ * int8 and the kernels take q8 activations, x is quantised first, once for
+ * all rows (on the pool when there are several tokens). */
+static void run_mm_job(cpu_state *st, mm_job *j) {
+    q8_job q;
     if (st->q8 && j->seg[0].w->dtype == NC_DTYPE_I8) {
-        int64_t K = j->seg[0].w->cols, ldd = (K + CPU_Q8_BLOCK - 1) / CPU_Q8_BLOCK;
-        xq = (cpu_xq8){st->xq, st->xd, K, ldd};
-        cpu_quantize_x_q8(j->x, j->ldx, j->T, K, st->xq, K, st->xd, ldd);
-        j->xq = &xq;
+        q.mm = j;
+        q.K = j->seg[0].w->cols;
+        q.xq = (cpu_xq8){st->xq, st->xd, q.K, (q.K + CPU_Q8_BLOCK - 1) / CPU_Q8_BLOCK};
+        if (j->T == 1) q8_worker(&q, 0, 1, 0);
+        else nc_threadpool_run(st->pool, q8_worker, &q, (int)NC_MIN(j->T, st->n_tasks));
+        j->xq = &q.xq;
     }
     nc_threadpool_run(st->pool, mm_worker, j, st->n_tasks);
 }

@@ -69,7 +69,6 @@ VNNI512_INLINE void q8_block_4x1_512(const int8_t *xq, const float *d, const int
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dv, acc[j]);
         }
     }
-    float s[4];
     if (k + 32 <= K) { /* one more whole block, 256 bits wide */
         __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + k));
         __m256i xa = _mm256_abs_epi8(xv);
@@ -84,8 +83,7 @@ VNNI512_INLINE void q8_block_4x1_512(const int8_t *xq, const float *d, const int
         }
         k += 32;
     }
-    for (int j = 0; j < 4; j++) s[j] = hsum16(acc[j]) + q8_tail(xq, d, w[j], k, K);
-    for (int j = 0; j < 4; j++) out[j] = s[j];
+    for (int j = 0; j < 4; j++) out[j] = hsum16(acc[j]) + q8_tail(xq, d, w[j], k, K);
 }
 
 VNNI512_INLINE float q8_block_1x1_512(const int8_t *xq, const float *d, const int8_t *W, int64_t r, int64_t K) {
