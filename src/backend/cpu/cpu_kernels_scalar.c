@@ -41,24 +41,7 @@ static void matmul_f32_scalar(const float *x, int64_t ldx, int64_t T, const cpu_
         for (int64_t t = 0; t < T; t++) y[t * ldy + r] = dot_scalar(x + t * ldx, W + r * K, K);
 }
 
-/* bf16 rows are widened in chunks of 256 so the dot product stays shared. */
-static void matmul_bf16_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
-                               int64_t r0, int64_t r1, float *y, int64_t ldy) {
-    const uint16_t *W = w->data;
-    int64_t K = w->cols;
-    enum { CHUNK = 256 };
-    float row[CHUNK];
-    for (int64_t r = r0; r < r1; r++) {
-        for (int64_t t = 0; t < T; t++) y[t * ldy + r] = 0;
-        for (int64_t k0 = 0; k0 < K; k0 += CHUNK) {
-            int64_t n = NC_MIN((int64_t)CHUNK, K - k0);
-            for (int64_t k = 0; k < n; k++) row[k] = nc_bf16_to_f32(W[r * K + k0 + k]);
-            for (int64_t t = 0; t < T; t++) y[t * ldy + r] += dot_scalar(x + t * ldx + k0, row, n);
-        }
-    }
-}
-
-/* ==== 8-bit weights ==== */
+/* ==== weights narrower than fp32 ==== */
 
 static float f8_table[256];
 static pthread_once_t f8_once = PTHREAD_ONCE_INIT;
@@ -72,11 +55,10 @@ const float *cpu_f8_table(void) {
     return f8_table;
 }
 
-/* int8 / fp8 rows widened to fp32 in chunks like bf16 (the same dot),
- * the sum times the row's scale. */
-static void matmul_8bit_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0,
-                               int64_t r1, float *y, int64_t ldy, bool fp8) {
-    const uint8_t *W = w->data;
+/* bf16, int8 and fp8 rows are widened to fp32 in chunks of 256 so the dot
+ * product stays shared; an 8-bit row's sum is then multiplied by its scale. */
+static void matmul_widened_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0,
+                                  int64_t r1, float *y, int64_t ldy) {
     const float *lut = cpu_f8_table();
     int64_t K = w->cols;
     enum { CHUNK = 256 };
@@ -84,26 +66,23 @@ static void matmul_8bit_scalar(const float *x, int64_t ldx, int64_t T, const cpu
     for (int64_t r = r0; r < r1; r++) {
         for (int64_t t = 0; t < T; t++) y[t * ldy + r] = 0;
         for (int64_t k0 = 0; k0 < K; k0 += CHUNK) {
-            int64_t n = NC_MIN((int64_t)CHUNK, K - k0);
-            const uint8_t *q = W + r * K + k0;
-            if (fp8)
-                for (int64_t k = 0; k < n; k++) row[k] = lut[q[k]];
-            else
-                for (int64_t k = 0; k < n; k++) row[k] = (float)(int8_t)q[k];
+            int64_t n = NC_MIN((int64_t)CHUNK, K - k0), at = r * K + k0;
+            switch (w->dtype) {
+            case NC_DTYPE_BF16:
+                for (int64_t k = 0; k < n; k++) row[k] = nc_bf16_to_f32(((const uint16_t *)w->data)[at + k]);
+                break;
+            case NC_DTYPE_I8:
+                for (int64_t k = 0; k < n; k++) row[k] = (float)((const int8_t *)w->data)[at + k];
+                break;
+            default:
+                for (int64_t k = 0; k < n; k++) row[k] = lut[((const uint8_t *)w->data)[at + k]];
+                break;
+            }
             for (int64_t t = 0; t < T; t++) y[t * ldy + r] += dot_scalar(x + t * ldx + k0, row, n);
         }
-        for (int64_t t = 0; t < T; t++) y[t * ldy + r] *= w->scale[r];
+        if (w->scale)
+            for (int64_t t = 0; t < T; t++) y[t * ldy + r] *= w->scale[r];
     }
-}
-
-static void matmul_i8_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1,
-                             float *y, int64_t ldy) {
-    matmul_8bit_scalar(x, ldx, T, w, r0, r1, y, ldy, false);
-}
-
-static void matmul_f8_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1,
-                             float *y, int64_t ldy) {
-    matmul_8bit_scalar(x, ldx, T, w, r0, r1, y, ldy, true);
 }
 
 /* ==== q8 activations ==== */
@@ -134,10 +113,10 @@ void cpu_matmul_i8_q8_ref(const cpu_xq8 *x, int64_t T, const cpu_matrix *w, int6
 
 const cpu_kernels cpu_kernels_scalar = {
     .name = "scalar",
-    .matmul_bf16 = matmul_bf16_scalar,
+    .matmul_bf16 = matmul_widened_scalar,
     .matmul_f32 = matmul_f32_scalar,
-    .matmul_i8 = matmul_i8_scalar,
-    .matmul_f8 = matmul_f8_scalar,
+    .matmul_i8 = matmul_widened_scalar,
+    .matmul_f8 = matmul_widened_scalar,
     .dot = dot_scalar,
     .axpy = axpy_scalar,
 };

@@ -44,6 +44,27 @@ static inline float q8_tail(const int8_t *xq, const float *d, const int8_t *w, i
     return acc;
 }
 
+/* The matmul around a 4-row block and a 1-row block (the same loops for
+ * both instruction sets): rows in blocks of 4 for each token of a tile,
+ * leftover rows one by one, then the rows' scales. */
+#define Q8_MATMUL(TARGET, NAME, BLOCK_4X1, BLOCK_1X1)                                                      \
+    TARGET void NAME(const cpu_xq8 *x, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1, float *y,     \
+                     int64_t ldy) {                                                                        \
+        const int8_t *W = w->data;                                                                         \
+        int64_t K = w->cols;                                                                               \
+        for (int64_t t0 = 0; t0 < T; t0 += TOKEN_TILE) {                                                   \
+            int64_t t1 = NC_MIN(T, t0 + TOKEN_TILE), r = r0;                                               \
+            for (; r + 4 <= r1; r += 4)                                                                    \
+                for (int64_t t = t0; t < t1; t++)                                                          \
+                    BLOCK_4X1(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K, y + t * ldy + r);            \
+            for (; r < r1; r++)                                                                            \
+                for (int64_t t = t0; t < t1; t++)                                                          \
+                    y[t * ldy + r] = BLOCK_1X1(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K);            \
+            for (int64_t t = t0; t < t1; t++)                                                              \
+                for (int64_t rr = r0; rr < r1; rr++) y[t * ldy + rr] *= w->scale[rr];                      \
+        }                                                                                                  \
+    }
+
 /* ==== AVX512-VNNI ==== */
 
 VNNI512_INLINE float hsum16(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -104,22 +125,7 @@ VNNI512_INLINE float q8_block_1x1_512(const int8_t *xq, const float *d, const in
     return hsum16(acc) + q8_tail(xq, d, w, k, K);
 }
 
-VNNI512 void cpu_matmul_i8_q8_avx512vnni(const cpu_xq8 *x, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1,
-                                         float *y, int64_t ldy) {
-    const int8_t *W = w->data;
-    int64_t K = w->cols;
-    for (int64_t t0 = 0; t0 < T; t0 += TOKEN_TILE) {
-        int64_t t1 = NC_MIN(T, t0 + TOKEN_TILE), r = r0;
-        for (; r + 4 <= r1; r += 4)
-            for (int64_t t = t0; t < t1; t++)
-                q8_block_4x1_512(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K, y + t * ldy + r);
-        for (; r < r1; r++)
-            for (int64_t t = t0; t < t1; t++)
-                y[t * ldy + r] = q8_block_1x1_512(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K);
-        for (int64_t t = t0; t < t1; t++)
-            for (int64_t rr = r0; rr < r1; rr++) y[t * ldy + rr] *= w->scale[rr];
-    }
-}
+Q8_MATMUL(VNNI512, cpu_matmul_i8_q8_avx512vnni, q8_block_4x1_512, q8_block_1x1_512)
 
 /* ==== AVX-VNNI (256 bits) ==== */
 
@@ -164,21 +170,6 @@ AVXVNNI_INLINE float q8_block_1x1_256(const int8_t *xq, const float *d, const in
     return hsum8(acc) + q8_tail(xq, d, w, k, K);
 }
 
-AVXVNNI void cpu_matmul_i8_q8_avxvnni(const cpu_xq8 *x, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1,
-                                      float *y, int64_t ldy) {
-    const int8_t *W = w->data;
-    int64_t K = w->cols;
-    for (int64_t t0 = 0; t0 < T; t0 += TOKEN_TILE) {
-        int64_t t1 = NC_MIN(T, t0 + TOKEN_TILE), r = r0;
-        for (; r + 4 <= r1; r += 4)
-            for (int64_t t = t0; t < t1; t++)
-                q8_block_4x1_256(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K, y + t * ldy + r);
-        for (; r < r1; r++)
-            for (int64_t t = t0; t < t1; t++)
-                y[t * ldy + r] = q8_block_1x1_256(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K);
-        for (int64_t t = t0; t < t1; t++)
-            for (int64_t rr = r0; rr < r1; rr++) y[t * ldy + rr] *= w->scale[rr];
-    }
-}
+Q8_MATMUL(AVXVNNI, cpu_matmul_i8_q8_avxvnni, q8_block_4x1_256, q8_block_1x1_256)
 
 #endif /* __x86_64__ */
