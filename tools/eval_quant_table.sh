@@ -26,15 +26,18 @@ MODES=(
 )
 echo "| mode | bits per byte | vs bf16 | argmax agreement | first divergence, 5 greedy chats |"
 echo "|---|---:|---:|---:|---|"
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
 for m in "${MODES[@]}"; do
     IFS='|' read -r name env args <<<"$m"
     # shellcheck disable=SC2086
-    env $env "$BIN" eval -m "$MODEL" --device "$DEVICE" --text "$TEXT" $args --compare bf16 --chats 5 --json |
-        python3 -c '
+    env $env "$BIN" eval -m "$MODEL" --device "$DEVICE" --text "$TEXT" $args --compare bf16 --chats 5 --json >"$OUT"
+    python3 - "$name" "$OUT" <<'PY'
 import json, sys
-j = json.load(sys.stdin)
+j = json.load(open(sys.argv[2]))
 c = j["compare"]
 div = ", ".join("=" if ch["first_divergence"] is None else str(ch["first_divergence"]) for ch in c["chats"])
-print(f"| {sys.argv[1]} | {j[\"bpb\"]:.5f} | {c[\"bpb_change_pct\"]:+.3f}% | {100 * c[\"argmax_agreement\"]:.2f}% | {div} |")
-' "$name"
+bpb, change, agree = j["bpb"], c["bpb_change_pct"], 100 * c["argmax_agreement"]
+print(f"| {sys.argv[1]} | {bpb:.5f} | {change:+.3f}% | {agree:.2f}% | {div} |")
+PY
 done

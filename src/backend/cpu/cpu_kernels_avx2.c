@@ -12,7 +12,8 @@
  * by sign-extending and converting; e4m3 by moving its bits into an fp16
  * (sign to bit 15, exponent and mantissa to bits 13..7: the same value
  * times 2^-8, subnormals included) and converting with F16C, the 2^8 going
- * into the row's scale. 8-bit sums are multiplied by the row's scale at
+ * into the row's scale (an e4m3 NaN, which the quantiser never writes,
+ * reads as 480 here). 8-bit sums are multiplied by the row's scale at
  * the end: the weight-only math of cpu_kernels.h.
  *   - one token (decode): 4 rows x 16 columns per step, 8 accumulators,
  *     and a software prefetch of the same columns of the next 4-row block:
@@ -58,10 +59,11 @@ AVX2_INLINE __m256 load_w8(const void *w, int64_t i, int wt) {
     case WT_I8:
         return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)w + i))));
     case WT_F8: {
-        __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)((const uint8_t *)w + i)));
-        __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8),
-                                 _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7));
-        return _mm256_cvtph_ps(h);
+        /* sign-extended to 16 bits and shifted left by 7, the sign lands in
+         * bit 15 and exponent + mantissa in bits 13..7; bit 14 (a copy of
+         * the sign) is cleared */
+        __m128i b = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)((const uint8_t *)w + i)));
+        return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16((short)0xbf80)));
     }
     default: return _mm256_loadu_ps((const float *)w + i);
     }
@@ -120,15 +122,17 @@ AVX2_INLINE void block_4x1(const float *x, const void *W, int64_t r, int64_t K, 
     const int esize = wt_size[wt];
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     int64_t k = 0;
-    /* 32 columns (one or two cache lines per row) per prefetching step; the
-     * same FMA sequence per accumulator as the 16-column loop below */
+    /* per prefetching step, a whole cache line of each row (32 columns of
+     * bf16, 64 of 8-bit weights) or two (fp32); the same FMA sequence per
+     * accumulator as the 16-column loop below */
+    const int64_t step = esize == 1 ? 64 : 32;
     if (pf != PF_NONE)
-        for (; k + 32 <= K; k += 32) {
-            prefetch_lines(n0 + k * esize, 32 * esize, pf);
-            prefetch_lines(n1 + k * esize, 32 * esize, pf);
-            prefetch_lines(n2 + k * esize, 32 * esize, pf);
-            prefetch_lines(n3 + k * esize, 32 * esize, pf);
-            for (int64_t kk = k; kk < k + 32; kk += 16) {
+        for (; k + step <= K; k += step) {
+            prefetch_lines(n0 + k * esize, (int)step * esize, pf);
+            prefetch_lines(n1 + k * esize, (int)step * esize, pf);
+            prefetch_lines(n2 + k * esize, (int)step * esize, pf);
+            prefetch_lines(n3 + k * esize, (int)step * esize, pf);
+            for (int64_t kk = k; kk < k + step; kk += 16) {
                 __m256 xa = _mm256_loadu_ps(x + kk), xb = _mm256_loadu_ps(x + kk + 8);
                 a0 = _mm256_fmadd_ps(load_w8(w0, kk, wt), xa, a0);
                 b0 = _mm256_fmadd_ps(load_w8(w0, kk + 8, wt), xb, b0);
