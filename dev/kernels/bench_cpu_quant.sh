@@ -4,7 +4,9 @@
 #
 # The machine may be shared, so every round runs each mode once, at each
 # thread count, in turn; the table gives each mode's median tok/s over the
-# rounds and its ratio to bf16's median at the same thread count. Modes:
+# rounds and the median over the rounds of its ratio to the bf16 run just
+# before it (the load of the moment changes within seconds less often than
+# between rounds). Modes:
 #   bf16            the checkpoint's bf16 weights (today's path)
 #   int8            --weights int8, default kernels (AVX512-VNNI / AVX-VNNI
 #                   with q8 activations where the CPU has them)
@@ -34,7 +36,7 @@ for r in $(seq "$ROUNDS"); do
     for t in $THREADS; do
         for m in "${MODES[@]}"; do
             v=$(run "$m" "$t")
-            echo "$t $m $v" >>"$OUT"
+            echo "$r $t $m $v" >>"$OUT"
             line="$line $m/$t=$v"
         done
     done
@@ -42,12 +44,17 @@ for r in $(seq "$ROUNDS"); do
 done
 python3 - "$OUT" "${MODES[*]}" "$THREADS" <<'EOF'
 import statistics, sys
-rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 3]
+rows = [l.split() for l in open(sys.argv[1]) if len(l.split()) == 4]
 modes, threads = sys.argv[2].split(), sys.argv[3].split()
-med = {(t, m): statistics.median(float(v) for tt, mm, v in rows if tt == t and mm == m) for t in threads for m in modes}
+tok = {(r, t, m): float(v) for r, t, m, v in rows}
+rounds = sorted({r for r, _, _, _ in rows})
+def med(t, m):
+    return statistics.median(tok[r, t, m] for r in rounds)
+def ratio(t, m):
+    return statistics.median(tok[r, t, m] / tok[r, t, "bf16"] for r in rounds)
 print(f"\n| d20 batch-1 decode, ctx 128 | " + " | ".join(f"{t} thread{'s' if t != '1' else ''}" for t in threads) + " |")
 print("|---|" + "---:|" * len(threads))
 for m in modes:
-    cells = [f"{med[t, m]:.1f} tok/s ({med[t, m] / med[t, 'bf16']:.2f}x)" for t in threads]
+    cells = [f"{med(t, m):.1f} tok/s ({ratio(t, m):.2f}x)" for t in threads]
     print(f"| {m} | " + " | ".join(cells) + " |")
 EOF

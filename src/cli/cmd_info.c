@@ -3,7 +3,7 @@
  *
  * Loads the model exactly as every other command does (so a checkpoint that
  * info accepts is one chat/serve accept), then prints the generation
- * (SPEC §1), sizes, attention windows, parameter count, the weight format
+ * (V1..V6), sizes, attention windows, parameter count, the weight format
  * (float, or 8-bit int8 / fp8 with per-row scales, docs/quantization.md),
  * tensor dtypes, the files with their sizes, the step, and the special
  * token ids if a tokenizer is found. --json prints the same as one JSON
