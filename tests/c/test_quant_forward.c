@@ -51,15 +51,6 @@ enum { POOL = 16, CHUNK = 7, MAX_T = 320 };
 
 static const char *const variants[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
 
-static double row_error(const float *ours, const float *ref, int V) {
-    double d = 0, m = 0;
-    for (int i = 0; i < V; i++) {
-        d = fmax(d, fabs((double)ours[i] - ref[i]));
-        m = fmax(m, fabs((double)ref[i]));
-    }
-    return d / m;
-}
-
 /* All logits of `ids` prefilled in chunks of CHUNK from position 0 (block
  * table 5, 4, 3, ...: scrambled so paging bugs show). */
 static int run_prompt(nc_backend *be, const int32_t *ids, int n, float *logits) {
@@ -111,7 +102,7 @@ static void check_mode(const cJSON *entry, const char *name, const char *mode, f
             CHECK(ref && bytes == sizeof(float) * (size_t)n_pos * (size_t)fx.V, "%s", path);
             if (ref && run_prompt(be, ids, n, logits) == 0) {
                 for (int k = 0; k < n_pos; k++) {
-                    double e = row_error(logits + (size_t)pos[k] * fx.V, ref + (size_t)k * fx.V, fx.V);
+                    double e = fixture_row_error(logits + (size_t)pos[k] * fx.V, ref + (size_t)k * fx.V, fx.V);
                     worst = fmax(worst, e);
                     sum += e;
                     rows++;
@@ -144,7 +135,7 @@ static void check_kv_bound_and_fork(const char *name, float *logits) {
     if (full && f8 && run_prompt(full, tc->prompt, tc->n_prompt, ref) == 0 &&
         run_prompt(f8, tc->prompt, tc->n_prompt, logits) == 0) {
         for (int t = 0; t < tc->n_prompt; t++)
-            worst = fmax(worst, row_error(logits + (size_t)t * fx.V, ref + (size_t)t * fx.V, fx.V));
+            worst = fmax(worst, fixture_row_error(logits + (size_t)t * fx.V, ref + (size_t)t * fx.V, fx.V));
     }
     CHECK(worst > 0 && worst <= KV_BOUND, "%s: fp8 KV moves the logits by %.3g of the row's largest", name, worst);
     printf("%s: fp8 KV vs fp32 KV, worst relative logit change %.3g (bound %.0e)\n", name, worst, KV_BOUND);
