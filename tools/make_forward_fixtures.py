@@ -156,8 +156,10 @@ def rope(x, cos, sin):  # x: [T, heads, D]; rotates by -theta (docs/model.md, Ro
 
 
 @torch.no_grad()
-def reference_forward(cfg, W, ids):
-    """fp32 softcapped logits [T, vocab_size] for token ids `ids` (positions 0..T-1)."""
+def reference_forward(cfg, W, ids, kv_round=None):
+    """fp32 softcapped logits [T, vocab_size] for token ids `ids` (positions 0..T-1).
+    kv_round, if given, maps keys and values [T, Hkv, D] (as attention reads
+    them from a cache) to their stored precision (tools/make_quant_fixtures.py)."""
     v6 = cfg["gen"] == "V6"
     L, C, H, Hkv = cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["n_kv_head"]
     D, V = C // H, cfg["vocab_size"]
@@ -188,6 +190,8 @@ def reference_forward(cfg, W, ids):
         q, k = rms(q), rms(k)
         if v6:
             q, k = q * 1.2, k * 1.2
+        if kv_round is not None:
+            k, v = kv_round(k), kv_round(v)
         rep = H // Hkv
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         diff = pos[:, None] - pos[None, :]  # i - j

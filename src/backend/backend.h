@@ -47,11 +47,18 @@ typedef struct {
     int32_t n_seqs;
 } nc_batch;
 
+/* How the KV cache stores keys and values (--kv-cache). */
+typedef enum {
+    NC_KV_CACHE_BF16 = 0, /* full precision, the default: bf16 on CUDA, fp32 on the CPU */
+    NC_KV_CACHE_FP8 = 1,  /* e4m3 with one fp32 scale per token and kv head (docs/quantization.md) */
+} nc_kv_cache_format;
+
 typedef struct {
     int32_t n_kv_blocks;      /* KV pool size in blocks (0: backend picks from memory) */
     int32_t max_batch_tokens; /* largest sum of n_tokens in one forward */
     int32_t max_seqs;         /* largest n_seqs in one forward */
     int32_t n_threads;        /* CPU threads (0: all cores) */
+    nc_kv_cache_format kv_cache;
 } nc_backend_params;
 
 /*
@@ -72,7 +79,7 @@ typedef struct {
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
-    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx2" or "scalar" */
+    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx512vnni", "avxvnni", "avx2" or "scalar" */
 } nc_backend_env;
 
 /* Fills *env from the environment (the defaults where a switch is unset or
@@ -126,14 +133,16 @@ typedef struct {
      * server do not pay for it. Only before any sequence holds KV blocks: it
      * overwrites position 0 of the first max_rows blocks. */
     int (*prepare_decode)(nc_backend *b, int32_t max_rows);
-    /* How this backend stores what every decode step streams from memory,
-     * in bytes per element: a weight matrix that the checkpoint holds as
-     * `dtype` (a backend may convert weights at init), and a cached K or V
-     * value. For front ends that count a step's memory traffic against
-     * the device's bandwidth (`nanochat bench`'s floor) without knowing
-     * which backend they talk to. */
+    /* How this backend stores what every decode step streams from memory:
+     * the bytes per element of a weight matrix that the checkpoint holds
+     * as `dtype` (a backend may convert weights at init; 8-bit matrices
+     * also stream a 4-byte scale per row, counted by the caller), and the
+     * bytes one cached key or value vector (one token, one kv head: D
+     * values plus any scale) takes. For front ends that count a step's
+     * memory traffic against the device's bandwidth (`nanochat bench`'s
+     * floor) without knowing which backend they talk to. */
     size_t (*weight_elem_bytes)(nc_backend *b, nc_dtype dtype);
-    size_t (*kv_elem_bytes)(nc_backend *b);
+    size_t (*kv_vector_bytes)(nc_backend *b);
 } nc_backend_ops;
 
 struct nc_backend {

@@ -16,9 +16,10 @@
  * floor". The bandwidth is measured in the same run: the backend's
  * copy_bandwidth op (CUDA: a 1 GiB device-to-device copy) or, for backends
  * without one, a host memcpy. Bytes count what the backend stores, as its
- * weight_elem_bytes / kv_elem_bytes ops say (the CUDA backend keeps bf16
+ * weight_elem_bytes / kv_vector_bytes ops say (the CUDA backend keeps bf16
  * weights and a bf16 KV cache; the CPU reads the checkpoint's weights in
- * place and keeps an fp32 KV cache).
+ * place, 8-bit ones with --weights int8/fp8, and keeps an fp32 KV cache, or
+ * fp8 with a scale per vector with --kv-cache fp8).
  *
  * Backend-agnostic: only backend.h calls. Decode steps use forward_sample
  * (greedy) when the backend has it, else forward + a host argmax.
@@ -98,6 +99,13 @@ static int parse_list(const char *opt, const char *v, int lo, int hi, int *out, 
 
 /* ==== byte counts ==== */
 
+/* Bytes of `rows` rows of `cols` values of a matrix stored as `dtype`:
+ * an 8-bit matrix also streams one fp32 scale per row. */
+static double matrix_bytes(nc_backend *be, nc_dtype dtype, double rows, double cols) {
+    double elem = (double)be->ops->weight_elem_bytes(be, dtype);
+    return rows * cols * elem + (nc_dtype_size(dtype) == 1 ? rows * sizeof(float) : 0);
+}
+
 /* Bytes of weights one decode step reads, as the backend stores them:
  * every matrix, the lm_head rows of the real vocabulary, one embedding row
  * (counted at the width of a matrix of its dtype: a few KB either way). */
@@ -109,9 +117,9 @@ static double weight_bytes(nc_backend *be) {
         const nc_layer_weights *w = &m->layers[l];
         const nc_tensor *ts[] = {w->c_q, w->c_k, w->c_v, w->attn_proj, w->mlp_fc, w->mlp_proj};
         for (size_t i = 0; i < NC_ARRAY_LEN(ts); i++)
-            total += (double)nc_tensor_numel(ts[i]) * (double)be->ops->weight_elem_bytes(be, ts[i]->dtype);
+            total += matrix_bytes(be, ts[i]->dtype, (double)ts[i]->shape[0], (double)ts[i]->shape[1]);
     }
-    total += (double)c->vocab_size * c->n_embd * (double)be->ops->weight_elem_bytes(be, m->lm_head->dtype);
+    total += matrix_bytes(be, m->lm_head->dtype, c->vocab_size, c->n_embd);
     total += (double)c->n_embd * (double)be->ops->weight_elem_bytes(be, m->wte->dtype);
     return total;
 }
@@ -119,7 +127,7 @@ static double weight_bytes(nc_backend *be) {
 /* K and V of every layer for one position. */
 static double kv_bytes_per_token(nc_backend *be) {
     const nc_model_config *c = &be->model->cfg;
-    return (double)c->n_layer * 2 * c->n_kv_head * c->head_dim * (double)be->ops->kv_elem_bytes(be);
+    return (double)c->n_layer * 2 * c->n_kv_head * (double)be->ops->kv_vector_bytes(be);
 }
 
 /* Matrix parameters touched per prompt token (everything but wte and lm_head). */

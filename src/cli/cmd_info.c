@@ -4,9 +4,10 @@
  * Loads the model exactly as every other command does (so a checkpoint that
  * info accepts is one chat/serve accept), then prints the generation
  * (docs/formats.md, Recognising the generation), sizes, attention windows,
- * parameter count, tensor dtypes, the
- * files with their sizes, the step, and the special token ids if a
- * tokenizer is found. --json prints the same as one JSON object.
+ * parameter count, the weight format (float, or 8-bit int8 / fp8 with
+ * per-row scales, docs/quantization.md), tensor dtypes, the files with
+ * their sizes, the step, and the special token ids if a tokenizer is
+ * found. --json prints the same as one JSON object.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -41,6 +42,11 @@ static void human_bytes(int64_t n, char *buf, size_t cap) {
     int u = 0;
     while (v >= 1000 && u < 4) v /= 1000, u++;
     snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", v, units[u]);
+}
+
+/* "int8" / "fp8" / "bf16" (float as stored) of the layers and of lm_head. */
+static const char *lm_head_format(const nc_model *m) {
+    return m->lm_head_scale ? nc_weight_format_name(m->weights) : "bf16";
 }
 
 /* Tensor count and element count per dtype. */
@@ -143,6 +149,8 @@ static void print_json(const nc_model *m, const nc_checkpoint_location *loc, cha
     cJSON_AddNumberToObject(j, "softcap", c->softcap);
     cJSON_AddNumberToObject(j, "qk_scale", c->qk_scale);
     cJSON_AddNumberToObject(j, "parameters", (double)nc_config_param_count(c));
+    cJSON_AddStringToObject(j, "weight_format", nc_weight_format_name(m->weights));
+    cJSON_AddStringToObject(j, "lm_head_format", lm_head_format(m));
     cJSON_AddNumberToObject(j, "tensor_bytes", (double)nc_tensor_set_bytes(m->tensors));
     dtype_stats ds;
     count_dtypes(m, &ds);
@@ -197,6 +205,11 @@ static void print_text(const nc_model *m, const nc_checkpoint_location *loc, cha
            c->has_smear ? ", smear + backout" : "");
     int64_t params = nc_config_param_count(c);
     printf("parameters:   %lld (%.3f B)\n", (long long)params, (double)params / 1e9);
+    if (m->weights == NC_WEIGHTS_FLOAT)
+        printf("weights:      float, as stored (--weights bf16)\n");
+    else
+        printf("weights:      %s with one fp32 scale per row (layers; lm_head %s)\n", nc_weight_format_name(m->weights),
+               lm_head_format(m));
     dtype_stats ds;
     count_dtypes(m, &ds);
     printf("dtypes:      ");
@@ -207,7 +220,7 @@ static void print_text(const nc_model *m, const nc_checkpoint_location *loc, cha
     printf(" %s in all\n", size);
     for (int i = 0; i < n_files; i++) {
         human_bytes(file_size(files[i]), size, sizeof size);
-        printf("%s %s (%s)\n", i ? "              " : "weights:     ", files[i], size);
+        printf("%s %s (%s)\n", i ? "              " : "files:       ", files[i], size);
     }
     if (loc->config_file) {
         human_bytes(file_size(loc->config_file), size, sizeof size);

@@ -13,6 +13,8 @@ static const nc_command commands[] = {
     {"tokenize", "text on stdin -> token ids (or --decode, --chat)", cmd_tokenize},
     {"forward", "token ids -> fp32 logits of every position (compare with PyTorch)", cmd_forward},
     {"bench", "prefill / decode / batched throughput vs the bandwidth floor", cmd_bench},
+    {"eval", "bits per byte of a text; --compare an 8-bit mode with bf16", cmd_eval},
+    {"quantize", "write an int8 / fp8 copy of a checkpoint that loads directly", cmd_quantize},
     {"chat", "talk to a chat model (interactive, or -p TEXT once)", cmd_chat},
     {"generate", "complete a text with a base model (<|bos|> + text)", cmd_generate},
     {"serve", "HTTP server: chat page, nanochat + OpenAI APIs, metrics", cmd_serve},

@@ -19,7 +19,7 @@
 
 #include "flags.h"
 #include "hub/hub.h"
-#include "model/prefetch.h"
+#include "model/quantize.h"
 #include "util/common.h"
 #include "util/progress.h"
 
@@ -116,6 +116,29 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->quiet = true;
         return 1;
     }
+    if ((r = nc_flag_take("--weights", argc, argv, i, &v))) {
+        nc_weight_format f;
+        if (r < 0) return -1;
+        if (nc_weight_format_parse(v, &f)) {
+            fprintf(stderr, "nanochat: --weights: %s\n", nc_error());
+            return -1;
+        }
+        a->weights = v;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--lm-head-bf16")) {
+        a->lm_head_float = true;
+        return 1;
+    }
+    if ((r = nc_flag_take("--kv-cache", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (strcmp(v, "bf16") && strcmp(v, "fp8")) {
+            fprintf(stderr, "nanochat: --kv-cache must be bf16 or fp8, got '%s'\n", v);
+            return -1;
+        }
+        a->kv_cache = strcmp(v, "fp8") ? NC_KV_CACHE_BF16 : NC_KV_CACHE_FP8;
+        return 1;
+    }
     return 0;
 }
 
@@ -136,6 +159,12 @@ void nc_model_args_help(FILE *f) {
             "  --random-seed N      seed for --random (default 1)\n"
             "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
             "  --threads N          CPU threads (default 0: all cores)\n"
+            "  --weights bf16|int8|fp8   layer and lm_head weights: bf16 = the checkpoint's own float\n"
+            "                       weights; int8 / fp8 = 8-bit with per-row scales, quantised at load\n"
+            "                       (default: as the checkpoint stores them; docs/quantization.md)\n"
+            "  --lm-head-bf16       with --weights int8/fp8: leave lm_head in float\n"
+            "  --kv-cache bf16|fp8  KV cache precision: bf16 = full (fp32 on the CPU), fp8 = e4m3\n"
+            "                       with per-token scales (default bf16)\n"
             "  -v, --verbose        timings on stderr\n"
             "  -q, --quiet          no download or load progress on stderr\n");
 }
@@ -185,6 +214,9 @@ void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
     o->random_seed = a->random_seed;
     o->device = a->device;
     o->threads = a->threads;
+    o->weights = a->weights;
+    o->lm_head_float = a->lm_head_float;
+    o->kv_cache = a->kv_cache;
     o->log = a->verbose ? stderr : NULL;
 }
 

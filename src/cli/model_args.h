@@ -8,6 +8,7 @@
  *   --step N --source sft|rl|mid|base --tag dN --tokenizer FILE
  *   --random SHAPE     random weights instead of -m (d20, d34, L,C,H[,Hkv[,V]])
  *   --device cpu|cuda|auto   --threads N   --verbose   --quiet
+ *   --weights bf16|int8|fp8 [--lm-head-bf16]   --kv-cache bf16|fp8
  * With neither -m nor --random, the bundled default model is used
  * (models/picochat beside the binary's build dir, or $NANOCHAT_MODEL).
  */
@@ -35,6 +36,9 @@ typedef struct {
     bool quiet;              /* --quiet: no download or load progress */
     char hub_repo[200];      /* "owner/name" once an hf: model was fetched, else "" */
     char hub_dir[PATH_MAX];  /* its local snapshot folder (load.path then points here) */
+    const char *weights;     /* --weights bf16|int8|fp8, or NULL: as the checkpoint stores them */
+    bool lm_head_float;      /* --lm-head-bf16: leave lm_head unquantised */
+    nc_kv_cache_format kv_cache; /* --kv-cache bf16|fp8 */
 } nc_model_args;
 
 void nc_model_args_init(nc_model_args *a);
@@ -67,8 +71,9 @@ void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o);
 int nc_model_args_open(const nc_model_args *a, int32_t rows, nc_bundle *b);
 
 /* Loads the model and, if `tok` is non-NULL, its tokenizer (required:
- * fails if none is found). Prints a one-line error and returns -1 on
- * failure. With --verbose, prints the load time. */
+ * fails if none is found), and converts its weights as --weights asks
+ * (model/quantize.h). Prints a one-line error and returns -1 on failure.
+ * With --verbose, prints the load time. */
 int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok);
 
 /* Like nc_model_args_load, but also returns where the files were found

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../model/prefetch.h"
+#include "../model/quantize.h"
 #include "../util/common.h"
 
 /* ==== the bundled default model ==== */
@@ -138,12 +139,29 @@ static int load_files(const nc_bundle_options *b, nc_model **model, nc_tokenizer
     return *tok ? 0 : -1;
 }
 
+/* `weights`: quantise a float model at load; an 8-bit one stays as it is
+ * (asking it for another format, or for bf16, is refused: its float
+ * weights are not in the file). */
+static int apply_weights(const nc_bundle_options *o, nc_model *m) {
+    nc_weight_format f;
+    if (!o->weights) {
+        if (o->lm_head_float) return nc_fail("--lm-head-bf16 applies with --weights int8 or fp8");
+        return 0;
+    }
+    if (nc_weight_format_parse(o->weights, &f)) return -1;
+    if (m->weights != NC_WEIGHTS_FLOAT && f != m->weights)
+        return nc_fail("this checkpoint stores %s weights; --weights %s needs the float (bf16/fp32) checkpoint",
+                       nc_weight_format_name(m->weights), o->weights);
+    return nc_model_quantize(m, f, !o->lm_head_float, o->threads);
+}
+
 int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **tok, bool tok_required,
                    nc_checkpoint_location *loc) {
     nc_checkpoint_location here;
     if (!loc) loc = &here;
     double t0 = nc_now();
     int rc = load_files(o, model, tok, tok_required, loc);
+    if (!rc) rc = apply_weights(o, *model);
     if (rc || loc == &here) nc_checkpoint_location_free(loc);
     if (rc) {
         nc_model_free(*model);
@@ -156,8 +174,9 @@ int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **
     }
     if (o->log) {
         const nc_model_config *c = &(*model)->cfg;
-        fprintf(o->log, "loaded %s (%s, nanochat %s, L%d C%d H%d) in %.2f s\n", (*model)->source, (*model)->format,
-                nc_generation_name(c->generation), c->n_layer, c->n_embd, c->n_head, nc_now() - t0);
+        fprintf(o->log, "loaded %s (%s, nanochat %s, L%d C%d H%d, %s weights) in %.2f s\n", (*model)->source,
+                (*model)->format, nc_generation_name(c->generation), c->n_layer, c->n_embd, c->n_head,
+                nc_weight_format_name((*model)->weights), nc_now() - t0);
     }
     return 0;
 }
@@ -174,6 +193,7 @@ void nc_bundle_options_init(nc_bundle_options *o) {
 nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model, const nc_backend_params *p) {
     nc_backend_params params = *p;
     if (params.n_threads == 0) params.n_threads = o->threads;
+    if (params.kv_cache == NC_KV_CACHE_BF16) params.kv_cache = o->kv_cache;
     if (o->progress) nc_model_prefetch(model, o->progress, "reading weights");
     double t0 = nc_now();
     nc_backend *b = nc_backend_create(o->device, model, &params);
@@ -181,9 +201,7 @@ nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model,
     return b;
 }
 
-/* Backend and scheduler sizes from the options, for a model whose
- * context is resolved to `max_context`. */
-static void bundle_sizes(const nc_bundle_options *o, int32_t max_context, nc_backend_params *bp,
+void nc_bundle_sizes(const nc_bundle_options *o, int32_t max_context, nc_backend_params *bp,
                          nc_scheduler_params *sp) {
     memset(bp, 0, sizeof *bp);
     memset(sp, 0, sizeof *sp);
@@ -216,7 +234,7 @@ int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o) {
     b->max_context = o->max_context ? o->max_context : seq;
     nc_backend_params bp;
     nc_scheduler_params sp;
-    bundle_sizes(o, b->max_context, &bp, &sp);
+    nc_bundle_sizes(o, b->max_context, &bp, &sp);
     if (!(b->backend = nc_bundle_backend(o, b->model, &bp))) goto failed;
     if (!(b->sched = nc_scheduler_create(b->backend, b->tok, &sp))) goto failed;
     return 0;
@@ -237,9 +255,5 @@ void nc_bundle_close(nc_bundle *b) {
 
 int nc_bundle_run(nc_bundle *b, const int32_t *prompt, int32_t n, const nc_gen_params *g, nc_gen_callback cb,
                   void *user) {
-    if (nc_scheduler_submit(b->sched, prompt, n, g, cb, user, NULL)) return -1;
-    /* A failed step has already failed and retired its requests (their rows
-     * got NC_FINISH_ERROR events): keep stepping until nothing is left. */
-    while (nc_scheduler_step(b->sched) != 0) {}
-    return 0;
+    return nc_scheduler_run(b->sched, prompt, n, g, cb, user);
 }

@@ -38,9 +38,13 @@ typedef struct {
     const char *random_spec;  /* non-NULL: random weights of this shape instead (nc_model_random);
                                  the tokenizer is load.tokenizer_path, else the default model's */
     uint64_t random_seed;
+    const char *weights;      /* "bf16", "int8", "fp8" (model/quantize.h), or NULL: as the checkpoint
+                                 stores them; a float model is quantised at load */
+    bool lm_head_float;       /* with an 8-bit `weights`: leave lm_head in float */
     /* Where to run it. */
     const char *device;       /* "cpu", "cuda" or "auto" (NULL: "auto") */
     int threads;              /* CPU threads (0: all cores) */
+    nc_kv_cache_format kv_cache; /* the KV cache's precision (NC_KV_CACHE_BF16: full) */
     /* How much at once. */
     int max_context;          /* positions per sequence (0: the model's sequence_len) */
     bool long_context;        /* a max_context past sequence_len is allowed (up to the backend's
@@ -96,12 +100,14 @@ int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **
  * n_threads meaning o->threads). NULL + nc_error() on failure. */
 nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model, const nc_backend_params *p);
 
-/* Submits one request and steps the scheduler on this thread until it has
- * no work left; `cb` runs here, inside the steps. The caller must be the
- * scheduler's only stepping thread. Returns -1 with nc_error() when the
- * request is refused (nothing ran, `cb` never called), else 0 once every
- * row finished: a backend failure reaches the rows as NC_FINISH_ERROR
- * events (the scheduler fails and retires the requests of a failed step). */
+/* The backend and scheduler sizes nc_bundle_open uses for `o` and a
+ * context resolved to `max_context`, for front ends that create the
+ * backend and scheduler themselves (`nanochat eval`). */
+void nc_bundle_sizes(const nc_bundle_options *o, int32_t max_context, nc_backend_params *bp,
+                     nc_scheduler_params *sp);
+
+/* nc_scheduler_run on the bundle's scheduler: one request run to the end
+ * on this thread. */
 int nc_bundle_run(nc_bundle *b, const int32_t *prompt, int32_t n, const nc_gen_params *g, nc_gen_callback cb,
                   void *user);
 

@@ -533,3 +533,12 @@ int nc_scheduler_step(nc_scheduler *s) {
     publish(s);
     return rc < 0 ? -1 : s->n_waiting + s->n_running;
 }
+
+int nc_scheduler_run(nc_scheduler *s, const int32_t *prompt, int32_t n_prompt, const nc_gen_params *params,
+                     nc_gen_callback cb, void *user) {
+    if (nc_scheduler_submit(s, prompt, n_prompt, params, cb, user, NULL)) return -1;
+    /* A failed step has already failed and retired its requests (their rows
+     * got NC_FINISH_ERROR events): keep stepping until nothing is left. */
+    while (nc_scheduler_step(s) != 0) {}
+    return 0;
+}

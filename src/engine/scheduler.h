@@ -108,6 +108,15 @@ void nc_scheduler_cancel(nc_scheduler *s, uint64_t request_id);
  * of requests still queued or running, or -1 on an internal failure. */
 int nc_scheduler_step(nc_scheduler *s);
 
+/* Submits one request and steps on this thread until the scheduler has
+ * no work left; `cb` runs here, inside the steps. The caller must be the
+ * scheduler's only stepping thread. Returns -1 with nc_error() when the
+ * request is refused (nothing ran, `cb` never called), else 0 once every
+ * row finished: a backend failure reaches the rows as NC_FINISH_ERROR
+ * events (the scheduler fails and retires the requests of a failed step). */
+int nc_scheduler_run(nc_scheduler *s, const int32_t *prompt, int32_t n_prompt, const nc_gen_params *params,
+                     nc_gen_callback cb, void *user);
+
 /* Blocks the caller until there is work (or `timeout_s` passes); for the
  * server's engine thread. Returns true if there is work. */
 bool nc_scheduler_wait_for_work(nc_scheduler *s, double timeout_s);

@@ -9,6 +9,7 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -28,7 +29,7 @@ static const struct {
 } st_dtypes[] = {
     {"F32", NC_DTYPE_F32}, {"BF16", NC_DTYPE_BF16}, {"F16", NC_DTYPE_F16}, {"F64", NC_DTYPE_F64},
     {"I64", NC_DTYPE_I64}, {"I32", NC_DTYPE_I32},   {"I16", NC_DTYPE_I16}, {"I8", NC_DTYPE_I8},
-    {"U8", NC_DTYPE_U8},   {"BOOL", NC_DTYPE_BOOL},
+    {"U8", NC_DTYPE_U8},   {"BOOL", NC_DTYPE_BOOL}, {"F8_E4M3", NC_DTYPE_F8_E4M3},
 };
 
 /* An exact non-negative integer below 2^53 from a JSON number. */
@@ -85,6 +86,15 @@ static int add_tensor(const cJSON *t, const uint8_t *base, uint64_t data_len, nc
     return nc_tensor_set_add(into, renamed, dtype, ndim, dims, data);
 }
 
+/* "__metadata__": a flat object of strings (the format's rule); entries
+ * that are not strings are ignored, as other readers do. */
+static int add_metadata(const cJSON *m, nc_tensor_set *into) {
+    if (!cJSON_IsObject(m)) return nc_fail("safetensors: __metadata__ is not an object");
+    for (const cJSON *e = m->child; e; e = e->next)
+        if (e->string && cJSON_IsString(e)) nc_tensor_set_set_meta(into, e->string, e->valuestring);
+    return 0;
+}
+
 int nc_safetensors_read(const uint8_t *data, size_t len, nc_tensor_set *into, nc_tensor_rename_fn rename) {
     if (len < 8) return nc_fail("safetensors: file too small (%zu bytes)", len);
     uint64_t n = 0;
@@ -103,8 +113,74 @@ int nc_safetensors_read(const uint8_t *data, size_t len, nc_tensor_set *into, nc
     for (const cJSON *t = h->child; t && !rc; t = t->next) {
         if (!t->string) rc = nc_fail("safetensors: unnamed header entry");
         else if (strcmp(t->string, "__metadata__") != 0) rc = add_tensor(t, base, data_len, into, rename);
+        else rc = add_metadata(t, into);
     }
     cJSON_Delete(h);
+    return rc;
+}
+
+/* ==== writing ==== */
+
+/* The safetensors name of a dtype, or NULL for one the format lacks. */
+static const char *st_dtype_name(nc_dtype d) {
+    for (size_t i = 0; i < NC_ARRAY_LEN(st_dtypes); i++)
+        if (st_dtypes[i].dtype == d) return st_dtypes[i].name;
+    return NULL;
+}
+
+int nc_safetensors_save(const char *path, const nc_tensor_set *s) {
+    int n = nc_tensor_set_count(s);
+    /* Wider elements first: every tensor then starts aligned to its element
+     * size (the header is padded to 8 bytes), so the reader maps them all. */
+    const nc_tensor **order = nc_xmalloc((size_t)(n ? n : 1) * sizeof *order);
+    int k = 0;
+    for (size_t width = 8; width >= 1; width /= 2)
+        for (int i = 0; i < n; i++)
+            if (nc_dtype_size(nc_tensor_set_at(s, i)->dtype) == width) order[k++] = nc_tensor_set_at(s, i);
+    NC_ASSERT(k == n);
+    cJSON *h = cJSON_CreateObject();
+    if (nc_tensor_set_meta_count(s) > 0) {
+        cJSON *meta = cJSON_AddObjectToObject(h, "__metadata__");
+        for (int i = 0; i < nc_tensor_set_meta_count(s); i++) {
+            const char *key, *value;
+            nc_tensor_set_meta_at(s, i, &key, &value);
+            cJSON_AddStringToObject(meta, key, value);
+        }
+    }
+    uint64_t offset = 0;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const nc_tensor *t = order[i];
+        const char *dt = st_dtype_name(t->dtype);
+        if (!dt) {
+            rc = nc_fail("safetensors: cannot store tensor '%s' of dtype %s", t->name, nc_dtype_name(t->dtype));
+            break;
+        }
+        cJSON *e = cJSON_AddObjectToObject(h, t->name);
+        cJSON_AddStringToObject(e, "dtype", dt);
+        cJSON *shape = cJSON_AddArrayToObject(e, "shape");
+        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(offset + t->nbytes)));
+        offset += t->nbytes;
+    }
+    char *json = rc ? NULL : cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    FILE *f = NULL;
+    if (!rc && !(f = fopen(path, "wb"))) rc = nc_fail("cannot write %s: %s", path, strerror(errno));
+    if (!rc) {
+        size_t jlen = strlen(json), padded = (jlen + 7) & ~(size_t)7;
+        uint8_t len8[8];
+        for (int b = 0; b < 8; b++) len8[b] = (uint8_t)((uint64_t)padded >> (8 * b));
+        bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(json, 1, jlen, f) == jlen;
+        for (size_t p = jlen; ok && p < padded; p++) ok = fputc(' ', f) != EOF; /* JSON allows trailing spaces */
+        for (int i = 0; ok && i < n; i++) ok = fwrite(order[i]->data, 1, order[i]->nbytes, f) == order[i]->nbytes;
+        if (fclose(f) != 0) ok = false;
+        if (!ok) rc = nc_fail("writing %s failed: %s", path, strerror(errno));
+    }
+    free(json);
+    free(order);
     return rc;
 }
 

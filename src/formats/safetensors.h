@@ -5,6 +5,7 @@
  * {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]},
  *  "__metadata__": {...}}, then the data; offsets are relative to byte 8+N.
  * Every range is checked against the file and against dtype x shape.
+ * String entries of "__metadata__" become the set's metadata.
  * Tensors point into the mapping (copied only when misaligned for their
  * dtype). Sharded checkpoints list their files in
  * model.safetensors.index.json ("weight_map": name -> file).
@@ -26,6 +27,12 @@ typedef void (*nc_tensor_rename_fn)(const char *name, char *out, size_t cap);
  * `into` (renamed by `rename` if non-NULL). Tensors point into the buffer,
  * which must outlive the set. */
 int nc_safetensors_read(const uint8_t *data, size_t len, nc_tensor_set *into, nc_tensor_rename_fn rename);
+
+/* Writes every tensor of `s` and its metadata (as "__metadata__") to a new
+ * safetensors file at `path`, tensors ordered by element size (widest
+ * first, so each is aligned in a mapping of the file), header padded to 8
+ * bytes. Errors name the file. */
+int nc_safetensors_save(const char *path, const nc_tensor_set *s);
 
 /* Maps one .safetensors file and adds its tensors to `into`, which takes
  * the mapping. Errors name the file. */

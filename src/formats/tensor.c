@@ -13,12 +13,14 @@ typedef struct {
 } mapping;
 
 struct nc_tensor_set {
-    nc_tensor *tensors;
+    nc_tensor **tensors; /* one allocation each, so their addresses are stable */
     int n, cap;
     void **buffers;   /* owned malloc'ed buffers */
     int n_buffers;
     mapping *mappings; /* owned mmapped regions */
     int n_mappings;
+    char **meta;       /* [2 * n_meta]: key, value, key, value, ... */
+    int n_meta;
 };
 
 static const struct {
@@ -28,7 +30,7 @@ static const struct {
     [NC_DTYPE_F32] = {4, "f32"},  [NC_DTYPE_BF16] = {2, "bf16"}, [NC_DTYPE_F16] = {2, "f16"},
     [NC_DTYPE_F64] = {8, "f64"},  [NC_DTYPE_I64] = {8, "i64"},   [NC_DTYPE_I32] = {4, "i32"},
     [NC_DTYPE_I16] = {2, "i16"},  [NC_DTYPE_I8] = {1, "i8"},     [NC_DTYPE_U8] = {1, "u8"},
-    [NC_DTYPE_BOOL] = {1, "bool"},
+    [NC_DTYPE_BOOL] = {1, "bool"}, [NC_DTYPE_F8_E4M3] = {1, "f8_e4m3"},
 };
 
 size_t nc_dtype_size(nc_dtype t) {
@@ -60,8 +62,13 @@ nc_tensor_set *nc_tensor_set_new(void) { return nc_xcalloc(1, sizeof(nc_tensor_s
 
 void nc_tensor_set_free(nc_tensor_set *s) {
     if (!s) return;
-    for (int i = 0; i < s->n; i++) free(s->tensors[i].name);
+    for (int i = 0; i < s->n; i++) {
+        free(s->tensors[i]->name);
+        free(s->tensors[i]);
+    }
     free(s->tensors);
+    for (int i = 0; i < 2 * s->n_meta; i++) free(s->meta[i]);
+    free(s->meta);
     for (int i = 0; i < s->n_buffers; i++) free(s->buffers[i]);
     free(s->buffers);
     for (int i = 0; i < s->n_mappings; i++) munmap(s->mappings[i].addr, s->mappings[i].length);
@@ -73,12 +80,12 @@ int nc_tensor_set_count(const nc_tensor_set *s) { return s->n; }
 
 const nc_tensor *nc_tensor_set_at(const nc_tensor_set *s, int i) {
     NC_ASSERT(i >= 0 && i < s->n);
-    return &s->tensors[i];
+    return s->tensors[i];
 }
 
 const nc_tensor *nc_tensor_set_find(const nc_tensor_set *s, const char *name) {
     for (int i = 0; i < s->n; i++)
-        if (strcmp(s->tensors[i].name, name) == 0) return &s->tensors[i];
+        if (strcmp(s->tensors[i]->name, name) == 0) return s->tensors[i];
     return NULL;
 }
 
@@ -89,10 +96,10 @@ int nc_tensor_set_add(nc_tensor_set *s, const char *name, nc_dtype dtype, int nd
     if (nc_tensor_set_find(s, name)) return nc_fail("tensor '%s' appears twice", name);
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 64;
-        s->tensors = nc_xrealloc(s->tensors, (size_t)s->cap * sizeof(nc_tensor));
+        s->tensors = nc_xrealloc(s->tensors, (size_t)s->cap * sizeof(nc_tensor *));
     }
-    nc_tensor *t = &s->tensors[s->n++];
-    memset(t, 0, sizeof *t);
+    nc_tensor *t = nc_xcalloc(1, sizeof *t);
+    s->tensors[s->n++] = t;
     t->name = nc_xstrdup(name);
     t->dtype = dtype;
     t->ndim = ndim;
@@ -100,6 +107,26 @@ int nc_tensor_set_add(nc_tensor_set *s, const char *name, nc_dtype dtype, int nd
     t->data = data;
     t->nbytes = (size_t)nc_tensor_numel(t) * nc_dtype_size(dtype);
     return 0;
+}
+
+void nc_tensor_set_retype(nc_tensor_set *s, const nc_tensor *t, nc_dtype dtype, const void *data) {
+    nc_tensor *mine = NULL;
+    for (int i = 0; i < s->n && !mine; i++)
+        if (s->tensors[i] == t) mine = s->tensors[i];
+    NC_ASSERT(mine);
+    mine->dtype = dtype;
+    mine->data = data;
+    mine->nbytes = (size_t)nc_tensor_numel(mine) * nc_dtype_size(dtype);
+}
+
+int nc_tensor_set_drop_buffer(nc_tensor_set *s, void *buffer) {
+    for (int i = 0; i < s->n_buffers; i++)
+        if (s->buffers[i] == buffer) {
+            free(buffer);
+            s->buffers[i] = s->buffers[--s->n_buffers];
+            return 0;
+        }
+    return -1;
 }
 
 void nc_tensor_set_keep_buffer(nc_tensor_set *s, void *buffer) {
@@ -123,6 +150,33 @@ int nc_tensor_set_in_mapping(const nc_tensor_set *s, const void *p, size_t bytes
 
 size_t nc_tensor_set_bytes(const nc_tensor_set *s) {
     size_t total = 0;
-    for (int i = 0; i < s->n; i++) total += s->tensors[i].nbytes;
+    for (int i = 0; i < s->n; i++) total += s->tensors[i]->nbytes;
     return total;
+}
+
+void nc_tensor_set_set_meta(nc_tensor_set *s, const char *key, const char *value) {
+    for (int i = 0; i < s->n_meta; i++)
+        if (!strcmp(s->meta[2 * i], key)) {
+            free(s->meta[2 * i + 1]);
+            s->meta[2 * i + 1] = nc_xstrdup(value);
+            return;
+        }
+    s->meta = nc_xrealloc(s->meta, (size_t)(2 * s->n_meta + 2) * sizeof(char *));
+    s->meta[2 * s->n_meta] = nc_xstrdup(key);
+    s->meta[2 * s->n_meta + 1] = nc_xstrdup(value);
+    s->n_meta++;
+}
+
+const char *nc_tensor_set_meta(const nc_tensor_set *s, const char *key) {
+    for (int i = 0; i < s->n_meta; i++)
+        if (!strcmp(s->meta[2 * i], key)) return s->meta[2 * i + 1];
+    return NULL;
+}
+
+int nc_tensor_set_meta_count(const nc_tensor_set *s) { return s->n_meta; }
+
+void nc_tensor_set_meta_at(const nc_tensor_set *s, int i, const char **key, const char **value) {
+    NC_ASSERT(i >= 0 && i < s->n_meta);
+    *key = s->meta[2 * i];
+    *value = s->meta[2 * i + 1];
 }

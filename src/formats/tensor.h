@@ -26,6 +26,7 @@ typedef enum {
     NC_DTYPE_I8,
     NC_DTYPE_U8,
     NC_DTYPE_BOOL,
+    NC_DTYPE_F8_E4M3, /* OCP float8 e4m3fn (util/numeric.h), the fp8 weight format */
     NC_DTYPE_COUNT
 } nc_dtype;
 
@@ -53,6 +54,8 @@ nc_tensor_set *nc_tensor_set_new(void);
  * obtained from the set is invalid afterwards. NULL is fine. */
 void nc_tensor_set_free(nc_tensor_set *s);
 
+/* Tensors keep their address for the life of the set: adding more never
+ * moves the ones already there. */
 int nc_tensor_set_count(const nc_tensor_set *s);
 const nc_tensor *nc_tensor_set_at(const nc_tensor_set *s, int i);
 const nc_tensor *nc_tensor_set_find(const nc_tensor_set *s, const char *name);
@@ -63,8 +66,18 @@ const nc_tensor *nc_tensor_set_find(const nc_tensor_set *s, const char *name);
 int nc_tensor_set_add(nc_tensor_set *s, const char *name, nc_dtype dtype, int ndim,
                       const int64_t *shape, const void *data);
 
+/* Gives tensor `t` of the set new contents of another dtype, shape
+ * unchanged (e.g. a bf16 matrix quantised to int8 in place): pointers to
+ * `t` stay valid and see the new dtype, data and nbytes. `data` follows the
+ * rule of nc_tensor_set_add. The old data is left where it was. */
+void nc_tensor_set_retype(nc_tensor_set *s, const nc_tensor *t, nc_dtype dtype, const void *data);
+
 /* Hands ownership of a malloc'ed buffer to the set (freed with it). */
 void nc_tensor_set_keep_buffer(nc_tensor_set *s, void *buffer);
+/* Frees a buffer handed over with nc_tensor_set_keep_buffer before the set
+ * is freed (once no tensor points into it any more); returns 0, or -1 if
+ * `buffer` is not one of the set's. */
+int nc_tensor_set_drop_buffer(nc_tensor_set *s, void *buffer);
 /* Hands ownership of an mmapped region to the set (munmapped with it). */
 void nc_tensor_set_keep_mapping(nc_tensor_set *s, void *addr, size_t length);
 
@@ -75,5 +88,14 @@ int nc_tensor_set_in_mapping(const nc_tensor_set *s, const void *p, size_t bytes
 
 /* Total bytes of tensor data in the set. */
 size_t nc_tensor_set_bytes(const nc_tensor_set *s);
+
+/* String metadata of the set (safetensors' "__metadata__"; the quantiser
+ * records the weight format here). set_meta copies both strings and
+ * replaces an existing key; meta returns NULL for an absent key. */
+void nc_tensor_set_set_meta(nc_tensor_set *s, const char *key, const char *value);
+const char *nc_tensor_set_meta(const nc_tensor_set *s, const char *key);
+int nc_tensor_set_meta_count(const nc_tensor_set *s);
+/* Key and value of entry i, in insertion order. */
+void nc_tensor_set_meta_at(const nc_tensor_set *s, int i, const char **key, const char **value);
 
 #endif /* NC_FORMATS_TENSOR_H */

@@ -11,6 +11,9 @@
  * (rms_norm_eps 1e-6, fp32 rotary tables) are deliberately not adopted: the
  * engine follows nanochat (docs/model.md, RMSNorm), so rms_norm_eps is ignored; a config
  * whose rope theta, softcap or MLP width differ from nanochat V1 is refused.
+ * `nanochat quantize` output: sizes from its meta.json (nanochat's meta
+ * format), tensors from model.safetensors under nanochat's own names, 8-bit
+ * matrices and their scales checked by nc_model_from_tensors.
  */
 #include "loader.h"
 
@@ -156,7 +159,7 @@ static nc_model *load_located(const nc_checkpoint_location *loc) {
     char *text = nc_read_file(loc->config_file, MAX_CONFIG_BYTES, &len);
     if (!text) return NULL;
     nc_model_config sizes;
-    bool hf = !strcmp(loc->format, "huggingface");
+    bool hf = !strcmp(loc->format, "huggingface"), quantized = !strcmp(loc->format, "nanochat-safetensors");
     int rc = hf ? nc_config_parse_hf(text, len, loc->config_file, &sizes)
                 : nc_config_parse_meta(text, len, loc->config_file, &sizes);
     free(text);
@@ -164,7 +167,13 @@ static nc_model *load_located(const nc_checkpoint_location *loc) {
 
     nc_tensor_set *ts = NULL;
     char index[4096] = "";
-    if (!hf) {
+    if (quantized) {
+        ts = nc_tensor_set_new();
+        if (nc_safetensors_load(loc->model_file, ts, NULL)) {
+            nc_tensor_set_free(ts);
+            ts = NULL;
+        }
+    } else if (!hf) {
         ts = nc_torch_load(loc->model_file);
     } else {
         ts = nc_tensor_set_new();
@@ -184,7 +193,8 @@ static nc_model *load_located(const nc_checkpoint_location *loc) {
     }
     if (!ts) return NULL;
     const char *source = index[0] ? index : loc->model_file;
-    nc_model *m = nc_model_from_tensors(ts, &sizes, source, hf ? "safetensors" : "nanochat .pt");
+    nc_model *m = nc_model_from_tensors(ts, &sizes, source,
+                                        quantized ? "nanochat safetensors" : hf ? "safetensors" : "nanochat .pt");
     if (!m) {
         nc_fail_context("%s", source);
         nc_tensor_set_free(ts);

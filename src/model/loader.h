@@ -9,7 +9,9 @@
  *     override), tokenizer in <base>/tokenizer/tokenizer.pkl;
  *   - a flat download directory holding the three files;
  *   - a Hugging Face directory: config.json (model_type "nanochat"),
- *     model.safetensors or sharded *.safetensors + index, tokenizer.json.
+ *     model.safetensors or sharded *.safetensors + index, tokenizer.json;
+ *   - a `nanochat quantize` directory: model.safetensors (nanochat names,
+ *     8-bit matrices + scales) + meta.json + tokenizer.
  */
 #ifndef NC_MODEL_LOADER_H
 #define NC_MODEL_LOADER_H
@@ -31,7 +33,7 @@ typedef struct {
     char *model_file;     /* the .pt file, or the first .safetensors shard */
     char *config_file;    /* meta_<step>.json or config.json */
     char *tokenizer_file; /* tokenizer.pkl or tokenizer.json; NULL if none found */
-    char *format;         /* "nanochat" or "huggingface" */
+    char *format;         /* "nanochat", "huggingface" or "nanochat-safetensors" (`nanochat quantize`) */
     int step;             /* -1 for Hugging Face copies */
 } nc_checkpoint_location;
 

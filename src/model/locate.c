@@ -8,6 +8,10 @@
  * find_largest_model does), and the step is the largest model_<step>.pt
  * (find_last_step). The tokenizer lives in `<base>/tokenizer/` (nanochat's
  * get_tokenizer) or beside the model in flat downloads.
+ *
+ * A directory written by `nanochat quantize` (model.safetensors with
+ * nanochat's tensor names + meta.json + tokenizer, docs/quantization.md) is
+ * format "nanochat-safetensors".
  */
 #include "loader.h"
 
@@ -163,6 +167,30 @@ static int locate_hf(const char *dir, const nc_load_options *o, nc_checkpoint_lo
     return 0;
 }
 
+/* ==== `nanochat quantize` output ==== */
+
+/* Whether dir holds model.safetensors + meta.json. */
+static bool is_quantized_dir(const char *dir) {
+    char *st = join(dir, "model.safetensors"), *meta = join(dir, "meta.json");
+    bool yes = is_file(st) && is_file(meta);
+    free(st);
+    free(meta);
+    return yes;
+}
+
+static int locate_quantized(const char *dir, const nc_load_options *o, nc_checkpoint_location *loc) {
+    if (o->step >= 0) return nc_fail("--step applies to nanochat checkpoints, not to the quantised copy %s", dir);
+    loc->model_file = join(dir, "model.safetensors");
+    loc->config_file = join(dir, "meta.json");
+    char *a = join(dir, "tokenizer.pkl"), *b = join(dir, "tokenizer.json");
+    const char *cands[] = {a, b};
+    loc->tokenizer_file = first_file(cands, 2);
+    free(a), free(b);
+    loc->format = nc_xstrdup("nanochat-safetensors");
+    loc->step = -1;
+    return 0;
+}
+
 /* ==== nanochat base dirs ==== */
 
 static const struct {
@@ -307,6 +335,10 @@ static int locate(const nc_load_options *o, nc_checkpoint_location *loc) {
             find_tokenizer_near(parent, loc);
             return 0;
         }
+        if (!strcmp(base, "model.safetensors") && is_quantized_dir(parent)) {
+            if (o->source || o->tag) return nc_fail("--source/--tag apply to a nanochat base dir, not to a file");
+            return locate_quantized(parent, o, loc);
+        }
         if (ends_with(base, ".safetensors") || !strcmp(base, "config.json") || ends_with(base, ".index.json"))
             return locate_hf(parent, o, loc);
         return nc_fail("%s: not a model file (expected model_<step>.pt or a Hugging Face directory)", path);
@@ -325,11 +357,12 @@ static int locate(const nc_load_options *o, nc_checkpoint_location *loc) {
         find_tokenizer_near(dir, loc);
         return 0;
     }
+    if (is_quantized_dir(dir)) return locate_quantized(dir, o, loc);
     if (hf) return locate_hf(dir, o, loc);
     if (base) return locate_base(dir, o, loc);
     return nc_fail("%s holds no model: looked for model_<step>.pt + meta_<step>.json, a nanochat base dir "
-                   "(chatsft_checkpoints/, base_checkpoints/, ...), or a Hugging Face config.json + "
-                   "*.safetensors", dir);
+                   "(chatsft_checkpoints/, base_checkpoints/, ...), a Hugging Face config.json + "
+                   "*.safetensors, or model.safetensors + meta.json (`nanochat quantize`)", dir);
 }
 
 int nc_checkpoint_locate(const nc_load_options *opts, nc_checkpoint_location *loc) {

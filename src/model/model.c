@@ -219,34 +219,92 @@ typedef struct {
     int n_layer;
 } checker;
 
-static const nc_tensor *expect(checker *ck, const char *name, int ndim, int64_t d0, int64_t d1) {
+static void remember(checker *ck, const char *name) {
     if (ck->n_names == ck->cap) {
         ck->cap = ck->cap ? 2 * ck->cap : 64;
         ck->names = nc_xrealloc(ck->names, (size_t)ck->cap * sizeof(char *));
     }
+    ck->names[ck->n_names++] = name;
+}
+
+static void shape_text(const nc_tensor *t, char *buf, size_t cap) {
+    size_t off = 0;
+    buf[0] = 0;
+    for (int i = 0; i < t->ndim && off < cap - 24; i++)
+        off += (size_t)snprintf(buf + off, cap - off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+}
+
+/* The tensor `name` with shape [d0] (ndim 1) or [d0, d1], any dtype. */
+static const nc_tensor *expect_shape(checker *ck, const char *name, int ndim, int64_t d0, int64_t d1) {
     const nc_tensor *t = nc_tensor_set_find(ck->ts, name);
     if (!t) {
         nc_fail("checkpoint lacks tensor '%s' (expected in a nanochat %s model)", name, ck->gen);
         return NULL;
     }
-    ck->names[ck->n_names++] = t->name;
+    remember(ck, t->name);
     int64_t want[2] = {d0, d1};
     bool ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == want[i];
     if (!ok) {
-        char got[128] = "", exp[64];
-        size_t off = 0;
-        for (int i = 0; i < t->ndim && off < sizeof got - 24; i++)
-            off += (size_t)snprintf(got + off, sizeof got - off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        char got[128], exp[64];
+        shape_text(t, got, sizeof got);
         if (ndim == 1) snprintf(exp, sizeof exp, "%lld", (long long)d0);
         else snprintf(exp, sizeof exp, "%lld, %lld", (long long)d0, (long long)d1);
         nc_fail("tensor '%s' has shape [%s], expected [%s] from the config", name, got, exp);
         return NULL;
     }
-    if (t->dtype != NC_DTYPE_F32 && t->dtype != NC_DTYPE_BF16 && t->dtype != NC_DTYPE_F16) {
+    return t;
+}
+
+static bool is_float(nc_dtype d) { return d == NC_DTYPE_F32 || d == NC_DTYPE_BF16 || d == NC_DTYPE_F16; }
+static bool is_8bit(nc_dtype d) { return d == NC_DTYPE_I8 || d == NC_DTYPE_F8_E4M3; }
+
+/* A float tensor (embeddings, gates, lambdas). */
+static const nc_tensor *expect(checker *ck, const char *name, int ndim, int64_t d0, int64_t d1) {
+    const nc_tensor *t = expect_shape(ck, name, ndim, d0, d1);
+    if (t && !is_float(t->dtype)) {
         nc_fail("tensor '%s' has dtype %s; weights must be f32, bf16 or f16", name, nc_dtype_name(t->dtype));
         return NULL;
     }
+    return t;
+}
+
+/* A linear layer's weight [d0, d1]: float, or 8-bit (i8 / f8_e4m3) with its
+ * per-row scale `<name>_scale`, f32 [d0], finite and >= 0, in *scale. */
+static const nc_tensor *expect_matrix(checker *ck, const char *name, int64_t d0, int64_t d1,
+                                      const nc_tensor **scale) {
+    *scale = NULL;
+    const nc_tensor *t = expect_shape(ck, name, 2, d0, d1);
+    if (!t || is_float(t->dtype)) return t;
+    if (!is_8bit(t->dtype)) {
+        nc_fail("tensor '%s' has dtype %s; linear weights must be f32, bf16, f16, or i8 / f8_e4m3 with a scale",
+                name, nc_dtype_name(t->dtype));
+        return NULL;
+    }
+    char sname[160];
+    snprintf(sname, sizeof sname, "%s_scale", name);
+    const nc_tensor *s = nc_tensor_set_find(ck->ts, sname);
+    if (!s) {
+        nc_fail("tensor '%s' is %s but its scale '%s' is missing (8-bit weights need one f32 scale per row)",
+                name, nc_dtype_name(t->dtype), sname);
+        return NULL;
+    }
+    remember(ck, s->name);
+    if (s->dtype != NC_DTYPE_F32 || s->ndim != 1 || s->shape[0] != d0) {
+        char got[128];
+        shape_text(s, got, sizeof got);
+        nc_fail("scale '%s' is %s [%s]; it must be f32 [%lld], one per row of '%s'", sname,
+                nc_dtype_name(s->dtype), got, (long long)d0, name);
+        return NULL;
+    }
+    const float *v = s->data;
+    for (int64_t r = 0; r < d0; r++)
+        if (!(v[r] >= 0 && v[r] <= FLT_MAX)) {
+            nc_fail("scale '%s' row %lld is %g; scales must be finite and non-negative", sname, (long long)r,
+                    (double)v[r]);
+            return NULL;
+        }
+    *scale = s;
     return t;
 }
 
@@ -259,6 +317,97 @@ static int check_unexpected(checker *ck) {
             return nc_fail("unexpected tensor '%s' for a nanochat %s model with n_layer=%d: unknown architecture",
                            name, ck->gen, ck->n_layer);
     }
+    return 0;
+}
+
+/* ==== weight formats ==== */
+
+static const struct {     /* indexed by nc_weight_format */
+    nc_weight_format format;
+    const char *name;      /* --weights */
+    const char *meta;      /* NC_QUANT_META_FORMAT in files */
+    nc_dtype dtype;
+} formats[] = {
+    {NC_WEIGHTS_FLOAT, "bf16", NULL, NC_DTYPE_BF16},
+    {NC_WEIGHTS_INT8, "int8", "int8", NC_DTYPE_I8},
+    {NC_WEIGHTS_FP8, "fp8", "fp8_e4m3", NC_DTYPE_F8_E4M3},
+};
+
+const char *nc_weight_format_name(nc_weight_format f) {
+    for (size_t i = 0; i < NC_ARRAY_LEN(formats); i++)
+        if (formats[i].format == f) return formats[i].name;
+    return "?";
+}
+
+int nc_weight_format_parse(const char *name, nc_weight_format *out) {
+    for (size_t i = 0; i < NC_ARRAY_LEN(formats); i++)
+        if (!strcmp(name, formats[i].name)) {
+            *out = formats[i].format;
+            return 0;
+        }
+    return nc_fail("unknown weight format '%s' (expected bf16, int8 or fp8)", name);
+}
+
+nc_dtype nc_weight_format_dtype(nc_weight_format f) {
+    NC_ASSERT(f > NC_WEIGHTS_FLOAT && f < (int)NC_ARRAY_LEN(formats));
+    return formats[f].dtype;
+}
+
+const char *nc_weight_format_meta(nc_weight_format f) {
+    NC_ASSERT(f > NC_WEIGHTS_FLOAT && f < (int)NC_ARRAY_LEN(formats));
+    return formats[f].meta;
+}
+
+/* The format of one matrix from its dtype. */
+static nc_weight_format format_of(const nc_tensor *t) {
+    for (size_t i = 1; i < NC_ARRAY_LEN(formats); i++)
+        if (formats[i].dtype == t->dtype) return formats[i].format;
+    return NC_WEIGHTS_FLOAT;
+}
+
+/* Every layer matrix in one format, lm_head in it or float, and an 8-bit
+ * set's metadata naming that format with the scheme and version this
+ * engine implements. Sets m->weights. */
+static int check_weight_format(nc_model *m, const nc_tensor_set *ts) {
+    const nc_layer_weights *w0 = &m->layers[0];
+    nc_weight_format f = format_of(w0->c_q);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const nc_layer_weights *w = &m->layers[l];
+        const nc_tensor *mats[] = {w->c_q, w->c_k, w->c_v, w->attn_proj, w->mlp_fc, w->mlp_proj};
+        for (size_t i = 0; i < NC_ARRAY_LEN(mats); i++)
+            if (format_of(mats[i]) != f)
+                return nc_fail("tensor '%s' is %s but '%s' is %s: every layer matrix must have the same format",
+                               mats[i]->name, nc_dtype_name(mats[i]->dtype), w0->c_q->name,
+                               nc_dtype_name(w0->c_q->dtype));
+    }
+    nc_weight_format head = format_of(m->lm_head);
+    if (head != NC_WEIGHTS_FLOAT && head != f)
+        return nc_fail("tensor 'lm_head.weight' is %s but the layers' matrices are %s", nc_dtype_name(m->lm_head->dtype),
+                       nc_dtype_name(w0->c_q->dtype));
+    if (f == NC_WEIGHTS_FLOAT && head != NC_WEIGHTS_FLOAT)
+        return nc_fail("tensor 'lm_head.weight' is 8-bit but the layers' matrices are float; unknown layout");
+    m->weights = f;
+    if (f == NC_WEIGHTS_FLOAT) return 0;
+    const char *want = formats[f].meta;
+    const char *fmt = nc_tensor_set_meta(ts, NC_QUANT_META_FORMAT);
+    const char *scheme = nc_tensor_set_meta(ts, NC_QUANT_META_SCHEME);
+    const char *version = nc_tensor_set_meta(ts, NC_QUANT_META_VERSION);
+    if (!fmt)
+        return nc_fail("8-bit weights (%s) without the metadata entry \"" NC_QUANT_META_FORMAT "\" that names "
+                       "their format: not a file written by `nanochat quantize`", nc_dtype_name(w0->c_q->dtype));
+    bool known = false;
+    for (size_t i = 1; i < NC_ARRAY_LEN(formats); i++) known |= !strcmp(fmt, formats[i].meta);
+    if (!known)
+        return nc_fail("unknown weight format \"%s\" in the metadata (this engine knows int8 and fp8_e4m3)", fmt);
+    if (strcmp(fmt, want))
+        return nc_fail("the metadata says the weights are %s but tensor '%s' is %s", fmt, w0->c_q->name,
+                       nc_dtype_name(w0->c_q->dtype));
+    if (!scheme || strcmp(scheme, NC_QUANT_SCHEME))
+        return nc_fail("unknown quantisation scheme \"%s\" in the metadata (this engine knows \"" NC_QUANT_SCHEME
+                       "\")", scheme ? scheme : "(none)");
+    if (!version || strcmp(version, NC_QUANT_VERSION))
+        return nc_fail("8-bit format version \"%s\" in the metadata; this engine reads version " NC_QUANT_VERSION,
+                       version ? version : "(none)");
     return 0;
 }
 
@@ -276,22 +425,26 @@ static int bind_weights(nc_model *m, checker *ck) {
     int64_t qd = (int64_t)c->n_head * c->head_dim, kvd = (int64_t)c->n_kv_head * c->head_dim;
     char name[128];
     if (!(m->wte = expect(ck, "transformer.wte.weight", 2, Vp, C))) return -1;
-    if (!(m->lm_head = expect(ck, "lm_head.weight", 2, Vp, C))) return -1;
+    if (!(m->lm_head = expect_matrix(ck, "lm_head.weight", Vp, C, &m->lm_head_scale))) return -1;
     m->layers = nc_xcalloc((size_t)c->n_layer, sizeof(nc_layer_weights));
     for (int l = 0; l < c->n_layer; l++) {
         nc_layer_weights *w = &m->layers[l];
+        nc_layer_scales *sc = &w->scale;
         struct {
-            const nc_tensor **slot;
+            const nc_tensor **slot, **scale;
             const char *suffix;
             int64_t d0, d1;
         } mats[] = {
-            {&w->c_q, "attn.c_q", qd, C},          {&w->c_k, "attn.c_k", kvd, C},
-            {&w->c_v, "attn.c_v", kvd, C},         {&w->attn_proj, "attn.c_proj", C, qd},
-            {&w->mlp_fc, "mlp.c_fc", F, C},        {&w->mlp_proj, "mlp.c_proj", C, F},
+            {&w->c_q, &sc->c_q, "attn.c_q", qd, C},
+            {&w->c_k, &sc->c_k, "attn.c_k", kvd, C},
+            {&w->c_v, &sc->c_v, "attn.c_v", kvd, C},
+            {&w->attn_proj, &sc->attn_proj, "attn.c_proj", C, qd},
+            {&w->mlp_fc, &sc->mlp_fc, "mlp.c_fc", F, C},
+            {&w->mlp_proj, &sc->mlp_proj, "mlp.c_proj", C, F},
         };
         for (size_t i = 0; i < NC_ARRAY_LEN(mats); i++) {
             snprintf(name, sizeof name, "transformer.h.%d.%s.weight", l, mats[i].suffix);
-            if (!(*mats[i].slot = expect(ck, name, 2, mats[i].d0, mats[i].d1))) return -1;
+            if (!(*mats[i].slot = expect_matrix(ck, name, mats[i].d0, mats[i].d1, mats[i].scale))) return -1;
         }
         if (nc_config_has_value_embed(c, l)) {
             snprintf(name, sizeof name, "transformer.h.%d.attn.ve_gate.weight", l);
@@ -315,7 +468,8 @@ static int bind_weights(nc_model *m, checker *ck) {
         m->smear_lambda = nc_tensor_get_f32(sl, 0);
         m->backout_lambda = nc_tensor_get_f32(bl, 0);
     }
-    return check_unexpected(ck);
+    if (check_unexpected(ck)) return -1;
+    return check_weight_format(m, ck->ts);
 }
 
 /* ==== construction ==== */

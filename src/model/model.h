@@ -76,6 +76,36 @@ bool nc_config_has_value_embed(const nc_model_config *c, int layer);
 /* Parameter count (all weight tensors, padded rows included). */
 int64_t nc_config_param_count(const nc_model_config *c);
 
+/* How the linear layers' weights are stored (docs/quantization.md). */
+typedef enum {
+    NC_WEIGHTS_FLOAT = 0, /* f32 / bf16 / f16 as in the checkpoint ("bf16" on the command line) */
+    NC_WEIGHTS_INT8,      /* I8 q, symmetric: W[r, k] = scale[r] * q[r, k], q in -127..127 */
+    NC_WEIGHTS_FP8,       /* F8_E4M3 q: W[r, k] = scale[r] * e4m3(q[r, k]) */
+} nc_weight_format;
+
+/* "bf16", "int8", "fp8": the names of --weights. */
+const char *nc_weight_format_name(nc_weight_format f);
+/* Parses one of those names; -1 + nc_error() listing them otherwise. */
+int nc_weight_format_parse(const char *name, nc_weight_format *out);
+/* Of an 8-bit format: the matrices' dtype (I8, F8_E4M3) and the name its
+ * files' metadata gives it ("int8", "fp8_e4m3"). */
+nc_dtype nc_weight_format_dtype(nc_weight_format f);
+const char *nc_weight_format_meta(nc_weight_format f);
+
+/* safetensors "__metadata__" of an 8-bit file (written by `nanochat
+ * quantize`, checked when one is loaded). */
+#define NC_QUANT_META_FORMAT "nanochat.weights"  /* "int8" or "fp8_e4m3" */
+#define NC_QUANT_META_SCHEME "nanochat.scheme"   /* NC_QUANT_SCHEME */
+#define NC_QUANT_META_VERSION "nanochat.version" /* NC_QUANT_VERSION */
+#define NC_QUANT_SCHEME "per_channel_absmax"
+#define NC_QUANT_VERSION "1"
+
+/* Per-row scales (F32 [rows]) of a layer's 8-bit matrices; NULL members
+ * for float weights. Named as the matrices of nc_layer_weights. */
+typedef struct {
+    const nc_tensor *c_q, *c_k, *c_v, *attn_proj, *mlp_fc, *mlp_proj;
+} nc_layer_scales;
+
 typedef struct {
     const nc_tensor *c_q;         /* [H*D, C]   */
     const nc_tensor *c_k;         /* [Hkv*D, C] */
@@ -85,12 +115,15 @@ typedef struct {
     const nc_tensor *mlp_proj;    /* [C, F]     */
     const nc_tensor *ve_gate;     /* [Hkv, ve_gate_channels] or NULL */
     const nc_tensor *value_embed; /* [Vp, Hkv*D] or NULL */
+    nc_layer_scales scale;        /* [rows] each, when the six matrices are 8-bit */
 } nc_layer_weights;
 
 typedef struct {
     nc_model_config cfg;
     const nc_tensor *wte;        /* [Vp, C] */
     const nc_tensor *lm_head;    /* [Vp, C] */
+    const nc_tensor *lm_head_scale; /* [Vp] when lm_head is 8-bit, else NULL */
+    nc_weight_format weights;    /* of the layers' six matrices; lm_head is this or float */
     nc_layer_weights *layers;    /* [L] */
     float *resid_lambdas;        /* [L] fp32 copies, or NULL before V2 */
     float *x0_lambdas;           /* [L] */
@@ -105,7 +138,9 @@ typedef struct {
 
 /*
  * Builds a model from a tensor set using nanochat state-dict names
- * (`transformer.wte.weight`, `transformer.h.{l}.attn.c_q.weight`, ...) and
+ * (`transformer.wte.weight`, `transformer.h.{l}.attn.c_q.weight`, ...;
+ * 8-bit matrices with `<name>_scale` beside them and the set's metadata
+ * saying which format, docs/quantization.md) and
  * the sizes in `sizes` (n_layer, n_embd, n_head, n_kv_head, vocab_size,
  * sequence_len, window_pattern; the rest is filled in here). Recognises the
  * generation from the tensors present, checks every shape, and fails with a

@@ -80,3 +80,9 @@ char *nc_read_file(const char *path, size_t max_bytes, size_t *len) {
     if (len) *len = n;
     return buf;
 }
+
+void nc_release_pages(const void *p, size_t bytes) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}

@@ -21,6 +21,12 @@ int nc_map_file(const char *path, nc_mapped_file *out);
 /* Unmaps; a zeroed struct is fine. */
 void nc_unmap_file(nc_mapped_file *f);
 
+/* Gives back the whole pages inside [p, p + bytes) (MADV_DONTNEED): in a
+ * read-only file mapping they stay in the page cache and would refault
+ * identical; anonymous memory is freed (and reads as zeros). For data that
+ * nothing reads any more (weights copied or converted elsewhere). */
+void nc_release_pages(const void *p, size_t bytes);
+
 /* Reads a whole (small) file into a malloc'ed, NUL-terminated buffer, up to
  * `max_bytes` (larger files fail). Sets *len if non-NULL. */
 char *nc_read_file(const char *path, size_t max_bytes, size_t *len);

@@ -14,6 +14,7 @@
 #define NC_TESTS_FORWARD_FIXTURE_H
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,17 @@ static float fixture_value(const char *name, int64_t i, float scale) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
     return ((float)(z >> 40) * 0x1p-23f - 1.0f) * scale;
+}
+
+/* max|ours - ref| / max|ref| over one row of V logits: the row's largest
+ * logit sets the scale. */
+static inline double fixture_row_error(const float *ours, const float *ref, int V) {
+    double maxdiff = 0, maxref = 0;
+    for (int i = 0; i < V; i++) {
+        maxdiff = fmax(maxdiff, fabs((double)ours[i] - ref[i]));
+        maxref = fmax(maxref, fabs((double)ref[i]));
+    }
+    return maxdiff / maxref;
 }
 
 static int32_t *fixture_ints(const cJSON *a, int *n) {

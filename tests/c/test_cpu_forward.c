@@ -46,15 +46,6 @@ static void load_fixture(fixture *fx, const char *name) {
 
 /* ==== comparisons ==== */
 
-static double row_error(const float *ours, const float *ref, int V) {
-    double maxdiff = 0, maxref = 0;
-    for (int i = 0; i < V; i++) {
-        maxdiff = fmax(maxdiff, fabs((double)ours[i] - ref[i]));
-        maxref = fmax(maxref, fabs((double)ref[i]));
-    }
-    return maxdiff / maxref;
-}
-
 static int argmax(const float *x, int V) {
     int best = 0;
     for (int i = 1; i < V; i++)
@@ -71,7 +62,7 @@ static void compare_rows(const fixture *fx, const fx_case *tc, const float *logi
     for (int r = 0; r < n; r++) {
         for (int k = 0; k < tc->n_positions; k++) {
             if (tc->positions[k] != pos0 + r) continue;
-            double err = row_error(logits + (size_t)r * fx->V, tc->ref + (size_t)k * fx->V, fx->V);
+            double err = fixture_row_error(logits + (size_t)r * fx->V, tc->ref + (size_t)k * fx->V, fx->V);
             worst_error = fmax(worst_error, err);
             CHECK(err <= REL_TOL, "%s %s: position %d relative error %.3g", fx->name, what, pos0 + r, err);
         }

@@ -9,9 +9,12 @@
  * no leak, no UB" (ASan/UBSan), every tensor a reader accepts must lie
  * wholly inside the input or in memory the set owns: all its bytes are read
  * here, so a lying header that slipped through shows up as an ASan report.
- * Accepted .pt files are also offered to model construction.
+ * Accepted .pt and safetensors files are also offered to model
+ * construction (safetensors: 8-bit matrices, their scales and the format
+ * metadata included; seed safetensors_int8, tools/make_quant_fixtures.py).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,7 +100,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case 2: {
         nc_tensor_set *s = nc_tensor_set_new();
-        if (nc_safetensors_read(d, n, s, NULL) == 0) touch_tensors(s);
+        if (nc_safetensors_read(d, n, s, NULL) == 0) {
+            touch_tensors(s);
+            const nc_tensor *wte = nc_tensor_set_find(s, "transformer.wte.weight");
+            if (wte && wte->ndim == 2 && wte->shape[1] > 0 && wte->shape[1] <= 4096 && wte->shape[0] > 0 &&
+                wte->shape[0] <= (1 << 20)) {
+                int C = (int)wte->shape[1], L = 0;
+                char name[64];
+                for (; L < 4; L++) {
+                    snprintf(name, sizeof name, "transformer.h.%d.attn.c_q.weight", L);
+                    if (!nc_tensor_set_find(s, name)) break;
+                }
+                nc_model_config sizes = {.n_layer = L ? L : 1, .n_embd = C, .n_head = C % 4 ? 1 : 2, .n_kv_head = 1,
+                                         .vocab_size = (int)wte->shape[0], .sequence_len = 64};
+                nc_model *m = nc_model_from_tensors(s, &sizes, "fuzz", "fuzz");
+                if (m) {
+                    for (int l = 0; l < m->cfg.n_layer; l++)
+                        REQUIRE((m->weights == NC_WEIGHTS_FLOAT) == (m->layers[l].scale.c_q == NULL));
+                    REQUIRE(m->lm_head_scale == NULL || m->lm_head_scale->nbytes == 4 * (size_t)m->lm_head->shape[0]);
+                    nc_model_free(m);
+                    s = NULL;
+                }
+            }
+        }
         nc_tensor_set_free(s);
         break;
     }

@@ -51,12 +51,24 @@ static void *alloc_floats(cpu_state *st, size_t count, const char *what) {
     return own(st, p);
 }
 
-static int matrix_from_tensor(cpu_state *st, const nc_tensor *t, const char *what, cpu_matrix *m) {
+/* `scale`: the per-row scales of an 8-bit matrix (NULL for float ones). */
+static int matrix_from_tensor(cpu_state *st, const nc_tensor *t, const nc_tensor *scale, const char *what,
+                              cpu_matrix *m) {
     if (!t) return nc_fail("cpu backend: model has no %s tensor", what);
     if (t->ndim != 2) return nc_fail("cpu backend: %s (%s) is not a matrix", what, t->name);
     m->rows = t->shape[0];
     m->cols = t->shape[1];
+    m->scale = NULL;
     switch (t->dtype) {
+    case NC_DTYPE_I8:
+    case NC_DTYPE_F8_E4M3:
+        if (!scale || scale->dtype != NC_DTYPE_F32 || nc_tensor_numel(scale) != m->rows)
+            return nc_fail("cpu backend: %s (%s) is 8-bit without f32 scales for its %lld rows", what, t->name,
+                           (long long)m->rows);
+        m->data = t->data;
+        m->dtype = t->dtype;
+        m->scale = scale->data;
+        return 0;
     case NC_DTYPE_BF16:
     case NC_DTYPE_F32:
         m->data = t->data;
@@ -73,7 +85,7 @@ static int matrix_from_tensor(cpu_state *st, const nc_tensor *t, const char *wha
         return 0;
     }
     default:
-        return nc_fail("cpu backend: %s (%s) has dtype %s; expected bf16, f16 or f32", what, t->name,
+        return nc_fail("cpu backend: %s (%s) has dtype %s; expected bf16, f16, f32, i8 or f8_e4m3", what, t->name,
                        nc_dtype_name(t->dtype));
     }
 }
@@ -103,18 +115,19 @@ static int setup_weights(cpu_state *st, const nc_model *m) {
     if (!m->wte) return nc_fail("cpu backend: model has no wte tensor");
     if (embedding_ok(m->wte, "wte")) return -1;
     st->wte = m->wte;
-    if (matrix_from_tensor(st, m->lm_head, "lm_head", &st->lm_head)) return -1;
+    if (matrix_from_tensor(st, m->lm_head, m->lm_head_scale, "lm_head", &st->lm_head)) return -1;
     st->layers = own(st, nc_xcalloc((size_t)c->n_layer, sizeof(cpu_layer)));
     st->max_window = 0;
     for (int l = 0; l < c->n_layer; l++) {
         const nc_layer_weights *w = &m->layers[l];
         cpu_layer *cl = &st->layers[l];
-        if (matrix_from_tensor(st, w->c_q, "c_q", &cl->c_q) ||
-            matrix_from_tensor(st, w->c_k, "c_k", &cl->c_k) ||
-            matrix_from_tensor(st, w->c_v, "c_v", &cl->c_v) ||
-            matrix_from_tensor(st, w->attn_proj, "attn.c_proj", &cl->attn_proj) ||
-            matrix_from_tensor(st, w->mlp_fc, "mlp.c_fc", &cl->mlp_fc) ||
-            matrix_from_tensor(st, w->mlp_proj, "mlp.c_proj", &cl->mlp_proj))
+        const nc_layer_scales *sc = &w->scale;
+        if (matrix_from_tensor(st, w->c_q, sc->c_q, "c_q", &cl->c_q) ||
+            matrix_from_tensor(st, w->c_k, sc->c_k, "c_k", &cl->c_k) ||
+            matrix_from_tensor(st, w->c_v, sc->c_v, "c_v", &cl->c_v) ||
+            matrix_from_tensor(st, w->attn_proj, sc->attn_proj, "attn.c_proj", &cl->attn_proj) ||
+            matrix_from_tensor(st, w->mlp_fc, sc->mlp_fc, "mlp.c_fc", &cl->mlp_fc) ||
+            matrix_from_tensor(st, w->mlp_proj, sc->mlp_proj, "mlp.c_proj", &cl->mlp_proj))
             return nc_fail_context("layer %d", l);
         if (c->has_value_embeds && nc_config_has_value_embed(c, l)) {
             if (!w->value_embed || !w->ve_gate)
@@ -175,12 +188,44 @@ static int setup_buffers(cpu_state *st, int64_t T) {
         !(st->v = alloc_floats(st, (size_t)T * KD, "activations")) ||
         !(st->fc = alloc_floats(st, (size_t)T * F, "activations")) ||
         !(st->prev_embed = alloc_floats(st, C, "activations")) ||
-        !(st->scores = alloc_floats(st, (size_t)st->n_threads * (size_t)st->rope_len, "attention scores")))
+        !(st->scores = alloc_floats(st, (size_t)st->n_threads * (size_t)st->rope_len, "attention scores")) ||
+        !(st->kv_row = alloc_floats(st, (size_t)st->n_threads * (size_t)c->head_dim, "attention scratch")))
         return -1;
+    if (st->q8) { /* the widest input of a layer matrix is F (mlp.c_proj) */
+        size_t blocks = (F + CPU_Q8_BLOCK - 1) / CPU_Q8_BLOCK;
+        if (!(st->xd = alloc_floats(st, (size_t)T * blocks, "activation scales")) ||
+            !(st->xq = alloc_floats(st, ((size_t)T * F + 3) / 4, "q8 activations")))
+            return -1;
+    }
     st->tok_seq = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
     st->tok_pos = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
     st->tok_id = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
     st->out_rows = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
+    return 0;
+}
+
+/* The KV pool: fp32, or fp8 tiles with their scales (cpu_backend.h).
+ * Pages are touched only when used. */
+static int setup_kv(cpu_state *st, int32_t n_blocks, nc_kv_cache_format format) {
+    const nc_model_config *c = &st->cfg;
+    size_t tiles = (size_t)c->n_layer * 2 * (size_t)c->n_kv_head;
+    size_t per_block = format == NC_KV_CACHE_FP8
+                           ? tiles * NC_KV_BLOCK_TOKENS * ((size_t)c->head_dim + sizeof(float))
+                           : tiles * NC_KV_BLOCK_TOKENS * (size_t)c->head_dim * sizeof(float);
+    size_t bytes = per_block * (size_t)n_blocks;
+    if (per_block == 0 || bytes / per_block != (size_t)n_blocks)
+        return nc_fail("cpu backend: KV pool of %d blocks is too large", n_blocks);
+    void *pool = malloc(bytes);
+    if (!pool)
+        return nc_fail("cpu backend: out of memory for a KV pool of %d blocks (%zu MB); ask for fewer", n_blocks,
+                       bytes >> 20);
+    if (format == NC_KV_CACHE_FP8) {
+        st->kv8 = pool;
+        st->kv8_block_bytes = per_block;
+    } else {
+        st->kv = pool;
+        st->kv_block_floats = per_block / sizeof(float);
+    }
     return 0;
 }
 
@@ -191,6 +236,7 @@ static void cpu_free(nc_backend *b) {
     for (int i = 0; i < st->n_owned; i++) free(st->owned[i]);
     free(st->owned);
     free(st->kv);
+    free(st->kv8);
     free(st);
     b->impl = NULL;
 }
@@ -208,15 +254,19 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
         return nc_fail("cpu backend: inconsistent model sizes (C=%d H=%d Hkv=%d D=%d V=%d Vp=%d)",
                        c->n_embd, c->n_head, c->n_kv_head, c->head_dim, c->vocab_size, c->padded_vocab);
 
-    /* NC_CPU_KERNELS=scalar|avx2 picks the kernels (benchmarks, tests) */
+    /* NC_CPU_KERNELS picks the kernels (benchmarks, tests) */
     const char *isa = forced_isa ? forced_isa : b->env.cpu_kernels;
     const cpu_kernels *kern = cpu_kernels_select(isa);
-    if (!kern) return nc_fail("cpu backend: NC_CPU_KERNELS=%s is not available here (scalar, avx2, auto)", isa);
+    if (!kern) return nc_fail("cpu backend: NC_CPU_KERNELS=%s: this CPU cannot run those kernels", isa);
+
+    if (p->kv_cache != NC_KV_CACHE_BF16 && p->kv_cache != NC_KV_CACHE_FP8)
+        return nc_fail("cpu backend: unknown KV cache format %d", (int)p->kv_cache);
 
     cpu_state *st = nc_xcalloc(1, sizeof *st);
     b->impl = st;
     st->cfg = *c;
     st->kern = kern;
+    st->q8 = m->weights == NC_WEIGHTS_INT8 && kern->matmul_i8_q8;
 
     b->max_batch_tokens = p->max_batch_tokens ? p->max_batch_tokens : DEFAULT_MAX_BATCH_TOKENS;
     b->max_seqs = p->max_seqs ? p->max_seqs : DEFAULT_MAX_SEQS;
@@ -233,20 +283,11 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
         setup_buffers(st, b->max_batch_tokens))
         goto fail;
 
-    st->kv_block_floats = (size_t)c->n_layer * 2 * (size_t)c->n_kv_head * NC_KV_BLOCK_TOKENS * (size_t)c->head_dim;
-    size_t kv_floats = st->kv_block_floats * (size_t)b->n_kv_blocks;
-    if (kv_floats / st->kv_block_floats != (size_t)b->n_kv_blocks || kv_floats > SIZE_MAX / sizeof(float)) {
-        nc_fail("cpu backend: KV pool of %d blocks is too large", b->n_kv_blocks);
-        goto fail;
-    }
-    st->kv = malloc(kv_floats * sizeof(float)); /* pages are touched only when used */
-    if (!st->kv) {
-        nc_fail("cpu backend: out of memory for a KV pool of %d blocks (%zu MB); ask for fewer",
-                b->n_kv_blocks, kv_floats * sizeof(float) >> 20);
-        goto fail;
-    }
-    snprintf(st->description, sizeof st->description, "cpu: %d thread%s, %s kernels, weights %s", st->n_threads,
-             st->n_threads == 1 ? "" : "s", st->kern->name, placement);
+    if (setup_kv(st, b->n_kv_blocks, p->kv_cache)) goto fail;
+    snprintf(st->description, sizeof st->description, "cpu: %d thread%s, %s kernels, %s%s weights %s%s",
+             st->n_threads, st->n_threads == 1 ? "" : "s", st->kern->name,
+             m->weights == NC_WEIGHTS_FLOAT ? "float" : nc_weight_format_name(m->weights),
+             st->q8 ? " (q8 activations)" : "", placement, st->kv8 ? ", fp8 KV cache" : "");
     return 0;
 fail:
     cpu_free(b);
@@ -260,23 +301,35 @@ static int cpu_copy_kv_block(nc_backend *b, int32_t src, int32_t dst, int32_t n_
     if (n_tokens < 0 || n_tokens > NC_KV_BLOCK_TOKENS)
         return nc_fail("copy_kv_block: %d tokens; a block holds 0..%d", n_tokens, NC_KV_BLOCK_TOKENS);
     if (src == dst || n_tokens == 0) return 0;
-    size_t bytes = (size_t)n_tokens * (size_t)st->cfg.head_dim * sizeof(float);
+    size_t D = (size_t)st->cfg.head_dim, n = (size_t)n_tokens;
     for (int l = 0; l < st->cfg.n_layer; l++)
         for (int kv = 0; kv < 2; kv++)
-            for (int h = 0; h < st->cfg.n_kv_head; h++)
-                memcpy(cpu_kv_tile(st, dst, l, kv, h), cpu_kv_tile(st, src, l, kv, h), bytes);
+            for (int h = 0; h < st->cfg.n_kv_head; h++) {
+                if (st->kv) {
+                    memcpy(cpu_kv_tile(st, dst, l, kv, h), cpu_kv_tile(st, src, l, kv, h), n * D * sizeof(float));
+                    continue;
+                }
+                uint8_t *from = cpu_kv8_tile(st, src, l, kv, h), *to = cpu_kv8_tile(st, dst, l, kv, h);
+                memcpy(to, from, n * D);
+                memcpy(cpu_kv8_scales(st, to), cpu_kv8_scales(st, from), n * sizeof(float));
+            }
     return 0;
 }
 
 static const char *cpu_describe(nc_backend *b) { return cpu_state_of(b)->description; }
 
-/* Matrices are read in place, f16 ones as the fp32 copies made at init
- * (matrix_from_tensor); the KV cache is fp32. */
+/* Matrices are read in place (8-bit ones too), f16 ones as the fp32
+ * copies made at init (matrix_from_tensor); the KV cache is fp32, or e4m3
+ * with one fp32 scale per vector (--kv-cache fp8). */
 static size_t cpu_weight_elem_bytes(nc_backend *b, nc_dtype dtype) {
     return dtype == NC_DTYPE_F16 ? sizeof(float) : nc_dtype_size(dtype);
 }
 
-static size_t cpu_kv_elem_bytes(nc_backend *b) { return sizeof(float); }
+static size_t cpu_kv_vector_bytes(nc_backend *b) {
+    const cpu_state *st = cpu_state_of(b);
+    size_t D = (size_t)st->cfg.head_dim;
+    return st->kv8 ? D + sizeof(float) : D * sizeof(float);
+}
 
 const nc_backend_ops nc_cpu_backend_ops = {
     .name = "cpu",
@@ -287,5 +340,5 @@ const nc_backend_ops nc_cpu_backend_ops = {
     .copy_kv_block = cpu_copy_kv_block,
     .describe = cpu_describe,
     .weight_elem_bytes = cpu_weight_elem_bytes,
-    .kv_elem_bytes = cpu_kv_elem_bytes,
+    .kv_vector_bytes = cpu_kv_vector_bytes,
 };

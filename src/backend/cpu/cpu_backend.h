@@ -10,10 +10,15 @@
  * sequence, laid out [L][2 (k, v)][Hkv][64][D] fp32, so a head's keys of a
  * block are one contiguous 64 x D tile. Keys are stored after RoPE and
  * QK-norm (and the V5/V6 q,k scale), exactly what attention consumes.
+ * With --kv-cache fp8 a tile is instead 64 x D e4m3 bytes followed by the
+ * 64 positions' fp32 scales (per token and kv head: max|x| / 448,
+ * quantised as an fp8 weight row, model/quantize.h), dequantised as
+ * attention reads them.
  */
 #ifndef NC_BACKEND_CPU_BACKEND_H
 #define NC_BACKEND_CPU_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +58,7 @@ typedef struct {
     const nc_tensor *wte;       /* [Vp, C] */
     cpu_matrix lm_head;         /* [Vp, C] */
     cpu_layer *layers;          /* [L] */
+    bool q8;                    /* int8 layer matrices go through kern->matmul_i8_q8 */
     float *smear_gate;          /* [smear_channels] fp32 copy, or NULL */
     void **owned;               /* buffers to free */
     int n_owned;
@@ -62,9 +68,11 @@ typedef struct {
     float *rope_cos;            /* [rope_len, D/2] */
     float *rope_sin;            /* [rope_len, D/2] */
 
-    /* paged KV cache */
+    /* paged KV cache: kv (fp32) or kv8 (fp8), the other NULL */
     float *kv;                  /* [n_kv_blocks][L][2][Hkv][64][D] */
     size_t kv_block_floats;     /* floats per block: L * 2 * Hkv * 64 * D */
+    uint8_t *kv8;               /* [n_kv_blocks][L][2][Hkv] tiles of [64][D] e4m3 + [64] fp32 scales */
+    size_t kv8_block_bytes;     /* bytes per block: L * 2 * Hkv * 64 * (D + 4) */
     int32_t max_window;         /* largest layer window (INT32_MAX: full attention) */
 
     /* scratch, sized for max_batch_tokens (T) and max_seqs (S) at init */
@@ -80,6 +88,9 @@ typedef struct {
     float *fc;                  /* [T, F] MLP hidden */
     float *prev_embed;          /* [C] rmsnorm(wte[prev_token]) for the smear */
     float *scores;              /* [n_threads, rope_len] attention probabilities */
+    float *kv_row;              /* [n_threads, D] a dequantised fp8 key or value */
+    int8_t *xq;                 /* [T, F] q8 activations (st->q8) */
+    float *xd;                  /* [T, ceil(F / 32)] their block scales */
     int32_t *tok_seq;           /* [T] index of the chunk each token belongs to */
     int32_t *tok_pos;           /* [T] absolute position of each token */
     int32_t *tok_id;            /* [T] token id */
@@ -97,6 +108,18 @@ static inline float *cpu_kv_tile(const cpu_state *st, int32_t block, int layer, 
     size_t tile = (size_t)NC_KV_BLOCK_TOKENS * (size_t)c->head_dim;
     size_t idx = (((size_t)layer * 2 + (size_t)kv) * (size_t)c->n_kv_head + (size_t)head) * tile;
     return st->kv + (size_t)block * st->kv_block_floats + idx;
+}
+
+/* The fp8 cache's tile (kv8 set): 64 x D e4m3 values, then 64 fp32 scales. */
+static inline uint8_t *cpu_kv8_tile(const cpu_state *st, int32_t block, int layer, int kv, int head) {
+    const nc_model_config *c = &st->cfg;
+    size_t tile = (size_t)NC_KV_BLOCK_TOKENS * ((size_t)c->head_dim + sizeof(float));
+    size_t idx = (((size_t)layer * 2 + (size_t)kv) * (size_t)c->n_kv_head + (size_t)head) * tile;
+    return st->kv8 + (size_t)block * st->kv8_block_bytes + idx;
+}
+
+static inline float *cpu_kv8_scales(const cpu_state *st, uint8_t *tile) {
+    return (float *)(tile + (size_t)NC_KV_BLOCK_TOKENS * (size_t)st->cfg.head_dim);
 }
 
 /* Copies the streamed matrices (layers' six, lm_head) that lie in a file

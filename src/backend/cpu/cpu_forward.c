@@ -23,6 +23,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../../model/quantize.h"
 #include "../../util/common.h"
 #include "../../util/numeric.h"
 #include "cpu_backend.h"
@@ -143,6 +144,7 @@ typedef struct {
 typedef struct {
     const cpu_kernels *kern;
     const float *x; /* [T, ldx] */
+    const cpu_xq8 *xq; /* x in q8 for int8 weights on the VNNI kernels, else NULL */
     int64_t ldx, T;
     mm_segment seg[3];
     int n_seg;
@@ -186,18 +188,48 @@ static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
         const mm_segment *s = &j->seg[i];
         int64_t a = NC_MAX((int64_t)lo, off) - off, b = NC_MIN((int64_t)hi, off + s->n_rows) - off;
         if (a < b) {
-            cpu_matmul(j->kern, j->x, j->ldx, j->T, s->w, a, b, s->y, s->ldy);
+            cpu_matmul(j->kern, j->x, j->ldx, j->xq, j->T, s->w, a, b, s->y, s->ldy);
             if (j->epi != EPI_NONE) epilogue(j, s, a, b);
         }
         off += s->n_rows;
     }
 }
 
+typedef struct {
+    const mm_job *mm;
+    cpu_xq8 xq;
+    int64_t K;
+} q8_job;
+
+static void q8_worker(void *ctx, int task, int n_tasks, int thread) {
+    q8_job *j = ctx;
+    long lo, hi;
+    nc_split_range((long)j->mm->T, n_tasks, task, 1, &lo, &hi);
+    cpu_quantize_x_q8(j->mm->x + lo * j->mm->ldx, j->mm->ldx, hi - lo, j->K, (int8_t *)j->xq.q + lo * j->xq.ldq,
+                      j->xq.ldq, (float *)j->xq.d + lo * j->xq.ldd, j->xq.ldd);
+}
+
+/* Runs a job over its segments' rows on the pool; when its weights are
+ * int8 and the kernels take q8 activations, x is quantised first, once for
+ * all rows (on the pool when there are several tokens). */
+static void run_mm_job(cpu_state *st, mm_job *j) {
+    q8_job q;
+    if (st->q8 && j->seg[0].w->dtype == NC_DTYPE_I8) {
+        q.mm = j;
+        q.K = j->seg[0].w->cols;
+        q.xq = (cpu_xq8){st->xq, st->xd, q.K, (q.K + CPU_Q8_BLOCK - 1) / CPU_Q8_BLOCK};
+        if (j->T == 1) q8_worker(&q, 0, 1, 0);
+        else nc_threadpool_run(st->pool, q8_worker, &q, (int)NC_MIN(j->T, st->n_tasks));
+        j->xq = &q.xq;
+    }
+    nc_threadpool_run(st->pool, mm_worker, j, st->n_tasks);
+}
+
 static void matmul1(cpu_state *st, const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
                     int64_t n_rows, float *y, int64_t ldy, mm_epilogue epi, float *resid, float cap) {
     mm_job j = {.kern = st->kern, .x = x, .ldx = ldx, .T = T, .n_seg = 1, .epi = epi, .resid = resid, .cap = cap};
     j.seg[0] = (mm_segment){w, n_rows, y, ldy};
-    nc_threadpool_run(st->pool, mm_worker, &j, st->n_tasks);
+    run_mm_job(st, &j);
 }
 
 /* ==== q, k, v post-processing and attention ==== */
@@ -242,11 +274,36 @@ static void qkv_worker(void *ctx, int task, int n_tasks, int thread) {
         const int32_t *table = j->batch->seqs[st->tok_seq[i]].block_table;
         int32_t block = table[pos / NC_KV_BLOCK_TOKENS];
         int slot = pos % NC_KV_BLOCK_TOKENS;
-        for (int hk = 0; hk < Hkv; hk++) {
-            memcpy(cpu_kv_tile(st, block, j->layer, 0, hk) + slot * D, k + hk * D, (size_t)D * sizeof(float));
-            memcpy(cpu_kv_tile(st, block, j->layer, 1, hk) + slot * D, v + hk * D, (size_t)D * sizeof(float));
-        }
+        for (int hk = 0; hk < Hkv; hk++)
+            for (int kv = 0; kv < 2; kv++) {
+                const float *src = (kv ? v : k) + hk * D;
+                if (st->kv) {
+                    memcpy(cpu_kv_tile(st, block, j->layer, kv, hk) + slot * D, src, (size_t)D * sizeof(float));
+                } else {
+                    uint8_t *tile = cpu_kv8_tile(st, block, j->layer, kv, hk);
+                    cpu_kv8_scales(st, tile)[slot] = nc_quantize_row_fp8(src, D, tile + (size_t)slot * D);
+                }
+            }
     }
+}
+
+/* The key (kv = 0) or value (kv = 1) of kv head `head` at `slot` of a
+ * block, to be multiplied by *scale: in place for the fp32 cache (scale
+ * 1), dequantised into this thread's scratch row for the fp8 one. */
+static inline const float *kv_row(const cpu_state *st, int32_t block, int layer, int kv, int head, int64_t slot,
+                                  int thread, float *scale) {
+    int D = st->cfg.head_dim;
+    if (st->kv) {
+        *scale = 1.0f;
+        return cpu_kv_tile(st, block, layer, kv, head) + slot * D;
+    }
+    uint8_t *tile = cpu_kv8_tile(st, block, layer, kv, head);
+    const uint8_t *q = tile + slot * D;
+    const float *lut = cpu_f8_table();
+    float *row = st->kv_row + (int64_t)thread * D;
+    for (int d = 0; d < D; d++) row[d] = lut[q[d]];
+    *scale = cpu_kv8_scales(st, tile)[slot];
+    return row;
 }
 
 /* Per (token, query head): softmax(q k^T / sqrt(D)) v over the keys in its window. */
@@ -270,9 +327,11 @@ static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
         float max = -INFINITY;
         for (int64_t key = first; key <= pos;) {
             int64_t slot = key % NC_KV_BLOCK_TOKENS, n = NC_MIN(NC_KV_BLOCK_TOKENS - slot, pos + 1 - key);
-            const float *kt = cpu_kv_tile(st, table[key / NC_KV_BLOCK_TOKENS], j->layer, 0, hk) + slot * D;
+            int32_t block = table[key / NC_KV_BLOCK_TOKENS];
             for (int64_t s = 0; s < n; s++) {
-                float z = kern->dot(q, kt + s * D, D) * scale;
+                float ks;
+                const float *kr = kv_row(st, block, j->layer, 0, hk, slot + s, thread, &ks);
+                float z = kern->dot(q, kr, D) * ks * scale;
                 p[key - first + s] = z;
                 if (z > max) max = z;
             }
@@ -286,8 +345,12 @@ static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
         memset(out, 0, (size_t)D * sizeof(float));
         for (int64_t key = first; key <= pos;) {
             int64_t slot = key % NC_KV_BLOCK_TOKENS, n = NC_MIN(NC_KV_BLOCK_TOKENS - slot, pos + 1 - key);
-            const float *vt = cpu_kv_tile(st, table[key / NC_KV_BLOCK_TOKENS], j->layer, 1, hk) + slot * D;
-            for (int64_t s = 0; s < n; s++) kern->axpy(p[key - first + s], vt + s * D, out, D);
+            int32_t block = table[key / NC_KV_BLOCK_TOKENS];
+            for (int64_t s = 0; s < n; s++) {
+                float vs;
+                const float *vr = kv_row(st, block, j->layer, 1, hk, slot + s, thread, &vs);
+                kern->axpy(p[key - first + s] * vs, vr, out, D);
+            }
             key += n;
         }
         float inv = 1.0f / sum;
@@ -366,7 +429,7 @@ int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
         qkv.seg[0] = (mm_segment){&L->c_q, QD, st->q, QD};
         qkv.seg[1] = (mm_segment){&L->c_k, KD, st->k, KD};
         qkv.seg[2] = (mm_segment){&L->c_v, KD, st->v, KD};
-        nc_threadpool_run(st->pool, mm_worker, &qkv, st->n_tasks);
+        run_mm_job(st, &qkv);
 
         layer_job lj = {st, batch, l, T};
         nc_threadpool_run(st->pool, qkv_worker, &lj, (int)NC_MIN(T, st->n_tasks));

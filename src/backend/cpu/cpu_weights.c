@@ -23,10 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "../../util/common.h"
 #include "../../util/hugepage.h"
+#include "../../util/mmap_file.h"
 #include "cpu_backend.h"
 
 /* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
@@ -52,7 +52,7 @@ static int thp_disabled(void) {
 }
 
 static size_t matrix_bytes(const cpu_matrix *m) {
-    return (size_t)m->rows * (size_t)m->cols * (m->dtype == NC_DTYPE_BF16 ? 2 : 4);
+    return (size_t)m->rows * (size_t)m->cols * nc_dtype_size(m->dtype);
 }
 
 /* The matrices decode streams, in the order the forward pass reads them. */
@@ -78,14 +78,6 @@ static void copy_worker(void *ctx, int task, int n_tasks, int thread) {
     long lo, hi;
     nc_split_range((long)j->bytes, n_tasks, task, 4096, &lo, &hi);
     if (hi > lo) memcpy(j->dst + lo, j->src + lo, (size_t)(hi - lo));
-}
-
-/* Drops this process's page-table references to the whole pages inside a
- * read-only file mapping range (the page cache keeps the data). */
-static void release_mapped(const void *p, size_t bytes) {
-    uintptr_t page = 4096;
-    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + bytes) & ~(page - 1);
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 int cpu_place_weights(cpu_state *st, const nc_model *m, const char *mode, const char **placement) {
@@ -118,7 +110,7 @@ int cpu_place_weights(cpu_state *st, const nc_model *m, const char *mode, const 
     for (int i = 0; i < n_copy; i++) {
         copy_job j = {mats[i]->data, arena + off, matrix_bytes(mats[i])};
         nc_threadpool_run(st->pool, copy_worker, &j, st->n_tasks);
-        release_mapped(mats[i]->data, j.bytes);
+        nc_release_pages(mats[i]->data, j.bytes);
         mats[i]->data = arena + off;
         off += (j.bytes + 63) & ~(size_t)63;
     }

@@ -514,6 +514,9 @@ static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan 
 static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
     const nc_model *m = b->model;
     if (check_model(&m->cfg)) return -1;
+    if (m->weights != NC_WEIGHTS_FLOAT || m->lm_head_scale || p->kv_cache != NC_KV_CACHE_BF16)
+        return nc_fail("cuda backend: 8-bit weights (--weights int8/fp8, or a `nanochat quantize` checkpoint) "
+                       "and --kv-cache fp8 have no CUDA kernels yet; run them with --device cpu");
     char why[256];
     if (!nc_cuda_probe(why, sizeof why)) return nc_fail("cuda backend: %s", why);
     read_shapes(cu, &m->cfg);
@@ -678,7 +681,7 @@ static int cuda_prepare_decode(nc_backend *b, int32_t max_rows) {
  * f32 and f16), and the KV pool is bf16. */
 static size_t cuda_weight_elem_bytes(nc_backend *b, nc_dtype dtype) { return sizeof(bf16); }
 
-static size_t cuda_kv_elem_bytes(nc_backend *b) { return sizeof(bf16); }
+static size_t cuda_kv_vector_bytes(nc_backend *b) { return (size_t)nc_cuda_of(b)->D * sizeof(bf16); }
 
 extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     "cuda",
@@ -691,5 +694,5 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     cuda_copy_bandwidth,
     cuda_prepare_decode,
     cuda_weight_elem_bytes,
-    cuda_kv_elem_bytes,
+    cuda_kv_vector_bytes,
 };

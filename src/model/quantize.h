@@ -1,0 +1,43 @@
+/*
+ * quantize.h: 8-bit weights from float ones, the formats of --weights int8
+ * and --weights fp8 (docs/quantization.md).
+ *
+ * Both are symmetric with one fp32 scale per output channel (row r of an
+ * nn.Linear weight W [out, in]), computed from the fp32 value of every
+ * weight of the row:
+ *   int8: s = max|w| / 127,  q = clamp(rint(w / s), -127, 127)
+ *   fp8:  s = max|w| / 448,  q = e4m3fn(w / s), nearest even, saturating
+ * (w / s an fp32 division, rint ties to even); W[r, k] is then s * q. A row
+ * of zeros gets s = 0 and q = 0. Quantised: every layer's c_q, c_k, c_v,
+ * attn c_proj, mlp c_fc, mlp c_proj, and (optionally) lm_head; wte, value
+ * embeddings, gates and lambdas stay as they are (one embedding row is read
+ * per token, the rest is tiny).
+ */
+#ifndef NC_MODEL_QUANTIZE_H
+#define NC_MODEL_QUANTIZE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* One row of n fp32 values -> q[0..n) and its scale (returned). The row
+ * must be finite. */
+float nc_quantize_row_int8(const float *w, int64_t n, int8_t *q);
+float nc_quantize_row_fp8(const float *w, int64_t n, uint8_t *q);
+
+/*
+ * Converts the model's float layer matrices (and lm_head when `lm_head`) to
+ * `f` in place, on n_threads threads (0: one per CPU): each becomes an I8 /
+ * F8_E4M3 tensor of the same name, with its scale `<name>_scale` (F32
+ * [rows]) added to the model's tensor set, and the set's metadata records
+ * the format, exactly as a file written by `nanochat quantize` loads. The
+ * float data is given back to the system (its pages, where they lie in
+ * memory the set owns or maps).
+ * f == NC_WEIGHTS_FLOAT, or the format the model already has, changes
+ * nothing. Fails (model unchanged) on an already 8-bit model asked for
+ * another format, a non-finite weight, or when out of memory.
+ */
+int nc_model_quantize(nc_model *m, nc_weight_format f, bool lm_head, int n_threads);
+
+#endif /* NC_MODEL_QUANTIZE_H */
