@@ -99,6 +99,11 @@ typedef struct {
     const char *random;         /* non-NULL instead of model_path: random weights of this shape,
                                    for benchmarks ("d20", "d26", "d32", "d34" or "L,C,H[,Hkv[,V]]");
                                    the tokenizer is tokenizer_path, else the bundled model's */
+    const char *weights;        /* "bf16", "int8" or "fp8": the layer and lm_head weights, an
+                                   8-bit format quantised at load with one scale per row
+                                   (docs/quantization.md); NULL: as the checkpoint stores them */
+    const char *kv_cache;       /* "bf16" (full precision) or "fp8" (e4m3, a scale per vector);
+                                   NULL: "bf16" */
 } nc_engine_options;
 
 /* Loads the model and tokenizer and prepares the backend. `opts` may be

@@ -263,7 +263,8 @@ def _completion(req, i, terminal):
                       "stop" if stopped else "length")
 
 
-_WEIGHTS_NOW = ("bf16",)
+_WEIGHTS = ("bf16", "int8", "fp8")
+_KV_CACHES = ("bf16", "fp8")
 
 
 def _device_name(device):
@@ -275,7 +276,7 @@ def _device_name(device):
     return base
 
 
-def load(path_or_model_name=None, device="auto", weights=None, *, tokenizer=None, max_batch=None,
+def load(path_or_model_name=None, device="auto", weights=None, *, kv_cache=None, tokenizer=None, max_batch=None,
          kv_blocks=None, max_context=None, threads=None, progress=True, random=None):
     """Loads a model and returns its Engine (with .model and .tokenizer).
 
@@ -284,8 +285,10 @@ def load(path_or_model_name=None, device="auto", weights=None, *, tokenizer=None
     [@REVISION][/SUBDIR]" (downloaded once into huggingface_hub's cache);
     None: $NANOCHAT_MODEL, else the bundled picochat.
     device: "auto" (the GPU when usable), "cpu" or "cuda".
-    weights: None or "bf16" (the checkpoint's own float weights); the 8-bit
-    formats are not in this library's C API yet.
+    weights: None (as the checkpoint stores them), "bf16" (the checkpoint's
+    own float weights), "int8" or "fp8" (8-bit with one scale per row,
+    quantised at load; docs/quantization.md). kv_cache: "bf16" (default) or
+    "fp8".
     max_batch: rows decoding together over all requests (default 8);
     kv_blocks: the KV cache in 64-position blocks (default: max_batch + 2
     full contexts); max_context: tokens per sequence (default: the model's);
@@ -293,15 +296,16 @@ def load(path_or_model_name=None, device="auto", weights=None, *, tokenizer=None
     progress on stderr. Ctrl-C during a download stops it (resumable).
     random: "d34" (or d20, d26, d32, "L,C,H[,Hkv[,V]]") instead of a path:
     random weights of that shape, for benchmarks."""
-    if weights is not None and weights not in _WEIGHTS_NOW:
-        if weights in ("int8", "fp8"):
-            raise NanochatError(f"weights={weights!r}: this libnanochat's C API has no 8-bit weights yet "
-                                f"(only 'bf16', the checkpoint's own float weights)")
+    if weights is not None and weights not in _WEIGHTS:
         raise ValueError(f"weights must be 'bf16', 'int8' or 'fp8', got {weights!r}")
+    if kv_cache is not None and kv_cache not in _KV_CACHES:
+        raise ValueError(f"kv_cache must be 'bf16' or 'fp8', got {kv_cache!r}")
     opts = _lib.EngineOptions()
     opts.model_path = None if path_or_model_name is None else str(path_or_model_name).encode()
     opts.tokenizer_path = None if tokenizer is None else str(tokenizer).encode()
     opts.random = None if random is None else str(random).encode()
+    opts.weights = None if weights is None else weights.encode()
+    opts.kv_cache = None if kv_cache is None else kv_cache.encode()
     opts.device = _device_name(device).encode()
     opts.threads = threads or 0
     opts.max_context = max_context or 0

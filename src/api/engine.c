@@ -18,6 +18,7 @@
 #include "../hub/hub.h"
 #include "../util/common.h"
 #include "api_internal.h"
+#include "../model/quantize.h"
 
 #define DEFAULT_MAX_BATCH 8
 #define MAX_BATCH 4096
@@ -88,6 +89,10 @@ static int check_options(const nc_engine_options *o) {
     if (o->random && o->model_path) return nc_pub_fail("model_path and random are mutually exclusive");
     if (o->tokenizer_path && !*o->tokenizer_path)
         return nc_pub_fail("tokenizer_path is empty (NULL finds it beside the model)");
+    nc_weight_format f;
+    if (o->weights && nc_weight_format_parse(o->weights, &f)) return nc_pub_failed();
+    if (o->kv_cache && strcmp(o->kv_cache, "bf16") && strcmp(o->kv_cache, "fp8"))
+        return nc_pub_fail("kv_cache must be \"bf16\" or \"fp8\", got \"%s\"", o->kv_cache);
     return 0;
 }
 
@@ -124,6 +129,8 @@ nc_engine *nc_engine_open(const nc_engine_options *opts) {
     bo.random_spec = o.random;
     bo.device = o.device;
     bo.threads = o.threads;
+    bo.weights = o.weights;
+    bo.kv_cache = o.kv_cache && !strcmp(o.kv_cache, "fp8") ? NC_KV_CACHE_FP8 : NC_KV_CACHE_BF16;
     bo.max_context = o.max_context; /* within the model's sequence_len */
     bo.max_queue = QUEUE_UNLIMITED;
     if (o.kv_blocks) { /* the caller's pool, shared by max_batch rows */

@@ -141,6 +141,31 @@ def test_greedy(engine):
               f"{case['name']}: the CLI says {cli}")
 
 
+def test_8bit():
+    """weights= and kv_cache= reach the library: greedy tokens equal the
+    CLI's with the same flags (the same quantiser and kernels), and the
+    log-probability of the first token differs from the float engine's (so
+    an ignored option cannot pass by the models agreeing on the argmax)."""
+    case = next(c for c in GOLDEN if len(c["messages"]) == 1)
+    with nanochat_c.load(PICO, device="cpu") as eng:
+        (float_lp,), = eng.generate_many([case["prompt_ids"]], max_tokens=1, temperature=0, logprobs=True)
+    for flags, kwargs in ((["--weights", "int8"], {"weights": "int8"}),
+                          (["--weights", "fp8", "--kv-cache", "fp8"], {"weights": "fp8", "kv_cache": "fp8"})):
+        eng = nanochat_c.load(PICO, device="cpu", **kwargs)
+        p = subprocess.run([BIN, "chat", "-m", PICO, "--device", "cpu", "--json", "--temperature", "0",
+                            "--max-tokens", str(case["max_tokens"]), "-p", case["messages"][0]["content"]] + flags,
+                           capture_output=True, text=True, timeout=120)
+        cli = json.loads(p.stdout)["tokens"] if p.returncode == 0 else None
+        results, _ = eng.generate_batch(case["prompt_ids"], max_tokens=case["max_tokens"], temperature=0)
+        tok = eng.tokenizer
+        check(cli is not None and [t for t in cli if t not in tok.terminal_ids()] ==
+              results[0][len(case["prompt_ids"]):], f"{kwargs}: the CLI with {flags} says {cli} ({p.stderr[-300:]})")
+        (lp,), = eng.generate_many([case["prompt_ids"]], max_tokens=1, temperature=0, logprobs=True)
+        check(lp.logprobs[0] != float_lp.logprobs[0], f"{kwargs}: first log-prob {lp.logprobs[0]} equals the "
+              "float engine's: the option did not reach the model")
+        eng.close()
+
+
 # ---- sampling, many prompts, inputs
 
 def test_sampling(engine):
@@ -280,7 +305,7 @@ def test_errors(engine):
     E = nanochat_c.NanochatError
     raises(lambda: nanochat_c.load("/no/such/model-dir", device="cpu"), E, "/no/such/model-dir", "unknown path")
     raises(lambda: nanochat_c.load(device="tpu"), E, "device", "unknown device")
-    raises(lambda: nanochat_c.load(device="cpu", weights="int8"), E, "8-bit", "weights int8")
+    raises(lambda: nanochat_c.load(device="cpu", kv_cache="fp4"), ValueError, "kv_cache", "kv_cache fp4")
     raises(lambda: nanochat_c.load(device="cpu", weights="fp4"), ValueError, "weights", "weights fp4")
     raises(lambda: nanochat_c.load(device="cpu", max_batch=5000), E, "max_batch", "max_batch 5000")
     raises(lambda: engine.generate_batch([]), E, "empty", "empty prompt")
@@ -427,7 +452,7 @@ def main():
     for name, fn in [("greedy", lambda: test_greedy(engine)), ("sampling", lambda: test_sampling(engine)),
                      ("many", lambda: test_many(engine)), ("logprobs", test_logprobs),
                      ("tokenizer", lambda: test_tokenizer(engine)), ("errors", lambda: test_errors(engine)),
-                     ("cancel", test_cancel), ("hub", test_hub), ("pip", test_pip_install)]:
+                     ("8bit", test_8bit), ("cancel", test_cancel), ("hub", test_hub), ("pip", test_pip_install)]:
         t0 = time.time()
         fn()
         print(f"-- {name}: {time.time() - t0:.1f} s", flush=True)
