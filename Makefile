@@ -5,14 +5,14 @@
 # fuzz_*.c become libFuzzer targets (clang); examples/*.c (programs using
 # only the public include/nanochat.h) become build/examples/*. CUDA sources
 # (src/**/*.cu) are built when nvcc is found, for CUDA_ARCH (default: Ampere
-# + Hopper).
+# + Hopper); `make gpu-bundle` also builds dev/kernels/*.cu into build/dev/.
 
 CC       ?= cc
 BUILD    ?= build
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE -pthread -Isrc -Iinclude
-LDLIBS   += -lpcre2-8 -lcjson -lmicrohttpd -ledit -lm -pthread
+LDLIBS   += -lpcre2-8 -lcjson -lmicrohttpd -ledit -lcurl -lcrypto -lm -pthread
 
 NVCC     ?= $(shell command -v nvcc 2>/dev/null)
 CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a
@@ -40,7 +40,7 @@ TESTS    := $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 EXAMPLES := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all test tests examples fuzz asan clean
+.PHONY: all test tests examples fuzz asan clean gpu-bundle
 all: $(BUILD)/nanochat tests examples
 
 $(BUILD)/libnanochat.a: $(LIB_OBJ)
@@ -81,7 +81,7 @@ fuzz: $(FUZZERS)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -std=c11 -g -O1 -D_GNU_SOURCE -pthread -Isrc -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_LIB_SRC) -lpcre2-8 -lcjson -lmicrohttpd -ledit -lm
+	    -fno-sanitize-recover=undefined -o $@ $< $(FUZZ_LIB_SRC) -lpcre2-8 -lcjson -lmicrohttpd -ledit -lcurl -lcrypto -lm
 
 # Everything again under AddressSanitizer + UBSan, CPU only, in build-asan/.
 asan:
@@ -91,11 +91,43 @@ asan:
 clean:
 	rm -rf $(BUILD) build-asan
 
+# A folder that runs this build on a GPU machine without the development
+# packages: nanochat, the tests (GPU_TESTS: all unless named), the dev/kernels
+# harnesses and the shared libraries they load, plus a `run` script
+# (tools/gpu_bundle.sh says what goes in; README: Running a build on a GPU
+# machine). GPU_BASE=<commit> adds that commit's nanochat as nanochat_base.
+# Objects are not rebuilt when CUDA_ARCH changes: give another CUDA_ARCH its
+# own BUILD folder (e.g. build/sm90a).
+GPU_BUNDLE ?= $(BUILD)/gpu-bundle
+GPU_TESTS  ?= $(notdir $(TESTS))
+DEV_CU     := $(wildcard dev/kernels/*.cu)
+DEV_BIN    := $(DEV_CU:dev/kernels/%.cu=$(BUILD)/dev/%)
+ifneq ($(NVCC),)
+gpu-bundle: $(BUILD)/nanochat $(GPU_TESTS:%=$(BUILD)/tests/%) $(DEV_BIN) $(if $(GPU_BASE),gpu-base)
+	CUDA_ARCH='$(CUDA_ARCH)' GPU_BASE='$(GPU_BASE)' GPU_BASE_BIN='$(if $(GPU_BASE),$(BUILD)/gpu-base/build/nanochat)' \
+	    bash tools/gpu_bundle.sh $(GPU_BUNDLE) $(filter-out gpu-base,$^)
+
+# The old build, from a `git archive` of GPU_BASE (no checkout), made anew each time.
+.PHONY: gpu-base
+gpu-base:
+	rm -rf $(BUILD)/gpu-base && mkdir -p $(BUILD)/gpu-base
+	git archive --format=tar '$(GPU_BASE)' | tar -x -C $(BUILD)/gpu-base
+	$(MAKE) -C $(BUILD)/gpu-base BUILD=build GPU_BASE= CUDA_ARCH='$(CUDA_ARCH)' build/nanochat
+else
+gpu-bundle:
+	@echo "make gpu-bundle: needs nvcc (the CUDA toolkit); none found" >&2; exit 1
+endif
+
+# The harnesses include their kernels' sources and harness.cuh.
+$(BUILD)/dev/%: dev/kernels/%.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -o $@ $< -lcublasLt
+
 # The chat page is embedded with .incbin (src/server/web_page.c).
 $(BUILD)/src/server/web_page.o: src/server/web/index.html
 
 # The bundled model's fallback location for programs linking the library
-# from anywhere (engine/runner.c: nc_default_model_path).
-$(BUILD)/src/engine/runner.o: CFLAGS += -DNC_SOURCE_MODELS_DIR='"$(CURDIR)/models"'
+# from anywhere (engine/bundle.c: nc_default_model_path).
+$(BUILD)/src/engine/bundle.o: CFLAGS += -DNC_SOURCE_MODELS_DIR='"$(CURDIR)/models"'
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(DEV_BIN:=.d)

@@ -1,7 +1,7 @@
 """calculator_reference.py: nanochat's calculator tool in Python, the
-reference our C calculator (src/engine/calculator.c) is compared with.
+reference our C calculator (src/tool/calculator.c) is compared with.
 
-`use_calculator` follows nanochat's engine.py as described in SPEC §4: drop
+`use_calculator` follows nanochat's engine.py (docs/model.md, Calculator): drop
 commas; pure arithmetic characters -> refuse "**", else eval; otherwise the
 restricted `.count(` string path; eval with no builtins under a 3 s alarm,
 any exception -> None. `calculator_result` adds what the engine does next,

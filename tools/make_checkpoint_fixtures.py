@@ -4,7 +4,7 @@ make_checkpoint_fixtures.py: small checkpoints written by real PyTorch,
 tiktoken and transformers, for tests/c/test_formats.c and
 tests/sh/test_cli_load_errors.sh. Output: tests/data/ckpt/ (about 1 MB).
 
-Layouts (SPEC §2):
+Layouts (docs/formats.md, Locating a checkpoint):
   v1/                 flat nanochat download: model_000005.pt (all keys with
                       `_orig_mod.`; wte bf16, others fp32; c_q/c_k/c_v are
                       views into one storage at offsets; mlp.c_proj of layer 0

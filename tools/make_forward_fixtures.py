@@ -5,11 +5,11 @@ test (tests/sh/test_forward_cli.sh). Writes tests/data/forward/.
 
 References:
   * V1: Hugging Face transformers' NanoChatForCausalLM (torch, CPU, fp32),
-    adjusted to nanochat's numerics (SPEC §1.1): rms_norm eps = FLT_EPSILON
+    adjusted to nanochat's numerics (docs/model.md, RMSNorm and RoPE): rms_norm eps = FLT_EPSILON
     instead of 1e-6, and rotary cos/sin rounded to bf16 (its rotary embedding
     is patched). It is cross-checked against our own minimal reference below,
     which must agree to 1e-5.
-  * V6: our own PyTorch implementation of SPEC §1.2 (`reference_forward`,
+  * V6: our own PyTorch implementation of docs/model.md, Later generations (`reference_forward`,
     written from the spec, not from nanochat's code): smear, resid/x0
     lambdas, value embeddings with 3*sigmoid gates, q,k * 1.2, rope base
     100000, sliding windows "SSSL" (S = ceil(seq/4/128)*128), backout at
@@ -120,7 +120,7 @@ def make_weights(cfg):
 
 
 # ---------------------------------------------------------------------------
-# Our own reference forward pass, written from SPEC §1.1 / §1.2
+# Our own reference forward pass, written from docs/model.md (V1 forward, Later generations)
 # ---------------------------------------------------------------------------
 
 
@@ -148,7 +148,7 @@ def rotary(T, D, base, bf16):
     return cos, sin
 
 
-def rope(x, cos, sin):  # x: [T, heads, D]; rotates by -theta (SPEC §1.1)
+def rope(x, cos, sin):  # x: [T, heads, D]; rotates by -theta (docs/model.md, RoPE)
     d = x.shape[-1] // 2
     x1, x2 = x[..., :d], x[..., d:]
     c, s = cos[:, None, :], sin[:, None, :]
@@ -325,7 +325,7 @@ def write_model_fixture(out_dir, name, cfg, lengths, rng):
         model_config["window_pattern"] = cfg["window_pattern"]
     meta = {"generation": cfg["gen"], "model_config": model_config, "padded_vocab": cfg["padded_vocab"],
             "reference": "transformers NanoChatForCausalLM (eps, bf16 rotary adjusted)" if cfg["gen"] == "V1"
-            else "tools/make_forward_fixtures.py reference_forward (SPEC §1.2)",
+            else "tools/make_forward_fixtures.py reference_forward (docs/model.md, Later generations)",
             "tensors": manifest, "cases": cases}
     with open(os.path.join(d, "model.json"), "w") as f:
         json.dump(meta, f, indent=1)

@@ -7,7 +7,7 @@ tokenizer.pkl, made by tools/make_checkpoint_fixtures.py). Forward pass:
 transformers' NanoChatForCausalLM adjusted to nanochat's numerics, as in
 tools/make_forward_fixtures.py (hf_v1_model). Prompts: tiktoken's
 encode_ordinary of the tokenizer.pkl Encoding; chat prompts rendered as
-nanochat does (SPEC §4, system merged into the first user message).
+nanochat does (docs/model.md, Chat format: system merged into the first user message).
 Generation: nanochat's Engine rules written out here - argmax, stop on
 <|assistant_end|> / <|bos|> (kept as the last token), max_tokens, the
 context limit, and the calculator tool (tools/calculator_reference.py)

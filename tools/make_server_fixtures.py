@@ -3,7 +3,7 @@
 generations for the server tests (tests/py/test_server_*.py). Writes
 tests/data/server/.
 
-The model: nanochat V1 (SPEC §1.1), L=2, C=64, H=2 (D=32), sequence_len 256,
+The model: nanochat V1 (docs/model.md, V1 forward), L=2, C=64, H=2 (D=32), sequence_len 256,
 written exactly as nanochat writes a flat download: model_000001.pt
 (torch.save of the state dict; wte bf16, other matrices fp32),
 meta_000001.json (model_config) and tokenizer.pkl (a pickled
@@ -16,8 +16,8 @@ on their own (finish_reason "stop" through the stop token).
 
 The references (cases.json), all from PyTorch in fp32 on the CPU with
 nanochat's numerics (tools/make_forward_fixtures.py's reference_forward,
-written from SPEC §1):
-  - prompt token ids of each conversation, rendered as SPEC §4 says
+written from docs/model.md):
+  - prompt token ids of each conversation, rendered as nanochat does (docs/model.md, Chat format)
     (<|bos|>, <|user_start|> text <|user_end|>, ..., <|assistant_start|>),
     user text encoded with tiktoken's encode_ordinary;
   - the greedy continuation (argmax, first index on ties) up to 64 tokens or

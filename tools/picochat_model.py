@@ -1,6 +1,6 @@
 """picochat_model.py: nanochat's V1 ("classic") GPT in PyTorch, the math of
-SPEC §1.1 exactly, plus nanochat's greedy chat generation with the
-calculator tool (SPEC §4). Used by tools/train_picochat.py to train the
+docs/model.md (V1 forward) exactly, plus nanochat's greedy chat generation
+with the calculator tool (docs/model.md, Calculator). Used by tools/train_picochat.py to train the
 default model and to write the golden transcripts the C engine is tested
 against.
 
@@ -188,7 +188,7 @@ def _eval_with_timeout(expr, seconds=3):
 
 
 def use_calculator(expr):
-    """nanochat's calculator tool (SPEC §4): the result, or None."""
+    """nanochat's calculator tool (docs/model.md, Calculator): the result, or None."""
     expr = expr.replace(",", "")
     if all(ch in "0123456789*+-/.() " for ch in expr):
         if "**" in expr:

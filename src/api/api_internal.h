@@ -8,18 +8,11 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "../backend/backend.h"
-#include "../engine/scheduler.h"
-#include "../model/model.h"
-#include "../tokenizer/tokenizer.h"
+#include "../engine/bundle.h"
 #include "../../include/nanochat.h"
 
 struct nc_engine {
-    nc_model *model;          /* owned; tensors mmapped */
-    nc_tokenizer *tok;        /* owned; read-only after load, so safe to share between threads */
-    nc_backend *backend;      /* owned */
-    nc_scheduler *sched;      /* owned; stepped only by the holder of gen_lock */
-    int32_t max_context;      /* tokens per conversation */
+    nc_bundle b;              /* owned; its scheduler is stepped only by the holder of gen_lock */
     pthread_mutex_t gen_lock; /* one generation at a time */
 };
 

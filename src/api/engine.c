@@ -2,9 +2,9 @@
  * engine.c: the public engine handle (include/nanochat.h): open and close,
  * the error buffer, model info, tokenize / detokenize and chat rendering.
  *
- * Thin on purpose: loading is engine/runner.c's (the same code the CLI
- * uses, bundled default model included), tokens and chat rendering are the
- * tokenizer's. What this layer adds is the public conventions: no internal
+ * Thin on purpose: opening is engine/bundle.c's (the same code the CLI
+ * and the server use, bundled default model included), tokens and chat
+ * rendering are the tokenizer's. What this layer adds is the public conventions: no internal
  * type crosses the header, caller-sized buffers, every failure reported
  * through nc_engine_last_error() instead of stderr.
  */
@@ -13,7 +13,6 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "../engine/runner.h"
 #include "../util/common.h"
 #include "api_internal.h"
 
@@ -54,10 +53,7 @@ const char *nc_version(void) {
 
 void nc_engine_close(nc_engine *e) {
     if (!e) return;
-    nc_scheduler_free(e->sched);
-    nc_backend_free(e->backend);
-    nc_tokenizer_free(e->tok);
-    nc_model_free(e->model);
+    nc_bundle_close(&e->b);
     pthread_mutex_destroy(&e->gen_lock);
     free(e);
 }
@@ -86,30 +82,20 @@ nc_engine *nc_engine_open(const nc_engine_options *opts) {
         return NULL;
     }
     pthread_mutex_init(&e->gen_lock, NULL);
-    nc_load_options lo = {.path = o.model_path, .step = -1, .tokenizer_path = o.tokenizer_path};
-    nc_checkpoint_location loc;
-    int rc = nc_runner_load(&lo, NULL, 0, &e->model, &e->tok, true, &loc);
-    nc_checkpoint_location_free(&loc);
-    if (rc) goto failed;
-    int32_t seq = e->model->cfg.sequence_len;
-    if (o.max_context > seq) {
-        nc_fail("max_context %d exceeds the model's context of %d tokens (sequence_len)", o.max_context, seq);
-        goto failed;
+    nc_bundle_options bo;
+    nc_bundle_options_init(&bo);
+    bo.load.path = o.model_path;
+    bo.load.tokenizer_path = o.tokenizer_path;
+    bo.device = o.device;
+    bo.threads = o.threads;
+    bo.max_context = o.max_context; /* within the model's sequence_len */
+    bo.rows = 1;
+    if (nc_bundle_open(&e->b, &bo)) {
+        nc_pub_failed();
+        nc_engine_close(e);
+        return NULL;
     }
-    e->max_context = o.max_context ? o.max_context : seq;
-    nc_backend_params bp;
-    nc_scheduler_params sp;
-    nc_runner_sizes(e->max_context, 1, &bp, &sp);
-    bp.n_threads = o.threads;
-    e->backend = nc_backend_create(o.device ? o.device : "auto", e->model, &bp);
-    if (!e->backend) goto failed;
-    e->sched = nc_scheduler_create(e->backend, e->tok, &sp);
-    if (!e->sched) goto failed;
     return e;
-failed:
-    nc_pub_failed();
-    nc_engine_close(e);
-    return NULL;
 }
 
 /* ==== queries ==== */
@@ -117,7 +103,7 @@ failed:
 int nc_engine_get_info(const nc_engine *e, nc_engine_info *info) {
     nc_pub_clear_error();
     if (!e || !info) return nc_pub_fail("nc_engine_get_info: engine and info are required");
-    const nc_model_config *c = &e->model->cfg;
+    const nc_model_config *c = &e->b.model->cfg;
     memset(info, 0, sizeof *info);
     info->n_layer = c->n_layer;
     info->n_embd = c->n_embd;
@@ -125,13 +111,12 @@ int nc_engine_get_info(const nc_engine *e, nc_engine_info *info) {
     info->n_kv_head = c->n_kv_head;
     info->vocab_size = c->vocab_size;
     info->sequence_len = c->sequence_len;
-    info->max_context = e->max_context;
+    info->max_context = e->b.max_context;
     info->n_params = nc_config_param_count(c);
     info->generation = nc_generation_name(c->generation);
-    info->source = e->model->source ? e->model->source : "";
-    info->format = e->model->format ? e->model->format : "";
-    nc_backend *b = e->backend;
-    info->device = b->ops->describe ? b->ops->describe(b) : b->ops->name;
+    info->source = e->b.model->source ? e->b.model->source : "";
+    info->format = e->b.model->format ? e->b.model->format : "";
+    info->device = nc_backend_describe(e->b.backend);
     return 0;
 }
 
@@ -149,7 +134,7 @@ int64_t nc_engine_tokenize(const nc_engine *e, const char *text, size_t len, int
     if (!e || (!text && len)) return nc_pub_fail("nc_engine_tokenize: engine and text are required");
     if (cap && !ids) return nc_pub_fail("nc_engine_tokenize: ids is NULL but cap is %zu", cap);
     nc_tokens t = {0};
-    int64_t n = nc_tokenizer_encode(e->tok, text ? text : "", len, &t) ? nc_pub_failed() : give_ids(&t, ids, cap);
+    int64_t n = nc_tokenizer_encode(e->b.tok, text ? text : "", len, &t) ? nc_pub_failed() : give_ids(&t, ids, cap);
     nc_tokens_free(&t);
     return n;
 }
@@ -159,7 +144,7 @@ int64_t nc_engine_detokenize(const nc_engine *e, const int32_t *ids, size_t n, c
     if (!e || (!ids && n)) return nc_pub_fail("nc_engine_detokenize: engine and ids are required");
     if (cap && !text) return nc_pub_fail("nc_engine_detokenize: text is NULL but cap is %zu", cap);
     size_t len = 0;
-    char *s = nc_tokenizer_decode(e->tok, ids, n, &len);
+    char *s = nc_tokenizer_decode(e->b.tok, ids, n, &len);
     if (!s) return nc_pub_failed();
     if (cap) {
         size_t k = NC_MIN(len, cap - 1);
@@ -173,7 +158,7 @@ int64_t nc_engine_detokenize(const nc_engine *e, const int32_t *ids, size_t n, c
 int32_t nc_engine_special_token(const nc_engine *e, const char *name) {
     nc_pub_clear_error();
     if (!e || !name) return nc_pub_fail("nc_engine_special_token: engine and name are required");
-    return nc_tokenizer_special_by_name(e->tok, name);
+    return nc_tokenizer_special_by_name(e->b.tok, name);
 }
 
 int nc_pub_render_messages(const nc_engine *e, const nc_message *msgs, size_t n_msgs, nc_tokens *out) {
@@ -194,7 +179,7 @@ int nc_pub_render_messages(const nc_engine *e, const nc_message *msgs, size_t n_
             cm[i].len = strlen(msgs[i].content);
         }
     }
-    if (!rc && nc_chat_render(e->tok, cm, (int)n_msgs, out)) rc = nc_pub_failed();
+    if (!rc && nc_chat_render(e->b.tok, cm, (int)n_msgs, out)) rc = nc_pub_failed();
     free(cm);
     return rc;
 }

@@ -7,16 +7,16 @@
  * Mirrors nanochat's Engine.generate() for one sample as chat_cli.py and
  * chat_web.py drive it: render the conversation, sample until
  * <|assistant_end|> / <|bos|> or max_tokens, run the calculator tool, show
- * tokens as they come (a streaming UTF-8 decoder never emits half a
- * character). The scheduler and its stepping loop are engine/runner.c's,
- * shared with the CLI; the stepping runs on the caller's thread under the
- * engine's generation lock.
+ * tokens as they come (engine/token_text.h: never half a UTF-8 character,
+ * special tokens as their text). The scheduler and its stepping loop are
+ * the engine bundle's (engine/bundle.h), shared with the CLI; the stepping
+ * runs on the caller's thread under the engine's generation lock.
  */
 #include <limits.h>
 #include <stdbool.h>
 #include <string.h>
 
-#include "../engine/runner.h"
+#include "../engine/token_text.h"
 #include "../util/common.h"
 #include "api_internal.h"
 
@@ -24,10 +24,6 @@ _Static_assert((int)NC_REPLY_STOP == (int)NC_FINISH_STOP && (int)NC_REPLY_LENGTH
                    (int)NC_REPLY_CANCELLED == (int)NC_FINISH_CANCELLED &&
                    (int)NC_REPLY_ERROR == (int)NC_FINISH_ERROR,
                "public finish reasons mirror the scheduler's");
-
-/* U+FFFD, shown for an id the tokenizer lacks (a model whose vocab is
- * larger than its tokenizer's), as the server does. */
-static const char REPLACEMENT[] = "\xEF\xBF\xBD";
 
 /* The engine a generation is running for on this thread: a callback that
  * starts another generation on it would deadlock on gen_lock. */
@@ -75,10 +71,10 @@ static int build_prompt(const nc_engine *e, const nc_prompt *p, nc_tokens *out) 
         return nc_pub_fail("the prompt must set exactly one of messages, text or ids (%d are set)", given);
     if (p->messages || p->n_messages) return nc_pub_render_messages(e, p->messages, p->n_messages, out);
     if (p->text) {
-        int32_t bos = nc_tokenizer_special_id(e->tok, NC_TOK_BOS);
+        int32_t bos = nc_tokenizer_special_id(e->b.tok, NC_TOK_BOS);
         if (bos < 0) return nc_pub_fail("the tokenizer has no <|bos|> token to start a completion with");
         nc_tokens_push(out, bos);
-        return nc_tokenizer_encode(e->tok, p->text, strlen(p->text), out) ? nc_pub_failed() : 0;
+        return nc_tokenizer_encode(e->b.tok, p->text, strlen(p->text), out) ? nc_pub_failed() : 0;
     }
     if (!p->ids || !p->n_ids) return nc_pub_fail("the prompt's ids are empty");
     if (p->n_ids > INT32_MAX) return nc_pub_fail("the prompt has too many ids (%zu)", p->n_ids);
@@ -93,9 +89,7 @@ typedef struct {
     nc_stream_fn cb;
     void *user;
     bool stopped;            /* the callback asked to stop: no more deltas */
-    nc_stream_decoder dec;
-    char *scratch;           /* one token's decoded text */
-    size_t scratch_cap;
+    nc_token_text decoder;   /* tokens -> text, special tokens as their text */
     int32_t *tokens;         /* generated ids, terminal excluded */
     size_t n_tokens, cap_tokens;
     char *text;              /* concatenated deltas */
@@ -108,15 +102,7 @@ typedef struct {
 /* Appends a delta to the reply's text and shows it to the callback.
  * Buffers grow geometrically, so the token loop rarely allocates. */
 static void deliver(gen_call *c, const char *s, size_t n, int32_t token, bool final) {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap;
-        while (c->len + n + 1 > cap) cap *= 2;
-        c->text = nc_xrealloc(c->text, cap);
-        c->cap = cap;
-    }
-    memcpy(c->text + c->len, s, n);
-    c->len += n;
-    c->text[c->len] = 0;
+    nc_xappend(&c->text, &c->len, &c->cap, s, n);
     if (c->cb && (!c->stopped || final) && c->cb(c->user, s, n, token)) c->stopped = true;
 }
 
@@ -130,20 +116,18 @@ static bool on_event(void *user, const nc_gen_event *ev) {
             c->tokens = nc_xrealloc(c->tokens, c->cap_tokens * sizeof *c->tokens);
         }
         c->tokens[c->n_tokens++] = ev->token;
-        int k = nc_stream_decode(&c->dec, c->e->tok, ev->token, c->scratch, c->scratch_cap);
-        if (k >= 0) {
-            deliver(c, c->scratch, (size_t)k, ev->token, false);
-        } else {
-            int f = nc_stream_flush(&c->dec, c->scratch, c->scratch_cap);
-            if (f > 0) memcpy(c->scratch + f, REPLACEMENT, 3);
-            deliver(c, f > 0 ? c->scratch : REPLACEMENT, (size_t)(f > 0 ? f : 0) + 3, ev->token, false);
-        }
+        nc_tool_event tool; /* calls stay in the text in this view */
+        size_t n;
+        const char *s = nc_token_text_feed(&c->decoder, ev->token, &n, &tool);
+        deliver(c, s, n, ev->token, false);
     }
     if (ev->finish != NC_FINISH_NONE) {
         c->finish = ev->finish;
         if (ev->error) snprintf(c->error, sizeof c->error, "%s", ev->error);
-        int k = nc_stream_flush(&c->dec, c->scratch, c->scratch_cap);
-        if (k > 0) deliver(c, c->scratch, (size_t)k, -1, true);
+        nc_tool_event tool;
+        size_t n;
+        const char *s = nc_token_text_end(&c->decoder, &n, &tool);
+        if (n > 0) deliver(c, s, n, -1, true);
     }
     return c->stopped;
 }
@@ -176,9 +160,8 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
     }
 
     gen_call c = {.e = e, .cb = cb, .user = user, .n_prompt = (int32_t)ids.n};
-    c.scratch_cap = 4 * nc_tokenizer_max_token_bytes(e->tok) + 16;
-    c.scratch = nc_xmalloc(c.scratch_cap);
-    c.cap_tokens = (size_t)NC_MIN(g.max_tokens, e->max_context) + 1;
+    nc_token_text_init(&c.decoder, e->b.tok, NC_TEXT_AS_DECODED);
+    c.cap_tokens = (size_t)NC_MIN(g.max_tokens, e->b.max_context) + 1;
     c.tokens = nc_xmalloc(c.cap_tokens * sizeof *c.tokens);
     c.cap = 8 * c.cap_tokens + 64;
     c.text = nc_xmalloc(c.cap);
@@ -187,7 +170,7 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
     pthread_mutex_lock(&e->gen_lock);
     const nc_engine *outer = generating;
     generating = e;
-    int rc = nc_runner_run(e->sched, ids.ids, (int32_t)ids.n, &g, on_event, &c);
+    int rc = nc_bundle_run(&e->b, ids.ids, (int32_t)ids.n, &g, on_event, &c);
     generating = outer;
     pthread_mutex_unlock(&e->gen_lock);
     nc_tokens_free(&ids);
@@ -201,7 +184,7 @@ int nc_engine_generate_stream(nc_engine *e, const nc_prompt *prompt, const nc_ge
         }
         if (reply) reply_from(&c, reply);
     }
-    free(c.scratch);
+    nc_token_text_free(&c.decoder);
     free(c.tokens);
     free(c.text);
     return rc;

@@ -2,6 +2,9 @@
  * backend.c: the registry of backends behind backend.h: picks an ops table
  * by device name, creates and frees backends.
  *
+ * It also reads the environment switches of every backend (backend.h,
+ * nc_backend_env), in one place and with one convention.
+ *
  * This is the only file outside backend/cuda that may know whether CUDA
  * was compiled in (NC_WITH_CUDA, set by the Makefile when nvcc is found).
  * Without it, "cuda" reports that it is unavailable and "auto" means the
@@ -10,6 +13,7 @@
 #include "backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../util/common.h"
@@ -26,6 +30,50 @@ bool nc_backend_cuda_available(void) {
     return false;
 #endif
 }
+
+/* ==== environment switches ==== */
+
+/* An on/off switch: 0 or 1; unset or empty leaves *on as it is. */
+static int env_flag(const char *name, bool *on) {
+    const char *v = getenv(name);
+    if (!v || !*v) return 0;
+    if (strcmp(v, "0") && strcmp(v, "1")) return nc_fail("%s=%s: expected 0 or 1", name, v);
+    *on = v[0] == '1';
+    return 0;
+}
+
+/* One of the words in the NULL-terminated `words` (stored as that static
+ * string); unset or empty leaves *out as it is. */
+static int env_word(const char *name, const char *const *words, const char *expected, const char **out) {
+    const char *v = getenv(name);
+    if (!v || !*v) return 0;
+    for (int i = 0; words[i]; i++)
+        if (!strcmp(v, words[i])) {
+            *out = words[i];
+            return 0;
+        }
+    return nc_fail("%s=%s: expected %s", name, v, expected);
+}
+
+int nc_backend_env_read(nc_backend_env *env) {
+    static const char *const fa_steps[] = {"1", "2", NULL};
+    static const char *const placements[] = {"auto", "copy", "map", NULL};
+    static const char *const isas[] = {"auto", "avx2", "scalar", NULL};
+    nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true,
+                        .cpu_weights = "auto", .cpu_kernels = "auto"};
+    const char *fa = NULL;
+    if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
+        env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
+        env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
+        env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
+        env_word("NC_CPU_KERNELS", isas, "auto, avx2 or scalar", &e.cpu_kernels))
+        return -1;
+    e.cuda_fa = fa ? fa[0] - '0' : 0;
+    *env = e;
+    return 0;
+}
+
+/* ==== creation ==== */
 
 /* The ops table for `device`, or NULL + nc_error(). */
 static const nc_backend_ops *backend_ops_for(const char *device) {
@@ -50,12 +98,15 @@ nc_backend *nc_backend_create(const char *device, const nc_model *model, const n
         nc_fail("nc_backend_create: no model");
         return NULL;
     }
+    nc_backend_env env;
+    if (nc_backend_env_read(&env)) return NULL;
     const nc_backend_ops *ops = backend_ops_for(device ? device : "auto");
     if (!ops) return NULL;
     nc_backend_params defaults = {0};
     nc_backend *b = nc_xcalloc(1, sizeof *b);
     b->ops = ops;
     b->model = model;
+    b->env = env;
     if (ops->init(b, p ? p : &defaults)) {
         free(b);
         return NULL;
@@ -67,4 +118,9 @@ void nc_backend_free(nc_backend *b) {
     if (!b) return;
     b->ops->free(b);
     free(b);
+}
+
+const char *nc_backend_describe(nc_backend *b) {
+    const char *d = b->ops->describe ? b->ops->describe(b) : NULL;
+    return d ? d : b->ops->name;
 }

@@ -1,7 +1,7 @@
 /*
  * backend.h: the one interface between the engine and the hardware.
  *
- * A backend runs the forward pass of SPEC §1 for a batch of independent
+ * A backend runs the forward pass of docs/model.md for a batch of independent
  * sequences, each contributing a chunk of consecutive tokens (a prefill
  * chunk of many, or a decode step of one) at its own position. It owns the
  * weights in its preferred form and a paged KV cache: a pool of blocks of
@@ -16,6 +16,7 @@
 #define NC_BACKEND_BACKEND_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../model/model.h"
@@ -60,6 +61,31 @@ typedef struct {
     nc_kv_cache_format kv_cache;
 } nc_backend_params;
 
+/*
+ * Switches for comparisons and diagnosis (the README's table of environment
+ * switches; the defaults are the fast paths). nc_backend_create reads them
+ * from the environment once, with nc_backend_env_read, into b->env before
+ * the backend's init; no backend reads an environment variable itself.
+ * One convention for all: unset or empty keeps the default; on/off
+ * switches take 0 or 1; the others one of their listed words; anything else
+ * fails backend creation with a message naming the variable.
+ */
+typedef struct {
+    bool cuda_graphs;        /* NC_CUDA_GRAPHS (1): replay decode steps from CUDA graphs */
+    bool cuda_pdl;           /* NC_CUDA_PDL (1): programmatic dependent launch (sm_90) */
+    bool cuda_profile;       /* NC_CUDA_PROFILE (0): per-stage GPU time of the last forward on stderr
+                                at exit (eager launches) */
+    bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a) */
+    int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
+                                wgmma kernel with 64- or 128-key steps (sm_90) */
+    const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
+    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx2" or "scalar" */
+} nc_backend_env;
+
+/* Fills *env from the environment (the defaults where a switch is unset or
+ * empty); -1 + nc_error() naming the variable on a value outside its set. */
+int nc_backend_env_read(nc_backend_env *env);
+
 /* Per-row sampling settings, for backends that sample on the device. */
 typedef struct {
     float temperature; /* 0: argmax (lowest index on ties) */
@@ -93,7 +119,9 @@ typedef struct {
     /* Copies the first n_tokens positions of block src into block dst, all
      * layers (used to fork a sequence: multi-sample, prefix reuse). */
     int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);
-    /* Human-readable device description ("cpu: 2 threads, avx2" / "NVIDIA H100 ..."). */
+    /* Optional (NULL: the name): a human-readable description of the
+     * device and how the backend uses it ("cpu: 2 threads, avx2 kernels,
+     * ..." / "NVIDIA H100 ..."). Callers use nc_backend_describe(). */
     const char *(*describe)(nc_backend *b);
     /* Optional (NULL if unsupported): the device's measured copy bandwidth
      * in bytes/s (read + written), the ceiling `nanochat bench` compares
@@ -105,6 +133,16 @@ typedef struct {
      * server do not pay for it. Only before any sequence holds KV blocks: it
      * overwrites position 0 of the first max_rows blocks. */
     int (*prepare_decode)(nc_backend *b, int32_t max_rows);
+    /* How this backend stores what every decode step streams from memory:
+     * the bytes per element of a weight matrix that the model holds as
+     * `dtype` (a backend may convert weights at init; an 8-bit matrix's
+     * per-row fp32 scales come on top), and the bytes of one cached K or V
+     * vector (one kv head at one position: D values, plus the scale of an
+     * fp8 cache). For front ends that count a step's memory traffic against
+     * the device's bandwidth (`nanochat bench`'s floor) without knowing
+     * which backend they talk to. */
+    size_t (*weight_elem_bytes)(nc_backend *b, nc_dtype dtype);
+    size_t (*kv_vector_bytes)(nc_backend *b);
 } nc_backend_ops;
 
 struct nc_backend {
@@ -113,6 +151,7 @@ struct nc_backend {
     int32_t n_kv_blocks;        /* actual pool size */
     int32_t max_batch_tokens;
     int32_t max_seqs;
+    nc_backend_env env;         /* the switches, read before init */
     void *impl;                 /* backend-private state */
 };
 
@@ -124,6 +163,10 @@ struct nc_backend {
  */
 nc_backend *nc_backend_create(const char *device, const nc_model *model, const nc_backend_params *p);
 void nc_backend_free(nc_backend *b);
+
+/* What the backend says about itself (its describe op), else its name:
+ * for logs, /health, the C API's engine info. Valid while the backend lives. */
+const char *nc_backend_describe(nc_backend *b);
 
 /* Whether a CUDA device usable by this build is present (quiet probe). */
 bool nc_backend_cuda_available(void);

@@ -1,6 +1,6 @@
 /*
  * cmd_bench.c: `nanochat bench`: throughput of a backend on the shapes of
- * PERF.md, each next to its floor.
+ * docs/performance.md (Floors, Measuring), each next to its floor.
  *
  *   prefill      one prompt of N tokens (default 2048), batch 1, logits of
  *                the last position: time to first token -> tok/s and the
@@ -15,10 +15,11 @@
  * Bytes / step time / the device's measured copy bandwidth is the "% of
  * floor". The bandwidth is measured in the same run: the backend's
  * copy_bandwidth op (CUDA: a 1 GiB device-to-device copy) or, for backends
- * without one, a host memcpy. Bytes count what the backend stores: the CUDA
- * backend keeps bf16 weights and a bf16 KV cache; other backends read the
- * checkpoint's weights in place (8-bit ones with --weights int8/fp8) and
- * keep an fp32 KV cache (fp8 with --kv-cache fp8).
+ * without one, a host memcpy. Bytes count what the backend stores, as its
+ * weight_elem_bytes / kv_vector_bytes ops say (the CUDA backend keeps bf16
+ * weights and a bf16 KV cache; the CPU reads the checkpoint's weights in
+ * place and keeps an fp32 KV cache; 8-bit weights with --weights int8/fp8
+ * and an fp8 KV cache with --kv-cache fp8, each with its fp32 scales).
  *
  * Backend-agnostic: only backend.h calls. Decode steps use forward_sample
  * (greedy) when the backend has it, else forward + a host argmax.
@@ -98,31 +99,34 @@ static int parse_list(const char *opt, const char *v, int lo, int hi, int *out, 
 
 /* ==== byte counts ==== */
 
-static bool is_cuda(const nc_backend *b) { return !strcmp(b->ops->name, "cuda"); }
-
-/* Bytes of weights one decode step reads: every matrix, the lm_head rows of
- * the real vocabulary, one embedding row. */
-static double weight_bytes(const nc_model *m, bool bf16) {
+/* Bytes of weights one decode step reads, as the backend stores them:
+ * every matrix (with its row scales when 8-bit), the lm_head rows of the
+ * real vocabulary, one embedding row
+ * (counted at the width of a matrix of its dtype: a few KB either way). */
+static double weight_bytes(nc_backend *be) {
+    const nc_model *m = be->model;
     const nc_model_config *c = &m->cfg;
     double total = 0;
     for (int l = 0; l < c->n_layer; l++) {
         const nc_layer_weights *w = &m->layers[l];
         const nc_tensor *ts[] = {w->c_q, w->c_k, w->c_v, w->attn_proj, w->mlp_fc, w->mlp_proj};
-        for (size_t i = 0; i < NC_ARRAY_LEN(ts); i++)
-            total += (double)nc_tensor_numel(ts[i]) * (bf16 ? 2 : nc_dtype_size(ts[i]->dtype));
+        const nc_tensor *sc[] = {w->scale.c_q,       w->scale.c_k,  w->scale.c_v,
+                                 w->scale.attn_proj, w->scale.mlp_fc, w->scale.mlp_proj};
+        for (size_t i = 0; i < NC_ARRAY_LEN(ts); i++) {
+            total += (double)nc_tensor_numel(ts[i]) * (double)be->ops->weight_elem_bytes(be, ts[i]->dtype);
+            if (sc[i]) total += (double)nc_tensor_numel(sc[i]) * sizeof(float);
+        }
     }
-    double lm = bf16 ? 2 : nc_dtype_size(m->lm_head->dtype);
-    total += (double)c->vocab_size * c->n_embd * lm;
-    total += (double)c->n_embd * (bf16 ? 2 : nc_dtype_size(m->wte->dtype));
+    total += (double)c->vocab_size * c->n_embd * (double)be->ops->weight_elem_bytes(be, m->lm_head->dtype);
+    if (m->lm_head_scale) total += (double)c->vocab_size * sizeof(float);
+    total += (double)c->n_embd * (double)be->ops->weight_elem_bytes(be, m->wte->dtype);
     return total;
 }
 
-/* A cached position: bf16 (CUDA) or fp32 (CPU) keys and values, or fp8
- * with a 4-byte scale per kv head (--kv-cache fp8). */
-static double kv_bytes_per_token(const nc_model *m, bool bf16, nc_kv_cache_format kv) {
-    const nc_model_config *c = &m->cfg;
-    double per_head = kv == NC_KV_CACHE_FP8 ? c->head_dim + 4.0 : (double)c->head_dim * (bf16 ? 2 : 4);
-    return (double)c->n_layer * 2 * c->n_kv_head * per_head;
+/* K and V of every layer for one position. */
+static double kv_bytes_per_token(nc_backend *be) {
+    const nc_model_config *c = &be->model->cfg;
+    return (double)c->n_layer * 2 * c->n_kv_head * (double)be->ops->kv_vector_bytes(be);
 }
 
 /* Matrix parameters touched per prompt token (everything but wte and lm_head). */
@@ -247,13 +251,13 @@ out:
 
 /* ==== output ==== */
 
-static void print_rows(const bench_opts *o, const nc_backend *be, const char *model_desc, double params, double wbytes,
+static void print_rows(const bench_opts *o, nc_backend *be, const char *model_desc, double params, double wbytes,
                        double bw, const char *bw_how, const bench_row *r, int n) {
     if (o->json) {
         printf("{\"device\": \"%s\", \"backend\": \"%s\", \"model\": \"%s\", \"params\": %.0f, "
                "\"weight_bytes_per_token\": %.0f, \"bandwidth_gbs\": %.1f, \"bandwidth_source\": \"%s\", "
                "\"results\": [",
-               be->ops->describe((nc_backend *)be), be->ops->name, model_desc, params, wbytes, bw / 1e9, bw_how);
+               nc_backend_describe(be), be->ops->name, model_desc, params, wbytes, bw / 1e9, bw_how);
         for (int i = 0; i < n; i++)
             printf("%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms\": %.4f, \"gb_s\": %.1f, \"floor_pct\": %.2f, "
                    "\"tflops\": %.2f}",
@@ -261,7 +265,7 @@ static void print_rows(const bench_opts *o, const nc_backend *be, const char *mo
         printf("]}\n");
         return;
     }
-    printf("device:    %s\n", be->ops->describe((nc_backend *)be));
+    printf("device:    %s\n", nc_backend_describe(be));
     printf("model:     %s, %.3g params, %.3f GB of weights read per decode step\n", model_desc, params, wbytes / 1e9);
     printf("bandwidth: %.0f GB/s (%s, read + written)\n\n", bw / 1e9, bw_how);
     printf("%-22s %12s %10s %9s %9s\n", "test", "tok/s", "ms/step", "GB/s", "% floor");
@@ -333,8 +337,7 @@ int cmd_bench(int argc, char **argv) {
         nc_model_free(m);
         return 1;
     }
-    bool bf16 = is_cuda(be);
-    double wbytes = weight_bytes(m, bf16), kvb = kv_bytes_per_token(m, bf16, ma.kv_cache);
+    double wbytes = weight_bytes(be), kvb = kv_bytes_per_token(be);
     double params = (double)nc_config_param_count(cfg);
     double bw = be->ops->copy_bandwidth ? be->ops->copy_bandwidth(be) : 0;
     const char *bw_how = bw > 0 ? "device copy" : "host memcpy";

@@ -11,7 +11,7 @@
  *     stops the reply without leaving;
  *   - a conversation that outgrows the context is refused with the limit
  *     named (nanochat crashes), or with --truncate loses its oldest turns;
- *   - --system TEXT is merged into the first user message (SPEC §4).
+ *   - --system TEXT is merged into the first user message (docs/model.md, Chat format).
  * With -p TEXT: one reply, then exit (--json for scripts). With stdin not a
  * terminal: every input line is a user message, replies one per line.
  */
@@ -113,7 +113,7 @@ static int render(const nc_tokenizer *tok, const conversation *c, int first, con
 
 /* Builds the prompt for `message`, dropping old turns with --truncate.
  * Returns -1 with a message when it cannot fit. */
-static int build_prompt(const nc_cli_engine *e, conversation *c, const char *message, const nc_gen_params *g,
+static int build_prompt(const nc_bundle *e, conversation *c, const char *message, const nc_gen_params *g,
                         bool truncate, nc_tokens *out) {
     int32_t room = NC_MIN(g->max_tokens, e->max_context / 2);
     for (;;) {
@@ -140,7 +140,7 @@ static void on_sigint(int sig) {
 }
 
 /* Sends `message`, prints the reply (or JSON), adds the turn. 0 ok, -1 refused/failed. */
-static int exchange(nc_cli_engine *e, conversation *c, const char *message, nc_gen_params *g, bool truncate,
+static int exchange(nc_bundle *e, conversation *c, const char *message, nc_gen_params *g, bool truncate,
                     bool json, bool interactive, bool verbose) {
     nc_tokens prompt = {0};
     if (build_prompt(e, c, message, g, truncate, &prompt)) {
@@ -285,11 +285,8 @@ int cmd_chat(int argc, char **argv) {
         return 2;
     }
 
-    nc_cli_engine e;
-    if (nc_cli_engine_open(&e, &ma, g.n)) {
-        nc_cli_engine_close(&e);
-        return 1;
-    }
+    nc_bundle e;
+    if (nc_model_args_open(&ma, g.n, &e)) return 1;
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint; /* no SA_RESTART: a blocked read returns */
     sigemptyset(&sa.sa_mask);
@@ -345,6 +342,6 @@ int cmd_chat(int argc, char **argv) {
     }
     conv_clear(&conv);
     free(conv.turns);
-    nc_cli_engine_close(&e);
+    nc_bundle_close(&e);
     return rc;
 }

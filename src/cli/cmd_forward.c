@@ -24,7 +24,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: nanochat forward [-m PATH | --random SPEC] --ids \"ID ID ...\" --out FILE [options]\n"
+            "usage: nanochat forward [-m PATH | --random SHAPE] --ids \"ID ID ...\" --out FILE [options]\n"
             "\n"
             "Runs token ids (position 0 onwards) through the model and writes the logits of\n"
             "every position to FILE: fp32, row-major [T, V], little-endian, V = vocab_size,\n"

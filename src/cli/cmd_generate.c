@@ -1,7 +1,7 @@
 /*
  * cmd_generate.c: `nanochat generate`: raw completion, for base models.
  *
- * The prompt is <|bos|> + the text, encoded ordinarily (SPEC §4), or exact
+ * The prompt is <|bos|> + the text, encoded ordinarily (docs/model.md, Chat format), or exact
  * ids with --ids. The continuation streams to stdout as it is generated
  * (--json: one JSON object at the end instead). Mirrors nanochat's
  * base-model sampling (Engine.generate on tokenizer.encode(text,
@@ -112,11 +112,8 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    nc_cli_engine e;
-    if (nc_cli_engine_open(&e, &ma, g.n)) {
-        nc_cli_engine_close(&e);
-        return 1;
-    }
+    nc_bundle e;
+    if (nc_model_args_open(&ma, g.n, &e)) return 1;
     nc_tokens prompt = {0};
     int rc = 1;
     char *owned = NULL;
@@ -158,6 +155,6 @@ int cmd_generate(int argc, char **argv) {
 done:
     free(owned);
     nc_tokens_free(&prompt);
-    nc_cli_engine_close(&e);
+    nc_bundle_close(&e);
     return rc;
 }

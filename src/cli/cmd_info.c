@@ -3,11 +3,11 @@
  *
  * Loads the model exactly as every other command does (so a checkpoint that
  * info accepts is one chat/serve accept), then prints the generation
- * (V1..V6), sizes, attention windows, parameter count, the weight format
- * (float, or 8-bit int8 / fp8 with per-row scales, docs/quantization.md),
- * tensor dtypes, the files with their sizes, the step, and the special
- * token ids if a tokenizer is found. --json prints the same as one JSON
- * object.
+ * (docs/formats.md, Recognising the generation), sizes, attention windows,
+ * parameter count, the weight format (float, or 8-bit int8 / fp8 with
+ * per-row scales, docs/quantization.md), tensor dtypes, the files with
+ * their sizes, the step, and the special token ids if a tokenizer is
+ * found. --json prints the same as one JSON object.
  */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -20,7 +20,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: nanochat info [-m PATH | --random SPEC] [--json] [options]\n"
+            "usage: nanochat info [-m PATH | --random SHAPE] [--json] [options]\n"
             "\n"
             "Describes a checkpoint: architecture generation, layers, dims, heads, vocab,\n"
             "sequence length, attention windows, parameter count, dtypes, files, step and\n"

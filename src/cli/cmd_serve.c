@@ -3,9 +3,9 @@
  * web protocol and UI, an OpenAI-compatible API, metrics) over the
  * continuous-batching scheduler. Mirrors nanochat's scripts/chat_web.py.
  *
- * This file only parses and validates flags; the model is loaded by the
- * server's engine thread through load_model() below, after the socket is
- * already listening, so /health can say "ready": false while it loads.
+ * This file only parses and validates flags; the model's bundle is opened
+ * by the server's engine thread, after the socket is already listening, so
+ * /health can say "ready": false while it loads.
  */
 #include <errno.h>
 #include <limits.h>
@@ -21,7 +21,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: nanochat serve [-m PATH | --random SPEC] [--host 127.0.0.1] [--port 8000] [options]\n"
+            "usage: nanochat serve [-m PATH | --random SHAPE] [--host 127.0.0.1] [--port 8000] [options]\n"
             "\n"
             "Serves the model over HTTP: a chat page at /, nanochat's POST /chat/completions (SSE),\n"
             "the OpenAI API (POST /v1/chat/completions, /v1/completions, GET /v1/models),\n"
@@ -34,7 +34,8 @@ static void usage(FILE *f) {
             "  --port N             TCP port (default 8000; 0 picks a free one, printed at start)\n"
             "  --api-key KEY        require 'Authorization: Bearer KEY' on the API routes\n"
             "                       (default: $NANOCHAT_API_KEY, else none)\n"
-            "  --model-name NAME    model id reported by /v1/models (default: the model's directory)\n"
+            "  --model-name NAME    model id reported by /v1/models (default: OWNER/NAME of an hf:\n"
+            "                       model, else the model's directory)\n"
             "  --max-batch N        sequences decoding at once (default: the backend's)\n"
             "  --max-batch-tokens N tokens per forward pass (default: the backend's)\n"
             "  --max-context N      positions per sequence (default: the model's sequence_len)\n"
@@ -48,20 +49,6 @@ static void usage(FILE *f) {
             "                       is cancelled (default 4096)\n"
             "  -h, --help           this help\n\n");
     nc_model_args_help(f);
-}
-
-static int load_model(void *user, const nc_backend_params *bp, nc_server_model *out) {
-    const nc_model_args *a = user;
-    if (nc_model_args_load(a, &out->model, &out->tok)) return -1;
-    out->backend = nc_model_args_backend(a, out->model, bp);
-    if (!out->backend) {
-        nc_tokenizer_free(out->tok);
-        nc_model_free(out->model);
-        out->tok = NULL;
-        out->model = NULL;
-        return -1;
-    }
-    return 0;
 }
 
 /* Integer flags: name, bounds, where to store. */
@@ -81,11 +68,11 @@ int cmd_serve(int argc, char **argv) {
     long long body = (long long)o.max_body_bytes, timeout = (long long)o.request_timeout_s;
     int_flag ints[] = {
         {"--port", 0, 65535, &o.port},
-        {"--max-batch", 1, 4096, &o.max_batch},
-        {"--max-batch-tokens", 1, 1 << 20, &o.max_batch_tokens},
-        {"--max-context", 2, 1 << 20, &o.max_context},
-        {"--kv-blocks", 1, 1 << 24, &o.kv_blocks},
-        {"--max-queue", 1, 1 << 20, &o.max_queue},
+        {"--max-batch", 1, 4096, &o.model.max_batch},
+        {"--max-batch-tokens", 1, 1 << 20, &o.model.max_batch_tokens},
+        {"--max-context", 2, 1 << 20, &o.model.max_context},
+        {"--kv-blocks", 1, 1 << 24, &o.model.kv_blocks},
+        {"--max-queue", 1, 1 << 20, &o.model.max_queue},
         {"--max-connections", 1, 65536, &o.max_connections},
         {"--idle-timeout", 1, 86400, &o.idle_timeout_s},
         {"--max-lag", 1, 1 << 20, &o.max_lag_tokens},
@@ -136,8 +123,15 @@ int cmd_serve(int argc, char **argv) {
     }
     o.max_body_bytes = (size_t)body;
     o.request_timeout_s = (double)timeout;
-    o.threads = a.threads;
-    o.load = load_model;
-    o.load_user = &a;
-    return nc_server_run(&o) ? 1 : 0;
+    /* a Hub model is downloaded before the server listens (Ctrl-C stops the download) */
+    int fetched = nc_model_args_fetch(&a);
+    if (fetched) return fetched == -2 ? 130 : 1;
+    if (!o.model_name && a.hub_repo[0]) o.model_name = a.hub_repo;
+    nc_model_args_bundle(&a, &o.model);
+    nc_progress *progress = NULL;
+    if (!a.quiet && nc_progress_mode_for_stderr(false) == NC_PROGRESS_BARS)
+        o.model.progress = progress = nc_progress_new(stderr, NC_PROGRESS_BARS);
+    int rc = nc_server_run(&o);
+    nc_progress_free(progress);
+    return rc ? 1 : 0;
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "hub/hub.h"
 #include "model/loader.h"
 #include "model_args.h"
 #include "tokenizer/tokenizer.h"
@@ -52,16 +53,35 @@ static void usage(FILE *f) {
             "\n"
             "tokenizer (only the tokenizer is loaded, never the weights):\n"
             "  --tokenizer FILE     tokenizer.pkl (nanochat) or tokenizer.json (Hugging Face)\n"
-            "  -m, --model PATH     find the tokenizer of this checkpoint, base dir or HF copy\n"
+            "  -m, --model PATH     find the tokenizer of this checkpoint, base dir or HF copy; with\n"
+            "                       hf:OWNER/NAME[@REVISION][/SUBDIR] only the tokenizer is downloaded\n"
             "  --step N, --source sft|rl|mid|base, --tag dN   select the checkpoint, as for -m\n"
             "  (neither: the tokenizer of the default model, $NANOCHAT_MODEL or models/picochat)\n");
 }
 
 /* ==== finding the tokenizer ==== */
 
+/* The tokenizer of a Hub model: only its file is downloaded (offline, the
+ * cached snapshot is searched as a local folder). */
+static nc_tokenizer *open_hub_tokenizer(const nc_model_args *a, nc_load_options *o, char *dir, size_t cap) {
+    nc_hub_options ho = {.step = a->load.step, .source = a->load.source, .tag = a->load.tag, .quiet = a->quiet,
+                         .tokenizer_only = true};
+    nc_hub_result r;
+    if (nc_hub_resolve(a->load.path, &ho, &r)) return NULL;
+    if (r.tokenizer[0]) return nc_tokenizer_load(r.tokenizer);
+    snprintf(dir, cap, "%s", r.dir);
+    o->path = dir;
+    return NULL;
+}
+
 static nc_tokenizer *open_tokenizer(const nc_model_args *a) {
     if (a->load.tokenizer_path) return nc_tokenizer_load(a->load.tokenizer_path);
     nc_load_options o = a->load;
+    char hub_dir[PATH_MAX];
+    if (nc_hub_is_ref(o.path)) {
+        nc_tokenizer *t = open_hub_tokenizer(a, &o, hub_dir, sizeof hub_dir);
+        if (t || nc_hub_is_ref(o.path)) return t;
+    }
     char def[PATH_MAX];
     if (!o.path) { /* the default model, as nc_model_args_load finds it */
         const char *env = getenv("NANOCHAT_MODEL");

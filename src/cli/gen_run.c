@@ -1,6 +1,6 @@
 /*
- * gen_run.c: sampling flags, engine setup, one request run through the
- * scheduler with live display, and the JSON / timing reports (gen_run.h).
+ * gen_run.c: sampling flags, one request run through the scheduler with
+ * live display, and the JSON / timing reports (gen_run.h).
  */
 #include "gen_run.h"
 
@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/runner.h"
 #include "flags.h"
 #include "util/common.h"
 
@@ -71,107 +70,23 @@ void nc_cli_gen_help(FILE *f) {
             "  --no-calculator      do not run the calculator tool on <|python_start|>..<|python_end|>\n");
 }
 
-/* ==== engine ==== */
-
-int nc_cli_engine_open(nc_cli_engine *e, const nc_model_args *a, int n_rows) {
-    memset(e, 0, sizeof *e);
-    double t0 = nc_now();
-    if (nc_model_args_load(a, &e->model, &e->tok)) return -1;
-    e->load_s = nc_now() - t0;
-    e->max_context = e->model->cfg.sequence_len;
-    nc_backend_params bp;
-    nc_scheduler_params sp;
-    nc_runner_sizes(e->max_context, n_rows, &bp, &sp);
-    e->backend = nc_model_args_backend(a, e->model, &bp);
-    if (!e->backend) return -1;
-    e->sched = nc_scheduler_create(e->backend, e->tok, &sp);
-    if (!e->sched) {
-        fprintf(stderr, "nanochat: %s\n", nc_error());
-        return -1;
-    }
-    return 0;
-}
-
-void nc_cli_engine_close(nc_cli_engine *e) {
-    nc_scheduler_free(e->sched);
-    nc_backend_free(e->backend);
-    nc_tokenizer_free(e->tok);
-    nc_model_free(e->model);
-    memset(e, 0, sizeof *e);
-}
-
 /* ==== display ==== */
 
-enum { SHOW_TEXT, SHOW_EXPR, SHOW_AFTER_EXPR, SHOW_OUTPUT };
-
-static void append_bytes(char *buf, size_t cap, size_t *len, const uint8_t *b, size_t n) {
-    size_t room = cap - 1 - *len;
-    if (n > room) n = room;
-    memcpy(buf + *len, b, n);
-    *len += n;
-    buf[*len] = 0;
-}
-
-static void display_token(nc_cli_display *d, const nc_tokenizer *tok, int32_t id) {
-    int32_t py0 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_START), py1 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_END);
-    int32_t out0 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_START), out1 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_END);
-    size_t len;
-    const uint8_t *b = nc_tokenizer_token_bytes(tok, id, &len);
-    if (!b) return;
-    switch (d->mode) {
-    case SHOW_EXPR:
-        if (id == py1) {
-            fprintf(d->out, "[calculator: %s", d->expr);
-            d->mode = SHOW_AFTER_EXPR;
-        } else if (!nc_tokenizer_is_special(tok, id)) {
-            append_bytes(d->expr, sizeof d->expr, &d->expr_len, b, len);
-        }
-        break;
-    case SHOW_OUTPUT:
-        if (id == out1) {
-            fprintf(d->out, " = %s]", d->result);
-            d->mode = SHOW_TEXT;
-        } else if (!nc_tokenizer_is_special(tok, id)) {
-            append_bytes(d->result, sizeof d->result, &d->result_len, b, len);
-        }
-        break;
-    case SHOW_AFTER_EXPR:
-        if (id == out0) {
-            d->mode = SHOW_OUTPUT;
-            d->result_len = 0;
-            d->result[0] = 0;
-            break;
-        }
-        fputs("]", d->out); /* the tool gave no result */
-        d->mode = SHOW_TEXT;
-        __attribute__((fallthrough)); /* this token is shown as text */
-    default:
-        if (id == py0) {
-            char tail[16];
-            int k = nc_stream_flush(&d->dec, tail, sizeof tail);
-            if (k > 0) fwrite(tail, 1, (size_t)k, d->out);
-            d->mode = SHOW_EXPR;
-            d->expr_len = 0;
-            d->expr[0] = 0;
-        } else if (!nc_tokenizer_is_special(tok, id)) {
-            char text[4 * 256 + 64];
-            int k = len * 4 + 8 <= sizeof text ? nc_stream_decode(&d->dec, tok, id, text, sizeof text) : -1;
-            if (k > 0) fwrite(text, 1, (size_t)k, d->out);
-        }
-        break;
+/* A tool event as the CLI shows it: [calculator: 37*41 = 1517]. */
+static void show_tool(FILE *f, const nc_tool_event *t) {
+    switch (t->kind) {
+    case NC_TOOL_CALL: fprintf(f, "[calculator: %s", t->expr); break;
+    case NC_TOOL_RESULT: fprintf(f, " = %s]", t->result); break;
+    case NC_TOOL_NO_RESULT: fputs("]", f); break;
+    case NC_TOOL_CALL_CUT: fprintf(f, "[calculator: %s]", t->expr); break;
+    case NC_TOOL_NONE: break;
     }
-    fflush(d->out);
 }
 
-static void display_end(nc_cli_display *d) {
-    if (d->mode == SHOW_EXPR) fprintf(d->out, "[calculator: %s]", d->expr);
-    else if (d->mode == SHOW_AFTER_EXPR) fputs("]", d->out);
-    else if (d->mode == SHOW_OUTPUT) fprintf(d->out, " = %s]", d->result);
-    char tail[16];
-    int k = nc_stream_flush(&d->dec, tail, sizeof tail);
-    if (k > 0) fwrite(tail, 1, (size_t)k, d->out);
-    d->mode = SHOW_TEXT;
-    fflush(d->out);
+static void display(FILE *f, const nc_tool_event *t, const char *text, size_t len) {
+    show_tool(f, t);
+    fwrite(text, 1, len, f);
+    fflush(f);
 }
 
 /* ==== one request ==== */
@@ -186,7 +101,12 @@ static bool on_event(void *user, const nc_gen_event *ev) {
             if (run->t_first == 0) run->t_first = now;
             run->t_last = now;
             nc_tokens_push(&row->tokens, ev->token);
-            if (run->streaming && ev->row == 0) display_token(&run->display, run->tok, ev->token);
+            if (run->stream && ev->row == 0 && !ev->is_terminal) {
+                nc_tool_event t;
+                size_t len;
+                const char *text = nc_token_text_feed(&run->display, ev->token, &len, &t);
+                display(run->stream, &t, text, len);
+            }
         }
         if (ev->finish != NC_FINISH_NONE) {
             row->finish = ev->finish;
@@ -196,27 +116,32 @@ static bool on_event(void *user, const nc_gen_event *ev) {
     return run->interrupt && *run->interrupt;
 }
 
-int nc_cli_run_request(nc_cli_engine *e, const int32_t *prompt, int32_t n, const nc_gen_params *g, FILE *stream,
+int nc_cli_run_request(nc_bundle *e, const int32_t *prompt, int32_t n, const nc_gen_params *g, FILE *stream,
                        volatile sig_atomic_t *interrupt, nc_cli_run *run) {
     memset(run, 0, sizeof *run);
     run->n = g->n;
     run->rows = nc_xcalloc((size_t)g->n, sizeof *run->rows);
     run->n_prompt = n;
     run->interrupt = interrupt;
-    run->tok = e->tok;
-    run->streaming = stream != NULL;
-    run->display.out = stream;
+    run->stream = stream;
+    if (stream) nc_token_text_init(&run->display, e->tok, NC_TEXT_TOOL_CALLS);
     run->t_submit = nc_now();
-    if (nc_runner_run(e->sched, prompt, n, g, on_event, run)) {
+    if (nc_bundle_run(e, prompt, n, g, on_event, run)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
         nc_cli_run_free(run);
         return -1;
     }
-    if (run->streaming) display_end(&run->display);
+    if (stream) {
+        nc_tool_event t;
+        size_t len;
+        const char *text = nc_token_text_end(&run->display, &len, &t);
+        display(stream, &t, text, len);
+    }
     return 0;
 }
 
 void nc_cli_run_free(nc_cli_run *run) {
+    if (run->stream) nc_token_text_free(&run->display);
     for (int i = 0; i < run->n; i++) nc_tokens_free(&run->rows[i].tokens);
     free(run->rows);
     memset(run, 0, sizeof *run);
@@ -231,35 +156,29 @@ char *nc_cli_row_text(const nc_cli_row *row, const nc_tokenizer *tok) {
     return s ? s : nc_xstrdup("");
 }
 
-/* [{"expression": ..., "result": ... | null}] from a row's tokens. */
+/* [{"expression": ..., "result": ... | null}]: the calls of a row's tokens
+ * as its live display showed them (a call the row ended inside is left
+ * out; a result it ended inside is what there was). */
 static cJSON *tool_calls(const nc_cli_row *row, const nc_tokenizer *tok) {
-    cJSON *arr = cJSON_CreateArray();
-    int32_t py0 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_START), py1 = nc_tokenizer_special_id(tok, NC_TOK_PYTHON_END);
-    int32_t out0 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_START), out1 = nc_tokenizer_special_id(tok, NC_TOK_OUTPUT_END);
-    const int32_t *t = row->tokens.ids;
-    size_t n = row->tokens.n;
-    for (size_t i = 0; i < n; i++) {
-        if (t[i] != py0 || py0 < 0) continue;
-        size_t j = i + 1;
-        while (j < n && t[j] != py1) j++;
-        if (j >= n) break;
-        cJSON *call = cJSON_CreateObject();
-        char *expr = nc_tokenizer_decode(tok, t + i + 1, j - i - 1, NULL);
-        cJSON_AddStringToObject(call, "expression", expr ? expr : "");
-        free(expr);
-        if (j + 1 < n && t[j + 1] == out0) {
-            size_t k = j + 2;
-            while (k < n && t[k] != out1) k++;
-            char *res = nc_tokenizer_decode(tok, t + j + 2, k - j - 2, NULL);
-            cJSON_AddStringToObject(call, "result", res ? res : "");
-            free(res);
-            j = k;
-        } else {
+    cJSON *arr = cJSON_CreateArray(), *call = NULL;
+    nc_token_text text;
+    nc_token_text_init(&text, tok, NC_TEXT_TOOL_CALLS);
+    size_t n = row->tokens.n, len;
+    if (n && row->finish == NC_FINISH_STOP) n--; /* the terminal token */
+    for (size_t i = 0; i <= n; i++) {
+        nc_tool_event t;
+        if (i < n) nc_token_text_feed(&text, row->tokens.ids[i], &len, &t);
+        else nc_token_text_end(&text, &len, &t);
+        if (t.kind == NC_TOOL_CALL) {
+            call = cJSON_CreateObject();
+            cJSON_AddStringToObject(call, "expression", t.expr);
             cJSON_AddNullToObject(call, "result");
+            cJSON_AddItemToArray(arr, call);
+        } else if (t.kind == NC_TOOL_RESULT && call) {
+            cJSON_ReplaceItemInObjectCaseSensitive(call, "result", cJSON_CreateString(t.result));
         }
-        cJSON_AddItemToArray(arr, call);
-        i = j;
     }
+    nc_token_text_free(&text);
     return arr;
 }
 

@@ -1,7 +1,7 @@
 /*
  * gen_run.h: what `nanochat chat` and `nanochat generate` share: the
- * sampling flags, opening model + backend + scheduler, running one request
- * to completion while streaming its text (tool calls shown as
+ * sampling flags, running one request through an engine bundle
+ * (model_args.h: nc_model_args_open) to completion while streaming its text (tool calls shown as
  * `[calculator: 37*41 = 1517]`, never as raw special tokens), and the
  * --json / --verbose reports.
  *
@@ -16,7 +16,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "engine/bundle.h"
 #include "engine/scheduler.h"
+#include "engine/token_text.h"
 #include "model_args.h"
 
 /* ==== flags ==== */
@@ -28,23 +30,6 @@
 int nc_cli_gen_parse(nc_model_args *ma, nc_gen_params *g, int argc, char **argv, int *i);
 void nc_cli_gen_help(FILE *f);
 
-/* ==== engine ==== */
-
-typedef struct {
-    nc_model *model;
-    nc_tokenizer *tok;
-    nc_backend *backend;
-    nc_scheduler *sched;
-    int32_t max_context;
-    double load_s;
-} nc_cli_engine;
-
-/* Loads the model (+ tokenizer), creates the backend and a scheduler able
- * to run `n_rows` samples of full-context requests. Prints a one-line
- * error and returns -1 on failure. */
-int nc_cli_engine_open(nc_cli_engine *e, const nc_model_args *a, int n_rows);
-void nc_cli_engine_close(nc_cli_engine *e);
-
 /* ==== one request ==== */
 
 typedef struct {
@@ -53,26 +38,14 @@ typedef struct {
     char error[256];
 } nc_cli_row;
 
-/* Shows a row's tokens as text: plain tokens through a streaming UTF-8
- * decoder, a tool call as [calculator: EXPR = RESULT], other special tokens
- * (the terminal one included) not at all. */
-typedef struct {
-    FILE *out;
-    nc_stream_decoder dec;
-    int mode;                /* text, expression, after <|python_end|>, tool output */
-    char expr[256], result[256];
-    size_t expr_len, result_len;
-} nc_cli_display;
-
 typedef struct {
     nc_cli_row *rows;        /* [n] */
     int n;
     int32_t n_prompt, n_cached;
     double t_submit, t_first, t_last;
-    nc_cli_display display;  /* row 0's live text, when streaming */
-    bool streaming;
+    FILE *stream;            /* where row 0's text is shown live, or NULL */
+    nc_token_text display;   /* row 0's tokens -> text, tool calls as [calculator: EXPR = RESULT] */
     volatile sig_atomic_t *interrupt; /* nonzero: stop every row */
-    const nc_tokenizer *tok;
 } nc_cli_run;
 
 /* Runs prompt[0..n) with params `g` to completion. If `stream` is
@@ -81,7 +54,7 @@ typedef struct {
  * is cancelled (finish "cancelled"). Returns 0 once every row finished
  * (see rows[].finish for errors), -1 (message printed) if the request was
  * refused. */
-int nc_cli_run_request(nc_cli_engine *e, const int32_t *prompt, int32_t n, const nc_gen_params *g, FILE *stream,
+int nc_cli_run_request(nc_bundle *e, const int32_t *prompt, int32_t n, const nc_gen_params *g, FILE *stream,
                        volatile sig_atomic_t *interrupt, nc_cli_run *run);
 void nc_cli_run_free(nc_cli_run *run);
 

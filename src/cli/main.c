@@ -18,13 +18,18 @@ static const nc_command commands[] = {
     {"chat", "talk to a chat model (interactive, or -p TEXT once)", cmd_chat},
     {"generate", "complete a text with a base model (<|bos|> + text)", cmd_generate},
     {"serve", "HTTP server: chat page, nanochat + OpenAI APIs, metrics", cmd_serve},
+    {"pull", "download a model from the Hugging Face Hub (hf:OWNER/NAME) into its cache", cmd_pull},
+    {"list", "models in the Hugging Face cache: repo, revision, size, last used", cmd_list},
+    {"rm", "remove a model (or one revision) from the Hugging Face cache", cmd_rm},
 };
 
 static void print_usage(FILE *f) {
     fprintf(f, "usage: nanochat <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nRun `nanochat <command> --help` for a command's options.\n");
+    fprintf(f, "\nEvery model-using command takes -m hf:OWNER/NAME[@REVISION][/SUBDIR] (a model on the\n"
+               "Hugging Face Hub, downloaded once) or -m PATH (a local checkpoint).\n"
+               "Run `nanochat <command> --help` for a command's options.\n");
 }
 
 int main(int argc, char **argv) {

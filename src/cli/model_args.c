@@ -1,24 +1,28 @@
 /*
  * model_args.c: the model-selection options every subcommand shares
- * (model_args.h), and the one place that turns them into a model,
- * tokenizer and backend.
+ * (model_args.h).
  *
  * Mirrors how nanochat's scripts pick a checkpoint (`-i sft|rl|mid|base`,
  * `-g d34`, `-s step` in chat_cli.py / chat_web.py via checkpoint_manager),
  * plus --random for checkpoint-free benchmarks. The loading itself (default
- * model, tokenizer check) is engine/runner.c's, shared with the public API;
- * this file adds the flags and the CLI's error printing.
+ * model, tokenizer check, timings) is engine/bundle.c's, shared with the
+ * public API and the server; this file adds the flags, models by name from
+ * the Hugging Face Hub (-m hf:..., fetched into a local snapshot first by
+ * src/hub/), load progress and the CLI's error printing.
  */
 #include "model_args.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <string.h>
 
-#include "engine/runner.h"
 #include "flags.h"
-#include "model/quantize.h"
+#include "hub/hub.h"
+#include "model/prefetch.h"
+#include "model/model.h"
 #include "util/common.h"
+#include "util/progress.h"
 
 void nc_model_args_init(nc_model_args *a) {
     memset(a, 0, sizeof *a);
@@ -39,6 +43,7 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
             return -1;
         }
         a->load.path = v;
+        a->hub_repo[0] = a->hub_dir[0] = 0;
         return 1;
     }
     if ((r = nc_flag_take("--step", argc, argv, i, &v))) {
@@ -131,20 +136,27 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->kv_cache = strcmp(v, "fp8") ? NC_KV_CACHE_BF16 : NC_KV_CACHE_FP8;
         return 1;
     }
+    if (!strcmp(argv[*i], "--quiet") || !strcmp(argv[*i], "-q")) {
+        a->quiet = true;
+        return 1;
+    }
     return 0;
 }
 
 void nc_model_args_help(FILE *f) {
     fprintf(f,
             "model options:\n"
-            "  -m, --model PATH     checkpoint dir (model_<step>.pt + meta_<step>.json), nanochat base\n"
-            "                       dir (~/.cache/nanochat), flat download, or Hugging Face dir\n"
+            "  -m, --model PATH     hf:OWNER/NAME[@REVISION][/SUBDIR]: a model on the Hugging Face Hub,\n"
+            "                       downloaded once into its cache (HF_HOME, HF_HUB_CACHE, HF_TOKEN,\n"
+            "                       HF_HUB_OFFLINE=1, HF_ENDPOINT apply); or a checkpoint dir\n"
+            "                       (model_<step>.pt + meta_<step>.json), nanochat base dir\n"
+            "                       (~/.cache/nanochat), flat download, or Hugging Face dir\n"
             "                       (default: $NANOCHAT_MODEL, else models/picochat beside the build)\n"
             "  --step N             checkpoint step (default: the newest)\n"
             "  --source sft|rl|mid|base   which checkpoints of a base dir (default: sft > rl > mid > base)\n"
             "  --tag dN             model tag in a base dir (default: the largest d<N>)\n"
             "  --tokenizer FILE     tokenizer.pkl or tokenizer.json (default: found beside the model)\n"
-            "  --random SPEC        random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv]\n"
+            "  --random SHAPE       random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv[,V]]\n"
             "  --random-seed N      seed for --random (default 1)\n"
             "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
             "  --threads N          CPU threads (default 0: all cores)\n"
@@ -154,64 +166,121 @@ void nc_model_args_help(FILE *f) {
             "  --lm-head-bf16       with --weights int8/fp8: leave lm_head in float\n"
             "  --kv-cache bf16|fp8  KV cache precision: bf16 = full (fp32 on the CPU), fp8 = e4m3\n"
             "                       with per-token scales (default bf16)\n"
-            "  -v, --verbose        timings on stderr\n");
+            "  -v, --verbose        timings on stderr\n"
+            "  -q, --quiet          no download or load progress on stderr\n");
 }
 
-/* --weights: quantise a float model at load; an 8-bit one stays as it is
- * (asking for another format, or for bf16, is refused: the float weights
- * are not in the file). */
-static int apply_weights(const nc_model_args *a, nc_model *m) {
-    nc_weight_format f;
-    if (!a->weights) {
-        if (a->lm_head_float) return nc_fail("--lm-head-bf16 applies with --weights int8 or fp8");
-        return 0;
+/* ==== models from the Hub ==== */
+
+static volatile sig_atomic_t hub_interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    hub_interrupted = 1;
+}
+
+int nc_model_args_fetch(nc_model_args *a) {
+    if (!nc_hub_is_ref(a->load.path)) return 0;
+    if (a->random_spec) {
+        fprintf(stderr, "nanochat: -m and --random are mutually exclusive\n");
+        return -1;
     }
-    NC_ASSERT(nc_weight_format_parse(a->weights, &f) == 0);
-    if (m->weights != NC_WEIGHTS_FLOAT && f != m->weights)
-        return nc_fail("this checkpoint stores %s weights; --weights %s needs the float (bf16/fp32) checkpoint",
-                       nc_weight_format_name(m->weights), a->weights);
-    return nc_model_quantize(m, f, !a->lm_head_float, a->threads);
+    nc_hub_options o = {.step = a->load.step, .source = a->load.source, .tag = a->load.tag, .quiet = a->quiet,
+                        .interrupted = &hub_interrupted};
+    /* Ctrl-C stops the transfers cleanly (partial files stay for resuming) */
+    struct sigaction sa = {.sa_handler = on_sigint}, old;
+    sigemptyset(&sa.sa_mask);
+    hub_interrupted = 0;
+    sigaction(SIGINT, &sa, &old);
+    nc_hub_result r;
+    int rc = nc_hub_resolve(a->load.path, &o, &r);
+    sigaction(SIGINT, &old, NULL);
+    if (rc) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        return hub_interrupted ? -2 : -1;
+    }
+    nc_hub_ref ref;
+    nc_hub_ref_parse(a->load.path, &ref);
+    snprintf(a->hub_repo, sizeof a->hub_repo, "%s", ref.repo_id);
+    snprintf(a->hub_dir, sizeof a->hub_dir, "%s", r.dir);
+    a->load.path = a->hub_dir;
+    return 0;
+}
+
+/* ==== loading ==== */
+
+void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
+    o->load = a->load;
+    o->random_spec = a->random_spec;
+    o->random_seed = a->random_seed;
+    o->device = a->device;
+    o->threads = a->threads;
+    o->weights = a->weights;
+    o->lm_head_float = a->lm_head_float;
+    o->kv_cache = a->kv_cache;
+    o->log = a->verbose ? stderr : NULL;
+}
+
+/* The bundle options of `a`, with a Hub model fetched first when `fetched`
+ * is non-NULL (into *fetched, whose hub_dir the options then point at), and
+ * load progress on a terminal unless --quiet (*progress, to free with
+ * nc_progress_free). Prints a one-line error and returns -1 when the fetch
+ * fails. `progress` may be NULL: no progress then. */
+static int bundle_options(const nc_model_args *a, nc_model_args *fetched, nc_bundle_options *o,
+                          nc_progress **progress) {
+    if (fetched) {
+        *fetched = *a;
+        if (nc_model_args_fetch(fetched)) return -1;
+        a = fetched;
+    }
+    nc_bundle_options_init(o);
+    nc_model_args_bundle(a, o);
+    if (progress) {
+        *progress = NULL;
+        if (!a->quiet && nc_progress_mode_for_stderr(false) == NC_PROGRESS_BARS)
+            *progress = nc_progress_new(stderr, NC_PROGRESS_BARS);
+        o->progress = *progress;
+    }
+    return 0;
+}
+
+int nc_model_args_open(const nc_model_args *a, int32_t rows, nc_bundle *b) {
+    nc_model_args fetched;
+    nc_bundle_options o;
+    nc_progress *progress;
+    if (bundle_options(a, &fetched, &o, &progress)) return -1;
+    o.rows = rows;
+    int rc = nc_bundle_open(b, &o);
+    nc_progress_free(progress);
+    if (rc) {
+        fprintf(stderr, "nanochat: %s\n", nc_error());
+        return -1;
+    }
+    return 0;
 }
 
 int nc_model_args_load_located(const nc_model_args *a, nc_model **model, nc_tokenizer **tok, bool tok_required,
                                nc_checkpoint_location *loc) {
-    double t0 = nc_now();
-    if (nc_runner_load(&a->load, a->random_spec, a->random_seed, model, tok, tok_required, loc) ||
-        apply_weights(a, *model)) {
+    nc_model_args fetched;
+    nc_bundle_options o;
+    if (bundle_options(a, &fetched, &o, NULL)) return -1;
+    if (nc_bundle_load(&o, model, tok, tok_required, loc)) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
-        nc_model_free(*model);
-        *model = NULL;
-        nc_checkpoint_location_free(loc);
         return -1;
-    }
-    if (a->verbose) {
-        const nc_model_config *c = &(*model)->cfg;
-        fprintf(stderr, "loaded %s (%s, nanochat %s, L%d C%d H%d, %s weights) in %.2f s\n", (*model)->source,
-                (*model)->format, nc_generation_name(c->generation), c->n_layer, c->n_embd, c->n_head,
-                nc_weight_format_name((*model)->weights), nc_now() - t0);
     }
     return 0;
 }
 
 int nc_model_args_load(const nc_model_args *a, nc_model **model, nc_tokenizer **tok) {
-    nc_checkpoint_location loc;
-    int rc = nc_model_args_load_located(a, model, tok, true, &loc);
-    nc_checkpoint_location_free(&loc);
-    return rc;
+    return nc_model_args_load_located(a, model, tok, true, NULL);
 }
 
 nc_backend *nc_model_args_backend(const nc_model_args *a, const nc_model *model, const nc_backend_params *p) {
-    nc_backend_params params = *p;
-    if (params.n_threads == 0) params.n_threads = a->threads;
-    if (params.kv_cache == NC_KV_CACHE_BF16) params.kv_cache = a->kv_cache;
-    double t0 = nc_now();
-    nc_backend *b = nc_backend_create(a->device, model, &params);
-    if (!b) {
-        fprintf(stderr, "nanochat: %s\n", nc_error());
-        return NULL;
-    }
-    if (a->verbose)
-        fprintf(stderr, "backend %s ready in %.2f s\n", b->ops->describe ? b->ops->describe(b) : b->ops->name,
-                nc_now() - t0);
+    nc_bundle_options o;
+    nc_progress *progress;
+    bundle_options(a, NULL, &o, &progress); /* the model is loaded: nothing to fetch */
+    nc_backend *b = nc_bundle_backend(&o, model, p);
+    nc_progress_free(progress);
+    if (!b) fprintf(stderr, "nanochat: %s\n", nc_error());
     return b;
 }

@@ -1,5 +1,5 @@
 /*
- * sampler.h: turning one row of logits into one token (SPEC §4), and the
+ * sampler.h: turning one row of logits into one token (docs/model.md, Sampling), and the
  * seeded random generator every sampling path shares.
  *
  * Order of operations (nanochat's `sample_next_token`, extended by top-p and

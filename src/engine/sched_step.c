@@ -23,8 +23,8 @@
  */
 #include <string.h>
 
+#include "../tool/calculator.h"
 #include "../util/common.h"
-#include "calculator.h"
 #include "sched_internal.h"
 
 /* ==== the calculator tool ==== */

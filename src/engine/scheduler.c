@@ -15,8 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../tool/calculator.h"
 #include "../util/common.h"
-#include "calculator.h"
 #include "sched_internal.h"
 
 #define DEFAULT_PREFILL_CHUNK 512

@@ -9,7 +9,7 @@
  * owns the KV block pool and the block tables, forks a prefilled prompt into
  * n rows (shared full blocks, copied partial block), keeps finished
  * conversations' blocks as a prefix cache (the next turn of a chat prefills
- * only its new tokens), runs the calculator tool per row (SPEC §4), and
+ * only its new tokens), runs the calculator tool per row (docs/model.md, Calculator), and
  * reports every token through the request's callback.
  *
  * Threading: submit/cancel may be called from any thread; step() is called

@@ -9,7 +9,7 @@
  * from config.json, tensors from safetensors, renamed to nanochat's names so
  * the rest of the engine sees one model. The transformers port's numerics
  * (rms_norm_eps 1e-6, fp32 rotary tables) are deliberately not adopted: the
- * engine follows nanochat (SPEC §1.1), so rms_norm_eps is ignored; a config
+ * engine follows nanochat (docs/model.md, RMSNorm), so rms_norm_eps is ignored; a config
  * whose rope theta, softcap or MLP width differ from nanochat V1 is refused.
  * `nanochat quantize` output: sizes from its meta.json (nanochat's meta
  * format), tensors from model.safetensors under nanochat's own names, 8-bit
@@ -131,7 +131,7 @@ int nc_config_parse_hf(const char *json, size_t len, const char *file, nc_model_
     return rc;
 }
 
-/* transformers' names -> nanochat's (SPEC §2). Unknown names pass through
+/* transformers' names -> nanochat's (docs/formats.md, Hugging Face copies). Unknown names pass through
  * unchanged, so the model check reports them as unexpected. */
 static void hf_rename(const char *name, char *out, size_t cap) {
     static const struct {

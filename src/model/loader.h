@@ -1,7 +1,7 @@
 /*
  * loader.h: from what the user typed after -m to an nc_model.
  *
- * Accepted layouts (SPEC §2):
+ * Accepted layouts (docs/formats.md, Locating a checkpoint):
  *   - a checkpoint directory with model_<step>.pt + meta_<step>.json
  *     (newest step unless --step), tokenizer beside it or in ../../tokenizer/;
  *   - a nanochat base dir (~/.cache/nanochat layout): picks chatsft > chatrl
@@ -62,8 +62,8 @@ int nc_checkpoint_weight_files(const nc_checkpoint_location *loc, char ***files,
 void nc_checkpoint_files_free(char **files, int n);
 
 /* A model with random weights (never zeros) of a named shape: "d20", "d26",
- * "d32", "d34", or "L,C,H[,Hkv]" (D = C/H must be even). V1 architecture,
- * bf16 matrices, vocab 65536, sequence_len 2048. Deterministic in `seed`. */
+ * "d32", "d34", or "L,C,H[,Hkv[,V]]" (D = C/H must be even). V1 architecture,
+ * bf16 matrices, vocab V (default 65536), sequence_len 2048. Deterministic in `seed`. */
 nc_model *nc_model_random(const char *spec, uint64_t seed);
 
 #endif /* NC_MODEL_LOADER_H */

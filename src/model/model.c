@@ -1,7 +1,7 @@
 /*
  * model.c: from a tensor set (nanochat state-dict names) and the sizes from
  * meta/config to an nc_model: recognises the architecture generation from
- * the tensors present (SPEC §1 table), fills in the constants it implies,
+ * the tensors present (docs/model.md, Generations), fills in the constants it implies,
  * checks every tensor's shape and dtype, and refuses anything it does not
  * know with a message naming the offending tensor.
  *
@@ -78,7 +78,8 @@ static bool has_suffix(const char *s, const char *suffix) {
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* Recognises the generation from the tensor names present (SPEC §1). */
+/* Recognises the generation from the tensor names present (docs/formats.md,
+ * Recognising the generation). */
 static int detect_generation(const nc_tensor_set *ts, nc_generation *out) {
     bool resid = nc_tensor_set_find(ts, "resid_lambdas") != NULL;
     bool x0 = nc_tensor_set_find(ts, "x0_lambdas") != NULL;
@@ -152,7 +153,7 @@ static int resolve_generation(nc_generation detected, nc_generation requested, n
     return 0;
 }
 
-/* Fills in the constants that the generation implies (SPEC §1). */
+/* Fills in the constants that the generation implies (docs/model.md, Generations). */
 static void set_generation_constants(nc_model_config *c, nc_generation g) {
     c->generation = g;
     c->rope_base = (g >= NC_GEN_V5) ? 100000.0f : 10000.0f;
@@ -195,7 +196,7 @@ static int set_window_pattern(nc_model_config *c, const char *given) {
         snprintf(c->window_pattern, sizeof c->window_pattern, "L");
         return 0;
     }
-    /* nanochat's default since V2 (SPEC §1.2). */
+    /* nanochat's default since V2 (docs/model.md, Attention). */
     if (!*given) given = "SSSL";
     size_t n = strlen(given);
     if (n >= sizeof c->window_pattern) return nc_fail("window_pattern '%.40s...' too long", given);

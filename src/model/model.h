@@ -1,7 +1,8 @@
 /*
  * model.h: a nanochat model in memory: its configuration (sizes from the
  * checkpoint's meta/config, the architecture generation recognised from the
- * tensors present, SPEC §1) and a table of weight tensors by role.
+ * tensors present, docs/formats.md, Recognising the generation) and a table
+ * of weight tensors by role.
  *
  * Dimension letters, used in shape comments everywhere:
  *   L = layers, C = n_embd, H = n_head, Hkv = n_kv_head, D = head dim (C/H),
@@ -47,7 +48,7 @@ typedef struct {
     int sequence_len;       /* training context; sets window sizes */
     nc_generation generation;
 
-    /* Constants the generation implies (SPEC §1 table). */
+    /* Constants the generation implies (docs/model.md, Generations). */
     float rope_base;        /* 10000 (V1-V4) or 100000 (V5, V6) */
     float softcap;          /* 15 (20 for V4) */
     float qk_scale;         /* applied after QK-norm: 1 (V1-V4), 1.15 (V5), 1.2 (V6) */

@@ -2,7 +2,7 @@
  * random.c: nc_model_random (loader.h): a V1 model with random weights of a
  * named shape, for benchmarks and tests that need no checkpoint.
  *
- * Shapes follow the published nanochat runs (SPEC §2): d20 (L20 C1280 H10),
+ * Shapes follow the published nanochat runs (docs/formats.md, Random models): d20 (L20 C1280 H10),
  * d26 (L26 C1664 H13), d32 (L32 C2048 H16), d34 (L34 C2176 H17), or
  * "L,C,H[,Hkv]". Vocab 65536, sequence_len 2048, every matrix bf16 (what
  * nanochat runs on the GPU), uniform in +-sqrt(3/fan_in) (unit-variance

@@ -14,7 +14,7 @@
 static enum MHD_Result tokenize(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c, const nc_api_request *req) {
     nc_api_error err;
     nc_tokens t = {0};
-    const nc_tokenizer *tok = srv->m.tok;
+    const nc_tokenizer *tok = srv->b.tok;
     if (req->n_messages > 0) {
         if (nc_chat_render(tok, req->messages, req->n_messages, &t)) {
             nc_api_fail(&err, 400, "messages", "%s", nc_error());
@@ -35,7 +35,7 @@ static enum MHD_Result tokenize(nc_srv *srv, struct MHD_Connection *conn, nc_con
     nc_sbuf o = {0};
     nc_sbuf_puts(&o, "{\"tokens\":[");
     for (size_t i = 0; i < t.n; i++) nc_sbuf_printf(&o, "%s%d", i ? "," : "", t.ids[i]);
-    nc_sbuf_printf(&o, "],\"count\":%zu,\"max_model_len\":%d}", t.n, srv->max_context);
+    nc_sbuf_printf(&o, "],\"count\":%zu,\"max_model_len\":%d}", t.n, srv->b.max_context);
     nc_tokens_free(&t);
     enum MHD_Result ret = nc_http_json(conn, c, 200, &o);
     nc_sbuf_free(&o);
@@ -44,7 +44,7 @@ static enum MHD_Result tokenize(nc_srv *srv, struct MHD_Connection *conn, nc_con
 
 static enum MHD_Result detokenize(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c, const nc_api_request *req) {
     nc_api_error err;
-    int vocab = nc_tokenizer_vocab_size(srv->m.tok);
+    int vocab = nc_tokenizer_vocab_size(srv->b.tok);
     for (int32_t i = 0; i < req->n_prompt_ids; i++)
         if (req->prompt_ids[i] >= vocab) {
             nc_api_fail(&err, 400, "tokens", "token id %d is out of range (vocabulary size %d)", req->prompt_ids[i],
@@ -52,7 +52,7 @@ static enum MHD_Result detokenize(nc_srv *srv, struct MHD_Connection *conn, nc_c
             return nc_http_error(conn, c, &err);
         }
     size_t len = 0;
-    char *text = nc_tokenizer_decode(srv->m.tok, req->prompt_ids, (size_t)req->n_prompt_ids, &len);
+    char *text = nc_tokenizer_decode(srv->b.tok, req->prompt_ids, (size_t)req->n_prompt_ids, &len);
     if (!text) {
         nc_api_fail(&err, 400, "tokens", "%s", nc_error());
         return nc_http_error(conn, c, &err);
@@ -84,8 +84,14 @@ enum MHD_Result nc_api_tokenize(nc_srv *srv, struct MHD_Connection *conn, nc_con
 
 /* ==== /health, /stats, /metrics ==== */
 
+/* GET /health answers 200 while the process serves HTTP (nanochat's
+ * contract; a liveness check). GET /health?ready is the readiness check of
+ * load balancers and Kubernetes, which look only at the status: 503 until
+ * the model is loaded and its decode steps prepared (CUDA graphs captured),
+ * and again once shutdown has begun. */
 enum MHD_Result nc_api_health(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c) {
     bool ready = nc_srv_ready(srv);
+    bool readiness = MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "ready", 5, NULL, NULL) == MHD_YES;
     nc_sbuf o = {0};
     nc_sbuf_printf(&o, "{\"status\":\"ok\",\"ready\":%s,\"model\":", ready ? "true" : "false");
     if (ready) nc_sbuf_json_string(&o, srv->model_name, strlen(srv->model_name));
@@ -95,8 +101,9 @@ enum MHD_Result nc_api_health(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
     else nc_sbuf_puts(&o, "null");
     /* nanochat's fields: one engine, shared by every request. */
     nc_sbuf_printf(&o, ",\"max_context\":%d,\"num_gpus\":1,\"available_workers\":%d,\"stopping\":%s}",
-                   ready ? srv->max_context : 0, ready ? 1 : 0, atomic_load(&srv->stopping) ? "true" : "false");
-    enum MHD_Result ret = nc_http_json(conn, c, 200, &o);
+                   ready ? srv->b.max_context : 0, ready ? 1 : 0, atomic_load(&srv->stopping) ? "true" : "false");
+    int status = readiness && (!ready || atomic_load(&srv->stopping)) ? 503 : 200;
+    enum MHD_Result ret = nc_http_json(conn, c, status, &o);
     nc_sbuf_free(&o);
     return ret;
 }
@@ -104,7 +111,7 @@ enum MHD_Result nc_api_health(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
 enum MHD_Result nc_api_stats(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c) {
     bool ready = nc_srv_ready(srv);
     nc_scheduler_stats st = {0};
-    if (ready) nc_scheduler_get_stats(srv->sched, &st);
+    if (ready) nc_scheduler_get_stats(srv->b.sched, &st);
     bool busy = st.running_requests > 0 || st.queued > 0;
     nc_sbuf o = {0};
     nc_sbuf_printf(&o, "{\"total_workers\":%d,\"available_workers\":%d,\"busy_workers\":%d,\"workers\":[",
@@ -130,7 +137,7 @@ enum MHD_Result nc_api_stats(nc_srv *srv, struct MHD_Connection *conn, nc_conn *
 enum MHD_Result nc_api_metrics(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c) {
     bool ready = nc_srv_ready(srv);
     nc_scheduler_stats st;
-    if (ready) nc_scheduler_get_stats(srv->sched, &st);
+    if (ready) nc_scheduler_get_stats(srv->b.sched, &st);
     char *text = nc_metrics_render(&srv->metrics, ready ? &st : NULL, ready);
     enum MHD_Result ret = nc_http_send(conn, c, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
     free(text);

@@ -15,9 +15,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../tokenizer/utf8.h"
 #include "../util/common.h"
 
-/* ==== errors and UTF-8 ==== */
+/* ==== errors ==== */
 
 int nc_api_fail(nc_api_error *err, int status, const char *param, const char *fmt, ...) {
     err->status = status;
@@ -28,37 +29,6 @@ int nc_api_fail(nc_api_error *err, int status, const char *param, const char *fm
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-size_t nc_utf8_length(const char *s, size_t n) {
-    size_t count = 0;
-    for (size_t i = 0; i < n; i++)
-        if (((unsigned char)s[i] & 0xC0) != 0x80) count++;
-    return count;
-}
-
-bool nc_utf8_valid(const char *str, size_t n) {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        size_t len;
-        unsigned cp;
-        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-        else return false;
-        if (i + len > n) return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return false;
-        if (cp >= 0xD800 && cp <= 0xDFFF) return false;
-        i += len;
-    }
-    return true;
 }
 
 /* ==== typed field access ==== */

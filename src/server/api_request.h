@@ -100,9 +100,4 @@ void nc_api_request_free(nc_api_request *r);
 int nc_api_fail(nc_api_error *err, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Number of Unicode code points in valid UTF-8 (Python's len()). */
-size_t nc_utf8_length(const char *s, size_t n);
-/* Whether `n` bytes are valid UTF-8 (no overlongs, no surrogates). */
-bool nc_utf8_valid(const char *s, size_t n);
-
 #endif /* NC_SERVER_API_REQUEST_H */

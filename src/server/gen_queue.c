@@ -196,7 +196,11 @@ bool nc_gen_queue_callback(void *user, const nc_gen_event *ev) {
     double now = nc_now();
     if (ev->token >= 0 && q->metrics) {
         double ttft = -1.0, itl = -1.0;
-        if (!q->first_seen) { q->first_seen = true; ttft = now - q->t_submit; }
+        if (!q->first_seen) {
+            q->first_seen = true;
+            ttft = now - q->t_submit;
+            nc_metrics_prefix(q->metrics, ev->n_cached_tokens >= NC_KV_BLOCK_TOKENS);
+        }
         if (q->t_last[ev->row] > 0) itl = now - q->t_last[ev->row];
         q->t_last[ev->row] = now;
         nc_metrics_token(q->metrics, ttft, itl);

@@ -11,52 +11,32 @@
 #include "../util/common.h"
 
 void nc_gen_text_init(nc_gen_text *g, const nc_tokenizer *tok, int32_t n_rows, bool tool_events,
-                      int32_t top_logprobs, char *const *stop, const size_t *stop_len, int n_stop,
-                      size_t max_token_bytes) {
+                      int32_t top_logprobs, char *const *stop, const size_t *stop_len, int n_stop) {
     memset(g, 0, sizeof *g);
     g->tok = tok;
     g->n_rows = n_rows;
-    g->tool_events = tool_events;
     g->top_logprobs = top_logprobs;
     g->stop = stop;
     g->stop_len = stop_len;
     g->n_stop = n_stop;
-    for (int s = 0; s < NC_TOK_SPECIAL_COUNT; s++)
-        g->special[s] = nc_tokenizer_special_id(tok, (nc_special_token)s);
-    g->scratch_cap = 4 * max_token_bytes + 64;
-    g->scratch = nc_xmalloc(g->scratch_cap);
     g->rows = nc_xcalloc((size_t)n_rows, sizeof *g->rows);
+    for (int32_t r = 0; r < n_rows; r++)
+        nc_token_text_init(&g->rows[r].decoder, tok, tool_events ? NC_TEXT_TOOL_CALLS : NC_TEXT_AS_DECODED);
 }
 
 void nc_gen_text_free(nc_gen_text *g) {
     for (int32_t r = 0; r < g->n_rows && g->rows; r++) {
+        nc_token_text_free(&g->rows[r].decoder);
         free(g->rows[r].text);
         free(g->rows[r].lp);
         free(g->rows[r].lp_top);
     }
     free(g->rows);
-    free(g->scratch);
     memset(g, 0, sizeof *g);
 }
 
 static void text_append(nc_row_text *r, const char *s, size_t n) {
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 256;
-        while (cap < r->len + n + 1) cap *= 2;
-        r->text = nc_xrealloc(r->text, cap);
-        r->cap = cap;
-    }
-    memcpy(r->text + r->len, s, n);
-    r->len += n;
-    r->text[r->len] = 0;
-}
-
-static void tool_append(char *buf, size_t *len, const char *s, size_t n) {
-    size_t room = NC_TOOL_TEXT_MAX - 1 - *len;
-    if (n > room) n = room;
-    memcpy(buf + *len, s, n);
-    *len += n;
-    buf[*len] = 0;
+    if (n) nc_xappend(&r->text, &r->len, &r->cap, s, n);
 }
 
 /* Earliest match of any stop string that ends after `from_end`: the text
@@ -94,41 +74,6 @@ static void record_logprob(nc_gen_text *g, nc_row_text *r, const nc_gq_event *ev
     r->n_lp++;
 }
 
-/* Text of the row's current tool buffer, or NULL when in plain text. */
-static void tool_text_append(nc_row_text *r, const char *s, size_t n) {
-    if (r->tool_mode == 1) tool_append(r->expr, &r->expr_len, s, n);
-    else tool_append(r->result, &r->result_len, s, n);
-}
-
-/* Handles a special token in tool_events mode; returns NC_FEED_TOOL if it
- * completes a call or a result. */
-static int tool_token(nc_gen_text *g, nc_row_text *r, int32_t id, nc_tool_event *tool) {
-    if (id == g->special[NC_TOK_PYTHON_START]) {
-        r->tool_mode = 1;
-        r->expr_len = 0;
-        r->expr[0] = 0;
-        r->result_len = 0;
-        r->result[0] = 0;
-        return 0;
-    }
-    if (id == g->special[NC_TOK_OUTPUT_START]) {
-        r->tool_mode = 2;
-        r->result_len = 0;
-        r->result[0] = 0;
-        return 0;
-    }
-    if (id == g->special[NC_TOK_PYTHON_END] || id == g->special[NC_TOK_OUTPUT_END]) {
-        bool call = id == g->special[NC_TOK_PYTHON_END];
-        if ((call && r->tool_mode != 1) || (!call && r->tool_mode != 2)) return 0;
-        r->tool_mode = 0;
-        tool->kind = call ? NC_TOOL_CALL : NC_TOOL_RESULT;
-        tool->expr = r->expr;
-        tool->result = call ? NULL : r->result;
-        return NC_FEED_TOOL;
-    }
-    return 0; /* other specials are not text in this mode */
-}
-
 int nc_gen_text_feed(nc_gen_text *g, const nc_gq_event *ev, const nc_token_logprob *tops,
                      nc_tool_event *tool) {
     NC_ASSERT(ev->row >= 0 && ev->row < g->n_rows);
@@ -137,36 +82,12 @@ int nc_gen_text_feed(nc_gen_text *g, const nc_gq_event *ev, const nc_token_logpr
     if (ev->token >= 0 && !r->done) {
         r->n_tokens++;
         if (!ev->terminal) {
-            size_t before = r->len;
-            bool special = nc_tokenizer_is_special(g->tok, ev->token);
-            int n = 0;
-            if (special) {
-                /* A special token ends any pending partial character. */
-                n = nc_stream_flush(&r->dec, g->scratch, g->scratch_cap);
-                if (n > 0) {
-                    if (r->tool_mode) tool_text_append(r, g->scratch, (size_t)n);
-                    else text_append(r, g->scratch, (size_t)n);
-                }
-                if (g->tool_events) {
-                    flags |= tool_token(g, r, ev->token, tool);
-                } else {
-                    size_t sl = 0;
-                    const uint8_t *sb = nc_tokenizer_token_bytes(g->tok, ev->token, &sl);
-                    if (sb) text_append(r, (const char *)sb, sl);
-                }
-            } else {
-                n = nc_stream_decode(&r->dec, g->tok, ev->token, g->scratch, g->scratch_cap);
-                if (n < 0) {
-                    /* An id the tokenizer lacks (a model whose vocab outgrows its
-                     * tokenizer, e.g. random weights): show U+FFFD, not nothing. */
-                    memcpy(g->scratch, "\xEF\xBF\xBD", 3);
-                    n = 3;
-                }
-                if (n > 0) {
-                    if (r->tool_mode && g->tool_events) tool_text_append(r, g->scratch, (size_t)n);
-                    else text_append(r, g->scratch, (size_t)n);
-                }
-            }
+            size_t before = r->len, n;
+            const char *s = nc_token_text_feed(&r->decoder, ev->token, &n, tool);
+            /* Calls and results are reported; a call that got no result
+             * shows nothing in this protocol. */
+            if (tool->kind == NC_TOOL_CALL || tool->kind == NC_TOOL_RESULT) flags |= NC_FEED_TOOL;
+            text_append(r, s, n);
             record_logprob(g, r, ev, tops, before);
             if (g->n_stop > 0 && r->len > before) {
                 long at = find_stop(g, r, before);
@@ -185,8 +106,10 @@ int nc_gen_text_feed(nc_gen_text *g, const nc_gq_event *ev, const nc_token_logpr
         }
     }
     if (ev->finish != NC_FINISH_NONE && !r->done) {
-        int n = nc_stream_flush(&r->dec, g->scratch, g->scratch_cap);
-        if (n > 0 && !r->tool_mode) text_append(r, g->scratch, (size_t)n);
+        nc_tool_event cut; /* a call the row ended inside is not reported */
+        size_t n;
+        const char *s = nc_token_text_end(&r->decoder, &n, &cut);
+        text_append(r, s, n);
         r->finish = (nc_finish_reason)ev->finish;
         r->done = true;
     }

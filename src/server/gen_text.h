@@ -5,11 +5,10 @@
  * stop string held back from the stream), logprob records, and the
  * calculator tool.
  *
- * Tool tokens (SPEC §4: <|python_start|> expr <|python_end|>
- * <|output_start|> result <|output_end|>) are shown in one of two ways:
- *   - tool_events (nanochat protocol, our web page): kept out of the text
- *     and reported as NC_FEED_TOOL events carrying the expression and, once
- *     forced, its result;
+ * Tokens become text through engine/token_text.h, in one of its two views:
+ *   - tool_events (nanochat protocol, our web page): calls kept out of the
+ *     text and reported as NC_FEED_TOOL events carrying the expression
+ *     and, once forced, its result;
  *   - otherwise (OpenAI API): their special-token text stays in the
  *     content, as nanochat's tokenizer.decode() renders it, so a client sees
  *     exactly what the model produced.
@@ -22,18 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../engine/token_text.h"
 #include "../tokenizer/tokenizer.h"
 #include "gen_queue.h"
-
-#define NC_TOOL_TEXT_MAX 1024
-
-typedef enum { NC_TOOL_CALL = 1, NC_TOOL_RESULT = 2 } nc_tool_kind;
-
-typedef struct {
-    nc_tool_kind kind;
-    const char *expr;    /* the decoded expression (valid until the next feed) */
-    const char *result;  /* with NC_TOOL_RESULT: the forced output text */
-} nc_tool_event;
 
 /* One generated token's logprob record (OpenAI logprobs). */
 typedef struct {
@@ -44,7 +34,7 @@ typedef struct {
 } nc_lp_entry;
 
 typedef struct {
-    nc_stream_decoder dec;
+    nc_token_text decoder; /* tokens -> text (and tool events) */
     char *text;            /* visible text (stop string and beyond removed) */
     size_t len, cap;
     size_t sent;           /* bytes already streamed (protocol-owned) */
@@ -53,10 +43,6 @@ typedef struct {
     bool done;             /* no more text will come (engine finish or stop string) */
     bool stop_hit;         /* ended by a stop string (OpenAI finish_reason "stop") */
     bool finish_sent;      /* protocol-owned */
-    int tool_mode;         /* 0: text, 1: in the expression, 2: in the result */
-    char expr[NC_TOOL_TEXT_MAX];
-    char result[NC_TOOL_TEXT_MAX];
-    size_t expr_len, result_len;
     nc_lp_entry *lp;       /* [n_lp] when logprobs were asked for */
     nc_token_logprob *lp_top; /* [n_lp * top_per] */
     size_t n_lp, cap_lp;
@@ -66,30 +52,25 @@ typedef struct {
 typedef struct {
     const nc_tokenizer *tok;
     int32_t n_rows;
-    bool tool_events;
     int32_t top_logprobs;        /* -1: no logprob records */
     char *const *stop;           /* borrowed from the request */
     const size_t *stop_len;
     int n_stop;
-    int32_t special[NC_TOK_SPECIAL_COUNT];
-    char *scratch;               /* decode buffer */
-    size_t scratch_cap;
     nc_row_text *rows;           /* [n_rows] */
 } nc_gen_text;
 
-/* `max_token_bytes` is the longest token's byte length (sizes the decode
- * buffer). Borrows tok and the stop strings. */
+/* Borrows tok and the stop strings. */
 void nc_gen_text_init(nc_gen_text *g, const nc_tokenizer *tok, int32_t n_rows, bool tool_events,
-                      int32_t top_logprobs, char *const *stop, const size_t *stop_len, int n_stop,
-                      size_t max_token_bytes);
+                      int32_t top_logprobs, char *const *stop, const size_t *stop_len, int n_stop);
 void nc_gen_text_free(nc_gen_text *g);
 
 enum { NC_FEED_STOP_HIT = 1, NC_FEED_TOOL = 2 };
 
 /* Feeds one queue event (its alternatives in `tops`). Returns a mask of
  * NC_FEED_STOP_HIT (the row just matched a stop string: ask the engine to
- * stop it) and NC_FEED_TOOL (`*tool` filled; text before it is in the row
- * already, so flush the row before reporting the tool). */
+ * stop it) and NC_FEED_TOOL (`*tool` holds a call or its result; text
+ * before it is in the row already, so flush the row before reporting the
+ * tool). */
 int nc_gen_text_feed(nc_gen_text *g, const nc_gq_event *ev, const nc_token_logprob *tops,
                      nc_tool_event *tool);
 

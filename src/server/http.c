@@ -219,7 +219,7 @@ static enum MHD_Result options_response(struct MHD_Connection *conn, nc_conn *c)
     struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Session-Id");
     MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
     return queue(conn, c, 204, r);
 }
@@ -346,7 +346,14 @@ int nc_http_start(nc_srv *srv) {
 static MHD_socket quiesced_fd = MHD_INVALID_SOCKET;
 
 void nc_http_quiesce(nc_srv *srv) {
-    if (srv->daemon && quiesced_fd == MHD_INVALID_SOCKET) quiesced_fd = MHD_quiesce_daemon(srv->daemon);
+    if (!srv->daemon || quiesced_fd != MHD_INVALID_SOCKET) return;
+    quiesced_fd = MHD_quiesce_daemon(srv->daemon);
+    /* Open but unaccepted, the socket would still complete handshakes into
+     * its backlog, and those clients would wait out the whole shutdown.
+     * Shutting it down leaves the LISTEN state at once (Linux): queued and
+     * new connections are refused, so a load balancer retries them on
+     * another replica straight away. */
+    if (quiesced_fd != MHD_INVALID_SOCKET) shutdown(quiesced_fd, SHUT_RDWR);
 }
 
 void nc_http_stop(nc_srv *srv) {

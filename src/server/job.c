@@ -1,9 +1,9 @@
 /*
  * job.c: one generation request from the HTTP side (prompt, submit, wait,
- * cancel), and the engine thread that loads the model and steps the
- * scheduler.
+ * cancel), and the engine thread that opens the engine bundle and steps
+ * its scheduler.
  *
- * Prompts are built as nanochat's chat_web.py builds them (SPEC §4): the
+ * Prompts are built as nanochat's chat_web.py builds them (docs/model.md, Chat format): the
  * chat renderer for conversations, <|bos|> + text for completions. Unlike
  * nanochat's server, a conversation longer than the context is refused with
  * the limit in the message (nanochat crashes, issue #581), or, when the
@@ -55,7 +55,7 @@ static int render_chat(nc_srv *srv, const nc_api_request *req, int first, nc_tok
     if (has_system) msgs[n++] = req->messages[0];
     for (int i = NC_MAX(first, has_system ? 1 : 0); i < req->n_messages; i++) msgs[n++] = req->messages[i];
     out->n = 0;
-    int rc = nc_chat_render(srv->m.tok, msgs, n, out);
+    int rc = nc_chat_render(srv->b.tok, msgs, n, out);
     free(msgs);
     if (rc) return nc_api_fail(err, 400, "messages", "%s", nc_error());
     return 0;
@@ -63,8 +63,8 @@ static int render_chat(nc_srv *srv, const nc_api_request *req, int first, nc_tok
 
 int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_gen_params *gen,
                   nc_api_error *err) {
-    const nc_tokenizer *tok = srv->m.tok;
-    int32_t ctx = srv->max_context;
+    const nc_tokenizer *tok = srv->b.tok;
+    int32_t ctx = srv->b.max_context;
     *gen = req->gen;
     if (req->kind == NC_API_COMPLETION) {
         if (req->has_prompt_ids) {
@@ -126,14 +126,13 @@ int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc
     job->events = nc_xmalloc(sizeof *job->events * (size_t)q->cap);
     if (gen->top_logprobs > 0)
         job->tops = nc_xmalloc(sizeof *job->tops * (size_t)q->cap * (size_t)gen->top_logprobs);
-    nc_gen_text_init(&job->text, srv->m.tok, gen->n, tool_events, gen->top_logprobs, stop, stop_len, n_stop,
-                     srv->max_token_bytes);
+    nc_gen_text_init(&job->text, srv->b.tok, gen->n, tool_events, gen->top_logprobs, stop, stop_len, n_stop);
     q->t_submit = job->t_start;
-    if (nc_scheduler_submit(srv->sched, prompt->ids, (int32_t)prompt->n, gen, nc_gen_queue_callback, q,
+    if (nc_scheduler_submit(srv->b.sched, prompt->ids, (int32_t)prompt->n, gen, nc_gen_queue_callback, q,
                             &job->request_id)) {
         nc_scheduler_stats st;
-        nc_scheduler_get_stats(srv->sched, &st);
-        int full = srv->opt.max_queue > 0 && st.queued >= srv->opt.max_queue;
+        nc_scheduler_get_stats(srv->b.sched, &st);
+        int full = srv->opt.model.max_queue > 0 && st.queued >= srv->opt.model.max_queue;
         nc_api_fail(err, full ? 503 : 400, NULL, "%s", full ? "the server is at capacity (request queue full); "
                     "retry shortly" : nc_error());
         if (full) err->code = "queue_full";
@@ -153,7 +152,7 @@ int nc_job_start(nc_job *job, nc_srv *srv, struct MHD_Connection *conn, const nc
 static void cancel(nc_job *job) {
     if (job->cancel_sent || job->engine_done) return;
     nc_gen_queue_stop_all(job->q);
-    nc_scheduler_cancel(job->srv->sched, job->request_id);
+    nc_scheduler_cancel(job->srv->b.sched, job->request_id);
     job->cancel_sent = true;
 }
 
@@ -236,7 +235,7 @@ static void set_model_name(nc_srv *srv) {
     }
     /* The model's directory name ("models/picochat/model_000100.pt" ->
      * "picochat"), or a random model's description. */
-    const char *src = srv->m.model->source ? srv->m.model->source : "nanochat";
+    const char *src = srv->b.model->source ? srv->b.model->source : "nanochat";
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s", src);
     for (int pass = 0; pass < 2; pass++) {
@@ -253,46 +252,35 @@ static void set_model_name(nc_srv *srv) {
 
 void *nc_engine_main(void *arg) {
     nc_srv *srv = arg;
-    nc_backend_params bp = {.n_kv_blocks = srv->opt.kv_blocks, .max_batch_tokens = srv->opt.max_batch_tokens,
-                            .max_seqs = srv->opt.max_batch, .n_threads = srv->opt.threads};
     double t0 = nc_now();
-    if (srv->opt.load(srv->opt.load_user, &bp, &srv->m)) {
-        atomic_store(&srv->state, NC_SRV_FAILED);
-        return NULL;
-    }
-    if (srv->m.backend->ops->prepare_decode) {
-        double tp = nc_now();
-        if (srv->m.backend->ops->prepare_decode(srv->m.backend, srv->m.backend->max_seqs)) {
-            fprintf(stderr, "nanochat serve: preparing decode steps: %s\n", nc_error());
-            atomic_store(&srv->state, NC_SRV_FAILED);
-            return NULL;
-        }
-        fprintf(stderr, "nanochat serve: decode steps of 1..%d rows prepared in %.1f s\n", srv->m.backend->max_seqs,
-                nc_now() - tp);
-    }
-    const nc_model_config *cfg = &srv->m.model->cfg;
-    srv->max_context = srv->opt.max_context > 0 ? srv->opt.max_context : cfg->sequence_len;
-    nc_scheduler_params sp = {.max_context = srv->max_context, .max_running = srv->opt.max_batch,
-                              .prefill_chunk = 0, .max_queue = srv->opt.max_queue};
-    srv->sched = nc_scheduler_create(srv->m.backend, srv->m.tok, &sp);
-    if (!srv->sched) {
+    if (nc_bundle_open(&srv->b, &srv->opt.model)) {
         fprintf(stderr, "nanochat serve: %s\n", nc_error());
         atomic_store(&srv->state, NC_SRV_FAILED);
         return NULL;
     }
-    srv->max_token_bytes = nc_tokenizer_max_token_bytes(srv->m.tok);
+    /* No sequence holds KV blocks yet: the one moment prepare_decode may run. */
+    if (srv->b.backend->ops->prepare_decode) {
+        double tp = nc_now();
+        if (srv->b.backend->ops->prepare_decode(srv->b.backend, srv->b.backend->max_seqs)) {
+            fprintf(stderr, "nanochat serve: preparing decode steps: %s\n", nc_error());
+            atomic_store(&srv->state, NC_SRV_FAILED);
+            return NULL;
+        }
+        fprintf(stderr, "nanochat serve: decode steps of 1..%d rows prepared in %.1f s\n", srv->b.backend->max_seqs,
+                nc_now() - tp);
+    }
+    const nc_model_config *cfg = &srv->b.model->cfg;
     set_model_name(srv);
-    const char *dev = srv->m.backend->ops->describe ? srv->m.backend->ops->describe(srv->m.backend) : NULL;
-    snprintf(srv->device, sizeof srv->device, "%s", dev ? dev : srv->m.backend->ops->name);
+    snprintf(srv->device, sizeof srv->device, "%s", nc_backend_describe(srv->b.backend));
     atomic_store_explicit(&srv->state, NC_SRV_READY, memory_order_release);
     fprintf(stderr, "nanochat serve: ready in %.1f s: %s (%s, %d layers), context %d, %s\n", nc_now() - t0,
-            srv->model_name, nc_generation_name(cfg->generation), cfg->n_layer, srv->max_context, srv->device);
+            srv->model_name, nc_generation_name(cfg->generation), cfg->n_layer, srv->b.max_context, srv->device);
     fflush(stderr);
 
     double last_report = 0.0;
     while (!atomic_load(&srv->engine_stop)) {
-        if (!nc_scheduler_wait_for_work(srv->sched, 0.1)) continue;
-        if (nc_scheduler_step(srv->sched) < 0) {
+        if (!nc_scheduler_wait_for_work(srv->b.sched, 0.1)) continue;
+        if (nc_scheduler_step(srv->b.sched) < 0) {
             /* The failing rows got NC_FINISH_ERROR events; say it at most once a second. */
             if (nc_now() - last_report >= 1.0) {
                 fprintf(stderr, "nanochat serve: engine step failed: %s\n", nc_error());
@@ -303,7 +291,7 @@ void *nc_engine_main(void *arg) {
         }
         nc_gen_waker_kick(srv->waker); /* the consumers of this step's tokens */
         nc_scheduler_stats st;
-        nc_scheduler_get_stats(srv->sched, &st);
+        nc_scheduler_get_stats(srv->b.sched, &st);
         nc_metrics_step(&srv->metrics, st.last_batch_rows);
     }
     return NULL;

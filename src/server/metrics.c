@@ -19,10 +19,6 @@ static const char *const endpoint_paths[NC_EP_COUNT] = {
     "/tokenize", "/detokenize", "/health", "/stats", "/metrics", "other",
 };
 
-const char *nc_endpoint_path(nc_endpoint e) {
-    return (e >= 0 && e < NC_EP_COUNT) ? endpoint_paths[e] : "other";
-}
-
 static void hist_init(nc_histogram *h, const double *bounds, int n) {
     NC_ASSERT(n <= NC_METRICS_MAX_BUCKETS);
     memset(h, 0, sizeof *h);
@@ -99,6 +95,13 @@ void nc_metrics_finish(nc_srv_metrics *m, nc_finish_reason r) {
     pthread_mutex_unlock(&m->mu);
 }
 
+void nc_metrics_prefix(nc_srv_metrics *m, bool hit) {
+    pthread_mutex_lock(&m->mu);
+    if (hit) m->prefix_hits++;
+    else m->prefix_misses++;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void nc_metrics_step(nc_srv_metrics *m, int32_t rows) {
     if (rows <= 0) return;
     pthread_mutex_lock(&m->mu);
@@ -165,6 +168,11 @@ char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int rea
     counter(&b, "nanochat_requests_cancelled_total",
             "Requests ended early by a client disconnect, a timeout or a lagging client.",
             (double)m->cancelled);
+    counter(&b, "nanochat_prefix_cache_hits_total",
+            "Requests whose prompt reused at least one whole KV block (64 tokens) of the prefix cache.",
+            (double)m->prefix_hits);
+    counter(&b, "nanochat_prefix_cache_misses_total",
+            "Requests that reused less than one KV block of the prefix cache.", (double)m->prefix_misses);
     sb_printf(&b, "# HELP nanochat_rows_finished_total Generated sequences by finish reason.\n"
                   "# TYPE nanochat_rows_finished_total counter\n");
     static const char *const reasons[] = {"none", "stop", "length", "cancelled", "error"};

@@ -11,6 +11,7 @@
 #define NC_SERVER_METRICS_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,8 @@ typedef struct nc_srv_metrics {
     uint64_t prompt_tokens;
     uint64_t generated_tokens;
     uint64_t cancelled;          /* requests ended by the client or a timeout */
+    uint64_t prefix_hits;        /* requests that reused >= one KV block of the prefix cache */
+    uint64_t prefix_misses;      /* ... that did not (both counted at the first token) */
     uint64_t finished[8];        /* rows by nc_finish_reason */
     nc_histogram ttft;           /* seconds from submit to first token */
     nc_histogram itl;            /* seconds between a row's tokens */
@@ -53,7 +56,6 @@ typedef struct nc_srv_metrics {
 void nc_metrics_init(nc_srv_metrics *m);
 void nc_metrics_free(nc_srv_metrics *m);
 
-const char *nc_endpoint_path(nc_endpoint e);
 void nc_metrics_request(nc_srv_metrics *m, nc_endpoint e, int status);
 void nc_metrics_prompt_tokens(nc_srv_metrics *m, int64_t n);
 void nc_metrics_cancelled(nc_srv_metrics *m);
@@ -61,6 +63,11 @@ void nc_metrics_e2e(nc_srv_metrics *m, double seconds);
 /* Engine thread: one token of a row (ttft < 0 when not the request's first). */
 void nc_metrics_token(nc_srv_metrics *m, double ttft, double itl);
 void nc_metrics_finish(nc_srv_metrics *m, nc_finish_reason r);
+/* Engine thread, at a request's first token: whether its prompt reused at
+ * least one whole KV block of the prefix cache (a chat's earlier turns
+ * served here). Every chat prompt shares its first few tokens with every
+ * other, so a shorter match is not counted as a hit. */
+void nc_metrics_prefix(nc_srv_metrics *m, bool hit);
 void nc_metrics_step(nc_srv_metrics *m, int32_t rows);
 
 /* Appends the Prometheus exposition (text format 0.0.4) to a malloc'ed

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../tokenizer/utf8.h"
 #include "../util/common.h"
 
 static void reserve(nc_sbuf *b, size_t extra) {
@@ -41,26 +42,6 @@ void nc_sbuf_printf(nc_sbuf *b, const char *fmt, ...) {
     b->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 character at s[0..n), or 0 if invalid. */
-static size_t utf8_char(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-    else return 0;
-    if (len > n) return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[k] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
-    if (cp >= 0xD800 && cp <= 0xDFFF) return 0;
-    return len;
-}
-
 void nc_sbuf_json_string(nc_sbuf *b, const char *str, size_t n) {
     const unsigned char *s = (const unsigned char *)str;
     reserve(b, n + 2);
@@ -82,9 +63,9 @@ void nc_sbuf_json_string(nc_sbuf *b, const char *str, size_t n) {
             }
             i++;
         } else {
-            size_t len = utf8_char(s + i, n - i);
+            size_t len = nc_utf8_char(s + i, n - i);
             if (len == 0) {
-                nc_sbuf_append(b, "\xEF\xBF\xBD", 3);
+                nc_sbuf_append(b, NC_UTF8_REPLACEMENT, 3);
                 i++;
             } else {
                 nc_sbuf_append(b, s + i, len);

@@ -3,7 +3,7 @@
  * shutdown (see server.h).
  *
  * Order of events: bind and listen (so /health answers at once), start the
- * engine thread (which loads the model, then steps the scheduler), wait for
+ * engine thread (which opens the engine bundle, then steps the scheduler), wait for
  * SIGINT/SIGTERM. On a signal: refuse new generation requests, stop
  * accepting connections, give in-flight requests NC_SHUTDOWN_GRACE_S to
  * finish (a second signal skips the wait), end the rest, join every HTTP
@@ -27,9 +27,11 @@
 
 void nc_server_options_init(nc_server_options *o) {
     memset(o, 0, sizeof *o);
+    nc_bundle_options_init(&o->model);
+    o->model.long_context = true; /* --max-context may pass sequence_len, as nanochat's engine allows */
+    o->model.max_queue = 256;
     o->host = "127.0.0.1";
     o->port = 8000;
-    o->max_queue = 256;
     o->max_connections = 512;
     o->max_body_bytes = 1u << 20;
     o->request_timeout_s = 600.0;
@@ -70,7 +72,7 @@ static void shutdown_server(nc_srv *srv, const sigset_t *set, bool grace) {
         double t = nc_now() + 2.0;
         while (nc_now() < t) {
             nc_scheduler_stats st;
-            nc_scheduler_get_stats(srv->sched, &st);
+            nc_scheduler_get_stats(srv->b.sched, &st);
             if (st.queued == 0 && st.running_requests == 0) break;
             sleep_s(0.01);
         }
@@ -93,17 +95,13 @@ static bool join_engine(nc_srv *srv) {
 }
 
 static void free_server(nc_srv *srv) {
-    if (srv->sched) nc_scheduler_free(srv->sched);
+    nc_bundle_close(&srv->b);
     nc_gen_waker_free(srv->waker); /* after the scheduler: freeing it may still finish requests */
-    if (srv->m.backend) nc_backend_free(srv->m.backend);
-    if (srv->m.tok) nc_tokenizer_free(srv->m.tok);
-    if (srv->m.model) nc_model_free(srv->m.model);
     nc_metrics_free(&srv->metrics);
     free(srv);
 }
 
 int nc_server_run(const nc_server_options *o) {
-    NC_ASSERT(o->load != NULL);
     nc_srv *srv = nc_xcalloc(1, sizeof *srv);
     srv->opt = *o;
     if (!srv->opt.host || !srv->opt.host[0]) srv->opt.host = "127.0.0.1";

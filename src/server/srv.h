@@ -43,12 +43,10 @@ typedef struct nc_srv {
     bool engine_started;
     double t_created;             /* unix time, for "created" fields */
 
-    /* Valid once state == NC_SRV_READY (published with release order). */
-    nc_server_model m;
-    nc_scheduler *sched;
     nc_gen_waker *waker;          /* wakes streaming consumers off the engine thread (NULL: inline) */
-    int32_t max_context;
-    size_t max_token_bytes;
+
+    /* Valid once state == NC_SRV_READY (published with release order). */
+    nc_bundle b;                  /* opened by the engine thread; b.max_context is the limit per request */
     char model_name[128];
     char device[256];
 } nc_srv;
@@ -163,7 +161,7 @@ void nc_job_end(nc_job *job);
 /* Fills an error for a failed job (504 timeout, 503 shutdown, 500 engine). */
 void nc_job_error(const nc_job *job, nc_api_error *err);
 
-/* The engine thread: loads the model, then steps the scheduler. */
+/* The engine thread: opens the bundle, then steps the scheduler. */
 void *nc_engine_main(void *arg);
 
 /* ==== endpoints ==== */
@@ -177,7 +175,7 @@ enum MHD_Result nc_api_stats(nc_srv *srv, struct MHD_Connection *conn, nc_conn *
 enum MHD_Result nc_api_metrics(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);
 enum MHD_Result nc_api_index(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c);
 
-/* Whether the model is loaded (acquire order: srv->sched etc. are valid). */
+/* Whether the model is loaded (acquire order: srv->b is valid). */
 bool nc_srv_ready(nc_srv *srv);
 /* 503 + Retry-After while loading or stopping; returns true if it answered. */
 bool nc_srv_refuse_unready(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c, enum MHD_Result *ret);

@@ -1,7 +1,7 @@
 /*
  * pretokenize.c: splits text into pieces with the tokenizer's regex, as
  * tiktoken does with fancy-regex's find_iter (nanochat's SPLIT_PATTERN,
- * SPEC §3, but any pattern from a tokenizer file is compiled the same way).
+ * docs/model.md, Tokenizer; any pattern from a tokenizer file is compiled the same way).
  *
  * PCRE2 speaks the pattern's dialect natively (possessive quantifiers,
  * \p{L}/\p{N}, lookahead); PCRE2_UCP makes \s, \w and (?i) Unicode-aware

@@ -5,6 +5,7 @@
  *   bpe.c          the rank table (byte string -> rank) and the merge loop
  *   pretokenize.c  the PCRE2 split of text into pieces
  *   utf8.c         UTF-8 validation and Python-compatible replacement
+ *                  (its contract, utf8.h, is public: the server uses it too)
  *   tokenizer.c    building, loading, encode/decode, special tokens
  *
  * Vocabulary layout (tiktoken): ids 0..n_ranks-1 are mergeable tokens whose
@@ -20,8 +21,9 @@
 #include <stdint.h>
 
 #include "tokenizer.h"
+#include "utf8.h"
 
-/* nanochat's split pattern (SPEC §3): GPT-4's with \p{N}{1,2}. */
+/* nanochat's split pattern (docs/model.md, Tokenizer): GPT-4's with \p{N}{1,2}. */
 #define NC_NANOCHAT_PATTERN                                                             \
     "'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}+|\\p{N}{1,2}| ?[^\\s\\p{L}\\p{N}]++" \
     "[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"
@@ -82,25 +84,11 @@ typedef struct {
     size_t len, pos;
 } nc_pretok_iter;
 
-/* `text` must be valid UTF-8 (see nc_utf8_valid): it is not re-checked. */
+/* `text` must be valid UTF-8 (nc_utf8_valid): it is not re-checked. */
 void nc_pretok_iter_init(nc_pretok_iter *it, const nc_pretok *re, const uint8_t *text, size_t len);
 /* Next piece [*start, *end): 1, or 0 at the end, or -1 + nc_error(). */
 int nc_pretok_next(nc_pretok_iter *it, size_t *start, size_t *end);
 void nc_pretok_iter_done(nc_pretok_iter *it);
-
-/* ==== UTF-8 (utf8.c) ==== */
-
-#define NC_UTF8_REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD */
-
-/* Length of the longest valid UTF-8 prefix of p[0..n). */
-size_t nc_utf8_valid_prefix(const uint8_t *p, size_t n);
-
-/* Decodes p[0..n) to valid UTF-8 in out (capacity >= 3 n), replacing each
- * maximal ill-formed subpart with U+FFFD exactly like Python's
- * bytes.decode("utf-8", "replace"). With `final` false, a trailing
- * incomplete-but-valid-so-far sequence is not decoded: *consumed tells
- * how many input bytes were used (n when final). Returns bytes written. */
-size_t nc_utf8_replace(const uint8_t *p, size_t n, uint8_t *out, bool final, size_t *consumed);
 
 /* ==== the tokenizer object (tokenizer.c) ==== */
 

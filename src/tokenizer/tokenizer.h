@@ -1,6 +1,7 @@
 /*
- * tokenizer.h: nanochat's byte-level BPE with tiktoken semantics (SPEC §3),
- * the chat renderer (SPEC §4) and a streaming decoder.
+ * tokenizer.h: nanochat's byte-level BPE with tiktoken semantics
+ * (docs/model.md, Tokenizer), the chat renderer (docs/model.md, Chat format)
+ * and a streaming decoder.
  *
  * Encoding: split the text with nanochat's regex (PCRE2, Unicode, JIT),
  * then merge each chunk's bytes by lowest rank until no adjacent pair is in
@@ -114,7 +115,7 @@ typedef struct {
     size_t len;
 } nc_chat_message;
 
-/* Renders a conversation as nanochat does (SPEC §4): <|bos|>, then each
+/* Renders a conversation as nanochat does (docs/model.md, Chat format): <|bos|>, then each
  * message wrapped in its start/end tokens, then <|assistant_start|>. A system
  * message is merged into the first user message as system + "\n\n" + user.
  * Like nanochat's web server, roles need not alternate. Fails (clear

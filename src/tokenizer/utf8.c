@@ -1,5 +1,6 @@
 /*
- * utf8.c: UTF-8 validation and decoding with replacement.
+ * utf8.c: UTF-8 validation, counting and decoding with replacement
+ * (utf8.h).
  *
  * Token bytes are arbitrary (a token may hold half a character), so every
  * decode must turn byte strings into valid UTF-8. nanochat decodes with
@@ -18,7 +19,7 @@
  */
 #include <string.h>
 
-#include "tok_internal.h"
+#include "utf8.h"
 
 /* Result of looking at the sequence starting at p[0]. */
 typedef enum { SEQ_VALID, SEQ_INVALID, SEQ_TRUNCATED } seq_kind;
@@ -64,6 +65,11 @@ static seq_kind utf8_seq(const uint8_t *p, size_t n, size_t *len) {
     return SEQ_VALID;
 }
 
+size_t nc_utf8_char(const uint8_t *p, size_t n) {
+    size_t len;
+    return utf8_seq(p, n, &len) == SEQ_VALID ? len : 0;
+}
+
 size_t nc_utf8_valid_prefix(const uint8_t *p, size_t n) {
     size_t i = 0;
     while (i < n) {
@@ -84,6 +90,17 @@ size_t nc_utf8_valid_prefix(const uint8_t *p, size_t n) {
         i += len;
     }
     return n;
+}
+
+bool nc_utf8_valid(const char *s, size_t n) {
+    return nc_utf8_valid_prefix((const uint8_t *)s, n) == n;
+}
+
+size_t nc_utf8_length(const char *s, size_t n) {
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80) count++; /* every byte but a continuation starts one */
+    return count;
 }
 
 size_t nc_utf8_replace(const uint8_t *p, size_t n, uint8_t *out, bool final, size_t *consumed) {

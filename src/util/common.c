@@ -76,6 +76,18 @@ char *nc_xstrdup(const char *s) {
     return d;
 }
 
+void nc_xappend(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 64;
+        while (c < *len + n + 1) c *= 2;
+        *buf = nc_xrealloc(*buf, c);
+        *cap = c;
+    }
+    if (n) memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = 0;
+}
+
 double nc_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

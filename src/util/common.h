@@ -45,6 +45,10 @@ void *nc_xmalloc(size_t n);
 void *nc_xcalloc(size_t count, size_t size);
 void *nc_xrealloc(void *p, size_t n);
 char *nc_xstrdup(const char *s);
+/* Appends n bytes to the growable text *buf (length *len, capacity *cap;
+ * all zero to start) and keeps it NUL-terminated. Capacity doubles, so a
+ * stream of appends rarely allocates. */
+void nc_xappend(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
 
 /* Monotonic wall clock in seconds. */
 double nc_now(void);

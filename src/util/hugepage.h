@@ -5,7 +5,8 @@
  * Why: batch-1 decode reads ~1 GB of weights per token. With 4 KB pages
  * every 4 KB of that stream needs a TLB entry and the hardware prefetchers
  * stop at each page boundary; in 2 MB pages the same threaded read ran at
- * 16.5 instead of 10 GB/s on the 2-core dev VM (bench/RESULTS.md). THP is
+ * 27.8 instead of 22-24 GB/s on the 2-core dev VM (dev/kernels/NOTES_CPU.md,
+ * docs/performance.md, CPU backend). THP is
  * commonly configured "madvise" (only regions that ask get huge pages), so
  * the allocation must ask before its pages are first touched.
  *

@@ -1,6 +1,6 @@
 /*
  * mmap_file.h: read-only whole-file mappings, the way checkpoints are read
- * (tensor data is used in place, never copied; SPEC §2).
+ * (tensor data is used in place, never copied; docs/formats.md, nanochat .pt).
  */
 #ifndef NC_UTIL_MMAP_FILE_H
 #define NC_UTIL_MMAP_FILE_H

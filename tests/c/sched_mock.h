@@ -1,7 +1,8 @@
 /*
- * sched_mock.h: the mock backend, scripted model, tiny tokenizer and
- * reference generator of test_scheduler.c (see its top comment). A header
- * of static functions because every tests/c/test_*.c builds alone.
+ * sched_mock.h: the mock backend, scripted model (over the byte tokenizer
+ * of byte_tokenizer.h) and reference generator of test_scheduler.c (see
+ * its top comment). A header of static functions because every
+ * tests/c/test_*.c builds alone.
  */
 #ifndef NC_TESTS_SCHED_MOCK_H
 #define NC_TESTS_SCHED_MOCK_H
@@ -11,32 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "byte_tokenizer.h"
 #include "check.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "util/common.h"
-
-/* ==== tiny tokenizer: 256 byte tokens + nanochat's 9 specials ==== */
-
-enum { NB = 256, V = 265 };
-enum { BOS = 256, USER_START, USER_END, ASSIST_START, ASSIST_END, PY_START, PY_END, OUT_START, OUT_END };
-
-static nc_tokenizer *make_tokenizer(void) {
-    static uint8_t bytes[NB];
-    const uint8_t *tb[NB];
-    size_t tl[NB];
-    for (int i = 0; i < NB; i++) {
-        bytes[i] = (uint8_t)i;
-        tb[i] = &bytes[i];
-        tl[i] = 1;
-    }
-    const char *names[9] = {"<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
-                            "<|assistant_end|>", "<|python_start|>", "<|python_end|>", "<|output_start|>",
-                            "<|output_end|>"};
-    int32_t ids[9];
-    for (int i = 0; i < 9; i++) ids[i] = BOS + i;
-    return nc_tokenizer_from_ranks(NULL, tb, tl, NB, names, ids, 9);
-}
 
 /* ==== the scripted model ==== */
 
@@ -277,7 +257,7 @@ static int run_all(nc_scheduler *s) {
     return left < 0 ? -1 : steps;
 }
 
-/* ==== reference generator (SPEC §4 applied to the script) ==== */
+/* ==== reference generator (docs/model.md, Sampling and Calculator, applied to the script) ==== */
 
 typedef struct {
     int32_t toks[MAX_OUT];

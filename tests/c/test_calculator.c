@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "engine/calculator.h"
-#include "engine/pyfloat.h"
+#include "tool/calculator.h"
+#include "tool/pyfloat.h"
 
 /* Decodes hex into buf (cap bytes); returns the length or -1. */
 static long unhex(const char *h, size_t hl, char *buf, size_t cap) {

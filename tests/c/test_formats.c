@@ -447,7 +447,7 @@ static void test_generations(void) {
           nc_error());
     nc_tensor_set_free(s);
 
-    /* parameter counts of the published shapes (SPEC §2: d34 = 2,217,082,880) */
+    /* parameter counts of the published shapes (nanochat's d34: 2,217,082,880) */
     nc_model_config d34 = {.n_layer = 34, .n_embd = 2176, .n_head = 17, .n_kv_head = 17, .head_dim = 128,
                            .mlp_hidden = 4 * 2176, .vocab_size = 65536, .padded_vocab = 65536,
                            .generation = NC_GEN_V1};

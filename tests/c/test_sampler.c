@@ -6,7 +6,7 @@
  *   algorithms (splitmix64(0) = 0xe220a8397b1dcdaf is Vigna's own value).
  * - Sampling statistics: fixed logits, many draws, each token's frequency
  *   against the probability computed here in double precision straight
- *   from the definition (SPEC §4 + sampler.h), within 5 binomial standard
+ *   from the definition (docs/model.md, Sampling + sampler.h), within 5 binomial standard
  *   deviations (+1e-4): a wrong temperature, filter or tie rule moves some
  *   frequency by far more.
  * - argmax ties (lowest index), NaN handling, reproducibility with a seed,

@@ -1,6 +1,7 @@
 /*
  * test_scheduler.c: the continuous-batching scheduler against a mock
- * backend and a reference generator written from SPEC §4.
+ * backend and a reference generator written from docs/model.md (Sampling,
+ * Calculator): nanochat's Engine.generate rules.
  *
  * The mock backend keeps, for every KV slot, the token written there. A
  * chunk's logits are computed from the history it READS BACK through its
@@ -592,7 +593,7 @@ static void test_threads(void) {
 }
 
 int main(void) {
-    tok = make_tokenizer();
+    tok = byte_tokenizer();
     if (!tok) {
         fprintf(stderr, "tokenizer: %s\n", nc_error());
         return 1;

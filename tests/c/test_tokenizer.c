@@ -20,6 +20,7 @@
 #include "check.h"
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 #include "util/common.h"
 
 #define DATA "tests/data/tokenizer/"
@@ -440,6 +441,49 @@ static int bench_mode(const char *path, const char *corpus, int repeat) {
     return 0;
 }
 
+/* The UTF-8 validator the server checks request strings with, against
+ * Python: `valid` is whether bytes.decode("utf-8") succeeds, `chars` the
+ * len() of the result (computed with CPython 3.11). */
+static void check_utf8(void) {
+    static const struct {
+        const char *bytes;
+        size_t n;
+        bool valid;
+        int chars;
+    } cases[] = {
+        {"", 0, 1, 0},
+        {"\x61\x62\x63", 3, 1, 3},
+        {"\xc3\xa9", 2, 1, 1},
+        {"\xe2\x82\xac", 3, 1, 1},
+        {"\xf0\x9f\x98\x80", 4, 1, 1},
+        {"\xc0\xaf", 2, 0, -1},             /* overlong '/' */
+        {"\xc1\xbf", 2, 0, -1},
+        {"\xe0\x80\xaf", 3, 0, -1},
+        {"\xe0\xa0\x80", 3, 1, 1},
+        {"\xed\x9f\xbf", 3, 1, 1},
+        {"\xed\xa0\x80", 3, 0, -1},         /* surrogate U+D800 */
+        {"\xf0\x8f\xbf\xbf", 4, 0, -1},
+        {"\xf4\x8f\xbf\xbf", 4, 1, 1},      /* U+10FFFF */
+        {"\xf4\x90\x80\x80", 4, 0, -1},     /* beyond U+10FFFF */
+        {"\xf5\x80\x80\x80", 4, 0, -1},
+        {"\x80", 1, 0, -1},
+        {"\xc3", 1, 0, -1},
+        {"\x61\xe2\x82", 3, 0, -1},
+        {"\xff", 1, 0, -1},
+        {"\x6f\x6b\x20\xe4\xb8\xad\xe6\x96\x87\x20\xf0\x9f\x8e\x89", 14, 1, 7},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *b = cases[i].bytes;
+        size_t n = cases[i].n;
+        CHECK(nc_utf8_valid(b, n) == cases[i].valid, "utf8 case %zu: valid %d", i, (int)cases[i].valid);
+        CHECK((nc_utf8_valid_prefix((const uint8_t *)b, n) == n) == cases[i].valid, "utf8 case %zu: prefix", i);
+        if (cases[i].valid) CHECK(nc_utf8_length(b, n) == (size_t)cases[i].chars, "utf8 case %zu: length", i);
+        if (cases[i].valid && n && (size_t)cases[i].chars == 1)
+            CHECK(nc_utf8_char((const uint8_t *)b, n) == n, "utf8 case %zu: one character", i);
+        if (!cases[i].valid && n == 1) CHECK(nc_utf8_char((const uint8_t *)b, n) == 0, "utf8 case %zu: no character", i);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--stream")) return stream_mode(argv[2]);
     if ((argc == 4 || argc == 5) && !strcmp(argv[1], "--bench"))
@@ -475,6 +519,7 @@ int main(int argc, char **argv) {
     }
     check_corrupt();
     check_from_ranks();
+    check_utf8();
     check_class_probe(cases);
     cJSON_Delete(cases);
     return check_summary("test_tokenizer");

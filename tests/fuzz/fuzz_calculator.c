@@ -1,6 +1,6 @@
 /*
  * fuzz_calculator.c: libFuzzer target over the calculator tool
- * (src/engine/calculator.c), which evaluates text the model wrote.
+ * (src/tool/calculator.c), which evaluates text the model wrote.
  *
  * Beyond "no crash, no leak, no UB" (ASan/UBSan) and libFuzzer's time
  * limit: a result is a NUL-terminated string of the reported length that
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/calculator.h"
+#include "tool/calculator.h"
 
 #define REQUIRE(c) do { if (!(c)) abort(); } while (0)
 

@@ -14,6 +14,7 @@
 
 #include "server/api_request.h"
 #include "server/sbuf.h"
+#include "tokenizer/utf8.h"
 
 #define REQUIRE(c) do { if (!(c)) abort(); } while (0)
 

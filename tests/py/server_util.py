@@ -1,8 +1,8 @@
 """server_util.py: shared helpers of the server tests (tests/py/test_server_*.py).
 
 Server(...) starts `nanochat serve` ($NC_BIN, default build/nanochat) on a
-free loopback port (--port 0; the chosen port is read from its "listening
-on" line), waits until /health says ready, and kills it on exit. The test
+free loopback port (--port 0, or the given port; the port is read from its
+"listening on" line), waits until /health says ready, and kills it on exit. The test
 model is tests/data/server (tools/make_server_fixtures.py): a tiny V1
 checkpoint whose PyTorch greedy generations are in cases.json.
 """
@@ -56,9 +56,9 @@ def load_cases():
 
 
 class Server:
-    def __init__(self, *extra, model=("-m", DATA), ready_timeout=60, wait_ready=True):
+    def __init__(self, *extra, model=("-m", DATA), ready_timeout=60, wait_ready=True, port=0):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="nc-serve-", suffix=".log", delete=False)
-        cmd = [NC_BIN, "serve", *model, "--device", "cpu", "--host", "127.0.0.1", "--port", "0", *extra]
+        cmd = [NC_BIN, "serve", *model, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.port = None
         deadline = time.time() + ready_timeout

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""test_calculator_eval.py: the C calculator tool (src/engine/calculator.c) against
+"""test_calculator_eval.py: the C calculator tool (src/tool/calculator.c) against
 Python itself, on a fresh random table every run.
 
 Python's answer comes from tools/calculator_reference.py (nanochat's

@@ -6,9 +6,9 @@ Reference: Hugging Face transformers' NanoChatForCausalLM (an independent
 implementation of the same architecture), given the same weights, with
 rmsnorm eps set to FLT_EPSILON (nanochat's) and our rotary tables switched
 to fp32 (transformers keeps them fp32; nanochat V1 rounds them to bf16,
-SPEC §1.1). Then the logits must agree to 1e-4; with the bf16 tables they
+docs/model.md, RoPE). Then the logits must agree to 1e-4; with the bf16 tables they
 must differ (so the rounding is really there). GQA (Hkv < H) is included.
-Also checks the golden writer's calculator on SPEC §4's examples.
+Also checks the golden writer's calculator on docs/model.md's Calculator examples.
 Skips (77) where torch or transformers is not installed.
 """
 import os

@@ -19,6 +19,7 @@ chromedriver is not installed (tools/install_deps.sh --test installs them).
 """
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -175,6 +176,30 @@ def main():
                          tools[0].find_element(By.CSS_SELECTOR, ".tool-result").text == "1517", f"tool box {tools[0].text!r}")
             text = messages("assistant")[1].text
             ck.check("Let me compute." in text and "The answer is 1517." in text and "<|" not in text, f"tool text {text!r}")
+
+            # 7b. Every turn of a conversation carries the same X-Session-Id (the
+            # load balancer's affinity key, docs/deploy.md); a new chat gets a new one.
+            js("""window.__sids = []; const replay = window.fetch;
+                  window.fetch = (url, opts) => { window.__sids.push(opts.headers['X-Session-Id']);
+                                                  return replay(url, opts); };""")
+            for text in ("first turn", "second turn", "/clear", "new chat"):
+                inp.send_keys(text)
+                inp.send_keys(Keys.ENTER)
+                wait_for(lambda: not generating(), timeout=10)
+            sids = js("return window.__sids")
+            ck.check(len(sids) == 3 and all(isinstance(x, str) and re.fullmatch(r"[0-9a-f]{32}", x) for x in sids)
+                     and sids[0] == sids[1] and sids[2] != sids[0], f"session ids {sids}")
+
+            # 7c. A stream that ends without its final event is reported as cut
+            # off, not shown as a complete reply.
+            js("""window.fetch = async () => new Response(new ReadableStream({start(c) {
+                      c.enqueue(new TextEncoder().encode('data: {"token": "half a rep", "gpu": 0}\\n\\n'));
+                      c.close(); }}), {status: 200, headers: {'Content-Type': 'text/event-stream'}});""")
+            inp.send_keys("cut me off")
+            inp.send_keys(Keys.ENTER)
+            wait_for(lambda: not generating(), timeout=10)
+            errors = driver.find_elements(By.CSS_SELECTOR, "#chat .message.error .content")
+            ck.check(errors and "before the reply was complete" in errors[-1].text, f"cut stream: {[e.text for e in errors]}")
 
             # 8. A phone screen: nothing overflows sideways, the input stays usable.
             driver.set_window_size(375, 740)

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,8 @@ def main():
             status, body = srv.get("/health")
             h = json.loads(body)
             ck.check(status == 200 and h["status"] == "ok" and h["ready"] is False, f"health while loading: {h}")
+            status, body = srv.get("/health?ready")
+            ck.check(status == 503 and json.loads(body)["ready"] is False, f"readiness while loading: {status} {body!r}")
             status, body, resp = srv.request("POST", "/v1/chat/completions",
                                              {"messages": [{"role": "user", "content": "hi"}]})
             ck.check(status == 503 and resp.getheader("Retry-After") is not None and b"loading" in body,
@@ -57,6 +60,8 @@ def main():
                 ready = json.loads(srv.get("/health")[1])["ready"]
                 time.sleep(0.05)
             ck.check(ready, "never became ready")
+            status, body = srv.get("/health?ready=1")
+            ck.check(status == 200 and json.loads(body)["ready"] is True, f"readiness when ready: {status} {body!r}")
 
             # SIGTERM during a stream: the stream ends with "done", the server exits 0.
             events, errors = [], []
@@ -78,6 +83,20 @@ def main():
             while time.time() < deadline and len(events) < 3 and t.is_alive():
                 time.sleep(0.02)
             srv.proc.send_signal(signal.SIGTERM)
+            # While the stream drains, a new connection is refused at once (a
+            # load balancer then retries it elsewhere) instead of waiting in
+            # the listen backlog for the whole grace period.
+            time.sleep(0.3)
+            t0 = time.time()
+            try:
+                socket.create_connection(("127.0.0.1", srv.port), timeout=3).close()
+                refused = "accepted"
+            except ConnectionRefusedError:
+                refused = None
+            except OSError as e:
+                refused = repr(e)
+            ck.check(refused is None and time.time() - t0 < 1 and t.is_alive(),
+                     f"new connection during the drain: {refused}, {time.time() - t0:.1f} s, stream alive {t.is_alive()}")
             try:
                 code = srv.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

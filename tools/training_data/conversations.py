@@ -7,7 +7,7 @@ parts are {"type": "text" | "python" | "python_output", "text": str}: the
 same structure nanochat's SFT tasks (GSM8K, SpellingBee) hand to
 tokenizer.render_conversation. Tool outputs are computed here with Python
 itself, so the calculator result string is exactly Python's str() of the
-evaluated expression, as SPEC §4 requires of the engine.
+evaluated expression, as the engine prints it (docs/model.md, Calculator).
 
 Skills:
   arithmetic   "What is 123 * 45?" -> <python>123*45</python><output>5535</output>

@@ -112,7 +112,7 @@ def golden_questions(arith, letters):
         chat("poem", "refusal", "Write a poem about the sea.", 128),
         chat("system_prompt", "arithmetic", "What is 7 + 8?"),
     ]
-    # the CLI's --system path: merged into the first user message (SPEC §4)
+    # the CLI's --system path: merged into the first user message (docs/model.md, Chat format)
     qs[-1]["messages"].insert(0, {"role": "system", "content": "You are a helpful assistant."})
     for i, p in enumerate(arith):
         qs.append(chat(f"arith_{i:02d}", "arithmetic", p["question"]))

@@ -6,7 +6,7 @@
  * Rotary tables follow nanochat's GPT._precompute_rotary_embeddings:
  * inv_freq = 1 / base^(arange(0, D, 2) / D) in fp32, theta = pos * inv_freq
  * in fp32, for 10 * sequence_len positions; V1 rounds cos/sin to bf16 even
- * on the CPU (SPEC §1.1), later generations keep them fp32.
+ * on the CPU (docs/model.md, RoPE), later generations keep them fp32.
  */
 #include <limits.h>
 #include <math.h>
@@ -255,7 +255,7 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
                        c->n_embd, c->n_head, c->n_kv_head, c->head_dim, c->vocab_size, c->padded_vocab);
 
     /* NC_CPU_KERNELS=scalar|avx2 picks the kernels (benchmarks, tests) */
-    const char *isa = forced_isa ? forced_isa : getenv("NC_CPU_KERNELS");
+    const char *isa = forced_isa ? forced_isa : b->env.cpu_kernels;
     const cpu_kernels *kern = cpu_kernels_select(isa);
     if (!kern) return nc_fail("cpu backend: NC_CPU_KERNELS=%s is not available here (scalar, avx2, auto)", isa);
 
@@ -279,7 +279,7 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
     st->n_tasks = st->n_threads > 1 ? 4 * st->n_threads : 1;
 
     const char *placement = "";
-    if (setup_weights(st, m) || cpu_place_weights(st, m, &placement) || setup_rope(st) ||
+    if (setup_weights(st, m) || cpu_place_weights(st, m, b->env.cpu_weights, &placement) || setup_rope(st) ||
         setup_buffers(st, b->max_batch_tokens))
         goto fail;
 
@@ -318,6 +318,19 @@ static int cpu_copy_kv_block(nc_backend *b, int32_t src, int32_t dst, int32_t n_
 
 static const char *cpu_describe(nc_backend *b) { return cpu_state_of(b)->description; }
 
+/* Matrices are read in place, f16 ones as the fp32 copies made at init
+ * (matrix_from_tensor); the KV cache is fp32, or e4m3 with an fp32 scale
+ * per vector (cpu_backend.h). */
+static size_t cpu_weight_elem_bytes(nc_backend *b, nc_dtype dtype) {
+    return dtype == NC_DTYPE_F16 ? sizeof(float) : nc_dtype_size(dtype);
+}
+
+static size_t cpu_kv_vector_bytes(nc_backend *b) {
+    const cpu_state *st = cpu_state_of(b);
+    size_t d = (size_t)st->cfg.head_dim;
+    return st->kv8 ? d + sizeof(float) : d * sizeof(float);
+}
+
 const nc_backend_ops nc_cpu_backend_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -326,4 +339,6 @@ const nc_backend_ops nc_cpu_backend_ops = {
     .forward_sample = NULL,
     .copy_kv_block = cpu_copy_kv_block,
     .describe = cpu_describe,
+    .weight_elem_bytes = cpu_weight_elem_bytes,
+    .kv_vector_bytes = cpu_kv_vector_bytes,
 };

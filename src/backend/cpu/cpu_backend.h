@@ -1,7 +1,7 @@
 /*
  * cpu_backend.h: the CPU backend's private state, shared by its files:
  *   cpu_backend.c  init / free / describe / copy_kv_block (weights, KV pool, scratch)
- *   cpu_forward.c  the forward pass of SPEC §1 over a batch of sequence chunks
+ *   cpu_forward.c  the forward pass (docs/model.md) over a batch of sequence chunks
  *   cpu_weights.c  moves mmapped weight matrices into 2 MB pages (decode speed)
  *   cpu_kernels_*.c  matmul / dot / axpy in scalar and AVX2 variants
  *
@@ -124,10 +124,11 @@ static inline float *cpu_kv8_scales(const cpu_state *st, uint8_t *tile) {
 
 /* Copies the streamed matrices (layers' six, lm_head) that lie in a file
  * mapping of m->tensors into one 2 MB-page arena owned by st and repoints
- * them, as NC_CPU_WEIGHTS (auto / copy / map) asks (cpu_weights.c). Sets
- * *placement to a short description. Needs st->pool and the matrices set up.
- * -1 + nc_error() on a bad NC_CPU_WEIGHTS or when a forced copy fails. */
-int cpu_place_weights(cpu_state *st, const nc_model *m, const char **placement);
+ * them, as `mode` ("auto", "copy" or "map": NC_CPU_WEIGHTS, read into
+ * b->env) asks (cpu_weights.c). Sets *placement to a short description.
+ * Needs st->pool and the matrices set up. -1 + nc_error() when a forced
+ * copy fails. */
+int cpu_place_weights(cpu_state *st, const nc_model *m, const char *mode, const char **placement);
 
 /* The forward pass (cpu_forward.c), installed as nc_cpu_backend_ops.forward. */
 int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits);

@@ -1,5 +1,5 @@
 /*
- * cpu_forward.c: nanochat's forward pass (SPEC §1.1 V1, §1.2 V2..V6) on the
+ * cpu_forward.c: nanochat's forward pass (docs/model.md: V1 forward, Later generations) on the
  * CPU in fp32, for a batch of sequence chunks at their own positions.
  *
  * Mirrors nanochat/gpt.py GPT.forward with a KV cache: all tokens of the
@@ -63,7 +63,7 @@ static void embedding_row(const nc_tensor *t, int64_t row, int64_t col, int64_t 
 
 static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
 
-/* The half-split RoPE of nanochat (rotates by -theta, SPEC §1.1), one head. */
+/* The half-split RoPE of nanochat (rotates by -theta, docs/model.md, RoPE), one head. */
 static void rope_head(float *x, const float *cs, const float *sn, int half) {
     for (int j = 0; j < half; j++) {
         float x1 = x[j], x2 = x[j + half];

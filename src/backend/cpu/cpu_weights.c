@@ -3,7 +3,7 @@
  * mapping (4 KB pages), or a copy in 2 MB pages.
  *
  * Batch-1 decode reads every matrix once per token. Checkpoints are mmapped
- * (SPEC §2), and the kernel here maps file pages 4 KB at a time (file-backed
+ * (docs/formats.md, nanochat .pt), and the kernel here maps file pages 4 KB at a time (file-backed
  * transparent huge pages do not apply on this ext4: MADV_HUGEPAGE on the
  * mapping left FilePmdMapped at 0, MADV_COLLAPSE is refused). The decode
  * matvec then streams ~8% slower than from 2 MB pages (24.8 vs 26.9 GB/s on
@@ -80,12 +80,8 @@ static void copy_worker(void *ctx, int task, int n_tasks, int thread) {
     if (hi > lo) memcpy(j->dst + lo, j->src + lo, (size_t)(hi - lo));
 }
 
-int cpu_place_weights(cpu_state *st, const nc_model *m, const char **placement) {
+int cpu_place_weights(cpu_state *st, const nc_model *m, const char *mode, const char **placement) {
     *placement = "in memory";
-    const char *mode = getenv("NC_CPU_WEIGHTS");
-    if (!mode || !*mode) mode = "auto";
-    if (strcmp(mode, "auto") && strcmp(mode, "copy") && strcmp(mode, "map"))
-        return nc_fail("cpu backend: NC_CPU_WEIGHTS=%s; expected auto, copy or map", mode);
     if (!m->tensors) return 0;
 
     cpu_matrix **mats = nc_xmalloc((size_t)(6 * st->cfg.n_layer + 1) * sizeof *mats);

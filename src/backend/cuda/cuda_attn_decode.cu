@@ -26,10 +26,10 @@
  * head) to finish merges the CTAs' partials (an arrival counter, no extra
  * launch). Batch 1 gets many splits (each warp one or two chunks, so the
  * whole context is in flight at once); large batches one split per row.
- * Keys outside [pos - window, pos] are masked (SPEC §1.2: key j is visible
- * to query i iff 0 <= i - j <= window). The split count is fixed per batch
- * size (a CUDA graph replays it); ranges are derived on the device from
- * each row's position.
+ * Keys outside [pos - window, pos] are masked (docs/model.md, Attention:
+ * key j is visible to query i iff 0 <= i - j <= window). The split count
+ * is fixed per batch size (a CUDA graph replays it); ranges are derived on
+ * the device from each row's position.
  *
  * For batch-1 decode (the GEMV path) the kernel also does the work of the
  * rope_append kernel (one launch less per layer): each CTA computes its G
@@ -43,7 +43,6 @@
 #include "cuda_internal.cuh"
 #include "cuda_rope.cuh"
 
-#define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
 #define DEC_WARPS 4
 #define DEC_THREADS (DEC_WARPS * 32)
 #define DEC_CHUNK 16 /* keys per warp step */
@@ -285,11 +284,6 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
         }
         a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(sum > 0.0f ? n / sum : 0.0f);
     }
-}
-
-int nc_cuda_attn_decode_init(nc_cuda *cu) {
-    (void)cu;
-    return 0;
 }
 
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {

@@ -30,11 +30,9 @@
  * padded to D + 8 bf16 so ldmatrix's 8 rows fall in distinct banks.
  */
 #include <math.h>
-#include <stdlib.h>
 
 #include "cuda_hopper.cuh"
 
-#define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
 #define FPAD (NC_HEAD_DIM + 8)
 #define FA_ROWS NC_ATTN_PREFILL_ROWS
 #define FA_THREADS 256
@@ -637,16 +635,16 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_wgmma_kernel(fa_ar
 }
 
 /* Which kernel runs: 0 the mma.sync one, 1 wgmma with 64-key steps, 2 wgmma
- * with 128-key steps (the default on sm_90 devices, built for sm_90a); the
- * harness sets it to compare them, NC_CUDA_FA overrides it on sm_90. */
+ * with 128-key steps (the default on sm_90 devices, built for sm_90a);
+ * dev/kernels/attn_prefill.cu sets it to compare them, NC_CUDA_FA picks
+ * between the wgmma ones on sm_90. */
 static int fa_kernel;
 
 int nc_cuda_attn_prefill_init(nc_cuda *cu) {
     /* wgmma needs this binary's sm_90a code on an sm_90 device (a build
      * for other architectures only has the trapping stub) */
     fa_kernel = cu->have_wgmma ? 2 : 0;
-    const char *env = getenv("NC_CUDA_FA");
-    if (fa_kernel && env && (env[0] == '1' || env[0] == '2') && !env[1]) fa_kernel = env[0] - '0';
+    if (fa_kernel && cu->env.cuda_fa) fa_kernel = cu->env.cuda_fa;
     NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)FA_SMEM));
     NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -670,7 +668,7 @@ int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items) {
     a.window = cu->layers[layer].window;
     a.scale_log2 = 1.4426950408889634f / sqrtf((float)cu->D);
     /* one CTA per (item, head), all heads of an item adjacent: the longest
-     * items (build_meta sorts them) start first */
+     * items (nc_cuda_batch_pack sorts them) start first */
     unsigned grid = (unsigned)n_items * cu->H;
     if (fa_kernel == 2)
         attn_prefill_wgmma_kernel<2><<<grid, FA_THREADS, WG_SMEM(2), cu->stream>>>(a);

@@ -125,7 +125,11 @@ typedef struct {
     size_t total;
 } slab_layout;
 
+/* Offsets of every weight in the slab; slab_free releases the plan. */
 static void slab_plan(const nc_model *m, const nc_cuda *cu, slab_layout *s) {
+    size_t *arrays = (size_t *)nc_xcalloc((size_t)6 * cu->L, sizeof(size_t));
+    s->wqkv = arrays, s->wo = arrays + cu->L, s->wfc = arrays + 2 * cu->L;
+    s->wproj = arrays + 3 * cu->L, s->ve = arrays + 4 * cu->L, s->ve_gate = arrays + 5 * cu->L;
     size_t off = 0, C = cu->C, D = cu->D;
 #define TAKE(field, bytes) (field = off, off = align256(off + (bytes)))
     TAKE(s->wte, (size_t)cu->Vp * C * 2);
@@ -145,6 +149,8 @@ static void slab_plan(const nc_model *m, const nc_cuda *cu, slab_layout *s) {
 #undef TAKE
     s->total = off;
 }
+
+static void slab_free(slab_layout *s) { free(s->wqkv); }
 
 static int upload_weights(nc_cuda *cu, const nc_model *m, const slab_layout *s) {
     upload_stage st;
@@ -197,7 +203,7 @@ out:
     return rc;
 }
 
-/* ==== init / free ==== */
+/* ==== init: the steps ==== */
 
 int nc_cuda_decode_splits(const nc_cuda *cu, int nb) {
     int want = (2 * cu->sm_count + nb * cu->Hkv - 1) / (nb * cu->Hkv);
@@ -238,6 +244,40 @@ static int dev_alloc(void **p, size_t bytes, const char *what) {
     return 0;
 }
 
+static void read_shapes(nc_cuda *cu, const nc_model_config *c) {
+    cu->cfg = *c;
+    cu->L = c->n_layer, cu->C = c->n_embd, cu->H = c->n_head, cu->Hkv = c->n_kv_head;
+    cu->D = c->head_dim, cu->F = c->mlp_hidden, cu->V = c->vocab_size, cu->Vp = c->padded_vocab;
+    cu->Q = (cu->H + 2 * cu->Hkv) * cu->D, cu->G = cu->H / cu->Hkv;
+}
+
+/* Device 0, its properties and the backend's stream. */
+static int open_device(nc_cuda *cu, cudaDeviceProp *prop) {
+    cu->device = 0;
+    NC_CU_TRY(cudaSetDevice(cu->device));
+    NC_CU_TRY(cudaGetDeviceProperties(prop, cu->device));
+    cu->sm_count = prop->multiProcessorCount;
+    cu->cc_major = prop->major, cu->cc_minor = prop->minor;
+    NC_CU_TRY(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking));
+    return 0;
+}
+
+/* Batch limits from the parameters (0: defaults), and the split-KV
+ * partials the largest decode batch needs. */
+static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
+    if (p->max_batch_tokens < 0 || p->max_seqs < 0 || p->n_kv_blocks < 0)
+        return nc_fail("cuda backend: negative size in backend parameters");
+    cu->max_tokens = p->max_batch_tokens ? p->max_batch_tokens : 2048;
+    cu->max_seqs = p->max_seqs ? p->max_seqs : 64;
+    cu->max_seqs = NC_MIN(cu->max_seqs, cu->max_tokens);
+    cu->logits_rows = NC_MAX(NC_MIN(cu->max_tokens, NC_LOGITS_CHUNK), cu->max_seqs);
+    int64_t part = 0;
+    for (int nb = 1; nb <= cu->max_seqs; nb++)
+        part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb));
+    cu->part_floats = part * cu->H * (cu->D + 2);
+    return 0;
+}
+
 static size_t scratch_bytes(const nc_cuda *cu) {
     size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
     size_t f = 0;
@@ -249,6 +289,134 @@ static size_t scratch_bytes(const nc_cuda *cu) {
     return f + 16 * 256;
 }
 
+/* What the memory plan found. */
+typedef struct {
+    size_t kv_block_bytes;   /* one KV block, all layers, keys and values */
+    size_t total_bytes;      /* the device's memory */
+} memory_plan;
+
+/* Memory plan: weights, scratch and workspace first, then the KV pool
+ * (p->n_kv_blocks, or as many blocks as fit, up to max_seqs full-length
+ * sequences). Sets cu->n_blocks and the positions the rotary table covers;
+ * fails, naming the sizes, when it does not fit. */
+static int plan_memory(nc_cuda *cu, const nc_backend_params *p, size_t slab_bytes, memory_plan *mp) {
+    const nc_model_config *c = &cu->cfg;
+    cu->slab_bytes = slab_bytes;
+    cu->lt_workspace_bytes = 32u << 20;
+    size_t kv_token_bytes = (size_t)cu->L * 2 * cu->Hkv * cu->D * 2;
+    size_t kv_block_bytes = kv_token_bytes * NC_KV_BLOCK_TOKENS;
+    size_t fixed = cu->slab_bytes + scratch_bytes(cu) + cu->lt_workspace_bytes + (256u << 20);
+    size_t fr = 0, tot = 0;
+    NC_CU_TRY(cudaMemGetInfo(&fr, &tot));
+    int64_t nblocks = p->n_kv_blocks;
+    if (!nblocks) {
+        int64_t per_seq = (c->sequence_len + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+        int64_t fit = fr > fixed ? (int64_t)((fr - fixed) * 0.9 / kv_block_bytes) : 0;
+        nblocks = NC_MIN((int64_t)cu->max_seqs * per_seq, fit);
+        if (nblocks < 1) nblocks = 1;
+    }
+    size_t need = fixed + (size_t)nblocks * kv_block_bytes;
+    if (need > fr)
+        return nc_fail("cuda: out of memory: the model (%.2f GiB bf16), scratch and a KV pool of %lld "
+                       "blocks need %.2f GiB, %.2f GiB free of %.2f GiB; lower the KV pool or batch sizes",
+                       cu->slab_bytes / 1073741824.0, (long long)nblocks, need / 1073741824.0,
+                       fr / 1073741824.0, tot / 1073741824.0);
+    cu->n_blocks = nblocks;
+    /* nanochat precomputes rotary tables for 10x the training context; the
+     * CPU backend covers the same positions, so both refuse the same batches. */
+    cu->rope_len = NC_MIN(NC_MIN(nblocks * NC_KV_BLOCK_TOKENS, (int64_t)10 * c->sequence_len),
+                          (int64_t)ROPE_MAX_POSITIONS);
+    mp->kv_block_bytes = kv_block_bytes;
+    mp->total_bytes = tot;
+    return 0;
+}
+
+/* A bf16 matrix of the slab as the projections read it. */
+static nc_cuda_weight slab_matrix(char *base, size_t off, int rows, int cols) {
+    nc_cuda_weight w = {base + off, rows, cols, rows, NC_WEIGHT_BF16};
+    return w;
+}
+
+/* Allocates the slab, points the weights into it and uploads them. */
+static int load_weights(nc_cuda *cu, const nc_model *m, const slab_layout *sl) {
+    if (dev_alloc(&cu->slab, cu->slab_bytes, "the weights")) return -1;
+    char *base = (char *)cu->slab;
+    int C = cu->C;
+    cu->wte = (bf16 *)(base + sl->wte);
+    cu->lm_head = slab_matrix(base, sl->lm_head, cu->Vp, C);
+    cu->lm_head.used_rows = cu->V; /* the padding rows' logits are never read */
+    cu->layers = (nc_cuda_layer *)nc_xcalloc((size_t)cu->L, sizeof(nc_cuda_layer));
+    for (int l = 0; l < cu->L; l++) {
+        nc_cuda_layer *ly = &cu->layers[l];
+        ly->qkv = slab_matrix(base, sl->wqkv[l], cu->Q, C);
+        ly->o = slab_matrix(base, sl->wo[l], C, cu->H * cu->D);
+        ly->fc = slab_matrix(base, sl->wfc[l], cu->F, C);
+        ly->proj = slab_matrix(base, sl->wproj[l], C, cu->F);
+        ly->ve = sl->ve[l] != (size_t)-1 ? (bf16 *)(base + sl->ve[l]) : NULL;
+        ly->ve_gate = sl->ve_gate[l] != (size_t)-1 ? (float *)(base + sl->ve_gate[l]) : NULL;
+        ly->window = nc_config_window(&cu->cfg, l);
+        ly->resid_lambda = m->resid_lambdas ? nc_round_bf16(m->resid_lambdas[l]) : 1.0f;
+        ly->x0_lambda = m->x0_lambdas ? nc_round_bf16(m->x0_lambdas[l]) : 0.0f;
+    }
+    cu->smear_gate = sl->smear != (size_t)-1 ? (float *)(base + sl->smear) : NULL;
+    cu->smear_lambda = nc_round_bf16(m->smear_lambda);
+    cu->backout_lambda = nc_round_bf16(m->backout_lambda);
+    return upload_weights(cu, m, sl);
+}
+
+/* The paged KV pool, zeroed so that masked slots of a tile are finite. */
+static int alloc_kv_pool(nc_cuda *cu, const memory_plan *mp) {
+    size_t kv_half = (size_t)cu->n_blocks * mp->kv_block_bytes / 2;
+    if (dev_alloc((void **)&cu->kc, kv_half, "the KV cache (keys)") ||
+        dev_alloc((void **)&cu->vc, kv_half, "the KV cache (values)"))
+        return -1;
+    NC_CU_TRY(cudaMemsetAsync(cu->kc, 0, kv_half, cu->stream));
+    NC_CU_TRY(cudaMemsetAsync(cu->vc, 0, kv_half, cu->stream));
+    return 0;
+}
+
+/* Rotary table: theta = pos * (1 / base^(2j/D)) in fp32 as nanochat, cos
+ * and sin rounded to bf16 (V1 always; V6 on GPU computes in bf16). */
+static int build_rope_table(nc_cuda *cu) {
+    int half = cu->D / 2;
+    size_t n = (size_t)cu->rope_len * half;
+    float2 *tab = (float2 *)malloc(n * sizeof(float2));
+    if (!tab) return nc_fail("cuda: out of host memory for the rotary table");
+    float inv[NC_HEAD_DIM / 2];
+    for (int j = 0; j < half; j++)
+        inv[j] = 1.0f / powf(cu->cfg.rope_base, (float)(2 * j) / (float)cu->D);
+    for (int64_t pos = 0; pos < cu->rope_len; pos++)
+        for (int j = 0; j < half; j++) {
+            float th = (float)pos * inv[j];
+            tab[pos * half + j] = make_float2(nc_round_bf16(cosf(th)), nc_round_bf16(sinf(th)));
+        }
+    int e = dev_alloc((void **)&cu->rope, n * sizeof(float2), "the rotary table");
+    if (!e && cudaMemcpy(cu->rope, tab, n * sizeof(float2), cudaMemcpyHostToDevice) != cudaSuccess)
+        e = nc_fail("cuda: uploading the rotary table failed");
+    free(tab);
+    return e ? -1 : 0;
+}
+
+/* Activations and partials for max_tokens tokens, and the cuBLASLt
+ * workspace. */
+static int alloc_scratch(nc_cuda *cu) {
+    size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
+    if (dev_alloc((void **)&cu->x, N * C * 4, "scratch") ||
+        (cu->cfg.has_lambdas && dev_alloc((void **)&cu->x0, N * C * 4, "scratch")) ||
+        (cu->cfg.has_smear && dev_alloc((void **)&cu->xb, N * C * 4, "scratch")) ||
+        dev_alloc((void **)&cu->qkv, N * cu->Q * 4, "scratch") ||
+        dev_alloc((void **)&cu->xr, R * C * 4, "scratch") ||
+        dev_alloc((void **)&cu->logits, R * cu->Vp * 4, "scratch") ||
+        dev_alloc((void **)&cu->part, (size_t)cu->part_floats * 4, "scratch") ||
+        dev_alloc((void **)&cu->h, N * C * 2, "scratch") ||
+        dev_alloc((void **)&cu->q, N * cu->H * cu->D * 2, "scratch") ||
+        dev_alloc((void **)&cu->attn, N * cu->H * cu->D * 2, "scratch") ||
+        dev_alloc((void **)&cu->u, N * cu->F * 2, "scratch") ||
+        dev_alloc(&cu->lt_workspace, cu->lt_workspace_bytes, "the cuBLASLt workspace"))
+        return -1;
+    return 0;
+}
+
 /* Capacity of the metadata buffer: per-token and per-chunk arrays, the
  * prefill tiles, and block tables of max_seqs sequences of the longest
  * context the rotary table allows. */
@@ -257,6 +425,28 @@ static void meta_plan(nc_cuda *cu) {
     cu->max_items = N / NC_KV_BLOCK_TOKENS + S;
     int64_t bt_cap = S * NC_MIN(cu->n_blocks, (cu->rope_len + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS);
     cu->meta_cap = 5 * N + 6 * S + 2 * cu->max_items + bt_cap;
+}
+
+/* What crosses between host and device per forward (batch metadata,
+ * sampling rows, sampled ids, logits) and the split-KV arrival counters. */
+static int alloc_batch_buffers(nc_cuda *cu) {
+    meta_plan(cu);
+    size_t mbytes = (size_t)cu->meta_cap * 4;
+    NC_CU_TRY(cudaMallocHost((void **)&cu->meta_h, mbytes));
+    memset(cu->meta_h, 0, mbytes);
+    if (dev_alloc((void **)&cu->meta_d, mbytes, "batch metadata")) return -1;
+    NC_CU_TRY(cudaMemset(cu->meta_d, 0, mbytes));
+    NC_CU_TRY(cudaMallocHost((void **)&cu->samp_h, cu->max_seqs * sizeof(nc_cuda_samp)));
+    if (dev_alloc((void **)&cu->samp_d, cu->max_seqs * sizeof(nc_cuda_samp), "sampling state")) return -1;
+    NC_CU_TRY(cudaMallocHost((void **)&cu->out_tok_h, cu->max_seqs * sizeof(int32_t)));
+    cu->sample_chunk = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
+    if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
+    NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, (size_t)cu->logits_rows * cu->V * sizeof(float)));
+
+    if (dev_alloc((void **)&cu->attn_count, (size_t)cu->max_seqs * cu->Hkv * sizeof(int), "attention counters"))
+        return -1;
+    NC_CU_TRY(cudaMemset(cu->attn_count, 0, (size_t)cu->max_seqs * cu->Hkv * sizeof(int)));
+    return 0;
 }
 
 /* Whether this binary runs wgmma code on this device: only a build for
@@ -287,193 +477,63 @@ static int probe_wgmma(nc_cuda *cu) {
     return 0;
 }
 
+/* The kernels' one-time setup: which ones this device runs, cuBLASLt, the
+ * skinny GEMM, the prefill attention's shared memory. */
+static int init_kernels(nc_cuda *cu) {
+    return probe_wgmma(cu) || nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_attn_prefill_init(cu);
+}
+
+/* Decode graphs (NC_CUDA_GRAPHS), programmatic dependent launch
+ * (NC_CUDA_PDL; needs sm_90, on by default there: +9% batch-1 decode on
+ * d34, dev/kernels/NOTES.md) and the profile (NC_CUDA_PROFILE, which
+ * launches eagerly: no graphs). */
+static int init_launch_modes(nc_cuda *cu) {
+    cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
+    cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
+    cu->use_graphs = cu->env.cuda_graphs;
+    cu->pdl = cu->env.cuda_pdl && cu->cc_major >= 9;
+    cu->profile = cu->env.cuda_profile;
+    if (cu->profile) {
+        cu->use_graphs = false;
+        for (int i = 0; i < NC_PROF_EVENTS; i++) NC_CU_TRY(cudaEventCreate(&cu->prof_ev[i]));
+    }
+    return 0;
+}
+
+static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan *mp) {
+    snprintf(cu->description, sizeof cu->description,
+             "%.200s (cc %d.%d, %d SMs, %.1f GiB): bf16 weights %.2f GB, KV pool %lld blocks (%.2f GiB), "
+             "batch GEMMs: %s",
+             prop->name, prop->major, prop->minor, prop->multiProcessorCount, mp->total_bytes / 1073741824.0,
+             cu->slab_bytes / 1e9, (long long)cu->n_blocks, cu->n_blocks * mp->kv_block_bytes / 1073741824.0,
+             cu->skinny ? "wgmma up to 64 rows, then cuBLASLt" : "cuBLASLt");
+}
+
+/* ==== init / free ==== */
+
 static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
     const nc_model *m = b->model;
-    const nc_model_config *c = &m->cfg;
-    if (check_model(c)) return -1;
+    if (check_model(&m->cfg)) return -1;
     if (m->weights != NC_WEIGHTS_FLOAT || m->lm_head_scale || p->kv_cache != NC_KV_CACHE_BF16)
         return nc_fail("cuda backend: 8-bit weights (--weights int8/fp8, or a `nanochat quantize` checkpoint) "
                        "and --kv-cache fp8 have no CUDA kernels yet; run them with --device cpu");
     char why[256];
     if (!nc_cuda_probe(why, sizeof why)) return nc_fail("cuda backend: %s", why);
-
-    cu->cfg = *c;
-    cu->L = c->n_layer, cu->C = c->n_embd, cu->H = c->n_head, cu->Hkv = c->n_kv_head;
-    cu->D = c->head_dim, cu->F = c->mlp_hidden, cu->V = c->vocab_size, cu->Vp = c->padded_vocab;
-    cu->Q = (cu->H + 2 * cu->Hkv) * cu->D, cu->G = cu->H / cu->Hkv;
-
-    cu->device = 0;
-    NC_CU_TRY(cudaSetDevice(cu->device));
+    read_shapes(cu, &m->cfg);
+    cu->env = b->env;
     cudaDeviceProp prop;
-    NC_CU_TRY(cudaGetDeviceProperties(&prop, cu->device));
-    cu->sm_count = prop.multiProcessorCount;
-    cu->cc_major = prop.major, cu->cc_minor = prop.minor;
-    NC_CU_TRY(cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking));
-
-    if (p->max_batch_tokens < 0 || p->max_seqs < 0 || p->n_kv_blocks < 0)
-        return nc_fail("cuda backend: negative size in backend parameters");
-    cu->max_tokens = p->max_batch_tokens ? p->max_batch_tokens : 2048;
-    cu->max_seqs = p->max_seqs ? p->max_seqs : 64;
-    cu->max_seqs = NC_MIN(cu->max_seqs, cu->max_tokens);
-    cu->logits_rows = NC_MAX(NC_MIN(cu->max_tokens, NC_LOGITS_CHUNK), cu->max_seqs);
-    int64_t part = 0;
-    for (int nb = 1; nb <= cu->max_seqs; nb++)
-        part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb));
-    cu->part_floats = part * cu->H * (cu->D + 2);
-
-    /* Memory plan: weights, scratch, workspace, then the KV pool. */
+    if (open_device(cu, &prop) || size_batches(cu, p)) return -1;
     slab_layout sl;
-    size_t *arrays = (size_t *)nc_xcalloc((size_t)6 * cu->L, sizeof(size_t));
-    sl.wqkv = arrays, sl.wo = arrays + cu->L, sl.wfc = arrays + 2 * cu->L;
-    sl.wproj = arrays + 3 * cu->L, sl.ve = arrays + 4 * cu->L, sl.ve_gate = arrays + 5 * cu->L;
     slab_plan(m, cu, &sl);
-    cu->slab_bytes = sl.total;
-    cu->lt_workspace_bytes = 32u << 20;
-    size_t kv_token_bytes = (size_t)cu->L * 2 * cu->Hkv * cu->D * 2;
-    size_t kv_block_bytes = kv_token_bytes * NC_KV_BLOCK_TOKENS;
-    size_t fixed = cu->slab_bytes + scratch_bytes(cu) + cu->lt_workspace_bytes + (256u << 20);
-    size_t fr = 0, tot = 0;
-    NC_CU_TRY(cudaMemGetInfo(&fr, &tot));
-    int64_t nblocks = p->n_kv_blocks;
-    if (!nblocks) {
-        int64_t per_seq = (c->sequence_len + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
-        int64_t fit = fr > fixed ? (int64_t)((fr - fixed) * 0.9 / kv_block_bytes) : 0;
-        nblocks = NC_MIN((int64_t)cu->max_seqs * per_seq, fit);
-        if (nblocks < 1) nblocks = 1;
-    }
-    size_t need = fixed + (size_t)nblocks * kv_block_bytes;
-    if (need > fr) {
-        free(arrays);
-        return nc_fail("cuda: out of memory: the model (%.2f GiB bf16), scratch and a KV pool of %lld "
-                       "blocks need %.2f GiB, %.2f GiB free of %.2f GiB; lower the KV pool or batch sizes",
-                       cu->slab_bytes / 1073741824.0, (long long)nblocks, need / 1073741824.0,
-                       fr / 1073741824.0, tot / 1073741824.0);
-    }
-    cu->n_blocks = nblocks;
-    /* nanochat precomputes rotary tables for 10x the training context; the
-     * CPU backend covers the same positions, so both refuse the same batches. */
-    cu->rope_len = NC_MIN(NC_MIN(nblocks * NC_KV_BLOCK_TOKENS, (int64_t)10 * c->sequence_len),
-                          (int64_t)ROPE_MAX_POSITIONS);
-
-    /* Weights. */
-    if (dev_alloc(&cu->slab, cu->slab_bytes, "the weights")) {
-        free(arrays);
+    memory_plan mp = {0, 0};
+    int rc = plan_memory(cu, p, sl.total, &mp) || load_weights(cu, m, &sl);
+    slab_free(&sl);
+    if (rc || alloc_kv_pool(cu, &mp) || build_rope_table(cu) || alloc_scratch(cu) || alloc_batch_buffers(cu) ||
+        init_kernels(cu) || init_launch_modes(cu))
         return -1;
-    }
-    char *base = (char *)cu->slab;
-    cu->wte = (bf16 *)(base + sl.wte);
-    cu->lm_head = (bf16 *)(base + sl.lm_head);
-    cu->layers = (nc_cuda_layer *)nc_xcalloc((size_t)cu->L, sizeof(nc_cuda_layer));
-    for (int l = 0; l < cu->L; l++) {
-        nc_cuda_layer *ly = &cu->layers[l];
-        ly->wqkv = (bf16 *)(base + sl.wqkv[l]);
-        ly->wo = (bf16 *)(base + sl.wo[l]);
-        ly->wfc = (bf16 *)(base + sl.wfc[l]);
-        ly->wproj = (bf16 *)(base + sl.wproj[l]);
-        ly->ve = sl.ve[l] != (size_t)-1 ? (bf16 *)(base + sl.ve[l]) : NULL;
-        ly->ve_gate = sl.ve_gate[l] != (size_t)-1 ? (float *)(base + sl.ve_gate[l]) : NULL;
-        ly->window = nc_config_window(c, l);
-        ly->resid_lambda = m->resid_lambdas ? nc_round_bf16(m->resid_lambdas[l]) : 1.0f;
-        ly->x0_lambda = m->x0_lambdas ? nc_round_bf16(m->x0_lambdas[l]) : 0.0f;
-    }
-    cu->smear_gate = sl.smear != (size_t)-1 ? (float *)(base + sl.smear) : NULL;
-    cu->smear_lambda = nc_round_bf16(m->smear_lambda);
-    cu->backout_lambda = nc_round_bf16(m->backout_lambda);
-    int rc = upload_weights(cu, m, &sl);
-    free(arrays);
-    if (rc) return -1;
-    cu->weight_bytes = nc_config_param_count(c) * 2;
-
-    /* KV pool, zeroed so that masked slots of a tile are finite. */
-    size_t kv_half = (size_t)nblocks * kv_block_bytes / 2;
-    if (dev_alloc((void **)&cu->kc, kv_half, "the KV cache (keys)") ||
-        dev_alloc((void **)&cu->vc, kv_half, "the KV cache (values)"))
-        return -1;
-    NC_CU_TRY(cudaMemsetAsync(cu->kc, 0, kv_half, cu->stream));
-    NC_CU_TRY(cudaMemsetAsync(cu->vc, 0, kv_half, cu->stream));
-
-    /* Rotary table: theta = pos * (1 / base^(2j/D)) in fp32 as nanochat, cos
-     * and sin rounded to bf16 (V1 always; V6 on GPU computes in bf16). */
-    {
-        int half = cu->D / 2;
-        size_t n = (size_t)cu->rope_len * half;
-        float2 *tab = (float2 *)malloc(n * sizeof(float2));
-        if (!tab) return nc_fail("cuda: out of host memory for the rotary table");
-        float inv[NC_HEAD_DIM / 2];
-        for (int j = 0; j < half; j++)
-            inv[j] = 1.0f / powf(c->rope_base, (float)(2 * j) / (float)cu->D);
-        for (int64_t pos = 0; pos < cu->rope_len; pos++)
-            for (int j = 0; j < half; j++) {
-                float th = (float)pos * inv[j];
-                tab[pos * half + j] = make_float2(nc_round_bf16(cosf(th)), nc_round_bf16(sinf(th)));
-            }
-        int e = dev_alloc((void **)&cu->rope, n * sizeof(float2), "the rotary table");
-        if (!e && cudaMemcpy(cu->rope, tab, n * sizeof(float2), cudaMemcpyHostToDevice) != cudaSuccess)
-            e = nc_fail("cuda: uploading the rotary table failed");
-        free(tab);
-        if (e) return -1;
-    }
-
-    /* Scratch. */
-    size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
-    if (dev_alloc((void **)&cu->x, N * C * 4, "scratch") ||
-        (c->has_lambdas && dev_alloc((void **)&cu->x0, N * C * 4, "scratch")) ||
-        (c->has_smear && dev_alloc((void **)&cu->xb, N * C * 4, "scratch")) ||
-        dev_alloc((void **)&cu->qkv, N * cu->Q * 4, "scratch") ||
-        dev_alloc((void **)&cu->xr, R * C * 4, "scratch") ||
-        dev_alloc((void **)&cu->logits, R * cu->Vp * 4, "scratch") ||
-        dev_alloc((void **)&cu->part, (size_t)cu->part_floats * 4, "scratch") ||
-        dev_alloc((void **)&cu->h, N * C * 2, "scratch") ||
-        dev_alloc((void **)&cu->q, N * cu->H * cu->D * 2, "scratch") ||
-        dev_alloc((void **)&cu->attn, N * cu->H * cu->D * 2, "scratch") ||
-        dev_alloc((void **)&cu->u, N * cu->F * 2, "scratch") ||
-        dev_alloc(&cu->lt_workspace, cu->lt_workspace_bytes, "the cuBLASLt workspace"))
-        return -1;
-
-    meta_plan(cu);
-    size_t mbytes = (size_t)cu->meta_cap * 4;
-    NC_CU_TRY(cudaMallocHost((void **)&cu->meta_h, mbytes));
-    memset(cu->meta_h, 0, mbytes);
-    if (dev_alloc((void **)&cu->meta_d, mbytes, "batch metadata")) return -1;
-    NC_CU_TRY(cudaMemset(cu->meta_d, 0, mbytes));
-    NC_CU_TRY(cudaMallocHost((void **)&cu->samp_h, cu->max_seqs * sizeof(nc_cuda_samp)));
-    if (dev_alloc((void **)&cu->samp_d, cu->max_seqs * sizeof(nc_cuda_samp), "sampling state")) return -1;
-    NC_CU_TRY(cudaMallocHost((void **)&cu->out_tok_h, cu->max_seqs * sizeof(int32_t)));
-    cu->sample_chunk = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
-    if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
-    NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, R * cu->V * sizeof(float)));
-
-    if (dev_alloc((void **)&cu->attn_count, (size_t)cu->max_seqs * cu->Hkv * sizeof(int), "attention counters"))
-        return -1;
-    NC_CU_TRY(cudaMemset(cu->attn_count, 0, (size_t)cu->max_seqs * cu->Hkv * sizeof(int)));
-    if (probe_wgmma(cu)) return -1;
-    if (nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_attn_decode_init(cu) ||
-        nc_cuda_attn_prefill_init(cu))
-        return -1;
-    cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
-    cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
-    const char *env = getenv("NC_CUDA_GRAPHS");
-    cu->use_graphs = !(env && !strcmp(env, "0"));
-    /* PDL needs sm_90; on by default there (+9% batch-1 decode on d34,
-     * dev/kernels/NOTES.md); NC_CUDA_PDL=0 turns it off for comparisons. */
-    env = getenv("NC_CUDA_PDL");
-    cu->pdl = !(env && !strcmp(env, "0"));
-    if (cu->cc_major < 9) cu->pdl = false;
-    env = getenv("NC_CUDA_PROFILE");
-    cu->profile = env && !strcmp(env, "1");
-    if (cu->profile) {
-        cu->use_graphs = false;
-        for (int i = 0; i < NC_PROF_EVENTS; i++) NC_CU_TRY(cudaEventCreate(&cu->prof_ev[i]));
-    }
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
-
-    snprintf(cu->description, sizeof cu->description,
-             "%.200s (cc %d.%d, %d SMs, %.1f GiB): bf16 weights %.2f GB, KV pool %lld blocks (%.2f GiB), "
-             "batch GEMMs: %s",
-             prop.name, prop.major, prop.minor, prop.multiProcessorCount, tot / 1073741824.0,
-             cu->slab_bytes / 1e9, (long long)nblocks, nblocks * kv_block_bytes / 1073741824.0,
-             cu->skinny ? "wgmma up to 64 rows, then cuBLASLt" : "cuBLASLt");
-    b->n_kv_blocks = (int32_t)nblocks;
+    describe(cu, &prop, &mp);
+    b->n_kv_blocks = (int32_t)cu->n_blocks;
     b->max_batch_tokens = cu->max_tokens;
     b->max_seqs = cu->max_seqs;
     return 0;
@@ -491,19 +551,24 @@ static int cuda_init(nc_backend *b, const nc_backend_params *p) {
     return 0;
 }
 
+/* NC_CUDA_PROFILE=1: the stage times of the last forward, on stderr. */
+static void print_profile(nc_cuda *cu) {
+    static const char *names[NC_PROF_STAGES] = {"embed", "qkv", "rope+append", "attention", "attn proj",
+                                                "mlp fc", "mlp proj", "logits", "sample"};
+    double total = 0;
+    for (int i = 0; i < NC_PROF_STAGES; i++) total += cu->prof_ms[i];
+    fprintf(stderr, "cuda profile (device ms of the last forward, eager launches):\n");
+    for (int i = 0; i < NC_PROF_STAGES; i++)
+        fprintf(stderr, "  %-12s %10.2f ms %5.1f%%\n", names[i], cu->prof_ms[i],
+                total > 0 ? 100 * cu->prof_ms[i] / total : 0.0);
+}
+
 static void cuda_free(nc_backend *b) {
     nc_cuda *cu = nc_cuda_of(b);
     if (!cu) return;
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     if (cu->profile) {
-        static const char *names[NC_PROF_STAGES] = {"embed", "qkv", "rope+append", "attention", "attn proj",
-                                                    "mlp fc", "mlp proj", "logits", "sample"};
-        double total = 0;
-        for (int i = 0; i < NC_PROF_STAGES; i++) total += cu->prof_ms[i];
-        fprintf(stderr, "cuda profile (device ms of the last forward, eager launches):\n");
-        for (int i = 0; i < NC_PROF_STAGES; i++)
-            fprintf(stderr, "  %-12s %10.2f ms %5.1f%%\n", names[i], cu->prof_ms[i],
-                    total > 0 ? 100 * cu->prof_ms[i] / total : 0.0);
+        print_profile(cu);
         for (int i = 0; i < NC_PROF_EVENTS; i++)
             if (cu->prof_ev[i]) cudaEventDestroy(cu->prof_ev[i]);
     }
@@ -612,6 +677,14 @@ static int cuda_prepare_decode(nc_backend *b, int32_t max_rows) {
     return rc;
 }
 
+/* Every weight lives in the device slab as bf16 (upload_tensor converts
+ * f32 and f16), and the KV pool is bf16. */
+static size_t cuda_weight_elem_bytes(nc_backend *b, nc_dtype dtype) { return sizeof(bf16); }
+
+static size_t cuda_kv_vector_bytes(nc_backend *b) {
+    return (size_t)((nc_cuda *)b->impl)->D * sizeof(bf16);
+}
+
 extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     "cuda",
     cuda_init,
@@ -622,4 +695,6 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     cuda_describe,
     cuda_copy_bandwidth,
     cuda_prepare_decode,
+    cuda_weight_elem_bytes,
+    cuda_kv_vector_bytes,
 };

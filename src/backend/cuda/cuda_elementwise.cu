@@ -4,14 +4,12 @@
  * RoPE + QK-norm + value embeddings + KV-cache append, ReLU², the rows that
  * feed the lm_head (+ V6 backout), softcap, and KV block copies.
  *
- * Each mirrors one line of nanochat's GPT.forward (SPEC §1.1/§1.2); all
+ * Each mirrors one line of nanochat's GPT.forward (docs/model.md); all
  * arithmetic is fp32 and results are rounded to bf16 only where nanochat
  * keeps bf16 tensors (q, k, v, MLP hidden, GEMM inputs).
  */
 #include "cuda_internal.cuh"
 #include "cuda_rope.cuh"
-
-#define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
 
 /* ==== embedding + smear ==== */
 

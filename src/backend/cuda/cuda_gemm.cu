@@ -1,9 +1,9 @@
 /*
- * cuda_gemm.cu: the matrix products of several rows (prefill chunks and
- * decode batches of more than NC_GEMV_MAX_ROWS rows): the skinny GEMM of
- * cuda_gemm_skinny.cu where it applies (sm_90a, 2..64 rows), else bf16
- * GEMMs through cuBLASLt's C API (fp32 accumulation) followed by the
- * epilogue's elementwise pass.
+ * cuda_gemm.cu: matrix products of several rows through cuBLASLt's C API
+ * (bf16, fp32 accumulation), followed by the epilogue's elementwise pass:
+ * what project() (cuda_forward.cu) uses for more than NC_GEMV_MAX_ROWS
+ * rows when the skinny GEMM of cuda_gemm_skinny.cu does not apply (past 64
+ * rows, or not on sm_90a).
  *
  * Row-major Y[n, m] = X[n, k] · W[m, k]ᵀ is, in cuBLAS's column-major terms,
  * Yᵀ[m, n] = W[m, k] (op T on the stored [k, m]) · Xᵀ[k, n]: the "TN"
@@ -139,12 +139,11 @@ static int lt_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, bool y_f3
     return 0;
 }
 
-int nc_cuda_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
-                   nc_cuda_mm_epilogue epi) {
-    if (nc_cuda_skinny_fits(cu, W, X, Y, m, n, k)) return nc_cuda_skinny_gemm(cu, W, X, Y, m, n, k, epi);
-    bool f32 = epi == NC_MM_ADD || epi == NC_MM_SOFTCAP;
-    if (lt_gemm(cu, W, X, Y, f32, m, n, k, epi == NC_MM_ADD)) return -1;
-    if (epi == NC_MM_RELU2) return nc_cuda_relu2(cu, (bf16 *)Y, (int64_t)n * m);
-    if (epi == NC_MM_SOFTCAP) return nc_cuda_softcap(cu, (float *)Y, n, m);
+int nc_cuda_lt_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
+                      nc_cuda_epilogue epi) {
+    bool f32 = epi == NC_EPI_ADD || epi == NC_EPI_SOFTCAP;
+    if (lt_gemm(cu, W, X, Y, f32, m, n, k, epi == NC_EPI_ADD)) return -1;
+    if (epi == NC_EPI_RELU2) return nc_cuda_relu2(cu, (bf16 *)Y, (int64_t)n * m);
+    if (epi == NC_EPI_SOFTCAP) return nc_cuda_softcap(cu, (float *)Y, n, m);
     return 0;
 }

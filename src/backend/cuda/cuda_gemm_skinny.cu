@@ -38,7 +38,6 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cuda_hopper.cuh"
 
@@ -63,8 +62,8 @@ struct sk_cfg {
 
 typedef struct {
     int M, N, K, KT;      /* Y [N, M] = X [N, K] · W [M, K]ᵀ; KT = ceil(K / 64) */
-    nc_cuda_mm_epilogue epi;
-    void *y;              /* bf16 (BF16, RELU2) or fp32 (ADD, SOFTCAP), row stride M */
+    nc_cuda_epilogue epi;
+    void *y;              /* bf16 (STORE, RELU2) or fp32 (ADD, SOFTCAP), row stride M */
     float cap;
 } sk_args;
 
@@ -172,17 +171,17 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
             v = *(const float4 *)&tile[n * C::RS + mi];
         }
         size_t o = (size_t)n * a.M + m;
-        if (a.epi == NC_MM_ADD) {
+        if (a.epi == NC_EPI_ADD) {
             float4 *y = (float4 *)((float *)a.y + o), t = *y;
             t.x += v.x, t.y += v.y, t.z += v.z, t.w += v.w;
             *y = t;
-        } else if (a.epi == NC_MM_SOFTCAP) {
+        } else if (a.epi == NC_EPI_SOFTCAP) {
             float c = a.cap;
             *(float4 *)((float *)a.y + o) =
                 make_float4(c * tanhf(v.x / c), c * tanhf(v.y / c), c * tanhf(v.z / c), c * tanhf(v.w / c));
         } else {
             __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-            if (a.epi == NC_MM_RELU2) { /* nanochat: relu(bf16 linear output).square() in bf16 */
+            if (a.epi == NC_EPI_RELU2) { /* nanochat: relu(bf16 linear output).square() in bf16 */
                 float2 l = __bfloat1622float2(lo), h = __bfloat1622float2(hi);
                 l.x = fmaxf(l.x, 0.0f), l.y = fmaxf(l.y, 0.0f), h.x = fmaxf(h.x, 0.0f), h.y = fmaxf(h.y, 0.0f);
                 lo = __floats2bfloat162_rn(l.x * l.x, l.y * l.y);
@@ -242,8 +241,7 @@ static cudaError_t sk_max_clusters(int v, int size, int *out) {
 
 int nc_cuda_skinny_init(nc_cuda *cu) {
     cu->skinny = NULL;
-    const char *env = getenv("NC_CUDA_SKINNY");
-    if (env && !strcmp(env, "0")) return 0;
+    if (!cu->env.cuda_skinny) return 0; /* NC_CUDA_SKINNY=0: cuBLASLt for comparisons */
     /* wgmma + TMA need this binary's sm_90a code on an sm_90 device (a
      * build for other architectures only has the trapping stub) */
     if (!cu->have_wgmma) return 0;
@@ -299,7 +297,7 @@ static int sk_map(const nc_cuda_skinny_state *sk, CUtensorMap *map, const bf16 *
 }
 
 int nc_cuda_skinny_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
-                        nc_cuda_mm_epilogue epi) {
+                        nc_cuda_epilogue epi) {
     NC_ASSERT(nc_cuda_skinny_fits(cu, W, X, Y, m, n, k));
     const nc_cuda_skinny_state *sk = cu->skinny;
     int v = n <= 16 ? 0 : n <= 32 ? 1 : 2, nt = 16 << v;

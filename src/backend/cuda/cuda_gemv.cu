@@ -1,8 +1,9 @@
 /*
  * cuda_gemv.cu: the decode matrix-vector product y = W · x of a single
  * token (batch-1 decode), where nearly all of a decode step's time goes
- * (d34 streams 4.1 GB of weights per token; PERF.md). Batches of two rows
- * or more go to cuBLASLt: a GEMV variant reading 2..4 input rows ran 1.2-1.8x
+ * (d34 streams 4.1 GB of weights per token; docs/performance.md, Floors).
+ * Batches of two rows or more go to the GEMMs (project() in
+ * cuda_forward.cu): a GEMV variant reading 2..4 input rows ran 1.2-1.8x
  * slower than cuBLASLt there (dev/kernels/NOTES.md).
  *
  * S warps own one output row (S = 1 for rows of up to 2304 values, 2 or 4
@@ -120,11 +121,11 @@ static int gemv_split(int K) {
 }
 
 int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, bool norm,
-                 nc_cuda_epilogue epi, void *out, float softcap) {
+                 nc_cuda_epilogue epi, void *out) {
     NC_ASSERT(K % 8 == 0);
     int S = gemv_split(K), per_block = GEMV_WARPS / S, n = (int)norm, e = (int)epi;
     dim3 grid((rows + per_block - 1) / per_block), block(GEMV_WARPS * 32);
-    float eps = cu->cfg.norm_eps;
+    float eps = cu->cfg.norm_eps, softcap = epi == NC_EPI_SOFTCAP ? cu->cfg.softcap : 0.0f;
     cudaError_t err = in_bf16 ? nc_launch(cu, gemv_kernel<bf16>, grid, block, 0, W, rows, K, S, (const bf16 *)in, n, e,
                                           out, softcap, eps)
                               : nc_launch(cu, gemv_kernel<float>, grid, block, 0, W, rows, K, S, (const float *)in, n,

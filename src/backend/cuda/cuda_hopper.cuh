@@ -6,9 +6,9 @@
  *
  * Everything here exists only when the translation unit is compiled for
  * sm_90a (NC_HAVE_WGMMA); kernels that use it compile to a trap elsewhere,
- * and their host code selects them only when the binary carries sm_90a code
- * (cudaFuncGetAttributes(...).binaryVersion >= 90 on a compute-capability-9
- * device).
+ * and their host code selects them only when the binary's sm_90a code runs
+ * on this device (cu->have_wgmma: a probe kernel at init, cuda_backend.cu,
+ * reports which code the device loaded).
  */
 #ifndef NC_BACKEND_CUDA_HOPPER_CUH
 #define NC_BACKEND_CUDA_HOPPER_CUH

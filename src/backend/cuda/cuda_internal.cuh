@@ -4,22 +4,25 @@
  *
  *   cuda_backend.cu   probe, init (weights -> one bf16 slab, KV pool, scratch,
  *                     rotary table), free, describe, copy_kv_block
- *   cuda_forward.cu   the forward pass of SPEC §1 for a batch of chunks:
- *                     host-side batch metadata, the layer loop, decode graphs
- *   cuda_gemv.cu      decode matrix-vector products (batch-1 decode)
- *   cuda_gemm.cu      matrix products of several rows: cuBLASLt bf16 GEMMs
- *                     (fp32 accumulate), or the skinny GEMM below
+ *   cuda_batch.cu     a batch on the host: validation, the metadata buffer
+ *                     (token ids, positions, block tables, ...), sampling rows
+ *   cuda_forward.cu   the forward pass (nanochat's GPT.forward, docs/model.md)
+ *                     for a batch of chunks: the projections, the layer loop,
+ *                     the logits, decode graphs
+ *   cuda_gemv.cu      matrix-vector products of one row (batch-1 decode)
+ *   cuda_gemm.cu      matrix products of several rows through cuBLASLt (bf16,
+ *                     fp32 accumulate)
  *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a)
  *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks
- *   cuda_attn_prefill.cu tensor-core (mma.sync) flash attention for prompts
+ *   cuda_attn_prefill.cu tensor-core flash attention for prompts
  *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
  *                     ReLU², lambdas, backout, logits rows, softcap
  *   cuda_sample.cu    softcap'd logits -> one token per row on the device
  *
- * Numerics (SPEC §1, "how nanochat runs V1 on a GPU"): weights, KV cache,
- * q and the attention output are bf16 like nanochat under autocast; the
- * residual stream, every accumulation, norms and the softcap are fp32 (a GPU
- * engine may keep more precision than the reference).
+ * Numerics (docs/model.md, Precision): weights, KV cache, q and the
+ * attention output are bf16 like nanochat under autocast; the residual
+ * stream, every accumulation, norms and the softcap are fp32 (a GPU engine
+ * may keep more precision than the reference).
  *
  * Dimension letters as in model.h; N = tokens in the batch (sum of chunk
  * lengths), S = sequences (chunks) in the batch, R = logits rows, Q = (H +
@@ -59,7 +62,7 @@ typedef __nv_bfloat16 bf16;
             return nc_fail("cuda: launching %s: %s", what, cudaGetErrorString(nc_cu_err_));  \
     } while (0)
 
-#define NC_GEMV_MAX_ROWS 1      /* batches of this many tokens use our GEMV, larger ones cuBLASLt */
+#define NC_GEMV_MAX_ROWS 1      /* projections of this many rows use our GEMV, larger ones the GEMMs */
 #define NC_ATTN_MAX_GROUP 8     /* GQA: query heads per kv head the kernels support */
 #define NC_ATTN_MAX_SPLITS 64   /* split-KV: most splits per (row, kv head) */
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
@@ -70,30 +73,42 @@ typedef __nv_bfloat16 bf16;
 enum { NC_PROF_EMBED, NC_PROF_QKV, NC_PROF_ROPE, NC_PROF_ATTN, NC_PROF_WO, NC_PROF_FC, NC_PROF_PROJ, NC_PROF_LOGITS,
        NC_PROF_SAMPLE, NC_PROF_STAGES };
 
-/* Epilogues of the matrix products of several rows (nc_cuda_matmul). */
+/* What a projection does with each output y = dot(weight row, input row)
+ * (the GEMV, the skinny GEMM and cuBLASLt all take it). */
 typedef enum {
-    NC_MM_BF16 = 0,    /* Y_bf16 = bf16(acc) */
-    NC_MM_RELU2 = 1,   /* Y_bf16 = bf16(relu(bf16(acc))^2), nanochat's MLP activation */
-    NC_MM_ADD = 2,     /* Y_f32 += acc (residual add) */
-    NC_MM_SOFTCAP = 3, /* Y_f32 = cap * tanh(acc / cap) (logits) */
-} nc_cuda_mm_epilogue;
-
-/* Epilogues of the GEMV (cuda_gemv.cu). */
-typedef enum {
-    NC_EPI_STORE = 0,   /* out_f32[r] = y */
-    NC_EPI_ADD = 1,     /* out_f32[r] += y (residual add) */
-    NC_EPI_RELU2 = 2,   /* out_bf16[r] = bf16(relu(y)^2) */
-    NC_EPI_SOFTCAP = 3, /* out_f32[r] = cap * tanh(y / cap) */
+    NC_EPI_STORE = 0,   /* out = y: fp32 from the GEMV (the fused decode attention reads it), bf16 from
+                           the GEMMs (nanochat's bf16 linear outputs; rope_append reads them) */
+    NC_EPI_ADD = 1,     /* out_f32 += y (residual add) */
+    NC_EPI_RELU2 = 2,   /* out_bf16 = bf16(relu(y)^2), nanochat's MLP activation; the GEMMs round y
+                           to bf16 first (a bf16 linear output), the GEMV squares it in fp32 */
+    NC_EPI_SOFTCAP = 3, /* out_f32 = cap * tanh(y / cap) (logits) */
 } nc_cuda_epilogue;
 
+/* How a weight matrix's values are stored. */
+typedef enum {
+    NC_WEIGHT_BF16 = 0, /* bf16, row-major (every checkpoint dtype is converted to it at init) */
+} nc_cuda_weight_format;
+
+/* A weight matrix as the projections read it (cuda_forward.cu: project).
+ * A new storage format (int8 or fp8 with scales) is a new format here and
+ * a new branch in project(), nothing else. */
 typedef struct {
-    bf16 *wqkv;       /* [Q, C] c_q | c_k | c_v rows */
-    bf16 *wo;         /* [C, H*D] */
-    bf16 *wfc;        /* [F, C] */
-    bf16 *wproj;      /* [C, F] */
-    bf16 *ve;         /* [Vp, Hkv*D] value embeddings, or NULL */
-    float *ve_gate;   /* [Hkv, ve_gate_channels], or NULL */
-    int32_t window;   /* INT32_MAX: full attention */
+    const void *data;             /* [rows, cols] on the device */
+    int rows, cols;
+    int used_rows;                /* leading rows whose outputs are wanted (lm_head: V of Vp); the GEMV
+                                     computes only these, the GEMMs all rows (their tiles like the
+                                     padded shape) */
+    nc_cuda_weight_format format;
+} nc_cuda_weight;
+
+typedef struct {
+    nc_cuda_weight qkv;           /* [Q, C] c_q | c_k | c_v rows */
+    nc_cuda_weight o;             /* [C, H*D] attention output projection (c_proj) */
+    nc_cuda_weight fc;            /* [F, C] */
+    nc_cuda_weight proj;          /* [C, F] */
+    bf16 *ve;                     /* [Vp, Hkv*D] value embeddings, or NULL */
+    float *ve_gate;               /* [Hkv, ve_gate_channels], or NULL */
+    int32_t window;               /* INT32_MAX: full attention */
     float resid_lambda, x0_lambda; /* bf16-rounded (V2+), else 1, 0 */
 } nc_cuda_layer;
 
@@ -119,6 +134,17 @@ typedef struct {
     int64_t used;                       /* int32 count in use for this batch */
 } nc_cuda_meta_layout;
 
+/* Device address of metadata array f of the current batch. */
+#define META(cu, f) ((cu)->meta_d + (cu)->ml.f)
+
+/* The shape of the batch being run (nc_cuda_batch_pack). */
+typedef struct {
+    int N, S, R;        /* tokens, chunks, logits rows */
+    int n_dec;          /* one-token chunks (decode attention rows) */
+    int n_items;        /* prefill attention work items (chunk, 128-row query tile) */
+    bool decode_only;   /* every chunk is one token asking for its logits */
+} nc_cuda_batch;
+
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
 typedef struct nc_cuda_skinny_state nc_cuda_skinny_state;
 
@@ -126,6 +152,7 @@ typedef struct {
     nc_model_config cfg;
     int L, C, H, Hkv, D, F, V, Vp, Q, G; /* G = H / Hkv */
     int device, sm_count, cc_major, cc_minor;
+    nc_backend_env env;                /* the switches read at creation (backend.h) */
     char description[512];
     cudaStream_t stream;
     cublasLtHandle_t lt;
@@ -136,8 +163,9 @@ typedef struct {
 
     /* weights: one slab */
     void *slab;
-    size_t slab_bytes, weight_bytes;
-    bf16 *wte, *lm_head;               /* [Vp, C] */
+    size_t slab_bytes;
+    bf16 *wte;                         /* [Vp, C] */
+    nc_cuda_weight lm_head;            /* [Vp, C], V rows used */
     nc_cuda_layer *layers;             /* [L] host array of device pointers */
     float *smear_gate;                 /* [smear_channels] or NULL */
     float smear_lambda, backout_lambda; /* bf16-rounded */
@@ -151,12 +179,12 @@ typedef struct {
     /* scratch (N = max_tokens) */
     int max_tokens, max_seqs, logits_rows;
     float *x, *x0, *xb;                /* [N, C] residual, x0 (V2+), backout copy (V6) */
-    float *qkv;                        /* [N, Q] (fp32 from the GEMV; bf16 [N, Q] from the prefill GEMM) */
+    float *qkv;                        /* [N, Q] q|k|v: fp32 from the GEMV, bf16 [N, Q] from the GEMMs */
     float *xr;                         /* [logits_rows, C] gathered rows (GEMV lm_head) */
     float *logits;                     /* [logits_rows, Vp] */
     float *part;                       /* split-KV partials */
     int64_t part_floats;
-    bf16 *h;                           /* [N, max(C, F)] normed input / gathered rows for GEMMs */
+    bf16 *h;                           /* [N, C] GEMM input rows: normed x, or the normed logits rows */
     bf16 *q;                           /* [N, H, D] */
     bf16 *attn;                        /* [N, H*D] */
     bf16 *u;                           /* [N, F] MLP hidden */
@@ -173,7 +201,7 @@ typedef struct {
     /* decode graphs, by batch size (index nb, 1..max_seqs) */
     cudaGraphExec_t *graphs;
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
-    bool use_graphs;
+    bool use_graphs;                   /* NC_CUDA_GRAPHS, off while profiling */
     bool pdl;                          /* programmatic dependent launch of the decode kernels (sm_90) */
     bool have_wgmma;                   /* this binary's sm_90a code runs here (wgmma kernels usable) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
@@ -199,31 +227,32 @@ int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
  * else 1. Launched with programmatic dependent launch when cu->pdl: its
  * weight loads overlap the previous kernel's tail. */
 int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, bool norm,
-                 nc_cuda_epilogue epi, void *out, float softcap);
+                 nc_cuda_epilogue epi, void *out);
 
 /* ==== cuda_gemm.cu ==== */
 
 int nc_cuda_gemm_init(nc_cuda *cu);
 void nc_cuda_gemm_free(nc_cuda *cu);
 /* Y[n, m] (row-major, ld m) = epilogue(X[n, k] · W[m, k]ᵀ), X and W bf16
- * row-major: the skinny GEMM when it fits (sm_90a, 2..64 rows), else
- * cuBLASLt plus a ReLU² / softcap pass. */
-int nc_cuda_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
-                   nc_cuda_mm_epilogue epi);
+ * row-major, through cuBLASLt (bf16 Y for STORE and RELU2, fp32 for ADD and
+ * SOFTCAP) plus a ReLU² / softcap pass. */
+int nc_cuda_lt_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
+                      nc_cuda_epilogue epi);
 
 /* ==== cuda_gemm_skinny.cu ==== */
 
 /* Enables the skinny GEMM on an sm_90 device when this binary has its
- * sm_90a code, the driver encodes TMA descriptors and the kernels fit
- * (otherwise cu->skinny stays NULL and cuBLASLt serves every batch, as
- * with NC_CUDA_SKINNY=0, for comparisons). The backend's description says
+ * sm_90a code, the driver encodes TMA descriptors and the kernels fit,
+ * unless NC_CUDA_SKINNY=0 (for comparisons). Otherwise cu->skinny stays
+ * NULL and cuBLASLt serves every batch; the backend's description says
  * which is in use. */
 int nc_cuda_skinny_init(nc_cuda *cu);
 void nc_cuda_skinny_free(nc_cuda *cu);
 bool nc_cuda_skinny_fits(const nc_cuda *cu, const void *W, const void *X, const void *Y, int m, int n, int k);
-/* As nc_cuda_matmul, for a product nc_cuda_skinny_fits accepts. */
+/* As nc_cuda_lt_matmul (the epilogue fused), for a product
+ * nc_cuda_skinny_fits accepts. */
 int nc_cuda_skinny_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
-                        nc_cuda_mm_epilogue epi);
+                        nc_cuda_epilogue epi);
 
 /* ==== cuda_elementwise.cu ==== */
 
@@ -241,7 +270,7 @@ int nc_cuda_rope_append(nc_cuda *cu, int layer, int n);
 int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count);
 /* Logits input rows: rows r < R of token lrow[r0 + r], with the V6
  * backout subtracted; fp32 into xr (for the GEMV, which folds the norm)
- * or rmsnorm'ed bf16 into h (for the GEMM). */
+ * or rmsnorm'ed bf16 into h (for the GEMMs). */
 int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16);
 /* y[r, c] = cap * tanh(y[r, c] / cap) for rows x cols values (row stride
  * cols; cuBLASLt path). */
@@ -257,12 +286,13 @@ int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
  * only decode rows (one, on the GEMV path) and the kernel does RoPE,
  * QK-norm and the append itself from the fp32 qkv of the GEMV. */
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused);
-int nc_cuda_attn_decode_init(nc_cuda *cu);
 
 /* ==== cuda_attn_prefill.cu ==== */
 
 /* Flash attention for n_items (chunk, NC_ATTN_PREFILL_ROWS-row query tile) work items. */
 int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items);
+/* Picks the kernel (the wgmma one on sm_90a, NC_CUDA_FA choosing its key
+ * step; else mma.sync) and sets its shared memory size. */
 int nc_cuda_attn_prefill_init(nc_cuda *cu);
 
 /* ==== cuda_sample.cu ==== */
@@ -271,6 +301,19 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu);
  * stride ld) with the settings in samp_d; writes out_tok_d and advances the
  * generator states in samp_d. */
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
+
+/* ==== cuda_batch.cu ==== */
+
+/* Validates a batch against backend.h's contract and this backend's sizes,
+ * packs its metadata into cu->meta_h (layout in cu->ml) and queues the
+ * upload to cu->meta_d; fills *bs. -1 + nc_error() on a bad batch. */
+int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs);
+/* Queues the upload of the sampling settings of the R chunks that ask for
+ * NC_LOGITS_LAST, in batch order (logits row r = the r-th such chunk). */
+int nc_cuda_sampling_pack(nc_cuda *cu, const nc_batch *batch, const nc_device_sampling *rows, int R);
+/* After the sampled rows' download completed: each sampled chunk's token
+ * and advanced generator state back into its entries of tokens_out / rows. */
+void nc_cuda_sampling_unpack(nc_cuda *cu, int R, nc_device_sampling *rows, int32_t *tokens_out);
 
 /* ==== cuda_forward.cu ==== */
 

@@ -1,6 +1,6 @@
 /*
  * cuda_rope.cuh: RoPE + QK-norm (+ scale) of q and k, value embeddings and
- * the KV-cache append for one head of one token (SPEC §1.1/§1.2), shared by
+ * the KV-cache append for one head of one token (docs/model.md), shared by
  * the rope/append kernel (cuda_elementwise.cu: prompts and batches of
  * several rows, bf16 qkv) and the decode attention kernel
  * (cuda_attn_decode.cu), which folds it in for batch-1 decode (fp32 qkv).

@@ -60,6 +60,14 @@ __device__ double block_scan_incl(double v, double *sh) {
     return warp ? v + sh[warp - 1] : v;
 }
 
+/* The block's total of an inclusive scan (the last thread's cum), given to
+ * every thread through the shared *tot. */
+__device__ __forceinline__ double scan_total(double cum, double *tot) {
+    if (threadIdx.x == ST - 1) *tot = cum;
+    __syncthreads();
+    return *tot;
+}
+
 /* Picks the digit (255 = largest) where the descending cumulative of hist
  * reaches *rank; lowers *rank by what lies above it. Warp 0 only. */
 template <typename T>
@@ -102,25 +110,23 @@ typedef struct {
     double u;
 } samp_shared;
 
-__global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ logits, int64_t ld, int V,
-                                                    nc_cuda_samp *samp, int32_t *out) {
-    __shared__ samp_shared S;
-    __shared__ double dsh[32];
-    __shared__ float fred[32];
-    __shared__ int ired[32];
-    __shared__ unsigned hist_u[256];
-    __shared__ float hist_f[256];
-    __shared__ int sel;
-    __shared__ unsigned rank_u;
-    __shared__ float rank_f;
-    __shared__ float cv[SCAND];
-    __shared__ int ci[SCAND];
+/* xoroshiro128++ (engine/sampler.h): one output of the state `in` as a
+ * uniform in [0, 1) from its top 53 bits; the advanced state into `out`. */
+__device__ __forceinline__ double draw_uniform(const unsigned long long *in, unsigned long long *out) {
+    unsigned long long s0 = in[0], s1 = in[1];
+    unsigned long long r = rotl64(s0 + s1, 17) + s0;
+    s1 ^= s0;
+    out[0] = rotl64(s0, 49) ^ s1 ^ (s1 << 21);
+    out[1] = rotl64(s1, 28);
+    return (double)(r >> 11) * 0x1.0p-53;
+}
 
-    int row = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const float *x = logits + (size_t)row * ld;
-    nc_cuda_samp sp = samp[row];
-
-    /* 1. max / argmax (lowest index on ties, NaN never wins) */
+/* Step 1: max and argmax of the row into S.mx / S.am (lowest index on
+ * ties, NaN never wins); a sampled row (temperature > 0) also draws its
+ * uniform into S.u, advancing its generator in *state. */
+__device__ __forceinline__ void row_max_and_draw(const float *x, int V, const nc_cuda_samp &sp, nc_cuda_samp *state,
+                                                 samp_shared &S, float *fred, int *ired) {
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float bv = -INFINITY;
     int bi = 0x7fffffff;
     for (int i = tid; i < V; i += ST) {
@@ -143,26 +149,18 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
                 m = fred[w], a = ired[w];
         S.mx = m;
         S.am = a == 0x7fffffff ? 0 : a;
-        if (sp.temperature > 0.0f) {
-            unsigned long long s0 = sp.rng[0], s1 = sp.rng[1];
-            unsigned long long r = rotl64(s0 + s1, 17) + s0;
-            s1 ^= s0;
-            samp[row].rng[0] = rotl64(s0, 49) ^ s1 ^ (s1 << 21);
-            samp[row].rng[1] = rotl64(s1, 28);
-            S.u = (double)(r >> 11) * 0x1.0p-53;
-        }
+        if (sp.temperature > 0.0f) S.u = draw_uniform(sp.rng, state->rng);
     }
     __syncthreads();
-    if (!(sp.temperature > 0.0f) || S.mx == -INFINITY) {
-        if (tid == 0) out[row] = S.am;
-        return;
-    }
-    float inv_t = 1.0f / sp.temperature;
-    float mx = S.mx;
-    bool topk = sp.top_k > 0 && sp.top_k < V;
+}
 
-    /* 2. top-k threshold: radix select of the k-th largest key */
-    if (tid == 0) S.tk = 0u, S.take_eq = 0x7fffffff, rank_u = (unsigned)sp.top_k;
+/* Step 2: the top-k threshold, by a radix select of the k-th largest key:
+ * keep keys > S.tk, and the first S.take_eq keys == S.tk in index order
+ * (S.tk = 0 and every tie kept without top-k). */
+__device__ __forceinline__ void topk_threshold(const float *x, int V, int top_k, bool topk, samp_shared &S,
+                                               unsigned *hist_u, unsigned &rank_u, int &sel) {
+    int tid = threadIdx.x, warp = tid >> 5;
+    if (tid == 0) S.tk = 0u, S.take_eq = 0x7fffffff, rank_u = (unsigned)top_k;
     if (topk) {
         unsigned prefix = 0u, mask = 0u;
         for (int shift = 24; shift >= 0; shift -= 8) {
@@ -181,105 +179,147 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
         if (tid == 0) S.tk = prefix, S.take_eq = (int)rank_u;
     }
     __syncthreads();
-    unsigned tk = S.tk;
+}
 
-    /* contiguous chunks per thread keep index order for ties and the draw */
-    int chunk = (V + ST - 1) / ST;
-    int c0 = min(tid * chunk, V), c1 = min(c0 + chunk, V);
-
-    if (topk && sp.top_k <= SCAND) {
-        /* 3a. gather the k candidates, sort by rank, walk like the host */
-        int n_gt = 0, n_eq = 0;
-        for (int i = c0; i < c1; i++) {
-            unsigned k = fkey(x[i]);
-            n_gt += k > tk;
-            n_eq += k == tk && x[i] == x[i];
-        }
-        int eq_before = (int)block_scan_incl((double)n_eq, dsh) - n_eq;
-        int take = max(0, min(n_eq, S.take_eq - eq_before));
-        int mine = n_gt + take;
-        int at = (int)block_scan_incl((double)mine, dsh) - mine;
-        for (int i = c0, e = 0; i < c1; i++) {
-            unsigned k = fkey(x[i]);
-            bool eq = k == tk && x[i] == x[i];
-            if (k > tk || (eq && e < take)) {
-                cv[at] = x[i];
-                ci[at] = i;
-                at++;
-            }
-            e += eq;
-        }
-        int n = sp.top_k;
-        __syncthreads();
-        if (tid >= n) cv[tid] = -INFINITY, ci[tid] = 0x7fffffff;
-        __syncthreads();
-        /* bitonic sort, rank order: value desc, then id asc */
-        for (int size = 2; size <= SCAND; size <<= 1) {
-            for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                int j = tid ^ stride;
-                if (j > tid) {
-                    bool up = (tid & size) == 0;
-                    float va = cv[tid], vb = cv[j];
-                    int ia = ci[tid], ib = ci[j];
-                    bool a_first = va > vb || (va == vb && ia < ib);
-                    if (a_first != up) {
-                        cv[tid] = vb, cv[j] = va;
-                        ci[tid] = ib, ci[j] = ia;
-                    }
-                }
-                __syncthreads();
-            }
-        }
-        float top = cv[0];
-        float p = tid < n ? expf((cv[tid] - top) * inv_t) : 0.0f;
-        bool keep = tid < n && !(sp.min_p > 0.0f && p < sp.min_p);
-        double w = keep ? (double)p : 0.0;
-        double cum = block_scan_incl(w, dsh);
-        __shared__ double tot;
-        __shared__ int n_keep;
-        if (tid == ST - 1) tot = cum;
-        if (tid == 0) n_keep = 0x7fffffff;
-        __syncthreads();
-        double sum = tot;
-        if (sp.top_p < 1.0f) {
-            double target = (double)sp.top_p * sum;
-            bool first = keep && cum >= target && (tid == 0 || cum - w < target);
-            if (first) n_keep = tid + 1;
-            __syncthreads();
-            if (n_keep != 0x7fffffff) {
-                keep = keep && tid < n_keep;
-                w = keep ? w : 0.0;
-                cum = block_scan_incl(w, dsh);
-                if (tid == ST - 1) tot = cum;
-                __syncthreads();
-                sum = tot;
-            }
-        }
-        double r = S.u * sum;
-        __shared__ int pick;
-        if (tid == 0) pick = -1;
-        __syncthreads();
-        if (keep && r < cum && r >= cum - w) pick = ci[tid];
-        __syncthreads();
-        if (tid == 0) {
-            if (pick < 0) { /* rounding left r at the very end: the last kept */
-                pick = ci[0];
-                for (int j = n - 1; j >= 0; j--) {
-                    float pj = expf((cv[j] - top) * inv_t);
-                    if (!(sp.min_p > 0.0f && pj < sp.min_p)) {
-                        pick = ci[j];
-                        break;
-                    }
-                }
-            }
-            out[row] = pick;
-        }
-        return;
+/* Step 3a, part 1: the k candidates (keys above tk, then the first
+ * S.take_eq ties) of this thread's chunk [c0, c1) into cv / ci, packed in
+ * index order. */
+__device__ __forceinline__ void gather_topk(const float *x, int c0, int c1, unsigned tk, const samp_shared &S,
+                                            double *dsh, float *cv, int *ci) {
+    int n_gt = 0, n_eq = 0;
+    for (int i = c0; i < c1; i++) {
+        unsigned k = fkey(x[i]);
+        n_gt += k > tk;
+        n_eq += k == tk && x[i] == x[i];
     }
+    int eq_before = (int)block_scan_incl((double)n_eq, dsh) - n_eq;
+    int take = max(0, min(n_eq, S.take_eq - eq_before));
+    int mine = n_gt + take;
+    int at = (int)block_scan_incl((double)mine, dsh) - mine;
+    for (int i = c0, e = 0; i < c1; i++) {
+        unsigned k = fkey(x[i]);
+        bool eq = k == tk && x[i] == x[i];
+        if (k > tk || (eq && e < take)) {
+            cv[at] = x[i];
+            ci[at] = i;
+            at++;
+        }
+        e += eq;
+    }
+}
 
-    /* 3b. whole-row path: weights, min-p, top-p by mass threshold */
-    float minw = sp.min_p > 0.0f ? sp.min_p : 0.0f;
+/* Step 3a, part 2: the n candidates sorted into rank order (value
+ * descending, then id ascending) by a bitonic sort over SCAND slots, the
+ * slots past n filled with -inf. */
+__device__ __forceinline__ void sort_by_rank(int n, float *cv, int *ci) {
+    int tid = threadIdx.x;
+    __syncthreads();
+    if (tid >= n) cv[tid] = -INFINITY, ci[tid] = 0x7fffffff;
+    __syncthreads();
+    for (int size = 2; size <= SCAND; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            int j = tid ^ stride;
+            if (j > tid) {
+                bool up = (tid & size) == 0;
+                float va = cv[tid], vb = cv[j];
+                int ia = ci[tid], ib = ci[j];
+                bool a_first = va > vb || (va == vb && ia < ib);
+                if (a_first != up) {
+                    cv[tid] = vb, cv[j] = va;
+                    ci[tid] = ib, ci[j] = ia;
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+/* Step 3a, part 3: min-p, top-p and the draw over the n sorted candidates,
+ * walking them in rank order like the host sampler; the token into *out. */
+__device__ __forceinline__ void pick_in_rank_order(int n, const nc_cuda_samp &sp, float inv_t, const samp_shared &S,
+                                                   const float *cv, const int *ci, double *dsh, int32_t *out) {
+    int tid = threadIdx.x;
+    float top = cv[0];
+    float p = tid < n ? expf((cv[tid] - top) * inv_t) : 0.0f;
+    bool keep = tid < n && !(sp.min_p > 0.0f && p < sp.min_p);
+    double w = keep ? (double)p : 0.0;
+    double cum = block_scan_incl(w, dsh);
+    __shared__ double tot;
+    __shared__ int n_keep;
+    if (tid == 0) n_keep = 0x7fffffff;
+    double sum = scan_total(cum, &tot);
+    if (sp.top_p < 1.0f) {
+        double target = (double)sp.top_p * sum;
+        bool first = keep && cum >= target && (tid == 0 || cum - w < target);
+        if (first) n_keep = tid + 1;
+        __syncthreads();
+        if (n_keep != 0x7fffffff) {
+            keep = keep && tid < n_keep;
+            w = keep ? w : 0.0;
+            cum = block_scan_incl(w, dsh);
+            sum = scan_total(cum, &tot);
+        }
+    }
+    double r = S.u * sum;
+    __shared__ int pick;
+    if (tid == 0) pick = -1;
+    __syncthreads();
+    if (keep && r < cum && r >= cum - w) pick = ci[tid];
+    __syncthreads();
+    if (tid == 0) {
+        if (pick < 0) { /* rounding left r at the very end: the last kept */
+            pick = ci[0];
+            for (int j = n - 1; j >= 0; j--) {
+                float pj = expf((cv[j] - top) * inv_t);
+                if (!(sp.min_p > 0.0f && pj < sp.min_p)) {
+                    pick = ci[j];
+                    break;
+                }
+            }
+        }
+        *out = pick;
+    }
+}
+
+/* The whole-row path's weight of value v (key k): exp((v - max) / T) for
+ * keys the top-k threshold keeps, else 0. */
 #define WEIGHT(v, k) (((k) >= tk && (v) == (v)) ? fmaxf(expf(((v) - mx) * inv_t), 0.0f) : 0.0f)
+
+/* Step 3b, part 1: the top-p threshold key tp, by a radix select on mass:
+ * the largest values whose weights reach top_p * sum. */
+__device__ __forceinline__ unsigned top_p_threshold(const float *x, int V, float top_p, double sum, unsigned tk,
+                                                    float mx, float inv_t, float minw, float *hist_f,
+                                                    float &rank_f, int &sel) {
+    int tid = threadIdx.x, warp = tid >> 5;
+    unsigned prefix = 0u, mask = 0u;
+    if (tid == 0) rank_f = (float)((double)top_p * sum);
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = tid; i < 256; i += ST) hist_f[i] = 0.0f;
+        __syncthreads();
+        for (int i = tid; i < V; i += ST) {
+            float v = x[i];
+            unsigned k = fkey(v);
+            float wv = WEIGHT(v, k);
+            if (wv < minw) wv = 0.0f;
+            if (wv > 0.0f && (k & mask) == prefix) atomicAdd(&hist_f[(k >> shift) & 255u], wv);
+        }
+        __syncthreads();
+        if (warp == 0) pick_digit<float>(hist_f, &rank_f, &sel);
+        __syncthreads();
+        prefix |= (unsigned)sel << shift;
+        mask |= 255u << shift;
+    }
+    return prefix;
+}
+
+/* Step 3b: weights exp((x - max) / T) over the whole row, min-p as a
+ * threshold, top-p by mass, and the draw walking the row in index order;
+ * the token into *out. */
+__device__ __forceinline__ void sample_whole_row(const float *x, int V, const nc_cuda_samp &sp, const samp_shared &S,
+                                                 unsigned tk, float mx, float inv_t, int c0, int c1, double *dsh,
+                                                 float *hist_f, float &rank_f, int &sel, int32_t *out) {
+    int tid = threadIdx.x;
+    float minw = sp.min_p > 0.0f ? sp.min_p : 0.0f;
     double part = 0.0;
     for (int i = c0; i < c1; i++) {
         float v = x[i];
@@ -289,30 +329,10 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
     }
     double cum = block_scan_incl(part, dsh);
     __shared__ double tot2;
-    if (tid == ST - 1) tot2 = cum;
-    __syncthreads();
-    double sum = tot2;
+    double sum = scan_total(cum, &tot2);
     unsigned tp = 0u;
     if (sp.top_p < 1.0f) {
-        unsigned prefix = 0u, mask = 0u;
-        if (tid == 0) rank_f = (float)((double)sp.top_p * sum);
-        for (int shift = 24; shift >= 0; shift -= 8) {
-            for (int i = tid; i < 256; i += ST) hist_f[i] = 0.0f;
-            __syncthreads();
-            for (int i = tid; i < V; i += ST) {
-                float v = x[i];
-                unsigned k = fkey(v);
-                float wv = WEIGHT(v, k);
-                if (wv < minw) wv = 0.0f;
-                if (wv > 0.0f && (k & mask) == prefix) atomicAdd(&hist_f[(k >> shift) & 255u], wv);
-            }
-            __syncthreads();
-            if (warp == 0) pick_digit<float>(hist_f, &rank_f, &sel);
-            __syncthreads();
-            prefix |= (unsigned)sel << shift;
-            mask |= 255u << shift;
-        }
-        tp = prefix;
+        tp = top_p_threshold(x, V, sp.top_p, sum, tk, mx, inv_t, minw, hist_f, rank_f, sel);
         part = 0.0;
         for (int i = c0; i < c1; i++) {
             float v = x[i];
@@ -322,9 +342,7 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
             part += wv;
         }
         cum = block_scan_incl(part, dsh);
-        if (tid == ST - 1) tot2 = cum;
-        __syncthreads();
-        sum = tot2;
+        sum = scan_total(cum, &tot2);
     }
     double r = S.u * sum;
     __shared__ int pick2;
@@ -344,9 +362,50 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
         }
         pick2 = found;
     }
-#undef WEIGHT
     __syncthreads();
-    if (tid == 0) out[row] = pick2 >= 0 ? pick2 : S.am;
+    if (tid == 0) *out = pick2 >= 0 ? pick2 : S.am;
+}
+#undef WEIGHT
+
+__global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ logits, int64_t ld, int V,
+                                                    nc_cuda_samp *samp, int32_t *out) {
+    __shared__ samp_shared S;
+    __shared__ double dsh[32];
+    __shared__ float fred[32];
+    __shared__ int ired[32];
+    __shared__ unsigned hist_u[256];
+    __shared__ float hist_f[256];
+    __shared__ int sel;
+    __shared__ unsigned rank_u;
+    __shared__ float rank_f;
+    __shared__ float cv[SCAND];
+    __shared__ int ci[SCAND];
+
+    int row = blockIdx.x, tid = threadIdx.x;
+    const float *x = logits + (size_t)row * ld;
+    nc_cuda_samp sp = samp[row];
+
+    row_max_and_draw(x, V, sp, &samp[row], S, fred, ired);
+    if (!(sp.temperature > 0.0f) || S.mx == -INFINITY) { /* greedy */
+        if (tid == 0) out[row] = S.am;
+        return;
+    }
+    float inv_t = 1.0f / sp.temperature;
+    float mx = S.mx;
+    bool topk = sp.top_k > 0 && sp.top_k < V;
+    topk_threshold(x, V, sp.top_k, topk, S, hist_u, rank_u, sel);
+    unsigned tk = S.tk;
+
+    /* contiguous chunks per thread keep index order for ties and the draw */
+    int chunk = (V + ST - 1) / ST;
+    int c0 = min(tid * chunk, V), c1 = min(c0 + chunk, V);
+    if (topk && sp.top_k <= SCAND) { /* 3a: sort the k candidates, walk like the host */
+        gather_topk(x, c0, c1, tk, S, dsh, cv, ci);
+        sort_by_rank(sp.top_k, cv, ci);
+        pick_in_rank_order(sp.top_k, sp, inv_t, S, cv, ci, dsh, &out[row]);
+        return;
+    }
+    sample_whole_row(x, V, sp, S, tk, mx, inv_t, c0, c1, dsh, hist_f, rank_f, sel, &out[row]);
 }
 
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R) {

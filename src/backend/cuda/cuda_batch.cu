@@ -1,0 +1,175 @@
+/*
+ * cuda_batch.cu: a batch on the host side, before and after the kernels
+ * run: validation against backend.h's contract, the metadata every kernel
+ * reads, and the per-row sampling settings of forward_sample.
+ *
+ * Metadata (token ids, positions, previous tokens, chunk of each token,
+ * per-chunk offsets, decode rows, prefill work items, logits rows, block
+ * tables) is packed into one pinned int32 buffer at offsets that depend
+ * only on the batch's sizes (cu->ml), and uploaded with one copy of exactly
+ * the bytes used. A decode batch of nb rows always gets the same offsets,
+ * which is what lets its CUDA graph be replayed (cuda_forward.cu).
+ */
+#include "cuda_internal.cuh"
+
+/* Last 64-token block a prefill work item (chunk seq, query rows from q0)
+ * reads: its keys, hence its cost. */
+static int item_cost(const int32_t *m, const nc_cuda_meta_layout *ml, int32_t seq, int32_t q0) {
+    int last = NC_MIN(q0 + NC_ATTN_PREFILL_ROWS, m[ml->s_ntok + seq]) - 1;
+    return (m[ml->s_pos + seq] + last) / NC_KV_BLOCK_TOKENS;
+}
+
+/* Checks every chunk's fields and this backend's limits, and measures the
+ * batch (array lengths of the metadata). */
+static int check_batch(const nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs, int64_t *n_bt) {
+    if (!batch || !batch->seqs || batch->n_seqs < 1) return nc_fail("forward: empty batch");
+    if (batch->n_seqs > cu->max_seqs)
+        return nc_fail("forward: %d sequences in one batch; this backend was sized for %d (max_seqs)",
+                       batch->n_seqs, cu->max_seqs);
+    int N = 0, n_dec = 0, n_items = 0, R = 0;
+    bool decode_only = true;
+    *n_bt = 0;
+    for (int s = 0; s < batch->n_seqs; s++) {
+        const nc_seq_chunk *c = &batch->seqs[s];
+        if (c->n_tokens < 1 || !c->tokens) return nc_fail("forward: chunk %d has no tokens", s);
+        if (c->pos < 0) return nc_fail("forward: chunk %d has negative position %d", s, c->pos);
+        if (!c->block_table) return nc_fail("forward: chunk %d has no block table", s);
+        if (c->logits != NC_LOGITS_NONE && c->logits != NC_LOGITS_LAST && c->logits != NC_LOGITS_ALL)
+            return nc_fail("forward: chunk %d has an unknown logits mode %d", s, (int)c->logits);
+        int64_t end = (int64_t)c->pos + c->n_tokens;
+        if (end > cu->rope_len)
+            return nc_fail("forward: chunk %d reaches position %lld; this backend's KV pool and rotary "
+                           "table cover %lld positions",
+                           s, (long long)end, (long long)cu->rope_len);
+        N += c->n_tokens;
+        if (N > cu->max_tokens)
+            return nc_fail("forward: more than %d tokens in one batch (max_batch_tokens)", cu->max_tokens);
+        *n_bt += (end + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+        if (c->n_tokens == 1) n_dec++;
+        else n_items += (c->n_tokens + NC_ATTN_PREFILL_ROWS - 1) / NC_ATTN_PREFILL_ROWS;
+        R += c->logits == NC_LOGITS_ALL ? c->n_tokens : c->logits == NC_LOGITS_LAST ? 1 : 0;
+        if (c->n_tokens != 1 || c->logits != NC_LOGITS_LAST) decode_only = false;
+    }
+    bs->N = N, bs->S = batch->n_seqs, bs->R = R, bs->n_dec = n_dec, bs->n_items = n_items;
+    bs->decode_only = decode_only;
+    return 0;
+}
+
+/* Offsets of the metadata arrays for this batch's sizes. */
+static int plan_layout(nc_cuda *cu, const nc_cuda_batch *bs, int64_t n_bt) {
+    nc_cuda_meta_layout *ml = &cu->ml;
+    int64_t off = 0;
+    ml->tok = off, off += bs->N;
+    ml->tpos = off, off += bs->N;
+    ml->tprev = off, off += bs->N;
+    ml->tseq = off, off += bs->N;
+    ml->s_tok0 = off, off += bs->S;
+    ml->s_ntok = off, off += bs->S;
+    ml->s_pos = off, off += bs->S;
+    ml->s_bt = off, off += bs->S;
+    ml->dec_seq = off, off += bs->n_dec;
+    ml->items = off, off += 2 * (int64_t)bs->n_items;
+    ml->lrow = off, off += bs->R;
+    ml->bt = off, off += n_bt;
+    ml->used = off;
+    if (off > cu->meta_cap || bs->n_items > cu->max_items)
+        return nc_fail("forward: the batch's block tables exceed this backend's metadata capacity");
+    return 0;
+}
+
+/* Chunk s's prefill work items, inserted into the list sorted by cost
+ * (most keys first, so the longest items start first). */
+static void add_items(int32_t *m, const nc_cuda_meta_layout *ml, int s, int n_tokens, int *it) {
+    int32_t *items = m + ml->items;
+    for (int q0 = 0; q0 < n_tokens; q0 += NC_ATTN_PREFILL_ROWS) {
+        int cost = item_cost(m, ml, s, q0);
+        int j = (*it)++;
+        while (j > 0 && item_cost(m, ml, items[2 * (j - 1)], items[2 * (j - 1) + 1]) < cost) {
+            items[2 * j] = items[2 * (j - 1)];
+            items[2 * j + 1] = items[2 * (j - 1) + 1];
+            j--;
+        }
+        items[2 * j] = s;
+        items[2 * j + 1] = q0;
+    }
+}
+
+/* Fills the metadata of every chunk, checking block ids and token ids. */
+static int fill_meta(nc_cuda *cu, const nc_batch *batch) {
+    const nc_cuda_meta_layout *ml = &cu->ml;
+    int32_t *m = cu->meta_h;
+    int t = 0, d = 0, it = 0, r = 0;
+    int64_t b = 0;
+    for (int s = 0; s < batch->n_seqs; s++) {
+        const nc_seq_chunk *c = &batch->seqs[s];
+        m[ml->s_tok0 + s] = t;
+        m[ml->s_ntok + s] = c->n_tokens;
+        m[ml->s_pos + s] = c->pos;
+        m[ml->s_bt + s] = (int32_t)b;
+        int nblk = (int)(((int64_t)c->pos + c->n_tokens + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS);
+        for (int k = 0; k < nblk; k++) {
+            int32_t blk = c->block_table[k];
+            if (blk < 0 || blk >= cu->n_blocks)
+                return nc_fail("forward: chunk %d: block table entry %d is %d, outside the KV pool [0, %lld)",
+                               s, k, blk, (long long)cu->n_blocks);
+            m[ml->bt + b++] = blk;
+        }
+        for (int i = 0; i < c->n_tokens; i++, t++) {
+            int32_t tok = c->tokens[i];
+            if (tok < 0 || tok >= cu->V)
+                return nc_fail("forward: chunk %d: token id %d outside the vocabulary [0, %d)", s, tok, cu->V);
+            int32_t prev = i > 0 ? c->tokens[i - 1] : c->pos > 0 ? c->prev_token : -1;
+            if (cu->cfg.has_smear && c->pos + i > 0 && (prev < 0 || prev >= cu->V))
+                return nc_fail("forward: chunk %d at position %d needs the previous token (V6 smear), got %d",
+                               s, c->pos, prev);
+            m[ml->tok + t] = tok;
+            m[ml->tpos + t] = c->pos + i;
+            m[ml->tprev + t] = prev;
+            m[ml->tseq + t] = s;
+        }
+        int tok0 = t - c->n_tokens;
+        if (c->logits == NC_LOGITS_ALL)
+            for (int i = 0; i < c->n_tokens; i++) m[ml->lrow + r++] = tok0 + i;
+        else if (c->logits == NC_LOGITS_LAST)
+            m[ml->lrow + r++] = t - 1;
+        if (c->n_tokens == 1) m[ml->dec_seq + d++] = s;
+        else add_items(m, ml, s, c->n_tokens, &it);
+    }
+    return 0;
+}
+
+int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs) {
+    int64_t n_bt = 0;
+    if (check_batch(cu, batch, bs, &n_bt) || plan_layout(cu, bs, n_bt) || fill_meta(cu, batch)) return -1;
+    NC_CU_TRY(cudaMemcpyAsync(cu->meta_d, cu->meta_h, (size_t)cu->ml.used * 4, cudaMemcpyHostToDevice, cu->stream));
+    return 0;
+}
+
+/* ==== sampling rows ==== */
+
+int nc_cuda_sampling_pack(nc_cuda *cu, const nc_batch *batch, const nc_device_sampling *rows, int R) {
+    int *chunk_of = cu->sample_chunk;
+    for (int s = 0, r = 0; s < batch->n_seqs; s++)
+        if (batch->seqs[s].logits == NC_LOGITS_LAST) chunk_of[r++] = s;
+    for (int r = 0; r < R; r++) {
+        const nc_device_sampling *src = &rows[chunk_of[r]];
+        nc_cuda_samp *d = &cu->samp_h[r];
+        d->temperature = src->temperature;
+        d->top_k = src->top_k;
+        d->top_p = src->top_p;
+        d->min_p = src->min_p;
+        d->rng[0] = src->rng_state[0];
+        d->rng[1] = src->rng_state[1];
+    }
+    NC_CU_TRY(cudaMemcpyAsync(cu->samp_d, cu->samp_h, R * sizeof(nc_cuda_samp), cudaMemcpyHostToDevice, cu->stream));
+    return 0;
+}
+
+void nc_cuda_sampling_unpack(nc_cuda *cu, int R, nc_device_sampling *rows, int32_t *tokens_out) {
+    for (int r = 0; r < R; r++) {
+        int s = cu->sample_chunk[r];
+        tokens_out[s] = cu->out_tok_h[r];
+        rows[s].rng_state[0] = cu->samp_h[r].rng[0];
+        rows[s].rng_state[1] = cu->samp_h[r].rng[1];
+    }
+}

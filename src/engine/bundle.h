@@ -1,0 +1,115 @@
+/*
+ * bundle.h: the model, its tokenizer, the backend that runs it and the
+ * scheduler that drives the backend, opened and closed as one. Every
+ * front end holds one: the CLI (`nanochat chat`, `generate`), the public
+ * C API's nc_engine and the server, whose engine thread opens it after
+ * the socket is listening.
+ *
+ * Mirrors nanochat's load_model() (checkpoint_manager.py: pick the
+ * checkpoint, load its tokenizer beside it) followed by
+ * Engine(model, tokenizer), on top of the batching scheduler. Opening
+ * prints nothing (front ends report errors their own way: stderr, the
+ * public error buffer) except the optional `log` lines.
+ */
+#ifndef NC_ENGINE_BUNDLE_H
+#define NC_ENGINE_BUNDLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../backend/backend.h"
+#include "../model/loader.h"
+#include "../util/progress.h"
+#include "../tokenizer/tokenizer.h"
+#include "scheduler.h"
+
+/* The bundled default model's directory: $NANOCHAT_MODEL if set (and only
+ * it), else models/picochat beside the binary's directory
+ * (<exe dir>/../models/picochat), else the models/picochat of the source
+ * tree this library was built from. When none exists, the binary-relative
+ * path is returned (so errors name where it was expected). */
+int nc_default_model_path(char *buf, size_t cap);
+
+typedef struct {
+    /* What to load. */
+    nc_load_options load;     /* the checkpoint (load.path NULL: the bundled default model) */
+    const char *random_spec;  /* non-NULL: random weights of this shape instead (nc_model_random);
+                                 the tokenizer is load.tokenizer_path, else the default model's */
+    uint64_t random_seed;
+    /* Where to run it. */
+    const char *device;       /* "cpu", "cuda" or "auto" (NULL: "auto") */
+    int threads;              /* CPU threads (0: all cores) */
+    /* How to store it (docs/quantization.md). */
+    const char *weights;      /* "bf16", "int8" or "fp8": the layers' and lm_head's weights, quantised
+                                 at load from a float checkpoint; NULL: as the checkpoint stores them */
+    bool lm_head_float;       /* with weights int8 / fp8: leave lm_head in float */
+    nc_kv_cache_format kv_cache; /* the backend's KV cache, unless nc_bundle_backend's params set it */
+    /* How much at once. */
+    int max_context;          /* positions per sequence (0: the model's sequence_len) */
+    bool long_context;        /* a max_context past sequence_len is allowed (up to the backend's
+                                 rotary tables, 10 x, as nanochat's); else it is refused */
+    int rows;                 /* > 0: one conversation at a time (CLI, C API): `rows` samples of
+                                 a full context decoding together, plus room for a chat's prefix
+                                 cache so its next turn prefills only the new tokens; the three
+                                 sizes below are then ignored */
+    int max_batch;            /* rows decoding at once (0: the backend's default) */
+    int max_batch_tokens;     /* tokens per forward pass (0: the backend's default) */
+    int kv_blocks;            /* KV pool size in blocks (0: the backend picks) */
+    int max_queue;            /* waiting requests before submit refuses (0: the scheduler's default) */
+    /* What to say. */
+    FILE *log;                /* non-NULL: a line once the model is loaded and once the backend is
+                                 ready, each with the seconds it took (--verbose) */
+    nc_progress *progress;    /* non-NULL: weights not yet in memory are read before the backend is
+                                 created, shown on it (the backend's own first pass over a cold
+                                 multi-gigabyte checkpoint would be seconds of silence) */
+} nc_bundle_options;
+
+/* Zero sizes, load.step -1 (the newest checkpoint), random_seed 1,
+ * device "auto". */
+void nc_bundle_options_init(nc_bundle_options *o);
+
+typedef struct {
+    nc_model *model;       /* tensors mmapped */
+    nc_tokenizer *tok;     /* read-only once loaded: safe to share between threads */
+    nc_backend *backend;
+    nc_scheduler *sched;   /* borrows backend and tok */
+    int32_t max_context;   /* positions per sequence, as resolved */
+} nc_bundle;
+
+/* Loads the model and its tokenizer, creates the backend and the
+ * scheduler. Any thread may open a bundle (the server does it on its
+ * engine thread). On failure returns -1 with nc_error() set and *b zeroed:
+ * nothing is left to close. */
+int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o);
+/* Frees what open created, in reverse order; a zeroed bundle is fine. */
+void nc_bundle_close(nc_bundle *b);
+
+/* The first two steps of open, for front ends that need a model and a
+ * backend but no scheduler (`nanochat forward`, `bench`, `info`).
+ *
+ * nc_bundle_load loads the model (its weights converted as o->weights
+ * asks) and, if `tok` is non-NULL, its tokenizer:
+ * a missing one is an error when `tok_required`, else *tok stays NULL (a
+ * tokenizer that exists but does not load is always an error). `loc` (may
+ * be NULL) receives where the files were found, zeroed for a random model;
+ * free it with nc_checkpoint_location_free. On failure returns -1 with
+ * nc_error() set and nothing left to free. */
+int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **tok, bool tok_required,
+                   nc_checkpoint_location *loc);
+/* Creates the backend of o->device for `model`, sized by `p` (its zero
+ * n_threads meaning o->threads, its default bf16 kv_cache o->kv_cache).
+ * NULL + nc_error() on failure. */
+nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model, const nc_backend_params *p);
+
+/* Submits one request and steps the scheduler on this thread until it has
+ * no work left; `cb` runs here, inside the steps. The caller must be the
+ * scheduler's only stepping thread. Returns -1 with nc_error() when the
+ * request is refused (nothing ran, `cb` never called), else 0 once every
+ * row finished: a backend failure reaches the rows as NC_FINISH_ERROR
+ * events (the scheduler fails and retires the requests of a failed step). */
+int nc_bundle_run(nc_bundle *b, const int32_t *prompt, int32_t n, const nc_gen_params *g, nc_gen_callback cb,
+                  void *user);
+
+#endif /* NC_ENGINE_BUNDLE_H */
