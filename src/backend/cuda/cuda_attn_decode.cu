@@ -257,9 +257,10 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 #pragma unroll
             for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
         }
-        if constexpr (KV8)
+        if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
 #pragma unroll
-            for (int g = 0; g < G; g++) p[g] *= ch.vs; /* the value scale, in P's column (after the sum) */
+            for (int g = 0; g < G; g++) p[g] *= ch.vs;
+        }
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             float vf[8];

@@ -194,9 +194,10 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             if (c >= nch) continue;
             float xf[16];
             load_x16(x, c, xf);
-            if (norm)
+            if (norm) {
 #pragma unroll
                 for (int j = 0; j < 16; j++) ss = fmaf(xf[j], xf[j], ss);
+            }
 #pragma unroll
             for (int i = 0; i < R; i++)
                 if (live[i]) acc[i] = dot16<FMT>(wv[i][u], xf, acc[i]);
