@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
 }
 
-/* Rows per warp of the 8-bit kernel: 1, 2 or 4 (dev/kernels/gemv_q8.cu
+/* Rows per warp of the 8-bit kernel: 1, 2 or 4 (dev/kernels/gemm_q8.cu
  * times each; 2 is the default). */
 static int gemv_q8_rows = 2;
 
