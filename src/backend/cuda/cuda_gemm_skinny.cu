@@ -305,6 +305,7 @@ struct nc_cuda_skinny_state {
     /* clusters[v][s]: clusters of s CTAs of variant v that fit on the
      * device at once (GPC boundaries make it less than the SM count / s) */
     int clusters[SK_VARIANTS][SK_MAX_SPLITS + 1];
+    bool q8;     /* the 8-bit variants could be set up (else the mma.sync GEMM serves 8-bit weights) */
 };
 
 /* clusters of `size` CTAs of variant v resident at once */
@@ -336,6 +337,7 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
     }
     nc_cuda_skinny_state *sk = (nc_cuda_skinny_state *)nc_xcalloc(1, sizeof *sk);
     sk->encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    sk->q8 = true;
     for (int v = 0; v < SK_VARIANTS; v++) {
         if (!sk_exists(v)) continue;
         int per_sm = 0;
@@ -344,8 +346,12 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
             e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, sk_kernel(v), SK_THREADS, sk_smem(v));
         sk->clusters[v][1] = per_sm * cu->sm_count;
         for (int s = 2; s <= SK_MAX_SPLITS && e == cudaSuccess; s++) e = sk_max_clusters(v, s, &sk->clusters[v][s]);
-        if (e != cudaSuccess || per_sm < 1) { /* an optional fast path: cuBLASLt serves every batch instead */
+        if (e != cudaSuccess || per_sm < 1) { /* an optional fast path: cuBLASLt / the mma.sync GEMM instead */
             cudaGetLastError();
+            if (v / 4 != NC_WEIGHT_BF16) {
+                sk->q8 = false;
+                continue;
+            }
             free(sk);
             return 0;
         }
@@ -362,8 +368,8 @@ void nc_cuda_skinny_free(nc_cuda *cu) {
 bool nc_cuda_skinny_fits(const nc_cuda *cu, const nc_cuda_weight *w, const void *X, const void *Y, int n) {
     /* TMA: 16-byte aligned bases and row strides; the epilogue stores 4
      * outputs at a time */
-    bool rows_ok = w->format == NC_WEIGHT_BF16 ? n <= SK_MAX_ROWS : true;
-    return cu->skinny && n >= 2 && rows_ok && w->rows % 8 == 0 && w->cols % 16 == 0 &&
+    bool ok = w->format == NC_WEIGHT_BF16 ? n <= SK_MAX_ROWS : cu->skinny && cu->skinny->q8;
+    return cu->skinny && n >= 2 && ok && w->rows % 8 == 0 && w->cols % 16 == 0 &&
            ((uintptr_t)w->data & 15) == 0 && ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 15) == 0;
 }
 
