@@ -168,22 +168,18 @@ int main(int argc, char **argv) {
         fixture_free(&fx);
     }
     const char *specs[] = {"2,2176,17", "2,1024,8,2,4000"};
-    const struct {
-        nc_weight_format w;
-        nc_kv_cache_format kv;
-    } modes[] = {{NC_WEIGHTS_FLOAT, NC_KV_CACHE_BF16}, {NC_WEIGHTS_INT8, NC_KV_CACHE_BF16},
-                 {NC_WEIGHTS_FP8, NC_KV_CACHE_BF16},   {NC_WEIGHTS_FLOAT, NC_KV_CACHE_FP8},
-                 {NC_WEIGHTS_INT8, NC_KV_CACHE_FP8}};
-    for (size_t k = 0; k < NC_ARRAY_LEN(modes); k++)
+    int n_modes;
+    const fixture_mode *modes = fixture_modes(&n_modes);
+    for (int k = 0; k < n_modes; k++)
         for (size_t i = 0; i < NC_ARRAY_LEN(specs); i++) {
             nc_model *m = nc_model_random(specs[i], 7);
-            if (!m || nc_model_quantize(m, modes[k].w, true, 0)) {
+            if (!m || nc_model_quantize(m, modes[k].weights, true, 0)) {
                 fprintf(stderr, "%s: %s\n", specs[i], nc_error());
                 return 1;
             }
             char label[96];
             if (k == 0) snprintf(label, sizeof label, "%s", specs[i]); /* the float lines as before */
-            else snprintf(label, sizeof label, "%s %s weights%s", specs[i], nc_weight_format_name(modes[k].w),
+            else snprintf(label, sizeof label, "%s %s weights%s", specs[i], nc_weight_format_name(modes[k].weights),
                           modes[k].kv == NC_KV_CACHE_FP8 ? ", fp8 KV" : "");
             schedule(device, label, m, modes[k].kv);
             nc_model_free(m);

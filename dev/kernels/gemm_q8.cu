@@ -48,29 +48,6 @@ extern "C" {
 #include "../../src/util/numeric.h"
 }
 
-int nc_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return -1;
-}
-void nc_die_at(const char *file, int line, const char *fmt, ...) {
-    fprintf(stderr, "%s:%d: ", file, line);
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-void *nc_xcalloc(size_t count, size_t size) {
-    void *p = calloc(count, size);
-    if (!p) exit(1);
-    return p;
-}
-
 __global__ void probe_kernel(int *out) {
 #ifdef NC_HAVE_WGMMA
     *out = 1;

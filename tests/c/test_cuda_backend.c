@@ -523,20 +523,16 @@ int main(void) {
      * last 128-row GEMM tile is half outside the matrix); each as stored,
      * then in 8-bit modes */
     const char *specs[] = {"2,2176,17", "2,1024,8,2,4000", "1,256,2,1,600"};
-    const struct {
-        nc_weight_format w;
-        nc_kv_cache_format kv;
-    } modes[] = {{NC_WEIGHTS_FLOAT, NC_KV_CACHE_BF16}, {NC_WEIGHTS_INT8, NC_KV_CACHE_BF16},
-                 {NC_WEIGHTS_FP8, NC_KV_CACHE_BF16},   {NC_WEIGHTS_FLOAT, NC_KV_CACHE_FP8},
-                 {NC_WEIGHTS_INT8, NC_KV_CACHE_FP8}};
+    int n_modes;
+    const fixture_mode *modes = fixture_modes(&n_modes);
     for (size_t i = 0; i < NC_ARRAY_LEN(specs); i++)
-        for (size_t k = 0; k < NC_ARRAY_LEN(modes); k++) {
-            bool small = i == 2, quick_case = modes[k].w == NC_WEIGHTS_INT8 && modes[k].kv == NC_KV_CACHE_FP8;
+        for (int k = 0; k < n_modes; k++) {
+            bool small = i == 2, quick_case = modes[k].weights == NC_WEIGHTS_INT8 && modes[k].kv == NC_KV_CACHE_FP8;
             if (small ? !quick_case : !full) continue;
             worst = 0;
-            check_random(specs[i], modes[k].w, modes[k].kv, logits, logits2);
+            check_random(specs[i], modes[k].weights, modes[k].kv, logits, logits2);
             printf("%s %s weights%s vs CPU backend: worst relative logit error %.3g\n", specs[i],
-                   nc_weight_format_name(modes[k].w), modes[k].kv == NC_KV_CACHE_FP8 ? ", fp8 KV" : "", worst);
+                   nc_weight_format_name(modes[k].weights), modes[k].kv == NC_KV_CACHE_FP8 ? ", fp8 KV" : "", worst);
         }
     nc_cpu_backend_force_isa("auto");
     free(logits);

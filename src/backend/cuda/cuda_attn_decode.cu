@@ -344,17 +344,10 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 }
 
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
-    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     dec_args a = {};
     a.q = cu->q;
-    if (cu->kv_fp8) {
-        size_t layer_vecs = layer_elems / cu->D;
-        a.kc8 = cu->kc8 + layer * layer_elems, a.vc8 = cu->vc8 + layer * layer_elems;
-        a.ksc = cu->ksc + layer * layer_vecs, a.vsc = cu->vsc + layer * layer_vecs;
-    } else {
-        a.kc = cu->kc + layer * layer_elems;
-        a.vc = cu->vc + layer * layer_elems;
-    }
+    nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
+    a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
     a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
     a.part = cu->part;

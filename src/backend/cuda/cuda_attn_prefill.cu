@@ -98,14 +98,6 @@ __device__ __forceinline__ void ldsm_x4_t(unsigned *r, unsigned s) {
                  : "r"(s));
 }
 
-__device__ __forceinline__ void mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(unsigned *)&v;
@@ -170,6 +162,20 @@ __device__ __forceinline__ void widen_kv8_block(unsigned st, unsigned kt, unsign
             o1.z = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.w), o1.w = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.w >> 16);
             asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst + 32 * u), "r"(o0.x), "r"(o0.y), "r"(o0.z), "r"(o0.w));
             asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst + 32 * u + 16), "r"(o1.x), "r"(o1.y), "r"(o1.z), "r"(o1.w));
+        }
+    }
+}
+
+/* fp8 cache: a 32-key half's S or P (two m16 row blocks x 4 n8 tiles, this
+ * thread's columns 8n + 2tq, +1) times the scales of those keys. */
+__device__ __forceinline__ void scale_columns(float (*s)[4][4], const float *sc, int tq) {
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+        float2 c = *(const float2 *)(sc + n * 8 + 2 * tq);
+#pragma unroll
+        for (int rb = 0; rb < 2; rb++) {
+            s[rb][n][0] *= c.x, s[rb][n][1] *= c.y;
+            s[rb][n][2] *= c.x, s[rb][n][3] *= c.y;
         }
     }
 }
@@ -286,22 +292,12 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
                     ldsm_x4(kf, kt + (np * 16 * FPAD + kk * 16) * 2);
 #pragma unroll
                     for (int rb = 0; rb < 2; rb++) {
-                        mma_bf16(s[rb][2 * np], qf[rb], kf[0], kf[1]);
-                        mma_bf16(s[rb][2 * np + 1], qf[rb], kf[2], kf[3]);
+                        nc_mma_bf16(s[rb][2 * np], qf[rb], kf[0], kf[1]);
+                        nc_mma_bf16(s[rb][2 * np + 1], qf[rb], kf[2], kf[3]);
                     }
                 }
             }
-            if constexpr (KV8) { /* the key scales, in S's columns */
-#pragma unroll
-                for (int n = 0; n < 4; n++) {
-                    float2 k2 = *(const float2 *)(ksc_s + half * 32 + n * 8 + 2 * tq);
-#pragma unroll
-                    for (int rb = 0; rb < 2; rb++) {
-                        s[rb][n][0] *= k2.x, s[rb][n][1] *= k2.y;
-                        s[rb][n][2] *= k2.x, s[rb][n][3] *= k2.y;
-                    }
-                }
-            }
+            if constexpr (KV8) scale_columns(s, ksc_s + half * 32, tq); /* the key scales, in S's columns */
             /* mask only where the keys cross this warp's diagonal or window edge */
             if (klast > qmin || qmax - kfirst > a.window) {
 #pragma unroll
@@ -352,17 +348,7 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
                     }
                 }
             }
-            if constexpr (KV8) { /* the value scales, in P's columns (the row sums are done) */
-#pragma unroll
-                for (int n = 0; n < 4; n++) {
-                    float2 v2 = *(const float2 *)(vsc_s + half * 32 + n * 8 + 2 * tq);
-#pragma unroll
-                    for (int rb = 0; rb < 2; rb++) {
-                        s[rb][n][0] *= v2.x, s[rb][n][1] *= v2.y;
-                        s[rb][n][2] *= v2.x, s[rb][n][3] *= v2.y;
-                    }
-                }
-            }
+            if constexpr (KV8) scale_columns(s, vsc_s + half * 32, tq); /* the value scales, in P's (sums done) */
             /* O += P V, P as bf16 A fragments (16 keys per k-step) */
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) {
@@ -380,8 +366,8 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
                     ldsm_x4_t(vf, vt + (kk * 16 * FPAD + dp * 16) * 2);
 #pragma unroll
                     for (int rb = 0; rb < 2; rb++) {
-                        mma_bf16(o[rb][2 * dp], p[rb], vf[0], vf[1]);
-                        mma_bf16(o[rb][2 * dp + 1], p[rb], vf[2], vf[3]);
+                        nc_mma_bf16(o[rb][2 * dp], p[rb], vf[0], vf[1]);
+                        nc_mma_bf16(o[rb][2 * dp + 1], p[rb], vf[2], vf[3]);
                     }
                 }
             }
@@ -753,18 +739,11 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu) {
 }
 
 int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items) {
-    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     fa_args a;
     memset(&a, 0, sizeof a);
     a.q = cu->q;
-    if (cu->kv_fp8) {
-        size_t layer_vecs = layer_elems / cu->D;
-        a.kc8 = cu->kc8 + layer * layer_elems, a.vc8 = cu->vc8 + layer * layer_elems;
-        a.ksc = cu->ksc + layer * layer_vecs, a.vsc = cu->vsc + layer * layer_vecs;
-    } else {
-        a.kc = cu->kc + layer * layer_elems;
-        a.vc = cu->vc + layer * layer_elems;
-    }
+    nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
+    a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
     a.items = META(cu, items);
     a.s_tok0 = META(cu, s_tok0), a.s_ntok = META(cu, s_ntok), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);

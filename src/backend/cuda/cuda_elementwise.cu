@@ -117,24 +117,14 @@ __global__ void __launch_bounds__(256) rope_append_kernel(nc_rope_args a) {
 
 void nc_cuda_rope_args_fill(const nc_cuda *cu, int layer, nc_rope_args *a) {
     const nc_cuda_layer *ly = &cu->layers[layer];
-    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     a->qkv = cu->qkv;
     a->x = cu->x;
     a->tok = META(cu, tok), a->tpos = META(cu, tpos), a->tseq = META(cu, tseq);
     a->s_bt = META(cu, s_bt), a->bt = META(cu, bt);
     a->rope = cu->rope;
     a->q = cu->q;
-    a->kc = a->vc = NULL;
-    a->kc8 = a->vc8 = NULL;
-    a->ksc = a->vsc = NULL;
-    if (cu->kv_fp8) {
-        size_t layer_vecs = layer_elems / cu->D;
-        a->kc8 = cu->kc8 + layer * layer_elems, a->vc8 = cu->vc8 + layer * layer_elems;
-        a->ksc = cu->ksc + layer * layer_vecs, a->vsc = cu->vsc + layer * layer_vecs;
-    } else {
-        a->kc = cu->kc + layer * layer_elems;
-        a->vc = cu->vc + layer * layer_elems;
-    }
+    nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
+    a->kc = kv.kc, a->vc = kv.vc, a->kc8 = kv.kc8, a->vc8 = kv.vc8, a->ksc = kv.ksc, a->vsc = kv.vsc;
     a->ve = ly->ve;
     a->ve_gate = ly->ve_gate;
     a->H = cu->H, a->Hkv = cu->Hkv, a->C = cu->C, a->ve_ch = cu->cfg.ve_gate_channels;

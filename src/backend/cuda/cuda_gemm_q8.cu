@@ -34,14 +34,6 @@ __device__ __forceinline__ void qg_cp16(unsigned s, const void *g, bool ok) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(g), "r"(ok ? 16 : 0));
 }
 
-__device__ __forceinline__ void qg_mma(float *d, const unsigned *a, unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* One stage: weight rows m0.. (bytes k0 .. k0+63) and X rows n0.. (k0 ..
  * k0+63); rows past M / N arrive as zeros. */
 __device__ __forceinline__ void qg_load(unsigned ws, unsigned xs, const uint8_t *W, const bf16 *X, int M, int N,
@@ -100,17 +92,9 @@ __global__ void __launch_bounds__(QG_THREADS) q8_gemm_kernel(const uint8_t *__re
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    uint4 v;
-                    unsigned addr = ws + (wm * 32 + mt * 16 + g + 8 * h) * QG_WROW + kk * 16;
-                    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                                 : "r"(addr));
-                    uint32_t lo = tq & 2 ? v.y : v.x, hi = tq & 2 ? v.w : v.z;
-                    if (tq & 1) lo >>= 16, hi >>= 16;
-                    a[mt][h] = nc_q8x2_to_bf16x2<FMT>(lo);
-                    a[mt][2 + h] = nc_q8x2_to_bf16x2<FMT>(hi);
-                }
+                for (int h = 0; h < 2; h++)
+                    nc_q8_frag_row<FMT>(ws + (wm * 32 + mt * 16 + g + 8 * h) * QG_WROW + kk * 16, tq, a[mt][h],
+                                        a[mt][2 + h]);
 #pragma unroll
             for (int np = 0; np < 2; np++) {
                 unsigned b[4];
@@ -119,8 +103,8 @@ __global__ void __launch_bounds__(QG_THREADS) q8_gemm_kernel(const uint8_t *__re
                              : "r"(xs + xl + (np * 16 * QG_XROW + kk * 16) * 2));
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++) {
-                    qg_mma(acc[mt][2 * np], a[mt], b[0], b[1]);
-                    qg_mma(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+                    nc_mma_bf16(acc[mt][2 * np], a[mt], b[0], b[1]);
+                    nc_mma_bf16(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
                 }
             }
         }

@@ -90,15 +90,7 @@ typedef struct {
 template <int FMT>
 __device__ __forceinline__ void sk_q8_frag(unsigned tile, int r, int kk, int g, int tq, unsigned *a) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        uint4 v;
-        unsigned addr = tile + (r + 8 * h) * 128 + ((kk ^ g) << 4);
-        asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
-        uint32_t lo = tq & 2 ? v.y : v.x, hi = tq & 2 ? v.w : v.z;
-        if (tq & 1) lo >>= 16, hi >>= 16;
-        a[h] = nc_q8x2_to_bf16x2<FMT>(lo);
-        a[2 + h] = nc_q8x2_to_bf16x2<FMT>(hi);
-    }
+    for (int h = 0; h < 2; h++) nc_q8_frag_row<FMT>(tile + (r + 8 * h) * 128 + ((kk ^ g) << 4), tq, a[h], a[2 + h]);
 }
 
 template <int NT, int FMT>

@@ -56,6 +56,20 @@ __device__ __forceinline__ void load_x8(const bf16 *x, int c, float *f) {
     nc_bf16x8_to_f32(u, f);
 }
 
+/* Output r of the epilogue `epi` (nc_cuda_epilogue) for the dot product y. */
+__device__ __forceinline__ void gemv_store(int epi, void *out, int r, float y, float cap) {
+    if (epi == NC_EPI_STORE) {
+        ((float *)out)[r] = y;
+    } else if (epi == NC_EPI_ADD) {
+        ((float *)out)[r] += y;
+    } else if (epi == NC_EPI_RELU2) {
+        float t = fmaxf(y, 0.0f);
+        ((bf16 *)out)[r] = __float2bfloat16_rn(t * t);
+    } else {
+        ((float *)out)[r] = cap * tanhf(y / cap);
+    }
+}
+
 /* S (run time, 1, 2 or 4): warps per output row. */
 template <typename TIn>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
@@ -108,17 +122,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         for (int j = 1; j < S; j++) acc += part_acc[warp + j], ss += part_ss[warp + j];
     }
     if (!live || lane != 0) return;
-    float y = norm ? acc * rsqrtf(ss / (float)K + eps) : acc;
-    if (epi == NC_EPI_STORE) {
-        ((float *)out)[r] = y;
-    } else if (epi == NC_EPI_ADD) {
-        ((float *)out)[r] += y;
-    } else if (epi == NC_EPI_RELU2) {
-        float t = fmaxf(y, 0.0f);
-        ((bf16 *)out)[r] = __float2bfloat16_rn(t * t);
-    } else {
-        ((float *)out)[r] = cap * tanhf(y / cap);
-    }
+    gemv_store(epi, out, r, norm ? acc * rsqrtf(ss / (float)K + eps) : acc, cap);
 }
 
 /* ==== 8-bit weights ==== */
@@ -230,17 +234,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     for (int i = 1; i < R; i++) a = lane == i ? acc[i] : a;
     int r = r0 + lane;
     if (r >= rows) return;
-    float y = (norm ? a * rsqrtf(ss / (float)K + eps) : a) * __ldg(scale + r);
-    if (epi == NC_EPI_STORE) {
-        ((float *)out)[r] = y;
-    } else if (epi == NC_EPI_ADD) {
-        ((float *)out)[r] += y;
-    } else if (epi == NC_EPI_RELU2) {
-        float t = fmaxf(y, 0.0f);
-        ((bf16 *)out)[r] = __float2bfloat16_rn(t * t);
-    } else {
-        ((float *)out)[r] = cap * tanhf(y / cap);
-    }
+    gemv_store(epi, out, r, (norm ? a * rsqrtf(ss / (float)K + eps) : a) * __ldg(scale + r), cap);
 }
 
 /* Rows per warp of the 8-bit kernel: 1, 2 or 4 (dev/kernels/gemm_q8.cu

@@ -234,6 +234,26 @@ typedef struct {
 
 static inline nc_cuda *nc_cuda_of(nc_backend *b) { return (nc_cuda *)b->impl; }
 
+/* Layer `layer`'s part of the KV pool: bf16 keys and values, or (fp8
+ * cache) e4m3 ones and their scales; the other members NULL. */
+typedef struct {
+    bf16 *kc, *vc;
+    uint8_t *kc8, *vc8;
+    float *ksc, *vsc;
+} nc_cuda_kv_layer;
+
+static inline nc_cuda_kv_layer nc_cuda_kv_of(const nc_cuda *cu, int layer) {
+    size_t vecs = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS, elems = vecs * cu->D;
+    nc_cuda_kv_layer kv = {NULL, NULL, NULL, NULL, NULL, NULL};
+    if (cu->kv_fp8) {
+        kv.kc8 = cu->kc8 + layer * elems, kv.vc8 = cu->vc8 + layer * elems;
+        kv.ksc = cu->ksc + layer * vecs, kv.vsc = cu->vsc + layer * vecs;
+    } else {
+        kv.kc = cu->kc + layer * elems, kv.vc = cu->vc + layer * elems;
+    }
+    return kv;
+}
+
 /* Split-KV splits for a decode batch of nb rows: enough CTAs for ~2 waves. */
 int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
 
@@ -415,6 +435,16 @@ static inline cudaError_t nc_launch(const nc_cuda *cu, void (*kernel)(KernelArgs
     cfg.attrs = at;
     cfg.numAttrs = cu->pdl ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* d += a · b: one mma.sync m16n8k16, bf16 in, fp32 accumulate (sm_80+);
+ * a, b and d in the PTX fragment layouts. */
+__device__ __forceinline__ void nc_mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /* 8 bf16 (one 16-byte chunk) -> fp32. */

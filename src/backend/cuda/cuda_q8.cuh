@@ -87,6 +87,21 @@ __device__ __forceinline__ uint32_t nc_q8x2_to_bf16x2(uint32_t v) {
     return __byte_perm(__float_as_uint(f.x), __float_as_uint(f.y), 0x7632);
 }
 
+/* The two mma A-fragment registers of one row and k16 step of 8-bit
+ * weights in shared memory: the 16-byte chunk at shared address `addr`
+ * holds the step's k 0..15 of the row; this thread (tq = lane % 4) takes k
+ * 2tq, 2tq+1 (lo) and 8 + 2tq, +1 (hi), widened to bf16. The four threads
+ * of a row read the same chunk (a broadcast). */
+template <int FMT>
+__device__ __forceinline__ void nc_q8_frag_row(unsigned addr, int tq, unsigned &lo, unsigned &hi) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    uint32_t l = tq & 2 ? v.y : v.x, h = tq & 2 ? v.w : v.z;
+    if (tq & 1) l >>= 16, h >>= 16;
+    lo = nc_q8x2_to_bf16x2<FMT>(l);
+    hi = nc_q8x2_to_bf16x2<FMT>(h);
+}
+
 /* e4m3 of a and b (round to nearest even, saturating), a in the low byte. */
 __device__ __forceinline__ uint32_t nc_f32x2_to_e4m3x2(float a, float b) {
     return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
