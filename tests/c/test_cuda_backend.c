@@ -287,8 +287,9 @@ static void check_quant_prompt(nc_backend *be, const int32_t *ids, int n, const 
     compare_fixture(&fx, &tc, logits, n - 1, 1, w);
 }
 
-/* Every fixture and mode of tests/data/quant/manifest.json. */
-static void check_quant_fixtures(float *logits) {
+/* Every fixture and mode of tests/data/quant/manifest.json (`quick`: the
+ * first case of each only). */
+static void check_quant_fixtures(float *logits, bool quick) {
     char *text = fixture_read_file(QUANT_DIR "/manifest.json", NULL);
     CHECK(text != NULL, "cannot read " QUANT_DIR "/manifest.json (run from the repository root)");
     cJSON *man = text ? cJSON_Parse(text) : NULL;
@@ -307,6 +308,7 @@ static void check_quant_fixtures(float *logits) {
             const cJSON *c;
             cJSON_ArrayForEach(c, cJSON_GetObjectItem(e, "cases")) {
                 if (!be || strcmp(cJSON_GetObjectItem(c, "mode")->valuestring, modes[m])) continue;
+                if (quick && cJSON_GetObjectItem(c, "case")->valueint > 0) continue;
                 int n, n_pos;
                 int32_t *ids = fixture_ints(cJSON_GetObjectItem(c, "prompt"), &n);
                 int32_t *pos = fixture_ints(cJSON_GetObjectItem(c, "positions"), &n_pos);
@@ -509,13 +511,14 @@ int main(void) {
         }
         fixture_free(&fx);
     }
-    check_quant_fixtures(logits);
     /* NC_CUDA_TEST_QUICK=1 (used under compute-sanitizer, which slows
-     * kernels ~50x): the fixtures, and of the random models only the small
-     * one with int8 weights and the fp8 cache (the 8-bit GEMMs' token tiles,
-     * several decode rows), which also runs in full. */
+     * kernels ~50x): the fixtures (of the 8-bit ones the first case), and of
+     * the random models only the small one with int8 weights and the fp8
+     * cache (the 8-bit GEMMs' token tiles, several decode rows), which also
+     * runs in full. */
     const char *quick = getenv("NC_CUDA_TEST_QUICK");
     bool full = !(quick && *quick == '1');
+    check_quant_fixtures(logits, !full);
     /* The CPU reference's weight-only kernels: the same dequantised weights
      * (the VNNI ones round activations to int8) */
     if (nc_cpu_backend_force_isa("avx2")) nc_cpu_backend_force_isa("scalar");

@@ -5,14 +5,14 @@
 #      timed beside bf16 on d34 shapes; HARNESS_ARGS=all adds d20);
 #   2. test_cuda_backend: every weight format x KV format against PyTorch's
 #      quantised references and the CPU backend;
-#   3. compute-sanitizer memcheck on the quick test (which runs the 8-bit
-#      fixtures and a small int8 + fp8-cache model);
-#   4. `nanochat bench --random d34` with --weights bf16 / int8 / fp8, and
+#   3. `nanochat bench --random d34` with --weights bf16 / int8 / fp8, and
 #      int8 / fp8 with --kv-cache fp8, one after the other on the same card
 #      (the floor counts 1-byte weights and D + 4 bytes per cached vector),
 #      and the bundle's nanochat_base (bf16) when it has one;
-#   5. the logit error of each mode against bf16 on d34 shapes (16
+#   4. the logit error of each mode against bf16 on d34 shapes (16
 #      positions, random weights), as bench/RESULTS.md reports the CPU's;
+#   5. compute-sanitizer memcheck on the quick test (which runs the 8-bit
+#      fixtures and a small int8 + fp8-cache model);
 #   6. with what is left: test_cuda_backend under NC_CUDA_SKINNY=0 (the
 #      mma.sync GEMM for every 8-bit batch), and forward_dump hashes when
 #      the bundle carries bin/forward_dump and bin/forward_dump_base (the
@@ -31,8 +31,6 @@ BENCH_ARGS="--prefill 2048 --ctx 128,1024 --batch 64,128 --steps 32 --batch-step
 
 step harness_gemm_q8 150 gemm_q8 $HARNESS_ARGS
 step test_cuda_backend 200 test_cuda_backend
-step sanitizer 200 env NC_CUDA_TEST_QUICK=1 \
-    compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 test_cuda_backend
 
 modes=("bf16:--weights bf16" "int8:--weights int8" "fp8:--weights fp8" "int8+fp8kv:--weights int8 --kv-cache fp8"
        "fp8+fp8kv:--weights fp8 --kv-cache fp8")
@@ -71,6 +69,8 @@ for mode in ["int8", "fp8", "int8+fp8kv", "fp8+fp8kv"]:
 EOF
 rm -f "$OUT"/logits_*.f32
 
+step sanitizer 240 env NC_CUDA_TEST_QUICK=1 \
+    compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 test_cuda_backend
 step test_cuda_backend_NC_CUDA_SKINNY=0 150 env NC_CUDA_SKINNY=0 test_cuda_backend
 if [ -x "$GPU_BUNDLE/bin/forward_dump" ] && [ -x "$GPU_BUNDLE/bin/forward_dump_base" ]; then
     step forward_dump_base_1 90 forward_dump_base cuda
