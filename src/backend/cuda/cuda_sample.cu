@@ -12,7 +12,7 @@
  *     shared memory (bitonic), and min-p, top-p and the draw walk them in
  *     rank order exactly like the host sampler: same token for the same
  *     generator state, up to summation order in the last bits.
- *   otherwise (no top-k, or k > 1024): weights exp((x - max) / T) over the
+ *   otherwise (no top-k, k > 1024, or k >= V): weights exp((x - max) / T) over the
  *     whole row; min-p is a threshold; top-p keeps the largest values whose
  *     mass reaches top_p (threshold found by a radix select on mass); the
  *     draw walks in index order. Same distribution as the host, but for a
