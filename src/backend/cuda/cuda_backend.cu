@@ -606,9 +606,6 @@ static int check_formats(const nc_cuda *cu, const nc_model *m, const nc_backend_
 static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
     const nc_model *m = b->model;
     if (check_model(&m->cfg)) return -1;
-    if (m->weights != NC_WEIGHTS_FLOAT || m->lm_head_scale || p->kv_cache != NC_KV_CACHE_BF16)
-        return nc_fail("cuda backend: 8-bit weights (--weights int8/fp8, or a `nanochat quantize` checkpoint) "
-                       "and --kv-cache fp8 have no CUDA kernels yet; run them with --device cpu");
     char why[256];
     if (!nc_cuda_probe(why, sizeof why)) return nc_fail("cuda backend: %s", why);
     read_shapes(cu, &m->cfg);
