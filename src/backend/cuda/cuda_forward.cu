@@ -120,7 +120,7 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  * The GEMMs read bf16 rows: a normed input is first normed into cu->h (by
  * the gather kernel for the logits rows). Each weight format's kernels
  * widen its values themselves and apply its row scales
- * (docs/quantization.md). */
+ * (docs/quantization.md). Under --deterministic, project_det instead. */
 static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc_cuda_epilogue epi, void *out) {
     bool normed_in = in.kind != ROWS_BF16;
     NC_ASSERT(!normed_in || w->cols == cu->C);
