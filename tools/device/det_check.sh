@@ -10,10 +10,11 @@
 #   2. the server with --deterministic: one seeded sampled request alone,
 #      the same request while 64 other clients stream (arriving at their own
 #      times), and again with its prompt cached: the same text three times;
-#   3. the cost: `nanochat bench --random d34` (prefill 2048, batch-1 decode
-#      at 512, batches of 64 and 128) without and with --deterministic, and
-#      the 64-client server test (tools/serve_bench.sh's load: 512-token
-#      prompts, 256 tokens each) without and with it, side by side.
+#   3. the cost: the 64-client server test (tools/serve_bench.sh's load:
+#      512-token prompts, 256 tokens each; step 2 runs inside the
+#      deterministic one) and `nanochat bench --random d34` (prefill 2048,
+#      batch-1 decode at 512, batches of 64 and 128), each without and with
+#      --deterministic, side by side.
 # Ends with the bench table (ratio of deterministic to default), the server
 # throughput of both and the summary.
 # The bundle: `make -j2 gpu-bundle GPU_TESTS="test_cuda_det test_cuda_backend"`
@@ -28,13 +29,6 @@ URL=http://127.0.0.1:$PORT
 get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1" 2>/dev/null; }
 
 step test_cuda_det 150 test_cuda_det
-
-runs=()
-for mode in default deterministic; do
-    flag=$([ $mode = deterministic ] && echo --deterministic)
-    step "bench_$mode" 75 nanochat bench $MODEL $flag --json $BENCH_ARGS
-    runs+=(--run "$mode" "$OUT/bench_$mode.log")
-done
 
 # One seeded sampled request's text (completions, temperature 1, seed 5).
 seeded() {
@@ -63,12 +57,13 @@ serve_run() { # mode, flags...
     if [ $ready = 1 ]; then
         local load="tools/loadgen.py --url $URL --prompt-tokens 512 --max-tokens 256 --warmup --clients 64"
         if [ "$mode" = deterministic ]; then
+            # alone, then arriving while the 64 clients stream (one request more in the timed run:
+            # 48 tokens against 16k), then with its prompt cached
             seeded >"$OUT/seeded_alone.txt"
-            python3 $load >"$OUT/load_under_seeded.log" 2>&1 &
-            local loadpid=$!
-            sleep 4
-            seeded >"$OUT/seeded_loaded.txt"
-            wait $loadpid
+            (sleep 8; seeded >"$OUT/seeded_loaded.txt") &
+            local seededpid=$!
+            step "load_64_clients_$mode" 100 python3 $load
+            wait $seededpid
             seeded >"$OUT/seeded_cached.txt"
             if [ -s "$OUT/seeded_alone.txt" ] && cmp -s "$OUT/seeded_alone.txt" "$OUT/seeded_loaded.txt" &&
                 cmp -s "$OUT/seeded_alone.txt" "$OUT/seeded_cached.txt"; then
@@ -76,8 +71,9 @@ serve_run() { # mode, flags...
             else
                 note "SEEDED REQUEST DIFFERS: alone / under load / cached: $(cat "$OUT"/seeded_*.txt | cut -c1-60 | tr '\n' '|')"
             fi
+        else
+            step "load_64_clients_$mode" 100 python3 $load
         fi
-        step "load_64_clients_$mode" 100 python3 $load
     else
         note "server ($mode) did not get ready: $(tail -n 1 "$OUT/serve_$mode.log")"
     fi
@@ -86,6 +82,13 @@ serve_run() { # mode, flags...
 }
 serve_run default
 serve_run deterministic --deterministic
+
+runs=()
+for mode in default deterministic; do
+    flag=$([ $mode = deterministic ] && echo --deterministic)
+    step "bench_$mode" 75 nanochat bench $MODEL $flag --json $BENCH_ARGS
+    runs+=(--run "$mode" "$OUT/bench_$mode.log")
+done
 
 echo "==== test_cuda_det"
 grep -E "checked|relative|differ|FAIL|skipped|checks" "$OUT/test_cuda_det.log" 2>/dev/null | head -30
