@@ -15,6 +15,8 @@
 #      deterministic one) and `nanochat bench --random d34` (prefill 2048,
 #      batch-1 decode at 512, batches of 64 and 128), each without and with
 #      --deterministic, side by side.
+#   4. in the time left, test_cuda_backend (the default kernels this change
+#      refactored).
 # Ends with the bench table (ratio of deterministic to default), the server
 # throughput of both and the summary.
 # The bundle: `make -j2 gpu-bundle GPU_TESTS="test_cuda_det test_cuda_backend"`
@@ -89,6 +91,9 @@ for mode in default deterministic; do
     step "bench_$mode" 75 nanochat bench $MODEL $flag --json $BENCH_ARGS
     runs+=(--run "$mode" "$OUT/bench_$mode.log")
 done
+# the default kernels this change touched (the decode attention's shared helpers, the mma.sync
+# GEMM's bf16 variant beside the 8-bit ones), in the time left
+step test_cuda_backend 150 test_cuda_backend
 
 echo "==== test_cuda_det"
 grep -E "checked|relative|differ|FAIL|skipped|checks" "$OUT/test_cuda_det.log" 2>/dev/null | head -30
