@@ -62,7 +62,9 @@ typedef struct {
     const uint8_t *kc8, *vc8; /* fp8 cache: the same layout in e4m3 */
     const float *ksc, *vsc; /* and its scales [n_blocks][Hkv][64] */
     const int32_t *dec_seq, *s_tok0, *s_pos, *s_bt, *bt;
-    float *part;            /* [nb][H][splits][D + 2] */
+    const int32_t *tpos, *tseq; /* attn_det: each token's position and chunk */
+    int row0;               /* attn_det: the token of blockIdx.z = 0 */
+    float *part;            /* [nb][H][splits][D + 2] (attn_det: splits = cu->det_splits) */
     int *count;             /* [nb][Hkv] CTAs done per (row, kv head); the last one merges */
     bf16 *out;              /* [N, H*D] */
     int H, Hkv, splits, window;
@@ -166,6 +168,146 @@ __device__ __forceinline__ void load_chunk(const dec_args &a, int32_t blk, int h
     }
 }
 
+/* A CTA's shared memory: the warps' partial states for the merge, the
+ * fused path's query heads, and whether this CTA merges the splits. */
+template <int G>
+struct dec_shared {
+    __align__(16) float acc[DEC_WARPS][G][NC_HEAD_DIM];
+    __align__(16) bf16 q[G][NC_HEAD_DIM];
+    float m[DEC_WARPS][G], l[DEC_WARPS][G];
+    bool last;
+};
+
+/* One chunk's keys (key = the one whose score this lane ends with) into a
+ * warp's online softmax: scores against the G query heads, masked outside
+ * [lo, pos], running max m, sum l, and acc += p · V. */
+template <int G, bool KV8>
+__device__ __forceinline__ void attend_chunk(const dec_chunk<KV8> &ch, int key, int lo, int pos, int lane,
+                                             const float (&q)[G][8], float (&m)[G], float (&l)[G],
+                                             float (&acc)[G][8]) {
+    bool valid = key >= lo && key <= pos;
+    float p[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float pr[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float kf[8];
+            kv_to_f32(ch.k[i], kf);
+            float s = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
+            pr[i] = s;
+        }
+        float sc = reduce_scatter8(pr, lane);
+        if constexpr (KV8) sc *= ch.ks;
+        sc = valid ? sc : -INFINITY;
+        float mn = fmaxf(m[g], nc_warp_max(sc));
+        float mu = mn == -INFINITY ? 0.0f : mn;
+        float alpha = exp2f(m[g] - mu);
+        p[g] = exp2f(sc - mu);
+        l[g] = l[g] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[g]);
+        m[g] = mn;
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
+    }
+    if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
+#pragma unroll
+        for (int g = 0; g < G; g++) p[g] *= ch.vs;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float vf[8];
+        kv_to_f32(ch.v[i], vf);
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pi, vf[j], acc[g][j]);
+        }
+    }
+}
+
+/* Merges the CTA's warps (in warp order): thread tid ends with dim tid of
+ * each head's numerator, and every thread with its denominator and max.
+ * Ends with a barrier after the reads, so sh may be reused. */
+template <int G>
+__device__ __forceinline__ void merge_warps(dec_shared<G> &sh, const float (&m)[G], const float (&l)[G],
+                                            float (&acc)[G][8], float (&num)[G], float (&den)[G], float (&mx)[G]) {
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, dl = lane & 15;
+    /* the two half-warps hold the same dims of different keys, same m */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], 16);
+        if (lane < 16) {
+            float4 *d = (float4 *)&sh.acc[warp][g][dl * 8];
+            d[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+            d[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+        }
+        if (lane == 0) sh.m[warp][g] = m[g], sh.l[warp][g] = l[g];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sh.m[w][g]);
+        float n = 0.0f, s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            float f = sh.m[w][g] == -INFINITY ? 0.0f : exp2f(sh.m[w][g] - M);
+            n = fmaf(f, sh.acc[w][g][tid], n);
+            s = fmaf(f, sh.l[w][g], s);
+        }
+        num[g] = n, den[g] = s, mx[g] = M;
+    }
+    __syncthreads();
+}
+
+/* A split's partial state of one head at p: its numerator dims, max and
+ * denominator ([D + 2] floats). */
+__device__ __forceinline__ void store_partial(float *p, float num, float mx, float den, int tid) {
+    p[tid] = num;
+    if (tid == 0) p[NC_HEAD_DIM] = mx, p[NC_HEAD_DIM + 1] = den;
+}
+
+/* Dim tid of the output of n split partials at p, p + (D + 2), ...,
+ * merged in split order. */
+__device__ __forceinline__ float merge_splits(const float *p, int n, int tid) {
+    constexpr int D = NC_HEAD_DIM;
+    float M = -INFINITY;
+    for (int s = 0; s < n; s++) M = fmaxf(M, __ldcg(p + s * (D + 2) + D));
+    float num = 0.0f, sum = 0.0f;
+    for (int s = 0; s < n; s++) {
+        const float *ps = p + s * (D + 2);
+        float ms = __ldcg(ps + D);
+        float w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+        num = fmaf(w, __ldcg(ps + tid), num);
+        sum = fmaf(w, __ldcg(ps + D + 1), sum);
+    }
+    return sum > 0.0f ? num / sum : 0.0f;
+}
+
+/* Counts `done` finished splits of one (row, kv head) out of `total`
+ * (an integer counter); true in the CTA that finished the last of them,
+ * once the others' partials are visible to it; that CTA also resets the
+ * counter for the next use. */
+template <int G>
+__device__ __forceinline__ bool arrive_last(dec_shared<G> &sh, int *count, int done, int total) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int before = atomicAdd(count, done);
+        sh.last = before + done == total;
+        if (sh.last) *count = 0;
+    }
+    __syncthreads();
+    if (!sh.last) return false;
+    __threadfence();
+    return true;
+}
+
 /* G: query heads per kv head (compile time: the per-head state lives in
  * registers). EARLY: issue the first chunk's loads before nc_pdl_wait().
  * KV8: the fp8 cache. */
@@ -173,10 +315,7 @@ template <int G, bool EARLY, bool KV8>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
     static_assert(D == DEC_THREADS && D == 16 * 8, "one 16-lane row of 16-byte loads per key; a thread per dim");
-    __shared__ float sm_m[DEC_WARPS][G], sm_l[DEC_WARPS][G];
-    __shared__ __align__(16) float sm_acc[DEC_WARPS][G][D];
-    __shared__ __align__(16) bf16 sm_q[G][D];
-    __shared__ bool last;
+    __shared__ dec_shared<G> sh;
 
     nc_pdl_trigger();
     int split = blockIdx.x, hk = blockIdx.y, row = blockIdx.z;
@@ -210,7 +349,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
         bool append = split == split_hi;
         for (int k = warp; k < G + (append ? 2 : 0); k += DEC_WARPS) {
             int hh = k < G ? hk * G + k : k == G ? a.H + hk : a.H + a.Hkv + hk;
-            bf16 *qd = k < G ? sm_q[k] : NULL;
+            bf16 *qd = k < G ? sh.q[k] : NULL;
             nc_rope_head<float>(a.rope, t, hh, lane, qd);
         }
         __syncthreads();
@@ -220,7 +359,7 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     float q[G][8], m[G], l[G], acc[G][8];
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        uint4 u = a.fused ? ((const uint4 *)sm_q[g])[dl]
+        uint4 u = a.fused ? ((const uint4 *)sh.q[g])[dl]
                           : __ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl);
         nc_bf16x8_to_f32(u, q[g]);
 #pragma unroll
@@ -230,78 +369,10 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     for (int c = cb; c < ce; c++) {
         if (c != cb || !early) load_chunk<KV8>(a, blk, hk, c, lane, kl, ch, fresh && c == c_hi);
         if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
-        int key = c * DEC_CHUNK + kl;
-        bool valid = key >= lo && key <= pos;
-        float p[G];
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-            float pr[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                float kf[8];
-                kv_to_f32(ch.k[i], kf);
-                float s = 0.0f;
-#pragma unroll
-                for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
-                pr[i] = s;
-            }
-            float sc = reduce_scatter8(pr, lane);
-            if constexpr (KV8) sc *= ch.ks;
-            sc = valid ? sc : -INFINITY;
-            float mn = fmaxf(m[g], nc_warp_max(sc));
-            float mu = mn == -INFINITY ? 0.0f : mn;
-            float alpha = exp2f(m[g] - mu);
-            p[g] = exp2f(sc - mu);
-            l[g] = l[g] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[g]);
-            m[g] = mn;
-#pragma unroll
-            for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
-        }
-        if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
-#pragma unroll
-            for (int g = 0; g < G; g++) p[g] *= ch.vs;
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            float vf[8];
-            kv_to_f32(ch.v[i], vf);
-#pragma unroll
-            for (int g = 0; g < G; g++) {
-                float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
-#pragma unroll
-                for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pi, vf[j], acc[g][j]);
-            }
-        }
+        attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
     }
-    /* the two half-warps hold the same dims of different keys, same m */
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], 16);
-        if (lane < 16) {
-            float4 *d = (float4 *)&sm_acc[warp][g][dl * 8];
-            d[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-            d[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
-        }
-        if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
-    }
-    __syncthreads();
-    /* merge the warps: thread tid owns dim tid */
     float num[G], den[G], mx[G];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sm_m[w][g]);
-        float n = 0.0f, s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) {
-            float f = sm_m[w][g] == -INFINITY ? 0.0f : exp2f(sm_m[w][g] - M);
-            n = fmaf(f, sm_acc[w][g][tid], n);
-            s = fmaf(f, sm_l[w][g], s);
-        }
-        num[g] = n, den[g] = s, mx[g] = M;
-    }
+    merge_warps<G>(sh, m, l, acc, num, den, mx);
     if (a.splits == 1) {
 #pragma unroll
         for (int g = 0; g < G; g++)
@@ -309,53 +380,108 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
         return;
     }
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        float *p = a.part + (((size_t)row * a.H + hk * G + g) * a.splits + split) * (D + 2);
-        p[tid] = num[g];
-        if (tid == 0) p[D] = mx[g], p[D + 1] = den[g];
-    }
-    /* The last CTA of this (row, kv head) to finish merges the splits;
-     * it resets the counter for the next use. */
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        int done = atomicAdd(&a.count[row * a.Hkv + hk], 1);
-        last = done == a.splits - 1;
-        if (last) a.count[row * a.Hkv + hk] = 0;
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    for (int g = 0; g < G; g++)
+        store_partial(a.part + (((size_t)row * a.H + hk * G + g) * a.splits + split) * (D + 2), num[g], mx[g], den[g],
+                      tid);
+    /* The last CTA of this (row, kv head) to finish merges the splits. */
+    if (!arrive_last<G>(sh, &a.count[row * a.Hkv + hk], 1, a.splits)) return;
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        const float *p = a.part + ((size_t)row * a.H + hk * G + g) * a.splits * (D + 2);
-        float M = -INFINITY;
-        for (int s = 0; s < a.splits; s++) M = fmaxf(M, __ldcg(p + s * (D + 2) + D));
-        float n = 0.0f, sum = 0.0f;
-        for (int s = 0; s < a.splits; s++) {
-            const float *ps = p + s * (D + 2);
-            float ms = __ldcg(ps + D);
-            float w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
-            n = fmaf(w, __ldcg(ps + tid), n);
-            sum = fmaf(w, __ldcg(ps + D + 1), sum);
-        }
-        a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(sum > 0.0f ? n / sum : 0.0f);
-    }
+    for (int g = 0; g < G; g++)
+        a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(
+            merge_splits(a.part + ((size_t)row * a.H + hk * G + g) * a.splits * (D + 2), a.splits, tid));
 }
 
-int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
+/* --deterministic: the attention of token a.row0 + blockIdx.z, for any
+ * token of any batch (a decode row or a prompt token; its q and the cache
+ * up to its position are ready). Its keys [lo, pos] are cut into splits of
+ * NC_DET_SPLIT_KEYS from lo's chunk on, each split into DEC_WARPS runs of
+ * DET_CHUNKS chunks, one per warp, whatever the grid: a split is always
+ * reduced the same way (a warp's run in key order, the warps in warp
+ * order), and the splits' partials are merged in split order. A CTA takes
+ * splits blockIdx.x, + gridDim.x, ... of its (token, kv head) (the grid is
+ * sized for parallelism only); the one that completes the last split (an
+ * integer counter) merges them. The bits of a token's output thus depend on
+ * its position, window, q, keys and values only. */
+#define DET_CHUNKS (NC_DET_SPLIT_KEYS / DEC_CHUNK / DEC_WARPS)
+template <int G, bool KV8>
+__global__ void __launch_bounds__(DEC_THREADS) attn_det_kernel(dec_args a) {
+    constexpr int D = NC_HEAD_DIM, CPB = NC_KV_BLOCK_TOKENS / DEC_CHUNK;
+    static_assert(DET_CHUNKS * DEC_CHUNK * DEC_WARPS == NC_DET_SPLIT_KEYS, "a split is whole chunks per warp");
+    __shared__ dec_shared<G> sh;
+    nc_pdl_trigger();
+    int hk = blockIdx.y, row = blockIdx.z, t = a.row0 + row;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, dl = lane & 15;
+    int pos = a.tpos[t];
+    int lo = a.window == INT32_MAX ? 0 : max(0, pos - a.window);
+    int c_lo = lo / DEC_CHUNK, c_hi = pos / DEC_CHUNK;
+    int need = (c_hi - c_lo) / (DET_CHUNKS * DEC_WARPS) + 1;
+    if ((int)blockIdx.x >= need) return;
+    nc_pdl_wait(); /* q and the cache come from the rope_append kernel */
+    const int32_t *bt = a.bt + a.s_bt[a.tseq[t]];
+    const int kl = 2 * ((lane >> 1) & 7) + (lane >> 4); /* the chunk's key whose score this lane ends with */
+    float q[G][8];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        nc_bf16x8_to_f32(__ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl), q[g]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) q[g][j] *= a.qscale;
+    }
+    size_t part0 = ((size_t)row * a.H + hk * G) * a.splits; /* head g, split s: part0 + g * splits + s */
+    int done = 0;
+    for (int s = blockIdx.x; s < need; s += gridDim.x, done++) {
+        float m[G], l[G], acc[G][8];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[g][j] = 0.0f;
+        }
+        int cb = c_lo + (s * DEC_WARPS + warp) * DET_CHUNKS, ce = min(cb + DET_CHUNKS, c_hi + 1);
+        for (int c = cb; c < ce; c++) {
+            dec_chunk<KV8> ch;
+            load_chunk<KV8>(a, __ldg(bt + c / CPB), hk, c, lane, kl, ch, false);
+            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
+        }
+        float num[G], den[G], mx[G];
+        merge_warps<G>(sh, m, l, acc, num, den, mx);
+        if (need == 1) {
+#pragma unroll
+            for (int g = 0; g < G; g++)
+                a.out[((size_t)t * a.H + hk * G + g) * D + tid] =
+                    __float2bfloat16_rn(den[g] > 0.0f ? num[g] / den[g] : 0.0f);
+            return;
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++)
+            store_partial(a.part + (part0 + (size_t)g * a.splits + s) * (D + 2), num[g], mx[g], den[g], tid);
+    }
+    if (!arrive_last<G>(sh, &a.count[row * a.Hkv + hk], done, need)) return;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        a.out[((size_t)t * a.H + hk * G + g) * D + tid] =
+            __float2bfloat16_rn(merge_splits(a.part + (part0 + (size_t)g * a.splits) * (D + 2), need, tid));
+}
+
+/* The kernels' arguments for `layer` with `splits` as the partials' stride. */
+static dec_args layer_args(const nc_cuda *cu, int layer, int splits) {
     dec_args a = {};
     a.q = cu->q;
     nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
     a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
     a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
+    a.tpos = META(cu, tpos), a.tseq = META(cu, tseq);
     a.part = cu->part;
     a.count = cu->attn_count;
     a.out = cu->attn;
     a.H = cu->H, a.Hkv = cu->Hkv, a.splits = splits;
     a.window = cu->layers[layer].window;
     a.qscale = 1.4426950408889634f / sqrtf((float)cu->D);
+    return a;
+}
+
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
+    dec_args a = layer_args(cu, layer, splits);
     a.fused = fused;
     if (fused) nc_cuda_rope_args_fill(cu, layer, &a.rope); /* read only when fused */
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
@@ -383,5 +509,29 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) 
     NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP); /* check_model refuses other group sizes */
     cudaError_t e = nc_launch(cu, kernels[cu->G], dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching attn_decode: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+int nc_cuda_attn_det(nc_cuda *cu, int layer, int n) {
+    dec_args a = layer_args(cu, layer, cu->det_splits);
+    static void (*const kernels[2][NC_ATTN_MAX_GROUP + 1])(dec_args) = {
+        {NULL, attn_det_kernel<1, false>, attn_det_kernel<2, false>, attn_det_kernel<3, false>,
+         attn_det_kernel<4, false>, attn_det_kernel<5, false>, attn_det_kernel<6, false>, attn_det_kernel<7, false>,
+         attn_det_kernel<8, false>},
+        {NULL, attn_det_kernel<1, true>, attn_det_kernel<2, true>, attn_det_kernel<3, true>, attn_det_kernel<4, true>,
+         attn_det_kernel<5, true>, attn_det_kernel<6, true>, attn_det_kernel<7, true>, attn_det_kernel<8, true>}};
+    NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP);
+    /* The partials and counters hold max_seqs rows: longer batches (prompt
+     * chunks) run in launches of that many tokens. The grid's splits only
+     * spread the work (a decode batch's count is fixed, for its graph). */
+    for (int row0 = 0; row0 < n; row0 += cu->max_seqs) {
+        int rows = NC_MIN(cu->max_seqs, n - row0);
+        int splits = NC_MIN(nc_cuda_decode_splits(cu, rows), cu->det_splits);
+        NC_ASSERT((int64_t)rows * cu->det_splits * cu->H * (cu->D + 2) <= cu->part_floats);
+        a.row0 = row0;
+        cudaError_t e = nc_launch(cu, kernels[cu->kv_fp8 ? 1 : 0][cu->G], dim3(splits, cu->Hkv, rows),
+                                  dim3(DEC_THREADS), 0, a);
+        if (e != cudaSuccess) return nc_fail("cuda: launching attn_det: %s", cudaGetErrorString(e));
+    }
     return 0;
 }
