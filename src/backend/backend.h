@@ -100,6 +100,14 @@ typedef struct {
     float top_p;       /* 1: off */
     float min_p;       /* 0: off */
     uint64_t rng_state[2]; /* in/out: the row's generator state (see engine/sampler.h) */
+    /* in: also return the sampled token's log-probability (backends whose
+     * ops set sample_logprobs; others ignore it) */
+    bool want_logprob;
+    /* out, written only when want_logprob: log-probability of the sampled
+     * token under the model's own distribution, the temperature-1 softmax
+     * of the whole softcapped row, whatever the temperature, top-k, top-p
+     * or min-p (engine/sampler.h nc_sample_logprobs) */
+    float logprob;
 } nc_device_sampling;
 
 typedef struct nc_backend nc_backend;
@@ -123,6 +131,11 @@ typedef struct {
      * refused. */
     int (*forward_sample)(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows,
                           int32_t *tokens_out);
+    /* forward_sample fills rows[].logprob for the rows that set
+     * want_logprob, so a caller that needs only the chosen token's
+     * log-probability (RL rollouts, evals, logprobs without alternatives)
+     * keeps sampling on the device. */
+    bool sample_logprobs;
     /* Copies the first n_tokens positions of block src into block dst, all
      * layers (used to fork a sequence: multi-sample, prefix reuse). */
     int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);

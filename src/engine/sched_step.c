@@ -7,14 +7,16 @@
  * allow, oldest first. Decode rows come first, so a long prompt never
  * stalls running streams: it is spread over several steps.
  *
- When the backend samples on the device, chunks whose tokens can be
- * sampled there (decode rows, the final chunk of an n = 1 prompt, no
- * logprobs) and mid-prompt chunks (no logits at all) go to forward_sample,
- * so a step that mixes decode and prefill is one pass over the weights.
- * Only chunks whose logits the host must see (n > 1 forks that sample
- * several rows from one set of logits, logprobs) go to forward with host
- * sampling: such steps cost two calls. Without forward_sample, everything
- * is one forward call.
+ * When the backend samples on the device, chunks whose tokens can be
+ * sampled there (decode rows, the final chunk of an n = 1 prompt; with
+ * logprobs only if the backend also returns the chosen token's
+ * log-probability and no alternatives are asked for) and mid-prompt chunks
+ * (no logits at all) go to forward_sample, so a step that mixes decode and
+ * prefill is one pass over the weights. Only chunks whose logits the host
+ * must see (n > 1 forks that sample several rows from one set of logits,
+ * top_logprobs > 0, or any logprobs without the backend's sample_logprobs)
+ * go to forward with host sampling: such steps cost two calls. Without
+ * forward_sample, everything is one forward call.
  *
  * Then per row, as nanochat's Engine.generate: a pending forced token
  * replaces the sampled one; the calculator state machine watches
@@ -60,8 +62,10 @@ static void run_tool(nc_scheduler *s, sched_row *row, int32_t end) {
 /* ==== delivering one token ==== */
 
 /* Appends the row's next token: the pending forced one, else `sampled`.
- * `logits` (may be NULL) are the row's distribution, for logprobs. */
-static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits) {
+ * `logits` (may be NULL) are the row's distribution, for logprobs; without
+ * them `dev_logprob` is the sampled token's log-probability, as the device
+ * computed it (top_logprobs == 0 only). */
+static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits, float dev_logprob) {
     sched_req *r = row->req;
     bool forced = row->forced_pos < row->n_forced;
     int32_t token = forced ? row->forced[row->forced_pos++] : sampled;
@@ -78,6 +82,9 @@ static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *
         ev.chosen.logprob = nc_sample_logprobs(logits, s->V, token, k, ids, lp);
         for (int32_t j = 0; j < k; j++) ev.top[j] = (nc_token_logprob){ids[j], lp[j]};
         ev.n_top = k;
+    } else if (!forced && r->params.top_logprobs == 0) {
+        ev.chosen.token = token;
+        ev.chosen.logprob = dev_logprob;
     }
     NC_ASSERT(row->n_tokens < r->tok_cap);
     row->tokens[row->n_tokens++] = token;
@@ -118,7 +125,7 @@ static void sample_and_emit(nc_scheduler *s, sched_row *row, const float *logits
         nc_sampling sp = {p->temperature, p->top_k, p->top_p, p->min_p};
         tok = nc_sample(logits, s->V, &sp, row->rng, &s->scratch);
     }
-    emit(s, row, tok, logits);
+    emit(s, row, tok, logits, 0.0f);
 }
 
 /* ==== building the batch ==== */
@@ -154,6 +161,14 @@ static void fail_request(nc_scheduler *s, sched_req *r, const char *msg) {
     }
 }
 
+/* Whether the device sampler can give a request what it asks for: its
+ * token, and the chosen token's log-probability if the backend returns it. */
+static bool device_samples(const nc_scheduler *s, const sched_req *r) {
+    const nc_backend_ops *ops = s->backend->ops;
+    if (!ops->forward_sample) return false;
+    return r->params.top_logprobs < 0 || (r->params.top_logprobs == 0 && ops->sample_logprobs);
+}
+
 static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
     bool dev_ok = s->backend->ops->forward_sample != NULL;
     int32_t total = 0;
@@ -169,7 +184,7 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
                 sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
                 continue;
             }
-            add_chunk(s, !dev_ok || r->params.top_logprobs >= 0, row, 1, false, true);
+            add_chunk(s, !device_samples(s, r), row, 1, false, true);
             total++;
         }
     }
@@ -184,7 +199,7 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
             continue;
         }
         bool last = row->n_computed + len == r->n_prompt;
-        bool host = !dev_ok || (last && (r->params.n > 1 || r->params.top_logprobs >= 0));
+        bool host = !dev_ok || (last && (r->params.n > 1 || !device_samples(s, r)));
         add_chunk(s, host, row, len, true, last);
         total += len;
     }
@@ -229,7 +244,7 @@ static void deliver_dev(nc_scheduler *s) {
         sched_row *row = m->row;
         memcpy(row->rng, s->dev_rows[c].rng_state, sizeof row->rng);
         if (m->prefill && !start_decoding(s, row->req)) continue;
-        if (row->state == ROW_LIVE) emit(s, row, s->dev_tokens[c], NULL);
+        if (row->state == ROW_LIVE) emit(s, row, s->dev_tokens[c], NULL, s->dev_rows[c].logprob);
     }
 }
 
@@ -256,6 +271,8 @@ int sched_run_batch(nc_scheduler *s) {
             d->top_p = p->top_p;
             d->min_p = p->min_p;
             memcpy(d->rng_state, s->dev_meta[c].row->rng, sizeof d->rng_state);
+            d->want_logprob = p->top_logprobs == 0;
+            d->logprob = 0.0f;
         }
         nc_batch batch = {s->dev_chunks, s->n_dev};
         rc = b->ops->forward_sample(b, &batch, s->dev_rows, s->dev_tokens);

@@ -164,6 +164,10 @@ static int mock_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_s
         model_logits(hist, n, lg);
         nc_sampling sp = {rows[i].temperature, rows[i].top_k, rows[i].top_p, rows[i].min_p};
         out[i] = nc_sample(lg, V, &sp, rows[i].rng_state, &scr); /* a device mirroring the host sampler */
+        if (rows[i].want_logprob) {
+            if (!b->ops->sample_logprobs) mock_error(m, "want_logprob sent to a backend without sample_logprobs");
+            rows[i].logprob = nc_sample_logprobs(lg, V, out[i], 0, NULL, NULL);
+        }
     }
     nc_sampler_scratch_free(&scr);
     return 0;
@@ -185,6 +189,11 @@ static const nc_backend_ops mock_ops_host = {
 static const nc_backend_ops mock_ops_dev = {.name = "mock-dev", .forward = mock_forward,
                                             .forward_sample = mock_forward_sample, .copy_kv_block = mock_copy,
                                             .describe = mock_describe};
+/* ... which also returns the sampled token's log-probability */
+static const nc_backend_ops mock_ops_dev_logprobs = {.name = "mock-dev-logprobs", .forward = mock_forward,
+                                                     .forward_sample = mock_forward_sample,
+                                                     .sample_logprobs = true, .copy_kv_block = mock_copy,
+                                                     .describe = mock_describe};
 
 static mock *mock_new(int n_blocks, int max_seqs, int max_batch_tokens, bool device_sampling) {
     mock *m = calloc(1, sizeof *m);

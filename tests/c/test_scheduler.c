@@ -478,33 +478,59 @@ static void test_sampled_paths(void) {
     for (int mode = 0; mode < 3; mode++) free(res[mode]);
 }
 
-/* logprobs: log-softmax of the model's logits for the chosen token. */
+/* logprobs: log-softmax of the model's logits (temperature 1, nothing
+ * filtered) for the chosen token, whatever the sampling settings. A backend
+ * that returns the sampled token's log-probability (sample_logprobs) keeps
+ * rows that want only that on the device; alternatives (top_logprobs > 0),
+ * or a backend without it, take the host path. */
 static void test_logprobs(void) {
-    mock *m = mock_new(64, 4, 256, true); /* logprobs force the host path even with forward_sample */
-    nc_scheduler *s = make_sched(m, 0, 0, 0, 0);
-    int32_t prompt[64];
-    int np = chat_prompt("log probs", prompt);
-    nc_gen_params p = greedy(8);
-    p.top_logprobs = 2;
-    collector *c = calloc(1, sizeof *c);
-    nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL);
-    run_all(s);
-    int32_t h[128];
-    memcpy(h, prompt, sizeof(int32_t) * (size_t)np);
-    float lg[V];
-    for (int k = 0; k < c->n[0]; k++) {
-        model_logits(h, np + k, lg);
-        double mx = -1e30, sum = 0;
-        for (int i = 0; i < V; i++) mx = fmax(mx, lg[i]);
-        for (int i = 0; i < V; i++) sum += exp(lg[i] - mx);
-        double want = lg[c->toks[0][k]] - mx - log(sum);
-        CHECK_NEAR(c->logprob[0][k], want, 1e-5, "logprob of token %d", k);
-        h[np + k] = c->toks[0][k];
+    struct { bool dev_logprobs; int top; float temperature; int top_k; bool on_device; } cases[] = {
+        {false, 2, 0.0f, 0, false},
+        {false, 0, 0.0f, 0, false},
+        {true, 2, 0.0f, 0, false},
+        {true, 2, 0.9f, 3, false},
+        {true, 0, 0.0f, 0, true},
+        {true, 0, 0.9f, 3, true},
+        {true, 0, 1.3f, 0, true},
+    };
+    for (size_t t = 0; t < NC_ARRAY_LEN(cases); t++) {
+        mock *m = mock_new(64, 4, 256, true);
+        if (cases[t].dev_logprobs) m->b.ops = &mock_ops_dev_logprobs;
+        nc_scheduler *s = make_sched(m, 0, 0, 0, 0);
+        int32_t prompt[64];
+        int np = chat_prompt("log probs", prompt);
+        nc_gen_params p = greedy(8);
+        p.top_logprobs = cases[t].top;
+        p.temperature = cases[t].temperature;
+        p.top_k = cases[t].top_k;
+        p.seed = 7 + t;
+        collector *c = calloc(1, sizeof *c);
+        nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL);
+        run_all(s);
+        CHECK(c->n[0] == 8, "case %zu: %d tokens", t, c->n[0]);
+        int32_t h[128];
+        memcpy(h, prompt, sizeof(int32_t) * (size_t)np);
+        float lg[V];
+        for (int k = 0; k < c->n[0]; k++) {
+            model_logits(h, np + k, lg);
+            double mx = -1e30, sum = 0;
+            for (int i = 0; i < V; i++) mx = fmax(mx, lg[i]);
+            for (int i = 0; i < V; i++) sum += exp(lg[i] - mx);
+            double want = lg[c->toks[0][k]] - mx - log(sum);
+            CHECK_NEAR(c->logprob[0][k], want, 1e-5, "case %zu: logprob of token %d", t, k);
+            h[np + k] = c->toks[0][k];
+        }
+        int dev_calls = 0;
+        for (int i = 0; i < m->n_log; i++) dev_calls += m->log[i].sample_call;
+        if (cases[t].on_device)
+            CHECK(dev_calls == m->n_log && dev_calls > 0, "case %zu: %d of %d calls sampled on the device", t,
+                  dev_calls, m->n_log);
+        else
+            CHECK(dev_calls == 0, "case %zu: %d calls sampled on the device", t, dev_calls);
+        nc_scheduler_free(s);
+        mock_free(m);
+        free(c);
     }
-    for (int i = 0; i < m->n_log; i++) CHECK(!m->log[i].sample_call, "no device sampling with logprobs");
-    nc_scheduler_free(s);
-    mock_free(m);
-    free(c);
 }
 
 /* A backend failure ends the rows in the batch with ERROR and a message. */

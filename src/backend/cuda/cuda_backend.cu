@@ -784,6 +784,7 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     cuda_free,
     nc_cuda_forward,
     nc_cuda_forward_sample,
+    true, /* sample_logprobs */
     cuda_copy_kv_block,
     cuda_describe,
     cuda_copy_bandwidth,

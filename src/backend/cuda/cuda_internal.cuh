@@ -130,6 +130,8 @@ typedef struct {
     float temperature, top_p, min_p;
     int32_t top_k;
     unsigned long long rng[2];
+    int32_t want_logprob; /* also write logprob: the sampled token's temperature-1 log-softmax */
+    float logprob;
 } nc_cuda_samp;
 
 /* Where each metadata array of the current batch lives inside the int32
@@ -363,8 +365,9 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu);
 /* ==== cuda_sample.cu ==== */
 
 /* One token per logits row r < R (softcapped logits, V valid columns, row
- * stride ld) with the settings in samp_d; writes out_tok_d and advances the
- * generator states in samp_d. */
+ * stride ld) with the settings in samp_d; writes out_tok_d, advances the
+ * generator states in samp_d and, for rows with want_logprob, writes their
+ * logprob there. */
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
 
 /* ==== cuda_batch.cu ==== */
