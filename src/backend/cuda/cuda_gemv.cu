@@ -303,9 +303,9 @@ __device__ __forceinline__ void gemv_q8_advance(gemv_q8_cursor &c, int J, int nc
     if (++c.j == J) c.j = 0, c.row += 32 / G, c.p += (size_t)(32 / G) * nch - (size_t)J * G;
 }
 
-/* G lanes per row (template: 32, 16 or 8); the grid's warps split the row
- * groups (32 / G rows each) into n_warps contiguous runs of equal size +-1;
- * dynamic shared memory: K floats (x). */
+/* G lanes per row (template: 32, 16 or 8); the grid's first n_warps warps
+ * split the row groups (32 / G rows each) into contiguous runs whose
+ * lengths differ by one at most; dynamic shared memory: K floats (x). */
 template <typename TIn, int FMT, int G>
 __global__ void __launch_bounds__(GEMV_Q8_WARPS * 32, GEMV_Q8_CTAS)
     gemv_q8_stream_kernel(const uint8_t *__restrict__ W, const float *__restrict__ scale, int rows, int K,
@@ -407,7 +407,11 @@ template <typename TIn, int FMT, int G>
 static cudaError_t launch_q8_stream(nc_cuda *cu, const nc_cuda_weight *w, const TIn *in, int norm, int epi,
                                     void *out, float cap, float eps) {
     int rows = w->used_rows, K = w->cols, n_groups = (rows + 32 / G - 1) / (32 / G);
-    int n_warps = n_groups < cu->sm_count * GEMV_Q8_CTAS * GEMV_Q8_WARPS ? n_groups : cu->sm_count * GEMV_Q8_CTAS * GEMV_Q8_WARPS;
+    /* the longest run as short as the resident warps allow, and then as
+     * few warps as give every run that length or one less: with one or two
+     * groups per warp, runs of 1 and 2 would double the last warps' time */
+    int most = cu->sm_count * GEMV_Q8_CTAS * GEMV_Q8_WARPS, per_warp = n_groups > most ? (n_groups + most - 1) / most : 1;
+    int n_warps = (n_groups + per_warp - 1) / per_warp;
     dim3 grid((n_warps + GEMV_Q8_WARPS - 1) / GEMV_Q8_WARPS), block(GEMV_Q8_WARPS * 32);
     return nc_launch(cu, gemv_q8_stream_kernel<TIn, FMT, G>, grid, block, (size_t)K * 4, (const uint8_t *)w->data,
                      w->scale, rows, K, n_warps, in, norm, epi, out, cap, eps);
