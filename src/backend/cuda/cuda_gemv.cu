@@ -286,7 +286,7 @@ static cudaError_t launch_q8_old(nc_cuda *cu, const nc_cuda_weight *w, const TIn
 #define GEMV_Q8_WARPS 8   /* warps per CTA */
 #define GEMV_Q8_CTAS 2    /* CTAs per SM the grid is sized for */
 #define GEMV_Q8_DEPTH 8   /* 16-byte loads each lane keeps in flight */
-#define GEMV_Q8_MAX_K (48 * 1024 / 4) /* x as fp32 within the default 48 KB of shared memory */
+#define GEMV_Q8_MAX_K 12032 /* x as fp32 (47 KB) + the block sum's within the 48 KB a launch gets unasked */
 
 /* Where a lane's next weight load is: step `s` of the warp's run, `j`
  * of the J steps of each row, the lane's row and its 16-byte chunk `p`. */
@@ -300,7 +300,10 @@ struct gemv_q8_cursor {
 template <int G>
 __device__ __forceinline__ void gemv_q8_advance(gemv_q8_cursor &c, int J, int nch) {
     c.s++, c.p += G;
-    if (++c.j == J) c.j = 0, c.row += 32 / G, c.p += (size_t)(32 / G) * nch - (size_t)J * G;
+    if (++c.j == J) { /* back by J * G chunks (past the row's end when its last step is partial), on RG rows */
+        c.j = 0, c.row += 32 / G;
+        c.p += (int64_t)(32 / G) * nch - (int64_t)J * G;
+    }
 }
 
 /* G lanes per row (template: 32, 16 or 8); the grid's first n_warps warps
@@ -410,7 +413,8 @@ static cudaError_t launch_q8_stream(nc_cuda *cu, const nc_cuda_weight *w, const 
     /* the longest run as short as the resident warps allow, and then as
      * few warps as give every run that length or one less: with one or two
      * groups per warp, runs of 1 and 2 would double the last warps' time */
-    int most = cu->sm_count * GEMV_Q8_CTAS * GEMV_Q8_WARPS, per_warp = n_groups > most ? (n_groups + most - 1) / most : 1;
+    int most = cu->sm_count * GEMV_Q8_CTAS * GEMV_Q8_WARPS;
+    int per_warp = n_groups > most ? (n_groups + most - 1) / most : 1;
     int n_warps = (n_groups + per_warp - 1) / per_warp;
     dim3 grid((n_warps + GEMV_Q8_WARPS - 1) / GEMV_Q8_WARPS), block(GEMV_Q8_WARPS * 32);
     return nc_launch(cu, gemv_q8_stream_kernel<TIn, FMT, G>, grid, block, (size_t)K * 4, (const uint8_t *)w->data,
