@@ -28,21 +28,23 @@
  * lane needs 64 bytes of fp32 x per load: read through L1 at every load,
  * as the first 8-bit kernel (gemv_q8_kernel, NC_CUDA_GEMV_Q8=old) does, x
  * costs L1 more cycles than the weights take to arrive, and that kernel
- * streamed at 30-55% of the copy bandwidth. The default (gemv_q8_stream
- * _kernel) reads x once per CTA into shared memory instead, as fp32 in a
+ * streamed at 30-55% of the copy bandwidth. The default,
+ * gemv_q8_stream_kernel, reads x once per CTA into shared memory, fp32 in a
  * layout where a warp's 16-byte reads hit distinct banks (or broadcast),
  * computes sum(x²) there once for the fused norm, and then each warp walks
  * a contiguous run of rows (the grid sized to fill every SM twice) as one
  * stream of steps: a step is one 16-byte load per lane, G lanes per row
- * (G = 32, 16 or 8, chosen so that rows split into whole steps: d34's 136
- * chunks per row run as 16 lanes x 9 steps) and 32 / G rows per step.
+ * (G = 32, 16 or 8, leaving at most a tenth of the lane steps idle: d34's
+ * 136 chunks per row run as 16 lanes x 9 steps, the last one half full)
+ * and 32 / G rows per step.
  * Each lane keeps GEMV_Q8_DEPTH loads in flight across row ends (the load
  * for step s + DEPTH is issued before step s's math), so a warp never waits
  * for a round of loads to come back. Finished rows collect one per lane and
  * leave in batches of 32: the row scales (prefetched a batch ahead) and
  * the epilogue are applied by the lane of the row, with coalesced stores.
  * No split-K: a wide row is a longer run of steps, and with many rows per
- * warp the grid fills the GPU without it.
+ * warp the grid fills the GPU without it. Rows of more than GEMV_Q8_MAX_K
+ * values (x past 47 KB of shared memory) take the first kernel.
  */
 #include "cuda_q8.cuh"
 
