@@ -77,6 +77,8 @@ typedef struct {
                                 at exit (eager launches) */
     bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a; 8-bit weights:
                                 every row count past one, else the mma.sync GEMM) */
+    bool cuda_persist;       /* NC_CUDA_PERSIST (1): batch-1 decode as one persistent kernel per token
+                                (sm_90, bf16 weights; else CUDA graphs) */
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */

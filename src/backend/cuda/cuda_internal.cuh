@@ -22,6 +22,7 @@
  *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
  *                     ReLU², lambdas, backout, logits rows, softcap
  *   cuda_sample.cu    softcap'd logits -> one token per row on the device
+ *   cuda_persist.cu   batch-1 decode as one persistent kernel per token (sm_90)
  *
  * Numerics (docs/model.md, Precision): weights, KV cache, q and the
  * attention output are bf16 like nanochat under autocast; the residual
@@ -157,6 +158,7 @@ typedef struct {
 
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
 typedef struct nc_cuda_skinny_state nc_cuda_skinny_state;
+typedef struct nc_cuda_persist nc_cuda_persist;
 
 typedef struct {
     nc_model_config cfg;
@@ -222,6 +224,7 @@ typedef struct {
     bool pdl;                          /* programmatic dependent launch of the decode kernels (sm_90) */
     bool have_wgmma;                   /* this binary's sm_90a code runs here (wgmma kernels usable) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
+    nc_cuda_persist *persist;          /* the persistent batch-1 decode kernel, or NULL (graphs) */
 
     /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
      * (events between stages, eager launches, no graphs), printed to stderr
@@ -351,6 +354,23 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu);
  * stride ld) with the settings in samp_d; writes out_tok_d and advances the
  * generator states in samp_d. */
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
+
+/* ==== cuda_persist.cu ==== */
+
+/* Enables the persistent kernel for batch-1 decode steps (cu->persist) on
+ * an sm_90 device running this binary's sm_90a code, with bf16 matrices
+ * and shapes whose tiles fit in shared memory, unless NC_CUDA_PERSIST=0;
+ * otherwise cu->persist stays NULL and decode steps replay graphs. After
+ * init_kernels (have_wgmma) and the launch modes (profile). */
+int nc_cuda_persist_init(nc_cuda *cu);
+void nc_cuda_persist_free(nc_cuda *cu);
+/* Queues the decode step of the current batch (one row, decode_only):
+ * embedding, layers and softcapped logits into cu->logits row 0. */
+int nc_cuda_persist_step(nc_cuda *cu);
+/* After the stream synchronised: -1 + nc_error() when the step's kernel
+ * gave up at a grid barrier (and resets its state for the next step);
+ * under NC_CUDA_PROFILE fills cu->prof_ms with its stage times. */
+int nc_cuda_persist_check(nc_cuda *cu);
 
 /* ==== cuda_batch.cu ==== */
 
