@@ -77,7 +77,7 @@ struct nc_cuda_persist {
     int grid, splits;
     size_t smem;
     ps_layer *layers_d;
-    nc_cuda_meta_layout built_for; /* the metadata layout layers_d points into */
+    nc_cuda_meta_layout built_for; /* the metadata offsets layers_d points into (used = 0) */
     bool built;
     unsigned long long *bar, base;
     int *err_d, *err_h;            /* err_h: pinned, filled after each step */
@@ -261,7 +261,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
     uint4 *wbuf = (uint4 *)smem;
     float *xs = (float *)(wbuf + PS_BUFS * PS_TILE_CHUNKS); /* the stage's input: max(C, H·D, F) floats */
     float *part = xs + ((max(max(p.C, p.HD), p.F) + 3) & ~3); /* a tile's chunk partials */
-    dec_smem<G, PS_WARPS> &asm_ = *(dec_smem<G, PS_WARPS> *)xs; /* attention: over xs and part */
+    dec_smem<G, PS_WARPS> &att = *(dec_smem<G, PS_WARPS> *)xs; /* attention: over xs and part */
     int cur = 0, n_bar = 0;
     if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[0] = global_ns();
     ps_mat lm = {p.lm_head, p.V, p.C}, none = {NULL, 1, 8};
@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
         ps_project(p, qkv, NULL, PS_EPI_QKV, o, l, wbuf, xs, part, red, cur);
         if (!ps_sync(p, n_bar, &flag)) break;
         for (int u = blockIdx.x; u < p.Hkv * p.splits; u += gridDim.x) {
-            nc_attn_decode_cta<G, false, KV8, PS_WARPS>(ly->attn, u % p.splits, u / p.splits, 0, asm_);
+            nc_attn_decode_cta<G, false, KV8, PS_WARPS>(ly->attn, u % p.splits, u / p.splits, 0, att);
             __syncthreads();
         }
         if (!ps_sync(p, n_bar, &flag)) break;
@@ -360,7 +360,9 @@ void nc_cuda_persist_free(nc_cuda *cu) {
  * point into the metadata of the batch layout (fixed for one decode row). */
 static int build_layers(nc_cuda *cu) {
     nc_cuda_persist *ps = cu->persist;
-    if (ps->built && !memcmp(&ps->built_for, &cu->ml, sizeof cu->ml)) return 0;
+    nc_cuda_meta_layout key = cu->ml;
+    key.used = 0; /* the block table, last, grows with the context; the offsets stay */
+    if (ps->built && !memcmp(&ps->built_for, &key, sizeof key)) return 0;
     ps_layer *t = (ps_layer *)nc_xcalloc((size_t)cu->L, sizeof *t);
     for (int l = 0; l < cu->L; l++) {
         const nc_cuda_layer *ly = &cu->layers[l];
@@ -374,7 +376,7 @@ static int build_layers(nc_cuda *cu) {
     cudaError_t e = cudaMemcpyAsync(ps->layers_d, t, (size_t)cu->L * sizeof *t, cudaMemcpyHostToDevice, cu->stream);
     free(t);
     if (e != cudaSuccess) return nc_fail("cuda: uploading the persistent kernel's layer table: %s", cudaGetErrorString(e));
-    ps->built_for = cu->ml;
+    ps->built_for = key;
     ps->built = true;
     return 0;
 }
