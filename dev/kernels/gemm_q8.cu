@@ -311,7 +311,7 @@ static void gemm_checks(const matrix *ms, const char *const *names, int n_shapes
                         void *out = add ? (void *)Y : (void *)Yb;
                         nc_cuda_epilogue e = add ? NC_EPI_ADD : NC_EPI_STORE;
                         int rc = kern == K_SKINNY ? nc_cuda_skinny_gemm(&cu, &w, X, out, n, e)
-                                 : kern == K_MMA  ? nc_cuda_q8_gemm(&cu, &w, X, out, n, e)
+                                 : kern == K_MMA  ? nc_cuda_mma_gemm(&cu, &w, X, out, n, e)
                                                   : nc_cuda_lt_matmul(&cu, m.w16, X, out, m.rows, n, m.cols, e);
                         if (rc) exit(1);
                     };
@@ -380,7 +380,7 @@ int main(int argc, char **argv) {
     }
     cu.lt_workspace_bytes = 32u << 20;
     CK(cudaMalloc(&cu.lt_workspace, cu.lt_workspace_bytes));
-    if (nc_cuda_gemm_init(&cu) || nc_cuda_skinny_init(&cu) || nc_cuda_q8_gemm_init(&cu)) return 1;
+    if (nc_cuda_gemm_init(&cu) || nc_cuda_skinny_init(&cu) || nc_cuda_mma_gemm_init(&cu)) return 1;
     printf("wgmma skinny GEMM: %s\n", cu.skinny ? "yes" : "no (this build or card has no sm_90a code)");
     {
         size_t bytes = 1u << 30;

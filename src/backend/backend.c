@@ -108,6 +108,7 @@ nc_backend *nc_backend_create(const char *device, const nc_model *model, const n
     b->ops = ops;
     b->model = model;
     b->env = env;
+    b->deterministic = p && p->deterministic;
     if (ops->init(b, p ? p : &defaults)) {
         free(b);
         return NULL;

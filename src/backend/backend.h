@@ -59,6 +59,12 @@ typedef struct {
     int32_t max_seqs;         /* largest n_seqs in one forward */
     int32_t n_threads;        /* CPU threads (0: all cores) */
     nc_kv_cache_format kv_cache;
+    /* --deterministic: every row's logits, K/V and sampled token are the
+     * same bits whatever else is in its batch, however its prompt was
+     * chunked, and from run to run (docs/performance.md, Batch invariance).
+     * The CPU backend is always so; CUDA switches to batch-invariant
+     * kernels, at some cost in speed. */
+    bool deterministic;
 } nc_backend_params;
 
 /*
@@ -154,6 +160,7 @@ struct nc_backend {
     int32_t n_kv_blocks;        /* actual pool size */
     int32_t max_batch_tokens;
     int32_t max_seqs;
+    bool deterministic;         /* as requested in the parameters (the CPU backend is always so) */
     nc_backend_env env;         /* the switches, read before init */
     void *impl;                 /* backend-private state */
 };

@@ -130,6 +130,10 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->lm_head_float = true;
         return 1;
     }
+    if (!strcmp(argv[*i], "--deterministic")) {
+        a->deterministic = true;
+        return 1;
+    }
     if ((r = nc_flag_take("--kv-cache", argc, argv, i, &v))) {
         if (r < 0) return -1;
         if (strcmp(v, "bf16") && strcmp(v, "fp8")) {
@@ -165,6 +169,9 @@ void nc_model_args_help(FILE *f) {
             "  --lm-head-bf16       with --weights int8/fp8: leave lm_head in float\n"
             "  --kv-cache bf16|fp8  KV cache precision: bf16 = full (fp32 on the CPU), fp8 = e4m3\n"
             "                       with per-token scales (default bf16)\n"
+            "  --deterministic      a request's tokens do not depend on the other requests in its\n"
+            "                       batch, on how its prompt was chunked or on the run (CUDA:\n"
+            "                       batch-invariant kernels, slower; the CPU backend always is)\n"
             "  -v, --verbose        timings on stderr\n"
             "  -q, --quiet          no download or load progress on stderr\n");
 }
@@ -217,6 +224,7 @@ void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
     o->weights = a->weights;
     o->lm_head_float = a->lm_head_float;
     o->kv_cache = a->kv_cache;
+    o->deterministic = a->deterministic;
     o->log = a->verbose ? stderr : NULL;
 }
 

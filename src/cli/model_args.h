@@ -8,7 +8,7 @@
  *   --step N --source sft|rl|mid|base --tag dN --tokenizer FILE
  *   --random SHAPE     random weights instead of -m (d20, d34, L,C,H[,Hkv[,V]])
  *   --device cpu|cuda|auto   --threads N   --verbose   --quiet
- *   --weights bf16|int8|fp8 [--lm-head-bf16]   --kv-cache bf16|fp8
+ *   --weights bf16|int8|fp8 [--lm-head-bf16]   --kv-cache bf16|fp8   --deterministic
  * With neither -m nor --random, the bundled default model is used
  * (models/picochat beside the binary's build dir, or $NANOCHAT_MODEL).
  */
@@ -39,6 +39,7 @@ typedef struct {
     const char *weights;     /* --weights bf16|int8|fp8, or NULL: as the checkpoint stores them */
     bool lm_head_float;      /* --lm-head-bf16: leave lm_head unquantised */
     nc_kv_cache_format kv_cache; /* --kv-cache bf16|fp8 */
+    bool deterministic;      /* --deterministic: batch-invariant kernels */
 } nc_model_args;
 
 void nc_model_args_init(nc_model_args *a);

@@ -194,10 +194,13 @@ nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model,
     nc_backend_params params = *p;
     if (params.n_threads == 0) params.n_threads = o->threads;
     if (params.kv_cache == NC_KV_CACHE_BF16) params.kv_cache = o->kv_cache;
+    params.deterministic = params.deterministic || o->deterministic;
     if (o->progress) nc_model_prefetch(model, o->progress, "reading weights");
     double t0 = nc_now();
     nc_backend *b = nc_backend_create(o->device, model, &params);
-    if (b && o->log) fprintf(o->log, "backend %s ready in %.2f s\n", nc_backend_describe(b), nc_now() - t0);
+    if (b && o->log)
+        fprintf(o->log, "backend %s%s ready in %.2f s\n", nc_backend_describe(b),
+                b->deterministic ? " (deterministic)" : "", nc_now() - t0);
     return b;
 }
 

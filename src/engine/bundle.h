@@ -45,6 +45,7 @@ typedef struct {
     const char *device;       /* "cpu", "cuda" or "auto" (NULL: "auto") */
     int threads;              /* CPU threads (0: all cores) */
     nc_kv_cache_format kv_cache; /* the KV cache's precision (NC_KV_CACHE_BF16: full) */
+    bool deterministic;       /* batch-invariant kernels (nc_backend_params.deterministic) */
     /* How much at once. */
     int max_context;          /* positions per sequence (0: the model's sequence_len) */
     bool long_context;        /* a max_context past sequence_len is allowed (up to the backend's
@@ -98,7 +99,8 @@ void nc_bundle_close(nc_bundle *b);
 int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **tok, bool tok_required,
                    nc_checkpoint_location *loc);
 /* Creates the backend of o->device for `model`, sized by `p` (its zero
- * n_threads meaning o->threads, its default bf16 kv_cache o->kv_cache).
+ * n_threads meaning o->threads, its default bf16 kv_cache o->kv_cache,
+ * deterministic when either asks).
  * NULL + nc_error() on failure. */
 nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model, const nc_backend_params *p);
 

@@ -49,14 +49,84 @@
  */
 #include "cuda_attn_decode.cuh"
 
-#define DEC_WARPS 4
 #define DEC_THREADS (DEC_WARPS * 32)
 
 template <int G, bool EARLY, bool KV8>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
-    __shared__ dec_smem<G, DEC_WARPS> sm;
+    __shared__ dec_shared<G> sh;
     nc_pdl_trigger();
-    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS>(a, blockIdx.x, blockIdx.y, blockIdx.z, sm);
+    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS>(a, blockIdx.x, blockIdx.y, blockIdx.z, sh);
+}
+
+/* --deterministic: the attention of token a.row0 + blockIdx.z, for any
+ * token of any batch (a decode row or a prompt token; its q and the cache
+ * up to its position are ready). Its keys [lo, pos] are cut into splits of
+ * NC_DET_SPLIT_KEYS from lo's chunk on, each split into DEC_WARPS runs of
+ * DET_CHUNKS chunks, one per warp, whatever the grid: a split is always
+ * reduced the same way (a warp's run in key order, the warps in warp
+ * order), and the splits' partials are merged in split order. A CTA takes
+ * splits blockIdx.x, + gridDim.x, ... of its (token, kv head) (the grid is
+ * sized for parallelism only); the one that completes the last split (an
+ * integer counter) merges them. The bits of a token's output thus depend on
+ * its position, window, q, keys and values only. */
+#define DET_CHUNKS (NC_DET_SPLIT_KEYS / DEC_CHUNK / DEC_WARPS)
+template <int G, bool KV8>
+__global__ void __launch_bounds__(DEC_THREADS) attn_det_kernel(dec_args a) {
+    constexpr int D = NC_HEAD_DIM, CPB = NC_KV_BLOCK_TOKENS / DEC_CHUNK;
+    static_assert(DET_CHUNKS * DEC_CHUNK * DEC_WARPS == NC_DET_SPLIT_KEYS, "a split is whole chunks per warp");
+    __shared__ dec_shared<G> sh;
+    nc_pdl_trigger();
+    int hk = blockIdx.y, row = blockIdx.z, t = a.row0 + row;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, dl = lane & 15;
+    int pos = a.tpos[t];
+    int lo = a.window == INT32_MAX ? 0 : max(0, pos - a.window);
+    int c_lo = lo / DEC_CHUNK, c_hi = pos / DEC_CHUNK;
+    int need = (c_hi - c_lo) / (DET_CHUNKS * DEC_WARPS) + 1;
+    if ((int)blockIdx.x >= need) return;
+    nc_pdl_wait(); /* q and the cache come from the rope_append kernel */
+    const int32_t *bt = a.bt + a.s_bt[a.tseq[t]];
+    const int kl = 2 * ((lane >> 1) & 7) + (lane >> 4); /* the chunk's key whose score this lane ends with */
+    float q[G][8];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        nc_bf16x8_to_f32(__ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl), q[g]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) q[g][j] *= a.qscale;
+    }
+    size_t part0 = ((size_t)row * a.H + hk * G) * a.splits; /* head g, split s: part0 + g * splits + s */
+    int done = 0;
+    for (int s = blockIdx.x; s < need; s += gridDim.x, done++) {
+        float m[G], l[G], acc[G][8];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[g][j] = 0.0f;
+        }
+        int cb = c_lo + (s * DEC_WARPS + warp) * DET_CHUNKS, ce = min(cb + DET_CHUNKS, c_hi + 1);
+        for (int c = cb; c < ce; c++) {
+            dec_chunk<KV8> ch;
+            load_chunk<KV8>(a, __ldg(bt + c / CPB), hk, c, lane, kl, ch, false);
+            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
+        }
+        float num[G], den[G], mx[G];
+        merge_warps<G, DEC_WARPS>(sh, m, l, acc, num, den, mx);
+        if (need == 1) {
+#pragma unroll
+            for (int g = 0; g < G; g++)
+                a.out[((size_t)t * a.H + hk * G + g) * D + tid] =
+                    __float2bfloat16_rn(den[g] > 0.0f ? num[g] / den[g] : 0.0f);
+            return;
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++)
+            store_partial<DEC_WARPS>(a.part + (part0 + (size_t)g * a.splits + s) * (D + 2), num[g], mx[g], den[g], tid);
+    }
+    if (!arrive_last<G, DEC_WARPS>(sh, &a.count[row * a.Hkv + hk], done, need)) return;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        a.out[((size_t)t * a.H + hk * G + g) * D + tid] =
+            __float2bfloat16_rn(merge_splits(a.part + (part0 + (size_t)g * a.splits) * (D + 2), need, tid));
 }
 
 void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused, dec_args *out) {
@@ -66,6 +136,7 @@ void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused,
     a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
     a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
+    a.tpos = META(cu, tpos), a.tseq = META(cu, tseq);
     a.part = cu->part;
     a.count = cu->attn_count;
     a.out = cu->attn;
@@ -105,5 +176,30 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) 
     NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP); /* check_model refuses other group sizes */
     cudaError_t e = nc_launch(cu, kernels[cu->G], dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching attn_decode: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+int nc_cuda_attn_det(nc_cuda *cu, int layer, int n) {
+    dec_args a;
+    nc_cuda_dec_args_fill(cu, layer, cu->det_splits, false, &a);
+    static void (*const kernels[2][NC_ATTN_MAX_GROUP + 1])(dec_args) = {
+        {NULL, attn_det_kernel<1, false>, attn_det_kernel<2, false>, attn_det_kernel<3, false>,
+         attn_det_kernel<4, false>, attn_det_kernel<5, false>, attn_det_kernel<6, false>, attn_det_kernel<7, false>,
+         attn_det_kernel<8, false>},
+        {NULL, attn_det_kernel<1, true>, attn_det_kernel<2, true>, attn_det_kernel<3, true>, attn_det_kernel<4, true>,
+         attn_det_kernel<5, true>, attn_det_kernel<6, true>, attn_det_kernel<7, true>, attn_det_kernel<8, true>}};
+    NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP);
+    /* The partials and counters hold max_seqs rows: longer batches (prompt
+     * chunks) run in launches of that many tokens. The grid's splits only
+     * spread the work (a decode batch's count is fixed, for its graph). */
+    for (int row0 = 0; row0 < n; row0 += cu->max_seqs) {
+        int rows = NC_MIN(cu->max_seqs, n - row0);
+        int splits = NC_MIN(nc_cuda_decode_splits(cu, rows), cu->det_splits);
+        NC_ASSERT((int64_t)rows * cu->det_splits * cu->H * (cu->D + 2) <= cu->part_floats);
+        a.row0 = row0;
+        cudaError_t e = nc_launch(cu, kernels[cu->kv_fp8 ? 1 : 0][cu->G], dim3(splits, cu->Hkv, rows),
+                                  dim3(DEC_THREADS), 0, a);
+        if (e != cudaSuccess) return nc_fail("cuda: launching attn_det: %s", cudaGetErrorString(e));
+    }
     return 0;
 }

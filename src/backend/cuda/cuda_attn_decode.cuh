@@ -1,10 +1,12 @@
 /*
- * cuda_attn_decode.cuh: split-KV decode attention for one (decode row, kv
- * head, split) by one CTA, shared by the decode attention kernel
- * (cuda_attn_decode.cu, whose top comment describes the method: 16-key
- * chunks streamed into registers, a warp's online softmax, the merges) and
- * the persistent decode kernel (cuda_persist.cu), which runs it with more
- * warps per CTA inside its attention stage.
+ * cuda_attn_decode.cuh: the pieces of split-KV decode attention (16-key
+ * chunks streamed into registers, a warp's online softmax, the warp and
+ * split merges; cuda_attn_decode.cu's top comment describes the method),
+ * shared by the decode attention kernel and the deterministic one
+ * (cuda_attn_decode.cu) and the persistent decode kernel's attention stage
+ * (cuda_persist.cu). NW: warps per CTA (DEC_WARPS in the attention
+ * kernels, more in the persistent kernel); the first D threads of a CTA own
+ * a dim each in the merges, the others only read.
  */
 #ifndef NC_BACKEND_CUDA_ATTN_DECODE_CUH
 #define NC_BACKEND_CUDA_ATTN_DECODE_CUH
@@ -14,6 +16,7 @@
 #include "cuda_internal.cuh"
 #include "cuda_rope.cuh"
 
+#define DEC_WARPS 4  /* warps per CTA of the attention kernels */
 #define DEC_CHUNK 16 /* keys per warp step */
 
 typedef struct {
@@ -22,7 +25,9 @@ typedef struct {
     const uint8_t *kc8, *vc8; /* fp8 cache: the same layout in e4m3 */
     const float *ksc, *vsc; /* and its scales [n_blocks][Hkv][64] */
     const int32_t *dec_seq, *s_tok0, *s_pos, *s_bt, *bt;
-    float *part;            /* [nb][H][splits][D + 2] */
+    const int32_t *tpos, *tseq; /* attn_det: each token's position and chunk */
+    int row0;               /* attn_det: the token of blockIdx.z = 0 */
+    float *part;            /* [nb][H][splits][D + 2] (attn_det: splits = cu->det_splits) */
     int *count;             /* [nb][Hkv] CTAs done per (row, kv head); the last one merges */
     bf16 *out;              /* [N, H*D] */
     int H, Hkv, splits, window;
@@ -126,28 +131,170 @@ __device__ __forceinline__ void load_chunk(const dec_args &a, int32_t blk, int h
     }
 }
 
-/* The shared memory of one CTA of NW warps for G query heads per kv head. */
-template <int G, int NW>
-struct dec_smem {
-    float m[NW][G], l[NW][G];
+/* A CTA's shared memory: the NW warps' partial states for the merge, the
+ * fused path's query heads, and whether this CTA merges the splits. */
+template <int G, int NW = DEC_WARPS>
+struct dec_shared {
     __align__(16) float acc[NW][G][NC_HEAD_DIM];
     __align__(16) bf16 q[G][NC_HEAD_DIM];
+    float m[NW][G], l[NW][G];
     bool last;
 };
 
-/* Split `split` of (decode row `row`, kv head hk), by a CTA of NW warps
- * (every thread of the CTA calls it; the first D threads own a dim each in
- * the merges). G: query heads per kv head (compile time: the per-head
- * state lives in registers). EARLY: issue the first chunk's loads before
- * nc_pdl_wait(). KV8: the fp8 cache. */
+/* The dim this thread owns in the merges (threads past the first D read
+ * the same values as thread tid % D and store nothing). */
+template <int NW>
+__device__ __forceinline__ int dec_dim(int tid) {
+    return NW * 32 == NC_HEAD_DIM ? tid : tid % NC_HEAD_DIM;
+}
+template <int NW>
+__device__ __forceinline__ bool dec_dim_owner(int tid) {
+    return NW * 32 == NC_HEAD_DIM || tid < NC_HEAD_DIM;
+}
+
+/* One chunk's keys (key = the one whose score this lane ends with) into a
+ * warp's online softmax: scores against the G query heads, masked outside
+ * [lo, pos], running max m, sum l, and acc += p · V. */
+template <int G, bool KV8>
+__device__ __forceinline__ void attend_chunk(const dec_chunk<KV8> &ch, int key, int lo, int pos, int lane,
+                                             const float (&q)[G][8], float (&m)[G], float (&l)[G],
+                                             float (&acc)[G][8]) {
+    bool valid = key >= lo && key <= pos;
+    float p[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float pr[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float kf[8];
+            kv_to_f32(ch.k[i], kf);
+            float s = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
+            pr[i] = s;
+        }
+        float sc = reduce_scatter8(pr, lane);
+        if constexpr (KV8) sc *= ch.ks;
+        sc = valid ? sc : -INFINITY;
+        float mn = fmaxf(m[g], nc_warp_max(sc));
+        float mu = mn == -INFINITY ? 0.0f : mn;
+        float alpha = exp2f(m[g] - mu);
+        p[g] = exp2f(sc - mu);
+        l[g] = l[g] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[g]);
+        m[g] = mn;
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
+    }
+    if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
+#pragma unroll
+        for (int g = 0; g < G; g++) p[g] *= ch.vs;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float vf[8];
+        kv_to_f32(ch.v[i], vf);
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pi, vf[j], acc[g][j]);
+        }
+    }
+}
+
+/* Merges the CTA's warps (in warp order): thread tid ends with dim
+ * dec_dim(tid) of each head's numerator, and every thread with its
+ * denominator and max. Ends with a barrier after the reads, so sh may be
+ * reused. */
+template <int G, int NW>
+__device__ __forceinline__ void merge_warps(dec_shared<G, NW> &sh, const float (&m)[G], const float (&l)[G],
+                                            float (&acc)[G][8], float (&num)[G], float (&den)[G], float (&mx)[G]) {
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, dl = lane & 15, dim = dec_dim<NW>(tid);
+    /* the two half-warps hold the same dims of different keys, same m */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], 16);
+        if (lane < 16) {
+            float4 *d = (float4 *)&sh.acc[warp][g][dl * 8];
+            d[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+            d[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+        }
+        if (lane == 0) sh.m[warp][g] = m[g], sh.l[warp][g] = l[g];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < NW; w++) M = fmaxf(M, sh.m[w][g]);
+        float n = 0.0f, s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            float f = sh.m[w][g] == -INFINITY ? 0.0f : exp2f(sh.m[w][g] - M);
+            n = fmaf(f, sh.acc[w][g][dim], n);
+            s = fmaf(f, sh.l[w][g], s);
+        }
+        num[g] = n, den[g] = s, mx[g] = M;
+    }
+    __syncthreads();
+}
+
+/* A split's partial state of one head at p: its numerator dims, max and
+ * denominator ([D + 2] floats), from merge_warps' outputs. */
+template <int NW>
+__device__ __forceinline__ void store_partial(float *p, float num, float mx, float den, int tid) {
+    if (dec_dim_owner<NW>(tid)) p[tid] = num;
+    if (tid == 0) p[NC_HEAD_DIM] = mx, p[NC_HEAD_DIM + 1] = den;
+}
+
+/* Dim `dim` of the output of n split partials at p, p + (D + 2), ...,
+ * merged in split order. */
+__device__ __forceinline__ float merge_splits(const float *p, int n, int dim) {
+    constexpr int D = NC_HEAD_DIM;
+    float M = -INFINITY;
+    for (int s = 0; s < n; s++) M = fmaxf(M, __ldcg(p + s * (D + 2) + D));
+    float num = 0.0f, sum = 0.0f;
+    for (int s = 0; s < n; s++) {
+        const float *ps = p + s * (D + 2);
+        float ms = __ldcg(ps + D);
+        float w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
+        num = fmaf(w, __ldcg(ps + dim), num);
+        sum = fmaf(w, __ldcg(ps + D + 1), sum);
+    }
+    return sum > 0.0f ? num / sum : 0.0f;
+}
+
+/* Counts `done` finished splits of one (row, kv head) out of `total`
+ * (an integer counter); true in the CTA that finished the last of them,
+ * once the others' partials are visible to it; that CTA also resets the
+ * counter for the next use. */
+template <int G, int NW>
+__device__ __forceinline__ bool arrive_last(dec_shared<G, NW> &sh, int *count, int done, int total) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int before = atomicAdd(count, done);
+        sh.last = before + done == total;
+        if (sh.last) *count = 0;
+    }
+    __syncthreads();
+    if (!sh.last) return false;
+    __threadfence();
+    return true;
+}
+
+/* Split `split` of (decode row `row`, kv head hk) by a CTA of NW warps
+ * (every thread of the CTA calls it): the decode attention kernel's body.
+ * G: query heads per kv head (compile time: the per-head state lives in
+ * registers). EARLY: issue the first chunk's loads before nc_pdl_wait().
+ * KV8: the fp8 cache. */
 template <int G, bool EARLY, bool KV8, int NW>
 __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split, int hk, int row,
-                                                   dec_smem<G, NW> &sm) {
+                                                   dec_shared<G, NW> &sh) {
     constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
     static_assert(NW * 32 >= D && D == 16 * 8, "one 16-lane row of 16-byte loads per key; a thread per dim");
-    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    bool dim_thread = tid < D; /* with more than D threads the others only read */
-    int dim = tid % D;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, dim = dec_dim<NW>(tid);
     int half = lane >> 4, dl = lane & 15;
     int seq = a.dec_seq[row];
     int t = a.s_tok0[seq], pos = a.s_pos[seq];
@@ -177,7 +324,7 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
         bool append = split == split_hi;
         for (int k = warp; k < G + (append ? 2 : 0); k += NW) {
             int hh = k < G ? hk * G + k : k == G ? a.H + hk : a.H + a.Hkv + hk;
-            bf16 *qd = k < G ? sm.q[k] : NULL;
+            bf16 *qd = k < G ? sh.q[k] : NULL;
             nc_rope_head<float>(a.rope, t, hh, lane, qd);
         }
         __syncthreads();
@@ -187,7 +334,7 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
     float q[G][8], m[G], l[G], acc[G][8];
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        uint4 u = a.fused ? ((const uint4 *)sm.q[g])[dl]
+        uint4 u = a.fused ? ((const uint4 *)sh.q[g])[dl]
                           : __ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl);
         nc_bf16x8_to_f32(u, q[g]);
 #pragma unroll
@@ -197,125 +344,34 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
     for (int c = cb; c < ce; c++) {
         if (c != cb || !early) load_chunk<KV8>(a, blk, hk, c, lane, kl, ch, fresh && c == c_hi);
         if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
-        int key = c * DEC_CHUNK + kl;
-        bool valid = key >= lo && key <= pos;
-        float p[G];
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-            float pr[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                float kf[8];
-                kv_to_f32(ch.k[i], kf);
-                float s = 0.0f;
-#pragma unroll
-                for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
-                pr[i] = s;
-            }
-            float sc = reduce_scatter8(pr, lane);
-            if constexpr (KV8) sc *= ch.ks;
-            sc = valid ? sc : -INFINITY;
-            float mn = fmaxf(m[g], nc_warp_max(sc));
-            float mu = mn == -INFINITY ? 0.0f : mn;
-            float alpha = exp2f(m[g] - mu);
-            p[g] = exp2f(sc - mu);
-            l[g] = l[g] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[g]);
-            m[g] = mn;
-#pragma unroll
-            for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
-        }
-        if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
-#pragma unroll
-            for (int g = 0; g < G; g++) p[g] *= ch.vs;
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            float vf[8];
-            kv_to_f32(ch.v[i], vf);
-#pragma unroll
-            for (int g = 0; g < G; g++) {
-                float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
-#pragma unroll
-                for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pi, vf[j], acc[g][j]);
-            }
-        }
+        attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
     }
-    /* the two half-warps hold the same dims of different keys, same m */
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], 16);
-        if (lane < 16) {
-            float4 *d = (float4 *)&sm.acc[warp][g][dl * 8];
-            d[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-            d[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
-        }
-        if (lane == 0) sm.m[warp][g] = m[g], sm.l[warp][g] = l[g];
-    }
-    __syncthreads();
-    /* merge the warps: thread tid owns dim tid */
     float num[G], den[G], mx[G];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < NW; w++) M = fmaxf(M, sm.m[w][g]);
-        float n = 0.0f, s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW; w++) {
-            float f = sm.m[w][g] == -INFINITY ? 0.0f : exp2f(sm.m[w][g] - M);
-            n = fmaf(f, sm.acc[w][g][dim], n);
-            s = fmaf(f, sm.l[w][g], s);
-        }
-        num[g] = n, den[g] = s, mx[g] = M;
-    }
+    merge_warps<G, NW>(sh, m, l, acc, num, den, mx);
     if (a.splits == 1) {
 #pragma unroll
         for (int g = 0; g < G; g++)
-            if (dim_thread)
-                a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(den[g] > 0.0f ? num[g] / den[g] : 0.0f);
+            if (dec_dim_owner<NW>(tid))
+                a.out[((size_t)t * a.H + hk * G + g) * D + tid] =
+                    __float2bfloat16_rn(den[g] > 0.0f ? num[g] / den[g] : 0.0f);
         return;
     }
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        float *p = a.part + (((size_t)row * a.H + hk * G + g) * a.splits + split) * (D + 2);
-        if (dim_thread) p[tid] = num[g];
-        if (tid == 0) p[D] = mx[g], p[D + 1] = den[g];
-    }
-    /* The last CTA of this (row, kv head) to finish merges the splits;
-     * it resets the counter for the next use. */
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        int done = atomicAdd(&a.count[row * a.Hkv + hk], 1);
-        sm.last = done == a.splits - 1;
-        if (sm.last) a.count[row * a.Hkv + hk] = 0;
-    }
-    __syncthreads();
-    if (!sm.last) return;
-    __threadfence();
+    for (int g = 0; g < G; g++)
+        store_partial<NW>(a.part + (((size_t)row * a.H + hk * G + g) * a.splits + split) * (D + 2), num[g], mx[g], den[g],
+                      tid);
+    /* The last CTA of this (row, kv head) to finish merges the splits. */
+    if (!arrive_last<G, NW>(sh, &a.count[row * a.Hkv + hk], 1, a.splits)) return;
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        const float *p = a.part + ((size_t)row * a.H + hk * G + g) * a.splits * (D + 2);
-        float M = -INFINITY;
-        for (int s = 0; s < a.splits; s++) M = fmaxf(M, __ldcg(p + s * (D + 2) + D));
-        float n = 0.0f, sum = 0.0f;
-        for (int s = 0; s < a.splits; s++) {
-            const float *ps = p + s * (D + 2);
-            float ms = __ldcg(ps + D);
-            float w = ms == -INFINITY ? 0.0f : exp2f(ms - M);
-            n = fmaf(w, __ldcg(ps + dim), n);
-            sum = fmaf(w, __ldcg(ps + D + 1), sum);
-        }
-        if (dim_thread)
-            a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(sum > 0.0f ? n / sum : 0.0f);
+        float o = merge_splits(a.part + ((size_t)row * a.H + hk * G + g) * a.splits * (D + 2), a.splits, dim);
+        if (dec_dim_owner<NW>(tid)) a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(o);
     }
 }
 
-
-/* The arguments for `layer` of the current batch (its metadata offsets),
- * `splits` CTAs per (row, kv head); fused: RoPE + append from the fp32 qkv
- * inside (batch-1 decode). */
+/* The kernels' arguments for `layer` of the current batch (its metadata
+ * offsets), `splits` as the partials' stride; fused: RoPE + append from the
+ * fp32 qkv inside (batch-1 decode). */
 void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused, dec_args *a);
 
 #endif /* NC_BACKEND_CUDA_ATTN_DECODE_CUH */

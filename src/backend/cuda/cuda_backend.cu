@@ -302,7 +302,8 @@ static int open_device(nc_cuda *cu, cudaDeviceProp *prop) {
 }
 
 /* Batch limits from the parameters (0: defaults), and the split-KV
- * partials the largest decode batch needs. */
+ * partials the largest decode batch needs (--deterministic: max_seqs rows
+ * of the most splits a position of the rotary table can need). */
 static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
     if (p->max_batch_tokens < 0 || p->max_seqs < 0 || p->n_kv_blocks < 0)
         return nc_fail("cuda backend: negative size in backend parameters");
@@ -313,6 +314,12 @@ static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
     int64_t part = 0;
     for (int nb = 1; nb <= cu->max_seqs; nb++)
         part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb));
+    if (cu->det) {
+        int64_t positions = NC_MIN((int64_t)10 * cu->cfg.sequence_len, (int64_t)ROPE_MAX_POSITIONS);
+        if (p->n_kv_blocks) positions = NC_MIN(positions, (int64_t)p->n_kv_blocks * NC_KV_BLOCK_TOKENS);
+        cu->det_splits = (int)((NC_MAX(positions, 1) - 1) / NC_DET_SPLIT_KEYS + 1);
+        part = NC_MAX(part, (int64_t)cu->max_seqs * cu->det_splits);
+    }
     cu->part_floats = part * cu->H * (cu->D + 2);
     return 0;
 }
@@ -539,7 +546,7 @@ static int probe_wgmma(nc_cuda *cu) {
 /* The kernels' one-time setup: which ones this device runs, cuBLASLt, the
  * skinny GEMM, the prefill attention's shared memory. */
 static int init_kernels(nc_cuda *cu) {
-    return probe_wgmma(cu) || nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_q8_gemm_init(cu) ||
+    return probe_wgmma(cu) || nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_mma_gemm_init(cu) ||
            nc_cuda_attn_prefill_init(cu);
 }
 
@@ -568,8 +575,9 @@ static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan 
     bool q8 = cu->layer_format != NC_WEIGHT_BF16;
     char lm[32] = "";
     if (cu->lm_head.format != cu->layer_format) snprintf(lm, sizeof lm, " (lm_head %s)", format_name(cu->lm_head.format));
-    const char *gemms = cu->skinny ? (q8 ? "wgmma" : "wgmma up to 64 rows, then cuBLASLt")
-                                   : (q8 ? "mma.sync" : "cuBLASLt");
+    const char *gemms = cu->det      ? "mma.sync, deterministic (batch-invariant kernels)"
+                        : cu->skinny ? (q8 ? "wgmma" : "wgmma up to 64 rows, then cuBLASLt")
+                                     : (q8 ? "mma.sync" : "cuBLASLt");
     snprintf(cu->description, sizeof cu->description,
              "%.200s (cc %d.%d, %d SMs, %.1f GiB): %s weights%s %.2f GB, KV pool %lld blocks (%.2f GiB%s), "
              "batch GEMMs: %s, batch-1 decode: %s",
@@ -599,13 +607,11 @@ static int check_formats(const nc_cuda *cu, const nc_model *m, const nc_backend_
 static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
     const nc_model *m = b->model;
     if (check_model(&m->cfg)) return -1;
-    if (m->weights != NC_WEIGHTS_FLOAT || m->lm_head_scale || p->kv_cache != NC_KV_CACHE_BF16)
-        return nc_fail("cuda backend: 8-bit weights (--weights int8/fp8, or a `nanochat quantize` checkpoint) "
-                       "and --kv-cache fp8 have no CUDA kernels yet; run them with --device cpu");
     char why[256];
     if (!nc_cuda_probe(why, sizeof why)) return nc_fail("cuda backend: %s", why);
     read_shapes(cu, &m->cfg);
     cu->env = b->env;
+    cu->det = p->deterministic;
     cudaDeviceProp prop;
     if (open_device(cu, &prop) || check_formats(cu, m, p) || size_batches(cu, p)) return -1;
     cu->kv_fp8 = p->kv_cache == NC_KV_CACHE_FP8;

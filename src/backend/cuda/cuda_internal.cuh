@@ -15,9 +15,11 @@
  *                     fp32 accumulate)
  *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a), bf16 and
  *                     8-bit weights (8-bit: also token tiles past 64 rows)
- *   cuda_gemm_q8.cu   mma.sync GEMM of 8-bit weights for any row count (sm_80+)
+ *   cuda_gemm_q8.cu   mma.sync GEMM for any row count (sm_80+): 8-bit weights, and
+ *                     every product under --deterministic
  *   cuda_q8.cuh       int8 / e4m3 conversions on the device
- *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks
+ *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks,
+ *                     and under --deterministic for every token
  *   cuda_attn_prefill.cu tensor-core flash attention for prompts
  *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
  *                     ReLU², lambdas, backout, logits rows, softcap
@@ -77,6 +79,7 @@ typedef __nv_bfloat16 bf16;
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
 #define NC_ATTN_PREFILL_ROWS 128 /* query rows per prefill attention work item */
 #define NC_LOGITS_CHUNK 256     /* logits rows computed per lm_head pass */
+#define NC_DET_SPLIT_KEYS 256   /* --deterministic: keys per split of a row's attention, whatever the batch */
 
 #define NC_PROF_EVENTS 1024
 enum { NC_PROF_EMBED, NC_PROF_QKV, NC_PROF_ROPE, NC_PROF_ATTN, NC_PROF_WO, NC_PROF_FC, NC_PROF_PROJ, NC_PROF_LOGITS,
@@ -172,6 +175,12 @@ typedef struct {
     size_t lt_workspace_bytes;
     nc_cuda_gemm_cache *gemm_cache;
     nc_cuda_skinny_state *skinny;      /* the sm_90a GEMM for 2..64 rows, or NULL (cuBLASLt only) */
+    /* --deterministic (docs/performance.md, Batch invariance): every
+     * product through the mma.sync GEMM, every token's attention through
+     * attn_det with splits of NC_DET_SPLIT_KEYS keys; det_splits = the most
+     * splits a row can need (the partials' stride) */
+    bool det;
+    int det_splits;
 
     /* weights: one slab */
     void *slab;
@@ -300,11 +309,12 @@ int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, voi
 /* ==== cuda_gemm_q8.cu ==== */
 
 /* Sets the kernels' shared memory size. */
-int nc_cuda_q8_gemm_init(nc_cuda *cu);
-/* Y[n, m] = epilogue(scale[m] · X[n, k] · W[m, k]ᵀ) for an 8-bit w (int8, or
- * fp8 on sm_89+), X bf16 row-major, any n >= 1 (tensor cores, mma.sync:
- * sm_80+); Y as nc_cuda_lt_matmul's. */
-int nc_cuda_q8_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi);
+int nc_cuda_mma_gemm_init(nc_cuda *cu);
+/* Y[n, m] = epilogue(scale[m] · X[n, k] · W[m, k]ᵀ) for a w of any format
+ * (bf16: no scale; fp8 on sm_89+), X bf16 row-major, any n >= 1 (tensor
+ * cores, mma.sync: sm_80+); Y as nc_cuda_lt_matmul's. A row's outputs do
+ * not depend on n or on the other rows (no split-K). */
+int nc_cuda_mma_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi);
 
 /* ==== cuda_elementwise.cu ==== */
 
@@ -339,6 +349,11 @@ int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
  * only decode rows (one, on the GEMV path) and the kernel does RoPE,
  * QK-norm and the append itself from the fp32 qkv of the GEMV. */
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused);
+/* --deterministic: attention for every token of the batch (decode rows and
+ * prefill chunks alike; q and the cache ready), each through the same
+ * splits of NC_DET_SPLIT_KEYS keys merged in one order, so a token's output
+ * depends only on its position, its keys and values. */
+int nc_cuda_attn_det(nc_cuda *cu, int layer, int n);
 
 /* ==== cuda_attn_prefill.cu ==== */
 

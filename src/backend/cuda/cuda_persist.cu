@@ -261,7 +261,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
     uint4 *wbuf = (uint4 *)smem;
     float *xs = (float *)(wbuf + PS_BUFS * PS_TILE_CHUNKS); /* the stage's input: max(C, H·D, F) floats */
     float *part = xs + ((max(max(p.C, p.HD), p.F) + 3) & ~3); /* a tile's chunk partials */
-    dec_smem<G, PS_WARPS> &att = *(dec_smem<G, PS_WARPS> *)xs; /* attention: over xs and part */
+    dec_shared<G, PS_WARPS> &att = *(dec_shared<G, PS_WARPS> *)xs; /* attention: over xs and part */
     int cur = 0, n_bar = 0;
     if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[0] = global_ns();
     ps_mat lm = {p.lm_head, p.V, p.C}, none = {NULL, 1, 8};
@@ -302,17 +302,18 @@ static void (*const ps_kernels[2][NC_ATTN_MAX_GROUP + 1])(ps_params) = {
      persist_kernel<5, true>, persist_kernel<6, true>, persist_kernel<7, true>, persist_kernel<8, true>}};
 
 static const size_t ps_attn_smem[NC_ATTN_MAX_GROUP + 1] = {
-    0, sizeof(dec_smem<1, PS_WARPS>), sizeof(dec_smem<2, PS_WARPS>), sizeof(dec_smem<3, PS_WARPS>),
-    sizeof(dec_smem<4, PS_WARPS>), sizeof(dec_smem<5, PS_WARPS>), sizeof(dec_smem<6, PS_WARPS>),
-    sizeof(dec_smem<7, PS_WARPS>), sizeof(dec_smem<8, PS_WARPS>)};
+    0, sizeof(dec_shared<1, PS_WARPS>), sizeof(dec_shared<2, PS_WARPS>), sizeof(dec_shared<3, PS_WARPS>),
+    sizeof(dec_shared<4, PS_WARPS>), sizeof(dec_shared<5, PS_WARPS>), sizeof(dec_shared<6, PS_WARPS>),
+    sizeof(dec_shared<7, PS_WARPS>), sizeof(dec_shared<8, PS_WARPS>)};
 
 static int barriers_per_step(const nc_cuda *cu) { return PS_STAGES * cu->L; }
 
 int nc_cuda_persist_init(nc_cuda *cu) {
     cu->persist = NULL;
-    /* sm_90 with this binary's sm_90a code, bf16 matrices */
-    if (!cu->env.cuda_persist || cu->cc_major != 9 || !cu->have_wgmma || cu->layer_format != NC_WEIGHT_BF16 ||
-        cu->lm_head.format != NC_WEIGHT_BF16)
+    /* sm_90 with this binary's sm_90a code, bf16 matrices; never under
+     * --deterministic, whose batch-invariant kernels every step must use */
+    if (!cu->env.cuda_persist || cu->det || cu->cc_major != 9 || !cu->have_wgmma ||
+        cu->layer_format != NC_WEIGHT_BF16 || cu->lm_head.format != NC_WEIGHT_BF16)
         return 0;
     int widest = NC_MAX(NC_MAX(cu->C, cu->H * cu->D), cu->F);
     if (widest / 8 > PS_TILE_CHUNKS) return 0; /* a tile holds at least one whole row */

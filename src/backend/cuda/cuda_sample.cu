@@ -12,9 +12,10 @@
  *     shared memory (bitonic), and min-p, top-p and the draw walk them in
  *     rank order exactly like the host sampler: same token for the same
  *     generator state, up to summation order in the last bits.
- *   otherwise (no top-k, or k > 1024): weights exp((x - max) / T) over the
+ *   otherwise (no top-k, k > 1024, or k >= V): weights exp((x - max) / T) over the
  *     whole row; min-p is a threshold; top-p keeps the largest values whose
- *     mass reaches top_p (threshold found by a radix select on mass); the
+ *     mass reaches top_p (threshold found by a radix select on mass, summed in
+ *     fixed point so that it is the same from run to run); the
  *     draw walks in index order. Same distribution as the host, but for a
  *     given uniform a different token than the host's rank-order walk.
  * One CTA of 1024 threads per row; every pass reads the row from L2.
@@ -285,26 +286,33 @@ __device__ __forceinline__ void pick_in_rank_order(int n, const nc_cuda_samp &sp
  * keys the top-k threshold keeps, else 0. */
 #define WEIGHT(v, k) (((k) >= tk && (v) == (v)) ? fmaxf(expf(((v) - mx) * inv_t), 0.0f) : 0.0f)
 
+/* Weights in the top-p histogram: fixed point with 32 fraction bits
+ * (weights are <= 1, a row's sum < 2^48), so the shared-memory atomics add
+ * integers, whose sum does not depend on the order the threads arrive in:
+ * the threshold is the same from run to run. */
+#define MASS_ONE 4294967296.0
+
 /* Step 3b, part 1: the top-p threshold key tp, by a radix select on mass:
  * the largest values whose weights reach top_p * sum. */
 __device__ __forceinline__ unsigned top_p_threshold(const float *x, int V, float top_p, double sum, unsigned tk,
-                                                    float mx, float inv_t, float minw, float *hist_f,
-                                                    float &rank_f, int &sel) {
+                                                    float mx, float inv_t, float minw,
+                                                    unsigned long long *hist_m, unsigned long long &rank_m, int &sel) {
     int tid = threadIdx.x, warp = tid >> 5;
     unsigned prefix = 0u, mask = 0u;
-    if (tid == 0) rank_f = (float)((double)top_p * sum);
+    if (tid == 0) rank_m = __double2ull_rn((double)top_p * sum * MASS_ONE);
     for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = tid; i < 256; i += ST) hist_f[i] = 0.0f;
+        for (int i = tid; i < 256; i += ST) hist_m[i] = 0ull;
         __syncthreads();
         for (int i = tid; i < V; i += ST) {
             float v = x[i];
             unsigned k = fkey(v);
             float wv = WEIGHT(v, k);
             if (wv < minw) wv = 0.0f;
-            if (wv > 0.0f && (k & mask) == prefix) atomicAdd(&hist_f[(k >> shift) & 255u], wv);
+            if (wv > 0.0f && (k & mask) == prefix)
+                atomicAdd(&hist_m[(k >> shift) & 255u], __double2ull_rn((double)wv * MASS_ONE));
         }
         __syncthreads();
-        if (warp == 0) pick_digit<float>(hist_f, &rank_f, &sel);
+        if (warp == 0) pick_digit<unsigned long long>(hist_m, &rank_m, &sel);
         __syncthreads();
         prefix |= (unsigned)sel << shift;
         mask |= 255u << shift;
@@ -317,7 +325,8 @@ __device__ __forceinline__ unsigned top_p_threshold(const float *x, int V, float
  * the token into *out. */
 __device__ __forceinline__ void sample_whole_row(const float *x, int V, const nc_cuda_samp &sp, const samp_shared &S,
                                                  unsigned tk, float mx, float inv_t, int c0, int c1, double *dsh,
-                                                 float *hist_f, float &rank_f, int &sel, int32_t *out) {
+                                                 unsigned long long *hist_m, unsigned long long &rank_m, int &sel,
+                                                 int32_t *out) {
     int tid = threadIdx.x;
     float minw = sp.min_p > 0.0f ? sp.min_p : 0.0f;
     double part = 0.0;
@@ -332,7 +341,7 @@ __device__ __forceinline__ void sample_whole_row(const float *x, int V, const nc
     double sum = scan_total(cum, &tot2);
     unsigned tp = 0u;
     if (sp.top_p < 1.0f) {
-        tp = top_p_threshold(x, V, sp.top_p, sum, tk, mx, inv_t, minw, hist_f, rank_f, sel);
+        tp = top_p_threshold(x, V, sp.top_p, sum, tk, mx, inv_t, minw, hist_m, rank_m, sel);
         part = 0.0;
         for (int i = c0; i < c1; i++) {
             float v = x[i];
@@ -374,10 +383,10 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
     __shared__ float fred[32];
     __shared__ int ired[32];
     __shared__ unsigned hist_u[256];
-    __shared__ float hist_f[256];
+    __shared__ unsigned long long hist_m[256];
     __shared__ int sel;
     __shared__ unsigned rank_u;
-    __shared__ float rank_f;
+    __shared__ unsigned long long rank_m;
     __shared__ float cv[SCAND];
     __shared__ int ci[SCAND];
 
@@ -405,7 +414,7 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
         pick_in_rank_order(sp.top_k, sp, inv_t, S, cv, ci, dsh, &out[row]);
         return;
     }
-    sample_whole_row(x, V, sp, S, tk, mx, inv_t, c0, c1, dsh, hist_f, rank_f, sel, &out[row]);
+    sample_whole_row(x, V, sp, S, tk, mx, inv_t, c0, c1, dsh, hist_m, rank_m, sel, &out[row]);
 }
 
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R) {
