@@ -584,7 +584,7 @@ static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan 
              prop->name, prop->major, prop->minor, prop->multiProcessorCount, mp->total_bytes / 1073741824.0,
              format_name(cu->layer_format), lm, cu->slab_bytes / 1e9, (long long)cu->n_blocks,
              cu->n_blocks * mp->kv_block_bytes / 1073741824.0, cu->kv_fp8 ? ", fp8" : "", gemms,
-             cu->persist ? "persistent kernel" : "graphs");
+             cu->persist ? nc_cuda_persist_describe(cu) : "graphs");
 }
 
 /* fp8 (e4m3) weights and the fp8 KV cache need the e4m3 conversions of

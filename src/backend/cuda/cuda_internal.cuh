@@ -372,13 +372,18 @@ int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
 
 /* ==== cuda_persist.cu ==== */
 
-/* Enables the persistent kernel for batch-1 decode steps (cu->persist) on
- * an sm_90 device running this binary's sm_90a code, with bf16 matrices
- * and shapes whose tiles fit in shared memory, unless NC_CUDA_PERSIST=0;
- * otherwise cu->persist stays NULL and decode steps replay graphs. After
- * init_kernels (have_wgmma) and the launch modes (profile). */
+/* Enables the persistent kernel for batch-1 decode steps (cu->persist)
+ * when NC_CUDA_PERSIST=1 (off by default: slower than the graphs so far,
+ * docs/performance.md) on an sm_90 device running this binary's sm_90a
+ * code, with bf16 matrices, not --deterministic, and shapes whose tiles fit
+ * in shared memory; otherwise cu->persist stays NULL and decode steps
+ * replay graphs. -1 + nc_error() when NC_CUDA_PERSIST_TILE / _BUFS were set
+ * to sizes this model or GPU cannot use. After init_kernels (have_wgmma)
+ * and the launch modes (profile). */
 int nc_cuda_persist_init(nc_cuda *cu);
 void nc_cuda_persist_free(nc_cuda *cu);
+/* "persistent kernel (its tile settings)" while cu->persist, else NULL. */
+const char *nc_cuda_persist_describe(const nc_cuda *cu);
 /* Queues the decode step of the current batch (one row, decode_only):
  * embedding, layers and softcapped logits into cu->logits row 0. */
 int nc_cuda_persist_step(nc_cuda *cu);

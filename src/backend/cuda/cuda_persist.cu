@@ -12,15 +12,20 @@
  *   the softcap. A bar is a grid barrier (5 per layer).
  *
  * Projections: CTA b owns the contiguous rows [rows·b/n, rows·(b+1)/n) of
- * each matrix, a contiguous byte range, which it copies in tiles of up to
- * 64 KB (whole rows) into shared memory with cp.async, two tiles in flight:
- * while tile t is multiplied, tile t+1 (or the next stage's first tile) is
- * already on its way. The first tile of the next stage is issued before the
- * grid barrier, so HBM keeps streaming while CTAs wait for each other. Each
- * thread multiplies 16-byte chunks of the tile with the stage's input vector
- * (fp32, staged in shared memory after the barrier), writes one partial per
- * chunk, and a warp per row sums its partials in a fixed order:
- * deterministic, like the GEMV.
+ * each matrix, a contiguous byte range, which it reads in tiles of whole
+ * rows (NC_CUDA_PERSIST_TILE, 64 KB by default). A CTA's tiles of the whole
+ * step form one stream (ps_stream) issued bufs - 1 tiles ahead of use
+ * (NC_CUDA_PERSIST_BUFS, 2 by default), across stages: the next stage's
+ * first tiles are on their way before the grid barrier, so HBM keeps
+ * streaming while CTAs wait for each other. NC_CUDA_PERSIST_LOAD picks how
+ * a tile arrives: smem (the default) copies it into a ring of bufs tiles
+ * in shared memory with cp.async; reg prefetches the tiles ahead into L2
+ * (cp.async.bulk.prefetch) and loads each thread's chunks of the current
+ * one straight into registers with 16-byte ld.global.nc, as the GEMV does.
+ * Each thread multiplies 16-byte chunks of the tile with the stage's input
+ * vector (fp32, staged in shared memory after the barrier), writes one
+ * partial per chunk, and a warp per row sums its partials in a fixed
+ * order: deterministic, like the GEMV.
  *
  * Attention: the (kv head, split) units of cuda_attn_decode.cuh's CTA
  * function, with 16 warps per CTA and splits = CTAs / kv heads, so the
@@ -44,8 +49,9 @@
 
 #define PS_WARPS 16
 #define PS_THREADS (PS_WARPS * 32)
-#define PS_TILE_CHUNKS 4096 /* 16-byte chunks per weight tile: 64 KB */
-#define PS_BUFS 2
+#define PS_TILE_DEFAULT 65536          /* bytes per weight tile (NC_CUDA_PERSIST_TILE) */
+#define PS_BUFS_DEFAULT 2              /* tiles in flight (NC_CUDA_PERSIST_BUFS) */
+#define PS_REG_LOADS 8                 /* reg: 16-byte loads per thread and tile (64 KB per CTA at most) */
 #define PS_STAGES 5                    /* grid barriers per layer */
 #define PS_TIMEOUT_NS 10000000000ull   /* a CTA waiting 10 s at a barrier means a bug: stop */
 
@@ -67,6 +73,7 @@ typedef struct {
     int L, C, Q, F, HD, V, Hkv, splits;
     int lambdas, smear_layer; /* V2+; the layer after which x is kept for the backout (V6), else -1 */
     float backout, eps, softcap;
+    int tile_chunks, bufs, reg;    /* 16-byte chunks per tile, tiles in flight, loads into registers */
     unsigned long long *bar, base; /* arrival counter and its value at this launch */
     int *err;                      /* 0, or 1 + the barrier a CTA gave up at */
     unsigned long long *stamps;    /* NC_CUDA_PROFILE: CTA 0's time after each barrier, or NULL */
@@ -74,8 +81,10 @@ typedef struct {
 
 struct nc_cuda_persist {
     void (*kernel)(ps_params);
-    int grid, splits;
+    int grid, splits, tile_bytes, bufs;
+    bool reg;
     size_t smem;
+    char description[96];
     ps_layer *layers_d;
     nc_cuda_meta_layout built_for; /* the metadata offsets layers_d points into (used = 0) */
     bool built;
@@ -91,6 +100,25 @@ typedef struct {
     int rows, K;
 } ps_mat;
 
+/* The kernel's shared memory: the ring of weight tiles (smem loads), the
+ * stage's input vector, a tile's chunk partials, the block reductions and
+ * the barrier's verdict. */
+typedef struct {
+    uint4 *ring;
+    float *xs, *part, *red;
+    int *flag;
+} ps_smem;
+
+/* The weight tiles of a step in the order the stages use them (every
+ * CTA its own rows): the next tile to issue, tile t of stage s (stage
+ * 4l + 0..3: layer l's qkv, o, fc, proj; 4L: the lm_head), and how many
+ * tiles were issued and used so far (a tile's ring slot: its count %
+ * bufs). Issuing runs bufs - 1 tiles ahead of use, across stages and
+ * the grid barriers between them. */
+typedef struct {
+    int s, t, issued, used;
+} ps_stream;
+
 __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
     unsigned s = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
@@ -99,6 +127,28 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+/* Waits until at most n (1..3) of this thread's cp.async groups are pending. */
+__device__ __forceinline__ void cp_async_wait_upto(int n) {
+    if (n <= 1)
+        cp_async_wait<1>();
+    else if (n == 2)
+        cp_async_wait<2>();
+    else
+        cp_async_wait<3>();
+}
+
+/* Starts bringing `bytes` (a multiple of 16) at src into L2. */
+__device__ __forceinline__ void prefetch_l2(const void *src, unsigned bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ uint4 ld_weights(const uint4 *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
 }
 
 __device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long *p) {
@@ -113,30 +163,53 @@ __device__ __forceinline__ unsigned long long global_ns() {
     return t;
 }
 
+/* The matrix of stage s (see ps_stream). */
+__device__ __forceinline__ ps_mat ps_stage_mat(const ps_params &p, int s) {
+    if (s >= 4 * p.L) return ps_mat{p.lm_head, p.V, p.C};
+    const ps_layer *ly = p.layers + s / 4;
+    switch (s % 4) {
+    case 0: return ps_mat{ly->qkv, p.Q, p.C};
+    case 1: return ps_mat{ly->o, p.C, p.HD};
+    case 2: return ps_mat{ly->fc, p.F, p.C};
+    default: return ps_mat{ly->proj, p.C, p.F};
+    }
+}
+
 /* This CTA's rows of m and its tiles of whole rows. */
 typedef struct {
     int r0, r1, tile_rows, tiles;
 } ps_span;
 
-__device__ __forceinline__ ps_span ps_span_of(const ps_mat &m) {
+__device__ __forceinline__ ps_span ps_span_of(const ps_params &p, const ps_mat &m) {
     ps_span s;
     s.r0 = (int)((int64_t)m.rows * blockIdx.x / gridDim.x);
     s.r1 = (int)((int64_t)m.rows * (blockIdx.x + 1) / gridDim.x);
-    s.tile_rows = max(1, PS_TILE_CHUNKS / (m.K / 8));
-    s.tiles = m.w ? (s.r1 - s.r0 + s.tile_rows - 1) / s.tile_rows : 0;
+    s.tile_rows = max(1, p.tile_chunks / (m.K / 8));
+    s.tiles = (s.r1 - s.r0 + s.tile_rows - 1) / s.tile_rows;
     return s;
 }
 
-/* Issues tile t of this CTA's rows of m into buf as one commit group
- * (an empty group when there is no such tile). */
-__device__ __forceinline__ void ps_issue(const ps_mat &m, int t, uint4 *buf) {
-    ps_span s = ps_span_of(m);
-    if (t < s.tiles) {
-        int row0 = s.r0 + t * s.tile_rows, nr = min(s.tile_rows, s.r1 - row0), k8 = m.K / 8;
-        const uint4 *src = (const uint4 *)m.w + (size_t)row0 * k8;
-        for (int j = threadIdx.x; j < nr * k8; j += PS_THREADS) cp_async16(buf + j, src + j);
+/* Issues the next tile of the stream: into its ring slot as one cp.async
+ * group (smem loads; an empty group past the last tile), or as an L2
+ * prefetch (reg loads). */
+__device__ void ps_issue_next(const ps_params &p, ps_stream &q, uint4 *ring) {
+    for (; q.s <= 4 * p.L; q.s++, q.t = 0) {
+        ps_mat m = ps_stage_mat(p, q.s);
+        ps_span sp = ps_span_of(p, m);
+        if (q.t >= sp.tiles) continue;
+        int row0 = sp.r0 + q.t * sp.tile_rows, n = min(sp.tile_rows, sp.r1 - row0) * (m.K / 8);
+        const uint4 *src = (const uint4 *)m.w + (size_t)row0 * (m.K / 8);
+        if (p.reg) {
+            if (threadIdx.x == 0) prefetch_l2(src, (unsigned)n * 16u);
+        } else {
+            uint4 *buf = ring + (size_t)(q.issued % p.bufs) * p.tile_chunks;
+            for (int j = threadIdx.x; j < n; j += PS_THREADS) cp_async16(buf + j, src + j);
+        }
+        q.t++;
+        break;
     }
-    cp_async_commit();
+    if (!p.reg) cp_async_commit();
+    q.issued++;
 }
 
 /* The grid barrier (see the top comment); false when a CTA gave up, in
@@ -208,48 +281,62 @@ __device__ __forceinline__ void ps_store(const ps_params &p, int epi, int layer,
     }
 }
 
-/* One projection stage: in = its bf16 input vector, or NULL for the
- * RMSNorm of the residual. On entry the latest cp.async group is this stage's
- * first tile, in buffer cur; on return it is `next`'s first tile, in the
- * new cur. */
-__device__ void ps_project(const ps_params &p, const ps_mat &m, const bf16 *in, int epi, const ps_mat &next, int layer,
-                           uint4 *wbuf, float *xs, float *part, float *red, int &cur) {
-    ps_span s = ps_span_of(m);
-    int k8 = m.K / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float scale = s.tiles ? ps_stage_input(p, in, epi == PS_EPI_SOFTCAP, m.K, xs, red) : 1.0f;
+/* part[j] = 16-byte chunk j of a tile (K/8 chunks per row) times its
+ * slice of the input vector xs. */
+__device__ __forceinline__ void ps_chunk_dot(uint4 wv, int j, int k8, float inv_k8, const float *xs, float *part) {
+    /* (j + 0.5) / k8 is at least 0.5 / k8 from an integer: exact row */
+    int r = __float2int_rd(((float)j + 0.5f) * inv_k8), c = j - r * k8;
+    float wf[8];
+    nc_bf16x8_to_f32(wv, wf);
+    float4 a = *(const float4 *)(xs + 8 * c), b = *(const float4 *)(xs + 8 * c + 4);
+    float d = wf[0] * a.x;
+    d = fmaf(wf[1], a.y, d), d = fmaf(wf[2], a.z, d), d = fmaf(wf[3], a.w, d);
+    d = fmaf(wf[4], b.x, d), d = fmaf(wf[5], b.y, d), d = fmaf(wf[6], b.z, d), d = fmaf(wf[7], b.w, d);
+    part[j] = d;
+}
+
+/* Stage s, a projection: in = its bf16 input vector, or NULL for the
+ * RMSNorm of the residual. Each of this CTA's tiles: the stream issues
+ * one tile more, the tile's chunks are multiplied (from the ring, or
+ * loaded into registers) into one partial each, and a warp per row sums
+ * its partials in a fixed order. */
+__device__ void ps_project(const ps_params &p, int s, const bf16 *in, int epi, const ps_smem &sm, ps_stream &q) {
+    ps_mat m = ps_stage_mat(p, s);
+    ps_span sp = ps_span_of(p, m);
+    int layer = min(s / 4, p.L - 1), k8 = m.K / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float scale = sp.tiles ? ps_stage_input(p, in, epi == PS_EPI_SOFTCAP, m.K, sm.xs, sm.red) : 1.0f;
     float inv_k8 = 1.0f / (float)k8;
-    for (int t = 0; t < s.tiles; t++) {
-        uint4 *other = wbuf + (size_t)(cur ^ 1) * PS_TILE_CHUNKS;
-        if (t + 1 < s.tiles)
-            ps_issue(m, t + 1, other);
-        else
-            ps_issue(next, 0, other);
-        cp_async_wait<1>();
-        __syncthreads();
-        const uint4 *w = wbuf + (size_t)cur * PS_TILE_CHUNKS;
-        int row0 = s.r0 + t * s.tile_rows, nr = min(s.tile_rows, s.r1 - row0);
-        for (int j = threadIdx.x; j < nr * k8; j += PS_THREADS) {
-            /* (j + 0.5) / k8 is at least 0.5 / k8 from an integer: exact row */
-            int r = __float2int_rd(((float)j + 0.5f) * inv_k8), c = j - r * k8;
-            float wf[8];
-            nc_bf16x8_to_f32(w[j], wf);
-            float4 a = *(const float4 *)(xs + 8 * c), b = *(const float4 *)(xs + 8 * c + 4);
-            float d = wf[0] * a.x;
-            d = fmaf(wf[1], a.y, d), d = fmaf(wf[2], a.z, d), d = fmaf(wf[3], a.w, d);
-            d = fmaf(wf[4], b.x, d), d = fmaf(wf[5], b.y, d), d = fmaf(wf[6], b.z, d), d = fmaf(wf[7], b.w, d);
-            part[j] = d;
+    for (int t = 0; t < sp.tiles; t++, q.used++) {
+        ps_issue_next(p, q, sm.ring);
+        int row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0), n = nr * k8;
+        if (p.reg) {
+            const uint4 *src = (const uint4 *)m.w + (size_t)row0 * k8;
+            uint4 wv[PS_REG_LOADS];
+#pragma unroll
+            for (int u = 0; u < PS_REG_LOADS; u++) {
+                int j = threadIdx.x + u * PS_THREADS;
+                if (j < n) wv[u] = ld_weights(src + j);
+            }
+#pragma unroll
+            for (int u = 0; u < PS_REG_LOADS; u++) {
+                int j = threadIdx.x + u * PS_THREADS;
+                if (j < n) ps_chunk_dot(wv[u], j, k8, inv_k8, sm.xs, sm.part);
+            }
+        } else {
+            cp_async_wait_upto(p.bufs - 1); /* tile q.used has landed */
+            __syncthreads();
+            const uint4 *w = sm.ring + (size_t)(q.used % p.bufs) * p.tile_chunks;
+            for (int j = threadIdx.x; j < n; j += PS_THREADS) ps_chunk_dot(w[j], j, k8, inv_k8, sm.xs, sm.part);
         }
         __syncthreads();
         for (int r = warp; r < nr; r += PS_WARPS) {
             float y = 0.0f;
-            for (int c = lane; c < k8; c += 32) y += part[r * k8 + c];
+            for (int c = lane; c < k8; c += 32) y += sm.part[r * k8 + c];
             y = nc_warp_sum(y);
             if (lane == 0) ps_store(p, epi, layer, row0 + r, y, scale);
         }
         __syncthreads();
-        cur ^= 1;
     }
-    if (!s.tiles) ps_issue(next, 0, wbuf + (size_t)cur * PS_TILE_CHUNKS);
 }
 
 template <int G, bool KV8>
@@ -258,33 +345,32 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ float red[32];
     __shared__ int flag;
-    uint4 *wbuf = (uint4 *)smem;
-    float *xs = (float *)(wbuf + PS_BUFS * PS_TILE_CHUNKS); /* the stage's input: max(C, H·D, F) floats */
-    float *part = xs + ((max(max(p.C, p.HD), p.F) + 3) & ~3); /* a tile's chunk partials */
-    dec_shared<G, PS_WARPS> &att = *(dec_shared<G, PS_WARPS> *)xs; /* attention: over xs and part */
-    int cur = 0, n_bar = 0;
+    ps_smem sm;
+    sm.ring = (uint4 *)smem;
+    sm.xs = (float *)(sm.ring + (p.reg ? 0 : (size_t)p.bufs * p.tile_chunks)); /* max(C, H·D, F) floats */
+    sm.part = sm.xs + ((max(max(p.C, p.HD), p.F) + 3) & ~3);                     /* a tile's chunk partials */
+    sm.red = red, sm.flag = &flag;
+    dec_shared<G, PS_WARPS> &att = *(dec_shared<G, PS_WARPS> *)sm.xs; /* attention: over xs and part */
+    int n_bar = 0;
     if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[0] = global_ns();
-    ps_mat lm = {p.lm_head, p.V, p.C}, none = {NULL, 1, 8};
-    ps_issue(ps_mat{p.layers[0].qkv, p.Q, p.C}, 0, wbuf);
+    ps_stream q = {0, 0, 0, 0};
+    for (int i = 0; i + 1 < p.bufs; i++) ps_issue_next(p, q, sm.ring);
     for (int l = 0; l < p.L; l++) {
         const ps_layer *ly = p.layers + l;
-        ps_mat qkv = {ly->qkv, p.Q, p.C}, o = {ly->o, p.C, p.HD}, fc = {ly->fc, p.F, p.C}, proj = {ly->proj, p.C, p.F};
-        ps_mat after = l + 1 < p.L ? ps_mat{p.layers[l + 1].qkv, p.Q, p.C} : lm;
         if (l > 0 && !ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, qkv, NULL, PS_EPI_QKV, o, l, wbuf, xs, part, red, cur);
+        ps_project(p, 4 * l, NULL, PS_EPI_QKV, sm, q);
         if (!ps_sync(p, n_bar, &flag)) break;
         for (int u = blockIdx.x; u < p.Hkv * p.splits; u += gridDim.x) {
             nc_attn_decode_cta<G, false, KV8, PS_WARPS>(ly->attn, u % p.splits, u / p.splits, 0, att);
             __syncthreads();
         }
         if (!ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, o, p.attn, PS_EPI_ADD, fc, l, wbuf, xs, part, red, cur);
+        ps_project(p, 4 * l + 1, p.attn, PS_EPI_ADD, sm, q);
         if (!ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, fc, NULL, PS_EPI_RELU2, proj, l, wbuf, xs, part, red, cur);
+        ps_project(p, 4 * l + 2, NULL, PS_EPI_RELU2, sm, q);
         if (!ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, proj, p.u, PS_EPI_PROJ, after, l, wbuf, xs, part, red, cur);
-        if (l + 1 == p.L && ps_sync(p, n_bar, &flag))
-            ps_project(p, lm, NULL, PS_EPI_SOFTCAP, none, l, wbuf, xs, part, red, cur);
+        ps_project(p, 4 * l + 3, p.u, PS_EPI_PROJ, sm, q);
+        if (l + 1 == p.L && ps_sync(p, n_bar, &flag)) ps_project(p, 4 * p.L, NULL, PS_EPI_SOFTCAP, sm, q);
     }
     cp_async_wait<0>();
     if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[n_bar + 1] = global_ns();
@@ -308,6 +394,14 @@ static const size_t ps_attn_smem[NC_ATTN_MAX_GROUP + 1] = {
 
 static int barriers_per_step(const nc_cuda *cu) { return PS_STAGES * cu->L; }
 
+/* The knobs' values in messages: which were set, and to what. */
+static void knob_names(const nc_cuda *cu, char *out, size_t n) {
+    snprintf(out, n, "NC_CUDA_PERSIST_TILE=%d NC_CUDA_PERSIST_BUFS=%d NC_CUDA_PERSIST_LOAD=%s%s",
+             cu->env.cuda_persist_tile ? cu->env.cuda_persist_tile : PS_TILE_DEFAULT,
+             cu->env.cuda_persist_bufs ? cu->env.cuda_persist_bufs : PS_BUFS_DEFAULT, cu->env.cuda_persist_load,
+             cu->env.cuda_persist_tile || cu->env.cuda_persist_bufs ? "" : " (the defaults)");
+}
+
 int nc_cuda_persist_init(nc_cuda *cu) {
     cu->persist = NULL;
     /* sm_90 with this binary's sm_90a code, bf16 matrices; never under
@@ -315,14 +409,34 @@ int nc_cuda_persist_init(nc_cuda *cu) {
     if (!cu->env.cuda_persist || cu->det || cu->cc_major != 9 || !cu->have_wgmma ||
         cu->layer_format != NC_WEIGHT_BF16 || cu->lm_head.format != NC_WEIGHT_BF16)
         return 0;
+    /* Tile and ring sizes: the defaults fall back to the graph path where
+     * they do not fit; values set on purpose that do not fit are errors. */
+    bool chosen = cu->env.cuda_persist_tile || cu->env.cuda_persist_bufs;
+    int tile = cu->env.cuda_persist_tile ? cu->env.cuda_persist_tile : PS_TILE_DEFAULT;
+    int bufs = cu->env.cuda_persist_bufs ? cu->env.cuda_persist_bufs : PS_BUFS_DEFAULT;
+    bool reg = !strcmp(cu->env.cuda_persist_load, "reg");
+    char knobs[160];
+    knob_names(cu, knobs, sizeof knobs);
     int widest = NC_MAX(NC_MAX(cu->C, cu->H * cu->D), cu->F);
-    if (widest / 8 > PS_TILE_CHUNKS) return 0; /* a tile holds at least one whole row */
+    if (widest * 2 > tile) { /* a tile holds at least one whole row */
+        if (!chosen) return 0;
+        return nc_fail("cuda: the persistent decode kernel with %s: a %d-byte tile does not hold one %d-byte "
+                       "row of this model; use a tile of at least %d bytes",
+                       knobs, tile, widest * 2, (widest * 2 + 4095) / 4096 * 4096);
+    }
+    int tile_chunks = tile / 16;
+    NC_ASSERT(tile_chunks <= PS_REG_LOADS * PS_THREADS); /* the env's range: 64 KB at most */
     size_t xs_floats = (size_t)((widest + 3) & ~3);
-    size_t stage = (xs_floats + PS_TILE_CHUNKS) * sizeof(float);
-    size_t smem = (size_t)PS_BUFS * PS_TILE_CHUNKS * 16 + NC_MAX(stage, ps_attn_smem[cu->G]);
+    size_t stage = (xs_floats + (size_t)tile_chunks) * sizeof(float);
+    size_t smem = (reg ? 0 : (size_t)bufs * tile) + NC_MAX(stage, ps_attn_smem[cu->G]);
     int optin = 0;
     NC_CU_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu->device));
-    if (smem + 1024 > (size_t)optin) return 0; /* + the kernel's static shared memory */
+    if (smem + 1024 > (size_t)optin) { /* + the kernel's static shared memory */
+        if (!chosen) return 0;
+        return nc_fail("cuda: the persistent decode kernel with %s needs %zu bytes of shared memory per SM for "
+                       "this model, the GPU has %d; use a smaller tile or fewer tiles in flight",
+                       knobs, smem + 1024, optin);
+    }
     void (*kernel)(ps_params) = ps_kernels[cu->kv_fp8 ? 1 : 0][cu->G];
     NC_CU_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
@@ -333,6 +447,9 @@ int nc_cuda_persist_init(nc_cuda *cu) {
     ps->kernel = kernel;
     ps->grid = cu->sm_count;
     ps->smem = smem;
+    ps->tile_bytes = tile, ps->bufs = bufs, ps->reg = reg;
+    snprintf(ps->description, sizeof ps->description, "persistent kernel (%d KB tiles, %d in flight, %s)",
+             tile / 1024, bufs, reg ? "loaded into registers, prefetched to L2" : "through shared memory");
     int64_t part_cap = cu->part_floats / ((int64_t)cu->H * (cu->D + 2));
     ps->splits = (int)NC_MAX(1, NC_MIN(NC_MIN(ps->grid / cu->Hkv, NC_ATTN_MAX_SPLITS), part_cap));
     NC_CU_TRY(cudaMalloc((void **)&ps->layers_d, (size_t)cu->L * sizeof(ps_layer)));
@@ -345,6 +462,8 @@ int nc_cuda_persist_init(nc_cuda *cu) {
         NC_CU_TRY(cudaMalloc((void **)&ps->stamps_d, (size_t)(barriers_per_step(cu) + 2) * sizeof(unsigned long long)));
     return 0;
 }
+
+const char *nc_cuda_persist_describe(const nc_cuda *cu) { return cu->persist ? cu->persist->description : NULL; }
 
 void nc_cuda_persist_free(nc_cuda *cu) {
     nc_cuda_persist *ps = cu->persist;
@@ -395,6 +514,7 @@ int nc_cuda_persist_step(nc_cuda *cu) {
     p.lambdas = cu->cfg.has_lambdas;
     p.smear_layer = cu->cfg.has_smear ? cu->L / 2 : -1;
     p.backout = cu->backout_lambda, p.eps = cu->cfg.norm_eps, p.softcap = cu->cfg.softcap;
+    p.tile_chunks = ps->tile_bytes / 16, p.bufs = ps->bufs, p.reg = ps->reg;
     p.bar = ps->bar, p.base = ps->base, p.err = ps->err_d;
     p.stamps = ps->stamps_d;
     cudaLaunchConfig_t cfg = {};
