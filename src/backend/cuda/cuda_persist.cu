@@ -143,14 +143,6 @@ __device__ __forceinline__ void prefetch_l2(const void *src, unsigned bytes) {
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
 }
 
-__device__ __forceinline__ uint4 ld_weights(const uint4 *p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
 __device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long *p) {
     unsigned long long v;
     asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
@@ -315,7 +307,7 @@ __device__ void ps_project(const ps_params &p, int s, const bf16 *in, int epi, c
 #pragma unroll
             for (int u = 0; u < PS_REG_LOADS; u++) {
                 int j = threadIdx.x + u * PS_THREADS;
-                if (j < n) wv[u] = ld_weights(src + j);
+                if (j < n) wv[u] = ld_kv(src + j); /* the decode attention's streaming 16-byte load */
             }
 #pragma unroll
             for (int u = 0; u < PS_REG_LOADS; u++) {
