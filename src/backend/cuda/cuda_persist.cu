@@ -386,12 +386,10 @@ static const size_t ps_attn_smem[NC_ATTN_MAX_GROUP + 1] = {
 
 static int barriers_per_step(const nc_cuda *cu) { return PS_STAGES * cu->L; }
 
-/* The knobs' values in messages: which were set, and to what. */
-static void knob_names(const nc_cuda *cu, char *out, size_t n) {
-    snprintf(out, n, "NC_CUDA_PERSIST_TILE=%d NC_CUDA_PERSIST_BUFS=%d NC_CUDA_PERSIST_LOAD=%s%s",
-             cu->env.cuda_persist_tile ? cu->env.cuda_persist_tile : PS_TILE_DEFAULT,
-             cu->env.cuda_persist_bufs ? cu->env.cuda_persist_bufs : PS_BUFS_DEFAULT, cu->env.cuda_persist_load,
-             cu->env.cuda_persist_tile || cu->env.cuda_persist_bufs ? "" : " (the defaults)");
+/* The settings in force, for messages. */
+static void knob_names(const nc_cuda *cu, int tile, int bufs, char *out, size_t n) {
+    snprintf(out, n, "NC_CUDA_PERSIST_TILE=%d NC_CUDA_PERSIST_BUFS=%d NC_CUDA_PERSIST_LOAD=%s", tile, bufs,
+             cu->env.cuda_persist_load);
 }
 
 int nc_cuda_persist_init(nc_cuda *cu) {
@@ -408,7 +406,7 @@ int nc_cuda_persist_init(nc_cuda *cu) {
     int bufs = cu->env.cuda_persist_bufs ? cu->env.cuda_persist_bufs : PS_BUFS_DEFAULT;
     bool reg = !strcmp(cu->env.cuda_persist_load, "reg");
     char knobs[160];
-    knob_names(cu, knobs, sizeof knobs);
+    knob_names(cu, tile, bufs, knobs, sizeof knobs);
     int widest = NC_MAX(NC_MAX(cu->C, cu->H * cu->D), cu->F);
     if (widest * 2 > tile) { /* a tile holds at least one whole row */
         if (!chosen) return 0;
