@@ -73,8 +73,9 @@ typedef struct {
  * from the environment once, with nc_backend_env_read, into b->env before
  * the backend's init; no backend reads an environment variable itself.
  * One convention for all: unset or empty keeps the default; on/off
- * switches take 0 or 1; the others one of their listed words; anything else
- * fails backend creation with a message naming the variable.
+ * switches take 0 or 1; numbers a value in their range; the others one of
+ * their listed words; anything else fails backend creation with a message
+ * naming the variable.
  */
 typedef struct {
     bool cuda_graphs;        /* NC_CUDA_GRAPHS (1): replay decode steps from CUDA graphs */
@@ -85,6 +86,13 @@ typedef struct {
                                 every row count past one, else the mma.sync GEMM) */
     bool cuda_gemv_q8_old;   /* NC_CUDA_GEMV_Q8=old|new (new): the first 8-bit batch-1 GEMV kernel instead of
                                 the streaming one (cuda_gemv.cu) */
+    bool cuda_persist;       /* NC_CUDA_PERSIST (0): batch-1 decode as one persistent kernel per token
+                                (sm_90, bf16 weights; else CUDA graphs); slower than the graphs so far */
+    int cuda_persist_tile;   /* NC_CUDA_PERSIST_TILE: its weight tile in bytes (4096..65536, a multiple
+                                of 4096; 0 unset: 65536) */
+    int cuda_persist_bufs;   /* NC_CUDA_PERSIST_BUFS: its tiles in flight (2..4; 0 unset: 2) */
+    const char *cuda_persist_load; /* NC_CUDA_PERSIST_LOAD: "smem" (cp.async tiles through shared memory)
+                                      or "reg" (16-byte loads into registers, tiles ahead prefetched to L2) */
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */

@@ -294,7 +294,10 @@ static void check_files(void) {
             CHECK(m && m->weights == NC_WEIGHTS_INT8 && m->lm_head_scale && m->layers[0].scale.mlp_proj,
                   "a valid int8 set: %s", m ? "wrong format" : nc_error());
             /* save -> read: same bytes, dtypes, shapes, metadata */
-            const char *path = "build/test-quant-tiny.safetensors";
+            /* in the build dir tests/run.sh names (NC_BUILD), not always build/ */
+            const char *dir = getenv("NC_BUILD");
+            char path[4096];
+            snprintf(path, sizeof path, "%s/test-quant-tiny.safetensors", dir && *dir ? dir : "build");
             CHECK(nc_safetensors_save(path, m->tensors) == 0, "save: %s", nc_error());
             nc_tensor_set *back = nc_tensor_set_new();
             CHECK(nc_safetensors_load(path, back, NULL) == 0, "load: %s", nc_error());

@@ -580,10 +580,11 @@ static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan 
                                      : (q8 ? "mma.sync" : "cuBLASLt");
     snprintf(cu->description, sizeof cu->description,
              "%.200s (cc %d.%d, %d SMs, %.1f GiB): %s weights%s %.2f GB, KV pool %lld blocks (%.2f GiB%s), "
-             "batch GEMMs: %s",
+             "batch GEMMs: %s, batch-1 decode: %s",
              prop->name, prop->major, prop->minor, prop->multiProcessorCount, mp->total_bytes / 1073741824.0,
              format_name(cu->layer_format), lm, cu->slab_bytes / 1e9, (long long)cu->n_blocks,
-             cu->n_blocks * mp->kv_block_bytes / 1073741824.0, cu->kv_fp8 ? ", fp8" : "", gemms);
+             cu->n_blocks * mp->kv_block_bytes / 1073741824.0, cu->kv_fp8 ? ", fp8" : "", gemms,
+             cu->persist ? nc_cuda_persist_describe(cu) : "graphs");
 }
 
 /* fp8 (e4m3) weights and the fp8 KV cache need the e4m3 conversions of
@@ -620,7 +621,7 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     int rc = plan_memory(cu, p, sl.total, &mp) || load_weights(cu, m, &sl);
     slab_free(&sl);
     if (rc || alloc_kv_pool(cu) || build_rope_table(cu) || alloc_scratch(cu) || alloc_batch_buffers(cu) ||
-        init_kernels(cu) || init_launch_modes(cu))
+        init_kernels(cu) || init_launch_modes(cu) || nc_cuda_persist_init(cu))
         return -1;
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
     describe(cu, &prop, &mp);
@@ -672,6 +673,7 @@ static void cuda_free(nc_backend *b) {
     free(cu->sample_chunk);
     nc_cuda_gemm_free(cu);
     nc_cuda_skinny_free(cu);
+    nc_cuda_persist_free(cu);
     void *dev[] = {cu->slab, cu->kc, cu->vc, cu->kc8, cu->vc8, cu->ksc, cu->vsc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
                    cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
                    cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};

@@ -24,6 +24,8 @@
  * block tables from the metadata buffer, whose layout depends only on the
  * batch size, so the same graph serves every step. The first step of a
  * size runs eagerly (which also plans its GEMMs); the second captures.
+ * On Hopper a decode step of one row runs instead as one persistent
+ * kernel (cuda_persist.cu).
  */
 #include <string.h>
 
@@ -192,6 +194,7 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
  * the second use of this batch size), or eagerly. */
 static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
     int nb = bs->S;
+    if (nb == 1 && cu->persist) return nc_cuda_persist_step(cu); /* one kernel for the whole step */
     if (!cu->use_graphs || !seen[nb]) {
         seen[nb] = true;
         return run_layers(cu, bs) || run_logits(cu, 0, nb);
@@ -221,7 +224,7 @@ static int sync_checked(nc_cuda *cu, const char *what) {
     cudaError_t e = cudaStreamSynchronize(cu->stream);
     if (e != cudaSuccess) return nc_fail("cuda: %s failed on the device: %s", what, cudaGetErrorString(e));
     prof_collect(cu);
-    return 0;
+    return nc_cuda_persist_check(cu);
 }
 
 /* ==== ops ==== */

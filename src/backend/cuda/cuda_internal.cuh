@@ -24,6 +24,7 @@
  *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
  *                     ReLU², lambdas, backout, logits rows, softcap
  *   cuda_sample.cu    softcap'd logits -> one token per row on the device
+ *   cuda_persist.cu   batch-1 decode as one persistent kernel per token (sm_90)
  *
  * Numerics (docs/model.md, Precision): weights, KV cache, q and the
  * attention output are bf16 like nanochat under autocast; the residual
@@ -162,6 +163,7 @@ typedef struct {
 
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
 typedef struct nc_cuda_skinny_state nc_cuda_skinny_state;
+typedef struct nc_cuda_persist nc_cuda_persist;
 
 typedef struct {
     nc_model_config cfg;
@@ -233,6 +235,7 @@ typedef struct {
     bool pdl;                          /* programmatic dependent launch of the decode kernels (sm_90) */
     bool have_wgmma;                   /* this binary's sm_90a code runs here (wgmma kernels usable) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
+    nc_cuda_persist *persist;          /* the persistent batch-1 decode kernel, or NULL (graphs) */
 
     /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
      * (events between stages, eager launches, no graphs), printed to stderr
@@ -369,6 +372,28 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu);
  * generator states in samp_d and, for rows with want_logprob, writes their
  * logprob there. */
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
+
+/* ==== cuda_persist.cu ==== */
+
+/* Enables the persistent kernel for batch-1 decode steps (cu->persist)
+ * when NC_CUDA_PERSIST=1 (off by default: slower than the graphs so far,
+ * docs/performance.md) on an sm_90 device running this binary's sm_90a
+ * code, with bf16 matrices, not --deterministic, and shapes whose tiles fit
+ * in shared memory; otherwise cu->persist stays NULL and decode steps
+ * replay graphs. -1 + nc_error() when NC_CUDA_PERSIST_TILE / _BUFS were set
+ * to sizes this model or GPU cannot use. After init_kernels (have_wgmma)
+ * and the launch modes (profile). */
+int nc_cuda_persist_init(nc_cuda *cu);
+void nc_cuda_persist_free(nc_cuda *cu);
+/* "persistent kernel (its tile settings)" while cu->persist, else NULL. */
+const char *nc_cuda_persist_describe(const nc_cuda *cu);
+/* Queues the decode step of the current batch (one row, decode_only):
+ * embedding, layers and softcapped logits into cu->logits row 0. */
+int nc_cuda_persist_step(nc_cuda *cu);
+/* After the stream synchronised: -1 + nc_error() when the step's kernel
+ * gave up at a grid barrier (and resets its state for the next step);
+ * under NC_CUDA_PROFILE fills cu->prof_ms with its stage times. */
+int nc_cuda_persist_check(nc_cuda *cu);
 
 /* ==== cuda_batch.cu ==== */
 
