@@ -12,10 +12,12 @@
  *
  * Decode floors: a step must read every weight once (the matrices and the
  * lm_head; one embedding row) plus the KV cache of every row's context.
- * Bytes / step time / the device's measured copy bandwidth is the "% of
- * floor". The bandwidth is measured in the same run: the backend's
- * copy_bandwidth op (CUDA: a 1 GiB device-to-device copy) or, for backends
- * without one, a host memcpy. Bytes count what the backend stores: the CUDA
+ * Bytes / step time / the device's measured bandwidth is the "% of floor".
+ * The bandwidth is measured in the same run: the backend's copy_bandwidth
+ * op (CUDA: a 1 GiB device-to-device copy) or, for backends without one,
+ * the host's read bandwidth as decode uses it: the run's --threads threads
+ * streaming a buffer of at least 1 GiB and 4x the last-level cache, best of
+ * 5 (util/membw.h). Bytes count what the backend stores: the CUDA
  * backend keeps bf16 weights and a bf16 KV cache; other backends read the
  * checkpoint's weights in place and keep an fp32 KV cache.
  *
@@ -30,6 +32,8 @@
 #include "cli.h"
 #include "model_args.h"
 #include "util/common.h"
+#include "util/membw.h"
+#include "util/threadpool.h"
 
 #define BENCH_MAX_LIST 16
 
@@ -131,29 +135,6 @@ static double matrix_params(const nc_model *m) {
              nc_tensor_numel(w->attn_proj) + nc_tensor_numel(w->mlp_fc) + nc_tensor_numel(w->mlp_proj);
     }
     return p;
-}
-
-static double host_copy_bandwidth(void) {
-    size_t n = (size_t)256 << 20;
-    char *a = malloc(n), *b = malloc(n);
-    if (!a || !b) {
-        free(a);
-        free(b);
-        return 0;
-    }
-    memset(a, 1, n);
-    memset(b, 2, n);
-    double best = 0;
-    for (int i = 0; i < 5; i++) {
-        double t0 = nc_now();
-        memcpy(b, a, n);
-        double t = nc_now() - t0;
-        a[i] = b[n - 1 - i]; /* keep the copies observable */
-        if (t > 0 && 2.0 * n / t > best) best = 2.0 * n / t;
-    }
-    free(a);
-    free(b);
-    return best;
 }
 
 /* ==== runs ==== */
@@ -259,7 +240,7 @@ static void print_rows(const bench_opts *o, const nc_backend *be, const char *mo
     }
     printf("device:    %s\n", be->ops->describe((nc_backend *)be));
     printf("model:     %s, %.3g params, %.3f GB of weights read per decode step\n", model_desc, params, wbytes / 1e9);
-    printf("bandwidth: %.0f GB/s (%s, read + written)\n\n", bw / 1e9, bw_how);
+    printf("bandwidth: %.1f GB/s (%s)\n\n", bw / 1e9, bw_how);
     printf("%-22s %12s %10s %9s %9s\n", "test", "tok/s", "ms/step", "GB/s", "% floor");
     for (int i = 0; i < n; i++) {
         if (r[i].tflops > 0)
@@ -333,8 +314,20 @@ int cmd_bench(int argc, char **argv) {
     double wbytes = weight_bytes(m, bf16), kvb = kv_bytes_per_token(m, bf16);
     double params = (double)nc_config_param_count(cfg);
     double bw = be->ops->copy_bandwidth ? be->ops->copy_bandwidth(be) : 0;
-    const char *bw_how = bw > 0 ? "device copy" : "host memcpy";
-    if (bw <= 0) bw = host_copy_bandwidth();
+    char bw_how[96] = "device copy, read + written";
+    if (bw <= 0) {
+        int threads = ma.threads > 0 ? ma.threads : nc_default_threads();
+        size_t probe = nc_read_bandwidth_bytes();
+        bw = nc_read_bandwidth(threads, probe, 5);
+        snprintf(bw_how, sizeof bw_how, "host read, %d thread%s, %zu MB, best of 5", threads, threads == 1 ? "" : "s",
+                 probe >> 20);
+        if (bw <= 0) {
+            fprintf(stderr, "nanochat bench: %s\n", nc_error());
+            nc_backend_free(be);
+            nc_model_free(m);
+            return 1;
+        }
+    }
 
     int n_ids = NC_MAX(NC_MAX(o.prefill, max_ctx), o.batch_ctx) + steps + 8;
     int32_t *ids = nc_xmalloc(sizeof(int32_t) * (size_t)n_ids);

@@ -137,7 +137,7 @@ void nc_model_args_help(FILE *f) {
             "  --random SHAPE       random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv[,V]]\n"
             "  --random-seed N      seed for --random (default 1)\n"
             "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
-            "  --threads N          CPU threads (default 0: all cores)\n"
+            "  --threads N          CPU threads (default 0: one per physical core)\n"
             "  -v, --verbose        timings on stderr\n"
             "  -q, --quiet          no download or load progress on stderr\n");
 }

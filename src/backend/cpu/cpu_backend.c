@@ -177,6 +177,9 @@ static int setup_buffers(cpu_state *st, int64_t T) {
         !(st->prev_embed = alloc_floats(st, C, "activations")) ||
         !(st->scores = alloc_floats(st, (size_t)st->n_threads * (size_t)st->rope_len, "attention scores")))
         return -1;
+    st->mm_scratch_floats = cpu_matmul_scratch_floats((int64_t)NC_MAX(NC_MAX(C, QD), F));
+    if (!(st->mm_scratch = alloc_floats(st, (size_t)st->n_threads * (size_t)st->mm_scratch_floats, "matmul scratch")))
+        return -1;
     st->tok_seq = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
     st->tok_pos = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
     st->tok_id = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
@@ -208,10 +211,16 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
         return nc_fail("cpu backend: inconsistent model sizes (C=%d H=%d Hkv=%d D=%d V=%d Vp=%d)",
                        c->n_embd, c->n_head, c->n_kv_head, c->head_dim, c->vocab_size, c->padded_vocab);
 
-    /* NC_CPU_KERNELS=scalar|avx2 picks the kernels (benchmarks, tests) */
+    /* NC_CPU_KERNELS=scalar|avx2|avx512 picks the kernels (benchmarks, tests) */
     const char *isa = forced_isa ? forced_isa : getenv("NC_CPU_KERNELS");
     const cpu_kernels *kern = cpu_kernels_select(isa);
-    if (!kern) return nc_fail("cpu backend: NC_CPU_KERNELS=%s is not available here (scalar, avx2, auto)", isa);
+    if (!kern) {
+        char names[64] = "";
+        for (int i = 0; cpu_kernel_variants[i]; i++)
+            if (cpu_kernels_supported(cpu_kernel_variants[i]))
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s, ", cpu_kernel_variants[i]->name);
+        return nc_fail("cpu backend: NC_CPU_KERNELS=%s is not available here (%sauto)", isa, names);
+    }
 
     cpu_state *st = nc_xcalloc(1, sizeof *st);
     b->impl = st;

@@ -149,6 +149,8 @@ typedef struct {
     mm_epilogue epi;
     float *resid;   /* EPI_ADD: [T, ldy of seg 0] */
     float cap;      /* EPI_SOFTCAP */
+    float *scratch; /* per thread, scratch_floats each */
+    int64_t scratch_floats;
 } mm_job;
 
 static void epilogue(const mm_job *j, const mm_segment *s, int64_t r0, int64_t r1) {
@@ -177,6 +179,7 @@ static void epilogue(const mm_job *j, const mm_segment *s, int64_t r0, int64_t r
 
 static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
     const mm_job *j = ctx;
+    float *scratch = j->scratch + (int64_t)thread * j->scratch_floats;
     int64_t total = 0;
     for (int i = 0; i < j->n_seg; i++) total += j->seg[i].n_rows;
     long lo, hi;
@@ -186,7 +189,7 @@ static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
         const mm_segment *s = &j->seg[i];
         int64_t a = NC_MAX((int64_t)lo, off) - off, b = NC_MIN((int64_t)hi, off + s->n_rows) - off;
         if (a < b) {
-            cpu_matmul(j->kern, j->x, j->ldx, j->T, s->w, a, b, s->y, s->ldy);
+            cpu_matmul(j->kern, j->x, j->ldx, j->T, s->w, a, b, s->y, s->ldy, scratch);
             if (j->epi != EPI_NONE) epilogue(j, s, a, b);
         }
         off += s->n_rows;
@@ -195,7 +198,8 @@ static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
 
 static void matmul1(cpu_state *st, const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
                     int64_t n_rows, float *y, int64_t ldy, mm_epilogue epi, float *resid, float cap) {
-    mm_job j = {.kern = st->kern, .x = x, .ldx = ldx, .T = T, .n_seg = 1, .epi = epi, .resid = resid, .cap = cap};
+    mm_job j = {.kern = st->kern, .x = x, .ldx = ldx, .T = T, .n_seg = 1, .epi = epi, .resid = resid, .cap = cap,
+                .scratch = st->mm_scratch, .scratch_floats = st->mm_scratch_floats};
     j.seg[0] = (mm_segment){w, n_rows, y, ldy};
     nc_threadpool_run(st->pool, mm_worker, &j, st->n_tasks);
 }
@@ -362,7 +366,8 @@ int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
         }
         for (int64_t t = 0; t < T; t++) rmsnorm(st->x + t * C, st->h + t * C, C, c->norm_eps);
 
-        mm_job qkv = {.kern = st->kern, .x = st->h, .ldx = C, .T = T, .n_seg = 3, .epi = EPI_NONE};
+        mm_job qkv = {.kern = st->kern, .x = st->h, .ldx = C, .T = T, .n_seg = 3, .epi = EPI_NONE,
+                      .scratch = st->mm_scratch, .scratch_floats = st->mm_scratch_floats};
         qkv.seg[0] = (mm_segment){&L->c_q, QD, st->q, QD};
         qkv.seg[1] = (mm_segment){&L->c_k, KD, st->k, KD};
         qkv.seg[2] = (mm_segment){&L->c_v, KD, st->v, KD};

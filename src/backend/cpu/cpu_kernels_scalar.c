@@ -3,9 +3,10 @@
  * and the runtime selection of the best variant.
  *
  * These are the reference the vector variants are checked against
- * (dev/kernels/cpu_matvec.c) and the fallback on CPUs without AVX2. They
- * accumulate in 8 interleaved partial sums, like the 8-lane vector code,
- * so that both round alike and the compiler can vectorise them.
+ * (tests/c/test_cpu_kernels.c, dev/kernels/cpu_matvec.c) and the fallback
+ * on CPUs without AVX2. They accumulate in 8 interleaved partial sums (so
+ * the compiler can vectorise them), in an order of summation of their own
+ * that depends on neither T nor the rows asked for (cpu_kernels.h).
  */
 #include <string.h>
 
@@ -28,7 +29,7 @@ static void axpy_scalar(float alpha, const float *x, float *y, int64_t n) {
 }
 
 static void matmul_f32_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
-                              int64_t r0, int64_t r1, float *y, int64_t ldy) {
+                              int64_t r0, int64_t r1, float *y, int64_t ldy, float *scratch) {
     const float *W = w->data;
     int64_t K = w->cols;
     for (int64_t r = r0; r < r1; r++)
@@ -37,7 +38,7 @@ static void matmul_f32_scalar(const float *x, int64_t ldx, int64_t T, const cpu_
 
 /* bf16 rows are widened in chunks of 256 so the dot product stays shared. */
 static void matmul_bf16_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
-                               int64_t r0, int64_t r1, float *y, int64_t ldy) {
+                               int64_t r0, int64_t r1, float *y, int64_t ldy, float *scratch) {
     const uint16_t *W = w->data;
     int64_t K = w->cols;
     enum { CHUNK = 256 };
@@ -60,13 +61,30 @@ const cpu_kernels cpu_kernels_scalar = {
     .axpy = axpy_scalar,
 };
 
-const cpu_kernels *cpu_kernels_select(const char *isa) {
-    bool want_auto = !isa || !*isa || !strcmp(isa, "auto");
+const cpu_kernels *const cpu_kernel_variants[] = {
+#if defined(__x86_64__)
+    &cpu_kernels_avx512,
+    &cpu_kernels_avx2,
+#endif
+    &cpu_kernels_scalar,
+    NULL,
+};
+
+bool cpu_kernels_supported(const cpu_kernels *k) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (has_avx2 && (want_auto || !strcmp(isa, "avx2"))) return &cpu_kernels_avx2;
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (k == &cpu_kernels_avx512) return avx2 && __builtin_cpu_supports("avx512f");
+    if (k == &cpu_kernels_avx2) return avx2;
 #endif
-    if (want_auto || !strcmp(isa, "scalar")) return &cpu_kernels_scalar;
+    return k == &cpu_kernels_scalar;
+}
+
+const cpu_kernels *cpu_kernels_select(const char *isa) {
+    bool want_auto = !isa || !*isa || !strcmp(isa, "auto");
+    for (int i = 0; cpu_kernel_variants[i]; i++) {
+        const cpu_kernels *k = cpu_kernel_variants[i];
+        if ((want_auto || !strcmp(isa, k->name)) && cpu_kernels_supported(k)) return k;
+    }
     return NULL;
 }

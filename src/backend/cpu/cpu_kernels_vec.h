@@ -1,0 +1,170 @@
+/*
+ * cpu_kernels_vec.h: the matrix product of the vector kernel variants,
+ * written once for a vector of VL fp32 lanes and included by
+ * cpu_kernels_avx2.c (VL 8) and cpu_kernels_avx512.c (VL 16). Each defines
+ * before including it:
+ *   VEC, VL              the vector type and its lanes
+ *   VEC_INLINE           `static inline`, always inlined, with the ISA's target attribute
+ *   vzero(), vload(p), vfma(a, b, c) = a*b + c, vhsum(v) (a fixed tree of adds)
+ *   vbf16_even(p), vbf16_odd(p)  of the 2*VL bf16 at p, the even-indexed /
+ *                        odd-indexed ones widened to fp32 (one op each)
+ *   TILE_ROWS, TILE_TOKS the register tile of several tokens
+ *   VARIANT(name)        the variant's name for a function (name##_avx2 ...)
+ *
+ * Order of summation of y[t, r] (batch invariance, cpu_kernels.h): one
+ * accumulator of VL lanes runs over K in steps; a step is
+ *   fp32 W: VL columns:   acc = fma(W[k, k+VL), x[k, k+VL), acc)
+ *   bf16 W: 2*VL columns: acc = fma(W evens, x evens, acc); acc = fma(W odds, x odds, acc)
+ * The last, partial step reads zero-padded copies of W and x (0 * 0 adds
+ * nothing); then vhsum's tree gives the sum. Every tile below runs this
+ * sequence per output element; tiles only change how many run side by side.
+ *
+ * Why evens and odds: a 32-bit lane holding two bf16 gives the odd one as an
+ * fp32 by masking off the low half and the even one by a shift, one op per
+ * VL weights (a zero-extend and shift takes two). x is copied to scratch once
+ * per tile of tokens in the matching order (each step's evens, then its
+ * odds), zero-padded to whole steps.
+ *
+ * Tiles: one token (decode) runs 4 rows at a time, each step also
+ * prefetching the same columns of the next 4 rows (into L1 while a 4-row
+ * block is <= 16 KB, else L2: dev/kernels/NOTES_CPU.md); several tokens run
+ * TILE_ROWS x TILE_TOKS register tiles: each widened W vector serves
+ * TILE_TOKS tokens, each x vector TILE_ROWS rows. Tokens are taken in tiles
+ * of at most CPU_MATMUL_TILE_FLOATS of x, which stay in L2 while the blocks
+ * of rows of W pass over them.
+ */
+#include <string.h>
+
+enum { PF_NONE, PF_L1, PF_L2 };
+
+/* Columns per step. */
+#define STEP_COLS(bf16) ((bf16) ? 2 * VL : VL)
+
+/* Rows [0, n) of x -> xp (row stride kp, a multiple of the step), in the
+ * order the steps read them, zero-padded. */
+static void VARIANT(pack_x)(const float *x, int64_t ldx, int64_t n, int64_t K, int64_t kp, bool bf16, float *xp) {
+    for (int64_t t = 0; t < n; t++) {
+        const float *src = x + t * ldx;
+        float *dst = xp + t * kp;
+        if (!bf16) {
+            memcpy(dst, src, (size_t)K * sizeof(float));
+            memset(dst + K, 0, (size_t)(kp - K) * sizeof(float));
+            continue;
+        }
+        for (int64_t k0 = 0; k0 < kp; k0 += 2 * VL)
+            for (int j = 0; j < VL; j++) {
+                int64_t e = k0 + 2 * j;
+                dst[k0 + j] = e < K ? src[e] : 0.0f;
+                dst[k0 + VL + j] = e + 1 < K ? src[e + 1] : 0.0f;
+            }
+    }
+}
+
+/* One step for R rows (w[i] + wo: the step's first weight of row i, as
+ * bytes) and MT tokens (xk + t*kp: the step's x of token t). */
+VEC_INLINE void VARIANT(step)(VEC acc[TILE_ROWS][TILE_TOKS], const char *const *w, int64_t wo, const float *xk,
+                              int64_t kp, const int R, const int MT, const bool bf16) {
+    VEC wv[TILE_ROWS];
+    if (!bf16) {
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) wv[i] = vload((const float *)(w[i] + wo));
+#pragma GCC unroll 8
+        for (int t = 0; t < MT; t++) {
+            VEC xv = vload(xk + t * kp);
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) acc[i][t] = vfma(wv[i], xv, acc[i][t]);
+        }
+        return;
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) wv[i] = vbf16_even(w[i] + wo);
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++) {
+        VEC xv = vload(xk + t * kp);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) acc[i][t] = vfma(wv[i], xv, acc[i][t]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) wv[i] = vbf16_odd(w[i] + wo);
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++) {
+        VEC xv = vload(xk + t * kp + VL);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) acc[i][t] = vfma(wv[i], xv, acc[i][t]);
+    }
+}
+
+/* y[t*ldy + r+i] for i < R, t < MT, from packed x (xp, stride kp). With pf,
+ * also prefetches rows r+R .. r+2R-1 (they must exist). */
+VEC_INLINE void VARIANT(tile)(const float *xp, int64_t kp, const void *W, int64_t K, int64_t r, float *y, int64_t ldy,
+                              const int R, const int MT, const bool bf16, const int pf) {
+    const int64_t es = bf16 ? 2 : 4, step = STEP_COLS(bf16), row_bytes = K * es;
+    const char *w[TILE_ROWS];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) w[i] = (const char *)W + (r + i) * row_bytes;
+    VEC acc[TILE_ROWS][TILE_TOKS];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < MT; t++) acc[i][t] = vzero();
+    int64_t k = 0, full = K / step * step;
+    for (; k < full; k += step) {
+        if (pf != PF_NONE)
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                if (pf == PF_L1) _mm_prefetch(w[i] + R * row_bytes + k * es, _MM_HINT_T0);
+                else _mm_prefetch(w[i] + R * row_bytes + k * es, _MM_HINT_T1);
+            }
+        VARIANT(step)(acc, w, k * es, xp + k, kp, R, MT, bf16);
+    }
+    if (k < K) { /* the partial last step, from zero-padded copies */
+        _Alignas(64) char tail[TILE_ROWS][VL * 4];
+        const char *tw[TILE_ROWS];
+        for (int i = 0; i < R; i++) {
+            memset(tail[i], 0, sizeof tail[i]);
+            memcpy(tail[i], w[i] + k * es, (size_t)((K - k) * es));
+            tw[i] = tail[i];
+        }
+        VARIANT(step)(acc, tw, 0, xp + k, kp, R, MT, bf16);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < MT; t++) y[t * ldy + r + i] = vhsum(acc[i][t]);
+}
+
+/* Tokens [0, n) of packed x for rows r .. r+R-1, in tiles of TILE_TOKS. */
+VEC_INLINE void VARIANT(rows_all_tokens)(const float *xp, int64_t kp, int64_t n, const void *W, int64_t K, int64_t r,
+                                         float *y, int64_t ldy, const int R, const bool bf16) {
+    int64_t t = 0;
+    for (; t + TILE_TOKS <= n; t += TILE_TOKS)
+        VARIANT(tile)(xp + t * kp, kp, W, K, r, y + t * ldy, ldy, R, TILE_TOKS, bf16, PF_NONE);
+    /* the leftover tokens, one tile of each smaller width at most */
+#pragma GCC unroll 8
+    for (int mt = TILE_TOKS - 1; mt >= 1; mt--)
+        if (n - t == mt) VARIANT(tile)(xp + t * kp, kp, W, K, r, y + t * ldy, ldy, R, mt, bf16, PF_NONE);
+}
+
+VEC_INLINE void VARIANT(matmul)(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1,
+                                float *y, int64_t ldy, float *scratch, const bool bf16) {
+    const void *W = w->data;
+    const int64_t K = w->cols, step = STEP_COLS(bf16), kp = (K + step - 1) / step * step;
+    int64_t tt = CPU_MATMUL_TILE_FLOATS / kp / TILE_TOKS * TILE_TOKS;
+    if (tt < TILE_TOKS) tt = TILE_TOKS; /* scratch holds 8 rows of x at least */
+    for (int64_t t0 = 0; t0 < T; t0 += tt) {
+        int64_t n = T - t0 < tt ? T - t0 : tt;
+        VARIANT(pack_x)(x + t0 * ldx, ldx, n, K, kp, bf16, scratch);
+        float *yt = y + t0 * ldy;
+        int64_t r = r0;
+        if (n == 1) {
+            const int pf = 4 * K * (bf16 ? 2 : 4) <= 16384 ? PF_L1 : PF_L2;
+            for (; r + 8 <= r1; r += 4) VARIANT(tile)(scratch, kp, W, K, r, yt, ldy, 4, 1, bf16, pf);
+            for (; r + 4 <= r1; r += 4) VARIANT(tile)(scratch, kp, W, K, r, yt, ldy, 4, 1, bf16, PF_NONE);
+            for (; r < r1; r++) VARIANT(tile)(scratch, kp, W, K, r, yt, ldy, 1, 1, bf16, PF_NONE);
+            continue;
+        }
+        for (; r + TILE_ROWS <= r1; r += TILE_ROWS)
+            VARIANT(rows_all_tokens)(scratch, kp, n, W, K, r, yt, ldy, TILE_ROWS, bf16);
+        for (; r < r1; r++) VARIANT(rows_all_tokens)(scratch, kp, n, W, K, r, yt, ldy, 1, bf16);
+    }
+}
