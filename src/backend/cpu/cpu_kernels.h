@@ -69,13 +69,15 @@ bool cpu_kernels_supported(const cpu_kernels *k);
  * lacks it), NULL, "" or "auto" picks the best the CPU supports. */
 const cpu_kernels *cpu_kernels_select(const char *isa);
 
-/* Per-thread scratch a matmul over K columns needs, in floats. The vector
- * variants copy tiles of x there (in the order their loops read it). */
-#define CPU_MATMUL_TILE_FLOATS (192 * 1024) /* 768 KB of x: stays in a 2 MB L2 */
-static inline int64_t cpu_matmul_scratch_floats(int64_t K) {
-    int64_t row = (K + 63) / 64 * 64, min_tile = 8 * row;
-    return min_tile > CPU_MATMUL_TILE_FLOATS ? min_tile : CPU_MATMUL_TILE_FLOATS;
+/* Per-thread scratch a matmul over K columns needs, in floats: the vector
+ * variants copy a tile of x there (in the order their loops read it), 8
+ * tokens at least and at most 640 KB (with a panel of W, within a 2 MB L2). */
+#define CPU_MATMUL_TILE_FLOATS (160 * 1024)
+static inline int64_t cpu_matmul_x_floats(int64_t K) {
+    int64_t tile = 8 * ((K + 63) / 64 * 64);
+    return tile > CPU_MATMUL_TILE_FLOATS ? tile : CPU_MATMUL_TILE_FLOATS;
 }
+static inline int64_t cpu_matmul_scratch_floats(int64_t K) { return cpu_matmul_x_floats(K); }
 
 /* Dispatches on w->dtype. */
 static inline void cpu_matmul(const cpu_kernels *k, const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,

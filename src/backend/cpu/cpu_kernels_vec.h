@@ -35,7 +35,11 @@
  */
 #include <string.h>
 
+
 enum { PF_NONE, PF_L1, PF_L2 };
+
+/* Bytes of W rows that several-token products keep in L2 (>= 4 rows of any K). */
+#define PANEL_BYTES(row_bytes) ((row_bytes) * 4 > 256 * 1024 ? (row_bytes) * 4 : 256 * 1024)
 
 /* Columns per step. */
 #define STEP_COLS(bf16) ((bf16) ? 2 * VL : VL)
@@ -60,12 +64,15 @@ static void VARIANT(pack_x)(const float *x, int64_t ldx, int64_t n, int64_t K, i
     }
 }
 
+/* How a step reads W: fp32 weights, or bf16 weights widened in the step. */
+enum { W_F32, W_BF16 };
+
 /* One step for R rows (w[i] + wo: the step's first weight of row i, as
  * bytes) and MT tokens (xk + t*kp: the step's x of token t). */
 VEC_INLINE void VARIANT(step)(VEC acc[TILE_ROWS][TILE_TOKS], const char *const *w, int64_t wo, const float *xk,
-                              int64_t kp, const int R, const int MT, const bool bf16) {
+                              int64_t kp, const int R, const int MT, const int wmode) {
     VEC wv[TILE_ROWS];
-    if (!bf16) {
+    if (wmode == W_F32) {
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) wv[i] = vload((const float *)(w[i] + wo));
 #pragma GCC unroll 8
@@ -94,14 +101,15 @@ VEC_INLINE void VARIANT(step)(VEC acc[TILE_ROWS][TILE_TOKS], const char *const *
     }
 }
 
-/* y[t*ldy + r+i] for i < R, t < MT, from packed x (xp, stride kp). With pf,
- * also prefetches rows r+R .. r+2R-1 (they must exist). */
-VEC_INLINE void VARIANT(tile)(const float *xp, int64_t kp, const void *W, int64_t K, int64_t r, float *y, int64_t ldy,
-                              const int R, const int MT, const bool bf16, const int pf) {
-    const int64_t es = bf16 ? 2 : 4, step = STEP_COLS(bf16), row_bytes = K * es;
+/* y[t*ldy + i] for i < R, t < MT: rows w0, w0 + row_bytes, ... of K
+ * weights read as wmode says, x packed (xp, stride kp). With pf, also
+ * prefetches the R rows after these (they must exist). */
+VEC_INLINE void VARIANT(tile)(const float *xp, int64_t kp, const char *w0, int64_t row_bytes, int64_t K, float *y,
+                              int64_t ldy, const int R, const int MT, const int wmode, const int pf) {
+    const int64_t es = wmode == W_BF16 ? 2 : 4, step = STEP_COLS(wmode != W_F32);
     const char *w[TILE_ROWS];
 #pragma GCC unroll 8
-    for (int i = 0; i < R; i++) w[i] = (const char *)W + (r + i) * row_bytes;
+    for (int i = 0; i < R; i++) w[i] = w0 + i * row_bytes;
     VEC acc[TILE_ROWS][TILE_TOKS];
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++)
@@ -115,7 +123,7 @@ VEC_INLINE void VARIANT(tile)(const float *xp, int64_t kp, const void *W, int64_
                 if (pf == PF_L1) _mm_prefetch(w[i] + R * row_bytes + k * es, _MM_HINT_T0);
                 else _mm_prefetch(w[i] + R * row_bytes + k * es, _MM_HINT_T1);
             }
-        VARIANT(step)(acc, w, k * es, xp + k, kp, R, MT, bf16);
+        VARIANT(step)(acc, w, k * es, xp + k, kp, R, MT, wmode);
     }
     if (k < K) { /* the partial last step, from zero-padded copies */
         _Alignas(64) char tail[TILE_ROWS][VL * 4];
@@ -125,46 +133,57 @@ VEC_INLINE void VARIANT(tile)(const float *xp, int64_t kp, const void *W, int64_
             memcpy(tail[i], w[i] + k * es, (size_t)((K - k) * es));
             tw[i] = tail[i];
         }
-        VARIANT(step)(acc, tw, 0, xp + k, kp, R, MT, bf16);
+        VARIANT(step)(acc, tw, 0, xp + k, kp, R, MT, wmode);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 8
-        for (int t = 0; t < MT; t++) y[t * ldy + r + i] = vhsum(acc[i][t]);
+        for (int t = 0; t < MT; t++) y[t * ldy + i] = vhsum(acc[i][t]);
 }
 
-/* Tokens [0, n) of packed x for rows r .. r+R-1, in tiles of TILE_TOKS. */
-VEC_INLINE void VARIANT(rows_all_tokens)(const float *xp, int64_t kp, int64_t n, const void *W, int64_t K, int64_t r,
-                                         float *y, int64_t ldy, const int R, const bool bf16) {
-    int64_t t = 0;
-    for (; t + TILE_TOKS <= n; t += TILE_TOKS)
-        VARIANT(tile)(xp + t * kp, kp, W, K, r, y + t * ldy, ldy, R, TILE_TOKS, bf16, PF_NONE);
-    /* the leftover tokens, one tile of each smaller width at most */
+/* Tokens [0, mt) of packed x (mt <= TILE_TOKS) for the TILE_ROWS-row blocks
+ * of n_rows rows at w0 (row_bytes apart), then the rows left over one by
+ * one; mt is dispatched to a compile-time tile width. */
+VEC_INLINE void VARIANT(tokens_rows)(const float *xp, int64_t kp, int64_t mt, const char *w0, int64_t row_bytes,
+                                     int64_t K, int64_t n_rows, float *y, int64_t ldy, const int wmode) {
 #pragma GCC unroll 8
-    for (int mt = TILE_TOKS - 1; mt >= 1; mt--)
-        if (n - t == mt) VARIANT(tile)(xp + t * kp, kp, W, K, r, y + t * ldy, ldy, R, mt, bf16, PF_NONE);
+    for (int width = TILE_TOKS; width >= 1; width--) {
+        if (mt != width) continue;
+        int64_t r = 0;
+        for (; r + TILE_ROWS <= n_rows; r += TILE_ROWS)
+            VARIANT(tile)(xp, kp, w0 + r * row_bytes, row_bytes, K, y + r, ldy, TILE_ROWS, width, wmode, PF_NONE);
+        for (; r < n_rows; r++) VARIANT(tile)(xp, kp, w0 + r * row_bytes, row_bytes, K, y + r, ldy, 1, width, wmode, PF_NONE);
+    }
 }
 
 VEC_INLINE void VARIANT(matmul)(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1,
                                 float *y, int64_t ldy, float *scratch, const bool bf16) {
-    const void *W = w->data;
-    const int64_t K = w->cols, step = STEP_COLS(bf16), kp = (K + step - 1) / step * step;
-    int64_t tt = CPU_MATMUL_TILE_FLOATS / kp / TILE_TOKS * TILE_TOKS;
-    if (tt < TILE_TOKS) tt = TILE_TOKS; /* scratch holds 8 rows of x at least */
+    const int64_t K = w->cols, es = bf16 ? 2 : 4, row_bytes = K * es, step = STEP_COLS(bf16);
+    const int64_t kp = (K + step - 1) / step * step;
+    const char *W = w->data;
+    const int wmode = bf16 ? W_BF16 : W_F32;
+    const int64_t tt = cpu_matmul_x_floats(K) / kp / TILE_TOKS * TILE_TOKS; /* >= 8 tokens' x */
     for (int64_t t0 = 0; t0 < T; t0 += tt) {
         int64_t n = T - t0 < tt ? T - t0 : tt;
         VARIANT(pack_x)(x + t0 * ldx, ldx, n, K, kp, bf16, scratch);
         float *yt = y + t0 * ldy;
-        int64_t r = r0;
         if (n == 1) {
-            const int pf = 4 * K * (bf16 ? 2 : 4) <= 16384 ? PF_L1 : PF_L2;
-            for (; r + 8 <= r1; r += 4) VARIANT(tile)(scratch, kp, W, K, r, yt, ldy, 4, 1, bf16, pf);
-            for (; r + 4 <= r1; r += 4) VARIANT(tile)(scratch, kp, W, K, r, yt, ldy, 4, 1, bf16, PF_NONE);
-            for (; r < r1; r++) VARIANT(tile)(scratch, kp, W, K, r, yt, ldy, 1, 1, bf16, PF_NONE);
+            const int pf = 4 * row_bytes <= 16384 ? PF_L1 : PF_L2;
+            int64_t r = r0;
+            for (; r + 8 <= r1; r += 4) VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 4, 1, wmode, pf);
+            for (; r + 4 <= r1; r += 4) VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 4, 1, wmode, PF_NONE);
+            for (; r < r1; r++) VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 1, 1, wmode, PF_NONE);
             continue;
         }
-        for (; r + TILE_ROWS <= r1; r += TILE_ROWS)
-            VARIANT(rows_all_tokens)(scratch, kp, n, W, K, r, yt, ldy, TILE_ROWS, bf16);
-        for (; r < r1; r++) VARIANT(rows_all_tokens)(scratch, kp, n, W, K, r, yt, ldy, 1, bf16);
+        /* panels of rows small enough to stay in L2 while every token of the
+         * tile passes; within one, a tile of tokens (in L1 for K <= ~1500)
+         * meets every block of rows */
+        const int64_t panel = PANEL_BYTES(row_bytes) / row_bytes / TILE_ROWS * TILE_ROWS;
+        for (int64_t p0 = r0; p0 < r1; p0 += panel) {
+            int64_t rows = r1 - p0 < panel ? r1 - p0 : panel;
+            for (int64_t t = 0; t < n; t += TILE_TOKS)
+                VARIANT(tokens_rows)(scratch + t * kp, kp, n - t < TILE_TOKS ? n - t : TILE_TOKS, W + p0 * row_bytes,
+                                     row_bytes, K, rows, yt + t * ldy + p0, ldy, wmode);
+        }
     }
 }
