@@ -2,7 +2,8 @@
  * test_cpu_kernels.c: the CPU backend's kernels (cpu_kernels.h), every
  * variant this CPU runs (NC_CPU_KERNELS=name limits it to one).
  *
- * Reference: the same products in double precision, written here. A
+ * Reference: the same products (and attention's scores and weighted sums)
+ * in double precision, written here. A
  * result passes when |ours - exact| <= (K + 2) * 2^-24 * sum_k |x_k w_k|,
  * the worst-case error of any fp32 order of summation (a wrong or missing
  * term is off by a whole |x_k w_k|).
@@ -99,22 +100,44 @@ static void check_matmul(const cpu_kernels *k, nc_dtype dtype, int64_t N, int64_
     free(data), free(x), free(x1), free(y), free(y1);
 }
 
-static void check_dot_axpy(const cpu_kernels *k) {
-    for (int64_t n = 1; n <= 70; n += 3) {
-        float a[70], b[70], y[70], y0[70];
-        double exact = 0, mag = 0;
-        for (int64_t i = 0; i < n; i++) {
-            a[i] = uniform(), b[i] = uniform(), y[i] = y0[i] = uniform();
-            exact += (double)a[i] * b[i];
-            mag += fabs((double)a[i] * b[i]);
+/* Attention over n keys of D: scores against a double reference, the mix
+ * against out0 + sum p[s] v[s]; scores of keys alone equal those in a tile. */
+static void check_attention(const cpu_kernels *k) {
+    const int64_t Ds[] = {1, 8, 16, 20, 64, 128}, ns[] = {1, 3, 4, 5, 64};
+    for (size_t a = 0; a < NC_ARRAY_LEN(Ds); a++)
+        for (size_t b = 0; b < NC_ARRAY_LEN(ns); b++) {
+            int64_t D = Ds[a], n = ns[b];
+            float q[128], keys[64 * 128], p[64], sc[64], one, out[128], out0[128];
+            for (int64_t i = 0; i < D; i++) q[i] = uniform(), out[i] = out0[i] = uniform();
+            for (int64_t i = 0; i < n * D; i++) keys[i] = uniform();
+            for (int64_t s = 0; s < n; s++) p[s] = uniform() + 1.0f;
+            k->attn_scores(q, keys, n, D, 0.5f, sc);
+            bool ok = true, same = true;
+            for (int64_t s = 0; s < n; s++) {
+                double exact = 0, mag = 0;
+                for (int64_t d = 0; d < D; d++) {
+                    exact += (double)q[d] * keys[s * D + d];
+                    mag += fabs((double)q[d] * keys[s * D + d]);
+                }
+                ok = ok && fabs((double)sc[s] - 0.5 * exact) <= (double)(D + 3) * 0x1p-24 * mag;
+                k->attn_scores(q, keys + s * D, 1, D, 0.5f, &one);
+                same = same && !memcmp(&one, &sc[s], sizeof one);
+            }
+            CHECK(ok, "%s attn_scores D=%lld n=%lld", k->name, (long long)D, (long long)n);
+            CHECK(same, "%s attn_scores D=%lld n=%lld: a key alone differs from the tile", k->name, (long long)D,
+                  (long long)n);
+            k->attn_mix(p, keys, n, D, out);
+            ok = true;
+            for (int64_t d = 0; d < D; d++) {
+                double exact = out0[d], mag = fabs(out0[d]);
+                for (int64_t s = 0; s < n; s++) {
+                    exact += (double)p[s] * keys[s * D + d];
+                    mag += fabs((double)p[s] * keys[s * D + d]);
+                }
+                ok = ok && fabs((double)out[d] - exact) <= (double)(n + 2) * 0x1p-24 * mag;
+            }
+            CHECK(ok, "%s attn_mix D=%lld n=%lld", k->name, (long long)D, (long long)n);
         }
-        double err = fabs((double)k->dot(a, b, n) - exact);
-        CHECK(err <= (double)(n + 2) * 0x1p-24 * mag, "%s dot n=%lld: error %.3g", k->name, (long long)n, err);
-        k->axpy(0.75f, a, y, n);
-        bool ok = true;
-        for (int64_t i = 0; i < n; i++) ok = ok && fabs((double)y[i] - (y0[i] + 0.75 * a[i])) <= 1e-6;
-        CHECK(ok, "%s axpy n=%lld", k->name, (long long)n);
-    }
 }
 
 int main(void) {
@@ -139,7 +162,7 @@ int main(void) {
         check_matmul(k, NC_DTYPE_BF16, 21, 1280, 9, scratch);
         check_matmul(k, NC_DTYPE_BF16, 6, 1280, 160, scratch);
         check_matmul(k, NC_DTYPE_F32, 7, 1280, 151, scratch);
-        check_dot_axpy(k);
+        check_attention(k);
         free(scratch);
         printf("%s: checked\n", k->name);
         tested++;

@@ -3,7 +3,7 @@
  *   cpu_backend.c  init / free / describe / copy_kv_block (weights, KV pool, scratch)
  *   cpu_forward.c  the forward pass (docs/model.md) over a batch of sequence chunks
  *   cpu_weights.c  moves mmapped weight matrices into 2 MB pages (decode speed)
- *   cpu_kernels_*.c  matmul / dot / axpy in scalar, AVX2 and AVX-512 variants
+ *   cpu_kernels*.[ch]  matmul and attention kernels in scalar, AVX2 and AVX-512 variants
  *
  * KV cache: one pool of n_kv_blocks blocks; block b holds, for every layer,
  * keys and values of NC_KV_BLOCK_TOKENS (= 64) consecutive positions of one

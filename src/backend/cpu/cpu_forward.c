@@ -253,7 +253,8 @@ static void qkv_worker(void *ctx, int task, int n_tasks, int thread) {
     }
 }
 
-/* Per (token, query head): softmax(q k^T / sqrt(D)) v over the keys in its window. */
+/* Per (token, query head): softmax(q k^T / sqrt(D)) v over the keys in its
+ * window, in key order, whatever else is in the batch (batch invariance). */
 static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
     const layer_job *j = ctx;
     cpu_state *st = j->st;
@@ -263,26 +264,27 @@ static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
     int64_t window = st->layers[j->layer].window;
     float scale = (float)(1.0 / sqrt((double)D));
     float *p = st->scores + (int64_t)thread * st->rope_len;
-    for (int64_t item = task; item < j->T * H; item += n_tasks) {
-        int64_t i = item / H;
-        int h = (int)(item % H), hk = h / group;
+    /* items head-major, a contiguous range per task: one head's keys and
+     * values (a few hundred KB at most for a prompt) stay in L2 while its
+     * queries pass; heads sharing a kv head (GQA) are neighbours */
+    long lo, hi;
+    nc_split_range((long)(j->T * H), n_tasks, task, 1, &lo, &hi);
+    for (int64_t item = lo; item < hi; item++) {
+        int64_t i = item % j->T;
+        int h = (int)(item / j->T), hk = h / group;
         int64_t pos = st->tok_pos[i], first = window >= pos ? 0 : pos - window;
         const int32_t *table = j->batch->seqs[st->tok_seq[i]].block_table;
         const float *q = st->q + i * (int64_t)H * D + h * D;
         float *out = st->att + i * (int64_t)H * D + h * D;
 
-        float max = -INFINITY;
         for (int64_t key = first; key <= pos;) {
             int64_t slot = key % NC_KV_BLOCK_TOKENS, n = NC_MIN(NC_KV_BLOCK_TOKENS - slot, pos + 1 - key);
             const float *kt = cpu_kv_tile(st, table[key / NC_KV_BLOCK_TOKENS], j->layer, 0, hk) + slot * D;
-            for (int64_t s = 0; s < n; s++) {
-                float z = kern->dot(q, kt + s * D, D) * scale;
-                p[key - first + s] = z;
-                if (z > max) max = z;
-            }
+            kern->attn_scores(q, kt, n, D, scale, p + (key - first));
             key += n;
         }
-        float sum = 0;
+        float max = -INFINITY, sum = 0;
+        for (int64_t s = 0; s <= pos - first; s++) max = p[s] > max ? p[s] : max;
         for (int64_t s = 0; s <= pos - first; s++) {
             p[s] = expf(p[s] - max);
             sum += p[s];
@@ -291,7 +293,7 @@ static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
         for (int64_t key = first; key <= pos;) {
             int64_t slot = key % NC_KV_BLOCK_TOKENS, n = NC_MIN(NC_KV_BLOCK_TOKENS - slot, pos + 1 - key);
             const float *vt = cpu_kv_tile(st, table[key / NC_KV_BLOCK_TOKENS], j->layer, 1, hk) + slot * D;
-            for (int64_t s = 0; s < n; s++) kern->axpy(p[key - first + s], vt + s * D, out, D);
+            kern->attn_mix(p + (key - first), vt, n, D, out);
             key += n;
         }
         float inv = 1.0f / sum;

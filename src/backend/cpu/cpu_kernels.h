@@ -49,8 +49,12 @@ typedef struct {
     const char *name;          /* "scalar", "avx2", "avx512" */
     cpu_matmul_fn matmul_bf16; /* W in bf16 */
     cpu_matmul_fn matmul_f32;  /* W in fp32 */
-    float (*dot)(const float *a, const float *b, int64_t n);           /* sum a[i]*b[i] */
-    void (*axpy)(float alpha, const float *x, float *y, int64_t n);    /* y += alpha*x */
+    /* Attention over one tile of cached keys / values ([n, D] rows):
+     * scores[s] = scale * (q . keys[s]), each dot in the variant's one order;
+     * out[d] += p[0] * vals[0][d], then + p[1] * vals[1][d], ... in order of s
+     * (so a query's result depends only on its own keys, never on tiling). */
+    void (*attn_scores)(const float *q, const float *keys, int64_t n, int64_t D, float scale, float *scores);
+    void (*attn_mix)(const float *p, const float *vals, int64_t n, int64_t D, float *out);
 } cpu_kernels;
 
 extern const cpu_kernels cpu_kernels_scalar;

@@ -1,8 +1,8 @@
 /*
  * cpu_kernels_avx2.c: AVX2 + FMA versions of the CPU kernels (cpu_kernels.h),
  * 8 fp32 lanes: the matrix product of cpu_kernels_vec.h with a 4-row x
- * 2-token register tile (8 accumulators: AVX2 has 16 registers), plus dot
- * and axpy.
+ * 2-token register tile (8 accumulators: AVX2 has 16 registers), plus the
+ * attention kernels.
  *
  * Compiled for every x86-64 build with per-function target attributes, so
  * the binary still runs on CPUs without AVX2 (cpu_kernels_supported()
@@ -24,6 +24,9 @@
 
 VEC_INLINE __m256 vzero(void) { return _mm256_setzero_ps(); }
 VEC_INLINE __m256 vload(const float *p) { return _mm256_loadu_ps(p); }
+VEC_INLINE void vstoreu(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
+VEC_INLINE __m256 vset1(float f) { return _mm256_set1_ps(f); }
+VEC_INLINE __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 VEC_INLINE __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
 VEC_INLINE __m256 vbf16_even(const char *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)p), 16));
@@ -53,33 +56,12 @@ VEC_TARGET static void matmul_f32_avx2(const float *x, int64_t ldx, int64_t T, c
     matmul_avx2(x, ldx, T, w, r0, r1, y, ldy, scratch, false);
 }
 
-VEC_TARGET static float dot_avx2(const float *a, const float *b, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = vhsum(_mm256_add_ps(s0, s1));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-VEC_TARGET static void axpy_avx2(float alpha, const float *x, float *y, int64_t n) {
-    __m256 a = _mm256_set1_ps(alpha);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += alpha * x[i];
-}
-
 const cpu_kernels cpu_kernels_avx2 = {
     .name = "avx2",
     .matmul_bf16 = matmul_bf16_avx2,
     .matmul_f32 = matmul_f32_avx2,
-    .dot = dot_avx2,
-    .axpy = axpy_avx2,
+    .attn_scores = attn_scores_avx2,
+    .attn_mix = attn_mix_avx2,
 };
 
 #endif /* __x86_64__ */

@@ -24,8 +24,13 @@ static float dot_scalar(const float *a, const float *b, int64_t n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-static void axpy_scalar(float alpha, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+static void attn_scores_scalar(const float *q, const float *keys, int64_t n, int64_t D, float scale, float *scores) {
+    for (int64_t s = 0; s < n; s++) scores[s] = dot_scalar(q, keys + s * D, D) * scale;
+}
+
+static void attn_mix_scalar(const float *p, const float *vals, int64_t n, int64_t D, float *out) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t d = 0; d < D; d++) out[d] += p[s] * vals[s * D + d];
 }
 
 static void matmul_f32_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
@@ -57,8 +62,8 @@ const cpu_kernels cpu_kernels_scalar = {
     .name = "scalar",
     .matmul_bf16 = matmul_bf16_scalar,
     .matmul_f32 = matmul_f32_scalar,
-    .dot = dot_scalar,
-    .axpy = axpy_scalar,
+    .attn_scores = attn_scores_scalar,
+    .attn_mix = attn_mix_scalar,
 };
 
 const cpu_kernels *const cpu_kernel_variants[] = {

@@ -4,8 +4,10 @@
  * cpu_kernels_avx2.c (VL 8) and cpu_kernels_avx512.c (VL 16). Each defines
  * before including it:
  *   VEC, VL              the vector type and its lanes
- *   VEC_INLINE           `static inline`, always inlined, with the ISA's target attribute
- *   vzero(), vload(p), vfma(a, b, c) = a*b + c, vhsum(v) (a fixed tree of adds)
+ *   VEC_TARGET           the ISA's target attribute
+ *   VEC_INLINE           `static inline`, always inlined, with VEC_TARGET
+ *   vzero(), vload(p), vstoreu(p, v), vset1(f), vadd(a, b), vfma(a, b, c) = a*b + c,
+ *                        vhsum(v) (a fixed tree of adds)
  *   vbf16_even(p), vbf16_odd(p)  of the 2*VL bf16 at p, the even-indexed /
  *                        odd-indexed ones widened to fp32 (one op each)
  *   TILE_ROWS, TILE_TOKS the register tile of several tokens
@@ -33,6 +35,7 @@
  * of at most CPU_MATMUL_TILE_FLOATS of x, which stay in L2 while the blocks
  * of rows of W pass over them.
  */
+#include <math.h>
 #include <string.h>
 
 
@@ -186,4 +189,66 @@ VEC_INLINE void VARIANT(matmul)(const float *x, int64_t ldx, int64_t T, const cp
                                      row_bytes, K, rows, yt + t * ldy + p0, ldy, wmode);
         }
     }
+}
+
+/* ==== attention ==== */
+
+/* The dot product of q with 4 keys (4 when `four`, else 1), each as
+ * two accumulators over alternate VL-chunks (a zero-padded copy for a
+ * partial last chunk), added and vhsum'd: the one order of a score. */
+VEC_INLINE void VARIANT(dots)(const float *q, const float *k0, int64_t D, float scale, float *out, const bool four) {
+    const int nk = four ? 4 : 1;
+    const float *k[4] = {k0, k0 + D, k0 + 2 * D, k0 + 3 * D};
+    VEC a[4][2];
+#pragma GCC unroll 4
+    for (int j = 0; j < nk; j++) a[j][0] = a[j][1] = vzero();
+    int64_t d = 0, c = 0;
+    for (; d + VL <= D; d += VL, c ^= 1) {
+        VEC qv = vload(q + d);
+#pragma GCC unroll 4
+        for (int j = 0; j < nk; j++) a[j][c] = vfma(qv, vload(k[j] + d), a[j][c]);
+    }
+    if (d < D) {
+        _Alignas(64) float qt[VL] = {0}, kt[VL];
+        memcpy(qt, q + d, (size_t)(D - d) * sizeof(float));
+        for (int j = 0; j < nk; j++) {
+            memset(kt, 0, sizeof kt);
+            memcpy(kt, k[j] + d, (size_t)(D - d) * sizeof(float));
+            a[j][c] = vfma(vload(qt), vload(kt), a[j][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < nk; j++) out[j] = vhsum(vadd(a[j][0], a[j][1])) * scale;
+}
+
+VEC_TARGET static void VARIANT(attn_scores)(const float *q, const float *keys, int64_t n, int64_t D, float scale,
+                                            float *scores) {
+    int64_t s = 0;
+    for (; s + 4 <= n; s += 4) VARIANT(dots)(q, keys + s * D, D, scale, scores + s, true);
+    for (; s < n; s++) VARIANT(dots)(q, keys + s * D, D, scale, scores + s, false);
+}
+
+/* out in registers, up to 8 VL-chunks at a time (8 independent chains of
+ * FMAs), over all n keys. */
+VEC_TARGET static void VARIANT(attn_mix)(const float *p, const float *vals, int64_t n, int64_t D, float *out) {
+    int64_t d = 0;
+    for (; d + 8 * VL <= D; d += 8 * VL) {
+        VEC acc[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) acc[c] = vload(out + d + c * VL);
+        for (int64_t s = 0; s < n; s++) {
+            VEC ps = vset1(p[s]);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) acc[c] = vfma(ps, vload(vals + s * D + d + c * VL), acc[c]);
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) vstoreu(out + d + c * VL, acc[c]);
+    }
+    for (; d + VL <= D; d += VL) {
+        VEC acc = vload(out + d);
+        for (int64_t s = 0; s < n; s++) acc = vfma(vset1(p[s]), vload(vals + s * D + d), acc);
+        vstoreu(out + d, acc);
+    }
+    for (; d < D; d++)
+        for (int64_t s = 0; s < n; s++) out[d] = fmaf(p[s], vals[s * D + d], out[d]);
 }
