@@ -2,11 +2,13 @@
  * cpu_kernels.h: the inner loops of the CPU backend, in interchangeable
  * instruction-set variants, picked once at backend init by runtime CPU
  * detection (or forced with NC_CPU_KERNELS):
- *   scalar   portable C, the reference
- *   avx2     AVX2 + FMA, 8 lanes
- *   avx512   AVX-512F, 16 lanes (the default where the CPU has it)
- * Every variant computes in fp32: bf16 weights are widened exactly (a bf16
- * is the top half of an fp32), activations are never rounded.
+ *   scalar      portable C, the reference
+ *   avx2        AVX2 + FMA, 8 lanes
+ *   avx512      AVX-512F, 16 lanes (the default where the CPU has it)
+ *   avx512bf16  avx512 with bf16 weights multiplied by vdpbf16ps: x is
+ *               rounded to bf16 first, so it is NOT exact; opt-in only
+ * The exact variants compute in fp32: bf16 weights are widened exactly (a
+ * bf16 is the top half of an fp32), activations are never rounded.
  *
  * By far the most time of a decoded token is spent in cpu_matmul_fn: it
  * streams every weight matrix from memory once, so it must run at memory
@@ -46,7 +48,8 @@ typedef void (*cpu_matmul_fn)(const float *x, int64_t ldx, int64_t T, const cpu_
                               int64_t r0, int64_t r1, float *y, int64_t ldy, float *scratch);
 
 typedef struct {
-    const char *name;          /* "scalar", "avx2", "avx512" */
+    const char *name;          /* "scalar", "avx2", "avx512", "avx512bf16" */
+    bool exact;                /* fp32 arithmetic throughout ("auto" picks only these) */
     cpu_matmul_fn matmul_bf16; /* W in bf16 */
     cpu_matmul_fn matmul_f32;  /* W in fp32 */
     /* Attention over one tile of cached keys / values ([n, D] rows):
@@ -61,6 +64,7 @@ extern const cpu_kernels cpu_kernels_scalar;
 #if defined(__x86_64__)
 extern const cpu_kernels cpu_kernels_avx2;
 extern const cpu_kernels cpu_kernels_avx512;
+extern const cpu_kernels cpu_kernels_avx512bf16;
 #endif
 
 /* The variants this build knows, best first, NULL-terminated. */
@@ -70,7 +74,7 @@ extern const cpu_kernels *const cpu_kernel_variants[];
 bool cpu_kernels_supported(const cpu_kernels *k);
 
 /* The kernels to use: `isa` names a variant (NULL when unknown or the CPU
- * lacks it), NULL, "" or "auto" picks the best the CPU supports. */
+ * lacks it), NULL, "" or "auto" picks the best exact one the CPU supports. */
 const cpu_kernels *cpu_kernels_select(const char *isa);
 
 /* Per-thread scratch a matmul over K columns needs, in floats: the vector

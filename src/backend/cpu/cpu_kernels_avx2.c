@@ -58,6 +58,7 @@ VEC_TARGET static void matmul_f32_avx2(const float *x, int64_t ldx, int64_t T, c
 
 const cpu_kernels cpu_kernels_avx2 = {
     .name = "avx2",
+    .exact = true,
     .matmul_bf16 = matmul_bf16_avx2,
     .matmul_f32 = matmul_f32_avx2,
     .attn_scores = attn_scores_avx2,

@@ -60,6 +60,7 @@ static void matmul_bf16_scalar(const float *x, int64_t ldx, int64_t T, const cpu
 
 const cpu_kernels cpu_kernels_scalar = {
     .name = "scalar",
+    .exact = true,
     .matmul_bf16 = matmul_bf16_scalar,
     .matmul_f32 = matmul_f32_scalar,
     .attn_scores = attn_scores_scalar,
@@ -70,6 +71,7 @@ const cpu_kernels *const cpu_kernel_variants[] = {
 #if defined(__x86_64__)
     &cpu_kernels_avx512,
     &cpu_kernels_avx2,
+    &cpu_kernels_avx512bf16,
 #endif
     &cpu_kernels_scalar,
     NULL,
@@ -80,6 +82,9 @@ bool cpu_kernels_supported(const cpu_kernels *k) {
     __builtin_cpu_init();
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (k == &cpu_kernels_avx512) return avx2 && __builtin_cpu_supports("avx512f");
+    if (k == &cpu_kernels_avx512bf16)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512bf16");
     if (k == &cpu_kernels_avx2) return avx2;
 #endif
     return k == &cpu_kernels_scalar;
@@ -89,7 +94,7 @@ const cpu_kernels *cpu_kernels_select(const char *isa) {
     bool want_auto = !isa || !*isa || !strcmp(isa, "auto");
     for (int i = 0; cpu_kernel_variants[i]; i++) {
         const cpu_kernels *k = cpu_kernel_variants[i];
-        if ((want_auto || !strcmp(isa, k->name)) && cpu_kernels_supported(k)) return k;
+        if ((want_auto ? k->exact : !strcmp(isa, k->name)) && cpu_kernels_supported(k)) return k;
     }
     return NULL;
 }

@@ -12,6 +12,8 @@
  *                        odd-indexed ones widened to fp32 (one op each)
  *   TILE_ROWS, TILE_TOKS the register tile of several tokens
  *   VARIANT(name)        the variant's name for a function (name##_avx2 ...)
+ *   VEC_DPBF16, vdpbf16(acc, w, x)  only for the avx512bf16 variant: bf16
+ *                        products with vdpbf16ps (x rounded to bf16; see below)
  *
  * Order of summation of y[t, r] (batch invariance, cpu_kernels.h): one
  * accumulator of VL lanes runs over K in steps; a step is
@@ -27,6 +29,11 @@
  * per tile of tokens in the matching order (each step's evens, then its
  * odds), zero-padded to whole steps.
  *
+ * With VEC_DPBF16 a bf16 step is one vdpbf16ps per row and token: x is
+ * packed as bf16 (rounded to nearest even), in order, and each lane adds
+ * the products of one pair of columns. That is NOT the exact fp32 product
+ * (x loses 16 bits), but it is one order too, the same on every path.
+ *
  * Tiles: one token (decode) runs 4 rows at a time, each step also
  * prefetching the same columns of the next 4 rows (into L1 while a 4-row
  * block is <= 16 KB, else L2: dev/kernels/NOTES_CPU.md); several tokens run
@@ -37,6 +44,8 @@
  */
 #include <math.h>
 #include <string.h>
+
+#include "../../util/numeric.h"
 
 
 enum { PF_NONE, PF_L1, PF_L2 };
@@ -58,13 +67,28 @@ static void VARIANT(pack_x)(const float *x, int64_t ldx, int64_t n, int64_t K, i
             memset(dst + K, 0, (size_t)(kp - K) * sizeof(float));
             continue;
         }
+#ifdef VEC_DPBF16
+        uint16_t *d16 = (uint16_t *)xp + t * kp; /* bf16, in order */
+        for (int64_t k = 0; k < kp; k++) d16[k] = k < K ? nc_f32_to_bf16(src[k]) : 0;
+        (void)dst;
+#else
         for (int64_t k0 = 0; k0 < kp; k0 += 2 * VL)
             for (int j = 0; j < VL; j++) {
                 int64_t e = k0 + 2 * j;
                 dst[k0 + j] = e < K ? src[e] : 0.0f;
                 dst[k0 + VL + j] = e + 1 < K ? src[e + 1] : 0.0f;
             }
+#endif
     }
+}
+
+/* Where column k of the packed x row at xp starts (bf16 x: 2-byte elements). */
+static inline const float *VARIANT(x_at)(const float *xp, int64_t k, bool bf16) {
+#ifdef VEC_DPBF16
+    if (bf16) return (const float *)((const uint16_t *)xp + k);
+#endif
+    (void)bf16;
+    return xp + k;
 }
 
 /* How a step reads W: fp32 weights, or bf16 weights widened in the step. */
@@ -86,6 +110,17 @@ VEC_INLINE void VARIANT(step)(VEC acc[TILE_ROWS][TILE_TOKS], const char *const *
         }
         return;
     }
+#ifdef VEC_DPBF16
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) wv[i] = vload((const float *)(w[i] + wo)); /* 2*VL bf16, raw */
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; t++) {
+        VEC xv = vload((const float *)((const uint16_t *)xk + t * kp));
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) acc[i][t] = vdpbf16(acc[i][t], wv[i], xv);
+    }
+    return;
+#endif
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) wv[i] = vbf16_even(w[i] + wo);
 #pragma GCC unroll 8
@@ -126,7 +161,7 @@ VEC_INLINE void VARIANT(tile)(const float *xp, int64_t kp, const char *w0, int64
                 if (pf == PF_L1) _mm_prefetch(w[i] + R * row_bytes + k * es, _MM_HINT_T0);
                 else _mm_prefetch(w[i] + R * row_bytes + k * es, _MM_HINT_T1);
             }
-        VARIANT(step)(acc, w, k * es, xp + k, kp, R, MT, wmode);
+        VARIANT(step)(acc, w, k * es, VARIANT(x_at)(xp, k, wmode == W_BF16), kp, R, MT, wmode);
     }
     if (k < K) { /* the partial last step, from zero-padded copies */
         _Alignas(64) char tail[TILE_ROWS][VL * 4];
@@ -136,7 +171,7 @@ VEC_INLINE void VARIANT(tile)(const float *xp, int64_t kp, const char *w0, int64
             memcpy(tail[i], w[i] + k * es, (size_t)((K - k) * es));
             tw[i] = tail[i];
         }
-        VARIANT(step)(acc, tw, 0, xp + k, kp, R, MT, wmode);
+        VARIANT(step)(acc, tw, 0, VARIANT(x_at)(xp, k, wmode == W_BF16), kp, R, MT, wmode);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++)
@@ -185,7 +220,7 @@ VEC_INLINE void VARIANT(matmul)(const float *x, int64_t ldx, int64_t T, const cp
         for (int64_t p0 = r0; p0 < r1; p0 += panel) {
             int64_t rows = r1 - p0 < panel ? r1 - p0 : panel;
             for (int64_t t = 0; t < n; t += TILE_TOKS)
-                VARIANT(tokens_rows)(scratch + t * kp, kp, n - t < TILE_TOKS ? n - t : TILE_TOKS, W + p0 * row_bytes,
+                VARIANT(tokens_rows)(VARIANT(x_at)(scratch, t * kp, bf16), kp, n - t < TILE_TOKS ? n - t : TILE_TOKS, W + p0 * row_bytes,
                                      row_bytes, K, rows, yt + t * ldy + p0, ldy, wmode);
         }
     }
