@@ -3,7 +3,7 @@
  * and the runtime selection of the best variant.
  *
  * These are the reference the vector variants are checked against
- * (tests/c/test_cpu_kernels.c, dev/kernels/cpu_matvec.c) and the fallback
+ * (tests/c/test_cpu_kernels.c, dev/kernels/cpu_matmul.c) and the fallback
  * on CPUs without AVX2. They accumulate in 8 interleaved partial sums (so
  * the compiler can vectorise them), in an order of summation of their own
  * that depends on neither T nor the rows asked for (cpu_kernels.h).
