@@ -62,7 +62,8 @@ static void run(ctx *c, const int32_t *seq, const int32_t *table, int p0, int p1
         int n = max_chunk ? 1 + (int)rnd((uint32_t)max_chunk) : p1 - pos;
         if (n > p1 - pos) n = p1 - pos;
         nc_seq_chunk chunks[MAX_SEQS];
-        int where = n_comp ? (int)rnd((uint32_t)n_comp + 1) : 0, n_chunks = 0, rows_before = 0, budget = MAX_TOKENS - n;
+        int where = n_comp ? (int)rnd((uint32_t)n_comp + 1) : 0, n_chunks = 0, rows_before = 0;
+        int budget = MAX_TOKENS - n;
         for (int i = 0; i <= n_comp; i++) {
             if (i == where) {
                 chunks[n_chunks++] = (nc_seq_chunk){seq + pos, n, pos, pos ? seq[pos - 1] : -1, table, NC_LOGITS_ALL};

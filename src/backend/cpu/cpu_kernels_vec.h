@@ -47,7 +47,6 @@
 
 #include "../../util/numeric.h"
 
-
 enum { PF_NONE, PF_L1, PF_L2 };
 
 /* Bytes of W rows that several-token products keep in L2 (>= 4 rows of any K). */
@@ -190,7 +189,8 @@ VEC_INLINE void VARIANT(tokens_rows)(const float *xp, int64_t kp, int64_t mt, co
         int64_t r = 0;
         for (; r + TILE_ROWS <= n_rows; r += TILE_ROWS)
             VARIANT(tile)(xp, kp, w0 + r * row_bytes, row_bytes, K, y + r, ldy, TILE_ROWS, width, wmode, PF_NONE);
-        for (; r < n_rows; r++) VARIANT(tile)(xp, kp, w0 + r * row_bytes, row_bytes, K, y + r, ldy, 1, width, wmode, PF_NONE);
+        for (; r < n_rows; r++)
+            VARIANT(tile)(xp, kp, w0 + r * row_bytes, row_bytes, K, y + r, ldy, 1, width, wmode, PF_NONE);
     }
 }
 
@@ -205,12 +205,15 @@ VEC_INLINE void VARIANT(matmul)(const float *x, int64_t ldx, int64_t T, const cp
         int64_t n = T - t0 < tt ? T - t0 : tt;
         VARIANT(pack_x)(x + t0 * ldx, ldx, n, K, kp, bf16, scratch);
         float *yt = y + t0 * ldy;
-        if (n == 1) {
+        if (n == 1) { /* decode: blocks of 4 rows, prefetching the next block while one is left */
             const int pf = 4 * row_bytes <= 16384 ? PF_L1 : PF_L2;
             int64_t r = r0;
-            for (; r + 8 <= r1; r += 4) VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 4, 1, wmode, pf);
-            for (; r + 4 <= r1; r += 4) VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 4, 1, wmode, PF_NONE);
-            for (; r < r1; r++) VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 1, 1, wmode, PF_NONE);
+            for (; r + 8 <= r1; r += 4)
+                VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 4, 1, wmode, pf);
+            for (; r + 4 <= r1; r += 4)
+                VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 4, 1, wmode, PF_NONE);
+            for (; r < r1; r++)
+                VARIANT(tile)(scratch, kp, W + r * row_bytes, row_bytes, K, yt + r, ldy, 1, 1, wmode, PF_NONE);
             continue;
         }
         /* panels of rows small enough to stay in L2 while every token of the
@@ -220,23 +223,23 @@ VEC_INLINE void VARIANT(matmul)(const float *x, int64_t ldx, int64_t T, const cp
         for (int64_t p0 = r0; p0 < r1; p0 += panel) {
             int64_t rows = r1 - p0 < panel ? r1 - p0 : panel;
             for (int64_t t = 0; t < n; t += TILE_TOKS)
-                VARIANT(tokens_rows)(VARIANT(x_at)(scratch, t * kp, bf16), kp, n - t < TILE_TOKS ? n - t : TILE_TOKS, W + p0 * row_bytes,
-                                     row_bytes, K, rows, yt + t * ldy + p0, ldy, wmode);
+                VARIANT(tokens_rows)(VARIANT(x_at)(scratch, t * kp, bf16), kp, n - t < TILE_TOKS ? n - t : TILE_TOKS,
+                                     W + p0 * row_bytes, row_bytes, K, rows, yt + t * ldy + p0, ldy, wmode);
         }
     }
 }
 
 /* ==== attention ==== */
 
-/* The dot product of q with 4 keys (4 when `four`, else 1), each as
+/* The dot products of q with 4 consecutive keys (1 unless `four`), each as
  * two accumulators over alternate VL-chunks (a zero-padded copy for a
  * partial last chunk), added and vhsum'd: the one order of a score. */
 VEC_INLINE void VARIANT(dots)(const float *q, const float *k0, int64_t D, float scale, float *out, const bool four) {
     const int nk = four ? 4 : 1;
-    const float *k[4] = {k0, k0 + D, k0 + 2 * D, k0 + 3 * D};
+    const float *k[4];
     VEC a[4][2];
 #pragma GCC unroll 4
-    for (int j = 0; j < nk; j++) a[j][0] = a[j][1] = vzero();
+    for (int j = 0; j < nk; j++) k[j] = k0 + j * D, a[j][0] = a[j][1] = vzero();
     int64_t d = 0, c = 0;
     for (; d + VL <= D; d += VL, c ^= 1) {
         VEC qv = vload(q + d);
