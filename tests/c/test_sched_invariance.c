@@ -7,7 +7,7 @@
  *
  * Reference: the target request (temperature 1.5, no top-k, seed 2, top-5
  * log-probs) alone on one thread with whole-prompt prefill. Then, on 1, 2
- * and 3 threads, with prefill chunks of 512, 32 or 7 tokens:
+ * and 3 threads, with prefill chunks of 512, 32 or 7 tokens (four pairs):
  *   - alone;
  *   - among 2..16 other requests (random prompts, lengths, temperatures,
  *     n = 1..3) submitted at random steps before and after it;
@@ -156,38 +156,39 @@ int main(void) {
     nc_scheduler_free(s);
     nc_backend_free(be);
 
-    const int chunks[] = {512, 32, 7};
-    for (int threads = 1; threads <= 3; threads++)
-        for (size_t c = 0; c < NC_ARRAY_LEN(chunks); c++) {
-            char how[96];
-            s = open_sched(threads, chunks[c], &be);
-            if (!s) continue;
-            snprintf(how, sizeof how, "%d threads, chunks of %d, alone", threads, chunks[c]);
-            run_target(s, 0, &tp, &got);
+    /* (threads, prefill chunk): every thread count and every chunk size */
+    const int configs[][2] = {{1, 7}, {2, 512}, {2, 32}, {3, 7}};
+    for (size_t c = 0; c < NC_ARRAY_LEN(configs); c++) {
+        int threads = configs[c][0], chunk = configs[c][1];
+        char how[96];
+        s = open_sched(threads, chunk, &be);
+        if (!s) continue;
+        snprintf(how, sizeof how, "%d threads, chunks of %d, alone", threads, chunk);
+        run_target(s, 0, &tp, &got);
+        compare(&ref, 0, &got, 0, how);
+        for (int k = 0; k < 2; k++) {
+            int n_others = 2 + (int)rnd(MAX_OTHERS - 1);
+            snprintf(how, sizeof how, "%d threads, chunks of %d, among %d others", threads, chunk, n_others);
+            run_target(s, n_others, &tp, &got);
             compare(&ref, 0, &got, 0, how);
-            for (int k = 0; k < 2; k++) {
-                int n_others = 2 + (int)rnd(MAX_OTHERS - 1);
-                snprintf(how, sizeof how, "%d threads, chunks of %d, among %d others", threads, chunks[c], n_others);
-                run_target(s, n_others, &tp, &got);
-                compare(&ref, 0, &got, 0, how);
-            }
-            /* a finished request leaves the first 70 prompt tokens in the prefix cache */
-            nc_gen_params pp = target_params(9, 1);
-            pp.max_tokens = 1;
-            submit(s, target_prompt, 70, &pp, &prefix_tr);
-            while (nc_scheduler_step(s) > 0) {}
-            snprintf(how, sizeof how, "%d threads, chunks of %d, cached prefix, among others", threads, chunks[c]);
-            run_target(s, 1 + (int)rnd(8), &tp, &got);
-            CHECK(got.cached > 0, "%s: no prompt token came from the cache", how);
-            compare(&ref, 0, &got, 0, how);
-
-            nc_gen_params pn = target_params(100, MAX_ROWS);
-            snprintf(how, sizeof how, "%d threads, chunks of %d, n = %d", threads, chunks[c], MAX_ROWS);
-            run_target(s, (int)rnd(5), &pn, &got);
-            for (int r = 0; r < MAX_ROWS; r++) compare(&single[r], 0, &got, r, how);
-            nc_scheduler_free(s);
-            nc_backend_free(be);
         }
+        /* a finished request leaves the first 70 prompt tokens in the prefix cache */
+        nc_gen_params pp = target_params(9, 1);
+        pp.max_tokens = 1;
+        submit(s, target_prompt, 70, &pp, &prefix_tr);
+        while (nc_scheduler_step(s) > 0) {}
+        snprintf(how, sizeof how, "%d threads, chunks of %d, cached prefix, among others", threads, chunk);
+        run_target(s, 1 + (int)rnd(8), &tp, &got);
+        CHECK(got.cached > 0, "%s: no prompt token came from the cache", how);
+        compare(&ref, 0, &got, 0, how);
+
+        nc_gen_params pn = target_params(100, MAX_ROWS);
+        snprintf(how, sizeof how, "%d threads, chunks of %d, n = %d", threads, chunk, MAX_ROWS);
+        run_target(s, (int)rnd(5), &pn, &got);
+        for (int r = 0; r < MAX_ROWS; r++) compare(&single[r], 0, &got, r, how);
+        nc_scheduler_free(s);
+        nc_backend_free(be);
+    }
     nc_tokenizer_free(tok);
     nc_model_free(model);
     return check_summary("test_sched_invariance");
