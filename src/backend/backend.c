@@ -58,7 +58,7 @@ static int env_word(const char *name, const char *const *words, const char *expe
 int nc_backend_env_read(nc_backend_env *env) {
     static const char *const fa_steps[] = {"1", "2", NULL};
     static const char *const placements[] = {"auto", "copy", "map", NULL};
-    static const char *const isas[] = {"auto", "avx512vnni", "avxvnni", "avx2", "scalar", NULL};
+    static const char *const isas[] = {"auto", "avx512vnni", "avx512", "avxvnni", "avx2", "scalar", "avx512bf16", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true,
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
     const char *fa = NULL;
@@ -66,7 +66,8 @@ int nc_backend_env_read(nc_backend_env *env) {
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
-        env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avxvnni, avx2 or scalar", &e.cpu_kernels))
+        env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avx512, avxvnni, avx2, scalar or avx512bf16",
+                 &e.cpu_kernels))
         return -1;
     e.cuda_fa = fa ? fa[0] - '0' : 0;
     *env = e;

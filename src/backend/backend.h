@@ -79,7 +79,8 @@ typedef struct {
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
-    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx512vnni", "avxvnni", "avx2" or "scalar" */
+    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto" or a variant of cpu_kernels.h: "avx512vnni",
+                                "avx512", "avxvnni", "avx2", "scalar", "avx512bf16" */
 } nc_backend_env;
 
 /* Fills *env from the environment (the defaults where a switch is unset or

@@ -12,14 +12,17 @@
  *
  * Decode floors: a step must read every weight once (the matrices and the
  * lm_head; one embedding row) plus the KV cache of every row's context.
- * Bytes / step time / the device's measured copy bandwidth is the "% of
- * floor". The bandwidth is measured in the same run: the backend's
- * copy_bandwidth op (CUDA: a 1 GiB device-to-device copy) or, for backends
- * without one, a host memcpy. Bytes count what the backend stores, as its
- * weight_elem_bytes / kv_vector_bytes ops say (the CUDA backend keeps bf16
- * weights and a bf16 KV cache; the CPU reads the checkpoint's weights in
- * place, 8-bit ones with --weights int8/fp8, and keeps an fp32 KV cache, or
- * fp8 with a scale per vector with --kv-cache fp8).
+ * Bytes / step time / the device's measured bandwidth is the "% of floor".
+ * The bandwidth is measured in the same run: the backend's copy_bandwidth
+ * op (CUDA: a 1 GiB device-to-device copy) or, for backends without one,
+ * the host's read bandwidth as decode uses it: the run's --threads threads
+ * streaming a buffer of at least 1 GiB and 4x the last-level cache, best of
+ * 5 passes before the tests and 5 after (util/membw.h). Bytes count what
+ * the backend stores, as its weight_elem_bytes / kv_vector_bytes ops say
+ * (the CUDA backend keeps bf16 weights and a bf16 KV cache; the CPU reads
+ * the checkpoint's weights in place, 8-bit ones with --weights int8/fp8,
+ * and keeps an fp32 KV cache, or fp8 with a scale per vector with
+ * --kv-cache fp8).
  *
  * Backend-agnostic: only backend.h calls. Decode steps use forward_sample
  * (greedy) when the backend has it, else forward + a host argmax.
@@ -32,6 +35,8 @@
 #include "cli.h"
 #include "model_args.h"
 #include "util/common.h"
+#include "util/membw.h"
+#include "util/threadpool.h"
 
 #define BENCH_MAX_LIST 16
 
@@ -142,29 +147,6 @@ static double matrix_params(const nc_model *m) {
     return p;
 }
 
-static double host_copy_bandwidth(void) {
-    size_t n = (size_t)256 << 20;
-    char *a = malloc(n), *b = malloc(n);
-    if (!a || !b) {
-        free(a);
-        free(b);
-        return 0;
-    }
-    memset(a, 1, n);
-    memset(b, 2, n);
-    double best = 0;
-    for (int i = 0; i < 5; i++) {
-        double t0 = nc_now();
-        memcpy(b, a, n);
-        double t = nc_now() - t0;
-        a[i] = b[n - 1 - i]; /* keep the copies observable */
-        if (t > 0 && 2.0 * n / t > best) best = 2.0 * n / t;
-    }
-    free(a);
-    free(b);
-    return best;
-}
-
 /* ==== runs ==== */
 
 static int cmp_double(const void *a, const void *b) {
@@ -268,11 +250,13 @@ static void print_rows(const bench_opts *o, nc_backend *be, const char *model_de
     }
     printf("device:    %s\n", nc_backend_describe(be));
     printf("model:     %s, %.3g params, %.3f GB of weights read per decode step\n", model_desc, params, wbytes / 1e9);
-    printf("bandwidth: %.0f GB/s (%s, read + written)\n\n", bw / 1e9, bw_how);
+    printf("bandwidth: %.1f GB/s (%s)\n\n", bw / 1e9, bw_how);
     printf("%-22s %12s %10s %9s %9s\n", "test", "tok/s", "ms/step", "GB/s", "% floor");
     for (int i = 0; i < n; i++) {
-        if (r[i].tflops > 0)
+        if (r[i].tflops >= 1)
             printf("%-22s %12.1f %10.3f %9s %8.1f TFLOP/s\n", r[i].name, r[i].tok_s, r[i].ms, "-", r[i].tflops);
+        else if (r[i].tflops > 0)
+            printf("%-22s %12.1f %10.3f %9s %8.1f GFLOP/s\n", r[i].name, r[i].tok_s, r[i].ms, "-", r[i].tflops * 1e3);
         else
             printf("%-22s %12.1f %10.3f %9.0f %8.1f%%\n", r[i].name, r[i].tok_s, r[i].ms, r[i].gbs, r[i].floor_pct);
     }
@@ -341,8 +325,23 @@ int cmd_bench(int argc, char **argv) {
     double wbytes = weight_bytes(be), kvb = kv_bytes_per_token(be);
     double params = (double)nc_config_param_count(cfg);
     double bw = be->ops->copy_bandwidth ? be->ops->copy_bandwidth(be) : 0;
-    const char *bw_how = bw > 0 ? "device copy" : "host memcpy";
-    if (bw <= 0) bw = host_copy_bandwidth();
+    char bw_how[96] = "device copy, read + written";
+    /* the host's read rate, probed before and after the tests (best of both:
+     * on a shared machine one probe may land in a busy moment) */
+    int host_threads = ma.threads > 0 ? ma.threads : nc_default_threads();
+    size_t probe = nc_read_bandwidth_bytes();
+    bool host_bw = bw <= 0;
+    if (host_bw) {
+        bw = nc_read_bandwidth(host_threads, probe, 5);
+        snprintf(bw_how, sizeof bw_how, "host read, %d thread%s, %zu MB, best of 10", host_threads,
+                 host_threads == 1 ? "" : "s", probe >> 20);
+        if (bw <= 0) {
+            fprintf(stderr, "nanochat bench: %s\n", nc_error());
+            nc_backend_free(be);
+            nc_model_free(m);
+            return 1;
+        }
+    }
 
     int n_ids = NC_MAX(NC_MAX(o.prefill, max_ctx), o.batch_ctx) + steps + 8;
     int32_t *ids = nc_xmalloc(sizeof(int32_t) * (size_t)n_ids);
@@ -406,6 +405,13 @@ int cmd_bench(int argc, char **argv) {
         bench_row *r = &rows[nr++];
         snprintf(r->name, sizeof r->name, "batch %d ctx %d", nb, ctx);
         r->tok_s = nb / sec, r->ms = sec * 1e3, r->gbs = bytes / sec / 1e9, r->floor_pct = 100.0 * bytes / sec / bw;
+    }
+    if (!rc && host_bw) {
+        double again = nc_read_bandwidth(host_threads, probe, 5);
+        if (again > bw) {
+            for (int i = 0; i < nr; i++) rows[i].floor_pct *= bw / again;
+            bw = again;
+        }
     }
     if (rc) fprintf(stderr, "nanochat bench: %s\n", nc_error());
     else print_rows(&o, be, desc, params, wbytes, bw, bw_how, rows, nr);

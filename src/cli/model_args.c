@@ -158,7 +158,7 @@ void nc_model_args_help(FILE *f) {
             "  --random SHAPE       random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv[,V]]\n"
             "  --random-seed N      seed for --random (default 1)\n"
             "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
-            "  --threads N          CPU threads (default 0: all cores)\n"
+            "  --threads N          CPU threads (default 0: one per physical core)\n"
             "  --weights bf16|int8|fp8   layer and lm_head weights: bf16 = the checkpoint's own float\n"
             "                       weights; int8 / fp8 = 8-bit with per-row scales, quantised at load\n"
             "                       (default: as the checkpoint stores them; docs/quantization.md)\n"

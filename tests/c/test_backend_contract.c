@@ -237,7 +237,7 @@ static void check_env(const fixture *fx) {
           "switches not read as set");
     clear_switches();
     const char *bad[][2] = {{"NC_CUDA_PDL", "yes"},  {"NC_CUDA_GRAPHS", "2"},   {"NC_CUDA_FA", "3"},
-                            {"NC_CUDA_SKINNY", "off"}, {"NC_CPU_WEIGHTS", "mmap"}, {"NC_CPU_KERNELS", "avx512"}};
+                            {"NC_CUDA_SKINNY", "off"}, {"NC_CPU_WEIGHTS", "mmap"}, {"NC_CPU_KERNELS", "avx512f"}};
     for (size_t i = 0; i < NC_ARRAY_LEN(bad); i++) {
         setenv(bad[i][0], bad[i][1], 1);
         forget_error();

@@ -5,7 +5,7 @@
  *
  * For each fixture model (V1 MHA, V1 GQA, V6 GQA with sliding windows and a
  * 300-token prompt past both windows) and each kernel variant this CPU has
- * (scalar, avx2), it rebuilds the weights from the manifest (a splitmix64
+ * (scalar, avx2, avx512; NC_CPU_KERNELS=name: that one only), it rebuilds the weights from the manifest (a splitmix64
  * function of the tensor name, identical to the script's) and checks:
  *   - logits of every stored position: max|ours - ref| / max|ref| <= 1e-4
  *     per row (the row's largest logit sets the scale; fp32 summation order
@@ -28,6 +28,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "check.h"
+#include "cpu_variant.h"
 #include "forward_fixture.h"
 #include "model/model.h"
 #include "util/common.h"
@@ -172,18 +173,16 @@ static void check_fork(nc_backend *be, const fixture *fx, const fx_case *tc, flo
 
 int main(void) {
     const char *names[] = {"v1_mha", "v1_gqa", "v6_gqa"};
-    const char *isas[] = {"scalar", "avx2"};
     for (size_t f = 0; f < NC_ARRAY_LEN(names); f++) {
         fixture fx;
         load_fixture(&fx, names[f]);
         float *logits = malloc(sizeof(float) * (size_t)MAX_TOKENS * (size_t)fx.V);
-        for (size_t k = 0; k < NC_ARRAY_LEN(isas); k++) {
-            if (nc_cpu_backend_force_isa(isas[k])) {
-                printf("%s: %s kernels not supported here, skipped\n", names[f], isas[k]);
-                continue;
-            }
+        for (int k = 0; cpu_kernel_variants[k]; k++) {
+            const char *isa = cpu_kernel_variants[k]->name;
+            if (!cpu_variant_wanted(cpu_kernel_variants[k])) continue;
+            CHECK(nc_cpu_backend_force_isa(isa) == 0, "%s: %s", isa, nc_error());
             nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = 2,
-                                   .n_threads = k == 0 ? 1 : 2};
+                                   .n_threads = 1 + k % 2};
             nc_backend *be = nc_backend_create("cpu", fx.model, &p);
             CHECK(be != NULL, "backend: %s", nc_error());
             if (!be) continue;
