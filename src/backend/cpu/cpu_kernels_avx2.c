@@ -19,6 +19,8 @@
  *   - several tokens (prefill, batched decode): 4 rows x 2 tokens per step,
  *     tokens tiled by 64 so a tile of x stays in L2 while the 4-row block
  *     of W (at most a few tens of KB) stays in L1 across the tile.
+ * Both round every output exactly alike, so a token's result is the same
+ * whatever else is in the batch (block_4x2).
  * Kernels are written once, generic over the weight type through an
  * always-inline helper whose `bf16` argument is a compile-time constant.
  */
@@ -33,7 +35,7 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 #define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
 
-enum { TOKEN_TILE = 64 };
+enum { TOKEN_TILE = 64, PANEL = 512 };
 
 AVX2_INLINE __m256 load_w8(const void *w, int64_t i, bool bf16) {
     if (bf16) {
@@ -136,16 +138,13 @@ AVX2_INLINE void block_4x1(const float *x, const void *W, int64_t r, int64_t K, 
     out[3] = s3;
 }
 
-/* out[t*ldy + j] = x[t] . W[r+j] for j < 4, t < 2 (two tokens, rows ldx apart). */
-AVX2_INLINE void block_4x2(const float *x, int64_t ldx, const void *W, int64_t r, int64_t K,
-                           bool bf16, float *out, int64_t ldy) {
-    const void *w0 = row_ptr(W, r, K, bf16), *w1 = row_ptr(W, r + 1, K, bf16);
-    const void *w2 = row_ptr(W, r + 2, K, bf16), *w3 = row_ptr(W, r + 3, K, bf16);
-    const float *x0 = x, *x1 = x + ldx;
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-    __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
+/* acc[t][j] += W[r+j][k..k+8) * x[t][k..k+8) for the 8-column slices at
+ * k = first, first + 16, ... below `end`, for j < 4 and t < 2. */
+AVX2_INLINE void slices_4x2(const float *x0, const float *x1, const void *w0, const void *w1, const void *w2,
+                            const void *w3, int64_t first, int64_t end, bool bf16, __m256 acc[2][4]) {
+    __m256 a00 = acc[0][0], a01 = acc[0][1], a02 = acc[0][2], a03 = acc[0][3];
+    __m256 a10 = acc[1][0], a11 = acc[1][1], a12 = acc[1][2], a13 = acc[1][3];
+    for (int64_t k = first; k + 8 <= end; k += 16) {
         __m256 xa = _mm256_loadu_ps(x0 + k), xb = _mm256_loadu_ps(x1 + k);
         __m256 v0 = load_w8(w0, k, bf16), v1 = load_w8(w1, k, bf16);
         a00 = _mm256_fmadd_ps(v0, xa, a00);
@@ -158,19 +157,44 @@ AVX2_INLINE void block_4x2(const float *x, int64_t ldx, const void *W, int64_t r
         a03 = _mm256_fmadd_ps(v3, xa, a03);
         a13 = _mm256_fmadd_ps(v3, xb, a13);
     }
-    float s[2][4] = {{hsum8(a00), hsum8(a01), hsum8(a02), hsum8(a03)},
-                     {hsum8(a10), hsum8(a11), hsum8(a12), hsum8(a13)}};
-    for (; k < K; k++) {
-        float w[4] = {load_w1(w0, k, bf16), load_w1(w1, k, bf16), load_w1(w2, k, bf16),
-                      load_w1(w3, k, bf16)};
-        for (int j = 0; j < 4; j++) {
-            s[0][j] += x0[k] * w[j];
-            s[1][j] += x1[k] * w[j];
-        }
+    acc[0][0] = a00, acc[0][1] = a01, acc[0][2] = a02, acc[0][3] = a03;
+    acc[1][0] = a10, acc[1][1] = a11, acc[1][2] = a12, acc[1][3] = a13;
+}
+
+/* out[t*ldy + j] = x[t] . W[r+j] for j < 4, t < 2 (two tokens, rows ldx
+ * apart), rounded exactly as block_4x1 rounds each token alone, so a
+ * token's result does not depend on the tokens beside it in the batch
+ * (speculative decoding verifies several positions in one pass and must
+ * reproduce one-token decode, docs/speculative.md). block_4x1 keeps two
+ * accumulators per row, over the first and the second 8 columns of every
+ * 16 (a leftover 8 going to the first), summed at the end; with two tokens
+ * that is 16 accumulators, more than AVX2's registers, so the two halves
+ * are two passes, each with 8 accumulators. The passes go panel by panel
+ * of PANEL columns, so the second reads the 4 rows' panel from L1 (whole
+ * rows of 5120 columns did not fit: prefill 25% slower); each accumulator
+ * still adds its slices in column order. */
+AVX2_INLINE void block_4x2(const float *x, int64_t ldx, const void *W, int64_t r, int64_t K,
+                           bool bf16, float *out, int64_t ldy) {
+    const void *w0 = row_ptr(W, r, K, bf16), *w1 = row_ptr(W, r + 1, K, bf16);
+    const void *w2 = row_ptr(W, r + 2, K, bf16), *w3 = row_ptr(W, r + 3, K, bf16);
+    const float *x0 = x, *x1 = x + ldx;
+    __m256 a[2][4], b[2][4];
+    for (int t = 0; t < 2; t++)
+        for (int j = 0; j < 4; j++) a[t][j] = b[t][j] = _mm256_setzero_ps();
+    int64_t k16 = K / 16 * 16, k8 = K / 8 * 8;
+    for (int64_t p = 0; p < k8; p += PANEL) {
+        int64_t end = NC_MIN(p + PANEL, k8);
+        slices_4x2(x0, x1, w0, w1, w2, w3, p, end, bf16, a);                  /* first halves, a leftover 8 */
+        slices_4x2(x0, x1, w0, w1, w2, w3, p + 8, NC_MIN(end, k16), bf16, b); /* second halves */
     }
-    for (int j = 0; j < 4; j++) {
-        out[j] = s[0][j];
-        out[ldy + j] = s[1][j];
+    const void *w[4] = {w0, w1, w2, w3};
+    for (int t = 0; t < 2; t++) {
+        const float *xt = t ? x1 : x0;
+        for (int j = 0; j < 4; j++) {
+            float s = hsum8(_mm256_add_ps(a[t][j], b[t][j]));
+            for (int64_t k = k8; k < K; k++) s += xt[k] * load_w1(w[j], k, bf16);
+            out[t * ldy + j] = s;
+        }
     }
 }
 
