@@ -145,8 +145,11 @@ static int mock_forward(nc_backend *b, const nc_batch *batch, float *logits) {
     }
     int row = 0;
     for (int i = 0; i < batch->n_seqs; i++) {
-        int n = run_chunk(m, &batch->seqs[i], hist);
-        if (batch->seqs[i].logits == NC_LOGITS_LAST) model_logits(hist, n, logits + (size_t)V * row++);
+        const nc_seq_chunk *c = &batch->seqs[i];
+        int n = run_chunk(m, c, hist);
+        if (c->logits == NC_LOGITS_LAST) model_logits(hist, n, logits + (size_t)V * row++);
+        if (c->logits == NC_LOGITS_ALL) /* speculative verification: every position's */
+            for (int p = c->pos; p < n; p++) model_logits(hist, p + 1, logits + (size_t)V * row++);
     }
     return 0;
 }

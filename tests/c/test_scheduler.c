@@ -33,7 +33,8 @@
 static nc_tokenizer *tok;
 
 static nc_scheduler *make_sched(mock *m, int max_context, int max_running, int prefill_chunk, int max_queue) {
-    nc_scheduler_params sp = {max_context, max_running, prefill_chunk, max_queue};
+    nc_scheduler_params sp = {.max_context = max_context, .max_running = max_running,
+                              .prefill_chunk = prefill_chunk, .max_queue = max_queue};
     nc_scheduler *s = nc_scheduler_create(&m->b, tok, &sp);
     CHECK(s != NULL, "create: %s", nc_error());
     return s;
@@ -347,6 +348,7 @@ static void test_chunked_prefill(void) {
     text[250] = 0;
     int nb = chat_prompt(text, pb);
     nc_gen_params p = greedy(60);
+    p.speculative = false; /* one token per decode step, to count them (test_spec.c speculates) */
     collector *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
     nc_scheduler_submit(s, pa, na, &p, on_event, a, NULL);
     nc_scheduler_step(s); /* prefill A (16-token chunks would split a 9-token prompt: it fits) */
