@@ -48,6 +48,8 @@ static void usage(FILE *f) {
             "  --max-lag N          undelivered tokens before a client that stopped reading\n"
             "                       is cancelled (default 4096)\n"
             "  -h, --help           this help\n\n");
+    nc_model_args_spec_help(f);
+    fprintf(f, "\n");
     nc_model_args_help(f);
 }
 
@@ -84,6 +86,7 @@ int cmd_serve(int argc, char **argv) {
             return 0;
         }
         int r = nc_model_args_parse(&a, argc, argv, &i);
+        if (!r) r = nc_model_args_parse_spec(&a, argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
         bool known = false;

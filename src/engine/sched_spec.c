@@ -252,6 +252,7 @@ static int32_t plan_draft_model(nc_scheduler *s, int32_t n, int32_t budget, doub
         }
     }
     if (best_k == 0 && probe && n <= budget) best_k = 1;
+    if (sp->p.always) best_k = NC_MIN(sp->p.max_draft, budget / NC_MAX(n, 1));
     for (int32_t i = 0; i < n; i++) {
         sched_row *row = sp->req_rows[i];
         nc_draft_req *r = &sp->reqs[i];
@@ -314,7 +315,7 @@ int32_t sched_spec_plan(nc_scheduler *s) {
         struct spec_cand *k = &sp->cands[c];
         spec_row *x = &k->row->spec;
         if (k->j != x->n_draft + 1) continue; /* its row stopped before it */
-        if ((G + k->g) * cost(sp, T) <= G * cost(sp, T + 1)) break;
+        if (!sp->p.always && (G + k->g) * cost(sp, T) <= G * cost(sp, T + 1)) break;
         x->n_draft++;
         G += k->g;
         T++;

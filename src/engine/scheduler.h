@@ -98,6 +98,8 @@ const char *nc_spec_kind_name(nc_spec_kind k); /* "lookup", "draft_model", "calc
 typedef struct {
     bool off;                /* no speculation at all */
     bool no_lookup;          /* no prompt lookup (a draft model, if any, still drafts) */
+    bool always;             /* verify every proposal (up to max_draft) instead of only those expected
+                                to pay for their verification: for measurements and tests */
     int32_t max_draft;       /* most draft tokens one row verifies per step (default 8) */
     int32_t ngram_max;       /* prompt lookup matches the last ngram_max .. ngram_min tokens */
     int32_t ngram_min;       /* (defaults 3 and 1; at most NC_SPEC_MAX_NGRAM) */

@@ -39,22 +39,22 @@ int32_t nc_spec_lookup(const int32_t *tokens, int32_t n_tokens, int32_t n_min, i
 
 int nc_spec_tokenizers_match(const nc_tokenizer *target, const nc_tokenizer *draft) {
     int v = nc_tokenizer_vocab_size(target), dv = nc_tokenizer_vocab_size(draft);
-    if (v != dv) return nc_fail("the draft model's tokenizer has %d tokens, the model's %d", dv, v);
+    if (v != dv) return nc_fail("its tokenizer has %d tokens, the model's %d", dv, v);
     for (int i = 0; i < NC_TOK_SPECIAL_COUNT; i++) {
         int32_t a = nc_tokenizer_special_id(target, (nc_special_token)i);
         int32_t b = nc_tokenizer_special_id(draft, (nc_special_token)i);
         if (a != b)
-            return nc_fail("the draft model's tokenizer has %s at id %d, the model's at %d",
+            return nc_fail("its tokenizer has %s at id %d, the model's at %d",
                            nc_special_token_text((nc_special_token)i), b, a);
     }
     for (int32_t id = 0; id < v; id++) {
         size_t la, lb;
         const uint8_t *a = nc_tokenizer_token_bytes(target, id, &la), *b = nc_tokenizer_token_bytes(draft, id, &lb);
         if (!a != !b || la != lb || (a && memcmp(a, b, la)))
-            return nc_fail("the draft model's tokenizer differs from the model's at token id %d", id);
+            return nc_fail("its tokenizer differs from the model's at token id %d", id);
     }
     if (strcmp(nc_tokenizer_pattern(target), nc_tokenizer_pattern(draft)))
-        return nc_fail("the draft model's tokenizer splits text with another pattern than the model's");
+        return nc_fail("its tokenizer splits text with another pattern than the model's");
     return 0;
 }
 

@@ -46,7 +46,7 @@ int32_t nc_spec_lookup(const int32_t *tokens, int32_t n_tokens, int32_t n_min, i
 
 /* Whether a draft model's tokenizer is the target's: same ids, same bytes
  * for every token, same special tokens, same split pattern. -1 with
- * nc_error() naming the first difference otherwise. */
+ * nc_error() naming the first difference ("its tokenizer ...") otherwise. */
 int nc_spec_tokenizers_match(const nc_tokenizer *target, const nc_tokenizer *draft);
 
 typedef struct nc_drafter nc_drafter;

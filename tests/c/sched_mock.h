@@ -32,9 +32,15 @@ static int32_t next_token(const int32_t *h, int n) {
     for (int i = n - 1; i >= 0; i--)
         if (h[i] == ASSIST_START) { a = i; break; }
     bool calc = false, stopper = false;
+    int quote = -1;
     for (int i = 0; i < (a < 0 ? n : a); i++) {
         calc |= h[i] == '#';
         stopper |= h[i] == 'S';
+        if (h[i] == 'Q' && quote < 0) quote = i;
+    }
+    if (a >= 0 && quote >= 0) { /* 'Q': the reply repeats the text after it, then ends */
+        int src = quote + 1 + (n - 1 - a);
+        return src < a && h[src] != USER_END ? h[src] : ASSIST_END;
     }
     int py = -1, pye = -1, oute = -1;
     for (int i = a + 1; i < n; i++) {
@@ -74,9 +80,13 @@ typedef struct {
     bool sample_call;
 } batch_rec;
 
+typedef void (*logits_fn)(const int32_t *h, int n, float *out);
+
 typedef struct {
     nc_backend b;
     nc_model model;
+    logits_fn logits;     /* the "model" (model_logits unless a test drafts with another) */
+    double cost_base, cost_per_token; /* seconds each forward takes (busy-waited), 0: none */
     int32_t *kv;          /* [n_blocks * 64] token stored at each slot, -1 unwritten */
     int errors;           /* contract violations seen */
     char first_error[256];
@@ -136,9 +146,19 @@ static void record(mock *m, const nc_batch *batch, bool sample_call) {
 
 static int32_t hist[8192];
 
+/* A device whose forward takes cost_base + cost_per_token * tokens. */
+static void mock_spend(mock *m, const nc_batch *batch) {
+    int tokens = 0;
+    for (int i = 0; i < batch->n_seqs; i++) tokens += batch->seqs[i].n_tokens;
+    double until = nc_now() + m->cost_base + m->cost_per_token * tokens;
+    if (m->cost_base > 0 || m->cost_per_token > 0)
+        while (nc_now() < until) {}
+}
+
 static int mock_forward(nc_backend *b, const nc_batch *batch, float *logits) {
     mock *m = mock_of(b);
     record(m, batch, false);
+    mock_spend(m, batch);
     if (m->fail_next) {
         m->fail_next = false;
         return nc_fail("mock device lost");
@@ -147,9 +167,9 @@ static int mock_forward(nc_backend *b, const nc_batch *batch, float *logits) {
     for (int i = 0; i < batch->n_seqs; i++) {
         const nc_seq_chunk *c = &batch->seqs[i];
         int n = run_chunk(m, c, hist);
-        if (c->logits == NC_LOGITS_LAST) model_logits(hist, n, logits + (size_t)V * row++);
+        if (c->logits == NC_LOGITS_LAST) m->logits(hist, n, logits + (size_t)V * row++);
         if (c->logits == NC_LOGITS_ALL) /* speculative verification: every position's */
-            for (int p = c->pos; p < n; p++) model_logits(hist, p + 1, logits + (size_t)V * row++);
+            for (int p = c->pos; p < n; p++) m->logits(hist, p + 1, logits + (size_t)V * row++);
     }
     return 0;
 }
@@ -157,6 +177,7 @@ static int mock_forward(nc_backend *b, const nc_batch *batch, float *logits) {
 static int mock_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows, int32_t *out) {
     mock *m = mock_of(b);
     record(m, batch, true);
+    mock_spend(m, batch);
     static float lg[V];
     nc_sampler_scratch scr;
     nc_sampler_scratch_init(&scr, V);
@@ -164,7 +185,7 @@ static int mock_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_s
         if (batch->seqs[i].logits == NC_LOGITS_ALL) mock_error(m, "forward_sample chunk with ALL");
         int n = run_chunk(m, &batch->seqs[i], hist);
         if (batch->seqs[i].logits == NC_LOGITS_NONE) continue; /* fills the cache only */
-        model_logits(hist, n, lg);
+        m->logits(hist, n, lg);
         nc_sampling sp = {rows[i].temperature, rows[i].top_k, rows[i].top_p, rows[i].min_p};
         out[i] = nc_sample(lg, V, &sp, rows[i].rng_state, &scr); /* a device mirroring the host sampler */
     }
@@ -199,6 +220,7 @@ static mock *mock_new(int n_blocks, int max_seqs, int max_batch_tokens, bool dev
     m->b.n_kv_blocks = n_blocks;
     m->b.max_seqs = max_seqs;
     m->b.max_batch_tokens = max_batch_tokens;
+    m->logits = model_logits;
     m->kv = malloc(sizeof(int32_t) * 64 * (size_t)n_blocks);
     for (int i = 0; i < 64 * n_blocks; i++) m->kv[i] = -1;
     return m;

@@ -9,8 +9,9 @@
  * block tables, sharing, copying, forking or prefix reuse changes the
  * history and therefore the tokens. The "model" (next_token) is scripted:
  * a '#' in the prompt makes it call the calculator (<|python_start|> 6*7
- * <|python_end|>), an 'S' makes it stop after three tokens, otherwise it
- * emits a letter that hashes the history.
+ * <|python_end|>), an 'S' makes it stop after three tokens, a 'Q' makes it
+ * repeat the prompt's text after the Q (test_spec.c's quoting replies),
+ * otherwise it emits a letter that hashes the history.
  *
  * The reference generator (ref_generate) applies nanochat's rules to the
  * same script directly - forcing <|output_start|> 4 2 <|output_end|> after
