@@ -103,13 +103,16 @@ typedef struct {
     int32_t drafts;       /* draft tokens after the decode token (logits of every position) */
 } chunk_meta;
 
-/* The forward seconds of decode steps by their token count, to price a
- * draft (sched_spec.c). */
+/* The seconds of decode steps by their token count, to price a draft
+ * (sched_spec.c): the latest few, whose least is the estimate (a machine's
+ * noise only ever adds time). */
 #define SPEC_COST_T 256
+#define SPEC_COST_RECENT 8
 typedef struct {
-    double seconds;       /* moving average */
+    double recent[SPEC_COST_RECENT];
+    int32_t n;            /* observations, up to SPEC_COST_RECENT */
+    int32_t head;         /* where the next goes */
     int64_t at;           /* step of the last observation */
-    int32_t n;            /* observations, capped */
 } spec_cost_bucket;
 
 /* The scheduler's speculation. */
@@ -119,6 +122,8 @@ typedef struct {
     nc_drafter *drafter;                /* NULL: no draft model */
     spec_cost_bucket cost[SPEC_COST_T + 1];
     double alpha, beta;                 /* this step's price: t(T) = alpha + beta T */
+    int32_t explore;                    /* positions a step may hold: twice the largest recently measured */
+    double draft_seconds;               /* this step's draft model forwards */
     int64_t step;
     float first[NC_SPEC_MAX_NGRAM + 1], next[NC_SPEC_MAX_NGRAM + 1]; /* all rows: where new rows start */
     float draft_first, draft_next;
@@ -218,7 +223,8 @@ int32_t sched_spec_plan(nc_scheduler *s);
  * target's own token; `logits` holds 1 + n_draft rows. Sets n_computed. */
 void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits);
 /* After a step's tokens were delivered: the price of `tokens` positions
- * (when `decode_only`), and the unverified prompt-lookup proposals. */
+ * (when `decode_only`: `seconds` of the step, the draft model's part
+ * excluded), and the unverified prompt-lookup proposals. */
 void sched_spec_after_step(nc_scheduler *s, int32_t tokens, bool decode_only, double seconds);
 
 #endif /* NC_ENGINE_SCHED_INTERNAL_H */

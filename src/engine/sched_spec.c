@@ -8,18 +8,26 @@
  * prompt-lookup continuation; a row with neither may ask the draft model.
  * A candidate's worth is the probability that it is accepted, from moving
  * averages of this row's (and, for new rows, every row's) history. Its
- * price is what one more position costs the forward pass, from a linear
- * fit t(T) = alpha + beta T of the measured forward seconds of decode steps
- * by their token count T, pulled towards a small prior slope where the data
- * do not pin it down (and as old measurements fade, so a price measured once
- * in a bad moment is tried again later). Candidates are taken best first
- * while they raise the step's expected tokens per second: with G tokens
- * expected from the chosen T positions, one of acceptance g is worth it when
- * (G + g) / t(T + 1) > G / t(T). So a backend that verifies 5 positions for
- * the price of 1 (a GPU reading every weight once) drafts eagerly, one whose
- * cost grows with every position (a small model on a CPU) only on near
- * certainties, and a row whose proposals keep failing stops drafting; its
- * unverified prompt-lookup proposals are still scored against what it emits
+ * price is what one more position costs a step: a linear fit
+ * t(T) = alpha + beta T of the measured seconds of decode steps by their
+ * token count T (per T the least of the latest few: on a busy machine the
+ * noise is all delays, and a mean would pull every T towards the same
+ * cost), pulled towards a small prior slope where the data do not pin it
+ * down, and as old measurements fade (so a price measured in a bad moment
+ * is tried again later). A step holds at most twice the positions of the
+ * largest step recently measured, so learning what positions cost takes
+ * steps of 2, 4, 8 ... positions and stops at the first that does not pay.
+ * Candidates are taken best first while they raise the step's expected
+ * tokens per second: with G tokens expected from the chosen T positions,
+ * one of acceptance g is worth it when (G + g) / t(T + 1) > G / t(T); and
+ * the step drafts at all only if that beats plain decoding by MARGIN. The
+ * price is of the whole step (the forward pass and the host's sampling and
+ * bookkeeping); a draft model's own forwards are priced per draft step.
+ * So a backend that verifies 5 positions for about the price of 1 (a GPU
+ * reading every weight once) drafts eagerly, one whose cost grows with
+ * every position (a small model on a CPU) only on near certainties, and a
+ * row whose proposals keep failing stops drafting; its unverified
+ * prompt-lookup proposals are still scored against what it emits
  * ("shadow" proposals), so it resumes when they start to match.
  *
  * Verification. Position i's logits are the target's own for the token
@@ -51,7 +59,10 @@
 #define DEFAULT_NGRAM_MIN 1
 #define COST_TAU 256.0      /* steps over which a cost measurement fades (e-fold) */
 #define PRIOR_SLOPE 0.02    /* price of one more position before measurements, relative to a step */
-#define PRIOR_WEIGHT 4.0    /* ... and its weight against them (observations x tokens^2) */
+#define PRIOR_WEIGHT 0.25   /* ... and its weight against them (observations x tokens^2): one measured
+                               step one position away outweighs it fourfold */
+#define MARGIN 0.1          /* drafts must raise a step's expected tokens per second by 10%: the price is
+                               a noisy estimate, and a break-even bet is not worth the risk */
 #define ROW_RATE 0.3f       /* moving-average weights of one verified draft: a row's */
 #define ALL_RATE 0.05f      /* ... and the scheduler-wide one */
 #define DRAFT_PROBE 16      /* steps without drafting after which the draft model is tried anyway */
@@ -131,25 +142,33 @@ void sched_spec_row_end(nc_scheduler *s, sched_row *row) {
 static void cost_observe(sched_spec *sp, int32_t T, double seconds) {
     if (T < 1 || T > SPEC_COST_T || !(seconds > 0)) return;
     spec_cost_bucket *b = &sp->cost[T];
-    if (b->n) seconds = fmin(seconds, 3 * b->seconds); /* one preempted step must not condemn T */
-    b->seconds = b->n ? 0.8 * b->seconds + 0.2 * seconds : seconds;
-    b->n = NC_MIN(b->n + 1, 16);
+    b->recent[b->head] = seconds;
+    b->head = (b->head + 1) % SPEC_COST_RECENT;
+    b->n = NC_MIN(b->n + 1, SPEC_COST_RECENT);
     b->at = sp->step;
+}
+
+static double bucket_seconds(const spec_cost_bucket *b) {
+    double t = b->recent[0];
+    for (int32_t i = 1; i < b->n; i++) t = fmin(t, b->recent[i]);
+    return t;
 }
 
 /* Weighted least squares of seconds on T over the buckets (weights fade
  * with age), the slope shrunk towards PRIOR_SLOPE of the mean step. */
 static void cost_fit(sched_spec *sp) {
     double S = 0, ST = 0, STT = 0, St = 0, STt = 0;
+    sp->explore = 2;
     for (int32_t T = 1; T <= SPEC_COST_T; T++) {
         const spec_cost_bucket *b = &sp->cost[T];
         if (!b->n) continue;
-        double w = b->n * exp(-(double)(sp->step - b->at) / COST_TAU);
+        double w = b->n * exp(-(double)(sp->step - b->at) / COST_TAU), t = bucket_seconds(b);
+        if (w >= 1.0) sp->explore = 2 * T;
         S += w;
         ST += w * T;
         STT += w * T * T;
-        St += w * b->seconds;
-        STt += w * T * b->seconds;
+        St += w * t;
+        STt += w * T * t;
     }
     if (S <= 0) { /* nothing measured yet: a 10 ms step */
         sp->alpha = 0.01;
@@ -229,7 +248,7 @@ static int32_t row_candidates(nc_scheduler *s, sched_row *row, int32_t order, st
 static int32_t plan_draft_model(nc_scheduler *s, int32_t n, int32_t budget, double *G, int32_t *T) {
     sched_spec *sp = &s->spec;
     double t_draft = nc_drafter_step_seconds(sp->drafter);
-    double best = *G / cost(sp, *T);
+    double best = (1 + MARGIN) * *G / cost(sp, *T); /* plain decoding, with the margin to beat */
     int32_t best_k = 0;
     bool probe = false;
     for (int32_t i = 0; i < n; i++) probe |= sp->req_rows[i]->spec.draft_idle >= DRAFT_PROBE;
@@ -267,6 +286,7 @@ static int32_t plan_draft_model(nc_scheduler *s, int32_t n, int32_t budget, doub
     double spent = nc_drafter_propose(sp->drafter, sp->reqs, n);
     if (spent < 0) return 0;
     s->acc.forward_seconds += spent;
+    sp->draft_seconds = spent;
     int32_t total = 0;
     for (int32_t i = 0; i < n; i++) {
         spec_row *x = &sp->req_rows[i]->spec;
@@ -286,6 +306,7 @@ static int32_t plan_draft_model(nc_scheduler *s, int32_t n, int32_t budget, doub
 int32_t sched_spec_plan(nc_scheduler *s) {
     sched_spec *sp = &s->spec;
     sp->step++;
+    sp->draft_seconds = 0;
     int32_t rows = 0, n_cand = 0, n_draft_rows = 0;
     for (int32_t i = 0; i < s->n_running; i++) {
         sched_req *r = s->running[i];
@@ -309,6 +330,7 @@ int32_t sched_spec_plan(nc_scheduler *s) {
     if (budget <= 0 || (n_cand == 0 && n_draft_rows == 0)) return 0;
     cost_fit(sp);
     qsort(sp->cands, (size_t)n_cand, sizeof *sp->cands, cmp_cand);
+    if (!sp->p.always) budget = NC_MIN(budget, NC_MAX(sp->explore, 2 * rows) - rows);
     double G = rows;
     int32_t T = rows;
     for (int32_t c = 0; c < n_cand && total < budget; c++) {
@@ -320,6 +342,11 @@ int32_t sched_spec_plan(nc_scheduler *s) {
         G += k->g;
         T++;
         total++;
+    }
+    if (!sp->p.always && G / cost(sp, T) < (1 + MARGIN) * rows / cost(sp, rows)) { /* not worth it after all */
+        for (int32_t c = 0; c < n_cand; c++) sp->cands[c].row->spec.n_draft = 0;
+        G = T = rows;
+        total = 0;
     }
     for (int32_t c = 0; c < n_cand; c++) /* a verified proposal is observed directly, not shadowed */
         if (sp->cands[c].row->spec.n_draft > sp->cands[c].row->spec.n_calc) sp->cands[c].row->spec.shadow = -1;
@@ -369,7 +396,7 @@ void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits) {
 }
 
 void sched_spec_after_step(nc_scheduler *s, int32_t tokens, bool decode_only, double seconds) {
-    if (decode_only) cost_observe(&s->spec, tokens, seconds);
+    if (decode_only) cost_observe(&s->spec, tokens, seconds - s->spec.draft_seconds);
     for (int32_t i = 0; i < s->n_running; i++) {
         sched_req *r = s->running[i];
         if (r->state != REQ_DECODE) continue;

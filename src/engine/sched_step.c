@@ -249,6 +249,7 @@ static void deliver_dev(nc_scheduler *s) {
 }
 
 int sched_run_batch(nc_scheduler *s) {
+    double t_step = nc_now();
     int32_t n_tokens = 0;
     int n_seqs = build_batch(s, &n_tokens);
     s->acc.last_batch_rows = n_seqs;
@@ -275,8 +276,7 @@ int sched_run_batch(nc_scheduler *s) {
         nc_batch batch = {s->dev_chunks, s->n_dev};
         rc = b->ops->forward_sample(b, &batch, s->dev_rows, s->dev_tokens);
     }
-    double seconds = nc_now() - t0;
-    s->acc.forward_seconds += seconds;
+    s->acc.forward_seconds += nc_now() - t0;
     if (rc) {
         /* The cache contents of every sequence in the batch are now
          * uncertain: end them all. */
@@ -301,6 +301,6 @@ int sched_run_batch(nc_scheduler *s) {
     }
     deliver_host(s);
     deliver_dev(s);
-    sched_spec_after_step(s, n_tokens, decode_only, seconds);
+    sched_spec_after_step(s, n_tokens, decode_only, nc_now() - t_step);
     return 0;
 }
