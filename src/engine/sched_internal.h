@@ -123,6 +123,7 @@ typedef struct {
     spec_cost_bucket cost[SPEC_COST_T + 1];
     double alpha, beta;                 /* this step's price: t(T) = alpha + beta T */
     int32_t explore;                    /* positions a step may hold: twice the largest recently measured */
+    int32_t trusted;                    /* token counts measured often enough to price by */
     double draft_seconds;               /* this step's draft model forwards */
     int64_t step;
     float first[NC_SPEC_MAX_NGRAM + 1], next[NC_SPEC_MAX_NGRAM + 1]; /* all rows: where new rows start */
@@ -163,6 +164,8 @@ struct nc_scheduler {
     nc_scheduler_stats acc;                /* cumulative counters being built */
 
     /* per-step buffers, sized at create (no allocation in the token loop) */
+    sched_row **decoding;                     /* [max_running] this step's live decoding rows, in order */
+    int32_t n_decoding;
     nc_seq_chunk *host_chunks, *dev_chunks;   /* [max_seqs] */
     chunk_meta *host_meta, *dev_meta;         /* [max_seqs] */
     int32_t n_host, n_dev;
@@ -215,9 +218,9 @@ void sched_spec_row_init(nc_scheduler *s, sched_row *row);
 /* The row is gone: its draft model slot is free again. */
 void sched_spec_row_end(nc_scheduler *s, sched_row *row);
 
-/* Chooses this step's drafts (row->spec.n_draft, tokens after each row's
- * last) where they are expected to pay for their verification. Returns
- * how many in all. */
+/* Chooses this step's drafts for the rows of s->decoding (row->spec.n_draft,
+ * tokens after each row's last) where they are expected to pay for their
+ * verification. Returns how many in all. */
 int32_t sched_spec_plan(nc_scheduler *s);
 /* Emits what a row's verified chunk gives: accepted drafts, then the
  * target's own token; `logits` holds 1 + n_draft rows. Sets n_computed. */

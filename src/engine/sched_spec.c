@@ -10,13 +10,15 @@
  * averages of this row's (and, for new rows, every row's) history. Its
  * price is what one more position costs a step: a linear fit
  * t(T) = alpha + beta T of the measured seconds of decode steps by their
- * token count T (per T the least of the latest few: on a busy machine the
- * noise is all delays, and a mean would pull every T towards the same
- * cost), pulled towards a small prior slope where the data do not pin it
+ * token count T (per T the least of the latest few, and only once there
+ * are three: on a busy machine the noise is all delays, and a mean would
+ * pull every T towards the same cost), pulled towards a small prior slope
+ * where the data do not pin it
  * down, and as old measurements fade (so a price measured in a bad moment
- * is tried again later). A step holds at most twice the positions of the
- * largest step recently measured, so learning what positions cost takes
- * steps of 2, 4, 8 ... positions and stops at the first that does not pay.
+ * is tried again later). Nothing is drafted before plain steps are
+ * measured, and a step holds at most twice the positions of the largest
+ * step recently measured, so learning what positions cost takes steps of
+ * 2, 4, 8 ... positions and stops at the first size that does not pay.
  * Candidates are taken best first while they raise the step's expected
  * tokens per second: with G tokens expected from the chosen T positions,
  * one of acceptance g is worth it when (G + g) / t(T + 1) > G / t(T); and
@@ -58,6 +60,7 @@
 #define DEFAULT_NGRAM_MAX 3
 #define DEFAULT_NGRAM_MIN 1
 #define COST_TAU 256.0      /* steps over which a cost measurement fades (e-fold) */
+#define COST_TRUST 3        /* measurements of a token count before the fit (and exploring beyond) uses it */
 #define PRIOR_SLOPE 0.02    /* price of one more position before measurements, relative to a step */
 #define PRIOR_WEIGHT 0.25   /* ... and its weight against them (observations x tokens^2): one measured
                                step one position away outweighs it fourfold */
@@ -159,11 +162,14 @@ static double bucket_seconds(const spec_cost_bucket *b) {
 static void cost_fit(sched_spec *sp) {
     double S = 0, ST = 0, STT = 0, St = 0, STt = 0;
     sp->explore = 2;
+    sp->trusted = 0;
     for (int32_t T = 1; T <= SPEC_COST_T; T++) {
         const spec_cost_bucket *b = &sp->cost[T];
         if (!b->n) continue;
         double w = b->n * exp(-(double)(sp->step - b->at) / COST_TAU), t = bucket_seconds(b);
+        if (b->n < COST_TRUST) continue; /* one step's delay must not price T for good */
         if (w >= 1.0) sp->explore = 2 * T;
+        sp->trusted++;
         S += w;
         ST += w * T;
         STT += w * T * T;
@@ -307,30 +313,27 @@ int32_t sched_spec_plan(nc_scheduler *s) {
     sched_spec *sp = &s->spec;
     sp->step++;
     sp->draft_seconds = 0;
-    int32_t rows = 0, n_cand = 0, n_draft_rows = 0;
-    for (int32_t i = 0; i < s->n_running; i++) {
-        sched_req *r = s->running[i];
-        if (r->state != REQ_DECODE) continue;
-        for (int32_t j = 0; j < r->params.n; j++) {
-            sched_row *row = &r->rows[j];
-            if (row->state != ROW_LIVE) continue;
-            row->spec.n_draft = 0;
-            row->spec.shadow = -1;
-            row->spec.q = NULL;
-            rows++;
-            if (sp->p.off || !r->params.speculative) continue;
-            int32_t c = row_candidates(s, row, rows, sp->cands + n_cand);
-            n_cand += c;
-            if (c == 0 && sp->drafter && nc_drafter_can_draft(sp->drafter, &row->spec.draft, row->n_tokens,
-                                                              draft_room(s, row)))
-                sp->req_rows[n_draft_rows++] = row;
-        }
+    int32_t rows = s->n_decoding, n_cand = 0, n_draft_rows = 0;
+    for (int32_t i = 0; i < rows; i++) {
+        sched_row *row = s->decoding[i];
+        row->spec.n_draft = 0;
+        row->spec.shadow = -1;
+        row->spec.q = NULL;
+        if (sp->p.off || !row->req->params.speculative) continue;
+        int32_t c = row_candidates(s, row, i, sp->cands + n_cand);
+        n_cand += c;
+        if (c == 0 && sp->drafter &&
+            nc_drafter_can_draft(sp->drafter, &row->spec.draft, row->n_tokens, draft_room(s, row)))
+            sp->req_rows[n_draft_rows++] = row;
     }
     int32_t budget = NC_MIN(sp->max_tokens, s->max_batch_tokens - rows), total = 0;
     if (budget <= 0 || (n_cand == 0 && n_draft_rows == 0)) return 0;
     cost_fit(sp);
     qsort(sp->cands, (size_t)n_cand, sizeof *sp->cands, cmp_cand);
-    if (!sp->p.always) budget = NC_MIN(budget, NC_MAX(sp->explore, 2 * rows) - rows);
+    if (!sp->p.always) { /* plain steps are measured first: the price to beat */
+        if (!sp->trusted) budget = 0;
+        budget = NC_MIN(budget, NC_MAX(sp->explore, 2 * rows) - rows);
+    }
     double G = rows;
     int32_t T = rows;
     for (int32_t c = 0; c < n_cand && total < budget; c++) {
@@ -397,15 +400,11 @@ void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits) {
 
 void sched_spec_after_step(nc_scheduler *s, int32_t tokens, bool decode_only, double seconds) {
     if (decode_only) cost_observe(&s->spec, tokens, seconds - s->spec.draft_seconds);
-    for (int32_t i = 0; i < s->n_running; i++) {
-        sched_req *r = s->running[i];
-        if (r->state != REQ_DECODE) continue;
-        for (int32_t j = 0; j < r->params.n; j++) {
-            spec_row *x = &r->rows[j].spec;
-            if (x->shadow < 0) continue;
-            if (r->rows[j].n_tokens > x->shadow_at) observe(s, x, NC_SPEC_LOOKUP, 0,
-                                                           r->rows[j].tokens[x->shadow_at] == x->shadow);
-            x->shadow = -1;
-        }
+    for (int32_t i = 0; i < s->n_decoding; i++) {
+        sched_row *row = s->decoding[i];
+        spec_row *x = &row->spec;
+        if (x->shadow < 0) continue;
+        if (row->n_tokens > x->shadow_at) observe(s, x, NC_SPEC_LOOKUP, 0, row->tokens[x->shadow_at] == x->shadow);
+        x->shadow = -1;
     }
 }

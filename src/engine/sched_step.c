@@ -165,27 +165,28 @@ static void fail_request(nc_scheduler *s, sched_req *r, const char *msg) {
 }
 
 static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
+    s->n_decoding = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        sched_req *r = s->running[i];
+        for (int32_t j = 0; r->state == REQ_DECODE && j < r->params.n; j++)
+            if (r->rows[j].state == ROW_LIVE) s->decoding[s->n_decoding++] = &r->rows[j];
+    }
     /* a step that verifies drafts is one forward on the host side: the
      * logits of every drafted position come back */
     int32_t drafts = sched_spec_plan(s);
     bool dev_ok = s->backend->ops->forward_sample != NULL && drafts == 0;
     int32_t total = 0;
     s->n_host = s->n_dev = 0;
-    for (int32_t i = 0; i < s->n_running; i++) {
-        sched_req *r = s->running[i];
-        if (r->state != REQ_DECODE) continue;
-        for (int32_t j = 0; j < r->params.n; j++) {
-            sched_row *row = &r->rows[j];
-            if (row->state != ROW_LIVE) continue;
-            NC_ASSERT(row->n_computed == row->n_tokens - 1);
-            int32_t len = 1 + row->spec.n_draft;
-            if (cover(s, row, row->n_computed + len)) {
-                sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
-                continue;
-            }
-            add_chunk(s, !dev_ok || r->params.top_logprobs >= 0, row, len, false, true);
-            total += len;
+    for (int32_t i = 0; i < s->n_decoding; i++) {
+        sched_row *row = s->decoding[i];
+        NC_ASSERT(row->n_computed == row->n_tokens - 1);
+        int32_t len = 1 + row->spec.n_draft;
+        if (cover(s, row, row->n_computed + len)) {
+            sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
+            continue;
         }
+        add_chunk(s, !dev_ok || row->req->params.top_logprobs >= 0, row, len, false, true);
+        total += len;
     }
     for (int32_t i = 0; i < s->n_running; i++) {
         sched_req *r = s->running[i];

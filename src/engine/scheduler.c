@@ -111,6 +111,7 @@ nc_scheduler *nc_scheduler_create(nc_backend *backend, const nc_tokenizer *tok, 
     if (nc_kv_pool_init(&s->pool, backend->n_kv_blocks)) goto fail;
     nc_prefix_cache_init(&s->cache, 4 * s->max_running + 64);
     size_t ms = (size_t)s->max_seqs;
+    s->decoding = nc_xcalloc((size_t)s->max_running, sizeof *s->decoding);
     s->host_chunks = nc_xcalloc(ms, sizeof *s->host_chunks);
     s->dev_chunks = nc_xcalloc(ms, sizeof *s->dev_chunks);
     s->host_meta = nc_xcalloc(ms, sizeof *s->host_meta);
@@ -170,6 +171,7 @@ void nc_scheduler_free(nc_scheduler *s) {
     free(s->waiting);
     free(s->running);
     free(s->cancel_ids);
+    free(s->decoding);
     free(s->host_chunks);
     free(s->dev_chunks);
     free(s->host_meta);

@@ -87,6 +87,7 @@ typedef struct {
     nc_model model;
     logits_fn logits;     /* the "model" (model_logits unless a test drafts with another) */
     double cost_base, cost_per_token; /* seconds each forward takes (busy-waited), 0: none */
+    double simulated;     /* the sum of those seconds over every forward (the noise-free device time) */
     int32_t *kv;          /* [n_blocks * 64] token stored at each slot, -1 unwritten */
     int errors;           /* contract violations seen */
     char first_error[256];
@@ -150,8 +151,9 @@ static int32_t hist[8192];
 static void mock_spend(mock *m, const nc_batch *batch) {
     int tokens = 0;
     for (int i = 0; i < batch->n_seqs; i++) tokens += batch->seqs[i].n_tokens;
-    double until = nc_now() + m->cost_base + m->cost_per_token * tokens;
-    if (m->cost_base > 0 || m->cost_per_token > 0)
+    double cost = m->cost_base + m->cost_per_token * tokens, until = nc_now() + cost;
+    m->simulated += cost;
+    if (cost > 0)
         while (nc_now() < until) {}
 }
 
@@ -364,6 +366,23 @@ static void check_matches_ref(const char *what, collector *c, int row, const ref
     CHECK(c->finish[row] == ref->finish, "%s: finish %s, want %s", what, nc_finish_reason_name(c->finish[row]),
           nc_finish_reason_name(ref->finish));
     CHECK(c->n_finish_events[row] == 1, "%s: %d finish events", what, c->n_finish_events[row]);
+}
+
+/* One greedy request for chat_prompt(text), stepped to its end on `s`
+ * and checked against the reference generator (the scheduler's context
+ * is `max_context`). Returns its collector (the caller frees it). */
+static collector *run_greedy_checked(nc_scheduler *s, const char *what, const char *text, int max_tokens,
+                                     int max_context) {
+    int32_t prompt[512];
+    int np = chat_prompt(text, prompt);
+    nc_gen_params p = greedy(max_tokens);
+    collector *c = calloc(1, sizeof *c);
+    CHECK(nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL) == 0, "%s: submit: %s", what, nc_error());
+    run_all(s);
+    ref_out ref;
+    ref_generate(prompt, np, max_tokens, max_context, true, &ref);
+    check_matches_ref(what, c, 0, &ref);
+    return c;
 }
 
 #endif /* NC_TESTS_SCHED_MOCK_H */

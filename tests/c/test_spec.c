@@ -24,8 +24,10 @@
  *     distribution (the test can fail);
  *   - the price model: a backend whose every position costs as much as a
  *     step (a small model on a CPU) gets almost no drafts on text with
- *     nothing to quote, and no slowdown; one whose extra positions are
- *     nearly free (a GPU) drafts quoting replies and takes fewer steps;
+ *     nothing to quote, and costs at most 5% more device time over a
+ *     150-token reply (what finding that out costs); one whose extra
+ *     positions are nearly free (a GPU) drafts a quoting reply and takes
+ *     fewer steps and less time;
  *   - a draft model whose forward fails is dropped, the output unchanged;
  *     a draft model's tokenizer is compared with the target's.
  */
@@ -361,8 +363,9 @@ static void test_distribution(void) {
 
 /* ==== the price of a position ==== */
 
-/* Steps and forward seconds of one greedy request on a backend of the
- * given costs, with or without speculation. */
+/* Steps and device seconds (the simulated ones: the wall clock of this
+ * shared machine is too noisy to compare) of one greedy request on a
+ * backend of the given costs, with or without speculation. */
 static void timed_run(const char *text, double base, double per_token, bool spec, int *steps, double *seconds,
                       int64_t *drafted) {
     mock *m = mock_new(64, 8, 256, false);
@@ -371,18 +374,12 @@ static void timed_run(const char *text, double base, double per_token, bool spec
     nc_scheduler_params sp = {0};
     sp.spec.off = !spec;
     nc_scheduler *s = nc_scheduler_create(&m->b, tok, &sp);
-    int32_t prompt[256];
-    int np = chat_prompt(text, prompt);
-    nc_gen_params p = greedy(150);
-    collector *c = calloc(1, sizeof *c);
-    nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL);
-    *steps = run_all(s);
-    ref_out ref;
-    ref_generate(prompt, np, 150, 1024, true, &ref);
-    check_matches_ref("priced", c, 0, &ref);
+    int steps_before = g_step;
+    collector *c = run_greedy_checked(s, "priced", text, 150, 1024);
+    *steps = g_step - steps_before;
     nc_scheduler_stats st;
     nc_scheduler_get_stats(s, &st);
-    *seconds = st.forward_seconds;
+    *seconds = m->simulated;
     *drafted = sum_drafted(&st);
     nc_scheduler_free(s);
     mock_free(m);
@@ -400,7 +397,7 @@ static void test_pricing(void) {
     printf("pricing, steep: %d steps %.1f ms without, %d steps %.1f ms with speculation (%lld drafts)\n", steps0,
            t0 * 1e3, steps1, t1 * 1e3, (long long)d1);
     CHECK(d1 <= steps1 / 10, "steep costs: %lld drafts in %d steps", (long long)d1, steps1);
-    CHECK(t1 <= 1.15 * t0 + 0.005, "steep costs: speculation took %.1f ms, %.1f ms without", t1 * 1e3, t0 * 1e3);
+    CHECK(t1 <= 1.05 * t0, "steep costs: speculation took %.1f ms, %.1f ms without", t1 * 1e3, t0 * 1e3);
     /* a GPU: more positions cost almost nothing; a quoting reply */
     const char *quote = "Q and the quick brown fox jumps over the lazy dog while the quick brown fox sleeps; and the "
                         "quick brown fox jumps over the lazy dog while the quick brown fox sleeps";
@@ -419,15 +416,7 @@ static void test_draft_failure(void) {
     mock *d = draft_mock(2, model_logits);
     d->fail_next = true;
     nc_scheduler *s = spec_sched(m, d, &configs[1], true, 0);
-    int32_t prompt[128];
-    int np = chat_prompt("Q failing drafts change nothing", prompt);
-    nc_gen_params p = greedy(30);
-    collector *c = calloc(1, sizeof *c);
-    nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL);
-    run_all(s);
-    ref_out ref;
-    ref_generate(prompt, np, 30, 1024, true, &ref);
-    check_matches_ref("draft failure", c, 0, &ref);
+    collector *c = run_greedy_checked(s, "draft failure", "Q failing drafts change nothing", 30, 1024);
     nc_scheduler_stats st;
     nc_scheduler_get_stats(s, &st);
     CHECK(st.spec_drafted[NC_SPEC_DRAFT_MODEL] == 0, "drafts after a failure");
@@ -439,27 +428,11 @@ static void test_draft_failure(void) {
 
 static void test_tokenizer_match(void) {
     CHECK(nc_spec_tokenizers_match(tok, tok) == 0, "a tokenizer differs from itself: %s", nc_error());
-    static uint8_t bytes[NB];
-    const uint8_t *tb[NB];
-    size_t tl[NB];
-    for (int i = 0; i < NB; i++) {
-        bytes[i] = (uint8_t)(i == 'a' ? 'b' : i == 'b' ? 'a' : i); /* two byte tokens swapped */
-        tb[i] = &bytes[i];
-        tl[i] = 1;
-    }
-    const char *names[9] = {"<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
-                            "<|assistant_end|>", "<|python_start|>", "<|python_end|>", "<|output_start|>",
-                            "<|output_end|>"};
-    int32_t ids[9];
-    for (int i = 0; i < 9; i++) ids[i] = BOS + i;
-    nc_tokenizer *other = nc_tokenizer_from_ranks(NULL, tb, tl, NB, names, ids, 9);
+    nc_tokenizer *other = byte_tokenizer_swapped('a', 'b');
     CHECK(nc_spec_tokenizers_match(tok, other) < 0 && strstr(nc_error(), "token id 97"),
           "a different token is noticed: %s", nc_error());
     nc_tokenizer_free(other);
-    bytes['a'] = 'a';
-    bytes['b'] = 'b';
-    ids[4] = BOS + 5, ids[5] = BOS + 4; /* assistant_end and python_start swapped */
-    other = nc_tokenizer_from_ranks(NULL, tb, tl, NB, names, ids, 9);
+    other = byte_tokenizer_swapped(ASSIST_END, PY_START);
     CHECK(nc_spec_tokenizers_match(tok, other) < 0 && strstr(nc_error(), "<|assistant_end|>"),
           "a moved special token is noticed: %s", nc_error());
     nc_tokenizer_free(other);

@@ -73,14 +73,8 @@ static int json_ids(const cJSON *arr, int32_t *out) {
 }
 
 static cJSON *load_golden(void) {
-    FILE *f = fopen(GOLDEN, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)len + 1);
-    s[fread(s, 1, (size_t)len, f)] = 0;
-    fclose(f);
+    char *s = check_read_file(GOLDEN);
+    if (!s) return NULL;
     cJSON *root = cJSON_Parse(s);
     free(s);
     const cJSON *c;
