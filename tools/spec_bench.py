@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--questions", type=int, default=20)
     ap.add_argument("--nothing-tokens", type=int, default=300)
     ap.add_argument("--scenarios", default="nothing,chat,quote")
+    ap.add_argument("--modes", default="", help="only these modes (no-spec is always run)")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", default="", help="also write the results to this file")
     args = ap.parse_args()
@@ -105,6 +106,9 @@ def main():
     if args.draft:
         modes += [("draft", ["--draft-model", args.draft, "--spec-ngram", "0"]),
                   ("draft+lookup", ["--draft-model", args.draft])]
+    if args.modes:
+        keep = set(args.modes.split(",")) | {"no-spec"}
+        modes = [m for m in modes if m[0] in keep]
     results = []
     for name in args.scenarios.split(","):
         cmd, stdin, only_odd = scenario_cmds(args, name)

@@ -9,12 +9,14 @@
 #      acceptance of each mode;
 #   2. compute-sanitizer memcheck on it (the first 4 conversations);
 #   3. `nanochat bench` on d34 shapes: the cost of verifying k = 1, 2, 4, 8
-#      drafts against a decode step, at 128 and 1024 tokens of context, twice
-#      (issue 20's target: k = 4 at most 1.15x);
+#      drafts against a decode step, at 128 and 1024 tokens of context
+#      (issue 20's target: k = 4 at most 1.15x); again at the end if time is
+#      left;
 #   4. tools/spec_bench.py on the card: decode speed with and without
-#      speculation for d34 shapes with nothing to propose (the cost when it
-#      cannot help, target <= 2%), and picochat's golden chats and quoting
-#      chats (the same question twice), with picochat as its own draft too;
+#      prompt lookup for d34 shapes with nothing to propose (the cost when
+#      it cannot help, target <= 2%), and picochat's golden chats and
+#      quoting chats (the same question twice) in every mode, with picochat
+#      as its own draft too;
 # then the tables, and an estimate of prompt lookup's speed-up for a d34 on
 # quoting chats: picochat's tokens per verifying step there (the same
 # tokens whatever the model's size) over d34's cost of verifying that many.
@@ -25,16 +27,18 @@ ROUNDS=${ROUNDS:-3}
 step spec_gpu_equality 150 env NC_TEST_DEVICE=cuda test_spec_picochat
 step spec_sanitizer 150 env NC_TEST_DEVICE=cuda NC_TEST_CASES=4 \
     compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 test_spec_picochat
-for r in 1 2; do
+verify() { # round
     for ctx in 128 1024; do
-        step "verify_d34_ctx${ctx}_$r" 90 nanochat bench --random d34 --device cuda --prefill 0 --ctx none \
+        step "verify_d34_ctx${ctx}_$1" 75 nanochat bench --random d34 --device cuda --prefill 0 --ctx none \
             --batch none --verify 1,2,4,8 --verify-ctx "$ctx" --steps 32 --json
     done
-done
-step spec_bench_d34_nothing 120 python3 tools/spec_bench.py --device cuda --random d34 --scenarios nothing \
-    --nothing-tokens 256 --rounds "$ROUNDS" --json "$OUT/spec_bench_d34.json"
+}
+verify 1
+step spec_bench_d34_nothing 150 python3 tools/spec_bench.py --device cuda --random d34 --scenarios nothing \
+    --modes lookup --nothing-tokens 256 --rounds 2 --json "$OUT/spec_bench_d34.json"
 step spec_bench_picochat 200 python3 tools/spec_bench.py --device cuda --model models/picochat \
     --draft models/picochat --scenarios chat,quote --rounds "$ROUNDS" --json "$OUT/spec_bench_picochat.json"
+[ "$(left)" -gt 120 ] && verify 2
 
 echo "==== equality on the GPU (test_spec_picochat)"
 grep -E "tokens per verifying step|near-tie|conversations|FAIL" "$OUT/spec_gpu_equality.log"
