@@ -145,6 +145,14 @@ typedef struct {
      * floor) without knowing which backend they talk to. */
     size_t (*weight_elem_bytes)(nc_backend *b, nc_dtype dtype);
     size_t (*kv_vector_bytes)(nc_backend *b);
+    /* Whether a position's logits are the same bits whatever else a forward
+     * computes: the sequences beside it, how its sequence is chunked, how
+     * many positions its chunk has. Then verifying several positions in one
+     * chunk reproduces one-at-a-time decoding exactly, and the engine
+     * speculates by default (docs/speculative.md, Exactness). CPU: true
+     * (docs/performance.md, Batch invariance); CUDA: false (a lone decode
+     * row and a chunk take different GEMM paths). */
+    bool batch_invariant;
 } nc_backend_ops;
 
 struct nc_backend {

@@ -352,4 +352,5 @@ const nc_backend_ops nc_cpu_backend_ops = {
     .describe = cpu_describe,
     .weight_elem_bytes = cpu_weight_elem_bytes,
     .kv_vector_bytes = cpu_kv_vector_bytes,
+    .batch_invariant = true,
 };

@@ -259,25 +259,17 @@ VEC_INLINE void VARIANT(matmul)(const float *x, int64_t ldx, int64_t T, const cp
     }
 }
 
-VEC_TARGET static void VARIANT(matmul_bf16)(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0,
-                                            int64_t r1, float *y, int64_t ldy, float *scratch) {
-    VARIANT(matmul)(x, ldx, T, w, r0, r1, y, ldy, scratch, W_BF16);
-}
+/* The cpu_matmul_fn of one weight type: matmul with wmode a constant. */
+#define VEC_MATMUL_FN(type, wmode)                                                                               \
+    VEC_TARGET static void VARIANT(matmul_##type)(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,   \
+                                                  int64_t r0, int64_t r1, float *y, int64_t ldy, float *scratch) { \
+        VARIANT(matmul)(x, ldx, T, w, r0, r1, y, ldy, scratch, wmode);                                           \
+    }
+VEC_MATMUL_FN(bf16, W_BF16)
+VEC_MATMUL_FN(f32, W_F32)
+VEC_MATMUL_FN(i8, W_I8)
+VEC_MATMUL_FN(f8, W_F8)
 
-VEC_TARGET static void VARIANT(matmul_f32)(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0,
-                                           int64_t r1, float *y, int64_t ldy, float *scratch) {
-    VARIANT(matmul)(x, ldx, T, w, r0, r1, y, ldy, scratch, W_F32);
-}
-
-VEC_TARGET static void VARIANT(matmul_i8)(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0,
-                                          int64_t r1, float *y, int64_t ldy, float *scratch) {
-    VARIANT(matmul)(x, ldx, T, w, r0, r1, y, ldy, scratch, W_I8);
-}
-
-VEC_TARGET static void VARIANT(matmul_f8)(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0,
-                                          int64_t r1, float *y, int64_t ldy, float *scratch) {
-    VARIANT(matmul)(x, ldx, T, w, r0, r1, y, ldy, scratch, W_F8);
-}
 /* ==== attention ==== */
 
 /* The dot products of q with 4 consecutive keys (1 unless `four`), each as
