@@ -75,7 +75,7 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const fa_steps[] = {"1", "2", NULL};
     static const char *const placements[] = {"auto", "copy", "map", NULL};
     static const char *const gemv_q8[] = {"old", "new", NULL};
-    static const char *const isas[] = {"auto", "avx512vnni", "avxvnni", "avx2", "scalar", NULL};
+    static const char *const isas[] = {"auto", "avx512vnni", "avx512", "avxvnni", "avx2", "scalar", "avx512bf16", NULL};
     static const char *const persist_loads[] = {"smem", "reg", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_persist_load = "smem",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
@@ -89,7 +89,8 @@ int nc_backend_env_read(nc_backend_env *env) {
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
         env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old or new", &gemv) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
-        env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avxvnni, avx2 or scalar", &e.cpu_kernels))
+        env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avx512, avxvnni, avx2, scalar or avx512bf16",
+                 &e.cpu_kernels))
         return -1;
     e.cuda_fa = fa ? fa[0] - '0' : 0;
     e.cuda_gemv_q8_old = gemv && !strcmp(gemv, "old");

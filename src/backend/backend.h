@@ -96,7 +96,8 @@ typedef struct {
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
-    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx512vnni", "avxvnni", "avx2" or "scalar" */
+    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto" or a variant of cpu_kernels.h: "avx512vnni",
+                                "avx512", "avxvnni", "avx2", "scalar", "avx512bf16" */
 } nc_backend_env;
 
 /* Fills *env from the environment (the defaults where a switch is unset or
@@ -173,6 +174,14 @@ typedef struct {
      * floor) without knowing which backend they talk to. */
     size_t (*weight_elem_bytes)(nc_backend *b, nc_dtype dtype);
     size_t (*kv_vector_bytes)(nc_backend *b);
+    /* Whether a position's logits are the same bits whatever else a forward
+     * computes: the sequences beside it, how its sequence is chunked, how
+     * many positions its chunk has. Then verifying several positions in one
+     * chunk reproduces one-at-a-time decoding exactly, and the engine
+     * speculates by default (docs/speculative.md, Exactness). CPU: true
+     * (docs/performance.md, Batch invariance); CUDA: false (a lone decode
+     * row and a chunk take different GEMM paths). */
+    bool batch_invariant;
 } nc_backend_ops;
 
 struct nc_backend {

@@ -17,6 +17,9 @@
 #include "../model/prefetch.h"
 #include "../model/quantize.h"
 #include "../util/common.h"
+#include "spec_draft.h"
+
+#define DRAFT_ROWS 4 /* rows that draft at once when the bundle serves many (a server) */
 
 /* ==== the bundled default model ==== */
 
@@ -224,6 +227,36 @@ void nc_bundle_sizes(const nc_bundle_options *o, int32_t max_context, nc_backend
     }
 }
 
+/* The draft model of o->draft_path and its backend, sized for
+ * `draft_rows` rows of max_context positions; its tokenizer must be the
+ * model's. Created before the model's backend, which may take the device's
+ * remaining memory for its KV pool. */
+static int open_draft(nc_bundle *b, const nc_bundle_options *o) {
+    nc_bundle_options d;
+    nc_bundle_options_init(&d);
+    d.load.path = o->draft_path;
+    d.device = o->device;
+    d.threads = o->threads;
+    d.log = o->log;
+    d.progress = o->progress;
+    nc_tokenizer *tok = NULL;
+    if (nc_bundle_load(&d, &b->draft_model, &tok, true, NULL))
+        return nc_fail_context("draft model %s", o->draft_path);
+    int rc = nc_spec_tokenizers_match(b->tok, tok);
+    nc_tokenizer_free(tok);
+    if (rc) return nc_fail_context("draft model %s does not fit this model (a draft must share its tokenizer)",
+                                   o->draft_path);
+    if (b->draft_model->cfg.vocab_size != b->model->cfg.vocab_size)
+        return nc_fail("draft model %s: its vocabulary has %d ids, the model's %d", o->draft_path,
+                       b->draft_model->cfg.vocab_size, b->model->cfg.vocab_size);
+    int32_t rows = o->draft_rows ? o->draft_rows : o->rows > 0 ? o->rows : DRAFT_ROWS;
+    int32_t per_seq = (b->max_context + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+    nc_backend_params bp = {.n_kv_blocks = rows * per_seq, .max_seqs = rows};
+    if (!(b->draft_backend = nc_bundle_backend(&d, b->draft_model, &bp)))
+        return nc_fail_context("draft model %s", o->draft_path);
+    return 0;
+}
+
 int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o) {
     memset(b, 0, sizeof *b);
     if (o->max_context < 0)
@@ -238,6 +271,11 @@ int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o) {
     nc_backend_params bp;
     nc_scheduler_params sp;
     nc_bundle_sizes(o, b->max_context, &bp, &sp);
+    sp.spec = o->spec;
+    if (o->draft_path && !o->spec.off) {
+        if (open_draft(b, o)) goto failed;
+        sp.spec.draft = b->draft_backend;
+    }
     if (!(b->backend = nc_bundle_backend(o, b->model, &bp))) goto failed;
     if (!(b->sched = nc_scheduler_create(b->backend, b->tok, &sp))) goto failed;
     return 0;
@@ -249,6 +287,8 @@ failed:
 void nc_bundle_close(nc_bundle *b) {
     nc_scheduler_free(b->sched);
     nc_backend_free(b->backend);
+    nc_backend_free(b->draft_backend);
+    nc_model_free(b->draft_model);
     nc_tokenizer_free(b->tok);
     nc_model_free(b->model);
     memset(b, 0, sizeof *b);

@@ -58,6 +58,12 @@ typedef struct {
     int max_batch_tokens;     /* tokens per forward pass (0: the backend's default) */
     int kv_blocks;            /* KV pool size in blocks (0: the backend picks) */
     int max_queue;            /* waiting requests before submit refuses (0: the scheduler's default) */
+    /* Speculative decoding (docs/speculative.md). */
+    nc_spec_params spec;      /* its settings (spec.draft is set by open) */
+    const char *draft_path;   /* a draft model (a checkpoint as load.path takes, with its tokenizer,
+                                 which must be the model's), run on the same device; NULL: none */
+    int draft_rows;           /* rows that may draft at once, each with a full context of the draft's
+                                 KV (0: `rows`, else 4) */
     /* What to say. */
     FILE *log;                /* non-NULL: a line once the model is loaded and once the backend is
                                  ready, each with the seconds it took (--verbose) */
@@ -74,11 +80,14 @@ typedef struct {
     nc_model *model;       /* tensors mmapped */
     nc_tokenizer *tok;     /* read-only once loaded: safe to share between threads */
     nc_backend *backend;
-    nc_scheduler *sched;   /* borrows backend and tok */
+    nc_scheduler *sched;   /* borrows backend and tok (and the draft backend) */
     int32_t max_context;   /* positions per sequence, as resolved */
+    nc_model *draft_model; /* with draft_path: the draft model and its backend */
+    nc_backend *draft_backend;
 } nc_bundle;
 
-/* Loads the model and its tokenizer, creates the backend and the
+/* Loads the model and its tokenizer (and a draft model, refused unless
+ * its tokenizer is the model's), creates the backends and the
  * scheduler. Any thread may open a bundle (the server does it on its
  * engine thread). On failure returns -1 with nc_error() set and *b zeroed:
  * nothing is left to close. */

@@ -211,6 +211,20 @@ char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int rea
         counter(&b, "nanochat_engine_forward_seconds_total",
                 "Part of the step time spent in the backend's forward passes (the rest is host work).",
                 st->forward_seconds);
+        sb_printf(&b, "# HELP nanochat_spec_draft_tokens_total Draft tokens verified by speculative decoding, by "
+                      "proposer.\n# TYPE nanochat_spec_draft_tokens_total counter\n");
+        for (int k = 0; k < NC_SPEC_KINDS; k++)
+            sb_printf(&b, "nanochat_spec_draft_tokens_total{method=\"%s\"} %lld\n", nc_spec_kind_name((nc_spec_kind)k),
+                      (long long)st->spec_drafted[k]);
+        sb_printf(&b, "# HELP nanochat_spec_accepted_tokens_total Draft tokens the model accepted, by proposer.\n"
+                      "# TYPE nanochat_spec_accepted_tokens_total counter\n");
+        for (int k = 0; k < NC_SPEC_KINDS; k++)
+            sb_printf(&b, "nanochat_spec_accepted_tokens_total{method=\"%s\"} %lld\n",
+                      nc_spec_kind_name((nc_spec_kind)k), (long long)st->spec_accepted[k]);
+        counter(&b, "nanochat_spec_verify_steps_total", "Sequence-steps that verified drafts.",
+                (double)st->spec_verifies);
+        counter(&b, "nanochat_spec_emitted_tokens_total",
+                "Tokens those sequence-steps emitted (accepted drafts plus one each).", (double)st->spec_emitted);
     }
     return b.buf;
 }

@@ -259,7 +259,7 @@ static void check_env(const fixture *fx) {
                             {"NC_CUDA_PERSIST_BUFS", "99999999999999999999"},
                             {"NC_CUDA_PERSIST_LOAD", "l2"},
                             {"NC_CPU_WEIGHTS", "mmap"},
-                            {"NC_CPU_KERNELS", "avx512"}};
+                            {"NC_CPU_KERNELS", "avx512f"}};
     for (size_t i = 0; i < NC_ARRAY_LEN(bad); i++) {
         setenv(bad[i][0], bad[i][1], 1);
         forget_error();

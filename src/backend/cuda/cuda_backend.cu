@@ -793,4 +793,5 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     cuda_prepare_decode,
     cuda_weight_elem_bytes,
     cuda_kv_vector_bytes,
+    false, /* batch_invariant: decode rows run the GEMV, chunks the GEMMs */
 };
