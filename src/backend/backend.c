@@ -93,7 +93,7 @@ int nc_backend_env_read(nc_backend_env *env) {
                  &e.cpu_kernels))
         return -1;
     e.cuda_fa = fa ? fa[0] - '0' : 0;
-    e.cuda_gemv_q8_old = gemv && !strcmp(gemv, "old");
+    e.cuda_gemv_q8_new = gemv && !strcmp(gemv, "new");
     *env = e;
     return 0;
 }

@@ -84,8 +84,8 @@ typedef struct {
                                 at exit (eager launches) */
     bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a; 8-bit weights:
                                 every row count past one, else the mma.sync GEMM) */
-    bool cuda_gemv_q8_old;   /* NC_CUDA_GEMV_Q8=old|new (new): the first 8-bit batch-1 GEMV kernel instead of
-                                the streaming one (cuda_gemv.cu) */
+    bool cuda_gemv_q8_new;   /* NC_CUDA_GEMV_Q8=old|new (old): the streaming 8-bit batch-1 GEMV instead of
+                                the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
     bool cuda_persist;       /* NC_CUDA_PERSIST (0): batch-1 decode as one persistent kernel per token
                                 (sm_90, bf16 weights; else CUDA graphs); slower than the graphs so far */
     int cuda_persist_tile;   /* NC_CUDA_PERSIST_TILE: its weight tile in bytes (4096..65536, a multiple

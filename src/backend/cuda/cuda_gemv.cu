@@ -26,10 +26,10 @@
  * fp32 (cuda_q8.cuh), multiplied with fp32 x, and the row scale applied
  * once to the finished dot product. A 16-byte load is 16 weights, so a
  * lane needs 64 bytes of fp32 x per load: read through L1 at every load,
- * as the first 8-bit kernel (gemv_q8_kernel, NC_CUDA_GEMV_Q8=old) does, x
- * costs L1 more cycles than the weights take to arrive, and that kernel
- * streamed at 30-55% of the copy bandwidth. The default,
- * gemv_q8_stream_kernel, reads x once per CTA into shared memory, fp32 in a
+ * as the first 8-bit kernel (gemv_q8_kernel, the default) does, x costs
+ * L1 more cycles than the weights take to arrive, and that kernel streams
+ * at 30-55% of the copy bandwidth. The streaming kernel
+ * (gemv_q8_stream_kernel, NC_CUDA_GEMV_Q8=new) reads x once per CTA into shared memory, fp32 in a
  * layout where a warp's 16-byte reads hit distinct banks (or broadcast),
  * computes sum(x²) there once for the fused norm, and then each warp walks
  * a contiguous run of rows (the grid sized to fill every SM twice) as one
@@ -45,6 +45,11 @@
  * No split-K: a wide row is a longer run of steps, and with many rows per
  * warp the grid fills the GPU without it. Rows of more than GEMV_Q8_MAX_K
  * values (x past 47 KB of shared memory) take the first kernel.
+ * Measured on an H200 (bench/RESULTS.md, session 5), the streaming kernel
+ * lost: 0.81-0.84x batch-1 decode tok/s with int8 and fp8 weights, and the
+ * step's GEMVs in a graph 1.65 ms against 1.25 (R = 2) / 1.15 (R = 4) for
+ * the first one. So the first kernel stays the default; dev/kernels/NOTES.md
+ * has the figures and what to try next.
  */
 #include "cuda_q8.cuh"
 
@@ -140,7 +145,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_store(epi, out, r, norm ? acc * rsqrtf(ss / (float)K + eps) : acc, cap);
 }
 
-/* ==== 8-bit weights: the first kernel (NC_CUDA_GEMV_Q8=old) ====
+/* ==== 8-bit weights: the first kernel (the default) ====
  *
  * The bf16 kernel's design with 8-bit loads: S warps per group of R rows,
  * one round of loads per warp, x read through L1 at every load. Each warp
@@ -423,12 +428,12 @@ static cudaError_t launch_q8_stream(nc_cuda *cu, const nc_cuda_weight *w, const 
                      w->scale, rows, K, n_warps, in, norm, epi, out, cap, eps);
 }
 
-/* The 8-bit GEMV: the streaming kernel unless NC_CUDA_GEMV_Q8=old or x
- * does not fit its shared memory. */
+/* The 8-bit GEMV: the first kernel, or with NC_CUDA_GEMV_Q8=new the
+ * streaming one where x fits its shared memory. */
 template <typename TIn, int FMT>
 static cudaError_t launch_q8(nc_cuda *cu, const nc_cuda_weight *w, const TIn *in, int norm, int epi, void *out,
                              float cap, float eps) {
-    if (cu->env.cuda_gemv_q8_old || w->cols > GEMV_Q8_MAX_K)
+    if (!cu->env.cuda_gemv_q8_new || w->cols > GEMV_Q8_MAX_K)
         return launch_q8_old<TIn, FMT>(cu, w, in, norm, epi, out, cap, eps);
     int G = gemv_q8_lanes(w->cols / 16);
     if (G == 32) return launch_q8_stream<TIn, FMT, 32>(cu, w, in, norm, epi, out, cap, eps);
