@@ -164,7 +164,7 @@ typedef struct {
 static const gemv_variant q8_variants[] = {{"old R=1", 1}, {"old R=2", 2}, {"old R=4", 4}, {"new", 0}};
 
 static void gemv_select(const gemv_variant &v) {
-    cu.env.cuda_gemv_q8_old = v.R > 0;
+    cu.env.cuda_gemv_q8_new = v.R == 0;
     if (v.R) gemv_q8_rows = v.R;
 }
 
