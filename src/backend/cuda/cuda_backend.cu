@@ -30,7 +30,16 @@ extern "C" {
 
 /* ==== probe ==== */
 
-extern "C" bool nc_cuda_probe(char *why, size_t n) {
+extern "C" int nc_cuda_device_count(void) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+extern "C" bool nc_cuda_probe_device(int device, char *why, size_t n) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
@@ -42,9 +51,13 @@ extern "C" bool nc_cuda_probe(char *why, size_t n) {
         snprintf(why, n, "no CUDA device found");
         return false;
     }
+    if (device < 0 || device >= count) {
+        snprintf(why, n, "no such device: this machine has %d (cuda:0 .. cuda:%d)", count, count - 1);
+        return false;
+    }
     cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-        snprintf(why, n, "cannot query CUDA device 0");
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        snprintf(why, n, "cannot query CUDA device %d", device);
         cudaGetLastError();
         return false;
     }
@@ -56,6 +69,8 @@ extern "C" bool nc_cuda_probe(char *why, size_t n) {
     snprintf(why, n, "%s", prop.name);
     return true;
 }
+
+extern "C" bool nc_cuda_probe(char *why, size_t n) { return nc_cuda_probe_device(0, why, n); }
 
 /* ==== weight upload ==== */
 
@@ -251,9 +266,9 @@ static void read_shapes(nc_cuda *cu, const nc_model_config *c) {
     cu->Q = (cu->H + 2 * cu->Hkv) * cu->D, cu->G = cu->H / cu->Hkv;
 }
 
-/* Device 0, its properties and the backend's stream. */
-static int open_device(nc_cuda *cu, cudaDeviceProp *prop) {
-    cu->device = 0;
+/* The device, its properties and the backend's stream. */
+static int open_device(nc_cuda *cu, int device, cudaDeviceProp *prop) {
+    cu->device = device;
     NC_CU_TRY(cudaSetDevice(cu->device));
     NC_CU_TRY(cudaGetDeviceProperties(prop, cu->device));
     cu->sm_count = prop->multiProcessorCount;
@@ -517,12 +532,13 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     if (m->weights != NC_WEIGHTS_FLOAT || m->lm_head_scale || p->kv_cache != NC_KV_CACHE_BF16)
         return nc_fail("cuda backend: 8-bit weights (--weights int8/fp8, or a `nanochat quantize` checkpoint) "
                        "and --kv-cache fp8 have no CUDA kernels yet; run them with --device cpu");
+    int device = b->n_gpus ? b->gpus[0] : 0;
     char why[256];
-    if (!nc_cuda_probe(why, sizeof why)) return nc_fail("cuda backend: %s", why);
+    if (!nc_cuda_probe_device(device, why, sizeof why)) return nc_fail("cuda backend: GPU %d: %s", device, why);
     read_shapes(cu, &m->cfg);
     cu->env = b->env;
     cudaDeviceProp prop;
-    if (open_device(cu, &prop) || size_batches(cu, p)) return -1;
+    if (open_device(cu, device, &prop) || size_batches(cu, p)) return -1;
     slab_layout sl;
     slab_plan(m, cu, &sl);
     memory_plan mp = {0, 0};
@@ -566,6 +582,7 @@ static void print_profile(nc_cuda *cu) {
 static void cuda_free(nc_backend *b) {
     nc_cuda *cu = nc_cuda_of(b);
     if (!cu) return;
+    cudaSetDevice(cu->device); /* the caller may be another thread than the one that made it */
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     if (cu->profile) {
         print_profile(cu);
