@@ -91,7 +91,7 @@ static void free_server(nc_srv *srv) {
 /* Why the server should stop by itself, or NULL. */
 static const char *failure(nc_srv *srv) {
     int state = atomic_load(&srv->state);
-    if (state == NC_SRV_FAILED) return "the model could not be loaded; exiting";
+    if (state == NC_SRV_FAILED) return "the model or an engine could not be loaded; exiting";
     if (state == NC_SRV_READY && nc_engines_serving(srv) == 0) return "every engine has stopped; exiting";
     return NULL;
 }
