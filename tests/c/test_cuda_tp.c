@@ -26,6 +26,7 @@
 
 #include "backend/backend.h"
 #include "check.h"
+#include "logit_rows.h"
 #include "model/loader.h"
 #include "model/model.h"
 #include "model/quantize.h"
@@ -37,27 +38,6 @@
 #define MAX_SEQS 8
 
 static double worst;
-
-static int argmax(const float *x, int V) {
-    int b = 0;
-    for (int i = 1; i < V; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-static void compare_row(const float *tp, const float *one, int V, const char *what, int row) {
-    double md = 0, mr = 0;
-    for (int i = 0; i < V; i++) {
-        md = fmax(md, fabs((double)tp[i] - one[i]));
-        mr = fmax(mr, fabs((double)one[i]));
-        if (tp[i] != tp[i]) md = INFINITY;
-    }
-    double err = md / fmax(mr, 1e-30);
-    worst = fmax(worst, err);
-    CHECK(err <= TP_TOL, "%s: row %d: relative logit difference %.3g", what, row, err);
-    int a = argmax(tp, V), b = argmax(one, V);
-    CHECK(a == b || one[b] - one[a] <= 2 * md, "%s: row %d: top-1 %d vs single GPU %d", what, row, a, b);
-}
 
 /* Runs chunks c[0..n) on both backends and compares every logits row. */
 static void compare(nc_backend *tp, nc_backend *one, nc_seq_chunk *c, int n, int V, float *lt, float *lo,
@@ -71,7 +51,8 @@ static void compare(nc_backend *tp, nc_backend *one, nc_seq_chunk *c, int n, int
     int ro = one->ops->forward(one, &b, lo);
     CHECK(ro == 0, "%s (one GPU): %s", what, nc_error());
     if (rt || ro) return;
-    for (int r = 0; r < rows; r++) compare_row(lt + (size_t)r * V, lo + (size_t)r * V, V, what, r);
+    for (int r = 0; r < rows; r++)
+        worst = fmax(worst, check_logit_row(lt + (size_t)r * V, lo + (size_t)r * V, V, TP_TOL, what, r));
 }
 
 static void table(int32_t *t, int n, int first) {
@@ -137,7 +118,7 @@ static void check_model(const char *spec, const char *device, float *lt, float *
     CHECK(tp->ops->forward_sample(tp, &b, greedy, got) == 0, "%s forward_sample: %s", device, nc_error());
     for (int s = 0; s < 5; s++) {
         const float *row = lo + (size_t)s * V;
-        int best = argmax(row, V);
+        int best = logits_argmax(row, V);
         CHECK(got[s] >= 0 && got[s] < V && row[got[s]] >= row[best] - 0.05f, "sampled row %d: %d, best %d", s,
               got[s], best);
     }

@@ -373,6 +373,15 @@ static void *rank_main(void *arg) {
     }
 }
 
+/* A command for every rank, its other arguments zero. */
+static tp_cmd command(tp_op op) {
+    tp_cmd c;
+    memset(&c, 0, sizeof c);
+    c.op = op;
+    c.only = -1;
+    return c;
+}
+
 /* Runs `c` on every rank (or c->only) and waits for all; -1 + the first
  * failing rank's message. */
 static int post(tp_group *g, const tp_cmd *c) {
@@ -428,9 +437,7 @@ static int start_group(nc_backend *b, tp_group *g, const nc_backend_params *p) {
     }
     /* Rank 0 holds the most heads, so the most KV per block: the pool size
      * it picks fits every rank, and all must have the same. */
-    tp_cmd c;
-    memset(&c, 0, sizeof c);
-    c.op = TP_INIT;
+    tp_cmd c = command(TP_INIT);
     c.params = *p;
     c.only = p->n_kv_blocks ? -1 : 0;
     if (post(g, &c)) return -1;
@@ -439,9 +446,7 @@ static int start_group(nc_backend *b, tp_group *g, const nc_backend_params *p) {
         for (c.only = 1; c.only < g->n; c.only++)
             if (post(g, &c)) return -1;
     }
-    memset(&c, 0, sizeof c);
-    c.op = TP_CONNECT;
-    c.only = -1;
+    c = command(TP_CONNECT);
     return post(g, &c);
 }
 
@@ -475,10 +480,7 @@ static void tp_free(nc_backend *b) {
     bool any = false;
     for (int i = 0; i < g->n; i++) any |= g->ranks[i].started;
     if (any) {
-        tp_cmd c;
-        memset(&c, 0, sizeof c);
-        c.only = -1;
-        c.op = TP_FREE;
+        tp_cmd c = command(TP_FREE);
         post(g, &c);
         c.op = TP_EXIT;
         post(g, &c);
@@ -495,10 +497,7 @@ static void tp_free(nc_backend *b) {
 }
 
 static int tp_forward(nc_backend *b, const nc_batch *batch, float *logits) {
-    tp_cmd c;
-    memset(&c, 0, sizeof c);
-    c.op = TP_FORWARD;
-    c.only = -1;
+    tp_cmd c = command(TP_FORWARD);
     c.batch = batch;
     c.logits = logits;
     return post(group_of(b), &c);
@@ -508,10 +507,7 @@ static int tp_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sam
     if (!batch || !batch->seqs || batch->n_seqs < 1 || batch->n_seqs > b->max_seqs)
         return nc_fail("forward_sample: a batch of %d sequences; this backend takes 1 to %d",
                        batch && batch->seqs ? batch->n_seqs : 0, b->max_seqs);
-    tp_cmd c;
-    memset(&c, 0, sizeof c);
-    c.op = TP_FORWARD_SAMPLE;
-    c.only = -1;
+    tp_cmd c = command(TP_FORWARD_SAMPLE);
     c.batch = batch;
     c.rows = rows;
     c.tokens = tokens_out;
@@ -519,10 +515,7 @@ static int tp_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sam
 }
 
 static int tp_copy_kv_block(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens) {
-    tp_cmd c;
-    memset(&c, 0, sizeof c);
-    c.op = TP_COPY;
-    c.only = -1;
+    tp_cmd c = command(TP_COPY);
     c.src = src;
     c.dst = dst;
     c.n = n_tokens;
@@ -530,10 +523,7 @@ static int tp_copy_kv_block(nc_backend *b, int32_t src, int32_t dst, int32_t n_t
 }
 
 static int tp_prepare_decode(nc_backend *b, int32_t max_rows) {
-    tp_cmd c;
-    memset(&c, 0, sizeof c);
-    c.op = TP_PREPARE;
-    c.only = -1;
+    tp_cmd c = command(TP_PREPARE);
     c.n = max_rows;
     return post(group_of(b), &c);
 }
@@ -544,9 +534,7 @@ static const char *tp_describe(nc_backend *b) { return group_of(b)->description;
  * every rank stores its share the same way. */
 static double tp_copy_bandwidth(nc_backend *b) {
     tp_group *g = group_of(b);
-    tp_cmd c;
-    memset(&c, 0, sizeof c);
-    c.op = TP_BANDWIDTH;
+    tp_cmd c = command(TP_BANDWIDTH);
     c.only = 0;
     return post(g, &c) ? 0 : g->bandwidth;
 }
