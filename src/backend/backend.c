@@ -102,12 +102,14 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const fa_steps[] = {"1", "2", NULL};
     static const char *const placements[] = {"auto", "copy", "map", NULL};
     static const char *const isas[] = {"auto", "avx512vnni", "avxvnni", "avx2", "scalar", NULL};
-    nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true,
+    static const char *const allreduces[] = {"auto", "nccl", NULL};
+    nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
     const char *fa = NULL;
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
+        env_word("NC_TP_ALLREDUCE", allreduces, "auto or nccl", &e.tp_allreduce) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
         env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avxvnni, avx2 or scalar", &e.cpu_kernels))
         return -1;

@@ -78,6 +78,8 @@ typedef struct {
     bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a) */
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
+    const char *tp_allreduce; /* NC_TP_ALLREDUCE: "auto" (small sums one-shot over peer memory) or "nccl"
+                                 (cuda_tp.cu) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
     const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx512vnni", "avxvnni", "avx2" or "scalar" */
 } nc_backend_env;

@@ -8,7 +8,9 @@
 #      captured graphs, 5 decode rows, a fork, greedy device sampling;
 #      when it fails, again with NC_CUDA_GRAPHS=0)
 #   2. batch-1 decode at 1024 context, `nanochat bench`: cuda:0 alone, then
-#      --tensor-parallel 2 (target: >= 1.7x)
+#      --tensor-parallel 2 (target: >= 1.7x), then the same with every
+#      all-reduce through NCCL (NC_TP_ALLREDUCE=nccl) instead of the one-shot
+#      kernel over peer memory
 #   3. data parallel: 128 streaming clients (512-token prompts, 256 tokens
 #      each, tools/loadgen.py) against `serve --device cuda:0`, then
 #      `serve --devices cuda:0,cuda:1`, both --max-batch $MAX_BATCH (target:
@@ -84,6 +86,7 @@ step test_cuda_tp 200 test_cuda_tp || step test_cuda_tp_no_graphs 200 env NC_CUD
 bench="--prefill 0 --ctx 1024 --batch none --json"
 step bench_1gpu 120 nanochat bench $MODEL_ARGS --device cuda:0 $bench
 step bench_tp2 120 nanochat bench $MODEL_ARGS --device cuda:0 --tensor-parallel 2 $bench
+step bench_tp2_nccl 120 env NC_TP_ALLREDUCE=nccl nanochat bench $MODEL_ARGS --device cuda:0 --tensor-parallel 2 $bench
 
 # 3. data parallel under load
 if start_server 1gpu --device cuda:0 --max-batch "$MAX_BATCH"; then
@@ -136,10 +139,12 @@ def decode(name):
     return next((r["tok_s"] for r in (b or {}).get("results", []) if r.get("test", "").startswith("decode")), None)
 def verdict(ok):
     return "PASS" if ok else "FAIL"
-one, tp = decode("bench_1gpu"), decode("bench_tp2")
+one, tp, tp_nccl = decode("bench_1gpu"), decode("bench_tp2"), decode("bench_tp2_nccl")
 if one and tp:
     print(f"tensor parallel 2, batch-1 decode @1024: {one:.1f} -> {tp:.1f} tok/s = {tp / one:.2f}x "
           f"(target >= 1.7x: {verdict(tp / one >= 1.7)})")
+if one and tp_nccl:
+    print(f"  every all-reduce through NCCL: {tp_nccl:.1f} tok/s = {tp_nccl / one:.2f}x")
 a, b, w = load("load_1gpu.json"), load("load_dp2.json"), load("load_1gpu_wide.json")
 if a and b:
     r = b["throughput_tok_s"] / a["throughput_tok_s"]

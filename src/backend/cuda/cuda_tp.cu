@@ -100,6 +100,84 @@ static void load_nccl(void) {
     nccl.GetVersion(&nccl.version);
 }
 
+/* ==== the small all-reduce: one shot over peer memory ==== */
+
+/* A decode step's all-reduce moves a few kilobytes per rank, where NCCL's
+ * latency (several microseconds each, 68 a token on d34) is most of the
+ * cost. Between GPUs that can read each other's memory (NVLink, or PCIe
+ * with P2P), sums of at most AR_MAX_BYTES go through this kernel instead:
+ * every rank copies its part-sums into its own staging buffer, tells each
+ * peer it has, waits for the peers to say the same, then adds up all the
+ * staging buffers in rank order (so every rank gets the same bits). Larger
+ * sums (prefill) stay with NCCL. NC_TP_ALLREDUCE=nccl sends everything
+ * through NCCL, for comparison.
+ *
+ * Each of the AR_BLOCKS blocks handles one slice and meets the peers'
+ * block of the same index; its arrivals are numbered by a per-block
+ * counter that only it advances (so the numbers need no host and survive
+ * graph replay), and its parity picks one of two staging halves: a rank
+ * writes a half again only two all-reduces later, when every peer has
+ * finished reading it. The grid is always AR_BLOCKS blocks, so the
+ * counters of every block move together. A peer that does not arrive
+ * within TP_TIMEOUT_S makes the kernel give up and raise a flag in host
+ * memory, which the wait hook reports. */
+#define AR_MAX_BYTES (1u << 20)
+#define AR_BLOCKS 32
+#define AR_THREADS 512
+
+typedef struct {
+    float *stage[NC_BACKEND_MAX_GPUS];               /* each rank's [2][AR_MAX_BYTES / 4] */
+    unsigned long long *arrived[NC_BACKEND_MAX_GPUS]; /* each rank's [ranks][AR_BLOCKS]: the count a peer reached */
+    unsigned long long *count;                       /* this rank's [AR_BLOCKS] */
+    int *timed_out;                                  /* host-mapped flag of this rank */
+    int n, rank;
+} ar_peers;
+
+__device__ __forceinline__ unsigned long long ar_load_acquire(const unsigned long long *p) {
+    unsigned long long v;
+    asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void ar_store_release(unsigned long long *p, unsigned long long v) {
+    asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long ar_now_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+__global__ void __launch_bounds__(AR_THREADS) ar_kernel(ar_peers p, float *x, long long n) {
+    __shared__ unsigned long long seq;
+    int b = blockIdx.x, t = threadIdx.x;
+    if (t == 0) seq = ++p.count[b];
+    __syncthreads();
+    size_t half = (size_t)(seq & 1) * (AR_MAX_BYTES / sizeof(float));
+    long long per = (n + AR_BLOCKS - 1) / AR_BLOCKS, lo = b * per, hi = lo + per < n ? lo + per : n;
+    float *mine = p.stage[p.rank] + half;
+    for (long long i = lo + t; i < hi; i += AR_THREADS) mine[i] = x[i];
+    __syncthreads();
+    if (t < p.n && t != p.rank) {
+        __threadfence_system();
+        ar_store_release(p.arrived[t] + p.rank * AR_BLOCKS + b, seq);
+        const unsigned long long *from = p.arrived[p.rank] + t * AR_BLOCKS + b;
+        unsigned long long deadline = ar_now_ns() + (unsigned long long)(TP_TIMEOUT_S * 1e9);
+        while (ar_load_acquire(from) < seq)
+            if (ar_now_ns() > deadline) {
+                *(volatile int *)p.timed_out = 1;
+                break;
+            }
+    }
+    __syncthreads();
+    for (long long i = lo + t; i < hi; i += AR_THREADS) {
+        float sum = 0.0f;
+        for (int q = 0; q < p.n; q++) sum += __ldcg(p.stage[q] + half + i);
+        x[i] = sum;
+    }
+}
+
 /* ==== the group ==== */
 
 typedef enum {
@@ -128,6 +206,9 @@ typedef struct {
     ncclComm_t comm;               /* NULL once aborted */
     nc_device_sampling *rows;      /* a follower's copy of the sampling rows [max_seqs] */
     int32_t *tokens;               /* ... and of the sampled ids */
+    ar_peers ar;                   /* the one-shot all-reduce's buffers (all ranks'), when the group uses it */
+    int *timed_out_host;           /* ar.timed_out as the host sees it */
+    bool peer_access;              /* this GPU can read every peer's memory */
     pthread_t thread;
     bool started;
     int rc;
@@ -147,6 +228,7 @@ typedef struct tp_group {
     int pending;                   /* ranks still running the latest one (atomic) */
     tp_cmd cmd;
     double bandwidth;              /* TP_BANDWIDTH's answer */
+    bool one_shot;                 /* small all-reduces go through ar_kernel */
     bool dead;                     /* stopped by an NCCL error or a timeout (atomic) */
     char dead_why[NC_ERROR_MAX];   /* the first one (under mu) */
     char description[2048];
@@ -250,7 +332,13 @@ static int settle(tp_rank *rk, const char *what) {
 static int hook_all_reduce(nc_cuda *cu, int n) {
     tp_rank *rk = rank_of(cu);
     if (!rk->comm) return group_stopped(rk->g);
-    ncclResult_t r = nccl.AllReduce(cu->x, cu->x, (size_t)n * cu->C, ncclFloat32, ncclSum, rk->comm, cu->stream);
+    size_t count = (size_t)n * cu->C;
+    if (rk->g->one_shot && count * sizeof(float) <= AR_MAX_BYTES) {
+        ar_kernel<<<AR_BLOCKS, AR_THREADS, 0, cu->stream>>>(rk->ar, cu->x, (long long)count);
+        NC_CU_LAUNCHED("the one-shot all-reduce");
+        return 0;
+    }
+    ncclResult_t r = nccl.AllReduce(cu->x, cu->x, count, ncclFloat32, ncclSum, rk->comm, cu->stream);
     if (r == ncclInProgress) return settle(rk, "all-reduce");
     return r == ncclSuccess ? 0 : nccl_failed(rk, "all-reduce", r);
 }
@@ -260,6 +348,13 @@ static int hook_wait(nc_cuda *cu, const char *what) {
     double start = nc_now(), deadline = start + TP_TIMEOUT_S;
     for (;;) {
         cudaError_t e = cudaStreamQuery(cu->stream);
+        if (rk->timed_out_host && *(volatile int *)rk->timed_out_host) {
+            char why[NC_ERROR_MAX];
+            snprintf(why, sizeof why, "%s on GPU %d: a peer did not join the one-shot all-reduce within %.0f s", what,
+                     rk->gpu, TP_TIMEOUT_S);
+            stop_group(rk, why);
+            return group_stopped(rk->g);
+        }
         if (e == cudaSuccess) return 0;
         if (e != cudaErrorNotReady) {
             char why[NC_ERROR_MAX];
@@ -309,6 +404,45 @@ static int rank_init(tp_rank *rk, int r, const nc_backend_params *p) {
     return 0;
 }
 
+/* Peer access to every other GPU of the group, and this rank's buffers of
+ * the one-shot all-reduce; a GPU that cannot reach its peers' memory
+ * leaves the group on NCCL alone. */
+static int rank_peers(tp_rank *rk, int r) {
+    tp_group *g = rk->g;
+    rk->peer_access = true;
+    for (int q = 0; q < g->n && rk->peer_access; q++) {
+        int can = 0;
+        if (q == r) continue;
+        if (cudaDeviceCanAccessPeer(&can, rk->gpu, g->ranks[q].gpu) != cudaSuccess || !can) {
+            rk->peer_access = false;
+            break;
+        }
+        cudaError_t e = cudaDeviceEnablePeerAccess(g->ranks[q].gpu, 0);
+        if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) rk->peer_access = false;
+    }
+    cudaGetLastError();
+    if (!rk->peer_access) return 0;
+    size_t flags = (size_t)g->n * AR_BLOCKS * sizeof(unsigned long long);
+    NC_CU_TRY(cudaMalloc((void **)&rk->ar.stage[r], 2 * (size_t)AR_MAX_BYTES));
+    NC_CU_TRY(cudaMalloc((void **)&rk->ar.arrived[r], flags));
+    NC_CU_TRY(cudaMemset(rk->ar.arrived[r], 0, flags));
+    NC_CU_TRY(cudaMalloc((void **)&rk->ar.count, AR_BLOCKS * sizeof(unsigned long long)));
+    NC_CU_TRY(cudaMemset(rk->ar.count, 0, AR_BLOCKS * sizeof(unsigned long long)));
+    NC_CU_TRY(cudaHostAlloc((void **)&rk->timed_out_host, sizeof(int), cudaHostAllocMapped));
+    *rk->timed_out_host = 0;
+    NC_CU_TRY(cudaHostGetDevicePointer((void **)&rk->ar.timed_out, rk->timed_out_host, 0));
+    return 0;
+}
+
+static void rank_peers_free(tp_rank *rk, int r) {
+    if (rk->ar.stage[r]) cudaFree(rk->ar.stage[r]);
+    if (rk->ar.arrived[r]) cudaFree(rk->ar.arrived[r]);
+    if (rk->ar.count) cudaFree(rk->ar.count);
+    if (rk->timed_out_host) cudaFreeHost(rk->timed_out_host);
+    memset(&rk->ar, 0, sizeof rk->ar);
+    rk->timed_out_host = NULL;
+}
+
 static int rank_connect(tp_rank *rk, int r) {
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0; /* every wait below has a deadline */
@@ -317,7 +451,7 @@ static int rank_connect(tp_rank *rk, int r) {
         rk->comm = NULL;
         return nccl_failed(rk, "communicator setup", res);
     }
-    return settle(rk, "communicator setup");
+    return settle(rk, "communicator setup") || rank_peers(rk, r);
 }
 
 static int rank_run(tp_rank *rk, int r, const tp_cmd *c) {
@@ -341,9 +475,13 @@ static int rank_run(tp_rank *rk, int r, const tp_cmd *c) {
             else nccl.CommDestroy(rk->comm);
         }
         rk->comm = NULL;
-        /* A stopped group's streams may hold aborted NCCL kernels: freeing
-         * would wait on them. Its device memory is left to the process. */
-        if (!is_dead(rk->g)) nc_backend_free(b);
+        /* A stopped group's streams may hold aborted NCCL kernels or a
+         * one-shot all-reduce still waiting: freeing would wait on them. Its
+         * device memory is left to the process. */
+        if (!is_dead(rk->g)) {
+            nc_backend_free(b);
+            rank_peers_free(rk, (int)(rk - rk->g->ranks));
+        }
         rk->sub = NULL;
         return 0;
     case TP_EXIT: break;
@@ -409,7 +547,8 @@ static void tp_free(nc_backend *b);
 static void describe(tp_group *g) {
     char *d = g->description;
     size_t cap = sizeof g->description;
-    int len = snprintf(d, cap, "tensor parallel over %s (NCCL %d):", g->name, nccl.version);
+    int len = snprintf(d, cap, "tensor parallel over %s (NCCL %d%s):", g->name, nccl.version,
+                       g->one_shot ? ", one-shot all-reduce over peer memory up to 1 MiB" : "");
     for (int r = 0; r < g->n && len > 0 && (size_t)len < cap; r++) {
         const nc_tp_split *s = &g->split;
         len += snprintf(d + len, cap - (size_t)len, "%s GPU %d: heads %d-%d, MLP units %d-%d, %s", r ? ";" : "",
@@ -447,7 +586,21 @@ static int start_group(nc_backend *b, tp_group *g, const nc_backend_params *p) {
             if (post(g, &c)) return -1;
     }
     c = command(TP_CONNECT);
-    return post(g, &c);
+    if (post(g, &c)) return -1;
+    /* The one-shot all-reduce when every GPU reaches every other's memory:
+     * each rank learns all the others' buffers. */
+    g->one_shot = strcmp(b->env.tp_allreduce, "nccl") != 0;
+    for (int r = 0; r < g->n; r++) g->one_shot &= g->ranks[r].peer_access;
+    for (int r = 0; r < g->n && g->one_shot; r++) {
+        ar_peers *a = &g->ranks[r].ar;
+        for (int q = 0; q < g->n; q++) {
+            a->stage[q] = g->ranks[q].ar.stage[q];
+            a->arrived[q] = g->ranks[q].ar.arrived[q];
+        }
+        a->n = g->n;
+        a->rank = r;
+    }
+    return 0;
 }
 
 static int tp_init(nc_backend *b, const nc_backend_params *p) {
