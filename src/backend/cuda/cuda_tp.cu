@@ -431,6 +431,9 @@ static int rank_peers(tp_rank *rk, int r) {
     NC_CU_TRY(cudaHostAlloc((void **)&rk->timed_out_host, sizeof(int), cudaHostAllocMapped));
     *rk->timed_out_host = 0;
     NC_CU_TRY(cudaHostGetDevicePointer((void **)&rk->ar.timed_out, rk->timed_out_host, 0));
+    /* The memsets ran on the legacy stream, which the backend's non-blocking
+     * stream does not wait for. */
+    NC_CU_TRY(cudaDeviceSynchronize());
     return 0;
 }
 
