@@ -1,10 +1,10 @@
 /*
  * test_router.c: how the server spreads requests over several engines
  * (docs/multi-device.md, Routing): the router's rules on hand-made engine
- * states, the session-key table, and the two scheduler hooks the engines
- * need - how much of a prompt a prefix cache holds, and failing every
- * request of an engine whose device died - on the mock backend of
- * test_scheduler.c.
+ * states, the session-key table, --devices lists, and the two scheduler
+ * hooks the engines need - how much of a prompt a prefix cache holds, and
+ * failing every request of an engine whose device died - on the mock
+ * backend of test_scheduler.c.
  */
 #include <string.h>
 
@@ -86,6 +86,52 @@ static void test_sessions(void) {
     }
     CHECK(found > 0 && found <= 16, "%d of 200 keys kept in 16 slots", found);
     nc_session_table_free(t);
+}
+
+/* ==== --devices ==== */
+
+static void expect_devices(const char *list, int tp, int threads, int gpus, const char *want) {
+    nc_server_device d[NC_SERVER_MAX_ENGINES];
+    int n = 0;
+    char why[256], got[512] = "";
+    if (nc_server_parse_devices(list, tp, threads, gpus, d, &n, why, sizeof why)) {
+        CHECK(0, "'%s' (tp %d): %s", list, tp, why);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(got);
+        snprintf(got + len, sizeof got - len, "%s%s/%d", i ? " " : "", d[i].name, d[i].threads);
+    }
+    CHECK(!strcmp(got, want), "'%s' (tp %d, %d threads, %d GPUs): %s, want %s", list, tp, threads, gpus, got, want);
+}
+
+static void expect_refused(const char *list, int tp, int gpus, const char *says) {
+    nc_server_device d[NC_SERVER_MAX_ENGINES];
+    int n = 0;
+    char why[256] = "";
+    CHECK(nc_server_parse_devices(list, tp, 0, gpus, d, &n, why, sizeof why) < 0 && strstr(why, says),
+          "'%s' (tp %d) refused saying '%s': %s", list, tp, says, why);
+}
+
+static void test_devices(void) {
+    expect_devices("cpu,cpu", 0, 8, 0, "cpu/4 cpu/4");
+    expect_devices("cpu,cpu,cpu", 0, 2, 0, "cpu/1 cpu/1 cpu/1");
+    expect_devices("cpu:6,cpu", 0, 8, 0, "cpu/6 cpu/8");
+    expect_devices("cuda:1,cuda:0", 0, 0, 2, "cuda:1/0 cuda:0/0");
+    expect_devices("all", 0, 0, 3, "cuda:0/0 cuda:1/0 cuda:2/0");
+    expect_devices("all", 2, 0, 4, "cuda:0+1/0 cuda:2+3/0");
+    expect_devices("cuda:3,cuda:1,cuda:0,cuda:2", 2, 0, 0, "cuda:3+1/0 cuda:0+2/0");
+    expect_devices("cuda:0+1,cuda:2+3", 0, 0, 0, "cuda:0+1/0 cuda:2+3/0");
+    expect_refused("all", 0, 0, "sees none");
+    expect_refused("all", 2, 3, "3 GPUs do not split");
+    expect_refused("cuda:0+1,cuda:2", 2, 0, "names its GPUs already");
+    expect_refused("cuda:0,cuda:1+0", 0, 0, "GPU 0 is listed twice");
+    expect_refused("cpu,cuda:0", 0, 0, "mixed");
+    expect_refused("cpu,cpu", 2, 0, "needs GPUs");
+    expect_refused("cpu:0", 0, 0, "cpu:THREADS");
+    expect_refused("cpu:2x", 0, 0, "cpu:THREADS");
+    expect_refused("auto", 0, 0, "not a device");
+    expect_refused(",", 0, 0, "no devices");
 }
 
 /* ==== the scheduler hooks ==== */
@@ -191,6 +237,7 @@ int main(void) {
     }
     test_choose();
     test_sessions();
+    test_devices();
     test_cached_prefix();
     test_fail_all();
     nc_tokenizer_free(tok);
