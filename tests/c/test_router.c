@@ -93,7 +93,7 @@ static void test_sessions(void) {
 static void expect_devices(const char *list, int tp, int threads, int gpus, const char *want) {
     nc_server_device d[NC_SERVER_MAX_ENGINES];
     int n = 0;
-    char why[256], got[512] = "";
+    char why[256], got[8192] = "";
     if (nc_server_parse_devices(list, tp, threads, gpus, d, &n, why, sizeof why)) {
         CHECK(0, "'%s' (tp %d): %s", list, tp, why);
         return;
