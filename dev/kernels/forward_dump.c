@@ -13,6 +13,10 @@
  * Steps reach every projection kernel (the GEMV for one row, the skinny
  * wgmma GEMM for 2..64 rows on sm_90a, cuBLASLt beyond), both attention
  * kernels, the decode graphs (eager, capture, replay) and device sampling.
+ * The two random models then run the same schedule again with int8 and
+ * fp8 weights, the fp8 KV cache, and int8 weights with the fp8 cache
+ * (docs/quantization.md): after the float sections, so a tree from before
+ * the 8-bit formats prints the same float lines.
  *
  *   make && cc -O2 -std=c11 -D_GNU_SOURCE -Isrc -Itests/c -o build/forward_dump \
  *       dev/kernels/forward_dump.c build/libnanochat.a -lpcre2-8 -lcjson -lmicrohttpd -ledit -lm \
@@ -26,6 +30,7 @@
 #include "backend/backend.h"
 #include "forward_fixture.h"
 #include "model/loader.h"
+#include "model/quantize.h"
 #include "util/common.h"
 
 #define POOL 1024
@@ -101,8 +106,8 @@ static void sample_steps(run *r, const char *name, const int *seqs, int k) {
     }
 }
 
-static void schedule(const char *device, const char *label, const nc_model *m) {
-    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = MAX_SEQS};
+static void schedule(const char *device, const char *label, const nc_model *m, nc_kv_cache_format kv) {
+    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = MAX_SEQS, .kv_cache = kv};
     run *r = nc_xcalloc(1, sizeof *r);
     r->be = nc_backend_create(device, m, &p);
     if (!r->be) {
@@ -159,18 +164,25 @@ int main(int argc, char **argv) {
             fprintf(stderr, "cannot read the fixture %s (run from the repository root)\n", fixtures[i]);
             return 1;
         }
-        schedule(device, fixtures[i], fx.model);
+        schedule(device, fixtures[i], fx.model, NC_KV_CACHE_BF16);
         fixture_free(&fx);
     }
     const char *specs[] = {"2,2176,17", "2,1024,8,2,4000"};
-    for (size_t i = 0; i < NC_ARRAY_LEN(specs); i++) {
-        nc_model *m = nc_model_random(specs[i], 7);
-        if (!m) {
-            fprintf(stderr, "%s: %s\n", specs[i], nc_error());
-            return 1;
+    int n_modes;
+    const fixture_mode *modes = fixture_modes(&n_modes);
+    for (int k = 0; k < n_modes; k++)
+        for (size_t i = 0; i < NC_ARRAY_LEN(specs); i++) {
+            nc_model *m = nc_model_random(specs[i], 7);
+            if (!m || nc_model_quantize(m, modes[k].weights, true, 0)) {
+                fprintf(stderr, "%s: %s\n", specs[i], nc_error());
+                return 1;
+            }
+            char label[96];
+            if (k == 0) snprintf(label, sizeof label, "%s", specs[i]); /* the float lines as before */
+            else snprintf(label, sizeof label, "%s %s weights%s", specs[i], nc_weight_format_name(modes[k].weights),
+                          modes[k].kv == NC_KV_CACHE_FP8 ? ", fp8 KV" : "");
+            schedule(device, label, m, modes[k].kv);
+            nc_model_free(m);
         }
-        schedule(device, specs[i], m);
-        nc_model_free(m);
-    }
     return 0;
 }

@@ -1,5 +1,6 @@
 /*
- * harness.cuh: the error checks every dev/kernels harness uses. Harnesses
+ * harness.cuh: the error checks every dev/kernels harness uses, and the
+ * error functions of the backend sources some of them compile in. Harnesses
  * are built alone with plain nvcc (the command is at the top of each), so
  * this header sits next to them and needs nothing but the CUDA toolkit.
  */
@@ -8,6 +9,7 @@
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -30,5 +32,33 @@
             exit(1);                                                                           \
         }                                                                                      \
     } while (0)
+
+/* What the backend sources a harness compiles in call on failure
+ * (util/common.c's, which the harness does not link): print and go on /
+ * exit. */
+extern "C" {
+__attribute__((format(printf, 1, 2))) int nc_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return -1;
+}
+__attribute__((noreturn, format(printf, 3, 4))) void nc_die_at(const char *file, int line, const char *fmt, ...) {
+    fprintf(stderr, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+void *nc_xcalloc(size_t count, size_t size) {
+    void *p = calloc(count, size);
+    if (!p) exit(1);
+    return p;
+}
+}
 
 #endif /* NC_DEV_HARNESS_CUH */

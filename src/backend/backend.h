@@ -75,7 +75,8 @@ typedef struct {
     bool cuda_pdl;           /* NC_CUDA_PDL (1): programmatic dependent launch (sm_90) */
     bool cuda_profile;       /* NC_CUDA_PROFILE (0): per-stage GPU time of the last forward on stderr
                                 at exit (eager launches) */
-    bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a) */
+    bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a; 8-bit weights:
+                                every row count past one, else the mma.sync GEMM) */
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *tp_allreduce; /* NC_TP_ALLREDUCE: "auto" (small sums one-shot over peer memory) or "nccl"

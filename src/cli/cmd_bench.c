@@ -107,7 +107,8 @@ static double matrix_bytes(nc_backend *be, nc_dtype dtype, double rows, double c
 }
 
 /* Bytes of weights one decode step reads, as the backend stores them:
- * every matrix, the lm_head rows of the real vocabulary, one embedding row
+ * every matrix (with its row scales when 8-bit), the lm_head rows of the
+ * real vocabulary, one embedding row
  * (counted at the width of a matrix of its dtype: a few KB either way). */
 static double weight_bytes(nc_backend *be) {
     const nc_model *m = be->model;

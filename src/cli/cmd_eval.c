@@ -81,10 +81,10 @@ typedef struct {
     bool json;
 } eval_opts;
 
-/* One model + backend being scored. */
+/* One model + backend being scored (a bundle whose scheduler is created
+ * only for the chats, once the windows no longer use the KV blocks). */
 typedef struct {
-    nc_model *model;
-    nc_backend *backend;
+    nc_bundle bd;
     const char *weights, *kv_cache; /* as given, for the report */
     double nats;                    /* summed losses */
     float *logits;                  /* [chunk, V] */
@@ -97,12 +97,13 @@ typedef struct {
 /* Runs inputs in[0..n) of one window through s from position 0, adding the
  * losses of targets tgt[0..n) to s->nats and storing the argmaxes. */
 static int score_window(scored *s, const int32_t *in, const int32_t *tgt, int n, int chunk) {
-    int V = s->model->cfg.vocab_size;
+    int V = s->bd.model->cfg.vocab_size;
+    nc_backend *be = s->bd.backend;
     for (int pos = 0; pos < n; pos += chunk) {
         int k = NC_MIN(chunk, n - pos);
         nc_seq_chunk c = {in + pos, k, pos, pos ? in[pos - 1] : -1, s->table, NC_LOGITS_ALL};
         nc_batch b = {&c, 1};
-        if (s->backend->ops->forward(s->backend, &b, s->logits)) return -1;
+        if (be->ops->forward(be, &b, s->logits)) return -1;
         for (int i = 0; i < k; i++) {
             const float *l = s->logits + (size_t)i * V;
             int best = 0;
@@ -136,15 +137,14 @@ static bool collect(void *user, const nc_gen_event *ev) {
 }
 
 /* Greedy reply (calculator on, as in a chat) of one prompt. */
-static int greedy_chat(nc_scheduler *sch, const nc_tokenizer *tok, const char *prompt, int max_tokens,
-                       nc_tokens *out) {
+static int greedy_chat(nc_bundle *bd, const char *prompt, int max_tokens, nc_tokens *out) {
     nc_chat_message msg = {NC_ROLE_USER, prompt, strlen(prompt)};
     nc_tokens ids = {0};
-    if (nc_chat_render(tok, &msg, 1, &ids)) return -1;
+    if (nc_chat_render(bd->tok, &msg, 1, &ids)) return -1;
     nc_gen_params g = nc_gen_params_default();
     g.temperature = 0;
     g.max_tokens = max_tokens;
-    int rc = nc_scheduler_run(sch, ids.ids, (int32_t)ids.n, &g, collect, out);
+    int rc = nc_bundle_run(bd, ids.ids, (int32_t)ids.n, &g, collect, out);
     nc_tokens_free(&ids);
     return rc;
 }
@@ -160,14 +160,15 @@ static int first_divergence(const nc_tokens *a, const nc_tokens *b) {
 
 /* ==== setup ==== */
 
-/* After s->model is loaded: its backend and buffers. */
+/* After s->bd.model is loaded: its backend and buffers. */
 static int open_scored(scored *s, const nc_model_args *a, const nc_backend_params *bp, int window, int chunk) {
-    if (!(s->backend = nc_model_args_backend(a, s->model, bp))) return -1;
-    s->weights = a->weights ? a->weights : nc_weight_format_name(s->model->weights);
+    const nc_model *m = s->bd.model;
+    if (!(s->bd.backend = nc_model_args_backend(a, m, bp))) return -1;
+    s->weights = a->weights ? a->weights : nc_weight_format_name(m->weights);
     s->kv_cache = a->kv_cache == NC_KV_CACHE_FP8 ? "fp8" : "bf16";
-    s->logits = malloc((size_t)chunk * (size_t)s->model->cfg.vocab_size * sizeof(float));
+    s->logits = malloc((size_t)chunk * (size_t)m->cfg.vocab_size * sizeof(float));
     if (!s->logits) {
-        fprintf(stderr, "nanochat eval: out of memory for %d x %d logits\n", chunk, s->model->cfg.vocab_size);
+        fprintf(stderr, "nanochat eval: out of memory for %d x %d logits\n", chunk, m->cfg.vocab_size);
         return -1;
     }
     s->argmax = nc_xmalloc((size_t)window * sizeof(int32_t));
@@ -178,8 +179,7 @@ static int open_scored(scored *s, const nc_model_args *a, const nc_backend_param
 }
 
 static void close_scored(scored *s) {
-    nc_backend_free(s->backend);
-    nc_model_free(s->model);
+    nc_bundle_close(&s->bd);
     free(s->logits);
     free(s->argmax);
     free(s->table);
@@ -206,7 +206,7 @@ static void print_json(const scored *a, const scored *b, const eval_result *r) {
     cJSON_AddNumberToObject(j, "window", r->window);
     cJSON_AddStringToObject(j, "weights", a->weights);
     cJSON_AddStringToObject(j, "kv_cache", a->kv_cache);
-    cJSON_AddStringToObject(j, "backend", a->backend->ops->describe(a->backend));
+    cJSON_AddStringToObject(j, "backend", nc_backend_describe(a->bd.backend));
     cJSON_AddNumberToObject(j, "bpb", bpb(a, r));
     cJSON_AddNumberToObject(j, "nats_per_token", a->nats / (double)r->tokens);
     if (b) {
@@ -235,7 +235,7 @@ static void print_json(const scored *a, const scored *b, const eval_result *r) {
 static void print_text(const scored *a, const scored *b, const eval_result *r) {
     printf("text:        %s (%lld bytes, %lld tokens, %d windows of <= %d)\n", r->path, r->bytes, r->tokens,
            r->windows, r->window);
-    printf("backend:     %s\n", a->backend->ops->describe(a->backend));
+    printf("backend:     %s\n", nc_backend_describe(a->bd.backend));
     printf("mode:        weights %s, kv-cache %s\n", a->weights, a->kv_cache);
     printf("bits/byte:   %.5f (%.4f nats/token)\n", bpb(a, r), a->nats / (double)r->tokens);
     if (!b) return;
@@ -256,11 +256,9 @@ static void print_text(const scored *a, const scored *b, const eval_result *r) {
 static int run(const nc_model_args *ma, const eval_opts *o) {
     int rc = 1;
     scored a = {0}, b = {0};
-    nc_tokenizer *tok = NULL, *tok_b = NULL;
     nc_tokens ids = {0};
     char *text = NULL;
     int32_t *in = NULL;
-    nc_scheduler *sa = NULL, *sb = NULL;
     eval_result r = {.path = o->text_path};
     size_t len;
 
@@ -269,8 +267,9 @@ static int run(const nc_model_args *ma, const eval_opts *o) {
         return 1;
     }
     /* Each backend serves the windows and then, through a scheduler, the chats. */
-    if (nc_model_args_load(ma, &a.model, &tok)) goto out;
-    int seq = a.model->cfg.sequence_len, window = o->window ? o->window : seq, chunk = NC_MIN(window, EVAL_CHUNK);
+    if (nc_model_args_load(ma, &a.bd.model, &a.bd.tok)) goto out;
+    const nc_tokenizer *tok = a.bd.tok;
+    int seq = a.bd.model->cfg.sequence_len, window = o->window ? o->window : seq, chunk = NC_MIN(window, EVAL_CHUNK);
     nc_backend_params bp;
     nc_scheduler_params sp;
     nc_bundle_options sizes; /* one conversation at a time, as the CLI's chat */
@@ -283,7 +282,7 @@ static int run(const nc_model_args *ma, const eval_opts *o) {
         rb.weights = o->compare;
         rb.lm_head_float = false;
         rb.kv_cache = NC_KV_CACHE_BF16;
-        if (nc_model_args_load(&rb, &b.model, &tok_b) || open_scored(&b, &rb, &bp, window, chunk)) goto out;
+        if (nc_model_args_load(&rb, &b.bd.model, &b.bd.tok) || open_scored(&b, &rb, &bp, window, chunk)) goto out;
     }
 
     if (nc_tokenizer_encode(tok, text, len, &ids)) {
@@ -317,25 +316,26 @@ static int run(const nc_model_args *ma, const eval_opts *o) {
         in[0] = bos;
         memcpy(in + 1, ids.ids + start, (size_t)(k - 1) * sizeof(int32_t));
         const int32_t *tgt = ids.ids + start;
-        if (score_window(&a, in, tgt, k, chunk) || (b.model && score_window(&b, in, tgt, k, chunk))) {
+        if (score_window(&a, in, tgt, k, chunk) || (b.bd.model && score_window(&b, in, tgt, k, chunk))) {
             fprintf(stderr, "%snanochat eval: %s\n", isatty(STDERR_FILENO) ? "\n" : "", nc_error());
             goto out;
         }
-        if (b.model)
+        if (b.bd.model)
             for (int i = 0; i < k; i++) r.positions_agree += a.argmax[i] == b.argmax[i];
         if (!o->json) progress(w + 1, r.windows, t0);
     }
 
-    if (b.model && o->chats > 0) {
-        if (!(sa = nc_scheduler_create(a.backend, tok, &sp)) || !(sb = nc_scheduler_create(b.backend, tok_b, &sp))) {
+    if (b.bd.model && o->chats > 0) {
+        if (!(a.bd.sched = nc_scheduler_create(a.bd.backend, a.bd.tok, &sp)) ||
+            !(b.bd.sched = nc_scheduler_create(b.bd.backend, b.bd.tok, &sp))) {
             fprintf(stderr, "nanochat eval: %s\n", nc_error());
             goto out;
         }
         r.n_chats = NC_MIN(o->chats, (int)NC_ARRAY_LEN(chat_prompts));
         for (int i = 0; i < r.n_chats; i++) {
             nc_tokens ca = {0}, cb = {0};
-            int bad = greedy_chat(sa, tok, chat_prompts[i], o->chat_tokens, &ca) ||
-                      greedy_chat(sb, tok_b, chat_prompts[i], o->chat_tokens, &cb);
+            int bad = greedy_chat(&a.bd, chat_prompts[i], o->chat_tokens, &ca) ||
+                      greedy_chat(&b.bd, chat_prompts[i], o->chat_tokens, &cb);
             r.divergence[i] = first_divergence(&ca, &cb);
             r.chat_len[i][0] = ca.n;
             r.chat_len[i][1] = cb.n;
@@ -347,16 +347,12 @@ static int run(const nc_model_args *ma, const eval_opts *o) {
             }
         }
     }
-    if (o->json) print_json(&a, b.model ? &b : NULL, &r);
-    else print_text(&a, b.model ? &b : NULL, &r);
+    if (o->json) print_json(&a, b.bd.model ? &b : NULL, &r);
+    else print_text(&a, b.bd.model ? &b : NULL, &r);
     rc = 0;
 out:
-    nc_scheduler_free(sa);
-    nc_scheduler_free(sb);
     close_scored(&a);
     close_scored(&b);
-    nc_tokenizer_free(tok);
-    nc_tokenizer_free(tok_b);
     nc_tokens_free(&ids);
     free(in);
     free(text);

@@ -88,7 +88,8 @@ void nc_bundle_close(nc_bundle *b);
 /* The first two steps of open, for front ends that need a model and a
  * backend but no scheduler (`nanochat forward`, `bench`, `info`).
  *
- * nc_bundle_load loads the model and, if `tok` is non-NULL, its tokenizer:
+ * nc_bundle_load loads the model (its weights converted as o->weights
+ * asks) and, if `tok` is non-NULL, its tokenizer:
  * a missing one is an error when `tok_required`, else *tok stays NULL (a
  * tokenizer that exists but does not load is always an error). `loc` (may
  * be NULL) receives where the files were found, zeroed for a random model;
@@ -97,7 +98,8 @@ void nc_bundle_close(nc_bundle *b);
 int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **tok, bool tok_required,
                    nc_checkpoint_location *loc);
 /* Creates the backend of o->device for `model`, sized by `p` (its zero
- * n_threads meaning o->threads). NULL + nc_error() on failure. */
+ * n_threads meaning o->threads, its default bf16 kv_cache o->kv_cache).
+ * NULL + nc_error() on failure. */
 nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model, const nc_backend_params *p);
 
 /* The backend and scheduler sizes nc_bundle_open uses for `o` and a

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "model/model.h"
 #include "util/common.h"
 #include "util/numeric.h"
@@ -63,6 +64,22 @@ static float fixture_value(const char *name, int64_t i, float scale) {
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
     return ((float)(z >> 40) * 0x1p-23f - 1.0f) * scale;
+}
+
+/* The weight and KV-cache formats the backends are compared in
+ * (docs/quantization.md): as stored, int8, fp8, the fp8 cache, and int8
+ * weights with the fp8 cache. *n receives the count. */
+typedef struct {
+    nc_weight_format weights;
+    nc_kv_cache_format kv;
+} fixture_mode;
+
+static inline const fixture_mode *fixture_modes(int *n) {
+    static const fixture_mode modes[] = {{NC_WEIGHTS_FLOAT, NC_KV_CACHE_BF16}, {NC_WEIGHTS_INT8, NC_KV_CACHE_BF16},
+                                         {NC_WEIGHTS_FP8, NC_KV_CACHE_BF16},   {NC_WEIGHTS_FLOAT, NC_KV_CACHE_FP8},
+                                         {NC_WEIGHTS_INT8, NC_KV_CACHE_FP8}};
+    *n = (int)NC_ARRAY_LEN(modes);
+    return modes;
 }
 
 /* max|ours - ref| / max|ref| over one row of V logits: the row's largest

@@ -19,6 +19,16 @@
  * several 64-token blocks, GQA, d34-width layers (K = 2176: GEMV tails) and
  * prompts of up to 150 rows (both GEMM paths).
  *
+ * 8-bit weights and the fp8 KV cache (docs/quantization.md): the V1 GQA and
+ * V6 GQA fixtures quantised to int8 / fp8, or run with an fp8 cache,
+ * against PyTorch's logits of the same quantised math
+ * (tests/data/quant, tools/make_quant_fixtures.py), prefilled at once,
+ * token by token and in chunks of 7, plus a fork of the fp8 cache by
+ * copy_kv_block; and every random-model case above again with int8 and
+ * fp8 weights, the fp8 cache, and int8 + fp8 cache, against the CPU
+ * backend of the same quantised model (its weight-only kernels: the same
+ * dequantised weights, exact fp32 math).
+ *
  * Tolerances. The reference is fp32 throughout; this backend rounds weights
  * to bf16 (8 significant bits) and keeps q, k, v, the attention output and
  * the MLP hidden in bf16, as nanochat does under autocast. One bf16 rounding
@@ -37,16 +47,19 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
 #include "check.h"
 #include "forward_fixture.h"
 #include "logit_rows.h"
 #include "engine/sampler.h"
 #include "model/loader.h"
 #include "model/model.h"
+#include "model/quantize.h"
 #include "util/common.h"
 #include "util/numeric.h"
 
 #define LOGIT_TOL 3e-2
+#define QUANT_DIR "tests/data/quant"
 #define POOL 64
 #define MAX_TOKENS 320
 #define MAX_SEQS 8
@@ -195,6 +208,108 @@ static void check_ragged(nc_backend *be, const fixture *fx, float *logits) {
     }
 }
 
+/* ==== 8-bit weights and the fp8 KV cache against PyTorch ==== */
+
+/* mode "int8" / "fp8": the model's matrices quantised; "fp8kv": the cache. */
+static nc_backend *quant_backend(nc_model *m, const char *mode) {
+    if (strcmp(mode, "fp8kv") && nc_model_quantize(m, strcmp(mode, "int8") ? NC_WEIGHTS_FP8 : NC_WEIGHTS_INT8, true, 0)) {
+        CHECK(0, "quantize: %s", nc_error());
+        return NULL;
+    }
+    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = MAX_SEQS,
+                           .kv_cache = strcmp(mode, "fp8kv") ? NC_KV_CACHE_BF16 : NC_KV_CACHE_FP8};
+    nc_backend *be = nc_backend_create("cuda", m, &p);
+    CHECK(be != NULL, "cuda backend (%s): %s", mode, nc_error());
+    return be;
+}
+
+/* One prompt of `mode` three ways (all at once, token by token, chunks of
+ * 7), its stored positions against the reference rows; then a fork of its
+ * cache by copy_kv_block decoding the last token beside the original. */
+static void check_quant_prompt(nc_backend *be, const int32_t *ids, int n, const int32_t *pos, int n_pos,
+                               const float *ref, int V, float *logits, const char *what) {
+    int32_t t1[16], t2[16];
+    char w[128];
+    fx_case tc = {(int32_t *)ids, (int32_t *)pos, {0}, n, n_pos, 0, (float *)ref};
+    fixture fx = {.V = V};
+    table(t1, 16, 9, 7);
+    nc_seq_chunk c = {ids, n, 0, -1, t1, NC_LOGITS_ALL};
+    snprintf(w, sizeof w, "%s at once", what);
+    CHECK(fwd(be, &c, 1, logits) == 0, "%s", w);
+    compare_fixture(&fx, &tc, logits, 0, n, w);
+    table(t2, 16, 40, 3);
+    snprintf(w, sizeof w, "%s token by token", what);
+    for (int t = 0; t < n; t++) {
+        nc_seq_chunk d = {ids + t, 1, t, t ? ids[t - 1] : -1, t2, NC_LOGITS_LAST};
+        CHECK(fwd(be, &d, 1, logits) == 0, "%s", w);
+        compare_fixture(&fx, &tc, logits, t, 1, w);
+    }
+    table(t2, 16, 63, 61);
+    snprintf(w, sizeof w, "%s chunks of 7", what);
+    for (int t = 0; t < n; t += 7) {
+        int k = NC_MIN(7, n - t);
+        nc_seq_chunk d = {ids + t, k, t, t ? ids[t - 1] : -1, t2, NC_LOGITS_ALL};
+        CHECK(fwd(be, &d, 1, logits) == 0, "%s", w);
+        compare_fixture(&fx, &tc, logits, t, k, w);
+    }
+    /* fork: t2 holds the whole prompt; copy its blocks but the last
+     * position's into t1's and decode that position from both */
+    table(t1, 16, 20, 1);
+    int nb = (n - 1 + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+    for (int b = 0; b < nb; b++)
+        CHECK(be->ops->copy_kv_block(be, t2[b], t1[b], NC_MIN(NC_KV_BLOCK_TOKENS, n - 1 - b * NC_KV_BLOCK_TOKENS)) == 0,
+              "copy_kv_block: %s", nc_error());
+    nc_seq_chunk two[2] = {{ids + n - 1, 1, n - 1, ids[n - 2], t2, NC_LOGITS_LAST},
+                           {ids + n - 1, 1, n - 1, ids[n - 2], t1, NC_LOGITS_LAST}};
+    snprintf(w, sizeof w, "%s forked", what);
+    CHECK(fwd(be, two, 2, logits) == 0, "%s", w);
+    CHECK(!memcmp(logits, logits + V, sizeof(float) * (size_t)V), "%s: the fork decodes differently", w);
+    compare_fixture(&fx, &tc, logits, n - 1, 1, w);
+}
+
+/* Every fixture and mode of tests/data/quant/manifest.json (`quick`: the
+ * first case of each only). */
+static void check_quant_fixtures(float *logits, bool quick) {
+    char *text = fixture_read_file(QUANT_DIR "/manifest.json", NULL);
+    CHECK(text != NULL, "cannot read " QUANT_DIR "/manifest.json (run from the repository root)");
+    cJSON *man = text ? cJSON_Parse(text) : NULL;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(man, "fixtures")) {
+        const char *name = cJSON_GetObjectItem(e, "fixture")->valuestring;
+        const char *modes[] = {"int8", "fp8", "fp8kv"};
+        for (size_t m = 0; m < NC_ARRAY_LEN(modes); m++) {
+            fixture fx;
+            if (!fixture_load(&fx, name)) {
+                CHECK(0, "missing fixture %s", name);
+                continue;
+            }
+            nc_backend *be = quant_backend(fx.model, modes[m]);
+            worst = 0;
+            const cJSON *c;
+            cJSON_ArrayForEach(c, cJSON_GetObjectItem(e, "cases")) {
+                if (!be || strcmp(cJSON_GetObjectItem(c, "mode")->valuestring, modes[m])) continue;
+                if (quick && cJSON_GetObjectItem(c, "case")->valueint > 0) continue;
+                int n, n_pos;
+                int32_t *ids = fixture_ints(cJSON_GetObjectItem(c, "prompt"), &n);
+                int32_t *pos = fixture_ints(cJSON_GetObjectItem(c, "positions"), &n_pos);
+                char path[256], what[96];
+                snprintf(path, sizeof path, QUANT_DIR "/%s", cJSON_GetObjectItem(c, "file")->valuestring);
+                size_t bytes;
+                float *ref = (float *)fixture_read_file(path, &bytes);
+                CHECK(ref && bytes == sizeof(float) * (size_t)n_pos * (size_t)fx.V, "%s", path);
+                snprintf(what, sizeof what, "%s %s case %d", name, modes[m], cJSON_GetObjectItem(c, "case")->valueint);
+                if (ref) check_quant_prompt(be, ids, n, pos, n_pos, ref, fx.V, logits, what);
+                free(ids), free(pos), free(ref);
+            }
+            if (be) printf("%s %s vs PyTorch: worst relative logit error %.3g\n", name, modes[m], worst);
+            nc_backend_free(be);
+            fixture_free(&fx);
+        }
+    }
+    cJSON_Delete(man);
+    free(text);
+}
+
 /* ==== CUDA vs CPU backend on random models (wide layers, GQA, sampling) ==== */
 
 static void compare_backends(nc_backend *gpu, nc_backend *cpu, nc_seq_chunk *c, int n, int V, float *lg, float *lc,
@@ -207,23 +322,32 @@ static void compare_backends(nc_backend *gpu, nc_backend *cpu, nc_seq_chunk *c, 
     for (int r = 0; r < rows; r++) compare_row(lg + (size_t)r * V, lc + (size_t)r * V, V, what, r);
 }
 
-static void check_random(const char *spec, float *lg, float *lc) {
+/* spec with weights `wf` (quantised at load) and a `kv` cache. */
+static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_format kv, float *lg, float *lc) {
     nc_model *m = nc_model_random(spec, 7);
     NC_ASSERT(m);
+    CHECK(nc_model_quantize(m, wf, true, 0) == 0, "quantize: %s", nc_error());
     int V = m->cfg.vocab_size;
-    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = MAX_SEQS};
+    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = MAX_SEQS, .kv_cache = kv};
     nc_backend *gpu = nc_backend_create("cuda", m, &p), *cpu = nc_backend_create("cpu", m, &p);
     CHECK(gpu && cpu, "backends for %s: %s", spec, nc_error());
-    if (!gpu || !cpu) return;
-    char what[96];
+    if (!gpu || !cpu) {
+        nc_backend_free(gpu);
+        nc_backend_free(cpu);
+        nc_model_free(m);
+        return;
+    }
+    char what[160], label[96];
+    snprintf(label, sizeof label, "%s %s weights%s", spec, nc_weight_format_name(wf),
+             kv == NC_KV_CACHE_FP8 ? ", fp8 KV" : "");
     int32_t prompt[200], t[MAX_SEQS][16];
     for (int i = 0; i < 200; i++) prompt[i] = (i * 7919 + 13) % V;
     for (int s = 0; s < MAX_SEQS; s++) table(t[s], 16, 5 * s + 1, 9);
     /* a prefill of 150 (3 blocks) with every row, then 4 decode steps */
     nc_seq_chunk c = {prompt, 150, 0, -1, t[0], NC_LOGITS_ALL};
-    snprintf(what, sizeof what, "%s prefill", spec);
+    snprintf(what, sizeof what, "%s prefill", label);
     compare_backends(gpu, cpu, &c, 1, V, lg, lc, what);
-    snprintf(what, sizeof what, "%s decode", spec);
+    snprintf(what, sizeof what, "%s decode", label);
     for (int k = 0; k < 4; k++) {
         nc_seq_chunk d = {prompt + 150 + k, 1, 150 + k, prompt[149 + k], t[0], NC_LOGITS_LAST};
         compare_backends(gpu, cpu, &d, 1, V, lg, lc, what);
@@ -235,7 +359,7 @@ static void check_random(const char *spec, float *lg, float *lc) {
         table(tc, 16, 57, 1);
         int sizes[4] = {12, 29, 45, 93};
         for (int k = 0; k < 4; k++) {
-            snprintf(what, sizeof what, "%s chunks of %d", spec, sizes[k]);
+            snprintf(what, sizeof what, "%s chunks of %d", label, sizes[k]);
             for (int p0 = 0; p0 < 150; p0 += sizes[k]) {
                 nc_seq_chunk d = {prompt + p0, NC_MIN(sizes[k], 150 - p0), p0, p0 ? prompt[p0 - 1] : -1, tc,
                                   NC_LOGITS_ALL};
@@ -247,16 +371,16 @@ static void check_random(const char *spec, float *lg, float *lc) {
     nc_seq_chunk pre[MAX_SEQS], dec[MAX_SEQS];
     for (int s = 1; s < MAX_SEQS; s++) {
         pre[s - 1] = (nc_seq_chunk){prompt + s, 20 + 17 * s, 0, -1, t[s], NC_LOGITS_NONE};
-        CHECK(fwd(gpu, pre + s - 1, 1, NULL) == 0 && fwd(cpu, pre + s - 1, 1, NULL) == 0, "%s prefills", spec);
+        CHECK(fwd(gpu, pre + s - 1, 1, NULL) == 0 && fwd(cpu, pre + s - 1, 1, NULL) == 0, "%s prefills", label);
     }
     for (int s = 0; s < MAX_SEQS; s++) {
         int pos = s ? 20 + 17 * s : 154;
         const int32_t *src = s ? prompt + s : prompt;
         dec[s] = (nc_seq_chunk){src + pos, 1, pos, src[pos - 1], t[s], NC_LOGITS_LAST};
     }
-    snprintf(what, sizeof what, "%s 3 decode rows", spec);
+    snprintf(what, sizeof what, "%s 3 decode rows", label);
     compare_backends(gpu, cpu, dec + 1, 3, V, lg, lc, what);
-    snprintf(what, sizeof what, "%s %d decode rows", spec, MAX_SEQS);
+    snprintf(what, sizeof what, "%s %d decode rows", label, MAX_SEQS);
     for (int s = 1; s < 4; s++) dec[s].pos++, dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++;
     compare_backends(gpu, cpu, dec, MAX_SEQS, V, lg, lc, what);
 
@@ -306,7 +430,7 @@ static void check_random(const char *spec, float *lg, float *lc) {
         }
         for (int s = 0; s < MAX_SEQS; s++) dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++, dec[s].pos++;
     }
-    printf("  %s: device sampling matched the host sampler on %d of %d draws\n", spec, agree, total);
+    printf("  %s: device sampling matched the host sampler on %d of %d draws\n", label, agree, total);
     CHECK(agree >= total - 1, "device sampling disagrees with the host sampler (%d of %d)", agree, total);
 
     /* A mid-prompt chunk (NC_LOGITS_NONE) rides along with sampled rows in
@@ -335,7 +459,7 @@ static void check_random(const char *spec, float *lg, float *lc) {
         }
     }
     nc_sampler_scratch_free(&scr);
-    printf("  %s: %s\n", spec, gpu->ops->describe(gpu));
+    printf("  %s: %s\n", label, gpu->ops->describe(gpu));
     nc_backend_free(gpu);
     nc_backend_free(cpu);
     nc_model_free(m);
@@ -368,16 +492,32 @@ int main(void) {
         fixture_free(&fx);
     }
     /* NC_CUDA_TEST_QUICK=1 (used under compute-sanitizer, which slows
-     * kernels ~50x): fixtures only. */
+     * kernels ~50x): the fixtures (of the 8-bit ones the first case), and of
+     * the random models only the small one with int8 weights and the fp8
+     * cache (the 8-bit GEMMs' token tiles, several decode rows), which also
+     * runs in full. */
     const char *quick = getenv("NC_CUDA_TEST_QUICK");
+    bool full = !(quick && *quick == '1');
+    check_quant_fixtures(logits, !full);
+    /* The CPU reference's weight-only kernels: the same dequantised weights
+     * (the VNNI ones round activations to int8) */
+    if (nc_cpu_backend_force_isa("avx2")) nc_cpu_backend_force_isa("scalar");
     /* d34 widths; GQA with a 4000-token vocabulary (4032 rows: the lm_head's
-     * last 128-row GEMM tile is half outside the matrix) */
-    const char *specs[] = {"2,2176,17", "2,1024,8,2,4000"};
-    for (size_t i = 0; i < NC_ARRAY_LEN(specs) && !(quick && *quick == '1'); i++) {
-        worst = 0;
-        check_random(specs[i], logits, logits2);
-        printf("%s vs CPU backend: worst relative logit error %.3g\n", specs[i], worst);
-    }
+     * last 128-row GEMM tile is half outside the matrix); each as stored,
+     * then in 8-bit modes */
+    const char *specs[] = {"2,2176,17", "2,1024,8,2,4000", "1,256,2,1,600"};
+    int n_modes;
+    const fixture_mode *modes = fixture_modes(&n_modes);
+    for (size_t i = 0; i < NC_ARRAY_LEN(specs); i++)
+        for (int k = 0; k < n_modes; k++) {
+            bool small = i == 2, quick_case = modes[k].weights == NC_WEIGHTS_INT8 && modes[k].kv == NC_KV_CACHE_FP8;
+            if (small ? !quick_case : !full) continue;
+            worst = 0;
+            check_random(specs[i], modes[k].weights, modes[k].kv, logits, logits2);
+            printf("%s %s weights%s vs CPU backend: worst relative logit error %.3g\n", specs[i],
+                   nc_weight_format_name(modes[k].weights), modes[k].kv == NC_KV_CACHE_FP8 ? ", fp8 KV" : "", worst);
+        }
+    nc_cpu_backend_force_isa("auto");
     free(logits);
     free(logits2);
     return check_summary("test_cuda_backend");

@@ -37,6 +37,15 @@
  * this step's position first appends the key and value (the same
  * nc_rope_head as the rope_append kernel, on the GEMV's fp32 qkv), then
  * reads that chunk through L2.
+ *
+ * fp8 cache (--kv-cache fp8): the same lanes, keys and dims with 8-byte
+ * loads (8 e4m3 values) instead of 16-byte ones, so a chunk is 2 KB of K
+ * and 2 KB of V: half the bytes of the bf16 cache for the same
+ * instructions. Each lane also reads the fp32 scales of the key whose
+ * score it ends with: the key scale multiplies that score (the key's
+ * column of q·Kᵀ), the value scale that key's probability before it goes
+ * to the lanes holding its V slice (the column of P), while the softmax
+ * sum uses the probability itself.
  */
 #include <math.h>
 
@@ -49,7 +58,9 @@
 
 typedef struct {
     const bf16 *q;          /* [N, H, D] */
-    const bf16 *kc, *vc;    /* this layer: [n_blocks][Hkv][64][D] */
+    const bf16 *kc, *vc;    /* this layer: [n_blocks][Hkv][64][D] (bf16 cache) */
+    const uint8_t *kc8, *vc8; /* fp8 cache: the same layout in e4m3 */
+    const float *ksc, *vsc; /* and its scales [n_blocks][Hkv][64] */
     const int32_t *dec_seq, *s_tok0, *s_pos, *s_bt, *bt;
     float *part;            /* [nb][H][splits][D + 2] */
     int *count;             /* [nb][Hkv] CTAs done per (row, kv head); the last one merges */
@@ -75,6 +86,32 @@ __device__ __forceinline__ uint4 ld_kv(const uint4 *p) {
  * (fused append), which the non-coherent path must not serve. */
 __device__ __forceinline__ uint4 ld_kv_fresh(const uint4 *p) { return __ldcg(p); }
 
+__device__ __forceinline__ uint2 ld_kv(const uint2 *p) {
+    uint2 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+    return r;
+}
+__device__ __forceinline__ uint2 ld_kv_fresh(const uint2 *p) { return __ldcg(p); }
+
+/* One chunk's keys and values in a lane's registers: 8 x 8 dims of keys
+ * 2i + lane / 16, as bf16 (16-byte loads) or e4m3 (8-byte loads, with the
+ * scales of the key this lane scores, kl below). */
+template <bool KV8>
+struct dec_chunk {
+    uint4 k[8], v[8];
+};
+template <>
+struct dec_chunk<true> {
+    uint2 k[8], v[8];
+    float ks, vs;
+};
+
+__device__ __forceinline__ void kv_to_f32(uint4 u, float *f) { nc_bf16x8_to_f32(u, f); }
+__device__ __forceinline__ void kv_to_f32(uint2 u, float *f) {
+    nc_e4m3x4_to_f32(u.x, f);
+    nc_e4m3x4_to_f32(u.y, f + 4);
+}
+
 /* v[0] (lane's 8 values v[0..7] summed over the 16 lanes of its half-warp,
  * value i of lane l going to key i) ends as the total of value i =
  * (l >> 1) & 7 (lanes l and l ^ 1 hold the same): a reduce-scatter in
@@ -98,27 +135,41 @@ __device__ __forceinline__ float reduce_scatter8(float *v, int lane) {
     return s + __shfl_xor_sync(0xffffffffu, s, 1);
 }
 
-/* Issues the 16 loads of chunk c (keys c*16 .. c*16+15 of kv head hk,
- * inside cache block blk) for this lane. */
-__device__ __forceinline__ void load_chunk(const dec_args &a, int32_t blk, int hk, int c, int lane, uint4 *kv,
-                                           uint4 *vv, bool fresh) {
-    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
-    size_t off = ((size_t)blk * a.Hkv + hk) * BT * D + (size_t)(c % CPB) * DEC_CHUNK * D;
-    const uint4 *kp = (const uint4 *)(a.kc + off) + lane, *vp = (const uint4 *)(a.vc + off) + lane;
+/* The 16 loads of a chunk, K first, from this lane's first K and V vector. */
+template <typename T>
+__device__ __forceinline__ void load16(const T *kp, const T *vp, T *k, T *v, bool fresh) {
     if (fresh) {
 #pragma unroll
-        for (int i = 0; i < 8; i++) kv[i] = ld_kv_fresh(kp + 32 * i), vv[i] = ld_kv_fresh(vp + 32 * i);
+        for (int i = 0; i < 8; i++) k[i] = ld_kv_fresh(kp + 32 * i), v[i] = ld_kv_fresh(vp + 32 * i);
         return;
     }
 #pragma unroll
-    for (int i = 0; i < 8; i++) kv[i] = ld_kv(kp + 32 * i);
+    for (int i = 0; i < 8; i++) k[i] = ld_kv(kp + 32 * i);
 #pragma unroll
-    for (int i = 0; i < 8; i++) vv[i] = ld_kv(vp + 32 * i);
+    for (int i = 0; i < 8; i++) v[i] = ld_kv(vp + 32 * i);
+}
+
+/* Issues the 16 loads of chunk c (keys c*16 .. c*16+15 of kv head hk,
+ * inside cache block blk) for this lane (and, fp8, the two scales of key
+ * kl of the chunk). */
+template <bool KV8>
+__device__ __forceinline__ void load_chunk(const dec_args &a, int32_t blk, int hk, int c, int lane, int kl,
+                                           dec_chunk<KV8> &r, bool fresh) {
+    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
+    size_t vec = ((size_t)blk * a.Hkv + hk) * BT + (size_t)(c % CPB) * DEC_CHUNK, off = vec * D;
+    if constexpr (KV8) {
+        r.ks = fresh ? __ldcg(a.ksc + vec + kl) : __ldg(a.ksc + vec + kl);
+        r.vs = fresh ? __ldcg(a.vsc + vec + kl) : __ldg(a.vsc + vec + kl);
+        load16((const uint2 *)(a.kc8 + off) + lane, (const uint2 *)(a.vc8 + off) + lane, r.k, r.v, fresh);
+    } else {
+        load16((const uint4 *)(a.kc + off) + lane, (const uint4 *)(a.vc + off) + lane, r.k, r.v, fresh);
+    }
 }
 
 /* G: query heads per kv head (compile time: the per-head state lives in
- * registers). EARLY: issue the first chunk's loads before nc_pdl_wait(). */
-template <int G, bool EARLY>
+ * registers). EARLY: issue the first chunk's loads before nc_pdl_wait().
+ * KV8: the fp8 cache. */
+template <int G, bool EARLY, bool KV8>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
     static_assert(D == DEC_THREADS && D == 16 * 8, "one 16-lane row of 16-byte loads per key; a thread per dim");
@@ -143,10 +194,11 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
      * (rope_append writing this step's key, value and q, or the qkv GEMV
      * when fused): the first chunk's loads are issued before waiting unless
      * it is chunk c_hi, which holds this step's key. */
-    uint4 kv[8], vv[8];
+    dec_chunk<KV8> ch;
+    const int kl = 2 * ((lane >> 1) & 7) + half; /* the chunk's key whose score this lane ends with */
     int32_t blk = cb < ce ? __ldg(bt + cb / CPB) : 0;
     bool early = EARLY && cb < ce && cb != c_hi;
-    if (early) load_chunk(a, blk, hk, cb, lane, kv, vv, false);
+    if (early) load_chunk<KV8>(a, blk, hk, cb, lane, kl, ch, false);
     nc_pdl_wait();
 
     /* Fused: the CTA's G query heads into shared memory, and the split
@@ -176,9 +228,9 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
         m[g] = -INFINITY, l[g] = 0.0f;
     }
     for (int c = cb; c < ce; c++) {
-        if (c != cb || !early) load_chunk(a, blk, hk, c, lane, kv, vv, fresh && c == c_hi);
+        if (c != cb || !early) load_chunk<KV8>(a, blk, hk, c, lane, kl, ch, fresh && c == c_hi);
         if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
-        int key = c * DEC_CHUNK + 2 * ((lane >> 1) & 7) + half; /* the key whose score this lane ends with */
+        int key = c * DEC_CHUNK + kl;
         bool valid = key >= lo && key <= pos;
         float p[G];
 #pragma unroll
@@ -187,13 +239,14 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 #pragma unroll
             for (int i = 0; i < 8; i++) {
                 float kf[8];
-                nc_bf16x8_to_f32(kv[i], kf);
+                kv_to_f32(ch.k[i], kf);
                 float s = 0.0f;
 #pragma unroll
                 for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
                 pr[i] = s;
             }
             float sc = reduce_scatter8(pr, lane);
+            if constexpr (KV8) sc *= ch.ks;
             sc = valid ? sc : -INFINITY;
             float mn = fmaxf(m[g], nc_warp_max(sc));
             float mu = mn == -INFINITY ? 0.0f : mn;
@@ -204,10 +257,14 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 #pragma unroll
             for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
         }
+        if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
+#pragma unroll
+            for (int g = 0; g < G; g++) p[g] *= ch.vs;
+        }
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             float vf[8];
-            nc_bf16x8_to_f32(vv[i], vf);
+            kv_to_f32(ch.v[i], vf);
 #pragma unroll
             for (int g = 0; g < G; g++) {
                 float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
@@ -287,11 +344,10 @@ __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
 }
 
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
-    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     dec_args a = {};
     a.q = cu->q;
-    a.kc = cu->kc + layer * layer_elems;
-    a.vc = cu->vc + layer * layer_elems;
+    nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
+    a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
     a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
     a.part = cu->part;
@@ -303,20 +359,27 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) 
     a.fused = fused;
     if (fused) nc_cuda_rope_args_fill(cu, layer, &a.rope); /* read only when fused */
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
-    static void (*const with_early[NC_ATTN_MAX_GROUP + 1])(dec_args) = {
-        NULL, attn_decode_kernel<1, true>, attn_decode_kernel<2, true>, attn_decode_kernel<3, true>,
-        attn_decode_kernel<4, true>, attn_decode_kernel<5, true>, attn_decode_kernel<6, true>,
-        attn_decode_kernel<7, true>, attn_decode_kernel<8, true>};
-    static void (*const without[NC_ATTN_MAX_GROUP + 1])(dec_args) = {
-        NULL, attn_decode_kernel<1, false>, attn_decode_kernel<2, false>, attn_decode_kernel<3, false>,
-        attn_decode_kernel<4, false>, attn_decode_kernel<5, false>, attn_decode_kernel<6, false>,
-        attn_decode_kernel<7, false>, attn_decode_kernel<8, false>};
+    static void (*const with_early[2][NC_ATTN_MAX_GROUP + 1])(dec_args) = {
+        {NULL, attn_decode_kernel<1, true, false>, attn_decode_kernel<2, true, false>,
+         attn_decode_kernel<3, true, false>, attn_decode_kernel<4, true, false>, attn_decode_kernel<5, true, false>,
+         attn_decode_kernel<6, true, false>, attn_decode_kernel<7, true, false>, attn_decode_kernel<8, true, false>},
+        {NULL, attn_decode_kernel<1, true, true>, attn_decode_kernel<2, true, true>, attn_decode_kernel<3, true, true>,
+         attn_decode_kernel<4, true, true>, attn_decode_kernel<5, true, true>, attn_decode_kernel<6, true, true>,
+         attn_decode_kernel<7, true, true>, attn_decode_kernel<8, true, true>}};
+    static void (*const without[2][NC_ATTN_MAX_GROUP + 1])(dec_args) = {
+        {NULL, attn_decode_kernel<1, false, false>, attn_decode_kernel<2, false, false>,
+         attn_decode_kernel<3, false, false>, attn_decode_kernel<4, false, false>,
+         attn_decode_kernel<5, false, false>, attn_decode_kernel<6, false, false>,
+         attn_decode_kernel<7, false, false>, attn_decode_kernel<8, false, false>},
+        {NULL, attn_decode_kernel<1, false, true>, attn_decode_kernel<2, false, true>,
+         attn_decode_kernel<3, false, true>, attn_decode_kernel<4, false, true>, attn_decode_kernel<5, false, true>,
+         attn_decode_kernel<6, false, true>, attn_decode_kernel<7, false, true>, attn_decode_kernel<8, false, true>}};
     /* The first-chunk prefetch before the PDL wait keeps 16 uint4 live
      * across it (128 registers instead of 84 for G = 1): worth it when the
      * context is split over many small CTAs (batch 1..8 on d34), not when
      * each CTA streams a whole row, where 6 instead of 4 resident CTAs per
      * SM win (H100, d34 @640: batch 32 +5.5%, 64 +1.6%, 128 -1%). */
-    void (*const *kernels)(dec_args) = splits > 1 ? with_early : without;
+    void (*const *kernels)(dec_args) = (splits > 1 ? with_early : without)[cu->kv_fp8 ? 1 : 0];
     NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP); /* check_model refuses other group sizes */
     cudaError_t e = nc_launch(cu, kernels[cu->G], dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching attn_decode: %s", cudaGetErrorString(e));

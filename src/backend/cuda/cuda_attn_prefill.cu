@@ -28,10 +28,18 @@
  * O rescaled only when a row maximum moved, P rounded to bf16 and
  * O += P·V with V fragments from ldmatrix.trans. Shared-memory rows are
  * padded to D + 8 bf16 so ldmatrix's 8 rows fall in distinct banks.
+ *
+ * The fp8 KV cache (--kv-cache fp8) runs the mma.sync kernel on every
+ * architecture: each warpgroup copies a block's e4m3 bytes and scales raw
+ * (cp.async, double-buffered, 16.5 KB instead of 32 KB) and widens them
+ * exactly to bf16 into one K and one V tile; the key scales multiply S's
+ * columns, the value scales P's columns after the row sums.
  */
 #include <math.h>
+#include <string.h>
 
 #include "cuda_hopper.cuh"
+#include "cuda_q8.cuh"
 
 #define FPAD (NC_HEAD_DIM + 8)
 #define FA_ROWS NC_ATTN_PREFILL_ROWS
@@ -40,7 +48,9 @@
 
 typedef struct {
     const bf16 *q;          /* [N, H, D] */
-    const bf16 *kc, *vc;    /* this layer: [n_blocks][Hkv][64][D] */
+    const bf16 *kc, *vc;    /* this layer: [n_blocks][Hkv][64][D] (bf16 cache) */
+    const uint8_t *kc8, *vc8; /* fp8 cache: the same layout in e4m3 */
+    const float *ksc, *vsc; /* and its scales [n_blocks][Hkv][64] */
     const int32_t *items;   /* [n_items][2] (chunk, first query row) */
     const int32_t *s_tok0, *s_ntok, *s_pos, *s_bt, *bt;
     bf16 *out;              /* [N, H*D] */
@@ -88,14 +98,6 @@ __device__ __forceinline__ void ldsm_x4_t(unsigned *r, unsigned s) {
                  : "r"(s));
 }
 
-__device__ __forceinline__ void mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(unsigned *)&v;
@@ -117,15 +119,80 @@ __device__ __forceinline__ void load_kv_block(unsigned ks_t, const bf16 *kg, con
     cp_async_commit();
 }
 
+/* fp8 cache: a warpgroup's raw copy of one block (after its K and V
+ * tiles): K bytes [64][D], V bytes, 64 key scales, 64 value scales. */
+#define FA8_K 0
+#define FA8_V (NC_KV_BLOCK_TOKENS * NC_HEAD_DIM)
+#define FA8_KS (2 * FA8_V)
+#define FA8_VS (FA8_KS + NC_KV_BLOCK_TOKENS * 4)
+#define FA8_STAGE (FA8_VS + NC_KV_BLOCK_TOKENS * 4)
+static_assert(2 * FA_TILE_ELEMS * 2 + 2 * FA8_STAGE <= 4 * FA_TILE_ELEMS * 2, "fp8 staging fits a warpgroup's share");
+
+/* One warpgroup's raw copy of an fp8 cache block into staging st: 512 + 512
+ * 16-byte chunks of K and V bytes (4 + 4 per thread) and the 2 x 256 bytes
+ * of scales (threads 0..31). kg, vg: the block's bytes; ksg, vsg: its scales. */
+__device__ __forceinline__ void load_kv8_block(unsigned st, const uint8_t *kg, const uint8_t *vg, const float *ksg,
+                                               const float *vsg, int wtid) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int c = wtid + 128 * i;
+        cp_async16(st + FA8_K + 16 * c, kg + 16 * c);
+        cp_async16(st + FA8_V + 16 * c, vg + 16 * c);
+    }
+    if (wtid < 16) cp_async16(st + FA8_KS + 16 * wtid, ksg + 4 * wtid);
+    else if (wtid < 32) cp_async16(st + FA8_VS + 16 * (wtid - 16), vsg + 4 * (wtid - 16));
+    cp_async_commit();
+}
+
+/* Widens a staged fp8 block into the padded bf16 K and V tiles (exact);
+ * thread wtid: half wtid & 1 of row wtid / 2 of each. */
+__device__ __forceinline__ void widen_kv8_block(unsigned st, unsigned kt, unsigned vt, int wtid) {
+    int r = wtid >> 1, hh = wtid & 1;
+#pragma unroll
+    for (int kv = 0; kv < 2; kv++) {
+        unsigned src = st + (kv ? FA8_V : FA8_K) + r * NC_HEAD_DIM + hh * 64;
+        unsigned dst = (kv ? vt : kt) + (r * FPAD + hh * 64) * 2;
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            uint4 w, o0, o1;
+            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(w.x), "=r"(w.y), "=r"(w.z), "=r"(w.w) : "r"(src + 16 * u));
+            o0.x = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.x), o0.y = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.x >> 16);
+            o0.z = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.y), o0.w = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.y >> 16);
+            o1.x = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.z), o1.y = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.z >> 16);
+            o1.z = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.w), o1.w = nc_q8x2_to_bf16x2<NC_WEIGHT_FP8>(w.w >> 16);
+            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst + 32 * u), "r"(o0.x), "r"(o0.y), "r"(o0.z), "r"(o0.w));
+            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst + 32 * u + 16), "r"(o1.x), "r"(o1.y), "r"(o1.z), "r"(o1.w));
+        }
+    }
+}
+
+/* fp8 cache: a 32-key half's S or P (two m16 row blocks x 4 n8 tiles, this
+ * thread's columns 8n + 2tq, +1) times the scales of those keys. */
+__device__ __forceinline__ void scale_columns(float (*s)[4][4], const float *sc, int tq) {
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+        float2 c = *(const float2 *)(sc + n * 8 + 2 * tq);
+#pragma unroll
+        for (int rb = 0; rb < 2; rb++) {
+            s[rb][n][0] *= c.x, s[rb][n][1] *= c.y;
+            s[rb][n][2] *= c.x, s[rb][n][3] *= c.y;
+        }
+    }
+}
+
+/* KV8: the fp8 cache (one K and one V tile per warpgroup, then two staging
+ * slots); else bf16 (two of each, double-buffered by cp.async). */
+template <bool KV8>
 __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) {
-    const int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS;
+    const int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, NBUF = KV8 ? 1 : 2;
     extern __shared__ __align__(16) unsigned char smem[];
     nc_pdl_trigger();
     int tid = threadIdx.x, lane = tid & 31, warp = (tid >> 5) & 3, wg = tid >> 7, wtid = tid & 127;
     int g = lane >> 2, tq = lane & 3;
     bf16 *qs = (bf16 *)smem;                                /* [128][FPAD] */
-    bf16 *ks = qs + FA_ROWS * FPAD + wg * 4 * FA_TILE_ELEMS; /* [2][64][FPAD] of this warpgroup */
-    bf16 *vs = ks + 2 * FA_TILE_ELEMS;                      /* [2][64][FPAD] */
+    bf16 *ks = qs + FA_ROWS * FPAD + wg * 4 * FA_TILE_ELEMS; /* [NBUF][64][FPAD] of this warpgroup */
+    bf16 *vs = ks + NBUF * FA_TILE_ELEMS;                   /* [NBUF][64][FPAD] */
+    const unsigned st8 = (unsigned)__cvta_generic_to_shared(ks) + 2 * FA_TILE_ELEMS * 2; /* KV8: [2] staging */
 
     int item = blockIdx.x / a.H, h = blockIdx.x - item * a.H, hk = h / a.G;
     int seq = a.items[2 * item], q0 = a.items[2 * item + 1];
@@ -140,11 +207,17 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
     const size_t lane_off = hk * tile + (size_t)(wtid >> 4) * D + (wtid & 15) * 8;
     const bf16 *kbase = a.kc + lane_off, *vbase = a.vc + lane_off;
     const unsigned ks_t = (unsigned)__cvta_generic_to_shared(ks) + ((wtid >> 4) * FPAD + (wtid & 15) * 8) * 2;
+    /* fp8: block b of head hk starts at byte / vector (b Hkv + hk) 64 (D) */
+    auto load_block = [&](int b, int slot) {
+        size_t vec = ((size_t)btab[b] * a.Hkv + hk) * BT;
+        if constexpr (KV8)
+            load_kv8_block(st8 + slot * FA8_STAGE, a.kc8 + vec * D, a.vc8 + vec * D, a.ksc + vec, a.vsc + vec, wtid);
+        else
+            load_kv_block(ks_t + slot * FA_TILE_ELEMS * 2, kbase + (size_t)btab[b] * kv_head,
+                          vbase + (size_t)btab[b] * kv_head);
+    };
 
-    if (nt > 0) {
-        size_t off = (size_t)btab[b_lo + wg] * kv_head;
-        load_kv_block(ks_t, kbase + off, vbase + off);
-    }
+    if (nt > 0) load_block(b_lo + wg, 0);
     {   /* Q rows q0 .. q0+127 of head h (zeros past the chunk) */
         int r = tid >> 4, c = (tid & 15) * 8;
 #pragma unroll
@@ -179,15 +252,22 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
                         (((lane & 7) + ((lane >> 3) & 1) * 8) * FPAD + (lane >> 4) * 8) * 2;
 
     for (int j = 0; j < nt; j++) {
-        int b = b_lo + wg + 2 * j, buf = j & 1;
+        int b = b_lo + wg + 2 * j, buf = KV8 ? 0 : j & 1;
         if (j + 1 < nt) {
-            size_t off = (size_t)btab[b + 2] * kv_head;
-            load_kv_block(ks_t + (buf ^ 1) * FA_TILE_ELEMS * 2, kbase + off, vbase + off);
+            load_block(b + 2, (j & 1) ^ 1);
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         wg_barrier(wg);
+        const float *ksc_s = (const float *)(smem + (st8 - (unsigned)__cvta_generic_to_shared(smem)) +
+                                             (j & 1) * FA8_STAGE + FA8_KS);
+        const float *vsc_s = ksc_s + BT;
+        if constexpr (KV8) {
+            widen_kv8_block(st8 + (j & 1) * FA8_STAGE, (unsigned)__cvta_generic_to_shared(ks),
+                            (unsigned)__cvta_generic_to_shared(vs), wtid);
+            wg_barrier(wg);
+        }
         /* the block in two 32-key halves: S stays at 32 registers per thread */
 #pragma unroll 1
         for (int half = 0; half < 2; half++) {
@@ -212,11 +292,12 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
                     ldsm_x4(kf, kt + (np * 16 * FPAD + kk * 16) * 2);
 #pragma unroll
                     for (int rb = 0; rb < 2; rb++) {
-                        mma_bf16(s[rb][2 * np], qf[rb], kf[0], kf[1]);
-                        mma_bf16(s[rb][2 * np + 1], qf[rb], kf[2], kf[3]);
+                        nc_mma_bf16(s[rb][2 * np], qf[rb], kf[0], kf[1]);
+                        nc_mma_bf16(s[rb][2 * np + 1], qf[rb], kf[2], kf[3]);
                     }
                 }
             }
+            if constexpr (KV8) scale_columns(s, ksc_s + half * 32, tq); /* the key scales, in S's columns */
             /* mask only where the keys cross this warp's diagonal or window edge */
             if (klast > qmin || qmax - kfirst > a.window) {
 #pragma unroll
@@ -267,6 +348,7 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
                     }
                 }
             }
+            if constexpr (KV8) scale_columns(s, vsc_s + half * 32, tq); /* the value scales, in P's (sums done) */
             /* O += P V, P as bf16 A fragments (16 keys per k-step) */
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) {
@@ -284,8 +366,8 @@ __global__ void __launch_bounds__(FA_THREADS, 1) attn_prefill_kernel(fa_args a) 
                     ldsm_x4_t(vf, vt + (kk * 16 * FPAD + dp * 16) * 2);
 #pragma unroll
                     for (int rb = 0; rb < 2; rb++) {
-                        mma_bf16(o[rb][2 * dp], p[rb], vf[0], vf[1]);
-                        mma_bf16(o[rb][2 * dp + 1], p[rb], vf[2], vf[3]);
+                        nc_mma_bf16(o[rb][2 * dp], p[rb], vf[0], vf[1]);
+                        nc_mma_bf16(o[rb][2 * dp + 1], p[rb], vf[2], vf[3]);
                     }
                 }
             }
@@ -467,7 +549,7 @@ __device__ __forceinline__ void wg_qk(float *s, unsigned qa, unsigned kb) {
 template <int NPG>
 __device__ __forceinline__ void wg_pv(float *o, const unsigned *p, unsigned vb) {
 #pragma unroll
-    for (int kk = 0; kk < 4 * NPG; kk++) wgmma_m64n128_rs(o, p + 4 * kk, wg_desc(vb + kk * 16 * 128, NPG * WG_PAGE / 2));
+    for (int kk = 0; kk < 4 * NPG; kk++) wgmma_rs<128, 1>(o, p + 4 * kk, wg_desc(vb + kk * 16 * 128, NPG * WG_PAGE / 2));
 }
 #endif /* NC_HAVE_WGMMA */
 
@@ -645,7 +727,9 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu) {
      * for other architectures only has the trapping stub) */
     fa_kernel = cu->have_wgmma ? 2 : 0;
     if (fa_kernel && cu->env.cuda_fa) fa_kernel = cu->env.cuda_fa;
-    NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)FA_SMEM));
+    NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)FA_SMEM));
     NC_CU_TRY(cudaFuncSetAttribute(attn_prefill_wgmma_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)WG_SMEM(1)));
@@ -655,11 +739,11 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu) {
 }
 
 int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items) {
-    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     fa_args a;
+    memset(&a, 0, sizeof a);
     a.q = cu->q;
-    a.kc = cu->kc + layer * layer_elems;
-    a.vc = cu->vc + layer * layer_elems;
+    nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
+    a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
     a.items = META(cu, items);
     a.s_tok0 = META(cu, s_tok0), a.s_ntok = META(cu, s_ntok), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
@@ -670,12 +754,14 @@ int nc_cuda_attn_prefill(nc_cuda *cu, int layer, int n_items) {
     /* one CTA per (item, head), all heads of an item adjacent: the longest
      * items (nc_cuda_batch_pack sorts them) start first */
     unsigned grid = (unsigned)n_items * cu->H;
-    if (fa_kernel == 2)
+    if (cu->kv_fp8) /* the wgmma kernels read bf16 tiles only */
+        attn_prefill_kernel<true><<<grid, FA_THREADS, FA_SMEM, cu->stream>>>(a);
+    else if (fa_kernel == 2)
         attn_prefill_wgmma_kernel<2><<<grid, FA_THREADS, WG_SMEM(2), cu->stream>>>(a);
     else if (fa_kernel == 1)
         attn_prefill_wgmma_kernel<1><<<grid, FA_THREADS, WG_SMEM(1), cu->stream>>>(a);
     else
-        attn_prefill_kernel<<<grid, FA_THREADS, FA_SMEM, cu->stream>>>(a);
+        attn_prefill_kernel<false><<<grid, FA_THREADS, FA_SMEM, cu->stream>>>(a);
     NC_CU_LAUNCHED("attn_prefill");
     return 0;
 }

@@ -7,8 +7,12 @@
  * checkpoint tensors are converted on the GPU, chunk by chunk through two
  * pinned staging buffers so disk reads, PCIe and conversion overlap), with
  * c_q | c_k | c_v fused into one [Q, C] matrix per layer so a decode step
- * reads the attention input once. It then allocates the paged bf16 KV pool
- * (zeroed: masked keys of a tile multiply finite values), the rotary table
+ * reads the attention input once. 8-bit matrices (--weights int8 / fp8,
+ * docs/quantization.md) are uploaded as they are, 1 byte per weight, with
+ * their fp32 row scales beside them (fused the same way); fp8 needs an
+ * sm_89+ card. It then allocates the paged KV pool, bf16 or with
+ * --kv-cache fp8 e4m3 plus a scale per (token, kv head) (zeroed: masked
+ * keys of a tile multiply finite values), the rotary table
  * (bf16-rounded like nanochat under autocast), all scratch for
  * max_batch_tokens / max_seqs, and pinned metadata buffers, so the token
  * loop never allocates. Memory is checked up front: an OOM names the bytes
@@ -94,10 +98,13 @@ typedef struct {
     int turn;
 } upload_stage;
 
-/* Converts tensor t (f32 / f16 / bf16) into dst (bf16, numel elements). */
-static int upload_tensor(nc_cuda *cu, upload_stage *st, bf16 *dst, const nc_tensor *t) {
-    if (t->dtype != NC_DTYPE_F32 && t->dtype != NC_DTYPE_F16 && t->dtype != NC_DTYPE_BF16)
-        return nc_fail("cuda: tensor %s has dtype %s; expected f32, f16 or bf16", t->name,
+static bool is_8bit(nc_dtype d) { return d == NC_DTYPE_I8 || d == NC_DTYPE_F8_E4M3; }
+
+/* Uploads tensor t into dst: f32 / f16 / bf16 converted to bf16, 8-bit
+ * matrices (I8, F8_E4M3) as they are. */
+static int upload_tensor(nc_cuda *cu, upload_stage *st, void *dst, const nc_tensor *t) {
+    if (t->dtype != NC_DTYPE_F32 && t->dtype != NC_DTYPE_F16 && t->dtype != NC_DTYPE_BF16 && !is_8bit(t->dtype))
+        return nc_fail("cuda: tensor %s has dtype %s; expected f32, f16, bf16, i8 or f8_e4m3", t->name,
                        nc_dtype_name(t->dtype));
     size_t es = nc_dtype_size(t->dtype);
     int64_t numel = nc_tensor_numel(t);
@@ -108,12 +115,17 @@ static int upload_tensor(nc_cuda *cu, upload_stage *st, bf16 *dst, const nc_tens
         st->turn ^= 1;
         NC_CU_TRY(cudaEventSynchronize(st->done[k]));
         memcpy(st->host[k], (const char *)t->data + off * es, (size_t)cnt * es);
-        NC_CU_TRY(cudaMemcpyAsync(st->dev[k], st->host[k], (size_t)cnt * es, cudaMemcpyHostToDevice,
-                                  cu->stream));
-        int blocks = (int)NC_MIN((cnt + 255) / 256, (int64_t)4 * cu->sm_count * 8);
-        convert_to_bf16_kernel<<<blocks, 256, 0, cu->stream>>>(st->dev[k], (int)t->dtype, dst + off,
-                                                               cnt);
-        NC_CU_LAUNCHED("convert_to_bf16");
+        if (is_8bit(t->dtype)) {
+            NC_CU_TRY(cudaMemcpyAsync((uint8_t *)dst + off, st->host[k], (size_t)cnt, cudaMemcpyHostToDevice,
+                                      cu->stream));
+        } else {
+            NC_CU_TRY(cudaMemcpyAsync(st->dev[k], st->host[k], (size_t)cnt * es, cudaMemcpyHostToDevice,
+                                      cu->stream));
+            int blocks = (int)NC_MIN((cnt + 255) / 256, (int64_t)4 * cu->sm_count * 8);
+            convert_to_bf16_kernel<<<blocks, 256, 0, cu->stream>>>(st->dev[k], (int)t->dtype, (bf16 *)dst + off,
+                                                                   cnt);
+            NC_CU_LAUNCHED("convert_to_bf16");
+        }
         NC_CU_TRY(cudaEventRecord(st->done[k], cu->stream));
     }
     return 0;
@@ -135,25 +147,42 @@ static int upload_small_f32(nc_cuda *cu, float *dst, const nc_tensor *t) {
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 typedef struct {
-    size_t wte, lm_head, smear;
+    size_t wte, lm_head, lm_head_scale, smear;
     size_t *wqkv, *wo, *wfc, *wproj, *ve, *ve_gate; /* [L] */
+    size_t *sqkv, *so, *sfc, *sproj;                /* [L] row scales of 8-bit matrices */
     size_t total;
 } slab_layout;
 
+/* Bytes per weight of the layers' matrices and of lm_head as the slab
+ * holds them: 1 for 8-bit ones, 2 (bf16) otherwise. */
+static size_t layer_weight_bytes(const nc_model *m) { return m->weights == NC_WEIGHTS_FLOAT ? 2 : 1; }
+static size_t lm_head_weight_bytes(const nc_model *m) { return m->lm_head_scale ? 1 : 2; }
+
 /* Offsets of every weight in the slab; slab_free releases the plan. */
 static void slab_plan(const nc_model *m, const nc_cuda *cu, slab_layout *s) {
-    size_t *arrays = (size_t *)nc_xcalloc((size_t)6 * cu->L, sizeof(size_t));
+    size_t *arrays = (size_t *)nc_xcalloc((size_t)10 * cu->L, sizeof(size_t));
     s->wqkv = arrays, s->wo = arrays + cu->L, s->wfc = arrays + 2 * cu->L;
     s->wproj = arrays + 3 * cu->L, s->ve = arrays + 4 * cu->L, s->ve_gate = arrays + 5 * cu->L;
-    size_t off = 0, C = cu->C, D = cu->D;
+    s->sqkv = arrays + 6 * cu->L, s->so = arrays + 7 * cu->L, s->sfc = arrays + 8 * cu->L;
+    s->sproj = arrays + 9 * cu->L;
+    size_t off = 0, C = cu->C, D = cu->D, es = layer_weight_bytes(m);
+    bool q8 = m->weights != NC_WEIGHTS_FLOAT;
 #define TAKE(field, bytes) (field = off, off = align256(off + (bytes)))
     TAKE(s->wte, (size_t)cu->Vp * C * 2);
-    TAKE(s->lm_head, (size_t)cu->Vp * C * 2);
+    TAKE(s->lm_head, (size_t)cu->Vp * C * lm_head_weight_bytes(m));
+    s->lm_head_scale = (size_t)-1;
+    if (m->lm_head_scale) TAKE(s->lm_head_scale, (size_t)cu->Vp * 4);
     for (int l = 0; l < cu->L; l++) {
-        TAKE(s->wqkv[l], (size_t)cu->Q * C * 2);
-        TAKE(s->wo[l], C * (size_t)cu->H * D * 2);
-        TAKE(s->wfc[l], (size_t)cu->F * C * 2);
-        TAKE(s->wproj[l], C * (size_t)cu->F * 2);
+        TAKE(s->wqkv[l], (size_t)cu->Q * C * es);
+        TAKE(s->wo[l], C * (size_t)cu->H * D * es);
+        TAKE(s->wfc[l], (size_t)cu->F * C * es);
+        TAKE(s->wproj[l], C * (size_t)cu->F * es);
+        if (q8) {
+            TAKE(s->sqkv[l], (size_t)cu->Q * 4);
+            TAKE(s->so[l], C * 4);
+            TAKE(s->sfc[l], (size_t)cu->F * 4);
+            TAKE(s->sproj[l], C * 4);
+        }
         const nc_layer_weights *lw = &m->layers[l];
         s->ve[l] = s->ve_gate[l] = (size_t)-1;
         if (lw->value_embed) TAKE(s->ve[l], (size_t)cu->Vp * cu->Hkv * D * 2);
@@ -184,20 +213,30 @@ static int upload_weights(nc_cuda *cu, const nc_model *m, const slab_layout *s) 
     }
     {
         char *base = (char *)cu->slab;
-        size_t C = cu->C, D = cu->D;
-        if (upload_tensor(cu, &st, (bf16 *)(base + s->wte), m->wte)) goto out;
-        if (upload_tensor(cu, &st, (bf16 *)(base + s->lm_head), m->lm_head)) goto out;
+        size_t C = cu->C, D = cu->D, es = layer_weight_bytes(m);
+        if (upload_tensor(cu, &st, base + s->wte, m->wte)) goto out;
+        if (upload_tensor(cu, &st, base + s->lm_head, m->lm_head)) goto out;
+        if (m->lm_head_scale && upload_small_f32(cu, (float *)(base + s->lm_head_scale), m->lm_head_scale)) goto out;
         for (int l = 0; l < cu->L; l++) {
             const nc_layer_weights *lw = &m->layers[l];
-            bf16 *qkv = (bf16 *)(base + s->wqkv[l]);
-            if (upload_tensor(cu, &st, qkv, lw->c_q) ||
-                upload_tensor(cu, &st, qkv + (size_t)cu->H * D * C, lw->c_k) ||
-                upload_tensor(cu, &st, qkv + (size_t)(cu->H + cu->Hkv) * D * C, lw->c_v) ||
-                upload_tensor(cu, &st, (bf16 *)(base + s->wo[l]), lw->attn_proj) ||
-                upload_tensor(cu, &st, (bf16 *)(base + s->wfc[l]), lw->mlp_fc) ||
-                upload_tensor(cu, &st, (bf16 *)(base + s->wproj[l]), lw->mlp_proj))
+            char *qkv = base + s->wqkv[l];
+            size_t k_row0 = (size_t)cu->H * D, v_row0 = (size_t)(cu->H + cu->Hkv) * D;
+            if (upload_tensor(cu, &st, qkv, lw->c_q) || upload_tensor(cu, &st, qkv + k_row0 * C * es, lw->c_k) ||
+                upload_tensor(cu, &st, qkv + v_row0 * C * es, lw->c_v) ||
+                upload_tensor(cu, &st, base + s->wo[l], lw->attn_proj) ||
+                upload_tensor(cu, &st, base + s->wfc[l], lw->mlp_fc) ||
+                upload_tensor(cu, &st, base + s->wproj[l], lw->mlp_proj))
                 goto out;
-            if (lw->value_embed && upload_tensor(cu, &st, (bf16 *)(base + s->ve[l]), lw->value_embed))
+            if (m->weights != NC_WEIGHTS_FLOAT) {
+                float *sq = (float *)(base + s->sqkv[l]);
+                if (upload_small_f32(cu, sq, lw->scale.c_q) || upload_small_f32(cu, sq + k_row0, lw->scale.c_k) ||
+                    upload_small_f32(cu, sq + v_row0, lw->scale.c_v) ||
+                    upload_small_f32(cu, (float *)(base + s->so[l]), lw->scale.attn_proj) ||
+                    upload_small_f32(cu, (float *)(base + s->sfc[l]), lw->scale.mlp_fc) ||
+                    upload_small_f32(cu, (float *)(base + s->sproj[l]), lw->scale.mlp_proj))
+                    goto out;
+            }
+            if (lw->value_embed && upload_tensor(cu, &st, base + s->ve[l], lw->value_embed))
                 goto out;
             if (lw->ve_gate && upload_small_f32(cu, (float *)(base + s->ve_gate[l]), lw->ve_gate))
                 goto out;
@@ -318,7 +357,7 @@ static int plan_memory(nc_cuda *cu, const nc_backend_params *p, size_t slab_byte
     const nc_model_config *c = &cu->cfg;
     cu->slab_bytes = slab_bytes;
     cu->lt_workspace_bytes = 32u << 20;
-    size_t kv_token_bytes = (size_t)cu->L * 2 * cu->Hkv * cu->D * 2;
+    size_t kv_token_bytes = (size_t)cu->L * 2 * cu->Hkv * (cu->kv_fp8 ? cu->D + sizeof(float) : cu->D * 2);
     size_t kv_block_bytes = kv_token_bytes * NC_KV_BLOCK_TOKENS;
     size_t fixed = cu->slab_bytes + scratch_bytes(cu) + cu->lt_workspace_bytes + (256u << 20);
     size_t fr = 0, tot = 0;
@@ -332,7 +371,7 @@ static int plan_memory(nc_cuda *cu, const nc_backend_params *p, size_t slab_byte
     }
     size_t need = fixed + (size_t)nblocks * kv_block_bytes;
     if (need > fr)
-        return nc_fail("cuda: out of memory: the model (%.2f GiB bf16), scratch and a KV pool of %lld "
+        return nc_fail("cuda: out of memory: the model (%.2f GiB), scratch and a KV pool of %lld "
                        "blocks need %.2f GiB, %.2f GiB free of %.2f GiB; lower the KV pool or batch sizes",
                        cu->slab_bytes / 1073741824.0, (long long)nblocks, need / 1073741824.0,
                        fr / 1073741824.0, tot / 1073741824.0);
@@ -346,9 +385,16 @@ static int plan_memory(nc_cuda *cu, const nc_backend_params *p, size_t slab_byte
     return 0;
 }
 
-/* A bf16 matrix of the slab as the projections read it. */
-static nc_cuda_weight slab_matrix(char *base, size_t off, int rows, int cols) {
-    nc_cuda_weight w = {base + off, rows, cols, rows, NC_WEIGHT_BF16};
+/* The device format of a matrix the model holds as `dtype`. */
+static nc_cuda_weight_format weight_format(nc_dtype dtype) {
+    return dtype == NC_DTYPE_I8 ? NC_WEIGHT_INT8 : dtype == NC_DTYPE_F8_E4M3 ? NC_WEIGHT_FP8 : NC_WEIGHT_BF16;
+}
+
+/* A matrix of the slab as the projections read it: bf16, or 8-bit with its
+ * row scales at scale_off. */
+static nc_cuda_weight slab_matrix(char *base, size_t off, int rows, int cols, nc_cuda_weight_format f,
+                                  size_t scale_off) {
+    nc_cuda_weight w = {base + off, rows, cols, rows, f, f == NC_WEIGHT_BF16 ? NULL : (const float *)(base + scale_off)};
     return w;
 }
 
@@ -357,16 +403,18 @@ static int load_weights(nc_cuda *cu, const nc_model *m, const slab_layout *sl) {
     if (dev_alloc(&cu->slab, cu->slab_bytes, "the weights")) return -1;
     char *base = (char *)cu->slab;
     int C = cu->C;
+    nc_cuda_weight_format lf = weight_format(m->layers[0].c_q->dtype);
+    cu->layer_format = lf;
     cu->wte = (bf16 *)(base + sl->wte);
-    cu->lm_head = slab_matrix(base, sl->lm_head, cu->Vp, C);
+    cu->lm_head = slab_matrix(base, sl->lm_head, cu->Vp, C, weight_format(m->lm_head->dtype), sl->lm_head_scale);
     cu->lm_head.used_rows = cu->V; /* the padding rows' logits are never read */
     cu->layers = (nc_cuda_layer *)nc_xcalloc((size_t)cu->L, sizeof(nc_cuda_layer));
     for (int l = 0; l < cu->L; l++) {
         nc_cuda_layer *ly = &cu->layers[l];
-        ly->qkv = slab_matrix(base, sl->wqkv[l], cu->Q, C);
-        ly->o = slab_matrix(base, sl->wo[l], C, cu->H * cu->D);
-        ly->fc = slab_matrix(base, sl->wfc[l], cu->F, C);
-        ly->proj = slab_matrix(base, sl->wproj[l], C, cu->F);
+        ly->qkv = slab_matrix(base, sl->wqkv[l], cu->Q, C, lf, sl->sqkv[l]);
+        ly->o = slab_matrix(base, sl->wo[l], C, cu->H * cu->D, lf, sl->so[l]);
+        ly->fc = slab_matrix(base, sl->wfc[l], cu->F, C, lf, sl->sfc[l]);
+        ly->proj = slab_matrix(base, sl->wproj[l], C, cu->F, lf, sl->sproj[l]);
         ly->ve = sl->ve[l] != (size_t)-1 ? (bf16 *)(base + sl->ve[l]) : NULL;
         ly->ve_gate = sl->ve_gate[l] != (size_t)-1 ? (float *)(base + sl->ve_gate[l]) : NULL;
         ly->window = nc_config_window(&cu->cfg, l);
@@ -379,14 +427,25 @@ static int load_weights(nc_cuda *cu, const nc_model *m, const slab_layout *sl) {
     return upload_weights(cu, m, sl);
 }
 
-/* The paged KV pool, zeroed so that masked slots of a tile are finite. */
-static int alloc_kv_pool(nc_cuda *cu, const memory_plan *mp) {
-    size_t kv_half = (size_t)cu->n_blocks * mp->kv_block_bytes / 2;
-    if (dev_alloc((void **)&cu->kc, kv_half, "the KV cache (keys)") ||
-        dev_alloc((void **)&cu->vc, kv_half, "the KV cache (values)"))
-        return -1;
-    NC_CU_TRY(cudaMemsetAsync(cu->kc, 0, kv_half, cu->stream));
-    NC_CU_TRY(cudaMemsetAsync(cu->vc, 0, kv_half, cu->stream));
+/* The paged KV pool, zeroed so that masked slots of a tile are finite:
+ * bf16 keys and values, or e4m3 ones and their fp32 scales. */
+static int alloc_kv_pool(nc_cuda *cu) {
+    size_t vectors = (size_t)cu->n_blocks * cu->L * cu->Hkv * NC_KV_BLOCK_TOKENS, D = cu->D;
+    void **bufs[4] = {(void **)&cu->kc, (void **)&cu->vc, NULL, NULL};
+    size_t bytes[4] = {vectors * D * 2, vectors * D * 2, 0, 0};
+    const char *what[4] = {"the KV cache (keys)", "the KV cache (values)", "the KV cache (key scales)",
+                           "the KV cache (value scales)"};
+    if (cu->kv_fp8) {
+        bufs[0] = (void **)&cu->kc8, bufs[1] = (void **)&cu->vc8;
+        bufs[2] = (void **)&cu->ksc, bufs[3] = (void **)&cu->vsc;
+        bytes[0] = bytes[1] = vectors * D;
+        bytes[2] = bytes[3] = vectors * sizeof(float);
+    }
+    for (int i = 0; i < 4; i++) {
+        if (!bufs[i]) continue;
+        if (dev_alloc(bufs[i], bytes[i], what[i])) return -1;
+        NC_CU_TRY(cudaMemsetAsync(*bufs[i], 0, bytes[i], cu->stream));
+    }
     return 0;
 }
 
@@ -495,7 +554,8 @@ static int probe_wgmma(nc_cuda *cu) {
 /* The kernels' one-time setup: which ones this device runs, cuBLASLt, the
  * skinny GEMM, the prefill attention's shared memory. */
 static int init_kernels(nc_cuda *cu) {
-    return probe_wgmma(cu) || nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_attn_prefill_init(cu);
+    return probe_wgmma(cu) || nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_q8_gemm_init(cu) ||
+           nc_cuda_attn_prefill_init(cu);
 }
 
 /* Decode graphs (NC_CUDA_GRAPHS), programmatic dependent launch
@@ -515,13 +575,37 @@ static int init_launch_modes(nc_cuda *cu) {
     return 0;
 }
 
+static const char *format_name(nc_cuda_weight_format f) {
+    return f == NC_WEIGHT_INT8 ? "int8" : f == NC_WEIGHT_FP8 ? "fp8" : "bf16";
+}
+
 static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan *mp) {
+    bool q8 = cu->layer_format != NC_WEIGHT_BF16;
+    char lm[32] = "";
+    if (cu->lm_head.format != cu->layer_format) snprintf(lm, sizeof lm, " (lm_head %s)", format_name(cu->lm_head.format));
+    const char *gemms = cu->skinny ? (q8 ? "wgmma" : "wgmma up to 64 rows, then cuBLASLt")
+                                   : (q8 ? "mma.sync" : "cuBLASLt");
     snprintf(cu->description, sizeof cu->description,
-             "%.200s (cc %d.%d, %d SMs, %.1f GiB): bf16 weights %.2f GB, KV pool %lld blocks (%.2f GiB), "
+             "%.200s (cc %d.%d, %d SMs, %.1f GiB): %s weights%s %.2f GB, KV pool %lld blocks (%.2f GiB%s), "
              "batch GEMMs: %s",
              prop->name, prop->major, prop->minor, prop->multiProcessorCount, mp->total_bytes / 1073741824.0,
-             cu->slab_bytes / 1e9, (long long)cu->n_blocks, cu->n_blocks * mp->kv_block_bytes / 1073741824.0,
-             cu->skinny ? "wgmma up to 64 rows, then cuBLASLt" : "cuBLASLt");
+             format_name(cu->layer_format), lm, cu->slab_bytes / 1e9, (long long)cu->n_blocks,
+             cu->n_blocks * mp->kv_block_bytes / 1073741824.0, cu->kv_fp8 ? ", fp8" : "", gemms);
+}
+
+/* fp8 (e4m3) weights and the fp8 KV cache need the e4m3 conversions of
+ * sm_89+ (Ada, Hopper); int8 weights run everywhere. */
+static int check_formats(const nc_cuda *cu, const nc_model *m, const nc_backend_params *p) {
+    if (p->kv_cache != NC_KV_CACHE_BF16 && p->kv_cache != NC_KV_CACHE_FP8)
+        return nc_fail("cuda backend: unknown KV cache format %d", (int)p->kv_cache);
+    bool fp8 = m->weights == NC_WEIGHTS_FP8 || m->lm_head->dtype == NC_DTYPE_F8_E4M3;
+    bool cc89 = cu->cc_major > 8 || (cu->cc_major == 8 && cu->cc_minor >= 9);
+    if ((fp8 || p->kv_cache == NC_KV_CACHE_FP8) && !cc89)
+        return nc_fail("cuda backend: %s needs compute capability 8.9 or later (Ada, Hopper: e4m3 conversions); "
+                       "this GPU has %d.%d: use --weights int8%s",
+                       fp8 ? "--weights fp8 (e4m3)" : "--kv-cache fp8", cu->cc_major, cu->cc_minor,
+                       p->kv_cache == NC_KV_CACHE_FP8 ? " and --kv-cache bf16" : "");
+    return 0;
 }
 
 /* ==== init / free ==== */
@@ -529,22 +613,20 @@ static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan 
 static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
     const nc_model *m = b->model;
     if (check_model(&m->cfg)) return -1;
-    if (m->weights != NC_WEIGHTS_FLOAT || m->lm_head_scale || p->kv_cache != NC_KV_CACHE_BF16)
-        return nc_fail("cuda backend: 8-bit weights (--weights int8/fp8, or a `nanochat quantize` checkpoint) "
-                       "and --kv-cache fp8 have no CUDA kernels yet; run them with --device cpu");
     int device = b->n_gpus ? b->gpus[0] : 0;
     char why[256];
     if (!nc_cuda_probe_device(device, why, sizeof why)) return nc_fail("cuda backend: GPU %d: %s", device, why);
     read_shapes(cu, &m->cfg);
     cu->env = b->env;
     cudaDeviceProp prop;
-    if (open_device(cu, device, &prop) || size_batches(cu, p)) return -1;
+    if (open_device(cu, device, &prop) || check_formats(cu, m, p) || size_batches(cu, p)) return -1;
+    cu->kv_fp8 = p->kv_cache == NC_KV_CACHE_FP8;
     slab_layout sl;
     slab_plan(m, cu, &sl);
     memory_plan mp = {0, 0};
     int rc = plan_memory(cu, p, sl.total, &mp) || load_weights(cu, m, &sl);
     slab_free(&sl);
-    if (rc || alloc_kv_pool(cu, &mp) || build_rope_table(cu) || alloc_scratch(cu) || alloc_batch_buffers(cu) ||
+    if (rc || alloc_kv_pool(cu) || build_rope_table(cu) || alloc_scratch(cu) || alloc_batch_buffers(cu) ||
         init_kernels(cu) || init_launch_modes(cu))
         return -1;
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
@@ -598,7 +680,7 @@ static void cuda_free(nc_backend *b) {
     free(cu->sample_chunk);
     nc_cuda_gemm_free(cu);
     nc_cuda_skinny_free(cu);
-    void *dev[] = {cu->slab, cu->kc, cu->vc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
+    void *dev[] = {cu->slab, cu->kc, cu->vc, cu->kc8, cu->vc8, cu->ksc, cu->vsc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
                    cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
                    cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};
     for (size_t i = 0; i < NC_ARRAY_LEN(dev); i++)
@@ -694,11 +776,15 @@ static int cuda_prepare_decode(nc_backend *b, int32_t max_rows) {
     return rc;
 }
 
-/* Every weight lives in the device slab as bf16 (upload_tensor converts
- * f32 and f16), and the KV pool is bf16. */
-static size_t cuda_weight_elem_bytes(nc_backend *b, nc_dtype dtype) { return sizeof(bf16); }
+/* Float weights live in the device slab as bf16 (upload_tensor converts
+ * f32 and f16), 8-bit ones as they are; the KV pool is bf16, or e4m3 with
+ * an fp32 scale per vector. */
+static size_t cuda_weight_elem_bytes(nc_backend *b, nc_dtype dtype) { return is_8bit(dtype) ? 1 : sizeof(bf16); }
 
-static size_t cuda_kv_vector_bytes(nc_backend *b) { return (size_t)nc_cuda_of(b)->D * sizeof(bf16); }
+static size_t cuda_kv_vector_bytes(nc_backend *b) {
+    const nc_cuda *cu = nc_cuda_of(b);
+    return cu->kv_fp8 ? (size_t)cu->D + sizeof(float) : (size_t)cu->D * sizeof(bf16);
+}
 
 extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     "cuda",

@@ -117,15 +117,14 @@ __global__ void __launch_bounds__(256) rope_append_kernel(nc_rope_args a) {
 
 void nc_cuda_rope_args_fill(const nc_cuda *cu, int layer, nc_rope_args *a) {
     const nc_cuda_layer *ly = &cu->layers[layer];
-    size_t layer_elems = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS * cu->D;
     a->qkv = cu->qkv;
     a->x = cu->x;
     a->tok = META(cu, tok), a->tpos = META(cu, tpos), a->tseq = META(cu, tseq);
     a->s_bt = META(cu, s_bt), a->bt = META(cu, bt);
     a->rope = cu->rope;
     a->q = cu->q;
-    a->kc = cu->kc + layer * layer_elems;
-    a->vc = cu->vc + layer * layer_elems;
+    nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
+    a->kc = kv.kc, a->vc = kv.vc, a->kc8 = kv.kc8, a->vc8 = kv.vc8, a->ksc = kv.ksc, a->vsc = kv.vsc;
     a->ve = ly->ve;
     a->ve_gate = ly->ve_gate;
     a->H = cu->H, a->Hkv = cu->Hkv, a->C = cu->C, a->ve_ch = cu->cfg.ve_gate_channels;
@@ -217,22 +216,33 @@ int nc_cuda_softcap(nc_cuda *cu, float *y, int rows, int cols) {
 
 /* ==== KV block copy ==== */
 
-/* One CTA per (layer, k|v, kv head): the first n rows of a 64 x D tile. */
-__global__ void copy_block_kernel(bf16 *kc, bf16 *vc, int64_t n_blocks, int Hkv, int32_t src, int32_t dst,
-                                  int n) {
+/* One CTA per (layer, k|v, kv head): the first n rows of a 64 x D tile of
+ * `es`-byte values (2: bf16, 1: e4m3), and of the tile's 64 scales when sk
+ * and sv are not NULL (fp8). */
+__global__ void copy_block_kernel(void *kc, void *vc, float *sk, float *sv, int es, int64_t n_blocks, int Hkv,
+                                  int32_t src, int32_t dst, int n) {
     int i = blockIdx.x;
     int head = i % Hkv, kv = (i / Hkv) % 2, layer = i / (2 * Hkv);
-    bf16 *base = kv ? vc : kc;
-    size_t tile = (size_t)NC_KV_BLOCK_TOKENS * NC_HEAD_DIM;
-    const uint4 *s = (const uint4 *)(base + (((size_t)layer * n_blocks + src) * Hkv + head) * tile);
-    uint4 *d = (uint4 *)(base + (((size_t)layer * n_blocks + dst) * Hkv + head) * tile);
-    int cnt = n * NC_HEAD_DIM / 8;
+    char *base = (char *)(kv ? vc : kc);
+    size_t tile = (size_t)NC_KV_BLOCK_TOKENS * NC_HEAD_DIM * es;
+    size_t ts = (((size_t)layer * n_blocks + src) * Hkv + head), td = (((size_t)layer * n_blocks + dst) * Hkv + head);
+    const uint4 *s = (const uint4 *)(base + ts * tile);
+    uint4 *d = (uint4 *)(base + td * tile);
+    int cnt = n * NC_HEAD_DIM * es / 16;
     for (int k = threadIdx.x; k < cnt; k += blockDim.x) d[k] = s[k];
+    float *sc = kv ? sv : sk;
+    if (sc)
+        for (int k = threadIdx.x; k < n; k += blockDim.x)
+            sc[td * NC_KV_BLOCK_TOKENS + k] = sc[ts * NC_KV_BLOCK_TOKENS + k];
 }
 
 int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n) {
-    copy_block_kernel<<<cu->L * 2 * cu->Hkv, 256, 0, cu->stream>>>(cu->kc, cu->vc, cu->n_blocks, cu->Hkv, src,
-                                                                   dst, n);
+    if (cu->kv_fp8)
+        copy_block_kernel<<<cu->L * 2 * cu->Hkv, 256, 0, cu->stream>>>(cu->kc8, cu->vc8, cu->ksc, cu->vsc, 1,
+                                                                       cu->n_blocks, cu->Hkv, src, dst, n);
+    else
+        copy_block_kernel<<<cu->L * 2 * cu->Hkv, 256, 0, cu->stream>>>(cu->kc, cu->vc, NULL, NULL, 2, cu->n_blocks,
+                                                                       cu->Hkv, src, dst, n);
     NC_CU_LAUNCHED("copy_block");
     return 0;
 }

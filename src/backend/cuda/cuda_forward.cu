@@ -8,9 +8,10 @@
  * Per forward: cuda_batch.cu validates the batch and uploads its metadata
  * (token ids, positions, block tables, ...) with one copy, then the layers
  * run. Every matrix product goes through project(), the one place that
- * picks a kernel for the row count: our GEMV for a single token (batch-1
- * decode, the norm and epilogue fused), our skinny wgmma GEMM for 2..64
- * rows on sm_90a, cuBLASLt otherwise. Attention runs split-KV for
+ * picks a kernel for the row count and weight format: our GEMV for a
+ * single token (batch-1 decode, the norm and epilogue fused), our skinny
+ * wgmma GEMM for 2..64 rows on sm_90a (8-bit weights: for every row count),
+ * cuBLASLt otherwise (8-bit weights: our mma.sync GEMM). Attention runs split-KV for
  * one-token chunks and the tensor-core flash kernel for longer chunks, in
  * the same layer.
  *
@@ -89,14 +90,15 @@ static bool gemv_rows(int n) { return n <= NC_GEMV_MAX_ROWS; }
  * The one place that picks a matrix-product kernel:
  *   - one row (batch-1 decode): the GEMV, computing w->used_rows outputs
  *     with the RMSNorm of a normed input folded in (it reads the fp32 rows);
- *   - 2..64 rows: the skinny wgmma GEMM where it runs (sm_90a);
- *   - otherwise cuBLASLt, plus a ReLU² / softcap pass.
+ *   - 2..64 rows: the skinny wgmma GEMM where it runs (sm_90a), and for
+ *     8-bit weights every row count past one (token tiles past 64);
+ *   - otherwise cuBLASLt (bf16, plus a ReLU² / softcap pass) or, for 8-bit
+ *     weights, which cuBLASLt cannot widen, the mma.sync GEMM.
  * The GEMMs read bf16 rows: a normed input is first normed into cu->h (by
- * the gather kernel for the logits rows). A new weight format adds its
- * kernels here, as a branch on w->format. */
+ * the gather kernel for the logits rows). Each weight format's kernels
+ * widen its values themselves and apply its row scales
+ * (docs/quantization.md). */
 static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc_cuda_epilogue epi, void *out) {
-    NC_ASSERT(w->format == NC_WEIGHT_BF16);
-    const bf16 *W = (const bf16 *)w->data;
     bool normed_in = in.kind != ROWS_BF16;
     NC_ASSERT(!normed_in || w->cols == cu->C);
     if (gemv_rows(n)) {
@@ -105,14 +107,14 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
             if (nc_cuda_gather_rows(cu, in.r0, n, false)) return -1;
             x = cu->xr;
         }
-        return nc_cuda_gemv(cu, W, w->used_rows, w->cols, x, !normed_in, normed_in, epi, out);
+        return nc_cuda_gemv(cu, w, x, !normed_in, normed_in, epi, out);
     }
     const bf16 *x = normed_in ? cu->h : (const bf16 *)in.p;
     if (in.kind == ROWS_NORMED && nc_cuda_rmsnorm_bf16(cu, (const float *)in.p, cu->h, n)) return -1;
     if (in.kind == ROWS_LOGITS && nc_cuda_gather_rows(cu, in.r0, n, true)) return -1;
-    if (nc_cuda_skinny_fits(cu, W, x, out, w->rows, n, w->cols))
-        return nc_cuda_skinny_gemm(cu, W, x, out, w->rows, n, w->cols, epi);
-    return nc_cuda_lt_matmul(cu, W, x, out, w->rows, n, w->cols, epi);
+    if (nc_cuda_skinny_fits(cu, w, x, out, n)) return nc_cuda_skinny_gemm(cu, w, x, out, n, epi);
+    if (w->format != NC_WEIGHT_BF16) return nc_cuda_q8_gemm(cu, w, x, out, n, epi);
+    return nc_cuda_lt_matmul(cu, (const bf16 *)w->data, x, out, w->rows, n, w->cols, epi);
 }
 
 /* ==== the layers ==== */

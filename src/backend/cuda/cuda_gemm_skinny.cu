@@ -34,12 +34,25 @@
  * always in split order (distributed shared memory), and applies the
  * epilogue: deterministic, no workspace, and a row's result does not depend
  * on how many other rows are in the batch.
+ *
+ * 8-bit weights (int8 / e4m3, docs/quantization.md): the weight tile is
+ * [128 rows x 128 k] bytes (the same 128-byte swizzled rows, twice the k
+ * per stage; the X tile is two [NT x 64] boxes), and the consumers widen
+ * it in registers: per k16 step each thread reads the 16-byte chunk of its
+ * two rows (the four threads of a row read the same chunk: a broadcast,
+ * and the swizzle puts the 8 rows of a warp in distinct banks), keeps its
+ * 2 + 2 bytes, widens them exactly to bf16 (cuda_q8.cuh) and issues wgmma
+ * with A from registers. The row scale multiplies the finished sums in the
+ * epilogue. Past 64 rows the grid has a third dimension of 128-token tiles
+ * (prefill chunks, 65+ row batches): each re-reads the weight strip, from
+ * L2 for every matrix but the lm_head.
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <stdlib.h>
 
 #include "cuda_hopper.cuh"
+#include "cuda_q8.cuh"
 
 #define SK_BM 128                /* weight rows (outputs) per CTA: two consumer warpgroups of 64 */
 #define SK_BK 64                 /* k per stage: one 128-byte swizzled row */
@@ -49,30 +62,43 @@
 #define SK_MIN_KTILES 4          /* fewest 64-wide k-tiles per split */
 #define SK_SMEM_BUDGET (196 * 1024) /* shared memory per CTA (see the top of the file) */
 
-template <int NT>
+/* NT: token rows per tile (wgmma N); FMT: the weights' nc_cuda_weight_format. */
+template <int NT, int FMT>
 struct sk_cfg {
-    static constexpr int A_BYTES = SK_BM * SK_BK * 2;                   /* weight tile */
-    static constexpr int B_BYTES = NT * SK_BK * 2;                      /* X tile */
+    static constexpr bool Q8 = FMT != NC_WEIGHT_BF16;
+    static constexpr int BK = Q8 ? 2 * SK_BK : SK_BK;                  /* k per stage: a 128-byte weight row */
+    static constexpr int A_BYTES = SK_BM * 128;                         /* weight tile */
+    static constexpr int B_BYTES = NT * BK * 2;                         /* X tile: BK / 64 boxes */
     static constexpr int STAGE = A_BYTES + B_BYTES;                     /* a multiple of 1024 (swizzle atoms) */
-    static constexpr int STAGES = (SK_SMEM_BUDGET - 1024) / (STAGE + 16); /* 10 / 9 / 8 at NT 16 / 32 / 64 */
+    static constexpr int STAGES = (SK_SMEM_BUDGET - 1024) / (STAGE + 16); /* bf16: 10 / 9 / 8 at NT 16 / 32 / 64 */
     static constexpr int RS = SK_BM + 4; /* floats per token row of the reduction tile (+4: bank spread) */
     static constexpr int SMEM = 1024 + STAGES * STAGE + 2 * STAGES * 8;
     static_assert(NT * RS * 4 <= STAGES * STAGE, "the reduction tile reuses the ring");
 };
 
 typedef struct {
-    int M, N, K, KT;      /* Y [N, M] = X [N, K] · W [M, K]ᵀ; KT = ceil(K / 64) */
+    int M, N, K, KT;      /* Y [N, M] = X [N, K] · W [M, K]ᵀ; KT = ceil(K / BK) */
     nc_cuda_epilogue epi;
     void *y;              /* bf16 (STORE, RELU2) or fp32 (ADD, SOFTCAP), row stride M */
     float cap;
+    const float *scale;   /* [M] row scales of 8-bit weights */
 } sk_args;
 
-template <int NT>
+/* The A fragments of one k16 step of 8-bit weights: rows r and r + 8 of
+ * the stage's swizzled [128 x 128] byte tile (r % 8 == g), k 16 kk + 2tq,
+ * +1 (a[0], a[1]) and 16 kk + 8 + 2tq, +1 (a[2], a[3]). */
+template <int FMT>
+__device__ __forceinline__ void sk_q8_frag(unsigned tile, int r, int kk, int g, int tq, unsigned *a) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) nc_q8_frag_row<FMT>(tile + (r + 8 * h) * 128 + ((kk ^ g) << 4), tq, a[h], a[2 + h]);
+}
+
+template <int NT, int FMT>
 __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid_constant__ CUtensorMap wmap,
                                                                     const __grid_constant__ CUtensorMap xmap,
                                                                     sk_args a) {
 #ifdef NC_HAVE_WGMMA
-    using C = sk_cfg<NT>;
+    using C = sk_cfg<NT, FMT>;
     extern __shared__ __align__(16) unsigned char smem[];
     nc_pdl_trigger();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -82,7 +108,7 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
 #define EMPTY(s) (bars + (C::STAGES + (s)) * 8)
 #define STAGE_A(s) (ring + (s) * C::STAGE)
 #define STAGE_B(s) (ring + (s) * C::STAGE + C::A_BYTES)
-    const int S = gridDim.y, split = blockIdx.y, m0 = blockIdx.x * SK_BM;
+    const int S = gridDim.y, split = blockIdx.y, m0 = blockIdx.x * SK_BM, n0 = blockIdx.z * NT;
     const int kt0 = (int)((int64_t)split * a.KT / S), nk = (int)((int64_t)(split + 1) * a.KT / S) - kt0;
     if (tid == 0) {
         for (int s = 0; s < C::STAGES; s++) {
@@ -99,16 +125,21 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
             int pre = min(C::STAGES, nk);
             for (int i = 0; i < pre; i++) { /* weights first: they do not depend on the previous kernel */
                 mbar_arrive_expect_tx(FULL(i), C::STAGE);
-                tma_load_2d(STAGE_A(i), &wmap, (kt0 + i) * SK_BK, m0, FULL(i));
+                tma_load_2d(STAGE_A(i), &wmap, (kt0 + i) * C::BK, m0, FULL(i));
             }
             nc_pdl_wait();
-            for (int i = 0; i < pre; i++) tma_load_2d(STAGE_B(i), &xmap, (kt0 + i) * SK_BK, 0, FULL(i));
+            for (int i = 0; i < pre; i++)
+#pragma unroll
+                for (int h = 0; h < C::BK / SK_BK; h++)
+                    tma_load_2d(STAGE_B(i) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(i));
             for (int i = pre; i < nk; i++) {
                 int s = i % C::STAGES;
                 mbar_wait(EMPTY(s), (i / C::STAGES - 1) & 1);
                 mbar_arrive_expect_tx(FULL(s), C::STAGE);
-                tma_load_2d(STAGE_A(s), &wmap, (kt0 + i) * SK_BK, m0, FULL(s));
-                tma_load_2d(STAGE_B(s), &xmap, (kt0 + i) * SK_BK, 0, FULL(s));
+                tma_load_2d(STAGE_A(s), &wmap, (kt0 + i) * C::BK, m0, FULL(s));
+#pragma unroll
+                for (int h = 0; h < C::BK / SK_BK; h++)
+                    tma_load_2d(STAGE_B(s) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(s));
             }
         }
     } else { /* consumers: warpgroup wg owns weight rows m0 + 64 wg .. + 63 */
@@ -119,11 +150,23 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
             int s = i % C::STAGES;
             mbar_wait(FULL(s), (i / C::STAGES) & 1);
             unsigned sa = STAGE_A(s) + wg * 64 * 128, sb = STAGE_B(s);
-            wg_fence_regs<NT / 2>(d);
-            wg_fence();
+            if constexpr (C::Q8) {
+                const int g = lane >> 2, tq = lane & 3, r = (warp & 3) * 16 + g;
+                unsigned af[8][4];
 #pragma unroll
-            for (int kk = 0; kk < SK_BK / 16; kk++)
-                wgmma_ss<NT>(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
+                for (int kk = 0; kk < 8; kk++) sk_q8_frag<FMT>(sa, r, kk, g, tq, af[kk]);
+                wg_fence_regs<NT / 2>(d);
+                wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < 8; kk++)
+                    wgmma_rs<NT, 0>(d, af[kk], wg_desc(sb + (kk >> 2) * NT * 128 + (kk & 3) * 32, 16));
+            } else {
+                wg_fence_regs<NT / 2>(d);
+                wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < SK_BK / 16; kk++)
+                    wgmma_ss<NT>(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
+            }
             wg_commit();
             wg_wait<0>();
             wg_fence_regs<NT / 2>(d);
@@ -158,7 +201,7 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
     const int i1 = (rank + 1) * items / S;
     for (int i = rank * items / S + tid; i < i1; i += SK_THREADS) {
         int n = i / (SK_BM / 4), mi = (i % (SK_BM / 4)) * 4, m = m0 + mi;
-        if (n >= a.N || m >= a.M) continue;
+        if (n0 + n >= a.N || m >= a.M) continue;
         unsigned addr = ring + (unsigned)(n * C::RS + mi) * 4;
         float4 v;
         if (S > 1) {
@@ -170,7 +213,11 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
         } else {
             v = *(const float4 *)&tile[n * C::RS + mi];
         }
-        size_t o = (size_t)n * a.M + m;
+        if constexpr (C::Q8) {
+            float4 sc = __ldg((const float4 *)(a.scale + m));
+            v.x *= sc.x, v.y *= sc.y, v.z *= sc.z, v.w *= sc.w;
+        }
+        size_t o = (size_t)(n0 + n) * a.M + m;
         if (a.epi == NC_EPI_ADD) {
             float4 *y = (float4 *)((float *)a.y + o), t = *y;
             t.x += v.x, t.y += v.y, t.z += v.z, t.w += v.w;
@@ -200,21 +247,48 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
 
 /* ==== host side ==== */
 
-#define SK_VARIANTS 3 /* NT = 16, 32, 64 */
+/* Variants: (weight format, NT). v = 4 * format + NT index (16, 32, 64,
+ * 128); bf16 has no 128-token tiles (cuBLASLt serves its 65+ rows). */
+#define SK_VARIANTS 12
+
+static bool sk_exists(int v) { return v % 4 != 3 || v / 4 != NC_WEIGHT_BF16; }
+
+/* NT = 16 << nt; bf16 has no nt 3 (it falls back to 64, never asked for). */
+template <int FMT>
+static const void *sk_kernel_of(int nt) {
+    if constexpr (FMT != NC_WEIGHT_BF16)
+        if (nt == 3) return (const void *)skinny_gemm_kernel<128, FMT>;
+    switch (nt) {
+    case 0: return (const void *)skinny_gemm_kernel<16, FMT>;
+    case 1: return (const void *)skinny_gemm_kernel<32, FMT>;
+    default: return (const void *)skinny_gemm_kernel<64, FMT>;
+    }
+}
 
 static const void *sk_kernel(int v) {
-    switch (v) {
-    case 0: return (const void *)skinny_gemm_kernel<16>;
-    case 1: return (const void *)skinny_gemm_kernel<32>;
-    default: return (const void *)skinny_gemm_kernel<64>;
+    switch (v / 4) {
+    case NC_WEIGHT_BF16: return sk_kernel_of<NC_WEIGHT_BF16>(v % 4);
+    case NC_WEIGHT_INT8: return sk_kernel_of<NC_WEIGHT_INT8>(v % 4);
+    default: return sk_kernel_of<NC_WEIGHT_FP8>(v % 4);
+    }
+}
+
+template <int FMT>
+static int sk_smem_of(int nt) {
+    if constexpr (FMT != NC_WEIGHT_BF16)
+        if (nt == 3) return sk_cfg<128, FMT>::SMEM;
+    switch (nt) {
+    case 0: return sk_cfg<16, FMT>::SMEM;
+    case 1: return sk_cfg<32, FMT>::SMEM;
+    default: return sk_cfg<64, FMT>::SMEM;
     }
 }
 
 static int sk_smem(int v) {
-    switch (v) {
-    case 0: return sk_cfg<16>::SMEM;
-    case 1: return sk_cfg<32>::SMEM;
-    default: return sk_cfg<64>::SMEM;
+    switch (v / 4) {
+    case NC_WEIGHT_BF16: return sk_smem_of<NC_WEIGHT_BF16>(v % 4);
+    case NC_WEIGHT_INT8: return sk_smem_of<NC_WEIGHT_INT8>(v % 4);
+    default: return sk_smem_of<NC_WEIGHT_FP8>(v % 4);
     }
 }
 
@@ -223,6 +297,7 @@ struct nc_cuda_skinny_state {
     /* clusters[v][s]: clusters of s CTAs of variant v that fit on the
      * device at once (GPC boundaries make it less than the SM count / s) */
     int clusters[SK_VARIANTS][SK_MAX_SPLITS + 1];
+    bool q8;     /* the 8-bit variants could be set up (else the mma.sync GEMM serves 8-bit weights) */
 };
 
 /* clusters of `size` CTAs of variant v resident at once */
@@ -241,7 +316,7 @@ static cudaError_t sk_max_clusters(int v, int size, int *out) {
 
 int nc_cuda_skinny_init(nc_cuda *cu) {
     cu->skinny = NULL;
-    if (!cu->env.cuda_skinny) return 0; /* NC_CUDA_SKINNY=0: cuBLASLt for comparisons */
+    if (!cu->env.cuda_skinny) return 0; /* NC_CUDA_SKINNY=0: cuBLASLt / the mma.sync GEMM, for comparisons */
     /* wgmma + TMA need this binary's sm_90a code on an sm_90 device (a
      * build for other architectures only has the trapping stub) */
     if (!cu->have_wgmma) return 0;
@@ -254,15 +329,21 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
     }
     nc_cuda_skinny_state *sk = (nc_cuda_skinny_state *)nc_xcalloc(1, sizeof *sk);
     sk->encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    sk->q8 = true;
     for (int v = 0; v < SK_VARIANTS; v++) {
+        if (!sk_exists(v)) continue;
         int per_sm = 0;
         cudaError_t e = cudaFuncSetAttribute(sk_kernel(v), cudaFuncAttributeMaxDynamicSharedMemorySize, sk_smem(v));
         if (e == cudaSuccess)
             e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, sk_kernel(v), SK_THREADS, sk_smem(v));
         sk->clusters[v][1] = per_sm * cu->sm_count;
         for (int s = 2; s <= SK_MAX_SPLITS && e == cudaSuccess; s++) e = sk_max_clusters(v, s, &sk->clusters[v][s]);
-        if (e != cudaSuccess || per_sm < 1) { /* an optional fast path: cuBLASLt serves every batch instead */
+        if (e != cudaSuccess || per_sm < 1) { /* an optional fast path: cuBLASLt / the mma.sync GEMM instead */
             cudaGetLastError();
+            if (v / 4 != NC_WEIGHT_BF16) {
+                sk->q8 = false;
+                continue;
+            }
             free(sk);
             return 0;
         }
@@ -276,43 +357,63 @@ void nc_cuda_skinny_free(nc_cuda *cu) {
     cu->skinny = NULL;
 }
 
-bool nc_cuda_skinny_fits(const nc_cuda *cu, const void *W, const void *X, const void *Y, int m, int n, int k) {
+bool nc_cuda_skinny_fits(const nc_cuda *cu, const nc_cuda_weight *w, const void *X, const void *Y, int n) {
     /* TMA: 16-byte aligned bases and row strides; the epilogue stores 4
      * outputs at a time */
-    return cu->skinny && n >= 2 && n <= SK_MAX_ROWS && m % 8 == 0 && k % 8 == 0 && ((uintptr_t)W & 15) == 0 &&
-           ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 15) == 0;
+    bool ok = w->format == NC_WEIGHT_BF16 ? n <= SK_MAX_ROWS : cu->skinny && cu->skinny->q8;
+    return cu->skinny && n >= 2 && ok && w->rows % 8 == 0 && w->cols % 16 == 0 &&
+           ((uintptr_t)w->data & 15) == 0 && ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 15) == 0;
 }
 
-/* A 2-D bf16 tensor [rows, k] (row stride k) read in [box_rows, 64] boxes. */
-static int sk_map(const nc_cuda_skinny_state *sk, CUtensorMap *map, const bf16 *base, int rows, int k,
-                  int box_rows) {
-    cuuint64_t dims[2] = {(cuuint64_t)k, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)k * 2};
-    cuuint32_t box[2] = {SK_BK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
-    CUresult r = sk->encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dims, strides, box, elem,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+/* A 2-D tensor [rows, k] of `type` (row stride k elements of `elem`
+ * bytes) read in [box_rows, 128-byte] boxes. */
+static int sk_map(const nc_cuda_skinny_state *sk, CUtensorMap *map, CUtensorMapDataType type, size_t elem,
+                  const void *base, int rows, int k, int box_rows) {
+    cuuint64_t dims[2] = {(cuuint64_t)k, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)k * elem};
+    cuuint32_t box[2] = {(cuuint32_t)(128 / elem), (cuuint32_t)box_rows}, el[2] = {1, 1};
+    CUresult r = sk->encode(map, type, 2, (void *)base, dims, strides, box, el, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS)
         return nc_fail("cuda: encoding a TMA descriptor for a %d x %d matrix failed (%d)", rows, k, (int)r);
     return 0;
 }
 
-int nc_cuda_skinny_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
-                        nc_cuda_epilogue epi) {
-    NC_ASSERT(nc_cuda_skinny_fits(cu, W, X, Y, m, n, k));
+template <int FMT>
+static cudaError_t sk_launch(const cudaLaunchConfig_t *cfg, int nt, const CUtensorMap &wmap, const CUtensorMap &xmap,
+                             const sk_args &a) {
+    if constexpr (FMT != NC_WEIGHT_BF16)
+        if (nt == 3) return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<128, FMT>, wmap, xmap, a);
+    switch (nt) {
+    case 0: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<16, FMT>, wmap, xmap, a);
+    case 1: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<32, FMT>, wmap, xmap, a);
+    default: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<64, FMT>, wmap, xmap, a);
+    }
+}
+
+int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi) {
+    NC_ASSERT(nc_cuda_skinny_fits(cu, w, X, Y, n));
     const nc_cuda_skinny_state *sk = cu->skinny;
-    int v = n <= 16 ? 0 : n <= 32 ? 1 : 2, nt = 16 << v;
-    sk_args a = {m, n, k, (k + SK_BK - 1) / SK_BK, epi, Y, cu->cfg.softcap};
+    int m = w->rows, k = w->cols, fmt = (int)w->format;
+    bool q8 = fmt != NC_WEIGHT_BF16;
+    int nt = n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3, v = 4 * fmt + nt, rows_per_tile = 16 << nt;
+    int bk = q8 ? 2 * SK_BK : SK_BK, tiles = (n + rows_per_tile - 1) / rows_per_tile;
+    sk_args a = {m, n, k, (k + bk - 1) / bk, epi, Y, cu->cfg.softcap, w->scale};
     int m_tiles = (m + SK_BM - 1) / SK_BM;
     /* splits: as many as keep every cluster resident at once (so all CTAs
-     * prefetch before the previous kernel ends), each with >= 4 k-tiles */
-    int splits = NC_MIN(SK_MAX_SPLITS, a.KT / SK_MIN_KTILES);
+     * prefetch before the previous kernel ends), each with >= 4 k-tiles;
+     * token tiles bring CTAs enough */
+    int splits = tiles > 1 ? 1 : NC_MIN(SK_MAX_SPLITS, a.KT / SK_MIN_KTILES);
     while (splits > 1 && m_tiles > sk->clusters[v][splits]) splits--;
     splits = NC_MAX(splits, 1);
     CUtensorMap wmap, xmap;
-    if (sk_map(sk, &wmap, W, m, k, SK_BM) || sk_map(sk, &xmap, X, n, k, nt)) return -1;
+    if (sk_map(sk, &wmap, q8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q8 ? 1 : 2, w->data,
+               m, k, SK_BM) ||
+        sk_map(sk, &xmap, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, X, n, k, rows_per_tile))
+        return -1;
 
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)m_tiles, (unsigned)splits);
+    cfg.gridDim = dim3((unsigned)m_tiles, (unsigned)splits, (unsigned)tiles);
     cfg.blockDim = dim3(SK_THREADS);
     cfg.dynamicSmemBytes = (size_t)sk_smem(v);
     cfg.stream = cu->stream;
@@ -329,12 +430,9 @@ int nc_cuda_skinny_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int 
     }
     cfg.attrs = at;
     cfg.numAttrs = (unsigned)na;
-    cudaError_t e;
-    switch (v) {
-    case 0: e = cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<16>, wmap, xmap, a); break;
-    case 1: e = cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<32>, wmap, xmap, a); break;
-    default: e = cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<64>, wmap, xmap, a); break;
-    }
+    cudaError_t e = fmt == NC_WEIGHT_BF16   ? sk_launch<NC_WEIGHT_BF16>(&cfg, nt, wmap, xmap, a)
+                    : fmt == NC_WEIGHT_INT8 ? sk_launch<NC_WEIGHT_INT8>(&cfg, nt, wmap, xmap, a)
+                                            : sk_launch<NC_WEIGHT_FP8>(&cfg, nt, wmap, xmap, a);
     if (e != cudaSuccess)
         return nc_fail("cuda: launching the skinny GEMM (%d x %d x %d): %s", m, n, k, cudaGetErrorString(e));
     return 0;

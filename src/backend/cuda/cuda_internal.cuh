@@ -9,10 +9,14 @@
  *   cuda_forward.cu   the forward pass (nanochat's GPT.forward, docs/model.md)
  *                     for a batch of chunks: the projections, the layer loop,
  *                     the logits, decode graphs
- *   cuda_gemv.cu      matrix-vector products of one row (batch-1 decode)
+ *   cuda_gemv.cu      matrix-vector products of one row (batch-1 decode), bf16
+ *                     and 8-bit weights
  *   cuda_gemm.cu      matrix products of several rows through cuBLASLt (bf16,
  *                     fp32 accumulate)
- *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a)
+ *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a), bf16 and
+ *                     8-bit weights (8-bit: also token tiles past 64 rows)
+ *   cuda_gemm_q8.cu   mma.sync GEMM of 8-bit weights for any row count (sm_80+)
+ *   cuda_q8.cuh       int8 / e4m3 conversions on the device
  *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks
  *   cuda_attn_prefill.cu tensor-core flash attention for prompts
  *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
@@ -22,7 +26,11 @@
  * Numerics (docs/model.md, Precision): weights, KV cache, q and the
  * attention output are bf16 like nanochat under autocast; the residual
  * stream, every accumulation, norms and the softcap are fp32 (a GPU engine
- * may keep more precision than the reference).
+ * may keep more precision than the reference). With --weights int8 / fp8
+ * (docs/quantization.md) the matrices stay 8-bit in memory and are widened
+ * exactly inside the kernels (every int8 and e4m3 value is exact in bf16
+ * and fp32), the row scale applied to each dot product; with --kv-cache
+ * fp8 keys and values are e4m3 with an fp32 scale per (token, kv head).
  *
  * Dimension letters as in model.h; N = tokens in the batch (sum of chunk
  * lengths), S = sequences (chunks) in the batch, R = logits rows, Q = (H +
@@ -86,12 +94,13 @@ typedef enum {
 
 /* How a weight matrix's values are stored. */
 typedef enum {
-    NC_WEIGHT_BF16 = 0, /* bf16, row-major (every checkpoint dtype is converted to it at init) */
+    NC_WEIGHT_BF16 = 0, /* bf16, row-major (float checkpoint dtypes are converted to it at init) */
+    NC_WEIGHT_INT8 = 1, /* int8 q, row-major, as the model holds it: W[r, k] = scale[r] * q[r, k] */
+    NC_WEIGHT_FP8 = 2,  /* e4m3fn q, row-major: W[r, k] = scale[r] * e4m3(q[r, k]) (sm_89+) */
 } nc_cuda_weight_format;
 
 /* A weight matrix as the projections read it (cuda_forward.cu: project).
- * A new storage format (int8 or fp8 with scales) is a new format here and
- * a new branch in project(), nothing else. */
+ * A new storage format is a new format here and a new branch in project(). */
 typedef struct {
     const void *data;             /* [rows, cols] on the device */
     int rows, cols;
@@ -99,6 +108,7 @@ typedef struct {
                                      computes only these, the GEMMs all rows (their tiles like the
                                      padded shape) */
     nc_cuda_weight_format format;
+    const float *scale;           /* [rows] fp32 row scales of an 8-bit format, else NULL */
 } nc_cuda_weight;
 
 typedef struct {
@@ -179,14 +189,21 @@ struct nc_cuda {
     /* weights: one slab */
     void *slab;
     size_t slab_bytes;
+    nc_cuda_weight_format layer_format; /* of the layers' matrices (lm_head: lm_head.format) */
     bf16 *wte;                         /* [Vp, C] */
     nc_cuda_weight lm_head;            /* [Vp, C], V rows used */
     nc_cuda_layer *layers;             /* [L] host array of device pointers */
     float *smear_gate;                 /* [smear_channels] or NULL */
     float smear_lambda, backout_lambda; /* bf16-rounded */
 
-    /* paged KV cache: layout [L][n_blocks][Hkv][64][D] for k and for v */
+    /* paged KV cache: layout [L][n_blocks][Hkv][64][D] for k and for v,
+     * bf16 (kc, vc), or with --kv-cache fp8 e4m3 bytes (kc8, vc8) and one
+     * fp32 scale per (token, kv head) in ksc, vsc [L][n_blocks][Hkv][64];
+     * the other pair NULL */
+    bool kv_fp8;
     bf16 *kc, *vc;
+    uint8_t *kc8, *vc8;
+    float *ksc, *vsc;
     int64_t n_blocks;
     float2 *rope;                      /* [rope_len][D/2] (cos, sin), bf16-rounded */
     int64_t rope_len;
@@ -238,16 +255,37 @@ static inline nc_cuda *nc_cuda_of(nc_backend *b) { return (nc_cuda *)b->impl; }
  * it computes none. */
 static inline bool nc_cuda_tp_follower(const nc_cuda *cu) { return cu->tp && cu->tp->rank > 0; }
 
+/* Layer `layer`'s part of the KV pool: bf16 keys and values, or (fp8
+ * cache) e4m3 ones and their scales; the other members NULL. */
+typedef struct {
+    bf16 *kc, *vc;
+    uint8_t *kc8, *vc8;
+    float *ksc, *vsc;
+} nc_cuda_kv_layer;
+
+static inline nc_cuda_kv_layer nc_cuda_kv_of(const nc_cuda *cu, int layer) {
+    size_t vecs = (size_t)cu->n_blocks * cu->Hkv * NC_KV_BLOCK_TOKENS, elems = vecs * cu->D;
+    nc_cuda_kv_layer kv = {NULL, NULL, NULL, NULL, NULL, NULL};
+    if (cu->kv_fp8) {
+        kv.kc8 = cu->kc8 + layer * elems, kv.vc8 = cu->vc8 + layer * elems;
+        kv.ksc = cu->ksc + layer * vecs, kv.vsc = cu->vsc + layer * vecs;
+    } else {
+        kv.kc = cu->kc + layer * elems, kv.vc = cu->vc + layer * elems;
+    }
+    return kv;
+}
+
 /* Split-KV splits for a decode batch of nb rows: enough CTAs for ~2 waves. */
 int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
 
 /* ==== cuda_gemv.cu ==== */
 
-/* out[r] = epilogue(scale * dot(W[r, :K], in[:K])) for r < rows, one input
- * row (fp32 or bf16: in_bf16); norm: scale = 1/rms(in) (RMSNorm folded in),
- * else 1. Launched with programmatic dependent launch when cu->pdl: its
- * weight loads overlap the previous kernel's tail. */
-int nc_cuda_gemv(nc_cuda *cu, const bf16 *W, int rows, int K, const void *in, bool in_bf16, bool norm,
+/* out[r] = epilogue(s * dot(W[r, :K], in[:K])) for r < rows (w->used_rows
+ * rows of w, K = w->cols), one input row (fp32 or bf16: in_bf16); s = the
+ * row scale of an 8-bit w (1 for bf16), times 1/rms(in) when norm
+ * (RMSNorm folded in). Launched with programmatic dependent launch when
+ * cu->pdl: its weight loads overlap the previous kernel's tail. */
+int nc_cuda_gemv(nc_cuda *cu, const nc_cuda_weight *w, const void *in, bool in_bf16, bool norm,
                  nc_cuda_epilogue epi, void *out);
 
 /* ==== cuda_gemm.cu ==== */
@@ -269,11 +307,22 @@ int nc_cuda_lt_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m,
  * which is in use. */
 int nc_cuda_skinny_init(nc_cuda *cu);
 void nc_cuda_skinny_free(nc_cuda *cu);
-bool nc_cuda_skinny_fits(const nc_cuda *cu, const void *W, const void *X, const void *Y, int m, int n, int k);
-/* As nc_cuda_lt_matmul (the epilogue fused), for a product
- * nc_cuda_skinny_fits accepts. */
-int nc_cuda_skinny_gemm(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
-                        nc_cuda_epilogue epi);
+/* Whether the skinny GEMM serves Y[n, w->rows] = X[n, w->cols] · Wᵀ: bf16
+ * weights for 2..64 rows, 8-bit ones for 2 rows and more (token tiles of
+ * 128 past 64). */
+bool nc_cuda_skinny_fits(const nc_cuda *cu, const nc_cuda_weight *w, const void *X, const void *Y, int n);
+/* As nc_cuda_lt_matmul (the epilogue and an 8-bit w's row scales fused),
+ * for a product nc_cuda_skinny_fits accepts. */
+int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi);
+
+/* ==== cuda_gemm_q8.cu ==== */
+
+/* Sets the kernels' shared memory size. */
+int nc_cuda_q8_gemm_init(nc_cuda *cu);
+/* Y[n, m] = epilogue(scale[m] · X[n, k] · W[m, k]ᵀ) for an 8-bit w (int8, or
+ * fp8 on sm_89+), X bf16 row-major, any n >= 1 (tensor cores, mma.sync:
+ * sm_80+); Y as nc_cuda_lt_matmul's. */
+int nc_cuda_q8_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi);
 
 /* ==== cuda_elementwise.cu ==== */
 
@@ -296,7 +345,8 @@ int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16);
 /* y[r, c] = cap * tanh(y[r, c] / cap) for rows x cols values (row stride
  * cols; cuBLASLt path). */
 int nc_cuda_softcap(nc_cuda *cu, float *y, int rows, int cols);
-/* Copies the first n positions of block src into block dst (all layers). */
+/* Copies the first n positions of block src into block dst (all layers;
+ * an fp8 cache's scales too). */
 int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
 
 /* ==== cuda_attn_decode.cu ==== */
@@ -406,6 +456,16 @@ static inline cudaError_t nc_launch(const nc_cuda *cu, void (*kernel)(KernelArgs
     cfg.attrs = at;
     cfg.numAttrs = cu->pdl ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* d += a · b: one mma.sync m16n8k16, bf16 in, fp32 accumulate (sm_80+);
+ * a, b and d in the PTX fragment layouts. */
+__device__ __forceinline__ void nc_mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /* 8 bf16 (one 16-byte chunk) -> fp32. */
