@@ -64,12 +64,14 @@ int nc_tp_split_plan(const nc_model_config *c, int n, nc_tp_split *out) {
 
 /* ==== a rank's share ==== */
 
-/* Rows [r0, r1) of a 2-D tensor, as a view into its memory. */
+/* Rows [r0, r1) of a 2-D tensor (elements of a 1-D one: an 8-bit
+ * matrix's row scales), as a view into its memory. */
 static const nc_tensor *rows_view(nc_tensor_set *set, const nc_tensor *t, int64_t r0, int64_t r1) {
-    NC_ASSERT(t->ndim == 2 && r0 >= 0 && r1 <= t->shape[0] && r0 < r1);
-    size_t row = (size_t)t->shape[1] * nc_dtype_size(t->dtype);
-    int64_t shape[2] = {r1 - r0, t->shape[1]};
-    if (nc_tensor_set_add(set, t->name, t->dtype, 2, shape, (const char *)t->data + (size_t)r0 * row)) return NULL;
+    NC_ASSERT((t->ndim == 1 || t->ndim == 2) && r0 >= 0 && r1 <= t->shape[0] && r0 < r1);
+    size_t row = (size_t)(t->ndim == 2 ? t->shape[1] : 1) * nc_dtype_size(t->dtype);
+    int64_t shape[2] = {r1 - r0, t->ndim == 2 ? t->shape[1] : 0};
+    if (nc_tensor_set_add(set, t->name, t->dtype, t->ndim, shape, (const char *)t->data + (size_t)r0 * row))
+        return NULL;
     return nc_tensor_set_at(set, nc_tensor_set_count(set) - 1);
 }
 
@@ -97,6 +99,13 @@ static float *copy_floats(const float *src, int n) {
     return dst;
 }
 
+/* A whole tensor, as a view (the replicated ones). */
+static const nc_tensor *whole(nc_tensor_set *set, const nc_tensor *t) {
+    if (!t) return NULL;
+    if (nc_tensor_set_add(set, t->name, t->dtype, t->ndim, t->shape, t->data)) return NULL;
+    return nc_tensor_set_at(set, nc_tensor_set_count(set) - 1);
+}
+
 /* The layer's matrices cut to rank r's heads and MLP units; false (with
  * nc_error()) when a copy fails. */
 static bool shard_layer(nc_tensor_set *set, const nc_layer_weights *w, const nc_tp_split *sp, int r, int D,
@@ -113,24 +122,24 @@ static bool shard_layer(nc_tensor_set *set, const nc_layer_weights *w, const nc_
     out->mlp_proj = cols_copy(set, w->mlp_proj, f0, f1);
     if (w->ve_gate) out->ve_gate = rows_view(set, w->ve_gate, sp->kv0[r], sp->kv0[r + 1]);
     if (w->value_embed) out->value_embed = cols_copy(set, w->value_embed, k0, k1);
-    return out->c_q && out->c_k && out->c_v && out->attn_proj && out->mlp_fc && out->mlp_proj &&
-           (!w->ve_gate || out->ve_gate) && (!w->value_embed || out->value_embed);
-}
-
-/* A whole tensor, as a view (the replicated ones). */
-static const nc_tensor *whole(nc_tensor_set *set, const nc_tensor *t) {
-    if (!t) return NULL;
-    if (nc_tensor_set_add(set, t->name, t->dtype, t->ndim, t->shape, t->data)) return NULL;
-    return nc_tensor_set_at(set, nc_tensor_set_count(set) - 1);
+    bool ok = out->c_q && out->c_k && out->c_v && out->attn_proj && out->mlp_fc && out->mlp_proj &&
+              (!w->ve_gate || out->ve_gate) && (!w->value_embed || out->value_embed);
+    if (!ok || !w->scale.c_q) return ok;
+    /* 8-bit matrices: a scale per output row, so the column-parallel
+     * matrices' scales split with their rows and the row-parallel ones keep
+     * all of theirs (every rank still writes all C outputs). */
+    nc_layer_scales *sc = &out->scale;
+    sc->c_q = rows_view(set, w->scale.c_q, q0, q1);
+    sc->c_k = rows_view(set, w->scale.c_k, k0, k1);
+    sc->c_v = rows_view(set, w->scale.c_v, k0, k1);
+    sc->attn_proj = whole(set, w->scale.attn_proj);
+    sc->mlp_fc = rows_view(set, w->scale.mlp_fc, f0, f1);
+    sc->mlp_proj = whole(set, w->scale.mlp_proj);
+    return sc->c_q && sc->c_k && sc->c_v && sc->attn_proj && sc->mlp_fc && sc->mlp_proj;
 }
 
 nc_model *nc_tp_shard(const nc_model *m, const nc_tp_split *sp, int r) {
     NC_ASSERT(r >= 0 && r < sp->n);
-    if (m->weights != NC_WEIGHTS_FLOAT || m->lm_head_scale) {
-        nc_fail("tensor parallel runs float (bf16) weights only; this model has %s weights: run it on one GPU",
-                nc_weight_format_name(m->weights));
-        return NULL;
-    }
     const nc_model_config *c = &m->cfg;
     nc_model *s = nc_xcalloc(1, sizeof *s);
     s->cfg = *c;
@@ -149,6 +158,7 @@ nc_model *nc_tp_shard(const nc_model *m, const nc_tp_split *sp, int r) {
     s->source = nc_xstrdup(source);
     s->format = nc_xstrdup(m->format ? m->format : "");
     bool ok = (s->wte = whole(s->tensors, m->wte)) && (s->lm_head = whole(s->tensors, m->lm_head)) &&
+              (!m->lm_head_scale || (s->lm_head_scale = whole(s->tensors, m->lm_head_scale))) &&
               (!m->smear_gate || (s->smear_gate = whole(s->tensors, m->smear_gate)));
     for (int l = 0; l < c->n_layer && ok; l++)
         ok = shard_layer(s->tensors, &m->layers[l], sp, r, c->head_dim, &s->layers[l]);

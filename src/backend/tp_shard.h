@@ -48,9 +48,10 @@ typedef struct {
  * an MLP width that is not a multiple of the granule). */
 int nc_tp_split_plan(const nc_model_config *c, int n, nc_tp_split *out);
 
-/* Rank r's share of `m` (float weights only; 8-bit models are refused):
- * a model that borrows m's memory (m must outlive it) plus copies of the
- * column slices. Free with nc_model_free. NULL + nc_error() on failure. */
+/* Rank r's share of `m` (float or 8-bit weights; an 8-bit matrix's row
+ * scales go with its rows): a model that borrows m's memory (m must
+ * outlive it) plus copies of the column slices. Free with nc_model_free.
+ * NULL + nc_error() on failure. */
 nc_model *nc_tp_shard(const nc_model *m, const nc_tp_split *sp, int r);
 
 #endif /* NC_BACKEND_TP_SHARD_H */

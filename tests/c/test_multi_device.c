@@ -18,6 +18,8 @@
 #include "backend/backend.h"
 #include "backend/tp_shard.h"
 #include "check.h"
+#include "model/loader.h"
+#include "model/quantize.h"
 #include "util/common.h"
 
 /* ==== device names ==== */
@@ -217,15 +219,80 @@ static void test_shard(void) {
         CHECK(s->source && strstr(s->source, "rank"), "rank %d source: %s", r, s->source ? s->source : "(null)");
         nc_model_free(s);
     }
-    tm.m.weights = NC_WEIGHTS_INT8;
-    CHECK(!nc_tp_shard(&tm.m, &sp, 0) && strstr(nc_error(), "bf16") && strstr(nc_error(), "int8"),
-          "8-bit weights are refused: %s", nc_error());
     toy_free(&tm);
+}
+
+/* ==== an 8-bit model's share ==== */
+
+/* Elements (i, j) of share `t` [rows, cols] are the full tensor's (i + r0,
+ * j + c0), byte for byte (a 1-D tensor is one column). */
+static void expect_bytes(const char *what, const char *fmt, int r, const nc_tensor *t, const nc_tensor *full,
+                         int64_t rows, int64_t r0, int64_t c0) {
+    int64_t cols = full->ndim == 2 ? t->shape[1] : 1, full_cols = full->ndim == 2 ? full->shape[1] : 1;
+    CHECK(t->dtype == full->dtype && t->ndim == full->ndim && t->shape[0] == rows, "%s rank %d %s: shape/dtype",
+          fmt, r, what);
+    if (t->dtype != full->dtype || t->shape[0] != rows) return;
+    size_t es = nc_dtype_size(t->dtype);
+    int bad = 0;
+    for (int64_t i = 0; i < rows; i++)
+        bad += memcmp((const char *)t->data + (size_t)(i * cols) * es,
+                      (const char *)full->data + (size_t)((i + r0) * full_cols + c0) * es, (size_t)cols * es) != 0;
+    CHECK(bad == 0, "%s rank %d %s: %d rows differ from the full tensor's", fmt, r, what, bad);
+}
+
+/* int8 and fp8 models (lm_head 8-bit too) over 2 ranks: each matrix's
+ * rows or columns as the float split takes them, and its row scales with
+ * its rows: sliced for c_q / c_k / c_v / mlp_fc, whole for attn_proj /
+ * mlp_proj (whose rows, the C outputs, every rank writes) and lm_head. */
+static void test_shard_8bit(void) {
+    enum { QC = 128, QD = 64, QF = 4 * QC };
+    const nc_weight_format formats[] = {NC_WEIGHTS_INT8, NC_WEIGHTS_FP8};
+    for (size_t f = 0; f < NC_ARRAY_LEN(formats); f++) {
+        const char *fmt = nc_weight_format_name(formats[f]);
+        nc_model *m = nc_model_random("1,128,2,2,64", 7);
+        CHECK(m && nc_model_quantize(m, formats[f], true, 1) == 0, "%s: %s", fmt, nc_error());
+        if (!m || m->weights != formats[f]) {
+            nc_model_free(m);
+            continue;
+        }
+        nc_tp_split sp;
+        /* Heads of 4 D = 256 units each, 8 granules of 128: 768 a rank, one head and 4 granules. */
+        CHECK(nc_tp_split_plan(&m->cfg, 2, &sp) == 0 && sp.head0[1] == 1 && sp.mlp0[1] == 256, "%s split: %s",
+              fmt, nc_error());
+        const nc_layer_weights *w = &m->layers[0];
+        for (int r = 0; r < 2; r++) {
+            nc_model *s = nc_tp_shard(m, &sp, r);
+            CHECK(s != NULL, "%s rank %d: %s", fmt, r, nc_error());
+            if (!s) continue;
+            const nc_layer_weights *sw = &s->layers[0];
+            CHECK(s->weights == formats[f] && s->lm_head_scale && sw->scale.c_q && sw->scale.mlp_proj,
+                  "%s rank %d: an 8-bit share with its scales", fmt, r);
+            if (s->lm_head_scale && sw->scale.c_q && sw->scale.mlp_proj) {
+                expect_bytes("lm_head", fmt, r, s->lm_head, m->lm_head, 64, 0, 0);
+                expect_bytes("lm_head scale", fmt, r, s->lm_head_scale, m->lm_head_scale, 64, 0, 0);
+                expect_bytes("c_q", fmt, r, sw->c_q, w->c_q, QD, r * QD, 0);
+                expect_bytes("c_q scale", fmt, r, sw->scale.c_q, w->scale.c_q, QD, r * QD, 0);
+                expect_bytes("c_k", fmt, r, sw->c_k, w->c_k, QD, r * QD, 0);
+                expect_bytes("c_k scale", fmt, r, sw->scale.c_k, w->scale.c_k, QD, r * QD, 0);
+                expect_bytes("c_v", fmt, r, sw->c_v, w->c_v, QD, r * QD, 0);
+                expect_bytes("c_v scale", fmt, r, sw->scale.c_v, w->scale.c_v, QD, r * QD, 0);
+                expect_bytes("attn_proj", fmt, r, sw->attn_proj, w->attn_proj, QC, 0, r * QD);
+                expect_bytes("attn_proj scale", fmt, r, sw->scale.attn_proj, w->scale.attn_proj, QC, 0, 0);
+                expect_bytes("mlp_fc", fmt, r, sw->mlp_fc, w->mlp_fc, QF / 2, r * QF / 2, 0);
+                expect_bytes("mlp_fc scale", fmt, r, sw->scale.mlp_fc, w->scale.mlp_fc, QF / 2, r * QF / 2, 0);
+                expect_bytes("mlp_proj", fmt, r, sw->mlp_proj, w->mlp_proj, QC, 0, r * QF / 2);
+                expect_bytes("mlp_proj scale", fmt, r, sw->scale.mlp_proj, w->scale.mlp_proj, QC, 0, 0);
+            }
+            nc_model_free(s);
+        }
+        nc_model_free(m);
+    }
 }
 
 int main(void) {
     test_device_names();
     test_split();
     test_shard();
+    test_shard_8bit();
     return check_summary("test_multi_device");
 }

@@ -5,8 +5,9 @@
 #
 #   1. test_cuda_tp: tensor-parallel logits against the single-GPU path
 #      (2-layer d34-width and 4,512,4 models, prefill, decode through the
-#      captured graphs, 5 decode rows, a fork, greedy device sampling;
-#      when it fails, again with NC_CUDA_GRAPHS=0)
+#      captured graphs, 5 decode rows, a fork, greedy device sampling; the
+#      d34-width one again with int8 weights and with fp8 weights + the fp8
+#      KV cache; when it fails, again with NC_CUDA_GRAPHS=0)
 #   2. batch-1 decode at 1024 context, `nanochat bench`: cuda:0 alone, then
 #      --tensor-parallel 2 (target: >= 1.7x), then the same with every
 #      all-reduce through NCCL (NC_TP_ALLREDUCE=nccl) instead of the one-shot
