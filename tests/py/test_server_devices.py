@@ -17,6 +17,11 @@ issue 17, docs/multi-device.md).
     show it stopped, and every later request is served by the other one; a
     lone engine gives up after three failed steps in a row and the server
     exits with an error.
+  - The bundle options reach every engine: with --weights int8 --kv-cache
+    fp8 both engines say so, each one's greedy reply equals `nanochat chat`'s
+    with the same flags, and its first log-probability differs from the
+    float engines' (so an option dropped on the way cannot pass by the
+    models agreeing on the argmax).
   - Bad --devices values and a device that does not exist end the server
     with a one-line error naming the problem.
 
@@ -218,6 +223,42 @@ def check_drain(ck, srv):
              f"both streams finished during the drain: {[(s.finished(), s.events[-1:]) for s in streams]}")
 
 
+QUANT_FLAGS = ("--weights", "int8", "--kv-cache", "fp8")
+QUANT_PROMPT = "hello there"
+
+
+def first_logprob(srv):
+    """(engine, reply, log-probability of its first token) of QUANT_PROMPT, greedy."""
+    body = {"messages": [{"role": "user", "content": QUANT_PROMPT}], "max_tokens": 6, "temperature": 0,
+            "logprobs": True}
+    status, data, resp = srv.request("POST", "/v1/chat/completions", body)
+    assert status == 200, (status, data[:200])
+    choice = json.loads(data)["choices"][0]
+    first = choice["logprobs"]["content"][0]["logprob"]
+    return resp.getheader("X-Nanochat-Engine"), choice["message"]["content"], first
+
+
+def check_bundle_options(ck, tok, float_logprob):
+    p = subprocess.run([NC_BIN, "chat", *MODEL, "--tokenizer", tok, "--device", "cpu", "--json", "--temperature", "0",
+                        "--max-tokens", "6", "-p", QUANT_PROMPT, *QUANT_FLAGS], capture_output=True, text=True,
+                       timeout=120)
+    cli = json.loads(p.stdout)["text"] if p.returncode == 0 else None
+    ck.check(cli, f"nanochat chat {' '.join(QUANT_FLAGS)}: {p.stderr[-300:]}")
+    with Server("--tokenizer", tok, "--devices", "cpu,cpu", "--threads", "2", *QUANT_FLAGS, model=MODEL) as srv:
+        h = json.loads(srv.get("/health")[1])
+        ck.check(all("int8" in e["description"] and "fp8 KV" in e["description"] for e in h["engines"]),
+                 f"both engines run int8 weights and the fp8 cache: {[e['description'] for e in h['engines']]}")
+        # Idle engines take turns (the prompt is shorter than a cached block), so a few requests reach both.
+        replies = {}
+        for _ in range(6):
+            engine, reply, lp = first_logprob(srv)
+            replies.setdefault(engine, (reply, lp))
+        ck.check(set(replies) == {"0", "1"}, f"requests reached engines {sorted(replies)}")
+        for engine, (reply, lp) in sorted(replies.items()):
+            ck.check(reply == cli, f"engine {engine}: {reply!r}, the CLI with the same flags: {cli!r}")
+            ck.check(lp != float_logprob, f"engine {engine}: first log-prob {lp} equals the float engines'")
+
+
 def check_failed_engine(ck, tok):
     env = {**os.environ, "NC_DEBUG_FAIL_ENGINE": "1:6"}
     with Server("--tokenizer", tok, "--devices", "cpu,cpu", "--threads", "2", model=MODEL, env=env) as srv:
@@ -304,9 +345,11 @@ def main():
             check_listing(ck, srv)
             check_load_and_cancel(ck, srv)
             check_affinity(ck, srv)
+            float_logprob = first_logprob(srv)[2]
             check_drain(ck, srv)
         finally:
             srv.kill()
+        check_bundle_options(ck, tok, float_logprob)
         check_failed_engine(ck, tok)
         check_bad_devices(ck, tok)
     finally:
