@@ -30,6 +30,18 @@
 # nvidia-nccl package, which this script puts on the library path when the
 # system has no libnccl.so.2. NCCL_NVLS_ENABLE=0 stays set (the machines
 # must not use NVLink multicast).
+#
+# The bundle it needs (nanochat and test_cuda_tp), built on a machine with
+# nvcc and NCCL's nccl.h (without it tensor parallelism is left out:
+# test_cuda_tp skips and the TP steps fail, "not compiled into this
+# build"; `grep -c ncclCommInitRankConfig build/gpu-bundle/bin/nanochat`
+# prints 1 when it is in), Hopper code only:
+#   make -j2 gpu-bundle BUILD=build/sm90a GPU_BUNDLE=build/gpu-bundle GPU_TESTS=test_cuda_tp \
+#       CUDA_ARCH="-gencode=arch=compute_90a,code=sm_90a"
+# About 4 minutes from clean on the 2-core build VM (3m48s), 43 MB; then
+# copy the repository with build/gpu-bundle inside it to the GPU machine.
+# The run itself takes about 8 minutes (BUDGET, default 570 s), logs and
+# results.txt under $OUT.
 #   usage: [MAX_BATCH=64] [CLIENTS=128] [MODEL_ARGS="--random d34"] bash tools/device/multi_gpu.sh
 . "$(dirname "$0")/common.sh"
 export NCCL_NVLS_ENABLE=0
@@ -129,10 +141,11 @@ python3 - "$OUT" <<'EOF' | tee "$OUT/results.txt"
 import json, os, sys
 out = sys.argv[1]
 def load(name):
+    """The first JSON object in the file (loadgen prints its errors after it)."""
     try:
         with open(os.path.join(out, name)) as f:
             text = f.read()
-        return json.loads(text[text.index("{"):text.rindex("}") + 1])
+        return json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
     except (OSError, ValueError):
         return None
 def decode(name):
