@@ -104,6 +104,10 @@ typedef struct {
                                    (docs/quantization.md); NULL: as the checkpoint stores them */
     const char *kv_cache;       /* "bf16" (full precision) or "fp8" (e4m3, a scale per vector);
                                    NULL: "bf16" */
+    int deterministic;          /* nonzero: a request's tokens do not depend on the other requests
+                                   running beside it, on how its prompt was chunked or on the
+                                   run (CUDA: batch-invariant kernels, slower; the CPU backend
+                                   always is). docs/performance.md, Batch invariance */
 } nc_engine_options;
 
 /* Loads the model and tokenizer and prepares the backend. `opts` may be

@@ -8,21 +8,27 @@
  * times them on the d34 and d20 shapes.
  *
  *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Isrc -DNC_WITH_CUDA \
- *        -o /tmp/gemm_q8 dev/kernels/gemm_q8.cu -lcublasLt && /tmp/gemm_q8 [d34|d20|all]
+ *        -o /tmp/gemm_q8 dev/kernels/gemm_q8.cu -lcublasLt && /tmp/gemm_q8 [d34|d20|all] [gemv]
  *
- * 1. The batch-1 GEMV (nc_cuda_gemv) per shape, format and variant (rows
- *    per warp R = 1, 2, 4; 2 is the backend's default), fp32 normed input
- *    (qkv, fc, lm_head) or bf16 input (attn proj, mlp proj), and bf16
- *    weights beside them: time | GB/s | % of the copy bandwidth measured
- *    here | max error relative to the row set's largest |y|. Then the whole
- *    decode step's GEMVs (34 layers x 4 + lm_head, distinct weights) as one
- *    CUDA graph with PDL, per format: the GEMV part of a batch-1 step.
+ * With `gemv` only part 1 runs (the GEMV table and the step graph).
+ *
+ * 1. The batch-1 GEMV (nc_cuda_gemv) per shape, format and kernel: the
+ *    streaming kernel ("new", the backend's default) beside the first one
+ *    ("old R=1|2|4", NC_CUDA_GEMV_Q8=old, rows per warp R; 2 is its
+ *    default), fp32 normed input (qkv, fc, lm_head) or bf16 input (attn
+ *    proj, mlp proj), and bf16 weights beside them: time | GB/s | % of the
+ *    copy bandwidth measured here | max error relative to the row set's
+ *    largest |y|. Then the whole decode step's GEMVs (34 layers x 4 +
+ *    lm_head, distinct weights) as one CUDA graph with PDL, per format and
+ *    kernel: the GEMV part of a batch-1 step.
  * 2. The GEMMs at 2..64 rows (decode batches) and 2048 (a prefill chunk)
  *    per shape and format: the wgmma skinny kernel (sm_90a) and the
  *    mma.sync one, cuBLASLt on bf16 weights of the same shape beside them.
  * Every result is checked: GEMV outputs within 2e-5 of the row set's largest
  * (fp32 sums of exactly widened weights: the same math as the reference,
- * summed in another order), the epilogues once each; GEMM fp32 outputs
+ * summed in another order), the epilogues once each per format and kernel,
+ * and the new kernel also on a grid sized for 3 SMs (hundreds of rows per
+ * warp) and on a 1001 x 640 matrix (its 8-lanes-per-row variant); GEMM fp32 outputs
  * (residual add) within 1e-4 (tensor-core fp32 accumulation), bf16 ones
  * within 1e-2. Exits 1 on any mismatch.
  */
@@ -111,6 +117,12 @@ static void make_matrix(matrix &m, int rows, int cols) {
     CK(cudaMemcpy(m.scale, m.hs.data(), rows * 4, cudaMemcpyHostToDevice));
 }
 
+static void free_matrix(matrix &m) {
+    for (int f = NC_WEIGHT_INT8; f <= NC_WEIGHT_FP8; f++) CK(cudaFree(m.q8[f]));
+    CK(cudaFree(m.w16));
+    CK(cudaFree(m.scale));
+}
+
 static nc_cuda_weight weight_of(const matrix &m, int f) {
     nc_cuda_weight w = {f == NC_WEIGHT_BF16 ? (const void *)m.w16 : (const void *)m.q8[f], m.rows, m.cols, m.rows,
                         (nc_cuda_weight_format)f, f == NC_WEIGHT_BF16 ? NULL : m.scale};
@@ -143,6 +155,19 @@ static double time_us(F run) {
 
 /* ==== the GEMV ==== */
 
+/* The 8-bit GEMV kernels compared: the first kernel with R rows per warp,
+ * or the streaming one (R = 0); bf16 weights run once, as "bf16". */
+typedef struct {
+    const char *name;
+    int R;
+} gemv_variant;
+static const gemv_variant q8_variants[] = {{"old R=1", 1}, {"old R=2", 2}, {"old R=4", 4}, {"new", 0}};
+
+static void gemv_select(const gemv_variant &v) {
+    cu.env.cuda_gemv_q8_old = v.R > 0;
+    if (v.R) gemv_q8_rows = v.R;
+}
+
 /* y for rows r of m (format f) against the host reference; returns max
  * |err| / max |ref| over the rows checked. */
 static double gemv_error(const matrix &m, int f, const std::vector<float> &x, bool norm, int epi, const float *y,
@@ -163,75 +188,113 @@ static double gemv_error(const matrix &m, int f, const std::vector<float> &x, bo
     return md / (mr + 1e-30);
 }
 
-static void gemv_checks(const matrix *ms, const char *const *names, int n_shapes) {
+/* The GEMV checks' inputs (x: fp32; x16: bf16, xr its values as floats)
+ * and outputs, on the device and the host. */
+static struct {
     float *xd, *y;
     bf16 *xb, *yb;
-    CK(cudaMalloc(&xd, 8704 * 4));
-    CK(cudaMalloc(&xb, 8704 * 2));
-    CK(cudaMalloc(&y, 65536 * 4));
-    CK(cudaMalloc(&yb, 65536 * 2));
-    std::vector<float> x(8704), xr(8704);
+    std::vector<float> x, xr, hy;
+    std::vector<bf16> hyb;
+} io;
+
+/* Runs the GEMV of m (format f; bf16 input without the norm, or fp32
+ * input with it) with epilogue e (adding onto zeros; the other outputs
+ * start as NaN, so a row not written fails); returns its error against the
+ * host reference. */
+static double gemv_run_check(const matrix &m, int f, bool in16, int e) {
+    nc_cuda_weight w = weight_of(m, f);
+    void *out = e == NC_EPI_RELU2 ? (void *)io.yb : (void *)io.y;
+    CK(cudaMemset(io.y, e == NC_EPI_ADD ? 0 : 0xff, m.rows * 4));
+    CK(cudaMemset(io.yb, 0xff, m.rows * 2));
+    if (nc_cuda_gemv(&cu, &w, in16 ? (const void *)io.xb : (const void *)io.xd, in16, !in16, (nc_cuda_epilogue)e, out))
+        exit(1);
+    CK(cudaStreamSynchronize(cu.stream));
+    CK(cudaMemcpy(io.hy.data(), io.y, m.rows * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(io.hyb.data(), io.yb, m.rows * 2, cudaMemcpyDeviceToHost));
+    return gemv_error(m, f, in16 ? io.xr : io.x, !in16, e, io.hy.data(), io.hyb.data());
+}
+
+/* Counts a failure when err is over tol (or NaN); returns the marker to print. */
+static const char *judge(double err, double tol) {
+    if (err <= tol) return "";
+    failures++;
+    return "  MISMATCH";
+}
+
+static void gemv_checks(const matrix *ms, const char *const *names, int n_shapes) {
+    CK(cudaMalloc(&io.xd, 8704 * 4));
+    CK(cudaMalloc(&io.xb, 8704 * 2));
+    CK(cudaMalloc(&io.y, 65536 * 4));
+    CK(cudaMalloc(&io.yb, 65536 * 2));
+    io.x.resize(8704), io.xr.resize(8704), io.hy.resize(65536), io.hyb.resize(65536);
     std::vector<bf16> x16(8704);
-    for (int k = 0; k < 8704; k++) x[k] = frand(), x16[k] = __float2bfloat16(frand()), xr[k] = __bfloat162float(x16[k]);
-    CK(cudaMemcpy(xd, x.data(), 8704 * 4, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(xb, x16.data(), 8704 * 2, cudaMemcpyHostToDevice));
-    std::vector<float> hy(65536);
-    std::vector<bf16> hyb(65536);
-    printf("\nGEMV (batch 1)\n%-10s %-5s %-4s %9s %8s %8s %10s\n", "shape", "fmt", "R", "us", "GB/s", "% copy",
+    for (int k = 0; k < 8704; k++)
+        io.x[k] = frand(), x16[k] = __float2bfloat16(frand()), io.xr[k] = __bfloat162float(x16[k]);
+    CK(cudaMemcpy(io.xd, io.x.data(), 8704 * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(io.xb, x16.data(), 8704 * 2, cudaMemcpyHostToDevice));
+    printf("\nGEMV (batch 1)\n%-10s %-5s %-8s %9s %8s %8s %10s\n", "shape", "fmt", "kernel", "us", "GB/s", "% copy",
            "max err");
     for (int s = 0; s < n_shapes; s++) {
         const matrix &m = ms[s];
         bool in16 = s == 1 || s == 3; /* attn proj, mlp proj: bf16 inputs */
         for (int f = NC_WEIGHT_BF16; f <= NC_WEIGHT_FP8; f++)
-            for (int R = 1; R <= 4; R *= 2) {
-                if (f == NC_WEIGHT_BF16 && R > 1) continue;
-                gemv_q8_rows = R;
+            for (const gemv_variant &v : q8_variants) {
+                if (f == NC_WEIGHT_BF16 && &v != q8_variants) continue;
+                gemv_select(v);
+                double err = f == NC_WEIGHT_BF16 ? 0 : gemv_run_check(m, f, in16, NC_EPI_STORE);
+                const char *verdict = judge(err, 2e-5);
                 nc_cuda_weight w = weight_of(m, f);
-                const void *in = in16 ? (const void *)xb : (const void *)xd;
-                CK(cudaMemset(y, 0xff, m.rows * 4));
-                if (nc_cuda_gemv(&cu, &w, in, in16, !in16, NC_EPI_STORE, y)) exit(1);
-                CK(cudaStreamSynchronize(cu.stream));
-                CK(cudaMemcpy(hy.data(), y, m.rows * 4, cudaMemcpyDeviceToHost));
-                double err = f == NC_WEIGHT_BF16 ? 0 : gemv_error(m, f, in16 ? xr : x, !in16, NC_EPI_STORE, hy.data(), NULL);
-                if (!(err <= 2e-5)) {
-                    failures++;
-                    printf("  MISMATCH\n");
-                }
-                double us = time_us([&](int) { nc_cuda_gemv(&cu, &w, in, in16, !in16, NC_EPI_STORE, y); });
+                const void *in = in16 ? (const void *)io.xb : (const void *)io.xd;
+                double us = time_us([&](int) { nc_cuda_gemv(&cu, &w, in, in16, !in16, NC_EPI_STORE, io.y); });
                 double bytes = (double)m.rows * m.cols * (f == NC_WEIGHT_BF16 ? 2 : 1) + (f ? m.rows * 4.0 : 0);
-                printf("%-10s %-5s %-4d %9.2f %8.0f %7.1f%% %10.2e\n", names[s], fmt_name(f), R, us,
-                       bytes / us / 1e3, 100 * bytes / (us * 1e-6) / copy_bw, err);
+                printf("%-10s %-5s %-8s %9.2f %8.0f %7.1f%% %10.2e%s\n", names[s], fmt_name(f),
+                       f == NC_WEIGHT_BF16 ? "bf16" : v.name, us, bytes / us / 1e3,
+                       100 * bytes / (us * 1e-6) / copy_bw, err, verdict);
             }
     }
-    /* each epilogue once, on the fc shape, R = 2 */
-    gemv_q8_rows = 2;
+    /* each epilogue once per format, on the fc shape, with the old kernel's
+     * default (R = 2) and the new one */
     const int epis[] = {NC_EPI_ADD, NC_EPI_RELU2, NC_EPI_SOFTCAP};
+    const gemv_variant *checked[] = {&q8_variants[1], &q8_variants[3]};
     for (int f = NC_WEIGHT_INT8; f <= NC_WEIGHT_FP8; f++)
-        for (int e : epis) {
-            const matrix &m = ms[2];
-            nc_cuda_weight w = weight_of(m, f);
-            CK(cudaMemset(y, 0, m.rows * 4));
-            if (nc_cuda_gemv(&cu, &w, xd, false, true, (nc_cuda_epilogue)e, e == NC_EPI_RELU2 ? (void *)yb : (void *)y))
-                exit(1);
-            CK(cudaStreamSynchronize(cu.stream));
-            CK(cudaMemcpy(hy.data(), y, m.rows * 4, cudaMemcpyDeviceToHost));
-            CK(cudaMemcpy(hyb.data(), yb, m.rows * 2, cudaMemcpyDeviceToHost));
-            double err = gemv_error(m, f, x, true, e, hy.data(), hyb.data());
-            double tol = e == NC_EPI_RELU2 ? 8e-3 : 2e-5;
-            printf("  epilogue %d (%s): max err %.2e%s\n", e, fmt_name(f), err, err <= tol ? "" : "  MISMATCH");
-            if (!(err <= tol)) failures++;
+        for (const gemv_variant *v : checked)
+            for (int e : epis) {
+                gemv_select(*v);
+                double err = gemv_run_check(ms[2], f, false, e), tol = e == NC_EPI_RELU2 ? 8e-3 : 2e-5;
+                printf("  epilogue %d (%s, %s): max err %.2e%s\n", e, fmt_name(f), v->name, err, judge(err, tol));
+            }
+    /* the new kernel's other paths: its grid sized for 3 SMs (long runs of
+     * rows per warp, many batches of 32 rows with the scales fetched a batch
+     * ahead), and 1001 x 640 (8 lanes per row, a partial last row group) */
+    matrix odd;
+    make_matrix(odd, 1001, 640);
+    gemv_select(q8_variants[3]);
+    int sms = cu.sm_count;
+    for (int f = NC_WEIGHT_INT8; f <= NC_WEIGHT_FP8; f++)
+        for (int in16 = 0; in16 < 2; in16++) {
+            for (int s = 0; s < n_shapes; s++) {
+                cu.sm_count = 3;
+                double err = gemv_run_check(ms[s], f, in16, NC_EPI_STORE);
+                cu.sm_count = sms;
+                printf("  new on 3 SMs' grid, %s (%s, %s input): max err %.2e%s\n", names[s], fmt_name(f),
+                       in16 ? "bf16" : "fp32 normed", err, judge(err, 2e-5));
+            }
+            double err = gemv_run_check(odd, f, in16, NC_EPI_STORE);
+            printf("  new, 1001 x 640 (%s, %s input): max err %.2e%s\n", fmt_name(f), in16 ? "bf16" : "fp32 normed",
+                   err, judge(err, 2e-5));
         }
-    CK(cudaFree(xd));
-    CK(cudaFree(xb));
-    CK(cudaFree(y));
-    CK(cudaFree(yb));
+    free_matrix(odd);
+    CK(cudaFree(io.xd));
+    CK(cudaFree(io.xb));
+    CK(cudaFree(io.y));
+    CK(cudaFree(io.yb));
 }
 
 /* The step's GEMVs (L layers x qkv, o, fc, proj + lm_head), distinct
  * weights per layer, as one graph with PDL. */
 static void step_graph(int L, const int (*shape)[2], const char *model) {
-    printf("\nwhole %s step's GEMVs (%d x 4 + lm_head) in a CUDA graph, PDL on\n%-6s %-4s %9s %8s %8s\n", model, L,
-           "fmt", "R", "ms", "GB/s", "% copy");
+    printf("\nwhole %s step's GEMVs (%d x 4 + lm_head) in a CUDA graph, PDL on\n%-6s %-8s %9s %8s %8s\n", model, L,
+           "fmt", "kernel", "ms", "GB/s", "% copy");
     size_t layer = 0;
     for (int s = 0; s < 4; s++) layer += (size_t)shape[s][0] * shape[s][1];
     size_t head = (size_t)shape[4][0] * shape[4][1], total = L * layer + head;
@@ -245,9 +308,9 @@ static void step_graph(int L, const int (*shape)[2], const char *model) {
     CK(cudaMalloc(&scale, 65536 * 4));
     CK(cudaMemset(scale, 0, 65536 * 4));
     for (int f = NC_WEIGHT_BF16; f <= NC_WEIGHT_FP8; f++)
-        for (int R = 1; R <= 4; R *= 2) {
-            if (f == NC_WEIGHT_BF16 && R > 1) continue;
-            gemv_q8_rows = R;
+        for (const gemv_variant &v : q8_variants) {
+            if (f == NC_WEIGHT_BF16 && &v != q8_variants) continue;
+            gemv_select(v);
             size_t es = f == NC_WEIGHT_BF16 ? 2 : 1;
             cudaGraph_t g;
             cudaGraphExec_t ge;
@@ -265,8 +328,8 @@ static void step_graph(int L, const int (*shape)[2], const char *model) {
             CK(cudaGraphInstantiate(&ge, g, 0));
             double us = time_us([&](int) { CK(cudaGraphLaunch(ge, cu.stream)); });
             double bytes = (double)total * es;
-            printf("%-6s %-4d %9.3f %8.0f %7.1f%%\n", fmt_name(f), R, us / 1e3, bytes / us / 1e3,
-                   100 * bytes / (us * 1e-6) / copy_bw);
+            printf("%-6s %-8s %9.3f %8.0f %7.1f%%\n", fmt_name(f), f == NC_WEIGHT_BF16 ? "bf16" : v.name, us / 1e3,
+                   bytes / us / 1e3, 100 * bytes / (us * 1e-6) / copy_bw);
             cudaGraphExecDestroy(ge);
             cudaGraphDestroy(g);
         }
@@ -311,7 +374,7 @@ static void gemm_checks(const matrix *ms, const char *const *names, int n_shapes
                         void *out = add ? (void *)Y : (void *)Yb;
                         nc_cuda_epilogue e = add ? NC_EPI_ADD : NC_EPI_STORE;
                         int rc = kern == K_SKINNY ? nc_cuda_skinny_gemm(&cu, &w, X, out, n, e)
-                                 : kern == K_MMA  ? nc_cuda_q8_gemm(&cu, &w, X, out, n, e)
+                                 : kern == K_MMA  ? nc_cuda_mma_gemm(&cu, &w, X, out, n, e)
                                                   : nc_cuda_lt_matmul(&cu, m.w16, X, out, m.rows, n, m.cols, e);
                         if (rc) exit(1);
                     };
@@ -357,6 +420,7 @@ static void gemm_checks(const matrix *ms, const char *const *names, int n_shapes
 
 int main(int argc, char **argv) {
     const char *which = argc > 1 ? argv[1] : "all";
+    bool gemv_only = argc > 2 && !strcmp(argv[2], "gemv");
     int dev;
     CK(cudaGetDevice(&dev));
     cudaDeviceProp prop;
@@ -380,7 +444,7 @@ int main(int argc, char **argv) {
     }
     cu.lt_workspace_bytes = 32u << 20;
     CK(cudaMalloc(&cu.lt_workspace, cu.lt_workspace_bytes));
-    if (nc_cuda_gemm_init(&cu) || nc_cuda_skinny_init(&cu) || nc_cuda_q8_gemm_init(&cu)) return 1;
+    if (nc_cuda_gemm_init(&cu) || nc_cuda_skinny_init(&cu) || nc_cuda_mma_gemm_init(&cu)) return 1;
     printf("wgmma skinny GEMM: %s\n", cu.skinny ? "yes" : "no (this build or card has no sm_90a code)");
     {
         size_t bytes = 1u << 30;
@@ -410,12 +474,8 @@ int main(int argc, char **argv) {
         for (int s = 0; s < 5; s++) make_matrix(ms[s], md.shape[s][0], md.shape[s][1]);
         gemv_checks(ms, names, 5);
         step_graph(md.L, md.shape, md.name);
-        gemm_checks(ms, names, 5);
-        for (int s = 0; s < 5; s++) {
-            for (int f = NC_WEIGHT_INT8; f <= NC_WEIGHT_FP8; f++) CK(cudaFree(ms[s].q8[f]));
-            CK(cudaFree(ms[s].w16));
-            CK(cudaFree(ms[s].scale));
-        }
+        if (!gemv_only) gemm_checks(ms, names, 5);
+        for (int s = 0; s < 5; s++) free_matrix(ms[s]);
     }
     printf("\n%s\n", failures ? "FAILED" : "all checks passed");
     return failures ? 1 : 0;

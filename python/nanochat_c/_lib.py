@@ -28,7 +28,7 @@ class EngineOptions(Structure):
     _fields_ = [("model_path", c_char_p), ("tokenizer_path", c_char_p), ("device", c_char_p), ("threads", c_int),
                 ("max_context", c_int), ("max_batch", c_int), ("kv_blocks", c_int), ("progress", c_int),
                 ("interrupt", POINTER(c_int)), ("random", c_char_p), ("weights", c_char_p),
-                ("kv_cache", c_char_p)]
+                ("kv_cache", c_char_p), ("deterministic", c_int)]
 
 
 class EngineInfo(Structure):

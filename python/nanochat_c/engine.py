@@ -277,7 +277,7 @@ def _device_name(device):
 
 
 def load(path_or_model_name=None, device="auto", weights=None, *, kv_cache=None, tokenizer=None, max_batch=None,
-         kv_blocks=None, max_context=None, threads=None, progress=True, random=None):
+         kv_blocks=None, max_context=None, threads=None, progress=True, random=None, deterministic=False):
     """Loads a model and returns its Engine (with .model and .tokenizer).
 
     path_or_model_name: a checkpoint directory, a nanochat base directory
@@ -295,7 +295,10 @@ def load(path_or_model_name=None, device="auto", weights=None, *, kv_cache=None,
     threads: CPU threads (default: all cores); progress: an hf: download's
     progress on stderr. Ctrl-C during a download stops it (resumable).
     random: "d34" (or d20, d26, d32, "L,C,H[,Hkv[,V]]") instead of a path:
-    random weights of that shape, for benchmarks."""
+    random weights of that shape, for benchmarks.
+    deterministic: a request's tokens do not depend on the requests running
+    beside it or on how its prompt was chunked, and repeat from run to run
+    (CUDA: batch-invariant kernels, slower; the CPU backend always is)."""
     if weights is not None and weights not in _WEIGHTS:
         raise ValueError(f"weights must be 'bf16', 'int8' or 'fp8', got {weights!r}")
     if kv_cache is not None and kv_cache not in _KV_CACHES:
@@ -306,6 +309,7 @@ def load(path_or_model_name=None, device="auto", weights=None, *, kv_cache=None,
     opts.random = None if random is None else str(random).encode()
     opts.weights = None if weights is None else weights.encode()
     opts.kv_cache = None if kv_cache is None else kv_cache.encode()
+    opts.deterministic = int(bool(deterministic))
     opts.device = _device_name(device).encode()
     opts.threads = threads or 0
     opts.max_context = max_context or 0

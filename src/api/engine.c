@@ -131,6 +131,7 @@ nc_engine *nc_engine_open(const nc_engine_options *opts) {
     bo.threads = o.threads;
     bo.weights = o.weights;
     bo.kv_cache = o.kv_cache && !strcmp(o.kv_cache, "fp8") ? NC_KV_CACHE_FP8 : NC_KV_CACHE_BF16;
+    bo.deterministic = o.deterministic != 0;
     bo.max_context = o.max_context; /* within the model's sequence_len */
     bo.max_queue = QUEUE_UNLIMITED;
     if (o.kv_blocks) { /* the caller's pool, shared by max_batch rows */

@@ -14,6 +14,7 @@
  */
 #include "backend.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,21 @@ static int env_flag(const char *name, bool *on) {
     return 0;
 }
 
+/* A whole number in [lo, hi] that is a multiple of `step`; unset or empty
+ * leaves *out as it is. */
+static int env_int(const char *name, int lo, int hi, int step, int *out) {
+    const char *v = getenv(name);
+    if (!v || !*v) return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || end == v || n < lo || n > hi || n % step)
+        return step > 1 ? nc_fail("%s=%s: expected a multiple of %d from %d to %d", name, v, step, lo, hi)
+                        : nc_fail("%s=%s: expected a whole number from %d to %d", name, v, lo, hi);
+    *out = (int)n;
+    return 0;
+}
+
 /* One of the words in the NULL-terminated `words` (stored as that static
  * string); unset or empty leaves *out as it is. */
 static int env_word(const char *name, const char *const *words, const char *expected, const char **out) {
@@ -101,19 +117,29 @@ static int env_word(const char *name, const char *const *words, const char *expe
 int nc_backend_env_read(nc_backend_env *env) {
     static const char *const fa_steps[] = {"1", "2", NULL};
     static const char *const placements[] = {"auto", "copy", "map", NULL};
-    static const char *const isas[] = {"auto", "avx512vnni", "avxvnni", "avx2", "scalar", NULL};
+    static const char *const gemv_q8[] = {"old", "new", NULL};
+    static const char *const isas[] = {"auto", "avx512vnni", "avx512", "avxvnni", "avx2", "scalar", "avx512bf16", NULL};
+    static const char *const persist_loads[] = {"smem", "reg", NULL};
     static const char *const allreduces[] = {"auto", "nccl", NULL};
-    nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .tp_allreduce = "auto",
+    nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_persist_load = "smem",
+                        .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
-    const char *fa = NULL;
+    const char *fa = NULL, *gemv = NULL;
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
+        env_flag("NC_CUDA_PERSIST", &e.cuda_persist) ||
+        env_int("NC_CUDA_PERSIST_TILE", 4096, 65536, 4096, &e.cuda_persist_tile) ||
+        env_int("NC_CUDA_PERSIST_BUFS", 2, 4, 1, &e.cuda_persist_bufs) ||
+        env_word("NC_CUDA_PERSIST_LOAD", persist_loads, "smem or reg", &e.cuda_persist_load) ||
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
         env_word("NC_TP_ALLREDUCE", allreduces, "auto or nccl", &e.tp_allreduce) ||
+        env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old or new", &gemv) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
-        env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avxvnni, avx2 or scalar", &e.cpu_kernels))
+        env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avx512, avxvnni, avx2, scalar or avx512bf16",
+                 &e.cpu_kernels))
         return -1;
     e.cuda_fa = fa ? fa[0] - '0' : 0;
+    e.cuda_gemv_q8_new = gemv && !strcmp(gemv, "new");
     *env = e;
     return 0;
 }
@@ -169,6 +195,7 @@ nc_backend *nc_backend_create(const char *device, const nc_model *model, const n
     b->env = env;
     memcpy(b->gpus, d.gpus, sizeof b->gpus);
     b->n_gpus = d.n_gpus;
+    b->deterministic = p && p->deterministic;
     if (ops->init(b, p ? p : &defaults)) {
         free(b);
         return NULL;

@@ -59,6 +59,12 @@ typedef struct {
     int32_t max_seqs;         /* largest n_seqs in one forward */
     int32_t n_threads;        /* CPU threads (0: all cores) */
     nc_kv_cache_format kv_cache;
+    /* --deterministic: every row's logits, K/V and sampled token are the
+     * same bits whatever else is in its batch, however its prompt was
+     * chunked, and from run to run (docs/performance.md, Batch invariance).
+     * The CPU backend is always so; CUDA switches to batch-invariant
+     * kernels, at some cost in speed. */
+    bool deterministic;
 } nc_backend_params;
 
 /*
@@ -67,8 +73,9 @@ typedef struct {
  * from the environment once, with nc_backend_env_read, into b->env before
  * the backend's init; no backend reads an environment variable itself.
  * One convention for all: unset or empty keeps the default; on/off
- * switches take 0 or 1; the others one of their listed words; anything else
- * fails backend creation with a message naming the variable.
+ * switches take 0 or 1; numbers a value in their range; the others one of
+ * their listed words; anything else fails backend creation with a message
+ * naming the variable.
  */
 typedef struct {
     bool cuda_graphs;        /* NC_CUDA_GRAPHS (1): replay decode steps from CUDA graphs */
@@ -77,12 +84,22 @@ typedef struct {
                                 at exit (eager launches) */
     bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a; 8-bit weights:
                                 every row count past one, else the mma.sync GEMM) */
+    bool cuda_gemv_q8_new;   /* NC_CUDA_GEMV_Q8=old|new (old): the streaming 8-bit batch-1 GEMV instead of
+                                the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
+    bool cuda_persist;       /* NC_CUDA_PERSIST (0): batch-1 decode as one persistent kernel per token
+                                (sm_90, bf16 weights; else CUDA graphs); slower than the graphs so far */
+    int cuda_persist_tile;   /* NC_CUDA_PERSIST_TILE: its weight tile in bytes (4096..65536, a multiple
+                                of 4096; 0 unset: 65536) */
+    int cuda_persist_bufs;   /* NC_CUDA_PERSIST_BUFS: its tiles in flight (2..4; 0 unset: 2) */
+    const char *cuda_persist_load; /* NC_CUDA_PERSIST_LOAD: "smem" (cp.async tiles through shared memory)
+                                      or "reg" (16-byte loads into registers, tiles ahead prefetched to L2) */
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *tp_allreduce; /* NC_TP_ALLREDUCE: "auto" (small sums one-shot over peer memory) or "nccl"
                                  (cuda_tp.cu) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
-    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto", "avx512vnni", "avxvnni", "avx2" or "scalar" */
+    const char *cpu_kernels; /* NC_CPU_KERNELS: "auto" or a variant of cpu_kernels.h: "avx512vnni",
+                                "avx512", "avxvnni", "avx2", "scalar", "avx512bf16" */
 } nc_backend_env;
 
 /* Fills *env from the environment (the defaults where a switch is unset or
@@ -96,6 +113,14 @@ typedef struct {
     float top_p;       /* 1: off */
     float min_p;       /* 0: off */
     uint64_t rng_state[2]; /* in/out: the row's generator state (see engine/sampler.h) */
+    /* in: also return the sampled token's log-probability (backends whose
+     * ops set sample_logprobs; others ignore it) */
+    bool want_logprob;
+    /* out, written only when want_logprob: log-probability of the sampled
+     * token under the model's own distribution, the temperature-1 softmax
+     * of the whole softcapped row, whatever the temperature, top-k, top-p
+     * or min-p (engine/sampler.h nc_sample_logprobs) */
+    float logprob;
 } nc_device_sampling;
 
 typedef struct nc_backend nc_backend;
@@ -119,6 +144,11 @@ typedef struct {
      * refused. */
     int (*forward_sample)(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows,
                           int32_t *tokens_out);
+    /* forward_sample fills rows[].logprob for the rows that set
+     * want_logprob, so a caller that needs only the chosen token's
+     * log-probability (RL rollouts, evals, logprobs without alternatives)
+     * keeps sampling on the device. */
+    bool sample_logprobs;
     /* Copies the first n_tokens positions of block src into block dst, all
      * layers (used to fork a sequence: multi-sample, prefix reuse). */
     int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);
@@ -146,6 +176,14 @@ typedef struct {
      * floor) without knowing which backend they talk to. */
     size_t (*weight_elem_bytes)(nc_backend *b, nc_dtype dtype);
     size_t (*kv_vector_bytes)(nc_backend *b);
+    /* Whether a position's logits are the same bits whatever else a forward
+     * computes: the sequences beside it, how its sequence is chunked, how
+     * many positions its chunk has. Then verifying several positions in one
+     * chunk reproduces one-at-a-time decoding exactly, and the engine
+     * speculates by default (docs/speculative.md, Exactness). CPU: true
+     * (docs/performance.md, Batch invariance); CUDA: false (a lone decode
+     * row and a chunk take different GEMM paths). */
+    bool batch_invariant;
 } nc_backend_ops;
 
 /* The most GPUs one device name selects (one engine over them: tensor
@@ -160,6 +198,7 @@ struct nc_backend {
     int32_t n_kv_blocks;        /* actual pool size */
     int32_t max_batch_tokens;
     int32_t max_seqs;
+    bool deterministic;         /* as requested in the parameters (the CPU backend is always so) */
     nc_backend_env env;         /* the switches, read before init */
     void *impl;                 /* backend-private state */
 };

@@ -9,17 +9,25 @@
  *                step time over --steps greedy tokens after a warm-up
  *   batch        --batch sizes (default 8,32,64,128) of sequences at
  *                --batch-ctx (default 512), median step time
+ *   verify       --verify draft counts k (default none): one sequence at
+ *                --verify-ctx (default 1024) verifying k drafts, i.e. a
+ *                forward of k + 1 positions with the logits of each, as
+ *                speculative decoding runs it (docs/speculative.md); median
+ *                step time, and its ratio to a decode step at that context
  *
  * Decode floors: a step must read every weight once (the matrices and the
  * lm_head; one embedding row) plus the KV cache of every row's context.
- * Bytes / step time / the device's measured copy bandwidth is the "% of
- * floor". The bandwidth is measured in the same run: the backend's
- * copy_bandwidth op (CUDA: a 1 GiB device-to-device copy) or, for backends
- * without one, a host memcpy. Bytes count what the backend stores, as its
- * weight_elem_bytes / kv_vector_bytes ops say (the CUDA backend keeps bf16
- * weights and a bf16 KV cache; the CPU reads the checkpoint's weights in
- * place, 8-bit ones with --weights int8/fp8, and keeps an fp32 KV cache, or
- * fp8 with a scale per vector with --kv-cache fp8).
+ * Bytes / step time / the device's measured bandwidth is the "% of floor".
+ * The bandwidth is measured in the same run: the backend's copy_bandwidth
+ * op (CUDA: a 1 GiB device-to-device copy) or, for backends without one,
+ * the host's read bandwidth as decode uses it: the run's --threads threads
+ * streaming a buffer of at least 1 GiB and 4x the last-level cache, best of
+ * 5 passes before the tests and 5 after (util/membw.h). Bytes count what
+ * the backend stores, as its weight_elem_bytes / kv_vector_bytes ops say
+ * (the CUDA backend keeps bf16 weights and a bf16 KV cache; the CPU reads
+ * the checkpoint's weights in place, 8-bit ones with --weights int8/fp8,
+ * and keeps an fp32 KV cache, or fp8 with a scale per vector with
+ * --kv-cache fp8).
  *
  * Backend-agnostic: only backend.h calls. Decode steps use forward_sample
  * (greedy) when the backend has it, else forward + a host argmax.
@@ -32,6 +40,8 @@
 #include "cli.h"
 #include "model_args.h"
 #include "util/common.h"
+#include "util/membw.h"
+#include "util/threadpool.h"
 
 #define BENCH_MAX_LIST 16
 
@@ -39,13 +49,15 @@ typedef struct {
     int prefill;                 /* 0: skip */
     int ctx[BENCH_MAX_LIST], n_ctx;
     int batch[BENCH_MAX_LIST], n_batch;
-    int batch_ctx, steps, batch_steps;
+    int verify[BENCH_MAX_LIST], n_verify;
+    int batch_ctx, steps, batch_steps, verify_ctx;
     bool json;
 } bench_opts;
 
 typedef struct {
     char name[48];
     double tok_s, ms, gbs, floor_pct, tflops;
+    double x_decode; /* verify rows: step time / a decode step's at the same context */
 } bench_row;
 
 static void usage(FILE *f) {
@@ -61,6 +73,9 @@ static void usage(FILE *f) {
             "  --batch-ctx N        context of every sequence in the batched test (default 512)\n"
             "  --steps N            decode steps timed per context (default 64)\n"
             "  --batch-steps N      decode steps timed per batch size (default 16)\n"
+            "  --verify LIST        draft counts k: time verifying k drafts (a forward of k + 1 positions\n"
+            "                       with every position's logits) against a decode step (default none)\n"
+            "  --verify-ctx N       context of the verify test (default 1024)\n"
             "  --quick              small sizes: --prefill 256 --ctx 128 --batch 8 --steps 16\n"
             "  --json               one JSON object on stdout\n"
             "  -h, --help           this help\n\n");
@@ -141,29 +156,6 @@ static double matrix_params(const nc_model *m) {
              nc_tensor_numel(w->attn_proj) + nc_tensor_numel(w->mlp_fc) + nc_tensor_numel(w->mlp_proj);
     }
     return p;
-}
-
-static double host_copy_bandwidth(void) {
-    size_t n = (size_t)256 << 20;
-    char *a = malloc(n), *b = malloc(n);
-    if (!a || !b) {
-        free(a);
-        free(b);
-        return 0;
-    }
-    memset(a, 1, n);
-    memset(b, 2, n);
-    double best = 0;
-    for (int i = 0; i < 5; i++) {
-        double t0 = nc_now();
-        memcpy(b, a, n);
-        double t = nc_now() - t0;
-        a[i] = b[n - 1 - i]; /* keep the copies observable */
-        if (t > 0 && 2.0 * n / t > best) best = 2.0 * n / t;
-    }
-    free(a);
-    free(b);
-    return best;
 }
 
 /* ==== runs ==== */
@@ -251,6 +243,26 @@ out:
     return result;
 }
 
+/* Times `steps` verifications of k drafts of one sequence at context ctx
+ * (the same positions each time, as a row whose drafts keep failing):
+ * median seconds, or -1. */
+static double time_verify(nc_backend *be, int32_t *table, int k, int ctx, int steps, const int32_t *ids) {
+    float *logits = malloc((size_t)(k + 1) * (size_t)be->model->cfg.vocab_size * sizeof(float));
+    double *t = nc_xcalloc((size_t)steps, sizeof *t);
+    double result = logits ? 0 : nc_fail("out of memory for logits");
+    for (int i = 0; i < steps + 2 && result == 0; i++) {
+        nc_seq_chunk c = {ids + ctx, k + 1, ctx, ids[ctx - 1], table, NC_LOGITS_ALL};
+        nc_batch b = {&c, 1};
+        double t0 = nc_now();
+        if (be->ops->forward(be, &b, logits)) result = -1;
+        if (i >= 2) t[i - 2] = nc_now() - t0;
+    }
+    if (result == 0) result = median(t, steps);
+    free(logits);
+    free(t);
+    return result;
+}
+
 /* ==== output ==== */
 
 static void print_rows(const bench_opts *o, nc_backend *be, const char *model_desc, double params, double wbytes,
@@ -260,20 +272,28 @@ static void print_rows(const bench_opts *o, nc_backend *be, const char *model_de
                "\"weight_bytes_per_token\": %.0f, \"bandwidth_gbs\": %.1f, \"bandwidth_source\": \"%s\", "
                "\"results\": [",
                nc_backend_describe(be), be->ops->name, model_desc, params, wbytes, bw / 1e9, bw_how);
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
             printf("%s{\"test\": \"%s\", \"tok_s\": %.2f, \"ms\": %.4f, \"gb_s\": %.1f, \"floor_pct\": %.2f, "
-                   "\"tflops\": %.2f}",
+                   "\"tflops\": %.2f",
                    i ? ", " : "", r[i].name, r[i].tok_s, r[i].ms, r[i].gbs, r[i].floor_pct, r[i].tflops);
+            if (r[i].x_decode > 0) printf(", \"x_decode\": %.4f", r[i].x_decode);
+            printf("}");
+        }
         printf("]}\n");
         return;
     }
     printf("device:    %s\n", nc_backend_describe(be));
     printf("model:     %s, %.3g params, %.3f GB of weights read per decode step\n", model_desc, params, wbytes / 1e9);
-    printf("bandwidth: %.0f GB/s (%s, read + written)\n\n", bw / 1e9, bw_how);
+    printf("bandwidth: %.1f GB/s (%s)\n\n", bw / 1e9, bw_how);
     printf("%-22s %12s %10s %9s %9s\n", "test", "tok/s", "ms/step", "GB/s", "% floor");
     for (int i = 0; i < n; i++) {
-        if (r[i].tflops > 0)
+        if (r[i].x_decode > 0)
+            printf("%-22s %12.1f %10.3f %9s %8.3fx a decode step\n", r[i].name, r[i].tok_s, r[i].ms, "-",
+                   r[i].x_decode);
+        else if (r[i].tflops >= 1)
             printf("%-22s %12.1f %10.3f %9s %8.1f TFLOP/s\n", r[i].name, r[i].tok_s, r[i].ms, "-", r[i].tflops);
+        else if (r[i].tflops > 0)
+            printf("%-22s %12.1f %10.3f %9s %8.1f GFLOP/s\n", r[i].name, r[i].tok_s, r[i].ms, "-", r[i].tflops * 1e3);
         else
             printf("%-22s %12.1f %10.3f %9.0f %8.1f%%\n", r[i].name, r[i].tok_s, r[i].ms, r[i].gbs, r[i].floor_pct);
     }
@@ -283,7 +303,7 @@ int cmd_bench(int argc, char **argv) {
     nc_model_args ma;
     nc_model_args_init(&ma);
     bench_opts o = {.prefill = 2048, .ctx = {128, 1024}, .n_ctx = 2, .batch = {8, 32, 64, 128}, .n_batch = 4,
-                    .batch_ctx = 512, .steps = 64, .batch_steps = 16};
+                    .batch_ctx = 512, .steps = 64, .batch_steps = 16, .verify_ctx = 1024};
     for (int i = 1; i < argc; i++) {
         int r = nc_model_args_parse(&ma, argc, argv, &i);
         if (r < 0) return 2;
@@ -298,7 +318,8 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "--quick")) {
             o.prefill = 256, o.ctx[0] = 128, o.n_ctx = 1, o.batch[0] = 8, o.n_batch = 1, o.steps = 16, o.batch_steps = 8;
         } else if (!strcmp(a, "--prefill") || !strcmp(a, "--ctx") || !strcmp(a, "--batch") ||
-                   !strcmp(a, "--batch-ctx") || !strcmp(a, "--steps") || !strcmp(a, "--batch-steps")) {
+                   !strcmp(a, "--batch-ctx") || !strcmp(a, "--steps") || !strcmp(a, "--batch-steps") ||
+                   !strcmp(a, "--verify") || !strcmp(a, "--verify-ctx")) {
             if (!v) {
                 fprintf(stderr, "nanochat bench: %s needs a value\n", a);
                 return 2;
@@ -309,6 +330,8 @@ int cmd_bench(int argc, char **argv) {
                      : !strcmp(a, "--batch")     ? parse_list(a, v, 1, 4096, o.batch, &o.n_batch)
                      : !strcmp(a, "--batch-ctx") ? parse_count(a, v, 1, 1 << 20, &o.batch_ctx)
                      : !strcmp(a, "--steps")     ? parse_count(a, v, 1, 100000, &o.steps)
+                     : !strcmp(a, "--verify")    ? parse_list(a, v, 1, 64, o.verify, &o.n_verify)
+                     : !strcmp(a, "--verify-ctx") ? parse_count(a, v, 1, 1 << 20, &o.verify_ctx)
                                                  : parse_count(a, v, 1, 100000, &o.batch_steps);
             if (rc) return 2;
         } else {
@@ -321,8 +344,10 @@ int cmd_bench(int argc, char **argv) {
     if (nc_model_args_load(&ma, &m, NULL)) return 1;
     const nc_model_config *cfg = &m->cfg;
     int V = cfg->vocab_size;
-    int max_ctx = o.batch_ctx;
+    int max_ctx = o.batch_ctx, max_k = 0;
     for (int i = 0; i < o.n_ctx; i++) max_ctx = NC_MAX(max_ctx, o.ctx[i]);
+    for (int i = 0; i < o.n_verify; i++) max_k = NC_MAX(max_k, o.verify[i]);
+    if (o.n_verify) max_ctx = NC_MAX(max_ctx, o.verify_ctx + max_k);
     int max_batch = 1;
     for (int i = 0; i < o.n_batch; i++) max_batch = NC_MAX(max_batch, o.batch[i]);
     int steps = NC_MAX(o.steps, o.batch_steps) + 4;
@@ -342,8 +367,23 @@ int cmd_bench(int argc, char **argv) {
     double wbytes = weight_bytes(be), kvb = kv_bytes_per_token(be);
     double params = (double)nc_config_param_count(cfg);
     double bw = be->ops->copy_bandwidth ? be->ops->copy_bandwidth(be) : 0;
-    const char *bw_how = bw > 0 ? "device copy" : "host memcpy";
-    if (bw <= 0) bw = host_copy_bandwidth();
+    char bw_how[96] = "device copy, read + written";
+    /* the host's read rate, probed before and after the tests (best of both:
+     * on a shared machine one probe may land in a busy moment) */
+    int host_threads = ma.threads > 0 ? ma.threads : nc_default_threads();
+    size_t probe = nc_read_bandwidth_bytes();
+    bool host_bw = bw <= 0;
+    if (host_bw) {
+        bw = nc_read_bandwidth(host_threads, probe, 5);
+        snprintf(bw_how, sizeof bw_how, "host read, %d thread%s, %zu MB, best of 10", host_threads,
+                 host_threads == 1 ? "" : "s", probe >> 20);
+        if (bw <= 0) {
+            fprintf(stderr, "nanochat bench: %s\n", nc_error());
+            nc_backend_free(be);
+            nc_model_free(m);
+            return 1;
+        }
+    }
 
     int n_ids = NC_MAX(NC_MAX(o.prefill, max_ctx), o.batch_ctx) + steps + 8;
     int32_t *ids = nc_xmalloc(sizeof(int32_t) * (size_t)n_ids);
@@ -355,7 +395,7 @@ int cmd_bench(int argc, char **argv) {
         tables[s] = nc_xcalloc((size_t)tlen, sizeof(int32_t));
         for (int b = 0; b < tlen; b++) tables[s][b] = s == 0 ? b % pool : (s * blocks_each + b) % pool;
     }
-    bench_row rows[2 * BENCH_MAX_LIST + 1];
+    bench_row rows[3 * BENCH_MAX_LIST + 1];
     memset(rows, 0, sizeof rows);
     int nr = 0, rc = 0;
     char desc[160];
@@ -407,6 +447,30 @@ int cmd_bench(int argc, char **argv) {
         bench_row *r = &rows[nr++];
         snprintf(r->name, sizeof r->name, "batch %d ctx %d", nb, ctx);
         r->tok_s = nb / sec, r->ms = sec * 1e3, r->gbs = bytes / sec / 1e9, r->floor_pct = 100.0 * bytes / sec / bw;
+    }
+    if (o.n_verify && !rc) {
+        int ctx = o.verify_ctx;
+        rc = prefill_seqs(be, tables, 0, 1, ids, ctx);
+        double dec = rc ? -1 : time_decode(be, tables, 1, ctx, o.steps, ids);
+        rc = dec < 0 ? -1 : prefill_seqs(be, tables, 0, 1, ids, ctx); /* decode moved on: back to ctx */
+        for (int i = 0; i < o.n_verify && !rc; i++) {
+            int k = o.verify[i];
+            double sec = time_verify(be, tables[0], k, ctx, o.steps, ids);
+            if (sec < 0) {
+                rc = -1;
+                break;
+            }
+            bench_row *r = &rows[nr++];
+            snprintf(r->name, sizeof r->name, "verify %d ctx %d", k, ctx);
+            r->tok_s = (k + 1) / sec, r->ms = sec * 1e3, r->x_decode = sec / dec;
+        }
+    }
+    if (!rc && host_bw) {
+        double again = nc_read_bandwidth(host_threads, probe, 5);
+        if (again > bw) {
+            for (int i = 0; i < nr; i++) rows[i].floor_pct *= bw / again;
+            bw = again;
+        }
     }
     if (rc) fprintf(stderr, "nanochat bench: %s\n", nc_error());
     else print_rows(&o, be, desc, params, wbytes, bw, bw_how, rows, nr);

@@ -51,6 +51,8 @@ static void usage(FILE *f) {
             "\n");
     nc_cli_gen_help(f);
     fprintf(f, "\n");
+    nc_model_args_spec_help(f);
+    fprintf(f, "\n");
     nc_model_args_help(f);
 }
 
@@ -168,7 +170,10 @@ static int exchange(nc_bundle *e, conversation *c, const char *message, nc_gen_p
         if (run.rows[0].finish == NC_FINISH_CANCELLED) printf(" [stopped]");
         printf("\n");
     }
-    if (verbose) nc_cli_print_timing(&run, stderr);
+    if (verbose) {
+        nc_cli_print_timing(&run, stderr);
+        nc_cli_print_spec(e, stderr);
+    }
     nc_cli_row *row = &run.rows[0];
     if (row->finish == NC_FINISH_ERROR) {
         fprintf(stderr, "nanochat chat: %s\n", row->error);

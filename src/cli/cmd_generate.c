@@ -35,6 +35,8 @@ static void usage(FILE *f) {
             "\n");
     nc_cli_gen_help(f);
     fprintf(f, "\n");
+    nc_model_args_spec_help(f);
+    fprintf(f, "\n");
     nc_model_args_help(f);
 }
 
@@ -143,7 +145,10 @@ int cmd_generate(int argc, char **argv) {
                 free(t);
             }
         }
-        if (ma.verbose) nc_cli_print_timing(&run, stderr);
+        if (ma.verbose) {
+            nc_cli_print_timing(&run, stderr);
+            nc_cli_print_spec(&e, stderr);
+        }
         rc = 0;
         for (int i = 0; i < run.n; i++)
             if (run.rows[i].finish == NC_FINISH_ERROR) {

@@ -70,6 +70,8 @@ static void usage(FILE *f) {
             "  --log-level L        debug, info (default), warn or error; debug adds\n"
             "                       libmicrohttpd's messages; warn logs only 5xx requests\n"
             "  -h, --help           this help\n\n");
+    nc_model_args_spec_help(f);
+    fprintf(f, "\n");
     nc_model_args_help(f);
 }
 
@@ -146,6 +148,7 @@ int cmd_serve(int argc, char **argv) {
             return 0;
         }
         int r = nc_model_args_parse(&a, argc, argv, &i);
+        if (!r) r = nc_model_args_parse_spec(&a, argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
         bool known = false;

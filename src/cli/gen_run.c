@@ -18,6 +18,7 @@
 int nc_cli_gen_parse(nc_model_args *ma, nc_gen_params *g, int argc, char **argv, int *i) {
     const char *v;
     int r = nc_model_args_parse(ma, argc, argv, i);
+    if (!r) r = nc_model_args_parse_spec(ma, argc, argv, i);
     if (r) return r;
     long long x;
     if ((r = nc_flag_take("-n", argc, argv, i, &v)) || (r = nc_flag_take("--samples", argc, argv, i, &v))) {
@@ -244,6 +245,23 @@ void nc_cli_print_json(const nc_cli_run *run, const nc_tokenizer *tok, FILE *f) 
     fflush(f);
     free(s);
     cJSON_Delete(o);
+}
+
+void nc_cli_print_spec(nc_bundle *e, FILE *f) {
+    nc_scheduler_stats st;
+    nc_scheduler_get_stats(e->sched, &st);
+    if (!st.spec_verifies) {
+        fprintf(f, "speculation: no drafts verified\n");
+        return;
+    }
+    fprintf(f, "speculation: %.2f tokens per verifying step (%lld steps);", (double)st.spec_emitted / st.spec_verifies,
+            (long long)st.spec_verifies);
+    for (int k = 0; k < NC_SPEC_KINDS; k++)
+        if (st.spec_drafted[k])
+            fprintf(f, " %s %lld/%lld accepted (%.0f%%)", nc_spec_kind_name((nc_spec_kind)k),
+                    (long long)st.spec_accepted[k], (long long)st.spec_drafted[k],
+                    100.0 * (double)st.spec_accepted[k] / (double)st.spec_drafted[k]);
+    fprintf(f, "\n");
 }
 
 void nc_cli_print_timing(const nc_cli_run *run, FILE *f) {

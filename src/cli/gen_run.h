@@ -23,10 +23,10 @@
 
 /* ==== flags ==== */
 
-/* If argv[*i] is a model option (model_args.h) or a sampling flag (-n,
- * --temperature, --top-k, --top-p, --min-p, --seed, --max-tokens,
- * --no-calculator), consumes it into *ma or *g and returns 1; 0 if it is
- * neither; -1 after printing a one-line error. */
+/* If argv[*i] is a model or speculation option (model_args.h) or a
+ * sampling flag (-n, --temperature, --top-k, --top-p, --min-p, --seed,
+ * --max-tokens, --no-calculator), consumes it into *ma or *g and returns
+ * 1; 0 if it is neither; -1 after printing a one-line error. */
 int nc_cli_gen_parse(nc_model_args *ma, nc_gen_params *g, int argc, char **argv, int *i);
 void nc_cli_gen_help(FILE *f);
 
@@ -63,6 +63,9 @@ void nc_cli_run_free(nc_cli_run *run);
 void nc_cli_print_json(const nc_cli_run *run, const nc_tokenizer *tok, FILE *f);
 /* --verbose: prefill and decode speed on `f`. */
 void nc_cli_print_timing(const nc_cli_run *run, FILE *f);
+/* --verbose: the engine's speculation so far (tokens per verifying step,
+ * drafts accepted by proposer). */
+void nc_cli_print_spec(nc_bundle *e, FILE *f);
 
 /* The text of a row (terminal token dropped, special tokens as their
  * text), malloc'ed. */

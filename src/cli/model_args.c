@@ -156,6 +156,10 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         a->lm_head_float = true;
         return 1;
     }
+    if (!strcmp(argv[*i], "--deterministic")) {
+        a->deterministic = true;
+        return 1;
+    }
     if ((r = nc_flag_take("--kv-cache", argc, argv, i, &v))) {
         if (r < 0) return -1;
         if (strcmp(v, "bf16") && strcmp(v, "fp8")) {
@@ -187,15 +191,85 @@ void nc_model_args_help(FILE *f) {
             "                       cuda:N: GPU N)\n"
             "  --tensor-parallel N  one engine over N GPUs (--device's and the next ones), layers split\n"
             "                       across them over NCCL (docs/multi-device.md)\n"
-            "  --threads N          CPU threads (default 0: all cores)\n"
+            "  --threads N          CPU threads (default 0: one per physical core)\n"
             "  --weights bf16|int8|fp8   layer and lm_head weights: bf16 = the checkpoint's own float\n"
             "                       weights; int8 / fp8 = 8-bit with per-row scales, quantised at load\n"
             "                       (default: as the checkpoint stores them; docs/quantization.md)\n"
             "  --lm-head-bf16       with --weights int8/fp8: leave lm_head in float\n"
             "  --kv-cache bf16|fp8  KV cache precision: bf16 = full (fp32 on the CPU), fp8 = e4m3\n"
             "                       with per-token scales (default bf16)\n"
+            "  --deterministic      a request's tokens do not depend on the other requests in its\n"
+            "                       batch, on how its prompt was chunked or on the run (CUDA:\n"
+            "                       batch-invariant kernels, slower; the CPU backend always is)\n"
             "  -v, --verbose        timings on stderr\n"
             "  -q, --quiet          no download or load progress on stderr\n");
+}
+
+/* ==== speculative decoding ==== */
+
+int nc_model_args_parse_spec(nc_model_args *a, int argc, char **argv, int *i) {
+    const char *v = NULL;
+    long long x;
+    int r;
+    if ((r = nc_flag_take("--draft-model", argc, argv, i, &v))) {
+        if (r < 0) return -1;
+        if (!*v) {
+            fprintf(stderr, "nanochat: --draft-model needs a non-empty path\n");
+            return -1;
+        }
+        a->draft_path = v;
+        a->draft_dir[0] = 0;
+        return 1;
+    }
+    if ((r = nc_flag_take("--spec-k", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("--spec-k", v, 1, 64, &x)) return -1;
+        a->spec.max_draft = (int32_t)x;
+        return 1;
+    }
+    if ((r = nc_flag_take("--spec-ngram", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("--spec-ngram", v, 0, NC_SPEC_MAX_NGRAM, &x)) return -1;
+        a->spec.no_lookup = x == 0;
+        a->spec.ngram_max = (int32_t)x;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--no-spec")) {
+        a->spec.off = true;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--draft-sample")) {
+        a->spec.draft_sample = true;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--spec-always")) {
+        a->spec.always = true;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--spec")) {
+        a->spec.force = true;
+        return 1;
+    }
+    return 0;
+}
+
+void nc_model_args_spec_help(FILE *f) {
+    fprintf(f,
+            "speculative decoding (docs/speculative.md; the output is what decoding one token at a\n"
+            "time gives, with the same seed too, unless --draft-sample):\n"
+            "  --draft-model PATH   a smaller model with the same tokenizer drafts tokens for this one\n"
+            "                       to verify (same device; any -m form, hf: included)\n"
+            "  --draft-sample       sampled requests: the draft model samples its drafts, kept with\n"
+            "                       probability min(1, p/q) (more kept; the distribution is the same,\n"
+            "                       but a seed no longer reproduces the output without speculation)\n"
+            "  --spec-k N           most draft tokens one sequence verifies per step, 1..64 (default 8)\n"
+            "  --spec-ngram N       prompt lookup matches the last N..1 tokens, 0 = off (default 3)\n"
+            "  --no-spec            no speculation (on the CPU, prompt lookup is on by default,\n"
+            "                       drafting only where the measured cost of verifying is expected\n"
+            "                       to pay; on the GPU, whose verification is not bit-exact, only\n"
+            "                       with --spec, --spec-always or --draft-model)\n"
+            "  --spec               speculate on the GPU too (greedy output may then differ from plain\n"
+            "                       decoding where the top two tokens are within bf16 rounding)\n"
+            "  --spec-always        verify every draft (up to --spec-k), paying or not: to measure\n"
+            "                       acceptance\n");
 }
 
 /* ==== models from the Hub ==== */
@@ -207,31 +281,47 @@ static void on_sigint(int sig) {
     hub_interrupted = 1;
 }
 
-int nc_model_args_fetch(nc_model_args *a) {
-    if (!nc_hub_is_ref(a->load.path)) return 0;
-    if (a->random_spec) {
-        fprintf(stderr, "nanochat: -m and --random are mutually exclusive\n");
-        return -1;
-    }
-    nc_hub_options o = {.step = a->load.step, .source = a->load.source, .tag = a->load.tag, .quiet = a->quiet,
+/* Resolves and downloads the Hub model `ref` (its checkpoint chosen by
+ * step/source/tag) into *r, Ctrl-C stopping the transfers cleanly (partial
+ * files stay for resuming). Prints a one-line error and returns -1 on
+ * failure, -2 when stopped by Ctrl-C. */
+static int fetch_ref(const char *ref, const nc_model_args *a, const nc_load_options *sel, nc_hub_result *r) {
+    nc_hub_options o = {.step = sel->step, .source = sel->source, .tag = sel->tag, .quiet = a->quiet,
                         .interrupted = &hub_interrupted};
-    /* Ctrl-C stops the transfers cleanly (partial files stay for resuming) */
     struct sigaction sa = {.sa_handler = on_sigint}, old;
     sigemptyset(&sa.sa_mask);
     hub_interrupted = 0;
     sigaction(SIGINT, &sa, &old);
-    nc_hub_result r;
-    int rc = nc_hub_resolve(a->load.path, &o, &r);
+    int rc = nc_hub_resolve(ref, &o, r);
     sigaction(SIGINT, &old, NULL);
     if (rc) {
         fprintf(stderr, "nanochat: %s\n", nc_error());
         return hub_interrupted ? -2 : -1;
     }
-    nc_hub_ref ref;
-    nc_hub_ref_parse(a->load.path, &ref);
-    snprintf(a->hub_repo, sizeof a->hub_repo, "%s", ref.repo_id);
-    snprintf(a->hub_dir, sizeof a->hub_dir, "%s", r.dir);
-    a->load.path = a->hub_dir;
+    return 0;
+}
+
+int nc_model_args_fetch(nc_model_args *a) {
+    if (nc_hub_is_ref(a->load.path) && a->random_spec) {
+        fprintf(stderr, "nanochat: -m and --random are mutually exclusive\n");
+        return -1;
+    }
+    nc_hub_result r;
+    int rc;
+    if (nc_hub_is_ref(a->load.path)) {
+        if ((rc = fetch_ref(a->load.path, a, &a->load, &r))) return rc;
+        nc_hub_ref ref;
+        nc_hub_ref_parse(a->load.path, &ref);
+        snprintf(a->hub_repo, sizeof a->hub_repo, "%s", ref.repo_id);
+        snprintf(a->hub_dir, sizeof a->hub_dir, "%s", r.dir);
+        a->load.path = a->hub_dir;
+    }
+    if (nc_hub_is_ref(a->draft_path)) {
+        nc_load_options newest = {.step = -1};
+        if ((rc = fetch_ref(a->draft_path, a, &newest, &r))) return rc;
+        snprintf(a->draft_dir, sizeof a->draft_dir, "%s", r.dir);
+        a->draft_path = a->draft_dir;
+    }
     return 0;
 }
 
@@ -239,6 +329,8 @@ int nc_model_args_fetch(nc_model_args *a) {
 
 void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
     o->load = a->load;
+    o->spec = a->spec;
+    o->draft_path = a->draft_path;
     o->random_spec = a->random_spec;
     o->random_seed = a->random_seed;
     o->device = nc_model_args_device(a);
@@ -246,6 +338,7 @@ void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
     o->weights = a->weights;
     o->lm_head_float = a->lm_head_float;
     o->kv_cache = a->kv_cache;
+    o->deterministic = a->deterministic;
     o->log = a->verbose ? stderr : NULL;
 }
 

@@ -9,9 +9,12 @@
  *   --random SHAPE     random weights instead of -m (d20, d34, L,C,H[,Hkv[,V]])
  *   --device cpu|cuda|cuda:N|auto   --tensor-parallel N   --threads N
  *   --verbose   --quiet
- *   --weights bf16|int8|fp8 [--lm-head-bf16]   --kv-cache bf16|fp8
+ *   --weights bf16|int8|fp8 [--lm-head-bf16]   --kv-cache bf16|fp8   --deterministic
  * With neither -m nor --random, the bundled default model is used
  * (models/picochat beside the binary's build dir, or $NANOCHAT_MODEL).
+ *
+ * Speculative decoding (chat, generate, serve; docs/speculative.md):
+ *   --draft-model PATH --draft-sample --no-spec --spec --spec-k N --spec-ngram N --spec-always
  */
 #ifndef NC_CLI_MODEL_ARGS_H
 #define NC_CLI_MODEL_ARGS_H
@@ -42,6 +45,10 @@ typedef struct {
     const char *weights;     /* --weights bf16|int8|fp8, or NULL: as the checkpoint stores them */
     bool lm_head_float;      /* --lm-head-bf16: leave lm_head unquantised */
     nc_kv_cache_format kv_cache; /* --kv-cache bf16|fp8 */
+    bool deterministic;      /* --deterministic: batch-invariant kernels */
+    const char *draft_path;  /* --draft-model PATH, or NULL */
+    char draft_dir[PATH_MAX];/* an hf: draft model's local snapshot (draft_path then points here) */
+    nc_spec_params spec;     /* --no-spec, --spec, --spec-k, --spec-ngram, --draft-sample, --spec-always */
 } nc_model_args;
 
 void nc_model_args_init(nc_model_args *a);
@@ -54,9 +61,14 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i);
 /* Prints the options above, for a subcommand's --help. */
 void nc_model_args_help(FILE *f);
 
-/* If -m names a Hub model (hf:...), resolves it and downloads what the
- * cache lacks (src/hub/hub.h), then points load.path at the local
- * snapshot; nothing otherwise, or when already done. Ctrl-C stops the
+/* Like nc_model_args_parse, for the speculative decoding options (the
+ * commands that generate: chat, generate, serve). */
+int nc_model_args_parse_spec(nc_model_args *a, int argc, char **argv, int *i);
+void nc_model_args_spec_help(FILE *f);
+
+/* If -m (or --draft-model) names a Hub model (hf:...), resolves it and
+ * downloads what the cache lacks (src/hub/hub.h), then points load.path
+ * (draft_path) at the local snapshot; nothing otherwise, or when already done. Ctrl-C stops the
  * download (partial files are kept for the next run). Prints a one-line
  * error and returns -1 on failure, -2 when stopped by Ctrl-C. The load functions below call it
  * themselves; a command calls it first to fetch before doing anything
@@ -67,8 +79,8 @@ int nc_model_args_fetch(nc_model_args *a);
 const char *nc_model_args_device(const nc_model_args *a);
 
 /* Sets the bundle options these flags select (what to load, the device
- * and threads, --verbose as a log on stderr); the sizes are left as they
- * are. */
+ * and threads, speculation, --verbose as a log on stderr); the sizes are
+ * left as they are. */
 void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o);
 
 /* Opens the whole bundle, sized for `rows` samples of one conversation at

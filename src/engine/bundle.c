@@ -17,6 +17,9 @@
 #include "../model/prefetch.h"
 #include "../model/quantize.h"
 #include "../util/common.h"
+#include "spec_draft.h"
+
+#define DRAFT_ROWS 4 /* rows that draft at once when the bundle serves many (a server) */
 
 /* ==== the bundled default model ==== */
 
@@ -194,10 +197,13 @@ nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model,
     nc_backend_params params = *p;
     if (params.n_threads == 0) params.n_threads = o->threads;
     if (params.kv_cache == NC_KV_CACHE_BF16) params.kv_cache = o->kv_cache;
+    params.deterministic = params.deterministic || o->deterministic;
     if (o->progress) nc_model_prefetch(model, o->progress, "reading weights");
     double t0 = nc_now();
     nc_backend *b = nc_backend_create(o->device, model, &params);
-    if (b && o->log) fprintf(o->log, "backend %s ready in %.2f s\n", nc_backend_describe(b), nc_now() - t0);
+    if (b && o->log)
+        fprintf(o->log, "backend %s%s ready in %.2f s\n", nc_backend_describe(b),
+                b->deterministic ? " (deterministic)" : "", nc_now() - t0);
     return b;
 }
 
@@ -221,6 +227,48 @@ void nc_bundle_sizes(const nc_bundle_options *o, int32_t max_context, nc_backend
     }
 }
 
+/* The options a draft model loads and runs with: the model's device,
+ * threads and messages, nothing else of the model's. */
+static void draft_options(const nc_bundle_options *o, nc_bundle_options *d) {
+    nc_bundle_options_init(d);
+    d->load.path = o->draft_path;
+    d->device = o->device;
+    d->threads = o->threads;
+    d->log = o->log;
+    d->progress = o->progress;
+}
+
+int nc_bundle_load_draft(const nc_bundle_options *o, const nc_model *model, const nc_tokenizer *tok,
+                         nc_model **draft) {
+    nc_bundle_options d;
+    draft_options(o, &d);
+    nc_tokenizer *draft_tok = NULL;
+    if (nc_bundle_load(&d, draft, &draft_tok, true, NULL)) return nc_fail_context("draft model %s", o->draft_path);
+    int rc = nc_spec_tokenizers_match(tok, draft_tok);
+    nc_tokenizer_free(draft_tok);
+    if (rc) rc = nc_fail_context("draft model %s does not fit this model (a draft must share its tokenizer)",
+                                 o->draft_path);
+    else if ((*draft)->cfg.vocab_size != model->cfg.vocab_size)
+        rc = nc_fail("draft model %s: its vocabulary has %d ids, the model's %d", o->draft_path,
+                     (*draft)->cfg.vocab_size, model->cfg.vocab_size);
+    if (rc) {
+        nc_model_free(*draft);
+        *draft = NULL;
+    }
+    return rc;
+}
+
+nc_backend *nc_bundle_draft_backend(const nc_bundle_options *o, const nc_model *draft, int32_t max_context) {
+    nc_bundle_options d;
+    draft_options(o, &d);
+    int32_t rows = o->draft_rows ? o->draft_rows : o->rows > 0 ? o->rows : DRAFT_ROWS;
+    int32_t per_seq = (max_context + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+    nc_backend_params bp = {.n_kv_blocks = rows * per_seq, .max_seqs = rows};
+    nc_backend *b = nc_bundle_backend(&d, draft, &bp);
+    if (!b) nc_fail_context("draft model %s", o->draft_path);
+    return b;
+}
+
 int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o) {
     memset(b, 0, sizeof *b);
     if (o->max_context < 0)
@@ -235,6 +283,15 @@ int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o) {
     nc_backend_params bp;
     nc_scheduler_params sp;
     nc_bundle_sizes(o, b->max_context, &bp, &sp);
+    sp.spec = o->spec;
+    if (o->draft_path && !o->spec.off) {
+        /* Before the model's backend, which may take the device's
+         * remaining memory for its KV pool. */
+        if (nc_bundle_load_draft(o, b->model, b->tok, &b->draft_model) ||
+            !(b->draft_backend = nc_bundle_draft_backend(o, b->draft_model, b->max_context)))
+            goto failed;
+        sp.spec.draft = b->draft_backend;
+    }
     if (!(b->backend = nc_bundle_backend(o, b->model, &bp))) goto failed;
     if (!(b->sched = nc_scheduler_create(b->backend, b->tok, &sp))) goto failed;
     return 0;
@@ -246,6 +303,8 @@ failed:
 void nc_bundle_close(nc_bundle *b) {
     nc_scheduler_free(b->sched);
     nc_backend_free(b->backend);
+    nc_backend_free(b->draft_backend);
+    nc_model_free(b->draft_model);
     nc_tokenizer_free(b->tok);
     nc_model_free(b->model);
     memset(b, 0, sizeof *b);

@@ -45,6 +45,7 @@ typedef struct {
     const char *device;       /* "cpu", "cuda" or "auto" (NULL: "auto") */
     int threads;              /* CPU threads (0: all cores) */
     nc_kv_cache_format kv_cache; /* the KV cache's precision (NC_KV_CACHE_BF16: full) */
+    bool deterministic;       /* batch-invariant kernels (nc_backend_params.deterministic) */
     /* How much at once. */
     int max_context;          /* positions per sequence (0: the model's sequence_len) */
     bool long_context;        /* a max_context past sequence_len is allowed (up to the backend's
@@ -57,6 +58,12 @@ typedef struct {
     int max_batch_tokens;     /* tokens per forward pass (0: the backend's default) */
     int kv_blocks;            /* KV pool size in blocks (0: the backend picks) */
     int max_queue;            /* waiting requests before submit refuses (0: the scheduler's default) */
+    /* Speculative decoding (docs/speculative.md). */
+    nc_spec_params spec;      /* its settings (spec.draft is set by open) */
+    const char *draft_path;   /* a draft model (a checkpoint as load.path takes, with its tokenizer,
+                                 which must be the model's), run on the same device; NULL: none */
+    int draft_rows;           /* rows that may draft at once, each with a full context of the draft's
+                                 KV (0: `rows`, else 4) */
     /* What to say. */
     FILE *log;                /* non-NULL: a line once the model is loaded and once the backend is
                                  ready, each with the seconds it took (--verbose) */
@@ -73,11 +80,14 @@ typedef struct {
     nc_model *model;       /* tensors mmapped */
     nc_tokenizer *tok;     /* read-only once loaded: safe to share between threads */
     nc_backend *backend;
-    nc_scheduler *sched;   /* borrows backend and tok */
+    nc_scheduler *sched;   /* borrows backend and tok (and the draft backend) */
     int32_t max_context;   /* positions per sequence, as resolved */
+    nc_model *draft_model; /* with draft_path: the draft model and its backend */
+    nc_backend *draft_backend;
 } nc_bundle;
 
-/* Loads the model and its tokenizer, creates the backend and the
+/* Loads the model and its tokenizer (and a draft model, refused unless
+ * its tokenizer is the model's), creates the backends and the
  * scheduler. Any thread may open a bundle (the server does it on its
  * engine thread). On failure returns -1 with nc_error() set and *b zeroed:
  * nothing is left to close. */
@@ -98,9 +108,23 @@ void nc_bundle_close(nc_bundle *b);
 int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **tok, bool tok_required,
                    nc_checkpoint_location *loc);
 /* Creates the backend of o->device for `model`, sized by `p` (its zero
- * n_threads meaning o->threads, its default bf16 kv_cache o->kv_cache).
+ * n_threads meaning o->threads, its default bf16 kv_cache o->kv_cache,
+ * deterministic when either asks).
  * NULL + nc_error() on failure. */
 nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model, const nc_backend_params *p);
+
+/* The draft model of o->draft_path, in two steps as nc_bundle_open takes
+ * them, for front ends that run several backends of one model (the
+ * server's engines). nc_bundle_load_draft loads it, refused unless its
+ * tokenizer and vocabulary are those of `model` / `tok`; -1 + nc_error()
+ * with *draft NULL on failure. nc_bundle_draft_backend creates its backend
+ * on o->device (o->threads), sized for o->draft_rows rows of
+ * `max_context` positions; create it before the model's backend, which
+ * may take the device's remaining memory for its KV pool. NULL +
+ * nc_error() on failure. */
+int nc_bundle_load_draft(const nc_bundle_options *o, const nc_model *model, const nc_tokenizer *tok,
+                         nc_model **draft);
+nc_backend *nc_bundle_draft_backend(const nc_bundle_options *o, const nc_model *draft, int32_t max_context);
 
 /* The backend and scheduler sizes nc_bundle_open uses for `o` and a
  * context resolved to `max_context`, for front ends that create the

@@ -137,13 +137,12 @@ static int32_t select_top_k(const float *logits, int32_t V, int32_t k, nc_sample
 
 /* ==== sampling ==== */
 
-int32_t nc_sample(const float *logits, int32_t V, const nc_sampling *sp, uint64_t rng[2],
-                  nc_sampler_scratch *scr) {
-    NC_ASSERT(scr->cap >= V && V > 0);
-    if (!(sp->temperature > 0.0f)) return nc_sample_argmax(logits, V);
-    double u = nc_rng_uniform(rng); /* exactly one draw per sampled token */
-
-    nc_sample_cand *c = scr->cand;
+/* The candidates nc_sample draws from, in c[0..n) with unnormalised
+ * weights (the best token's weight is 1), and their total in *sum: steps
+ * 2-5 of sampler.h. Degenerate logits (all NaN, all -inf) give the single
+ * token nc_sample has always returned for them (0, the argmax). */
+static int32_t distribution(const float *logits, int32_t V, const nc_sampling *sp, nc_sample_cand *c,
+                            double *sum_out) {
     int32_t n = 0;
     if (sp->top_k > 0 && sp->top_k < V) {
         n = select_top_k(logits, V, sp->top_k, c);
@@ -151,12 +150,15 @@ int32_t nc_sample(const float *logits, int32_t V, const nc_sampling *sp, uint64_
         for (int32_t i = 0; i < V; i++)
             if (logits[i] == logits[i]) c[n++] = (nc_sample_cand){logits[i], i};
     }
-    if (n == 0) return 0;
+    float mx = n ? c[0].v : 0.0f;
+    for (int32_t j = 1; j < n; j++) mx = c[j].v > mx ? c[j].v : mx;
+    if (n == 0 || mx == -INFINITY) {
+        c[0] = (nc_sample_cand){1.0f, n ? nc_sample_argmax(logits, V) : 0};
+        *sum_out = 1.0;
+        return 1;
+    }
 
     /* Tempered probabilities relative to the best token (weight 1). */
-    float mx = c[0].v;
-    for (int32_t j = 1; j < n; j++) mx = c[j].v > mx ? c[j].v : mx;
-    if (mx == -INFINITY) return nc_sample_argmax(logits, V);
     float inv_t = 1.0f / sp->temperature;
     double sum = 0.0;
     for (int32_t j = 0; j < n; j++) {
@@ -200,14 +202,73 @@ int32_t nc_sample(const float *logits, int32_t V, const nc_sampling *sp, uint64_
         sum = 0.0;
         for (int32_t j = 0; j < n; j++) sum += c[j].v;
     }
+    *sum_out = sum;
+    return n;
+}
 
-    /* Draw: walk the candidates in order until their mass passes u * sum. */
+/* Walks the candidates in order until their mass passes u * sum. */
+static int32_t draw(const nc_sample_cand *c, int32_t n, double sum, double u) {
     double r = u * sum, cum = 0.0;
     for (int32_t j = 0; j < n; j++) {
         cum += c[j].v;
         if (r < cum) return c[j].id;
     }
     return c[n - 1].id; /* rounding left r at the very end */
+}
+
+int32_t nc_sample(const float *logits, int32_t V, const nc_sampling *sp, uint64_t rng[2],
+                  nc_sampler_scratch *scr) {
+    return nc_sample_draft(logits, V, sp, rng, scr, NULL);
+}
+
+int32_t nc_sample_draft(const float *logits, int32_t V, const nc_sampling *sp, uint64_t rng[2],
+                        nc_sampler_scratch *scr, float *q) {
+    NC_ASSERT(scr->cap >= V && V > 0);
+    if (!(sp->temperature > 0.0f)) return nc_sample_argmax(logits, V);
+    double u = nc_rng_uniform(rng); /* exactly one draw per sampled token */
+    double sum;
+    int32_t n = distribution(logits, V, sp, scr->cand, &sum);
+    if (q) {
+        memset(q, 0, (size_t)V * sizeof *q);
+        for (int32_t j = 0; j < n; j++) q[scr->cand[j].id] = (float)(scr->cand[j].v / sum);
+    }
+    return draw(scr->cand, n, sum, u);
+}
+
+/* ==== speculative verification ==== */
+
+int32_t nc_sample_verify(const float *logits, int32_t V, const nc_sampling *sp, int32_t draft, const float *q,
+                         uint64_t rng[2], nc_sampler_scratch *scr, bool *accepted) {
+    NC_ASSERT(scr->cap >= V && V > 0 && draft >= 0 && draft < V && q);
+    if (!(sp->temperature > 0.0f)) {
+        int32_t t = nc_sample_argmax(logits, V);
+        *accepted = t == draft;
+        return t;
+    }
+    nc_sample_cand *c = scr->cand;
+    double sum;
+    int32_t n = distribution(logits, V, sp, c, &sum);
+    double p_draft = 0.0;
+    for (int32_t j = 0; j < n; j++)
+        if (c[j].id == draft) p_draft = c[j].v / sum;
+    /* accept with probability min(1, p/q): u < p/q, written without the division */
+    *accepted = nc_rng_uniform(rng) * (double)q[draft] < p_draft;
+    if (*accepted) return draft;
+    /* the residual max(0, p - q), renormalised by draw() */
+    double rsum = 0.0;
+    int32_t m = 0;
+    for (int32_t j = 0; j < n; j++) {
+        double r = c[j].v / sum - (double)q[c[j].id];
+        if (r <= 0.0) continue;
+        c[m++] = (nc_sample_cand){(float)r, c[j].id};
+        rsum += (float)r;
+    }
+    double u = nc_rng_uniform(rng);
+    if (m == 0) { /* p <= q everywhere: only rounding (p == q) gets here */
+        n = distribution(logits, V, sp, c, &sum);
+        return draw(c, n, sum, u);
+    }
+    return draw(c, m, rsum, u);
 }
 
 /* ==== logprobs ==== */

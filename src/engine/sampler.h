@@ -28,6 +28,7 @@
 #ifndef NC_ENGINE_SAMPLER_H
 #define NC_ENGINE_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* ==== random generator ==== */
@@ -73,6 +74,27 @@ int32_t nc_sample_argmax(const float *logits, int32_t V);
  * one output when temperature > 0. `scr` must have cap >= V. */
 int32_t nc_sample(const float *logits, int32_t V, const nc_sampling *sp, uint64_t rng[2],
                   nc_sampler_scratch *scr);
+
+/* nc_sample, which also writes the distribution it drew from to q[V]
+ * (probabilities, zero for filtered tokens) when q is non-NULL and
+ * temperature > 0: a draft model's proposal for speculative decoding. */
+int32_t nc_sample_draft(const float *logits, int32_t V, const nc_sampling *sp, uint64_t rng[2],
+                        nc_sampler_scratch *scr, float *q);
+
+/*
+ * Speculative sampling (Leviathan et al. 2023; docs/speculative.md): the
+ * next token given the target's logits and a draft token that a draft
+ * model drew from its distribution q[V]. p is exactly the distribution
+ * nc_sample draws from with `sp`. The draft is kept with probability
+ * min(1, p(draft) / q(draft)); otherwise a token is drawn from
+ * max(0, p - q) renormalised, so the token returned is distributed as p.
+ * *accepted says which happened. Temperature 0: the argmax, accepted when
+ * it is the draft. Uses one or two uniforms. (A draft that is certain, q a
+ * point mass, needs none of this: drawing the target's token with
+ * nc_sample and comparing has the same law.)
+ */
+int32_t nc_sample_verify(const float *logits, int32_t V, const nc_sampling *sp, int32_t draft, const float *q,
+                         uint64_t rng[2], nc_sampler_scratch *scr, bool *accepted);
 
 /*
  * Log-probabilities under softmax(logits) (temperature 1, no filtering: the

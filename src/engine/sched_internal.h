@@ -14,7 +14,16 @@
  * (free blocks plus blocks only the prefix cache holds) covers the worst
  * case of every admitted row, ceil(min(prompt + max_tokens, context) / 64)
  * blocks each. So a running row never waits for memory and nothing is ever
- * preempted; a request that would not fit waits in the queue.
+ * preempted; a request that would not fit waits in the queue. Speculation
+ * never needs more: a row's drafts stop short of its token limit.
+ *
+ * Speculation (sched_spec.c, docs/speculative.md): before the batch is
+ * built, each decoding row may get draft tokens, written after its last
+ * token (tokens[n_tokens ..], scratch until accepted); its chunk is then
+ * its last token plus the drafts, with the logits of every position, and
+ * the verification emits the tokens the row would have produced one step
+ * at a time. Positions past what was accepted keep stale KV that the next
+ * chunk overwrites: n_computed says where valid KV ends.
  */
 #ifndef NC_ENGINE_SCHED_INTERNAL_H
 #define NC_ENGINE_SCHED_INTERNAL_H
@@ -25,12 +34,30 @@
 #include "kv_pool.h"
 #include "sampler.h"
 #include "scheduler.h"
+#include "spec_draft.h"
 
 typedef enum { REQ_QUEUED, REQ_PREFILL, REQ_DECODE } req_state;
 
 typedef enum { ROW_IDLE, ROW_LIVE, ROW_DONE, ROW_DROPPED } row_state;
 
 typedef struct sched_req sched_req;
+
+/* A row's speculation (sched_spec.c). Acceptance rates are moving averages
+ * over the drafts verified: of a proposal's first token, and of a later
+ * token given that the ones before it were accepted. */
+typedef struct {
+    int32_t n_draft;      /* drafts after the row's tokens in this step's chunk (0: plain decode) */
+    int32_t n_calc;       /* of them, the calculator's pending tokens (they come first) */
+    nc_spec_kind kind;    /* where the others come from */
+    int32_t ngram;        /* prompt lookup: the length of the n-gram that matched */
+    const float *q;       /* draft model, sampled rows: [n_draft - n_calc, V] what drafts were drawn from */
+    int32_t shadow;       /* prompt lookup's first token when not verified this step, -1: none; */
+    int32_t shadow_at;    /*   compared with the token emitted at shadow_at after the step */
+    float first[NC_SPEC_MAX_NGRAM + 1], next[NC_SPEC_MAX_NGRAM + 1]; /* prompt lookup, by n-gram length */
+    float draft_first, draft_next;                                    /* the draft model */
+    int32_t draft_idle;   /* steps since the draft model last drafted for this row */
+    nc_draft_row draft;   /* the row's KV slot in the drafter */
+} spec_row;
 
 typedef struct {
     sched_req *req;
@@ -48,6 +75,7 @@ typedef struct {
     int32_t expr_start;   /* index in tokens of the first expression token */
     int32_t *forced;      /* [forced_cap] tokens to force, one per step */
     int32_t n_forced, forced_pos;
+    spec_row spec;
 } sched_row;
 
 struct sched_req {
@@ -70,9 +98,40 @@ struct sched_req {
 /* A chunk of the batch and what its result means. */
 typedef struct {
     sched_row *row;       /* row whose sequence this chunk extends */
-    bool prefill;         /* part of a prompt (else one decode token) */
+    bool prefill;         /* part of a prompt (else one decode token, plus any drafts) */
     bool last;            /* produces the logits the row samples from */
+    int32_t drafts;       /* draft tokens after the decode token (logits of every position) */
 } chunk_meta;
+
+/* The seconds of decode steps by their token count, to price a draft
+ * (sched_spec.c): the latest few, whose least is the estimate (a machine's
+ * noise only ever adds time). */
+#define SPEC_COST_T 256
+#define SPEC_COST_RECENT 8
+typedef struct {
+    double recent[SPEC_COST_RECENT];
+    int32_t n;            /* observations, up to SPEC_COST_RECENT */
+    int32_t head;         /* where the next goes */
+    int64_t at;           /* step of the last observation */
+} spec_cost_bucket;
+
+/* The scheduler's speculation. */
+typedef struct {
+    nc_spec_params p;                   /* resolved defaults */
+    int32_t max_tokens;                 /* drafts per step at most (rows of logits reserved) */
+    nc_drafter *drafter;                /* NULL: no draft model */
+    spec_cost_bucket cost[SPEC_COST_T + 1];
+    double alpha, beta;                 /* this step's price: t(T) = alpha + beta T */
+    int32_t explore;                    /* positions a step may hold: twice the largest recently measured */
+    int32_t trusted;                    /* token counts measured often enough to price by */
+    double draft_seconds;               /* this step's draft model forwards */
+    int64_t step;
+    float first[NC_SPEC_MAX_NGRAM + 1], next[NC_SPEC_MAX_NGRAM + 1]; /* all rows: where new rows start */
+    float draft_first, draft_next;
+    struct spec_cand *cands;            /* [max_running * max_draft] */
+    nc_draft_req *reqs;                 /* [max_running] */
+    sched_row **req_rows;               /* [max_running] */
+} sched_spec;
 
 struct nc_scheduler {
     nc_backend *backend;
@@ -105,16 +164,19 @@ struct nc_scheduler {
     nc_scheduler_stats acc;                /* cumulative counters being built */
 
     /* per-step buffers, sized at create (no allocation in the token loop) */
+    sched_row **decoding;                     /* [max_running] this step's live decoding rows, in order */
+    int32_t n_decoding;
     nc_seq_chunk *host_chunks, *dev_chunks;   /* [max_seqs] */
     chunk_meta *host_meta, *dev_meta;         /* [max_seqs] */
     int32_t n_host, n_dev;
     nc_device_sampling *dev_rows;             /* [max_seqs] */
     int32_t *dev_tokens;                      /* [max_seqs] */
-    float *logits;                            /* [max_seqs, V] */
+    float *logits;                            /* [max_seqs + spec.max_tokens, V] */
     nc_sampler_scratch scratch;
     char *expr;                               /* [NC_CALC_MAX_EXPR + 1] */
     char *calc_out;                           /* [NC_CALC_RESULT_MAX] */
     nc_tokens enc;                            /* encoded tool result (capacity reused) */
+    sched_spec spec;
 };
 
 /* ==== scheduler.c ==== */
@@ -136,5 +198,36 @@ nc_gen_event sched_event(const sched_row *row);
  * delivers its tokens. Returns -1 if the backend failed (the rows in the
  * batch got ERROR events). */
 int sched_run_batch(nc_scheduler *s);
+
+/* The token the row emits next from `logits` (host side): the pending
+ * forced one (drawing the uniform a sampler would have drawn, so the row's
+ * random stream is the same either way), else a sample. */
+int32_t sched_sample(nc_scheduler *s, sched_row *row, const float *logits);
+/* Appends the row's next token: the pending forced one, else `sampled`,
+ * with its event (logprobs from `logits`, which may be NULL), the
+ * calculator and the stop rules; the row may finish. */
+void sched_emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits);
+
+/* ==== sched_spec.c ==== */
+
+/* Resolves the defaults of `p` and sets up the drafter. -1 + nc_error(). */
+int sched_spec_init(nc_scheduler *s, const nc_spec_params *p);
+void sched_spec_free(nc_scheduler *s);
+/* A new row's speculation state (acceptance rates from the scheduler's). */
+void sched_spec_row_init(nc_scheduler *s, sched_row *row);
+/* The row is gone: its draft model slot is free again. */
+void sched_spec_row_end(nc_scheduler *s, sched_row *row);
+
+/* Chooses this step's drafts for the rows of s->decoding (row->spec.n_draft,
+ * tokens after each row's last) where they are expected to pay for their
+ * verification. Returns how many in all. */
+int32_t sched_spec_plan(nc_scheduler *s);
+/* Emits what a row's verified chunk gives: accepted drafts, then the
+ * target's own token; `logits` holds 1 + n_draft rows. Sets n_computed. */
+void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits);
+/* After a step's tokens were delivered: the price of `tokens` positions
+ * (when `decode_only`: `seconds` of the step, the draft model's part
+ * excluded), and the unverified prompt-lookup proposals. */
+void sched_spec_after_step(nc_scheduler *s, int32_t tokens, bool decode_only, double seconds);
 
 #endif /* NC_ENGINE_SCHED_INTERNAL_H */

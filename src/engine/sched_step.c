@@ -1,25 +1,33 @@
 /*
  * sched_step.c: one scheduling step's forward pass (see sched_internal.h).
  *
- * Batch: every decoding row contributes its last token (one position);
- * then requests still prefilling contribute chunks of their prompt (at
- * most prefill_chunk each) while the backend's token and sequence limits
- * allow, oldest first. Decode rows come first, so a long prompt never
+ * Batch: every decoding row contributes its last token (one position, or
+ * more with drafts to verify); then requests still prefilling contribute
+ * chunks of their prompt (at most prefill_chunk each) while the backend's
+ * token and sequence limits allow, oldest first. Decode rows come first, so a long prompt never
  * stalls running streams: it is spread over several steps.
  *
- When the backend samples on the device, chunks whose tokens can be
- * sampled there (decode rows, the final chunk of an n = 1 prompt, no
- * logprobs) and mid-prompt chunks (no logits at all) go to forward_sample,
- * so a step that mixes decode and prefill is one pass over the weights.
- * Only chunks whose logits the host must see (n > 1 forks that sample
- * several rows from one set of logits, logprobs) go to forward with host
- * sampling: such steps cost two calls. Without forward_sample, everything
- * is one forward call.
+ * When the backend samples on the device, chunks whose tokens can be
+ * sampled there (decode rows, the final chunk of an n = 1 prompt; with
+ * logprobs only if the backend also returns the chosen token's
+ * log-probability and no alternatives are asked for) and mid-prompt chunks
+ * (no logits at all) go to forward_sample, so a step that mixes decode and
+ * prefill is one pass over the weights. Only chunks whose logits the host
+ * must see (n > 1 forks that sample several rows from one set of logits,
+ * top_logprobs > 0, or any logprobs without the backend's sample_logprobs)
+ * go to forward with host sampling: such steps cost two calls. Without
+ * forward_sample, everything is one forward call.
  *
  * Then per row, as nanochat's Engine.generate: a pending forced token
  * replaces the sampled one; the calculator state machine watches
  * <|python_start|> .. <|python_end|>; <|assistant_end|> / <|bos|> stop the
  * row; max_tokens and the context limit end it with "length".
+ *
+ * Speculation (sched_spec.c) hooks in at three points: it places drafts
+ * before the batch is built (a row's chunk is then its last token and its
+ * drafts, and the step goes to `forward`, whose logits the verification
+ * needs), it verifies those chunks instead of sampling them, and it learns
+ * the step's price afterwards.
  */
 #include <string.h>
 
@@ -59,9 +67,9 @@ static void run_tool(nc_scheduler *s, sched_row *row, int32_t end) {
 
 /* ==== delivering one token ==== */
 
-/* Appends the row's next token: the pending forced one, else `sampled`.
- * `logits` (may be NULL) are the row's distribution, for logprobs. */
-static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits) {
+/* sched_emit, where without `logits` `dev_logprob` is the sampled token's
+ * log-probability as the device computed it (top_logprobs == 0 only). */
+static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits, float dev_logprob) {
     sched_req *r = row->req;
     bool forced = row->forced_pos < row->n_forced;
     int32_t token = forced ? row->forced[row->forced_pos++] : sampled;
@@ -78,6 +86,9 @@ static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *
         ev.chosen.logprob = nc_sample_logprobs(logits, s->V, token, k, ids, lp);
         for (int32_t j = 0; j < k; j++) ev.top[j] = (nc_token_logprob){ids[j], lp[j]};
         ev.n_top = k;
+    } else if (!forced && r->params.top_logprobs == 0) {
+        ev.chosen.token = token;
+        ev.chosen.logprob = dev_logprob;
     }
     NC_ASSERT(row->n_tokens < r->tok_cap);
     row->tokens[row->n_tokens++] = token;
@@ -103,25 +114,40 @@ static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *
         nc_prefix_cache_insert(&s->cache, &s->pool, row->tokens, row->n_computed, row->blocks, row->n_blocks);
         row->n_blocks = 0;
         row->state = ROW_DONE;
+        sched_spec_row_end(s, row);
     } else if (stop) {
         sched_row_finish(s, row, NC_FINISH_CANCELLED, NULL);
     }
 }
 
-/* Samples (host side) and emits the next token of a row from its logits. */
-static void sample_and_emit(nc_scheduler *s, sched_row *row, const float *logits) {
+void sched_emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits) {
+    emit(s, row, sampled, logits, 0.0f);
+}
+
+int32_t sched_sample(nc_scheduler *s, sched_row *row, const float *logits) {
     const nc_gen_params *p = &row->req->params;
-    int32_t tok = -1;
     if (row->forced_pos < row->n_forced) {
         if (p->temperature > 0.0f) nc_rng_next(row->rng); /* a device sampler would have drawn too */
-    } else {
-        nc_sampling sp = {p->temperature, p->top_k, p->top_p, p->min_p};
-        tok = nc_sample(logits, s->V, &sp, row->rng, &s->scratch);
+        return row->forced[row->forced_pos];
     }
-    emit(s, row, tok, logits);
+    nc_sampling sp = {p->temperature, p->top_k, p->top_p, p->min_p};
+    return nc_sample(logits, s->V, &sp, row->rng, &s->scratch);
+}
+
+/* Samples (host side) and emits the next token of a row from its logits. */
+static void sample_and_emit(nc_scheduler *s, sched_row *row, const float *logits) {
+    sched_emit(s, row, sched_sample(s, row, logits), logits);
 }
 
 /* ==== building the batch ==== */
+
+/* Whether the device sampler can give a request what it asks for: its
+ * token, and the chosen token's log-probability if the backend returns it. */
+static bool device_samples(const nc_scheduler *s, const sched_req *r) {
+    const nc_backend_ops *ops = s->backend->ops;
+    if (!ops->forward_sample) return false;
+    return r->params.top_logprobs < 0 || (r->params.top_logprobs == 0 && ops->sample_logprobs);
+}
 
 /* Makes sure row's block table covers positions [0, end). */
 static int cover(nc_scheduler *s, sched_row *row, int32_t end) {
@@ -130,12 +156,15 @@ static int cover(nc_scheduler *s, sched_row *row, int32_t end) {
     return 0;
 }
 
+/* A chunk of `len` tokens from the row's first uncomputed position; a
+ * decode chunk of several (the last token and its drafts) asks for the
+ * logits of every position. */
 static void add_chunk(nc_scheduler *s, bool host, sched_row *row, int32_t len, bool prefill, bool last) {
-    int32_t pos = row->n_computed;
+    int32_t pos = row->n_computed, drafts = prefill ? 0 : len - 1;
     nc_seq_chunk c = {.tokens = row->tokens + pos, .n_tokens = len, .pos = pos,
                       .prev_token = pos > 0 ? row->tokens[pos - 1] : -1, .block_table = row->blocks,
-                      .logits = last ? NC_LOGITS_LAST : NC_LOGITS_NONE};
-    chunk_meta m = {row, prefill, last};
+                      .logits = drafts ? NC_LOGITS_ALL : last ? NC_LOGITS_LAST : NC_LOGITS_NONE};
+    chunk_meta m = {row, prefill, last, drafts};
     if (host) {
         s->host_chunks[s->n_host] = c;
         s->host_meta[s->n_host++] = m;
@@ -155,23 +184,28 @@ static void fail_request(nc_scheduler *s, sched_req *r, const char *msg) {
 }
 
 static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
-    bool dev_ok = s->backend->ops->forward_sample != NULL;
-    int32_t total = 0;
-    s->n_host = s->n_dev = 0;
+    s->n_decoding = 0;
     for (int32_t i = 0; i < s->n_running; i++) {
         sched_req *r = s->running[i];
-        if (r->state != REQ_DECODE) continue;
-        for (int32_t j = 0; j < r->params.n; j++) {
-            sched_row *row = &r->rows[j];
-            if (row->state != ROW_LIVE) continue;
-            NC_ASSERT(row->n_computed == row->n_tokens - 1);
-            if (cover(s, row, row->n_computed + 1)) {
-                sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
-                continue;
-            }
-            add_chunk(s, !dev_ok || r->params.top_logprobs >= 0, row, 1, false, true);
-            total++;
+        for (int32_t j = 0; r->state == REQ_DECODE && j < r->params.n; j++)
+            if (r->rows[j].state == ROW_LIVE) s->decoding[s->n_decoding++] = &r->rows[j];
+    }
+    /* a step that verifies drafts is one forward on the host side: the
+     * logits of every drafted position come back */
+    int32_t drafts = sched_spec_plan(s);
+    bool dev_ok = s->backend->ops->forward_sample != NULL && drafts == 0;
+    int32_t total = 0;
+    s->n_host = s->n_dev = 0;
+    for (int32_t i = 0; i < s->n_decoding; i++) {
+        sched_row *row = s->decoding[i];
+        NC_ASSERT(row->n_computed == row->n_tokens - 1);
+        int32_t len = 1 + row->spec.n_draft;
+        if (cover(s, row, row->n_computed + len)) {
+            sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
+            continue;
         }
+        add_chunk(s, !dev_ok || !device_samples(s, row->req), row, len, false, true);
+        total += len;
     }
     for (int32_t i = 0; i < s->n_running; i++) {
         sched_req *r = s->running[i];
@@ -184,7 +218,7 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
             continue;
         }
         bool last = row->n_computed + len == r->n_prompt;
-        bool host = !dev_ok || (last && (r->params.n > 1 || r->params.top_logprobs >= 0));
+        bool host = !dev_ok || (last && (r->params.n > 1 || !device_samples(s, r)));
         add_chunk(s, host, row, len, true, last);
         total += len;
     }
@@ -210,14 +244,15 @@ static void deliver_host(nc_scheduler *s) {
         chunk_meta *m = &s->host_meta[c];
         if (!m->last) continue;
         const float *row_logits = lg;
-        lg += s->V;
+        lg += (size_t)s->V * (size_t)(1 + m->drafts);
         sched_req *r = m->row->req;
         if (m->prefill) {
             if (!start_decoding(s, r)) continue;
             for (int32_t j = 0; j < r->params.n; j++)
                 if (r->rows[j].state == ROW_LIVE) sample_and_emit(s, &r->rows[j], row_logits);
         } else if (m->row->state == ROW_LIVE) {
-            sample_and_emit(s, m->row, row_logits);
+            if (m->drafts) sched_spec_verify(s, m->row, row_logits);
+            else sample_and_emit(s, m->row, row_logits);
         }
     }
 }
@@ -229,11 +264,12 @@ static void deliver_dev(nc_scheduler *s) {
         sched_row *row = m->row;
         memcpy(row->rng, s->dev_rows[c].rng_state, sizeof row->rng);
         if (m->prefill && !start_decoding(s, row->req)) continue;
-        if (row->state == ROW_LIVE) emit(s, row, s->dev_tokens[c], NULL);
+        if (row->state == ROW_LIVE) emit(s, row, s->dev_tokens[c], NULL, s->dev_rows[c].logprob);
     }
 }
 
 int sched_run_batch(nc_scheduler *s) {
+    double t_step = nc_now();
     int32_t n_tokens = 0;
     int n_seqs = build_batch(s, &n_tokens);
     s->acc.last_batch_rows = n_seqs;
@@ -256,6 +292,8 @@ int sched_run_batch(nc_scheduler *s) {
             d->top_p = p->top_p;
             d->min_p = p->min_p;
             memcpy(d->rng_state, s->dev_meta[c].row->rng, sizeof d->rng_state);
+            d->want_logprob = p->top_logprobs == 0;
+            d->logprob = 0.0f;
         }
         nc_batch batch = {s->dev_chunks, s->n_dev};
         rc = b->ops->forward_sample(b, &batch, s->dev_rows, s->dev_tokens);
@@ -271,15 +309,20 @@ int sched_run_batch(nc_scheduler *s) {
         return nc_fail("%s", msg);
     }
 
+    bool decode_only = true;
     for (int32_t c = 0; c < s->n_host; c++) {
-        s->host_meta[c].row->n_computed += s->host_chunks[c].n_tokens;
+        /* a verified chunk's drafts count once accepted (sched_spec_verify) */
+        if (!s->host_meta[c].drafts) s->host_meta[c].row->n_computed += s->host_chunks[c].n_tokens;
         if (s->host_meta[c].prefill) s->acc.tokens_prefilled += s->host_chunks[c].n_tokens;
+        decode_only &= !s->host_meta[c].prefill;
     }
     for (int32_t c = 0; c < s->n_dev; c++) {
         s->dev_meta[c].row->n_computed += s->dev_chunks[c].n_tokens;
         if (s->dev_meta[c].prefill) s->acc.tokens_prefilled += s->dev_chunks[c].n_tokens;
+        decode_only &= !s->dev_meta[c].prefill;
     }
     deliver_host(s);
     deliver_dev(s);
+    sched_spec_after_step(s, n_tokens, decode_only, nc_now() - t_step);
     return 0;
 }

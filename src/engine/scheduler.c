@@ -28,7 +28,8 @@
 nc_gen_params nc_gen_params_default(void) {
     /* nanochat's chat CLI: temperature 0.6, top_k 50, 256 new tokens. */
     return (nc_gen_params){.temperature = 0.6f, .top_k = 50, .top_p = 1.0f, .min_p = 0.0f, .seed = 42,
-                           .max_tokens = 256, .n = 1, .use_calculator = true, .top_logprobs = -1};
+                           .max_tokens = 256, .n = 1, .use_calculator = true, .top_logprobs = -1,
+                           .speculative = true};
 }
 
 int nc_gen_params_validate(const nc_gen_params *p) {
@@ -106,18 +107,21 @@ nc_scheduler *nc_scheduler_create(nc_backend *backend, const nc_tokenizer *tok, 
     pthread_condattr_destroy(&ca);
     s->next_id = 1;
 
+    if (sched_spec_init(s, &p->spec)) goto fail;
     if (nc_kv_pool_init(&s->pool, backend->n_kv_blocks)) goto fail;
     nc_prefix_cache_init(&s->cache, 4 * s->max_running + 64);
     size_t ms = (size_t)s->max_seqs;
+    s->decoding = nc_xcalloc((size_t)s->max_running, sizeof *s->decoding);
     s->host_chunks = nc_xcalloc(ms, sizeof *s->host_chunks);
     s->dev_chunks = nc_xcalloc(ms, sizeof *s->dev_chunks);
     s->host_meta = nc_xcalloc(ms, sizeof *s->host_meta);
     s->dev_meta = nc_xcalloc(ms, sizeof *s->dev_meta);
     s->dev_rows = nc_xcalloc(ms, sizeof *s->dev_rows);
     s->dev_tokens = nc_xcalloc(ms, sizeof *s->dev_tokens);
-    s->logits = malloc(ms * (size_t)s->V * sizeof *s->logits);
+    size_t logit_rows = ms + (size_t)s->spec.max_tokens; /* a verified chunk has a row per draft too */
+    s->logits = malloc(logit_rows * (size_t)s->V * sizeof *s->logits);
     if (!s->logits) {
-        nc_fail("scheduler: out of memory for %zu rows of logits", ms);
+        nc_fail("scheduler: out of memory for %zu rows of logits", logit_rows);
         goto fail;
     }
     if (nc_sampler_scratch_init(&s->scratch, s->V)) goto fail;
@@ -146,6 +150,7 @@ static void free_request(sched_req *r) {
 static void release_row_blocks(nc_scheduler *s, sched_row *row) {
     for (int32_t b = 0; b < row->n_blocks; b++) nc_kv_pool_unref(&s->pool, row->blocks[b], false);
     row->n_blocks = 0;
+    sched_spec_row_end(s, row);
 }
 
 void nc_scheduler_free(nc_scheduler *s) {
@@ -160,11 +165,13 @@ void nc_scheduler_free(nc_scheduler *s) {
         for (int32_t k = 0; k < r->params.n; k++) release_row_blocks(s, &r->rows[k]);
         free_request(r);
     }
+    sched_spec_free(s);
     if (s->pool.n_blocks) nc_prefix_cache_free(&s->cache, &s->pool);
     nc_kv_pool_free(&s->pool);
     free(s->waiting);
     free(s->running);
     free(s->cancel_ids);
+    free(s->decoding);
     free(s->host_chunks);
     free(s->dev_chunks);
     free(s->host_meta);
@@ -366,7 +373,7 @@ static void finish_unstarted(sched_req *r, nc_finish_reason why, const char *err
     }
 }
 
-static int alloc_rows(sched_req *r) {
+static int alloc_rows(nc_scheduler *s, sched_req *r) {
     int32_t n = r->params.n;
     r->tok_cap = r->row_tokens + 1;
     r->blk_cap = r->row_blocks + 1;
@@ -383,6 +390,7 @@ static int alloc_rows(sched_req *r) {
         row->forced = r->forced_cap ? malloc((size_t)r->forced_cap * sizeof *row->forced) : NULL;
         if (!row->tokens || !row->blocks || (r->forced_cap && !row->forced)) return -1;
         nc_rng_seed(row->rng, r->params.seed + (uint64_t)i);
+        sched_spec_row_init(s, row);
     }
     return 0;
 }
@@ -401,7 +409,7 @@ static void admit(nc_scheduler *s) {
         if (need > avail) return; /* first come, first served: wait for blocks */
 
         remove_waiting_head(s);
-        if (alloc_rows(r)) {
+        if (alloc_rows(s, r)) {
             finish_unstarted(r, NC_FINISH_ERROR, "out of memory starting the request");
             free_request(r);
             continue;
@@ -439,6 +447,7 @@ static void retire_finished(nc_scheduler *s) {
             done = r->rows[j].state == ROW_DONE || r->rows[j].state == ROW_DROPPED;
         if (done) {
             s->running_rows -= r->params.n;
+            for (int32_t j = 0; j < r->params.n; j++) sched_spec_row_end(s, &r->rows[j]);
             free_request(r);
         } else {
             s->running[k++] = r;

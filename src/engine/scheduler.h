@@ -9,8 +9,10 @@
  * owns the KV block pool and the block tables, forks a prefilled prompt into
  * n rows (shared full blocks, copied partial block), keeps finished
  * conversations' blocks as a prefix cache (the next turn of a chat prefills
- * only its new tokens), runs the calculator tool per row (docs/model.md, Calculator), and
- * reports every token through the request's callback.
+ * only its new tokens), runs the calculator tool per row (docs/model.md, Calculator),
+ * speculates where that pays (docs/speculative.md: several tokens per row and
+ * step, the output exactly what decoding one at a time gives), and reports
+ * every token through the request's callback.
  *
  * Threading: submit/cancel may be called from any thread; step() is called
  * by one thread (the CLI's main loop or the server's engine thread), and all
@@ -37,9 +39,10 @@ typedef struct {
     int32_t n;           /* samples (rows) sharing one prefill */
     bool use_calculator; /* run the calculator tool on <|python_start|>..<|python_end|> */
     int32_t top_logprobs;/* -1: no logprobs; 0..NC_MAX_TOP_LOGPROBS: chosen + that many alternatives */
+    bool speculative;    /* may speculate (docs/speculative.md); false: plain decode for this request */
 } nc_gen_params;
 
-/* nanochat's CLI defaults: temperature 0.6, top_k 50, seed 42. */
+/* nanochat's CLI defaults: temperature 0.6, top_k 50, seed 42; speculative. */
 nc_gen_params nc_gen_params_default(void);
 /* Range checks with a message naming the field and its range. */
 int nc_gen_params_validate(const nc_gen_params *p);
@@ -79,11 +82,49 @@ typedef struct {
  * already finished). */
 typedef bool (*nc_gen_callback)(void *user, const nc_gen_event *ev);
 
+/* Where draft tokens come from (docs/speculative.md). */
+typedef enum {
+    NC_SPEC_LOOKUP = 0,      /* prompt lookup: what followed the last n tokens earlier in the row */
+    NC_SPEC_DRAFT_MODEL,     /* a smaller model with the same tokenizer */
+    NC_SPEC_CALCULATOR,      /* the calculator's result, known before it is forced */
+    NC_SPEC_KINDS
+} nc_spec_kind;
+
+const char *nc_spec_kind_name(nc_spec_kind k); /* "lookup", "draft_model", "calculator" */
+
+#define NC_SPEC_MAX_NGRAM 8
+
+/* Speculative decoding; zero values are the defaults: on where the backend
+ * is batch-invariant (nc_backend_ops.batch_invariant: verification then
+ * reproduces one-at-a-time decoding bit for bit), else off unless `force`,
+ * `always` or a `draft` model asks for it. */
+typedef struct {
+    bool off;                /* no speculation at all */
+    bool force;              /* speculate on any backend (on one that is not batch-invariant, greedy
+                                output may differ from plain decoding where the top two logits are
+                                within its rounding) */
+    bool no_lookup;          /* no prompt lookup (a draft model, if any, still drafts) */
+    bool always;             /* verify every proposal (up to max_draft) instead of only those expected
+                                to pay for their verification: for measurements and tests */
+    int32_t max_draft;       /* most draft tokens one row verifies per step (default 8) */
+    int32_t ngram_max;       /* prompt lookup matches the last ngram_max .. ngram_min tokens */
+    int32_t ngram_min;       /* (defaults 3 and 1; at most NC_SPEC_MAX_NGRAM) */
+    bool draft_sample;       /* sampled requests: the draft model samples its drafts and they are kept
+                                with probability min(1, p/q) (more accepted, same distribution, but
+                                a seed no longer reproduces the output without speculation); else it
+                                drafts its argmax */
+    nc_backend *draft;       /* a draft model's backend, borrowed (NULL: none). Its model's
+                                tokenizer must be the target's (nc_spec_tokenizers_match) and its
+                                KV pool is the drafter's: n_kv_blocks / ceil(max_context / 64)
+                                rows draft at once */
+} nc_spec_params;
+
 typedef struct {
     int32_t max_context;     /* per-sequence positions (default: the model's sequence_len) */
     int32_t max_running;     /* rows decoding at once (default: backend max_seqs) */
     int32_t prefill_chunk;   /* tokens of prefill per step per request (default 512) */
     int32_t max_queue;       /* waiting requests before submit refuses (default 256) */
+    nc_spec_params spec;     /* speculative decoding */
 } nc_scheduler_params;
 
 typedef struct nc_scheduler nc_scheduler;
@@ -146,7 +187,11 @@ typedef struct {
     int32_t last_batch_rows;
     int32_t last_batch_tokens;
     double step_seconds;       /* cumulative wall time in nc_scheduler_step */
-    double forward_seconds;    /* ... of it inside the backend's forward passes */
+    double forward_seconds;    /* ... of it inside the backend's forward passes (a draft model's too) */
+    int64_t spec_drafted[NC_SPEC_KINDS];  /* draft tokens verified, cumulative */
+    int64_t spec_accepted[NC_SPEC_KINDS]; /* ... and accepted */
+    int64_t spec_verifies;     /* row-steps that verified drafts */
+    int64_t spec_emitted;      /* tokens those row-steps emitted (accepted drafts + one each) */
 } nc_scheduler_stats;
 
 void nc_scheduler_get_stats(nc_scheduler *s, nc_scheduler_stats *out);

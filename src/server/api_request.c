@@ -294,6 +294,7 @@ static void gen_defaults(nc_gen_params *g, nc_api_kind kind) {
     g->n = 1;
     g->use_calculator = true;
     g->top_logprobs = -1;
+    g->speculative = true;
 }
 
 static int parse_nanochat_sampling(const cJSON *root, nc_api_request *r, nc_api_error *err) {
@@ -411,6 +412,8 @@ static int parse_root(nc_api_kind kind, const cJSON *root, int32_t max_tokens_li
     }
     }
     if (get_bool(root, "truncate", &r->truncate, err) < 0) return -1;
+    /* ours: false opts this request out of speculative decoding (docs/speculative.md) */
+    if (get_bool(root, "speculative", &r->gen.speculative, err) < 0) return -1;
     return 0;
 }
 

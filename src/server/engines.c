@@ -1,7 +1,10 @@
 /*
  * engines.c: the server's engines (docs/multi-device.md): one per device
- * of --devices, each a backend, a scheduler and the thread that steps it,
- * all sharing one model and one tokenizer in host memory.
+ * of --devices, each a backend (and a draft model's, with --draft-model),
+ * a scheduler and the thread that steps it, all sharing one model, one
+ * tokenizer and one draft model in host memory. Each speculates as a
+ * single engine does (docs/speculative.md), with its own scheduler's
+ * drafts.
  *
  * Loading: the loader thread reads the model and tokenizer once, then
  * starts every engine's thread, which makes its backend (in parallel: a
@@ -196,6 +199,12 @@ static int engine_open(nc_srv_engine *e) {
     nc_backend_params bp;
     nc_scheduler_params sp;
     nc_bundle_sizes(&o, srv->max_context, &bp, &sp);
+    sp.spec = o.spec;
+    if (srv->draft_model) {
+        /* Before the model's backend, as nc_bundle_open does. */
+        if (!(e->draft_backend = nc_bundle_draft_backend(&o, srv->draft_model, srv->max_context))) return -1;
+        sp.spec.draft = e->draft_backend;
+    }
     if (!(e->backend = nc_bundle_backend(&o, srv->model, &bp))) return -1;
     int left = debug_failure_for(e->index);
     if (left >= 0) wrap_failing(e, left);
@@ -293,7 +302,8 @@ static void set_model_name(nc_srv *srv) {
     }
 }
 
-/* The model, its tokenizer and the context limit, shared by the engines. */
+/* The model, its tokenizer, the context limit and the draft model of
+ * --draft-model, shared by the engines. */
 static int load_model(nc_srv *srv) {
     const nc_bundle_options *o = &srv->opt.model;
     if (o->max_context < 0) return nc_fail("max_context must be >= 0 (0: the model's sequence_len), got %d",
@@ -304,6 +314,10 @@ static int load_model(nc_srv *srv) {
         return nc_fail("max_context %d exceeds the model's context of %d tokens (sequence_len)", o->max_context, seq);
     srv->max_context = o->max_context ? o->max_context : seq;
     if (o->progress) nc_model_prefetch(srv->model, o->progress, "reading weights");
+    if (o->draft_path && !o->spec.off) {
+        if (nc_bundle_load_draft(o, srv->model, srv->tok, &srv->draft_model)) return -1;
+        if (o->progress) nc_model_prefetch(srv->draft_model, o->progress, "reading draft weights");
+    }
     return 0;
 }
 
@@ -387,6 +401,7 @@ void nc_engines_free(nc_srv *srv) {
         nc_srv_engine *e = &srv->engines[i];
         nc_scheduler_free(e->sched);
         nc_backend_free(e->backend);
+        nc_backend_free(e->draft_backend);
         free(e->debug_ops);
         nc_metrics_free(&e->metrics);
     }
@@ -395,8 +410,10 @@ void nc_engines_free(nc_srv *srv) {
     srv->n_engines = 0;
     nc_tokenizer_free(srv->tok);
     nc_model_free(srv->model);
+    nc_model_free(srv->draft_model);
     srv->tok = NULL;
     srv->model = NULL;
+    srv->draft_model = NULL;
 }
 
 bool nc_engines_join(nc_srv *srv) {

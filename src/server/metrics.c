@@ -201,7 +201,42 @@ VIEW_VALUE(v_prefilled, v->st->tokens_prefilled)
 VIEW_VALUE(v_cached, v->st->tokens_cached)
 VIEW_VALUE(v_step_s, v->st->step_seconds)
 VIEW_VALUE(v_forward_s, v->st->forward_seconds)
+VIEW_VALUE(v_spec_verifies, v->st->spec_verifies)
+VIEW_VALUE(v_spec_emitted, v->st->spec_emitted)
 #undef VIEW_VALUE
+
+/* Speculative decoding's counters (docs/speculative.md): the per-proposer
+ * pair carries a `method` label beside the engine's. */
+static void render_spec(strbuf *b, const engine_view *v, int n) {
+    bool any = false;
+    for (int i = 0; i < n; i++) any |= v[i].st != NULL;
+    if (!any) return;
+    struct {
+        const char *name, *help;
+        size_t offset;
+    } by_method[] = {
+        {"nanochat_spec_draft_tokens_total", "Draft tokens verified by speculative decoding, by proposer.",
+         offsetof(nc_scheduler_stats, spec_drafted)},
+        {"nanochat_spec_accepted_tokens_total", "Draft tokens the model accepted, by proposer.",
+         offsetof(nc_scheduler_stats, spec_accepted)},
+    };
+    for (size_t k = 0; k < NC_ARRAY_LEN(by_method); k++) {
+        head(b, by_method[k].name, "counter", by_method[k].help);
+        for (int i = 0; i < n; i++) {
+            if (!v[i].st) continue;
+            const int64_t *counts = (const int64_t *)((const char *)v[i].st + by_method[k].offset);
+            for (int j = 0; j < NC_SPEC_KINDS; j++) {
+                char extra[48];
+                snprintf(extra, sizeof extra, "method=\"%s\"", nc_spec_kind_name((nc_spec_kind)j));
+                series(b, by_method[k].name, v[i].labels, extra, (double)counts[j]);
+            }
+        }
+    }
+    per_engine(b, v, n, "nanochat_spec_verify_steps_total", "counter", "Sequence-steps that verified drafts.", true,
+               v_spec_verifies);
+    per_engine(b, v, n, "nanochat_spec_emitted_tokens_total", "counter",
+               "Tokens those sequence-steps emitted (accepted drafts plus one each).", true, v_spec_emitted);
+}
 
 static void render_engines(strbuf *b, const engine_view *v, int n) {
     per_engine(b, v, n, "nanochat_generation_tokens_total", "counter", "Tokens generated (sampled and tool-forced).",
@@ -257,6 +292,7 @@ static void render_engines(strbuf *b, const engine_view *v, int n) {
     per_engine(b, v, n, "nanochat_engine_forward_seconds_total", "counter",
                "Part of the step time spent in the backend's forward passes (the rest is host work).", true,
                v_forward_s);
+    render_spec(b, v, n);
 }
 
 char *nc_metrics_render(nc_srv_metrics *m, const nc_metrics_engine *engines, int n, int ready) {

@@ -57,6 +57,7 @@ typedef struct nc_srv_engine {
     int index;
     nc_server_device dev;         /* its device name and CPU threads, as configured */
     nc_backend *backend;          /* made and driven by its thread */
+    nc_backend *draft_backend;    /* --draft-model's on this engine's device, or NULL */
     nc_scheduler *sched;
     int32_t capacity;             /* rows it runs at once */
     pthread_t thread;
@@ -98,6 +99,7 @@ typedef struct nc_srv {
 
     /* Valid once state == NC_SRV_READY (published with release order). */
     nc_model *model;              /* shared by every engine */
+    nc_model *draft_model;        /* --draft-model's, shared by every engine, or NULL */
     nc_tokenizer *tok;            /* read-only: shared by every thread */
     int32_t max_context;          /* positions per request */
     char model_name[128];

@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -75,6 +76,59 @@ int nc_cpu_count(void) {
     }
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+/* Reads one integer from a sysfs file; -1 when absent. */
+static long read_sysfs_long(int cpu, const char *what) {
+    char path[128];
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/%s", cpu, what);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1) v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+/* The first CPU of each physical core this process may run on, in CPU
+ * order, into cpus[] (at most cap); returns how many, 0 when the topology
+ * cannot be read. */
+static int physical_core_cpus(int *cpus, int cap) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    long seen[CPU_SETSIZE][2];
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < cap; c++) {
+        if (!CPU_ISSET(c, &set)) continue;
+        long pkg = read_sysfs_long(c, "physical_package_id"), core = read_sysfs_long(c, "core_id");
+        if (pkg < 0 || core < 0) return 0;
+        bool dup = false;
+        for (int i = 0; i < n && !dup; i++) dup = seen[i][0] == pkg && seen[i][1] == core;
+        if (dup) continue;
+        seen[n][0] = pkg, seen[n][1] = core;
+        cpus[n++] = c;
+    }
+    return n;
+}
+
+int nc_default_threads(void) {
+    static int cpus[CPU_SETSIZE];
+    int n = physical_core_cpus(cpus, CPU_SETSIZE);
+    return n > 0 ? n : nc_cpu_count();
+}
+
+/* Pins the workers (thread i >= 1 to the i-th physical core) when the pool
+ * has exactly one thread per physical core; see threadpool.h. */
+static void pin_workers(nc_threadpool *p) {
+    static int cpus[CPU_SETSIZE];
+    if (physical_core_cpus(cpus, CPU_SETSIZE) != p->n_threads) return;
+    for (int i = 1; i < p->n_threads; i++) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpus[i], &one);
+        pthread_setaffinity_np(p->workers[i - 1].thread, sizeof one, &one); /* best effort */
+    }
 }
 
 void nc_split_range(long n, int parts, int i, long align, long *lo, long *hi) {
@@ -136,7 +190,7 @@ static void *worker_main(void *arg) {
 }
 
 nc_threadpool *nc_threadpool_new(int n_threads) {
-    if (n_threads <= 0) n_threads = nc_cpu_count();
+    if (n_threads <= 0) n_threads = nc_default_threads();
     nc_threadpool *p = nc_xcalloc(1, sizeof *p);
     p->n_threads = n_threads;
     pthread_mutex_init(&p->mutex, NULL);
@@ -159,6 +213,7 @@ nc_threadpool *nc_threadpool_new(int n_threads) {
             return NULL;
         }
     }
+    pin_workers(p);
     return p;
 }
 

@@ -15,6 +15,13 @@
  * variable so an idle program does not burn CPU. No thread is created
  * after nc_threadpool_new().
  *
+ * Pinning: when the pool has one thread per physical core this process may
+ * run on (the default size), worker i is pinned to the i-th of those cores,
+ * so the OS never moves a worker onto a core where another is streaming.
+ * The calling thread (the application's) is left where it is, and a pool
+ * with fewer threads than cores is not pinned: two programs each given part
+ * of the machine with --threads must not end up on the same cores.
+ *
  * Not reentrant: one thread calls run() at a time, and fn must not call
  * run() on the same pool.
  */
@@ -29,8 +36,8 @@ typedef void (*nc_task_fn)(void *ctx, int task, int n_tasks, int thread);
 #define NC_THREADPOOL_MAX_TASKS 65535
 
 /* Creates a pool of n_threads threads in total, the calling thread included
- * (n_threads - 1 workers are started). n_threads <= 0 means one per CPU
- * this process may run on. NULL + nc_error() if threads cannot start. */
+ * (n_threads - 1 workers are started). n_threads <= 0 means
+ * nc_default_threads(). NULL + nc_error() if threads cannot start. */
 nc_threadpool *nc_threadpool_new(int n_threads);
 
 /* Stops and joins the workers. NULL is fine. */
@@ -44,6 +51,11 @@ void nc_threadpool_run(nc_threadpool *p, nc_task_fn fn, void *ctx, int n_tasks);
 
 /* Number of CPUs this process may run on (at least 1). */
 int nc_cpu_count(void);
+
+/* Number of physical cores among those CPUs (hyperthreads of one core count
+ * once; sysfs topology, else nc_cpu_count()): the fastest thread count for
+ * memory-bound decode and for FMA-bound prefill alike. */
+int nc_default_threads(void);
 
 /* Splits [0, n) into `parts` contiguous ranges whose boundaries are
  * multiples of `align` (except the end) and returns range `i` in *lo, *hi. */

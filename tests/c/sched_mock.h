@@ -32,9 +32,15 @@ static int32_t next_token(const int32_t *h, int n) {
     for (int i = n - 1; i >= 0; i--)
         if (h[i] == ASSIST_START) { a = i; break; }
     bool calc = false, stopper = false;
+    int quote = -1;
     for (int i = 0; i < (a < 0 ? n : a); i++) {
         calc |= h[i] == '#';
         stopper |= h[i] == 'S';
+        if (h[i] == 'Q' && quote < 0) quote = i;
+    }
+    if (a >= 0 && quote >= 0) { /* 'Q': the reply repeats the text after it, then ends */
+        int src = quote + 1 + (n - 1 - a);
+        return src < a && h[src] != USER_END ? h[src] : ASSIST_END;
     }
     int py = -1, pye = -1, oute = -1;
     for (int i = a + 1; i < n; i++) {
@@ -74,9 +80,15 @@ typedef struct {
     bool sample_call;
 } batch_rec;
 
+typedef void (*logits_fn)(const int32_t *h, int n, float *out);
+
 typedef struct {
     nc_backend b;
+    nc_backend_ops ops;   /* b.ops: a copy of mock_ops_host / _dev that a test may change */
     nc_model model;
+    logits_fn logits;     /* the "model" (model_logits unless a test drafts with another) */
+    double cost_base, cost_per_token; /* seconds each forward takes (busy-waited), 0: none */
+    double simulated;     /* the sum of those seconds over every forward (the noise-free device time) */
     int32_t *kv;          /* [n_blocks * 64] token stored at each slot, -1 unwritten */
     int errors;           /* contract violations seen */
     char first_error[256];
@@ -136,17 +148,31 @@ static void record(mock *m, const nc_batch *batch, bool sample_call) {
 
 static int32_t hist[8192];
 
+/* A device whose forward takes cost_base + cost_per_token * tokens. */
+static void mock_spend(mock *m, const nc_batch *batch) {
+    int tokens = 0;
+    for (int i = 0; i < batch->n_seqs; i++) tokens += batch->seqs[i].n_tokens;
+    double cost = m->cost_base + m->cost_per_token * tokens, until = nc_now() + cost;
+    m->simulated += cost;
+    if (cost > 0)
+        while (nc_now() < until) {}
+}
+
 static int mock_forward(nc_backend *b, const nc_batch *batch, float *logits) {
     mock *m = mock_of(b);
     record(m, batch, false);
+    mock_spend(m, batch);
     if (m->fail_next) {
         m->fail_next = false;
         return nc_fail("mock device lost");
     }
     int row = 0;
     for (int i = 0; i < batch->n_seqs; i++) {
-        int n = run_chunk(m, &batch->seqs[i], hist);
-        if (batch->seqs[i].logits == NC_LOGITS_LAST) model_logits(hist, n, logits + (size_t)V * row++);
+        const nc_seq_chunk *c = &batch->seqs[i];
+        int n = run_chunk(m, c, hist);
+        if (c->logits == NC_LOGITS_LAST) m->logits(hist, n, logits + (size_t)V * row++);
+        if (c->logits == NC_LOGITS_ALL) /* speculative verification: every position's */
+            for (int p = c->pos; p < n; p++) m->logits(hist, p + 1, logits + (size_t)V * row++);
     }
     return 0;
 }
@@ -154,6 +180,7 @@ static int mock_forward(nc_backend *b, const nc_batch *batch, float *logits) {
 static int mock_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows, int32_t *out) {
     mock *m = mock_of(b);
     record(m, batch, true);
+    mock_spend(m, batch);
     static float lg[V];
     nc_sampler_scratch scr;
     nc_sampler_scratch_init(&scr, V);
@@ -161,9 +188,13 @@ static int mock_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_s
         if (batch->seqs[i].logits == NC_LOGITS_ALL) mock_error(m, "forward_sample chunk with ALL");
         int n = run_chunk(m, &batch->seqs[i], hist);
         if (batch->seqs[i].logits == NC_LOGITS_NONE) continue; /* fills the cache only */
-        model_logits(hist, n, lg);
+        m->logits(hist, n, lg);
         nc_sampling sp = {rows[i].temperature, rows[i].top_k, rows[i].top_p, rows[i].min_p};
         out[i] = nc_sample(lg, V, &sp, rows[i].rng_state, &scr); /* a device mirroring the host sampler */
+        if (rows[i].want_logprob) {
+            if (!b->ops->sample_logprobs) mock_error(m, "want_logprob sent to a backend without sample_logprobs");
+            rows[i].logprob = nc_sample_logprobs(lg, V, out[i], 0, NULL, NULL);
+        }
     }
     nc_sampler_scratch_free(&scr);
     return 0;
@@ -180,22 +211,32 @@ static int mock_copy(nc_backend *b, int32_t src, int32_t dst, int32_t n) {
 
 static const char *mock_describe(nc_backend *b) { return "mock"; }
 
-static const nc_backend_ops mock_ops_host = {
-    .name = "mock", .forward = mock_forward, .copy_kv_block = mock_copy, .describe = mock_describe};
+/* Both batch-invariant: a position's logits are a function of its history. */
+static const nc_backend_ops mock_ops_host = {.name = "mock", .forward = mock_forward, .copy_kv_block = mock_copy,
+                                             .describe = mock_describe, .batch_invariant = true};
 static const nc_backend_ops mock_ops_dev = {.name = "mock-dev", .forward = mock_forward,
                                             .forward_sample = mock_forward_sample, .copy_kv_block = mock_copy,
-                                            .describe = mock_describe};
+                                            .describe = mock_describe, .batch_invariant = true};
+/* ... which also returns the sampled token's log-probability, like the
+ * CUDA backend (not batch-invariant either: no speculation by default, so
+ * every step can sample on the device) */
+static const nc_backend_ops mock_ops_dev_logprobs = {.name = "mock-dev-logprobs", .forward = mock_forward,
+                                                     .forward_sample = mock_forward_sample,
+                                                     .sample_logprobs = true, .copy_kv_block = mock_copy,
+                                                     .describe = mock_describe};
 
 static mock *mock_new(int n_blocks, int max_seqs, int max_batch_tokens, bool device_sampling) {
     mock *m = calloc(1, sizeof *m);
     m->model.cfg.vocab_size = V;
     m->model.cfg.padded_vocab = V;
     m->model.cfg.sequence_len = 1024;
-    m->b.ops = device_sampling ? &mock_ops_dev : &mock_ops_host;
+    m->ops = device_sampling ? mock_ops_dev : mock_ops_host;
+    m->b.ops = &m->ops;
     m->b.model = &m->model;
     m->b.n_kv_blocks = n_blocks;
     m->b.max_seqs = max_seqs;
     m->b.max_batch_tokens = max_batch_tokens;
+    m->logits = model_logits;
     m->kv = malloc(sizeof(int32_t) * 64 * (size_t)n_blocks);
     for (int i = 0; i < 64 * n_blocks; i++) m->kv[i] = -1;
     return m;
@@ -339,6 +380,23 @@ static void check_matches_ref(const char *what, collector *c, int row, const ref
     CHECK(c->finish[row] == ref->finish, "%s: finish %s, want %s", what, nc_finish_reason_name(c->finish[row]),
           nc_finish_reason_name(ref->finish));
     CHECK(c->n_finish_events[row] == 1, "%s: %d finish events", what, c->n_finish_events[row]);
+}
+
+/* One greedy request for chat_prompt(text), stepped to its end on `s`
+ * and checked against the reference generator (the scheduler's context
+ * is `max_context`). Returns its collector (the caller frees it). */
+static inline collector *run_greedy_checked(nc_scheduler *s, const char *what, const char *text, int max_tokens,
+                                            int max_context) {
+    int32_t prompt[512];
+    int np = chat_prompt(text, prompt);
+    nc_gen_params p = greedy(max_tokens);
+    collector *c = calloc(1, sizeof *c);
+    CHECK(nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL) == 0, "%s: submit: %s", what, nc_error());
+    run_all(s);
+    ref_out ref;
+    ref_generate(prompt, np, max_tokens, max_context, true, &ref);
+    check_matches_ref(what, c, 0, &ref);
+    return c;
 }
 
 #endif /* NC_TESTS_SCHED_MOCK_H */

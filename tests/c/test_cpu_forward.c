@@ -5,8 +5,9 @@
  *
  * For each fixture model (V1 MHA, V1 GQA, V6 GQA with sliding windows and a
  * 300-token prompt past both windows) and each kernel variant this CPU has
- * (scalar, avx2), it rebuilds the weights from the manifest (a splitmix64
- * function of the tensor name, identical to the script's) and checks:
+ * (cpu_kernel_variants[]; NC_CPU_KERNELS=name: that one only), it rebuilds
+ * the weights from the manifest (a splitmix64 function of the tensor name,
+ * identical to the script's) and checks:
  *   - logits of every stored position: max|ours - ref| / max|ref| <= 1e-4
  *     per row (the row's largest logit sets the scale; fp32 summation order
  *     differs from PyTorch's, which costs ~1e-6);
@@ -15,7 +16,12 @@
  *     against the reference), with scrambled block tables;
  *   - a ragged batch (two prompts prefilled together, then decoded together
  *     at different positions) equals the reference for each;
- *   - copy_kv_block forks a prefilled sequence correctly.
+ *   - copy_kv_block forks a prefilled sequence correctly;
+ *   - a position's logits do not depend on what else is in the forward:
+ *     token-by-token decode, one prefill, chunks of 7 and two sequences
+ *     in one batch give bit-identical rows (speculative decoding's
+ *     verification of several positions must reproduce what decoding one
+ *     at a time computes, docs/speculative.md).
  * Impossible batches (refused with a message) are backend.h's contract,
  * checked for every backend by test_backend_contract.c.
  */
@@ -28,6 +34,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "check.h"
+#include "cpu_variant.h"
 #include "forward_fixture.h"
 #include "model/model.h"
 #include "util/common.h"
@@ -170,20 +177,60 @@ static void check_fork(nc_backend *be, const fixture *fx, const fx_case *tc, flo
     }
 }
 
+/* Rows of `a` and `b` ([n, V] each) are bit-identical. */
+static void check_same_bits(const fixture *fx, const float *a, const float *b, int n, int pos0, const char *what) {
+    for (int r = 0; r < n; r++)
+        if (memcmp(a + (size_t)r * fx->V, b + (size_t)r * fx->V, sizeof(float) * (size_t)fx->V)) {
+            CHECK(false, "%s %s: position %d differs from token-by-token decode", fx->name, what, pos0 + r);
+            return;
+        }
+}
+
+static void check_batch_invariance(nc_backend *be, const fixture *fx, const fx_case *tc, float *logits,
+                                   float *single) {
+    int32_t table[16], other[16];
+    make_table(table, 16, 9, 7, POOL);
+    make_table(other, 16, 3, 11, POOL);
+    size_t V = (size_t)fx->V;
+    for (int t = 0; t < tc->n_prompt; t++) {
+        nc_seq_chunk d = {tc->prompt + t, 1, t, t ? tc->prompt[t - 1] : -1, table, NC_LOGITS_LAST};
+        nc_batch b = {&d, 1};
+        CHECK(be->ops->forward(be, &b, single + (size_t)t * V) == 0, "decode: %s", nc_error());
+    }
+    nc_seq_chunk c = {tc->prompt, tc->n_prompt, 0, -1, table, NC_LOGITS_ALL};
+    nc_batch b = {&c, 1};
+    CHECK(be->ops->forward(be, &b, logits) == 0, "prefill: %s", nc_error());
+    check_same_bits(fx, logits, single, tc->n_prompt, 0, "prefill");
+    for (int t = 0; t < tc->n_prompt; t += 7) {
+        int n = NC_MIN(7, tc->n_prompt - t);
+        nc_seq_chunk d = {tc->prompt + t, n, t, t ? tc->prompt[t - 1] : -1, table, NC_LOGITS_ALL};
+        nc_batch db = {&d, 1};
+        CHECK(be->ops->forward(be, &db, logits) == 0, "chunk: %s", nc_error());
+        check_same_bits(fx, logits, single + (size_t)t * V, n, t, "chunk of 7");
+    }
+    /* the prompt's head again in another table beside its tail: one batch of two */
+    int head = tc->n_prompt / 2;
+    nc_seq_chunk two[2] = {{tc->prompt, head, 0, -1, other, NC_LOGITS_ALL},
+                           {tc->prompt + head, tc->n_prompt - head, head, tc->prompt[head - 1], table,
+                            NC_LOGITS_ALL}};
+    nc_batch tb = {two, 2};
+    CHECK(be->ops->forward(be, &tb, logits) == 0, "batch of two: %s", nc_error());
+    check_same_bits(fx, logits, single, tc->n_prompt, 0, "batch of two");
+}
+
 int main(void) {
     const char *names[] = {"v1_mha", "v1_gqa", "v6_gqa"};
-    const char *isas[] = {"scalar", "avx2"};
     for (size_t f = 0; f < NC_ARRAY_LEN(names); f++) {
         fixture fx;
         load_fixture(&fx, names[f]);
         float *logits = malloc(sizeof(float) * (size_t)MAX_TOKENS * (size_t)fx.V);
-        for (size_t k = 0; k < NC_ARRAY_LEN(isas); k++) {
-            if (nc_cpu_backend_force_isa(isas[k])) {
-                printf("%s: %s kernels not supported here, skipped\n", names[f], isas[k]);
-                continue;
-            }
+        float *single = malloc(sizeof(float) * (size_t)MAX_TOKENS * (size_t)fx.V);
+        for (int k = 0; cpu_kernel_variants[k]; k++) {
+            const char *isa = cpu_kernel_variants[k]->name;
+            if (!cpu_variant_wanted(cpu_kernel_variants[k])) continue;
+            CHECK(nc_cpu_backend_force_isa(isa) == 0, "%s: %s", isa, nc_error());
             nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = 2,
-                                   .n_threads = k == 0 ? 1 : 2};
+                                   .n_threads = 1 + k % 2};
             nc_backend *be = nc_backend_create("cpu", fx.model, &p);
             CHECK(be != NULL, "backend: %s", nc_error());
             if (!be) continue;
@@ -192,12 +239,14 @@ int main(void) {
                 check_prefill_and_greedy(be, &fx, &fx.cases[i], logits);
                 check_decode_and_chunks(be, &fx, &fx.cases[i], logits);
                 check_fork(be, &fx, &fx.cases[i], logits);
+                check_batch_invariance(be, &fx, &fx.cases[i], logits, single);
             }
             check_ragged_batch(be, &fx, logits);
             printf("%s (%s): worst relative logit error %.3g\n", names[f], be->ops->describe(be), worst_error);
             nc_backend_free(be);
         }
         free(logits);
+        free(single);
         fixture_free(&fx);
     }
     nc_cpu_backend_force_isa("auto");

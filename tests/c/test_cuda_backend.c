@@ -12,7 +12,8 @@
  * sm_90a build on Hopper, cuBLASLt elsewhere; cuBLASLt past 64 rows), RoPE
  * + QK-norm + KV append, split-KV decode attention, the tensor-core prefill
  * attention, lambdas / value embeddings / backout (V6), the logits rows,
- * and device sampling (forward_sample). Cases: prefill, token-by-token
+ * and device sampling (forward_sample, and the sampled token's
+ * log-probability against the host's). Cases: prefill, token-by-token
  * decode (GEMV, RoPE folded into the attention, CUDA graphs from the second
  * step), chunks of 3 to 93, ragged mixed batches, 2..8 decode rows (GEMM +
  * split-KV), forks by copy_kv_block, contexts past the V6 windows and over
@@ -384,20 +385,26 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
     for (int s = 1; s < 4; s++) dec[s].pos++, dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++;
     compare_backends(gpu, cpu, dec, MAX_SEQS, V, lg, lc, what);
 
-    /* device sampling vs the host sampler on the same logits and generator */
+    /* device sampling vs the host sampler on the same logits and generator;
+     * every row but the last also asks for the sampled token's
+     * log-probability, checked against the host's nc_sample_logprobs */
     for (int s = 0; s < MAX_SEQS; s++) dec[s].pos++, dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++;
     nc_device_sampling rows[MAX_SEQS];
     nc_sampling hs[MAX_SEQS];
+    const float untouched = 123.0f;
     for (int s = 0; s < MAX_SEQS; s++) {
         float temps[4] = {0.0f, 0.8f, 1.0f, 1.3f};
         hs[s] = (nc_sampling){temps[s % 4], (s % 3 == 0) ? 50 : (s % 3 == 1) ? 1000 : 0, s >= 4 ? 0.9f : 1.0f,
                               s == 6 ? 0.05f : 0.0f};
-        rows[s] = (nc_device_sampling){hs[s].temperature, hs[s].top_k, hs[s].top_p, hs[s].min_p, {0, 0}};
+        rows[s] = (nc_device_sampling){hs[s].temperature, hs[s].top_k, hs[s].top_p, hs[s].min_p, {0, 0},
+                                       s < MAX_SEQS - 1, untouched};
         nc_rng_seed(rows[s].rng_state, 42 + (uint64_t)s);
     }
+    CHECK(gpu->ops->sample_logprobs, "the CUDA backend returns log-probabilities from forward_sample");
     nc_sampler_scratch scr;
     NC_ASSERT(nc_sampler_scratch_init(&scr, V) == 0);
     int agree = 0, total = 0;
+    double worst_lp = 0;
     for (int rep = 0; rep < 6; rep++) {
         nc_batch b = {dec, MAX_SEQS};
         CHECK(gpu->ops->forward(gpu, &b, lg) == 0, "logits before sampling: %s", nc_error());
@@ -411,7 +418,21 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
         for (int s = 0; s < MAX_SEQS; s++) {
             CHECK(got[s] >= 0 && got[s] < V, "sampled id %d out of range", got[s]);
             CHECK(!memcmp(host_rng[s], rows[s].rng_state, sizeof host_rng[s]), "row %d: generator out of step", s);
-            bool exact = hs[s].temperature == 0.0f || (hs[s].top_k > 0 && hs[s].top_k <= 1024);
+            if (!rows[s].want_logprob) {
+                CHECK(rows[s].logprob == untouched, "row %d: logprob written without want_logprob", s);
+            } else if (got[s] >= 0 && got[s] < V) {
+                /* the model's own distribution (temperature 1, nothing filtered), whatever the settings */
+                double want = nc_sample_logprobs(lg + (size_t)s * V, V, got[s], 0, NULL, NULL);
+                double err = fabs(rows[s].logprob - want);
+                worst_lp = fmax(worst_lp, err);
+                CHECK(err <= 1e-5 || err <= 1e-5 * fabs(want), "row %d (T %g, top-k %d, top-p %g, min-p %g): logprob "
+                      "%.9g, host %.9g", s, hs[s].temperature, hs[s].top_k, hs[s].top_p, hs[s].min_p,
+                      rows[s].logprob, want);
+            }
+            /* exact: the rank-order walk of the device sampler, which a top-k
+             * of the whole vocabulary or more does not take (cuda_sample.cu) */
+            bool exact = hs[s].temperature == 0.0f ||
+                         (hs[s].top_k > 0 && hs[s].top_k <= 1024 && hs[s].top_k < V);
             if (exact) {
                 total++;
                 agree += got[s] == expect[s];
@@ -430,7 +451,8 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
         }
         for (int s = 0; s < MAX_SEQS; s++) dec[s].prev_token = dec[s].tokens[0], dec[s].tokens++, dec[s].pos++;
     }
-    printf("  %s: device sampling matched the host sampler on %d of %d draws\n", label, agree, total);
+    printf("  %s: device sampling matched the host sampler on %d of %d draws; worst logprob error %.3g\n", label,
+           agree, total, worst_lp);
     CHECK(agree >= total - 1, "device sampling disagrees with the host sampler (%d of %d)", agree, total);
 
     /* A mid-prompt chunk (NC_LOGITS_NONE) rides along with sampled rows in

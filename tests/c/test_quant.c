@@ -37,8 +37,6 @@
 
 #define QUANT_DIR "tests/data/quant"
 
-static const char *const variants[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
-
 /* ==== e4m3fn ==== */
 
 static void check_fp8_conversions(void) {
@@ -131,12 +129,13 @@ static void check_kernels_shape(int64_t R, int64_t K, int64_t T) {
     cpu_matrix mi = {q8, NC_DTYPE_I8, R, K, s8}, mf = {f8, NC_DTYPE_F8_E4M3, R, K, sf8};
     float *y = malloc(sizeof(float) * (size_t)(T * R)), *yref = malloc(sizeof(float) * (size_t)(T * R));
     cpu_matmul_i8_q8_ref(&xq8, T, &mi, 0, R, yref, R);
-    for (size_t v = 0; v < NC_ARRAY_LEN(variants); v++) {
-        const cpu_kernels *k = cpu_kernels_select(variants[v]);
-        if (!k) continue;
+    float *scratch = malloc(sizeof(float) * (size_t)cpu_matmul_scratch_floats(K));
+    for (int v = 0; cpu_kernel_variants[v]; v++) {
+        const cpu_kernels *k = cpu_kernel_variants[v];
+        if (!cpu_kernels_supported(k)) continue;
         for (int f = 0; f < 2; f++) {
             const cpu_matrix *m = f ? &mf : &mi;
-            (f ? k->matmul_f8 : k->matmul_i8)(x, K, T, m, 0, R, y, R);
+            (f ? k->matmul_f8 : k->matmul_i8)(x, K, T, m, 0, R, y, R, scratch);
             double worst = 0;
             for (int64_t t = 0; t < T; t++)
                 for (int64_t r = 0; r < R; r++) {
@@ -148,7 +147,7 @@ static void check_kernels_shape(int64_t R, int64_t K, int64_t T) {
                     }
                     worst = fmax(worst, fabs(y[t * R + r] - sum) / (mag + 1e-30));
                 }
-            CHECK(worst <= 1e-5, "%s %s R=%lld K=%lld T=%lld: error %.3g x sum|xw|", variants[v], f ? "fp8" : "int8",
+            CHECK(worst <= 1e-5, "%s %s R=%lld K=%lld T=%lld: error %.3g x sum|xw|", k->name, f ? "fp8" : "int8",
                   (long long)R, (long long)K, (long long)T, worst);
         }
         if (!k->matmul_i8_q8) continue;
@@ -156,10 +155,10 @@ static void check_kernels_shape(int64_t R, int64_t K, int64_t T) {
         double worst = 0, scale = 0;
         for (int64_t i = 0; i < T * R; i++) scale = fmax(scale, fabs(yref[i]));
         for (int64_t i = 0; i < T * R; i++) worst = fmax(worst, fabs(y[i] - yref[i]) / (scale + 1e-30));
-        CHECK(worst <= 1e-5, "%s q8 R=%lld K=%lld T=%lld: error %.3g vs the reference", variants[v], (long long)R,
+        CHECK(worst <= 1e-5, "%s q8 R=%lld K=%lld T=%lld: error %.3g vs the reference", k->name, (long long)R,
               (long long)K, (long long)T, worst);
     }
-    free(w), free(x), free(q8), free(f8), free(xq), free(xd), free(y), free(yref);
+    free(w), free(x), free(q8), free(f8), free(xq), free(xd), free(y), free(yref), free(scratch);
 }
 
 static void check_kernels(void) {
@@ -169,8 +168,9 @@ static void check_kernels(void) {
     for (size_t a = 0; a < NC_ARRAY_LEN(Ks); a++)
         for (size_t b = 0; b < NC_ARRAY_LEN(Rs); b++)
             for (size_t c = 0; c < NC_ARRAY_LEN(Ts); c++) check_kernels_shape(Rs[b], Ks[a], Ts[c]);
-    for (size_t v = 0; v < NC_ARRAY_LEN(variants); v++)
-        printf("kernels %-10s %s\n", variants[v], cpu_kernels_select(variants[v]) ? "checked" : "not on this CPU");
+    for (int v = 0; cpu_kernel_variants[v]; v++)
+        printf("kernels %-10s %s\n", cpu_kernel_variants[v]->name,
+               cpu_kernels_supported(cpu_kernel_variants[v]) ? "checked" : "not on this CPU");
 }
 
 /* ==== files: a tiny 8-bit model and its defects ==== */
@@ -294,7 +294,10 @@ static void check_files(void) {
             CHECK(m && m->weights == NC_WEIGHTS_INT8 && m->lm_head_scale && m->layers[0].scale.mlp_proj,
                   "a valid int8 set: %s", m ? "wrong format" : nc_error());
             /* save -> read: same bytes, dtypes, shapes, metadata */
-            const char *path = "build/test-quant-tiny.safetensors";
+            /* in the build dir tests/run.sh names (NC_BUILD), not always build/ */
+            const char *dir = getenv("NC_BUILD");
+            char path[4096];
+            snprintf(path, sizeof path, "%s/test-quant-tiny.safetensors", dir && *dir ? dir : "build");
             CHECK(nc_safetensors_save(path, m->tensors) == 0, "save: %s", nc_error());
             nc_tensor_set *back = nc_tensor_set_new();
             CHECK(nc_safetensors_load(path, back, NULL) == 0, "load: %s", nc_error());

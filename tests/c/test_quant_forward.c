@@ -36,6 +36,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "check.h"
+#include "cpu_variant.h"
 #include "forward_fixture.h"
 #include "model/quantize.h"
 #include "util/common.h"
@@ -48,8 +49,6 @@
 #define KV_BOUND 5e-2
 
 enum { POOL = 16, CHUNK = 7, MAX_T = 320 };
-
-static const char *const variants[] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
 
 /* All logits of `ids` prefilled in chunks of CHUNK from position 0 (block
  * table 5, 4, 3, ...: scrambled so paging bugs show). */
@@ -82,11 +81,13 @@ static void check_mode(const cJSON *entry, const char *name, const char *mode, f
         CHECK(nc_model_quantize(fx.model, strcmp(mode, "int8") ? NC_WEIGHTS_FP8 : NC_WEIGHTS_INT8, true, 2) == 0,
               "quantize: %s", nc_error());
     nc_kv_cache_format kv = strcmp(mode, "fp8kv") ? NC_KV_CACHE_BF16 : NC_KV_CACHE_FP8;
-    for (size_t v = 0; v < NC_ARRAY_LEN(variants); v++) {
-        if (nc_cpu_backend_force_isa(variants[v])) continue;
+    for (int v = 0; cpu_kernel_variants[v]; v++) {
+        const cpu_kernels *kern = cpu_kernel_variants[v];
+        if (!cpu_variant_wanted(kern)) continue;
+        CHECK(nc_cpu_backend_force_isa(kern->name) == 0, "%s: %s", kern->name, nc_error());
         nc_backend *be = make_backend(fx.model, kv);
         if (!be) continue;
-        bool q8 = !strcmp(mode, "int8") && cpu_kernels_select(variants[v])->matmul_i8_q8;
+        bool q8 = !strcmp(mode, "int8") && kern->matmul_i8_q8;
         double tol = q8 ? TOL_Q8 : kv == NC_KV_CACHE_FP8 ? TOL_KV : TOL_EXACT, worst = 0, sum = 0;
         int rows = 0;
         const cJSON *c;
@@ -112,11 +113,11 @@ static void check_mode(const cJSON *entry, const char *name, const char *mode, f
             }
             free(ids), free(pos), free(ref);
         }
-        CHECK(worst <= tol, "%s %s (%s): worst relative logit error %.3g > %.0e", name, mode, variants[v], worst, tol);
+        CHECK(worst <= tol, "%s %s (%s): worst relative logit error %.3g > %.0e", name, mode, kern->name, worst, tol);
         if (kv == NC_KV_CACHE_FP8)
-            CHECK(rows && sum / rows <= TOL_KV_MEAN, "%s fp8kv (%s): mean relative logit error %.3g", name, variants[v],
+            CHECK(rows && sum / rows <= TOL_KV_MEAN, "%s fp8kv (%s): mean relative logit error %.3g", name, kern->name,
                   rows ? sum / rows : 0.0);
-        printf("%s %-5s %-10s relative logit error: worst %.3g (bound %.0e), mean %.3g\n", name, mode, variants[v],
+        printf("%s %-5s %-10s relative logit error: worst %.3g (bound %.0e), mean %.3g\n", name, mode, kern->name,
                worst, tol, rows ? sum / rows : 0.0);
         nc_backend_free(be);
     }

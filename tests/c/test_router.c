@@ -139,7 +139,7 @@ static void test_devices(void) {
 static nc_tokenizer *tok;
 
 static nc_scheduler *make_sched(mock *m, int max_running) {
-    nc_scheduler_params sp = {0, max_running, 0, 0};
+    nc_scheduler_params sp = {.max_running = max_running};
     nc_scheduler *s = nc_scheduler_create(&m->b, tok, &sp);
     CHECK(s != NULL, "create: %s", nc_error());
     return s;

@@ -9,8 +9,9 @@
  * block tables, sharing, copying, forking or prefix reuse changes the
  * history and therefore the tokens. The "model" (next_token) is scripted:
  * a '#' in the prompt makes it call the calculator (<|python_start|> 6*7
- * <|python_end|>), an 'S' makes it stop after three tokens, otherwise it
- * emits a letter that hashes the history.
+ * <|python_end|>), an 'S' makes it stop after three tokens, a 'Q' makes it
+ * repeat the prompt's text after the Q (test_spec.c's quoting replies),
+ * otherwise it emits a letter that hashes the history.
  *
  * The reference generator (ref_generate) applies nanochat's rules to the
  * same script directly - forcing <|output_start|> 4 2 <|output_end|> after
@@ -33,7 +34,8 @@
 static nc_tokenizer *tok;
 
 static nc_scheduler *make_sched(mock *m, int max_context, int max_running, int prefill_chunk, int max_queue) {
-    nc_scheduler_params sp = {max_context, max_running, prefill_chunk, max_queue};
+    nc_scheduler_params sp = {.max_context = max_context, .max_running = max_running,
+                              .prefill_chunk = prefill_chunk, .max_queue = max_queue};
     nc_scheduler *s = nc_scheduler_create(&m->b, tok, &sp);
     CHECK(s != NULL, "create: %s", nc_error());
     return s;
@@ -145,15 +147,9 @@ static void test_refusals(void) {
 static void test_context_limit(void) {
     mock *m = mock_new(16, 4, 64, false);
     nc_scheduler *s = make_sched(m, 48, 0, 0, 0);
-    int32_t prompt[64];
-    int np = chat_prompt("a prompt of some thirty tokens....", prompt); /* 38 tokens */
-    nc_gen_params p = greedy(100);
-    collector *c = calloc(1, sizeof *c);
-    nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL);
-    run_all(s);
-    ref_out ref;
-    ref_generate(prompt, np, 100, 48, true, &ref);
-    check_matches_ref("context limit", c, 0, &ref);
+    const char *text = "a prompt of some thirty tokens....";
+    int np = 4 + (int)strlen(text); /* 38 tokens */
+    collector *c = run_greedy_checked(s, "context limit", text, 100, 48);
     CHECK(c->n[0] == 48 - np && c->finish[0] == NC_FINISH_LENGTH, "stops at the context: %d tokens", c->n[0]);
     nc_scheduler_free(s);
     mock_free(m);
@@ -347,6 +343,7 @@ static void test_chunked_prefill(void) {
     text[250] = 0;
     int nb = chat_prompt(text, pb);
     nc_gen_params p = greedy(60);
+    p.speculative = false; /* one token per decode step, to count them (test_spec.c speculates) */
     collector *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
     nc_scheduler_submit(s, pa, na, &p, on_event, a, NULL);
     nc_scheduler_step(s); /* prefill A (16-token chunks would split a 9-token prompt: it fits) */
@@ -478,33 +475,59 @@ static void test_sampled_paths(void) {
     for (int mode = 0; mode < 3; mode++) free(res[mode]);
 }
 
-/* logprobs: log-softmax of the model's logits for the chosen token. */
+/* logprobs: log-softmax of the model's logits (temperature 1, nothing
+ * filtered) for the chosen token, whatever the sampling settings. A backend
+ * that returns the sampled token's log-probability (sample_logprobs) keeps
+ * rows that want only that on the device; alternatives (top_logprobs > 0),
+ * or a backend without it, take the host path. */
 static void test_logprobs(void) {
-    mock *m = mock_new(64, 4, 256, true); /* logprobs force the host path even with forward_sample */
-    nc_scheduler *s = make_sched(m, 0, 0, 0, 0);
-    int32_t prompt[64];
-    int np = chat_prompt("log probs", prompt);
-    nc_gen_params p = greedy(8);
-    p.top_logprobs = 2;
-    collector *c = calloc(1, sizeof *c);
-    nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL);
-    run_all(s);
-    int32_t h[128];
-    memcpy(h, prompt, sizeof(int32_t) * (size_t)np);
-    float lg[V];
-    for (int k = 0; k < c->n[0]; k++) {
-        model_logits(h, np + k, lg);
-        double mx = -1e30, sum = 0;
-        for (int i = 0; i < V; i++) mx = fmax(mx, lg[i]);
-        for (int i = 0; i < V; i++) sum += exp(lg[i] - mx);
-        double want = lg[c->toks[0][k]] - mx - log(sum);
-        CHECK_NEAR(c->logprob[0][k], want, 1e-5, "logprob of token %d", k);
-        h[np + k] = c->toks[0][k];
+    struct { bool dev_logprobs; int top; float temperature; int top_k; bool on_device; } cases[] = {
+        {false, 2, 0.0f, 0, false},
+        {false, 0, 0.0f, 0, false},
+        {true, 2, 0.0f, 0, false},
+        {true, 2, 0.9f, 3, false},
+        {true, 0, 0.0f, 0, true},
+        {true, 0, 0.9f, 3, true},
+        {true, 0, 1.3f, 0, true},
+    };
+    for (size_t t = 0; t < NC_ARRAY_LEN(cases); t++) {
+        mock *m = mock_new(64, 4, 256, true);
+        if (cases[t].dev_logprobs) m->b.ops = &mock_ops_dev_logprobs;
+        nc_scheduler *s = make_sched(m, 0, 0, 0, 0);
+        int32_t prompt[64];
+        int np = chat_prompt("log probs", prompt);
+        nc_gen_params p = greedy(8);
+        p.top_logprobs = cases[t].top;
+        p.temperature = cases[t].temperature;
+        p.top_k = cases[t].top_k;
+        p.seed = 7 + t;
+        collector *c = calloc(1, sizeof *c);
+        nc_scheduler_submit(s, prompt, np, &p, on_event, c, NULL);
+        run_all(s);
+        CHECK(c->n[0] == 8, "case %zu: %d tokens", t, c->n[0]);
+        int32_t h[128];
+        memcpy(h, prompt, sizeof(int32_t) * (size_t)np);
+        float lg[V];
+        for (int k = 0; k < c->n[0]; k++) {
+            model_logits(h, np + k, lg);
+            double mx = -1e30, sum = 0;
+            for (int i = 0; i < V; i++) mx = fmax(mx, lg[i]);
+            for (int i = 0; i < V; i++) sum += exp(lg[i] - mx);
+            double want = lg[c->toks[0][k]] - mx - log(sum);
+            CHECK_NEAR(c->logprob[0][k], want, 1e-5, "case %zu: logprob of token %d", t, k);
+            h[np + k] = c->toks[0][k];
+        }
+        int dev_calls = 0;
+        for (int i = 0; i < m->n_log; i++) dev_calls += m->log[i].sample_call;
+        if (cases[t].on_device)
+            CHECK(dev_calls == m->n_log && dev_calls > 0, "case %zu: %d of %d calls sampled on the device", t,
+                  dev_calls, m->n_log);
+        else
+            CHECK(dev_calls == 0, "case %zu: %d calls sampled on the device", t, dev_calls);
+        nc_scheduler_free(s);
+        mock_free(m);
+        free(c);
     }
-    for (int i = 0; i < m->n_log; i++) CHECK(!m->log[i].sample_call, "no device sampling with logprobs");
-    nc_scheduler_free(s);
-    mock_free(m);
-    free(c);
 }
 
 /* A backend failure ends the rows in the batch with ERROR and a message. */

@@ -166,6 +166,23 @@ def test_8bit():
         eng.close()
 
 
+def test_deterministic(engine):
+    """deterministic=True is accepted; on the CPU backend, always
+    batch-invariant, seeded samples are those of the default engine, alone
+    and among other prompts (the GPU side: tests/c/test_cuda_det.c)."""
+    prompt = engine.tokenizer.encode("And the", prepend="<|bos|>")
+    kw = dict(num_samples=3, max_tokens=24, temperature=1.0, top_k=50, seed=99)
+    want = engine.generate_batch(prompt, **kw)
+    with nanochat_c.load(PICO, device="cpu", deterministic=True) as det:
+        check(det.generate_batch(prompt, **kw) == want, "deterministic=True: other samples than the default engine")
+        others = [det.tokenizer.encode(t, prepend="<|bos|>") for t in ("Once", "The cat sat", "Why is the sky")]
+        mkw = dict(num_samples=3, max_tokens=24, temperature=1.0, top_k=50, seed=99)
+        alone = det.generate_many([prompt], **mkw)[0]
+        among = det.generate_many(others[:1] + [prompt] + others[1:], **mkw)[1]
+        check([c.tokens for c in among] == [c.tokens for c in alone] and alone[0].tokens,
+              "deterministic=True: a prompt's samples change among other prompts")
+
+
 # ---- sampling, many prompts, inputs
 
 def test_sampling(engine):
@@ -452,7 +469,7 @@ def main():
     for name, fn in [("greedy", lambda: test_greedy(engine)), ("sampling", lambda: test_sampling(engine)),
                      ("many", lambda: test_many(engine)), ("logprobs", test_logprobs),
                      ("tokenizer", lambda: test_tokenizer(engine)), ("errors", lambda: test_errors(engine)),
-                     ("8bit", test_8bit), ("cancel", test_cancel), ("hub", test_hub), ("pip", test_pip_install)]:
+                     ("8bit", test_8bit), ("deterministic", lambda: test_deterministic(engine)), ("cancel", test_cancel), ("hub", test_hub), ("pip", test_pip_install)]:
         t0 = time.time()
         fn()
         print(f"-- {name}: {time.time() - t0:.1f} s", flush=True)

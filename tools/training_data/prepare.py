@@ -129,6 +129,8 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0, help="multiply conversation counts (tests)")
     ap.add_argument("--tests-dir", default=os.path.join(os.path.dirname(os.path.dirname(HERE)),
                                                         "tests", "data", "picochat"))
+    ap.add_argument("--tokenizer", default="", help="use this tokenizer.pkl instead of training one (a draft "
+                    "model for picochat must share models/picochat/tokenizer.pkl)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
@@ -143,12 +145,16 @@ def main():
     convs = conversations.generate(args.seed, counts, defined, letter_words, (arith_held, letters_held))
     print(f"{len(convs)} conversations ({time.time() - t0:.1f}s)", flush=True)
 
-    # ---- tokenizer: BPE over all text plus a sample of conversations
-    corpus = [d for _, ds in docs for d in ds] + [plain_text(c) for c in convs[:20000]]
-    n_ranks = args.vocab_size - len(SPECIALS)
-    ranks = bpe_train.train_bpe(corpus, n_ranks)
-    enc = tiktoken.Encoding(name="picochat", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks,
-                            special_tokens={s: n_ranks + i for i, s in enumerate(SPECIALS)})
+    # ---- tokenizer: BPE over all text plus a sample of conversations (or the one given)
+    if args.tokenizer:
+        with open(args.tokenizer, "rb") as f:
+            enc = pickle.load(f)
+    else:
+        corpus = [d for _, ds in docs for d in ds] + [plain_text(c) for c in convs[:20000]]
+        n_ranks = args.vocab_size - len(SPECIALS)
+        ranks = bpe_train.train_bpe(corpus, n_ranks)
+        enc = tiktoken.Encoding(name="picochat", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks,
+                                special_tokens={s: n_ranks + i for i, s in enumerate(SPECIALS)})
     with open(os.path.join(args.out, "tokenizer.pkl"), "wb") as f:
         pickle.dump(enc, f)
     print(f"tokenizer: {enc.n_vocab} ids ({time.time() - t0:.1f}s)", flush=True)

@@ -188,8 +188,7 @@ static int setup_buffers(cpu_state *st, int64_t T) {
         !(st->v = alloc_floats(st, (size_t)T * KD, "activations")) ||
         !(st->fc = alloc_floats(st, (size_t)T * F, "activations")) ||
         !(st->prev_embed = alloc_floats(st, C, "activations")) ||
-        !(st->scores = alloc_floats(st, (size_t)st->n_threads * (size_t)st->rope_len, "attention scores")) ||
-        !(st->kv_row = alloc_floats(st, (size_t)st->n_threads * (size_t)c->head_dim, "attention scratch")))
+        !(st->scores = alloc_floats(st, (size_t)st->n_threads * (size_t)st->rope_len, "attention scores")))
         return -1;
     if (st->q8) { /* the widest input of a layer matrix is F (mlp.c_proj) */
         size_t blocks = (F + CPU_Q8_BLOCK - 1) / CPU_Q8_BLOCK;
@@ -197,6 +196,9 @@ static int setup_buffers(cpu_state *st, int64_t T) {
             !(st->xq = alloc_floats(st, ((size_t)T * F + 3) / 4, "q8 activations")))
             return -1;
     }
+    st->mm_scratch_floats = cpu_matmul_scratch_floats((int64_t)NC_MAX(NC_MAX(C, QD), F));
+    if (!(st->mm_scratch = alloc_floats(st, (size_t)st->n_threads * (size_t)st->mm_scratch_floats, "matmul scratch")))
+        return -1;
     st->tok_seq = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
     st->tok_pos = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
     st->tok_id = own(st, nc_xmalloc((size_t)T * sizeof(int32_t)));
@@ -222,6 +224,9 @@ static int setup_kv(cpu_state *st, int32_t n_blocks, nc_kv_cache_format format) 
     if (format == NC_KV_CACHE_FP8) {
         st->kv8 = pool;
         st->kv8_block_bytes = per_block;
+        /* attention's per-thread copy of a tile in fp32, and its weights */
+        size_t scratch = (size_t)st->n_threads * (NC_KV_BLOCK_TOKENS * ((size_t)c->head_dim + 1));
+        if (!(st->kv_tile = alloc_floats(st, scratch, "attention scratch"))) return -1;
     } else {
         st->kv = pool;
         st->kv_block_floats = per_block / sizeof(float);
@@ -257,7 +262,13 @@ static int cpu_init(nc_backend *b, const nc_backend_params *p) {
     /* NC_CPU_KERNELS picks the kernels (benchmarks, tests) */
     const char *isa = forced_isa ? forced_isa : b->env.cpu_kernels;
     const cpu_kernels *kern = cpu_kernels_select(isa);
-    if (!kern) return nc_fail("cpu backend: NC_CPU_KERNELS=%s: this CPU cannot run those kernels", isa);
+    if (!kern) {
+        char names[96] = "";
+        for (int i = 0; cpu_kernel_variants[i]; i++)
+            if (cpu_kernels_supported(cpu_kernel_variants[i]))
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s, ", cpu_kernel_variants[i]->name);
+        return nc_fail("cpu backend: NC_CPU_KERNELS=%s is not available here (%sauto)", isa, names);
+    }
 
     if (p->kv_cache != NC_KV_CACHE_BF16 && p->kv_cache != NC_KV_CACHE_FP8)
         return nc_fail("cpu backend: unknown KV cache format %d", (int)p->kv_cache);
@@ -341,4 +352,5 @@ const nc_backend_ops nc_cpu_backend_ops = {
     .describe = cpu_describe,
     .weight_elem_bytes = cpu_weight_elem_bytes,
     .kv_vector_bytes = cpu_kv_vector_bytes,
+    .batch_invariant = true,
 };

@@ -3,7 +3,7 @@
  *   cpu_backend.c  init / free / describe / copy_kv_block (weights, KV pool, scratch)
  *   cpu_forward.c  the forward pass (docs/model.md) over a batch of sequence chunks
  *   cpu_weights.c  moves mmapped weight matrices into 2 MB pages (decode speed)
- *   cpu_kernels_*.c  matmul / dot / axpy in scalar and AVX2 variants
+ *   cpu_kernels*.[ch]  matmul and attention kernels in scalar, AVX2, AVX-512 and VNNI variants
  *
  * KV cache: one pool of n_kv_blocks blocks; block b holds, for every layer,
  * keys and values of NC_KV_BLOCK_TOKENS (= 64) consecutive positions of one
@@ -28,7 +28,7 @@
 
 extern const nc_backend_ops nc_cpu_backend_ops;
 
-/* Forces a kernel variant ("scalar", "avx2", "auto") for backends created
+/* Forces a kernel variant (a cpu_kernels.h name, or "auto") for backends created
  * afterwards in this process (tests and benchmarks compare them); it takes
  * precedence over the NC_CPU_KERNELS environment variable, which does the
  * same from outside. Fails if the CPU lacks the variant. */
@@ -88,9 +88,11 @@ typedef struct {
     float *fc;                  /* [T, F] MLP hidden */
     float *prev_embed;          /* [C] rmsnorm(wte[prev_token]) for the smear */
     float *scores;              /* [n_threads, rope_len] attention probabilities */
-    float *kv_row;              /* [n_threads, D] a dequantised fp8 key or value */
+    float *kv_tile;             /* [n_threads, 64 * D + 64] an fp8 tile dequantised, its weights */
     int8_t *xq;                 /* [T, F] q8 activations (st->q8) */
     float *xd;                  /* [T, ceil(F / 32)] their block scales */
+    float *mm_scratch;          /* [n_threads, mm_scratch_floats] matmul tiles of x */
+    int64_t mm_scratch_floats;
     int32_t *tok_seq;           /* [T] index of the chunk each token belongs to */
     int32_t *tok_pos;           /* [T] absolute position of each token */
     int32_t *tok_id;            /* [T] token id */

@@ -151,6 +151,8 @@ typedef struct {
     mm_epilogue epi;
     float *resid;   /* EPI_ADD: [T, ldy of seg 0] */
     float cap;      /* EPI_SOFTCAP */
+    float *scratch; /* per thread, scratch_floats each */
+    int64_t scratch_floats;
 } mm_job;
 
 static void epilogue(const mm_job *j, const mm_segment *s, int64_t r0, int64_t r1) {
@@ -179,6 +181,7 @@ static void epilogue(const mm_job *j, const mm_segment *s, int64_t r0, int64_t r
 
 static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
     const mm_job *j = ctx;
+    float *scratch = j->scratch + (int64_t)thread * j->scratch_floats;
     int64_t total = 0;
     for (int i = 0; i < j->n_seg; i++) total += j->seg[i].n_rows;
     long lo, hi;
@@ -188,7 +191,7 @@ static void mm_worker(void *ctx, int task, int n_tasks, int thread) {
         const mm_segment *s = &j->seg[i];
         int64_t a = NC_MAX((int64_t)lo, off) - off, b = NC_MIN((int64_t)hi, off + s->n_rows) - off;
         if (a < b) {
-            cpu_matmul(j->kern, j->x, j->ldx, j->xq, j->T, s->w, a, b, s->y, s->ldy);
+            cpu_matmul(j->kern, j->x, j->ldx, j->xq, j->T, s->w, a, b, s->y, s->ldy, scratch);
             if (j->epi != EPI_NONE) epilogue(j, s, a, b);
         }
         off += s->n_rows;
@@ -227,7 +230,8 @@ static void run_mm_job(cpu_state *st, mm_job *j) {
 
 static void matmul1(cpu_state *st, const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
                     int64_t n_rows, float *y, int64_t ldy, mm_epilogue epi, float *resid, float cap) {
-    mm_job j = {.kern = st->kern, .x = x, .ldx = ldx, .T = T, .n_seg = 1, .epi = epi, .resid = resid, .cap = cap};
+    mm_job j = {.kern = st->kern, .x = x, .ldx = ldx, .T = T, .n_seg = 1, .epi = epi, .resid = resid, .cap = cap,
+                .scratch = st->mm_scratch, .scratch_floats = st->mm_scratch_floats};
     j.seg[0] = (mm_segment){w, n_rows, y, ldy};
     run_mm_job(st, &j);
 }
@@ -287,26 +291,30 @@ static void qkv_worker(void *ctx, int task, int n_tasks, int thread) {
     }
 }
 
-/* The key (kv = 0) or value (kv = 1) of kv head `head` at `slot` of a
- * block, to be multiplied by *scale: in place for the fp32 cache (scale
- * 1), dequantised into this thread's scratch row for the fp8 one. */
-static inline const float *kv_row(const cpu_state *st, int32_t block, int layer, int kv, int head, int64_t slot,
-                                  int thread, float *scale) {
-    int D = st->cfg.head_dim;
+/* The keys (kv = 0) or values (kv = 1) of kv head `head` at slots
+ * [slot, slot + n) of a block as [n, D] fp32 rows: in place for the fp32
+ * cache (*scales NULL); for the fp8 one dequantised into this thread's
+ * scratch tile, unscaled, with *scales their per-row scales. */
+static inline const float *kv_rows(const cpu_state *st, int32_t block, int layer, int kv, int head, int64_t slot,
+                                   int64_t n, int thread, const float **scales) {
+    int64_t D = st->cfg.head_dim;
     if (st->kv) {
-        *scale = 1.0f;
+        *scales = NULL;
         return cpu_kv_tile(st, block, layer, kv, head) + slot * D;
     }
     uint8_t *tile = cpu_kv8_tile(st, block, layer, kv, head);
     const uint8_t *q = tile + slot * D;
     const float *lut = cpu_f8_table();
-    float *row = st->kv_row + (int64_t)thread * D;
-    for (int d = 0; d < D; d++) row[d] = lut[q[d]];
-    *scale = cpu_kv8_scales(st, tile)[slot];
-    return row;
+    float *rows = st->kv_tile + (int64_t)thread * NC_KV_BLOCK_TOKENS * (D + 1);
+    for (int64_t i = 0; i < n * D; i++) rows[i] = lut[q[i]];
+    *scales = cpu_kv8_scales(st, tile) + slot;
+    return rows;
 }
 
-/* Per (token, query head): softmax(q k^T / sqrt(D)) v over the keys in its window. */
+/* Per (token, query head): softmax(q k^T / sqrt(D)) v over the keys in its
+ * window, in key order, whatever else is in the batch (batch invariance).
+ * With the fp8 cache a key's score and a value's weight are multiplied by
+ * its scale. */
 static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
     const layer_job *j = ctx;
     cpu_state *st = j->st;
@@ -316,28 +324,29 @@ static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
     int64_t window = st->layers[j->layer].window;
     float scale = (float)(1.0 / sqrt((double)D));
     float *p = st->scores + (int64_t)thread * st->rope_len;
-    for (int64_t item = task; item < j->T * H; item += n_tasks) {
-        int64_t i = item / H;
-        int h = (int)(item % H), hk = h / group;
+    /* items head-major, a contiguous range per task: one head's keys and
+     * values (a few hundred KB at most for a prompt) stay in L2 while its
+     * queries pass; heads sharing a kv head (GQA) are neighbours */
+    long lo, hi;
+    nc_split_range((long)(j->T * H), n_tasks, task, 1, &lo, &hi);
+    for (int64_t item = lo; item < hi; item++) {
+        int64_t i = item % j->T;
+        int h = (int)(item / j->T), hk = h / group;
         int64_t pos = st->tok_pos[i], first = window >= pos ? 0 : pos - window;
         const int32_t *table = j->batch->seqs[st->tok_seq[i]].block_table;
         const float *q = st->q + i * (int64_t)H * D + h * D;
         float *out = st->att + i * (int64_t)H * D + h * D;
 
-        float max = -INFINITY;
         for (int64_t key = first; key <= pos;) {
             int64_t slot = key % NC_KV_BLOCK_TOKENS, n = NC_MIN(NC_KV_BLOCK_TOKENS - slot, pos + 1 - key);
-            int32_t block = table[key / NC_KV_BLOCK_TOKENS];
-            for (int64_t s = 0; s < n; s++) {
-                float ks;
-                const float *kr = kv_row(st, block, j->layer, 0, hk, slot + s, thread, &ks);
-                float z = kern->dot(q, kr, D) * ks * scale;
-                p[key - first + s] = z;
-                if (z > max) max = z;
-            }
+            const float *ks, *kt = kv_rows(st, table[key / NC_KV_BLOCK_TOKENS], j->layer, 0, hk, slot, n, thread, &ks);
+            kern->attn_scores(q, kt, n, D, scale, p + (key - first));
+            if (ks)
+                for (int64_t s = 0; s < n; s++) p[key - first + s] *= ks[s];
             key += n;
         }
-        float sum = 0;
+        float max = -INFINITY, sum = 0;
+        for (int64_t s = 0; s <= pos - first; s++) max = p[s] > max ? p[s] : max;
         for (int64_t s = 0; s <= pos - first; s++) {
             p[s] = expf(p[s] - max);
             sum += p[s];
@@ -345,12 +354,14 @@ static void attention_worker(void *ctx, int task, int n_tasks, int thread) {
         memset(out, 0, (size_t)D * sizeof(float));
         for (int64_t key = first; key <= pos;) {
             int64_t slot = key % NC_KV_BLOCK_TOKENS, n = NC_MIN(NC_KV_BLOCK_TOKENS - slot, pos + 1 - key);
-            int32_t block = table[key / NC_KV_BLOCK_TOKENS];
-            for (int64_t s = 0; s < n; s++) {
-                float vs;
-                const float *vr = kv_row(st, block, j->layer, 1, hk, slot + s, thread, &vs);
-                kern->axpy(p[key - first + s] * vs, vr, out, D);
+            const float *vs, *vt = kv_rows(st, table[key / NC_KV_BLOCK_TOKENS], j->layer, 1, hk, slot, n, thread, &vs);
+            const float *pk = p + (key - first);
+            if (vs) { /* the tile's weights times the values' scales, after its rows */
+                float *pw = st->kv_tile + (int64_t)thread * NC_KV_BLOCK_TOKENS * (D + 1) + NC_KV_BLOCK_TOKENS * D;
+                for (int64_t s = 0; s < n; s++) pw[s] = pk[s] * vs[s];
+                pk = pw;
             }
+            kern->attn_mix(pk, vt, n, D, out);
             key += n;
         }
         float inv = 1.0f / sum;
@@ -425,7 +436,8 @@ int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
         }
         for (int64_t t = 0; t < T; t++) rmsnorm(st->x + t * C, st->h + t * C, C, c->norm_eps);
 
-        mm_job qkv = {.kern = st->kern, .x = st->h, .ldx = C, .T = T, .n_seg = 3, .epi = EPI_NONE};
+        mm_job qkv = {.kern = st->kern, .x = st->h, .ldx = C, .T = T, .n_seg = 3, .epi = EPI_NONE,
+                      .scratch = st->mm_scratch, .scratch_floats = st->mm_scratch_floats};
         qkv.seg[0] = (mm_segment){&L->c_q, QD, st->q, QD};
         qkv.seg[1] = (mm_segment){&L->c_k, KD, st->k, KD};
         qkv.seg[2] = (mm_segment){&L->c_v, KD, st->v, KD};

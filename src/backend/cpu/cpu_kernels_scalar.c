@@ -3,10 +3,11 @@
  * and the runtime selection of the best variant.
  *
  * These are the reference the vector variants are checked against
- * (dev/kernels/cpu_matvec.c, tests/c/test_quant.c) and the fallback on CPUs
- * without AVX2. They accumulate in 8 interleaved partial sums, like the
- * 8-lane vector code, so that both round alike and the compiler can
- * vectorise them.
+ * (tests/c/test_cpu_kernels.c, tests/c/test_quant.c, dev/kernels/cpu_matmul.c)
+ * and the fallback on CPUs without AVX2. They accumulate in 8 interleaved
+ * partial sums (so the compiler can vectorise them), in an order of
+ * summation of their own that depends on neither T nor the rows asked for
+ * (cpu_kernels.h).
  */
 #include <pthread.h>
 #include <string.h>
@@ -29,12 +30,17 @@ static float dot_scalar(const float *a, const float *b, int64_t n) {
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-static void axpy_scalar(float alpha, const float *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+static void attn_scores_scalar(const float *q, const float *keys, int64_t n, int64_t D, float scale, float *scores) {
+    for (int64_t s = 0; s < n; s++) scores[s] = dot_scalar(q, keys + s * D, D) * scale;
+}
+
+static void attn_mix_scalar(const float *p, const float *vals, int64_t n, int64_t D, float *out) {
+    for (int64_t s = 0; s < n; s++)
+        for (int64_t d = 0; d < D; d++) out[d] += p[s] * vals[s * D + d];
 }
 
 static void matmul_f32_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w,
-                              int64_t r0, int64_t r1, float *y, int64_t ldy) {
+                              int64_t r0, int64_t r1, float *y, int64_t ldy, float *scratch) {
     const float *W = w->data;
     int64_t K = w->cols;
     for (int64_t r = r0; r < r1; r++)
@@ -58,7 +64,7 @@ const float *cpu_f8_table(void) {
 /* bf16, int8 and fp8 rows are widened to fp32 in chunks of 256 so the dot
  * product stays shared; an 8-bit row's sum is then multiplied by its scale. */
 static void matmul_widened_scalar(const float *x, int64_t ldx, int64_t T, const cpu_matrix *w, int64_t r0,
-                                  int64_t r1, float *y, int64_t ldy) {
+                                  int64_t r1, float *y, int64_t ldy, float *scratch) {
     const float *lut = cpu_f8_table();
     int64_t K = w->cols;
     enum { CHUNK = 256 };
@@ -113,15 +119,28 @@ void cpu_matmul_i8_q8_ref(const cpu_xq8 *x, int64_t T, const cpu_matrix *w, int6
 
 const cpu_kernels cpu_kernels_scalar = {
     .name = "scalar",
+    .exact = true,
     .matmul_bf16 = matmul_widened_scalar,
     .matmul_f32 = matmul_f32_scalar,
     .matmul_i8 = matmul_widened_scalar,
     .matmul_f8 = matmul_widened_scalar,
-    .dot = dot_scalar,
-    .axpy = axpy_scalar,
+    .attn_scores = attn_scores_scalar,
+    .attn_mix = attn_mix_scalar,
 };
 
 /* ==== selection ==== */
+
+const cpu_kernels *const cpu_kernel_variants[] = {
+#if defined(__x86_64__)
+    &cpu_kernels_avx512vnni,
+    &cpu_kernels_avx512,
+    &cpu_kernels_avxvnni,
+    &cpu_kernels_avx2,
+    &cpu_kernels_avx512bf16,
+#endif
+    &cpu_kernels_scalar,
+    NULL,
+};
 
 #if defined(__x86_64__)
 /* CPUID bits that not every compiler's __builtin_cpu_supports knows (the
@@ -133,18 +152,28 @@ static bool cpuid_bit(unsigned leaf, unsigned sub, int reg, int bit) {
 }
 #endif
 
-const cpu_kernels *cpu_kernels_select(const char *isa) {
-    bool want_auto = !isa || !*isa || !strcmp(isa, "auto");
+bool cpu_kernels_supported(const cpu_kernels *k) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpuid_bit(1, 0, 2, 29); /* F16C */
-    bool has_avx512vnni = has_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && cpuid_bit(7, 0, 2, 11); /* AVX512_VNNI */
-    bool has_avxvnni = has_avx2 && cpuid_bit(7, 1, 0, 4);                                 /* AVX-VNNI */
-    if (has_avx512vnni && (want_auto || !strcmp(isa, "avx512vnni"))) return &cpu_kernels_avx512vnni;
-    if (has_avxvnni && (want_auto || !strcmp(isa, "avxvnni"))) return &cpu_kernels_avxvnni;
-    if (has_avx2 && (want_auto || !strcmp(isa, "avx2"))) return &cpu_kernels_avx2;
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpuid_bit(1, 0, 2, 29); /* F16C */
+    bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+    if (k == &cpu_kernels_avx512) return avx512;
+    if (k == &cpu_kernels_avx512vnni)
+        return avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               cpuid_bit(7, 0, 2, 11); /* AVX512_VNNI */
+    if (k == &cpu_kernels_avx512bf16)
+        return avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+    if (k == &cpu_kernels_avxvnni) return avx2 && cpuid_bit(7, 1, 0, 4); /* AVX-VNNI */
+    if (k == &cpu_kernels_avx2) return avx2;
 #endif
-    if (want_auto || !strcmp(isa, "scalar")) return &cpu_kernels_scalar;
+    return k == &cpu_kernels_scalar;
+}
+
+const cpu_kernels *cpu_kernels_select(const char *isa) {
+    bool want_auto = !isa || !*isa || !strcmp(isa, "auto");
+    for (int i = 0; cpu_kernel_variants[i]; i++) {
+        const cpu_kernels *k = cpu_kernel_variants[i];
+        if ((want_auto ? k->exact : !strcmp(isa, k->name)) && cpu_kernels_supported(k)) return k;
+    }
     return NULL;
 }

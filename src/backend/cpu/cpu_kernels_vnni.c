@@ -11,11 +11,14 @@
  * scale at the end. Integer products are exact, so these kernels differ
  * from cpu_matmul_i8_q8_ref only in the fp32 order of the block sums.
  *
- * Loop structure as the AVX2 kernels: 4 weight rows per step share the
- * activation loads; several tokens (prefill) are tiled by 64 so a 4-row
- * block of W (a few tens of KB) stays in L1/L2 across the tile. Compiled
- * with per-function target attributes; cpu_kernels_select() checks CPUID
- * before handing them out.
+ * Loop structure: 4 weight rows per step share the activation loads;
+ * several tokens (prefill) are tiled by 64 so a 4-row block of W (a few
+ * tens of KB) stays in L1/L2 across the tile. A row left over after the
+ * 4-row blocks runs the same code for one row, so each output sums its
+ * blocks in one order whatever the split of rows or the number of tokens
+ * (batch invariance, cpu_kernels.h); each token's x is rounded on its own.
+ * Compiled with per-function target attributes; cpu_kernels_supported()
+ * checks CPUID before handing them out.
  */
 #if defined(__x86_64__)
 
@@ -59,11 +62,11 @@ static inline float q8_tail(const int8_t *xq, const float *d, const int8_t *w, i
     return acc;
 }
 
-/* The matmul around a 4-row block and a 1-row block (the same loops for
- * both instruction sets): rows in blocks of 4 for each token of a tile
- * (one token: each block prefetches the next), leftover rows one by one,
- * then the rows' scales. */
-#define Q8_MATMUL(TARGET, NAME, BLOCK_4X1, BLOCK_1X1)                                                      \
+/* The matmul around R-row blocks (the same loops for both instruction
+ * sets): rows in blocks of 4 for each token of a tile (one token: each
+ * block prefetches the next), leftover rows one by one through the same
+ * ROWS function, then the rows' scales. */
+#define Q8_MATMUL(TARGET, NAME, ROWS)                                                                      \
     TARGET void NAME(const cpu_xq8 *x, int64_t T, const cpu_matrix *w, int64_t r0, int64_t r1, float *y,     \
                      int64_t ldy) {                                                                        \
         const int8_t *W = w->data;                                                                         \
@@ -73,19 +76,17 @@ static inline float q8_tail(const int8_t *xq, const float *d, const int8_t *w, i
             int64_t t1 = NC_MIN(T, t0 + TOKEN_TILE), r = r0;                                               \
             for (; r + 4 <= r1; r += 4)                                                                    \
                 for (int64_t t = t0; t < t1; t++)                                                          \
-                    BLOCK_4X1(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K, y + t * ldy + r,             \
-                              r + 8 <= r1 ? pf : PF_NONE);                                                 \
+                    ROWS(x->q + t * x->ldq, x->d + t * x->ldd, W + r * K, K, y + t * ldy + r, 4,          \
+                         r + 8 <= r1 ? pf : PF_NONE);                                                      \
             for (; r < r1; r++)                                                                            \
                 for (int64_t t = t0; t < t1; t++)                                                          \
-                    y[t * ldy + r] = BLOCK_1X1(x->q + t * x->ldq, x->d + t * x->ldd, W, r, K);            \
+                    ROWS(x->q + t * x->ldq, x->d + t * x->ldd, W + r * K, K, y + t * ldy + r, 1, PF_NONE); \
             for (int64_t t = t0; t < t1; t++)                                                              \
                 for (int64_t rr = r0; rr < r1; rr++) y[t * ldy + rr] *= w->scale[rr];                      \
         }                                                                                                  \
     }
 
 /* ==== AVX512-VNNI ==== */
-
-VNNI512_INLINE float hsum16(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 /* One 64-byte step of one row: the int32 lanes of |x| . (sign(x) w), as
  * fp32, times the lanes' block scales, into acc. */
@@ -110,54 +111,43 @@ VNNI512_INLINE __m512 q8_scales_512(const float *d) {
     return _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)d))));
 }
 
-/* out[j] = sum over K of x . W[r+j] for j < 4 (unscaled); the rows are
- * spelled out so their accumulators stay in registers. */
-VNNI512_INLINE void q8_block_4x1_512(const int8_t *xq, const float *d, const int8_t *W, int64_t r, int64_t K,
-                                     float *out, int pf) {
-    const int8_t *w0 = W + r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+/* out[j] = the unscaled sum of x . W[j] over K for j < R (rows K apart from
+ * w0; R = 4 or 1, a constant after inlining so the accumulators stay in
+ * registers): 64-byte steps, then one 32-byte block, then q8_tail. With pf,
+ * also prefetches the 4 rows after these. */
+VNNI512_INLINE void q8_rows_512(const int8_t *xq, const float *d, const int8_t *w0, int64_t K, float *out,
+                                const int R, int pf) {
+    const int8_t *w[4];
+    __m512 a[4];
+    __m256 h[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++) w[j] = w0 + j * K, a[j] = _mm512_setzero_ps(), h[j] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 64 <= K; k += 64) {
-        prefetch_next_block(w3 + K + k, K, pf);
+        prefetch_next_block(w0 + 4 * K + k, K, pf);
         __m512i xv = _mm512_loadu_si512(xq + k);
         __m512i xa = _mm512_abs_epi8(xv);
         __mmask64 neg = _mm512_movepi8_mask(xv);
         __m512 dv = q8_scales_512(d + k / BLOCK);
-        a0 = q8_step_512(a0, xa, neg, dv, w0 + k);
-        a1 = q8_step_512(a1, xa, neg, dv, w1 + k);
-        a2 = q8_step_512(a2, xa, neg, dv, w2 + k);
-        a3 = q8_step_512(a3, xa, neg, dv, w3 + k);
+#pragma GCC unroll 4
+        for (int j = 0; j < R; j++) a[j] = q8_step_512(a[j], xa, neg, dv, w[j] + k);
     }
-    __m256 h0 = _mm256_setzero_ps(), h1 = h0, h2 = h0, h3 = h0;
     if (k + 32 <= K) {
         __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + k));
         __m256i xa = _mm256_abs_epi8(xv);
         __mmask32 neg = _mm256_movepi8_mask(xv);
         __m256 dv = _mm256_set1_ps(d[k / BLOCK]);
-        h0 = q8_step_512h(h0, xa, neg, dv, w0 + k);
-        h1 = q8_step_512h(h1, xa, neg, dv, w1 + k);
-        h2 = q8_step_512h(h2, xa, neg, dv, w2 + k);
-        h3 = q8_step_512h(h3, xa, neg, dv, w3 + k);
+#pragma GCC unroll 4
+        for (int j = 0; j < R; j++) h[j] = q8_step_512h(h[j], xa, neg, dv, w[j] + k);
         k += 32;
     }
-    out[0] = hsum16(a0) + hsum16(_mm512_castps256_ps512(h0)) + q8_tail(xq, d, w0, k, K);
-    out[1] = hsum16(a1) + hsum16(_mm512_castps256_ps512(h1)) + q8_tail(xq, d, w1, k, K);
-    out[2] = hsum16(a2) + hsum16(_mm512_castps256_ps512(h2)) + q8_tail(xq, d, w2, k, K);
-    out[3] = hsum16(a3) + hsum16(_mm512_castps256_ps512(h3)) + q8_tail(xq, d, w3, k, K);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++)
+        out[j] = _mm512_reduce_add_ps(a[j]) + _mm512_reduce_add_ps(_mm512_zextps256_ps512(h[j])) +
+                 q8_tail(xq, d, w[j], k, K);
 }
 
-VNNI512_INLINE float q8_block_1x1_512(const int8_t *xq, const float *d, const int8_t *W, int64_t r, int64_t K) {
-    const int8_t *w = W + r * K;
-    __m512 acc = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 64 <= K; k += 64) {
-        __m512i xv = _mm512_loadu_si512(xq + k);
-        acc = q8_step_512(acc, _mm512_abs_epi8(xv), _mm512_movepi8_mask(xv), q8_scales_512(d + k / BLOCK), w + k);
-    }
-    return hsum16(acc) + q8_tail(xq, d, w, k, K);
-}
-
-Q8_MATMUL(VNNI512, cpu_matmul_i8_q8_avx512vnni, q8_block_4x1_512, q8_block_1x1_512)
+Q8_MATMUL(VNNI512, cpu_matmul_i8_q8_avx512vnni, q8_rows_512)
 
 /* ==== AVX-VNNI (256 bits) ==== */
 
@@ -176,39 +166,26 @@ AVXVNNI_INLINE __m256 q8_step_256(__m256 acc, __m256i xv, __m256i xa, __m256 dv,
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), dv, acc);
 }
 
-/* As q8_block_4x1_512, one 32-byte block a step. */
-AVXVNNI_INLINE void q8_block_4x1_256(const int8_t *xq, const float *d, const int8_t *W, int64_t r, int64_t K,
-                                     float *out, int pf) {
-    const int8_t *w0 = W + r * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+/* As q8_rows_512, one 32-byte block a step. */
+AVXVNNI_INLINE void q8_rows_256(const int8_t *xq, const float *d, const int8_t *w0, int64_t K, float *out,
+                                const int R, int pf) {
+    const int8_t *w[4];
+    __m256 a[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++) w[j] = w0 + j * K, a[j] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
-        if (k % 64 == 0) prefetch_next_block(w3 + K + k, K, pf);
+        if (k % 64 == 0) prefetch_next_block(w0 + 4 * K + k, K, pf);
         __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + k));
         __m256i xa = _mm256_sign_epi8(xv, xv);
         __m256 dv = _mm256_set1_ps(d[k / BLOCK]);
-        a0 = q8_step_256(a0, xv, xa, dv, w0 + k);
-        a1 = q8_step_256(a1, xv, xa, dv, w1 + k);
-        a2 = q8_step_256(a2, xv, xa, dv, w2 + k);
-        a3 = q8_step_256(a3, xv, xa, dv, w3 + k);
+#pragma GCC unroll 4
+        for (int j = 0; j < R; j++) a[j] = q8_step_256(a[j], xv, xa, dv, w[j] + k);
     }
-    out[0] = hsum8(a0) + q8_tail(xq, d, w0, k, K);
-    out[1] = hsum8(a1) + q8_tail(xq, d, w1, k, K);
-    out[2] = hsum8(a2) + q8_tail(xq, d, w2, k, K);
-    out[3] = hsum8(a3) + q8_tail(xq, d, w3, k, K);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++) out[j] = hsum8(a[j]) + q8_tail(xq, d, w[j], k, K);
 }
 
-AVXVNNI_INLINE float q8_block_1x1_256(const int8_t *xq, const float *d, const int8_t *W, int64_t r, int64_t K) {
-    const int8_t *w = W + r * K;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-        __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + k));
-        acc = q8_step_256(acc, xv, _mm256_sign_epi8(xv, xv), _mm256_set1_ps(d[k / BLOCK]), w + k);
-    }
-    return hsum8(acc) + q8_tail(xq, d, w, k, K);
-}
-
-Q8_MATMUL(AVXVNNI, cpu_matmul_i8_q8_avxvnni, q8_block_4x1_256, q8_block_1x1_256)
+Q8_MATMUL(AVXVNNI, cpu_matmul_i8_q8_avxvnni, q8_rows_256)
 
 #endif /* __x86_64__ */

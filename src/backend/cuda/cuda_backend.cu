@@ -317,7 +317,8 @@ static int open_device(nc_cuda *cu, int device, cudaDeviceProp *prop) {
 }
 
 /* Batch limits from the parameters (0: defaults), and the split-KV
- * partials the largest decode batch needs. */
+ * partials the largest decode batch needs (--deterministic: max_seqs rows
+ * of the most splits a position of the rotary table can need). */
 static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
     if (p->max_batch_tokens < 0 || p->max_seqs < 0 || p->n_kv_blocks < 0)
         return nc_fail("cuda backend: negative size in backend parameters");
@@ -328,6 +329,12 @@ static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
     int64_t part = 0;
     for (int nb = 1; nb <= cu->max_seqs; nb++)
         part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb));
+    if (cu->det) {
+        int64_t positions = NC_MIN((int64_t)10 * cu->cfg.sequence_len, (int64_t)ROPE_MAX_POSITIONS);
+        if (p->n_kv_blocks) positions = NC_MIN(positions, (int64_t)p->n_kv_blocks * NC_KV_BLOCK_TOKENS);
+        cu->det_splits = (int)((NC_MAX(positions, 1) - 1) / NC_DET_SPLIT_KEYS + 1);
+        part = NC_MAX(part, (int64_t)cu->max_seqs * cu->det_splits);
+    }
     cu->part_floats = part * cu->H * (cu->D + 2);
     return 0;
 }
@@ -554,7 +561,7 @@ static int probe_wgmma(nc_cuda *cu) {
 /* The kernels' one-time setup: which ones this device runs, cuBLASLt, the
  * skinny GEMM, the prefill attention's shared memory. */
 static int init_kernels(nc_cuda *cu) {
-    return probe_wgmma(cu) || nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_q8_gemm_init(cu) ||
+    return probe_wgmma(cu) || nc_cuda_gemm_init(cu) || nc_cuda_skinny_init(cu) || nc_cuda_mma_gemm_init(cu) ||
            nc_cuda_attn_prefill_init(cu);
 }
 
@@ -583,14 +590,16 @@ static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan 
     bool q8 = cu->layer_format != NC_WEIGHT_BF16;
     char lm[32] = "";
     if (cu->lm_head.format != cu->layer_format) snprintf(lm, sizeof lm, " (lm_head %s)", format_name(cu->lm_head.format));
-    const char *gemms = cu->skinny ? (q8 ? "wgmma" : "wgmma up to 64 rows, then cuBLASLt")
-                                   : (q8 ? "mma.sync" : "cuBLASLt");
+    const char *gemms = cu->det      ? "mma.sync, deterministic (batch-invariant kernels)"
+                        : cu->skinny ? (q8 ? "wgmma" : "wgmma up to 64 rows, then cuBLASLt")
+                                     : (q8 ? "mma.sync" : "cuBLASLt");
     snprintf(cu->description, sizeof cu->description,
              "%.200s (cc %d.%d, %d SMs, %.1f GiB): %s weights%s %.2f GB, KV pool %lld blocks (%.2f GiB%s), "
-             "batch GEMMs: %s",
+             "batch GEMMs: %s, batch-1 decode: %s",
              prop->name, prop->major, prop->minor, prop->multiProcessorCount, mp->total_bytes / 1073741824.0,
              format_name(cu->layer_format), lm, cu->slab_bytes / 1e9, (long long)cu->n_blocks,
-             cu->n_blocks * mp->kv_block_bytes / 1073741824.0, cu->kv_fp8 ? ", fp8" : "", gemms);
+             cu->n_blocks * mp->kv_block_bytes / 1073741824.0, cu->kv_fp8 ? ", fp8" : "", gemms,
+             cu->persist ? nc_cuda_persist_describe(cu) : "graphs");
 }
 
 /* fp8 (e4m3) weights and the fp8 KV cache need the e4m3 conversions of
@@ -618,6 +627,7 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     if (!nc_cuda_probe_device(device, why, sizeof why)) return nc_fail("cuda backend: GPU %d: %s", device, why);
     read_shapes(cu, &m->cfg);
     cu->env = b->env;
+    cu->det = p->deterministic;
     cudaDeviceProp prop;
     if (open_device(cu, device, &prop) || check_formats(cu, m, p) || size_batches(cu, p)) return -1;
     cu->kv_fp8 = p->kv_cache == NC_KV_CACHE_FP8;
@@ -627,7 +637,7 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     int rc = plan_memory(cu, p, sl.total, &mp) || load_weights(cu, m, &sl);
     slab_free(&sl);
     if (rc || alloc_kv_pool(cu) || build_rope_table(cu) || alloc_scratch(cu) || alloc_batch_buffers(cu) ||
-        init_kernels(cu) || init_launch_modes(cu))
+        init_kernels(cu) || init_launch_modes(cu) || nc_cuda_persist_init(cu))
         return -1;
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
     describe(cu, &prop, &mp);
@@ -680,6 +690,7 @@ static void cuda_free(nc_backend *b) {
     free(cu->sample_chunk);
     nc_cuda_gemm_free(cu);
     nc_cuda_skinny_free(cu);
+    nc_cuda_persist_free(cu);
     void *dev[] = {cu->slab, cu->kc, cu->vc, cu->kc8, cu->vc8, cu->ksc, cu->vsc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
                    cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
                    cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};
@@ -792,10 +803,12 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     cuda_free,
     nc_cuda_forward,
     nc_cuda_forward_sample,
+    true, /* sample_logprobs */
     cuda_copy_kv_block,
     cuda_describe,
     cuda_copy_bandwidth,
     cuda_prepare_decode,
     cuda_weight_elem_bytes,
     cuda_kv_vector_bytes,
+    false, /* batch_invariant: decode rows run the GEMV, chunks the GEMMs */
 };

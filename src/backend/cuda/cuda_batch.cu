@@ -160,6 +160,7 @@ int nc_cuda_sampling_pack(nc_cuda *cu, const nc_batch *batch, const nc_device_sa
         d->min_p = src->min_p;
         d->rng[0] = src->rng_state[0];
         d->rng[1] = src->rng_state[1];
+        d->want_logprob = src->want_logprob;
     }
     NC_CU_TRY(cudaMemcpyAsync(cu->samp_d, cu->samp_h, R * sizeof(nc_cuda_samp), cudaMemcpyHostToDevice, cu->stream));
     return 0;
@@ -171,5 +172,6 @@ void nc_cuda_sampling_unpack(nc_cuda *cu, int R, nc_device_sampling *rows, int32
         tokens_out[s] = cu->out_tok_h[r];
         rows[s].rng_state[0] = cu->samp_h[r].rng[0];
         rows[s].rng_state[1] = cu->samp_h[r].rng[1];
+        if (rows[s].want_logprob) rows[s].logprob = cu->samp_h[r].logprob;
     }
 }

@@ -15,11 +15,17 @@
  * one-token chunks and the tensor-core flash kernel for longer chunks, in
  * the same layer.
  *
+ * --deterministic swaps in batch-invariant kernels (project_det,
+ * nc_cuda_attn_det; docs/performance.md, Batch invariance) and leaves the
+ * rest as it is, graphs included.
+ *
  * A batch made only of one-token chunks (a decode step) is replayed from a
  * CUDA graph cached by batch size: every kernel reads positions, tokens and
  * block tables from the metadata buffer, whose layout depends only on the
  * batch size, so the same graph serves every step. The first step of a
  * size runs eagerly (which also plans its GEMMs); the second captures.
+ * On Hopper a decode step of one row runs instead as one persistent
+ * kernel (cuda_persist.cu).
  */
 #include <string.h>
 
@@ -84,7 +90,26 @@ static proj_rows logits_rows(int r0) {
 
 /* Whether project() serves n rows with the GEMV. Its fp32 q|k|v output is
  * what the fused decode attention reads (the GEMMs write bf16). */
-static bool gemv_rows(int n) { return n <= NC_GEMV_MAX_ROWS; }
+static bool gemv_rows(const nc_cuda *cu, int n) { return !cu->det && n <= NC_GEMV_MAX_ROWS; }
+
+/* The input rows of a GEMM as bf16: normed into cu->h where they are
+ * normed (the logits rows gathered first), else as they are. */
+static int gemm_input(nc_cuda *cu, proj_rows in, int n, const bf16 **x) {
+    *x = in.kind == ROWS_BF16 ? (const bf16 *)in.p : cu->h;
+    if (in.kind == ROWS_NORMED) return nc_cuda_rmsnorm_bf16(cu, (const float *)in.p, cu->h, n);
+    if (in.kind == ROWS_LOGITS) return nc_cuda_gather_rows(cu, in.r0, n, true);
+    return 0;
+}
+
+/* --deterministic: every row count through the one GEMM whose outputs do
+ * not depend on the number of rows (the mma.sync kernel: no split-K, one
+ * accumulation order over k), from bf16 input rows normed by the same
+ * kernel for every row count; no GEMV (its fp32 normed input), no skinny
+ * GEMM (its split-K), no cuBLASLt (its algorithm follows the shape). */
+static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc_cuda_epilogue epi, void *out) {
+    const bf16 *x;
+    return gemm_input(cu, in, n, &x) || nc_cuda_mma_gemm(cu, w, x, out, n, epi);
+}
 
 /* out = epilogue(in · Wᵀ) for n input rows; out has row stride w->rows.
  * The one place that picks a matrix-product kernel:
@@ -97,11 +122,12 @@ static bool gemv_rows(int n) { return n <= NC_GEMV_MAX_ROWS; }
  * The GEMMs read bf16 rows: a normed input is first normed into cu->h (by
  * the gather kernel for the logits rows). Each weight format's kernels
  * widen its values themselves and apply its row scales
- * (docs/quantization.md). */
+ * (docs/quantization.md). Under --deterministic, project_det instead. */
 static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc_cuda_epilogue epi, void *out) {
     bool normed_in = in.kind != ROWS_BF16;
     NC_ASSERT(!normed_in || w->cols == cu->C);
-    if (gemv_rows(n)) {
+    if (cu->det) return project_det(cu, w, in, n, epi, out);
+    if (gemv_rows(cu, n)) {
         const void *x = in.p;
         if (in.kind == ROWS_LOGITS) {
             if (nc_cuda_gather_rows(cu, in.r0, n, false)) return -1;
@@ -109,11 +135,10 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
         }
         return nc_cuda_gemv(cu, w, x, !normed_in, normed_in, epi, out);
     }
-    const bf16 *x = normed_in ? cu->h : (const bf16 *)in.p;
-    if (in.kind == ROWS_NORMED && nc_cuda_rmsnorm_bf16(cu, (const float *)in.p, cu->h, n)) return -1;
-    if (in.kind == ROWS_LOGITS && nc_cuda_gather_rows(cu, in.r0, n, true)) return -1;
+    const bf16 *x;
+    if (gemm_input(cu, in, n, &x)) return -1;
     if (nc_cuda_skinny_fits(cu, w, x, out, n)) return nc_cuda_skinny_gemm(cu, w, x, out, n, epi);
-    if (w->format != NC_WEIGHT_BF16) return nc_cuda_q8_gemm(cu, w, x, out, n, epi);
+    if (w->format != NC_WEIGHT_BF16) return nc_cuda_mma_gemm(cu, w, x, out, n, epi);
     return nc_cuda_lt_matmul(cu, (const bf16 *)w->data, x, out, w->rows, n, w->cols, epi);
 }
 
@@ -133,11 +158,11 @@ static int rowpar_end(nc_cuda *cu, int n) { return cu->tp ? cu->tp->all_reduce(c
 
 static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
     int N = bs->N;
-    int splits = bs->n_dec ? nc_cuda_decode_splits(cu, bs->n_dec) : 0;
+    int splits = bs->n_dec && !cu->det ? nc_cuda_decode_splits(cu, bs->n_dec) : 0;
     /* batch-1 decode: the attention kernel does RoPE + append itself from
      * the GEMV's fp32 q|k|v (one kernel less per layer, +1-4%; at larger
      * batches every CTA would do it before its KV stream starts, -1%) */
-    bool fused = gemv_rows(N);
+    bool fused = gemv_rows(cu, N);
     NC_ASSERT(!fused || !bs->n_items); /* one token is always a decode row */
     prof_mark(cu, -1);
     if (nc_cuda_embed(cu, N)) return -1;
@@ -150,8 +175,12 @@ static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
         prof_mark(cu, NC_PROF_QKV);
         if (!fused && nc_cuda_rope_append(cu, l, N)) return -1;
         prof_mark(cu, NC_PROF_ROPE);
-        if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused)) return -1;
-        if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
+        if (cu->det) {
+            if (nc_cuda_attn_det(cu, l, N)) return -1;
+        } else {
+            if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused)) return -1;
+            if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
+        }
         prof_mark(cu, NC_PROF_ATTN);
         if (rowpar_begin(cu, N) || project(cu, &ly->o, as_is(cu->attn), N, NC_EPI_ADD, cu->x) ||
             rowpar_end(cu, N))
@@ -182,6 +211,7 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
  * the second use of this batch size), or eagerly. */
 static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
     int nb = bs->S;
+    if (nb == 1 && cu->persist) return nc_cuda_persist_step(cu); /* one kernel for the whole step */
     if (!cu->use_graphs || !seen[nb]) {
         seen[nb] = true;
         return run_layers(cu, bs) || run_logits(cu, 0, nb);
@@ -212,7 +242,7 @@ static int sync_checked(nc_cuda *cu, const char *what) {
     cudaError_t e = cudaStreamSynchronize(cu->stream);
     if (e != cudaSuccess) return nc_fail("cuda: %s failed on the device: %s", what, cudaGetErrorString(e));
     prof_collect(cu);
-    return 0;
+    return nc_cuda_persist_check(cu);
 }
 
 /* ==== ops ==== */

@@ -15,13 +15,16 @@
  *                     fp32 accumulate)
  *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a), bf16 and
  *                     8-bit weights (8-bit: also token tiles past 64 rows)
- *   cuda_gemm_q8.cu   mma.sync GEMM of 8-bit weights for any row count (sm_80+)
+ *   cuda_gemm_q8.cu   mma.sync GEMM for any row count (sm_80+): 8-bit weights, and
+ *                     every product under --deterministic
  *   cuda_q8.cuh       int8 / e4m3 conversions on the device
- *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks
+ *   cuda_attn_decode.cu  split-KV (flash-decoding) attention for 1-token chunks,
+ *                     and under --deterministic for every token
  *   cuda_attn_prefill.cu tensor-core flash attention for prompts
  *   cuda_elementwise.cu  embedding + smear, norms, RoPE + QK-norm + KV append,
  *                     ReLU², lambdas, backout, logits rows, softcap
  *   cuda_sample.cu    softcap'd logits -> one token per row on the device
+ *   cuda_persist.cu   batch-1 decode as one persistent kernel per token (sm_90)
  *
  * Numerics (docs/model.md, Precision): weights, KV cache, q and the
  * attention output are bf16 like nanochat under autocast; the residual
@@ -76,6 +79,7 @@ typedef __nv_bfloat16 bf16;
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
 #define NC_ATTN_PREFILL_ROWS 128 /* query rows per prefill attention work item */
 #define NC_LOGITS_CHUNK 256     /* logits rows computed per lm_head pass */
+#define NC_DET_SPLIT_KEYS 256   /* --deterministic: keys per split of a row's attention, whatever the batch */
 
 #define NC_PROF_EVENTS 1024
 enum { NC_PROF_EMBED, NC_PROF_QKV, NC_PROF_ROPE, NC_PROF_ATTN, NC_PROF_WO, NC_PROF_FC, NC_PROF_PROJ, NC_PROF_LOGITS,
@@ -127,6 +131,8 @@ typedef struct {
     float temperature, top_p, min_p;
     int32_t top_k;
     unsigned long long rng[2];
+    int32_t want_logprob; /* also write logprob: the sampled token's temperature-1 log-softmax */
+    float logprob;
 } nc_cuda_samp;
 
 /* Where each metadata array of the current batch lives inside the int32
@@ -158,6 +164,7 @@ typedef struct {
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
 typedef struct nc_cuda_skinny_state nc_cuda_skinny_state;
 typedef struct nc_cuda nc_cuda;
+typedef struct nc_cuda_persist nc_cuda_persist;
 
 /* A backend that computes one rank's share of a tensor-parallel engine
  * (cuda_tp.cu) is an ordinary one with its shard's shapes plus this: the
@@ -185,6 +192,12 @@ struct nc_cuda {
     size_t lt_workspace_bytes;
     nc_cuda_gemm_cache *gemm_cache;
     nc_cuda_skinny_state *skinny;      /* the sm_90a GEMM for 2..64 rows, or NULL (cuBLASLt only) */
+    /* --deterministic (docs/performance.md, Batch invariance): every
+     * product through the mma.sync GEMM, every token's attention through
+     * attn_det with splits of NC_DET_SPLIT_KEYS keys; det_splits = the most
+     * splits a row can need (the partials' stride) */
+    bool det;
+    int det_splits;
 
     /* weights: one slab */
     void *slab;
@@ -237,6 +250,7 @@ struct nc_cuda {
     bool pdl;                          /* programmatic dependent launch of the decode kernels (sm_90) */
     bool have_wgmma;                   /* this binary's sm_90a code runs here (wgmma kernels usable) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
+    nc_cuda_persist *persist;          /* the persistent batch-1 decode kernel, or NULL (graphs) */
 
     /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
      * (events between stages, eager launches, no graphs), printed to stderr
@@ -318,11 +332,12 @@ int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, voi
 /* ==== cuda_gemm_q8.cu ==== */
 
 /* Sets the kernels' shared memory size. */
-int nc_cuda_q8_gemm_init(nc_cuda *cu);
-/* Y[n, m] = epilogue(scale[m] · X[n, k] · W[m, k]ᵀ) for an 8-bit w (int8, or
- * fp8 on sm_89+), X bf16 row-major, any n >= 1 (tensor cores, mma.sync:
- * sm_80+); Y as nc_cuda_lt_matmul's. */
-int nc_cuda_q8_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi);
+int nc_cuda_mma_gemm_init(nc_cuda *cu);
+/* Y[n, m] = epilogue(scale[m] · X[n, k] · W[m, k]ᵀ) for a w of any format
+ * (bf16: no scale; fp8 on sm_89+), X bf16 row-major, any n >= 1 (tensor
+ * cores, mma.sync: sm_80+); Y as nc_cuda_lt_matmul's. A row's outputs do
+ * not depend on n or on the other rows (no split-K). */
+int nc_cuda_mma_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi);
 
 /* ==== cuda_elementwise.cu ==== */
 
@@ -357,6 +372,11 @@ int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
  * only decode rows (one, on the GEMV path) and the kernel does RoPE,
  * QK-norm and the append itself from the fp32 qkv of the GEMV. */
 int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused);
+/* --deterministic: attention for every token of the batch (decode rows and
+ * prefill chunks alike; q and the cache ready), each through the same
+ * splits of NC_DET_SPLIT_KEYS keys merged in one order, so a token's output
+ * depends only on its position, its keys and values. */
+int nc_cuda_attn_det(nc_cuda *cu, int layer, int n);
 
 /* ==== cuda_attn_prefill.cu ==== */
 
@@ -369,9 +389,32 @@ int nc_cuda_attn_prefill_init(nc_cuda *cu);
 /* ==== cuda_sample.cu ==== */
 
 /* One token per logits row r < R (softcapped logits, V valid columns, row
- * stride ld) with the settings in samp_d; writes out_tok_d and advances the
- * generator states in samp_d. */
+ * stride ld) with the settings in samp_d; writes out_tok_d, advances the
+ * generator states in samp_d and, for rows with want_logprob, writes their
+ * logprob there. */
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
+
+/* ==== cuda_persist.cu ==== */
+
+/* Enables the persistent kernel for batch-1 decode steps (cu->persist)
+ * when NC_CUDA_PERSIST=1 (off by default: slower than the graphs so far,
+ * docs/performance.md) on an sm_90 device running this binary's sm_90a
+ * code, with bf16 matrices, not --deterministic, and shapes whose tiles fit
+ * in shared memory; otherwise cu->persist stays NULL and decode steps
+ * replay graphs. -1 + nc_error() when NC_CUDA_PERSIST_TILE / _BUFS were set
+ * to sizes this model or GPU cannot use. After init_kernels (have_wgmma)
+ * and the launch modes (profile). */
+int nc_cuda_persist_init(nc_cuda *cu);
+void nc_cuda_persist_free(nc_cuda *cu);
+/* "persistent kernel (its tile settings)" while cu->persist, else NULL. */
+const char *nc_cuda_persist_describe(const nc_cuda *cu);
+/* Queues the decode step of the current batch (one row, decode_only):
+ * embedding, layers and softcapped logits into cu->logits row 0. */
+int nc_cuda_persist_step(nc_cuda *cu);
+/* After the stream synchronised: -1 + nc_error() when the step's kernel
+ * gave up at a grid barrier (and resets its state for the next step);
+ * under NC_CUDA_PROFILE fills cu->prof_ms with its stage times. */
+int nc_cuda_persist_check(nc_cuda *cu);
 
 /* ==== cuda_batch.cu ==== */
 

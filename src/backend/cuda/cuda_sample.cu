@@ -12,12 +12,23 @@
  *     shared memory (bitonic), and min-p, top-p and the draw walk them in
  *     rank order exactly like the host sampler: same token for the same
  *     generator state, up to summation order in the last bits.
- *   otherwise (no top-k, or k > 1024): weights exp((x - max) / T) over the
+ *   otherwise (no top-k, k > 1024, or k >= V): weights exp((x - max) / T) over the
  *     whole row; min-p is a threshold; top-p keeps the largest values whose
- *     mass reaches top_p (threshold found by a radix select on mass); the
+ *     mass reaches top_p (threshold found by a radix select on mass, summed in
+ *     fixed point so that it is the same from run to run); the
  *     draw walks in index order. Same distribution as the host, but for a
  *     given uniform a different token than the host's rank-order walk.
  * One CTA of 1024 threads per row; every pass reads the row from L2.
+ *
+ * A row with want_logprob also gets the sampled token's log-probability
+ * under the model's own distribution (engine/sampler.h nc_sample_logprobs:
+ * the temperature-1 log-softmax of the whole row, whatever the sampling
+ * settings): x[token] - max - log(sum exp(x - max)). The sum rides along
+ * the first pass, which reads the row anyway, as a running (max, sum) pair
+ * per thread that is rescaled when the max grows (online softmax), so it
+ * costs one expf per element and no extra read. fp32 throughout; the
+ * threads' pairs are merged in a fixed order (warp butterfly, then the
+ * warps in index order), so the value is the same from run to run.
  */
 #include <math.h>
 
@@ -105,6 +116,7 @@ __device__ void pick_digit(const T *hist, T *rank, int *sel) {
 typedef struct {
     float mx;
     int am;
+    float lse_m, lse_s;   /* the row's max and sum of exp(x - lse_m): its log-sum-exp (want_logprob) */
     unsigned tk;        /* keep key >= tk (0: all) */
     int take_eq;        /* top-k ties: how many == tk to keep (large path: all) */
     double u;
@@ -121,34 +133,69 @@ __device__ __forceinline__ double draw_uniform(const unsigned long long *in, uns
     return (double)(r >> 11) * 0x1.0p-53;
 }
 
+/* Running log-sum-exp: sum of exp(v - m) over the values seen, m their
+ * max. As on the host, NaN values make the sum NaN and -inf ones add
+ * nothing. */
+__device__ __forceinline__ void lse_add(float &m, float &s, float v) {
+    if (v > m) {
+        s = s * expf(m - v) + 1.0f;
+        m = v;
+    } else if (v != -INFINITY) {
+        s += expf(v - m);
+    }
+}
+
+/* (m, s) += (om, os): both sums rescaled to the larger max. */
+__device__ __forceinline__ void lse_merge(float &m, float &s, float om, float os) {
+    float nm = fmaxf(m, om);
+    if (nm == -INFINITY) { /* nothing but -inf (or NaN) on either side */
+        s += os;
+        return;
+    }
+    s = s * expf(m - nm) + os * expf(om - nm);
+    m = nm;
+}
+
 /* Step 1: max and argmax of the row into S.mx / S.am (lowest index on
- * ties, NaN never wins); a sampled row (temperature > 0) also draws its
+ * ties, NaN never wins), and with want_logprob its log-sum-exp into
+ * S.lse_m / S.lse_s; a sampled row (temperature > 0) also draws its
  * uniform into S.u, advancing its generator in *state. */
 __device__ __forceinline__ void row_max_and_draw(const float *x, int V, const nc_cuda_samp &sp, nc_cuda_samp *state,
-                                                 samp_shared &S, float *fred, int *ired) {
+                                                 samp_shared &S, float *fred, int *ired, float *lm, float *ls) {
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    float bv = -INFINITY;
+    bool lse = sp.want_logprob;
+    float bv = -INFINITY, m = -INFINITY, s = 0.0f;
     int bi = 0x7fffffff;
     for (int i = tid; i < V; i += ST) {
         float v = x[i];
         if (v == v && (v > bv || bi == 0x7fffffff)) bv = v, bi = i;
+        if (lse) lse_add(m, s, v);
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, bv, o);
         int oi = __shfl_xor_sync(0xffffffffu, bi, o);
         if (oi != 0x7fffffff && (bi == 0x7fffffff || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+        if (lse) {
+            float om = __shfl_xor_sync(0xffffffffu, m, o), os = __shfl_xor_sync(0xffffffffu, s, o);
+            lse_merge(m, s, om, os);
+        }
     }
-    if (lane == 0) fred[warp] = bv, ired[warp] = bi;
+    if (lane == 0) fred[warp] = bv, ired[warp] = bi, lm[warp] = m, ls[warp] = s;
     __syncthreads();
     if (tid == 0) {
-        float m = -INFINITY;
+        float mv = -INFINITY;
         int a = 0x7fffffff;
         for (int w = 0; w < ST / 32; w++)
-            if (ired[w] != 0x7fffffff && (a == 0x7fffffff || fred[w] > m || (fred[w] == m && ired[w] < a)))
-                m = fred[w], a = ired[w];
-        S.mx = m;
+            if (ired[w] != 0x7fffffff && (a == 0x7fffffff || fred[w] > mv || (fred[w] == mv && ired[w] < a)))
+                mv = fred[w], a = ired[w];
+        S.mx = mv;
         S.am = a == 0x7fffffff ? 0 : a;
+        if (lse) {
+            float rm = lm[0], rs = ls[0];
+            for (int w = 1; w < ST / 32; w++) lse_merge(rm, rs, lm[w], ls[w]);
+            S.lse_m = rm, S.lse_s = rs;
+        }
         if (sp.temperature > 0.0f) S.u = draw_uniform(sp.rng, state->rng);
     }
     __syncthreads();
@@ -285,26 +332,33 @@ __device__ __forceinline__ void pick_in_rank_order(int n, const nc_cuda_samp &sp
  * keys the top-k threshold keeps, else 0. */
 #define WEIGHT(v, k) (((k) >= tk && (v) == (v)) ? fmaxf(expf(((v) - mx) * inv_t), 0.0f) : 0.0f)
 
+/* Weights in the top-p histogram: fixed point with 32 fraction bits
+ * (weights are <= 1, a row's sum < 2^48), so the shared-memory atomics add
+ * integers, whose sum does not depend on the order the threads arrive in:
+ * the threshold is the same from run to run. */
+#define MASS_ONE 4294967296.0
+
 /* Step 3b, part 1: the top-p threshold key tp, by a radix select on mass:
  * the largest values whose weights reach top_p * sum. */
 __device__ __forceinline__ unsigned top_p_threshold(const float *x, int V, float top_p, double sum, unsigned tk,
-                                                    float mx, float inv_t, float minw, float *hist_f,
-                                                    float &rank_f, int &sel) {
+                                                    float mx, float inv_t, float minw,
+                                                    unsigned long long *hist_m, unsigned long long &rank_m, int &sel) {
     int tid = threadIdx.x, warp = tid >> 5;
     unsigned prefix = 0u, mask = 0u;
-    if (tid == 0) rank_f = (float)((double)top_p * sum);
+    if (tid == 0) rank_m = __double2ull_rn((double)top_p * sum * MASS_ONE);
     for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = tid; i < 256; i += ST) hist_f[i] = 0.0f;
+        for (int i = tid; i < 256; i += ST) hist_m[i] = 0ull;
         __syncthreads();
         for (int i = tid; i < V; i += ST) {
             float v = x[i];
             unsigned k = fkey(v);
             float wv = WEIGHT(v, k);
             if (wv < minw) wv = 0.0f;
-            if (wv > 0.0f && (k & mask) == prefix) atomicAdd(&hist_f[(k >> shift) & 255u], wv);
+            if (wv > 0.0f && (k & mask) == prefix)
+                atomicAdd(&hist_m[(k >> shift) & 255u], __double2ull_rn((double)wv * MASS_ONE));
         }
         __syncthreads();
-        if (warp == 0) pick_digit<float>(hist_f, &rank_f, &sel);
+        if (warp == 0) pick_digit<unsigned long long>(hist_m, &rank_m, &sel);
         __syncthreads();
         prefix |= (unsigned)sel << shift;
         mask |= 255u << shift;
@@ -317,7 +371,8 @@ __device__ __forceinline__ unsigned top_p_threshold(const float *x, int V, float
  * the token into *out. */
 __device__ __forceinline__ void sample_whole_row(const float *x, int V, const nc_cuda_samp &sp, const samp_shared &S,
                                                  unsigned tk, float mx, float inv_t, int c0, int c1, double *dsh,
-                                                 float *hist_f, float &rank_f, int &sel, int32_t *out) {
+                                                 unsigned long long *hist_m, unsigned long long &rank_m, int &sel,
+                                                 int32_t *out) {
     int tid = threadIdx.x;
     float minw = sp.min_p > 0.0f ? sp.min_p : 0.0f;
     double part = 0.0;
@@ -332,7 +387,7 @@ __device__ __forceinline__ void sample_whole_row(const float *x, int V, const nc
     double sum = scan_total(cum, &tot2);
     unsigned tp = 0u;
     if (sp.top_p < 1.0f) {
-        tp = top_p_threshold(x, V, sp.top_p, sum, tk, mx, inv_t, minw, hist_f, rank_f, sel);
+        tp = top_p_threshold(x, V, sp.top_p, sum, tk, mx, inv_t, minw, hist_m, rank_m, sel);
         part = 0.0;
         for (int i = c0; i < c1; i++) {
             float v = x[i];
@@ -371,13 +426,13 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
                                                     nc_cuda_samp *samp, int32_t *out) {
     __shared__ samp_shared S;
     __shared__ double dsh[32];
-    __shared__ float fred[32];
+    __shared__ float fred[32], lm[32], ls[32];
     __shared__ int ired[32];
     __shared__ unsigned hist_u[256];
-    __shared__ float hist_f[256];
+    __shared__ unsigned long long hist_m[256];
     __shared__ int sel;
     __shared__ unsigned rank_u;
-    __shared__ float rank_f;
+    __shared__ unsigned long long rank_m;
     __shared__ float cv[SCAND];
     __shared__ int ci[SCAND];
 
@@ -385,27 +440,32 @@ __global__ void __launch_bounds__(ST) sample_kernel(const float *__restrict__ lo
     const float *x = logits + (size_t)row * ld;
     nc_cuda_samp sp = samp[row];
 
-    row_max_and_draw(x, V, sp, &samp[row], S, fred, ired);
+    row_max_and_draw(x, V, sp, &samp[row], S, fred, ired, lm, ls);
     if (!(sp.temperature > 0.0f) || S.mx == -INFINITY) { /* greedy */
         if (tid == 0) out[row] = S.am;
-        return;
-    }
-    float inv_t = 1.0f / sp.temperature;
-    float mx = S.mx;
-    bool topk = sp.top_k > 0 && sp.top_k < V;
-    topk_threshold(x, V, sp.top_k, topk, S, hist_u, rank_u, sel);
-    unsigned tk = S.tk;
+    } else {
+        float inv_t = 1.0f / sp.temperature;
+        float mx = S.mx;
+        bool topk = sp.top_k > 0 && sp.top_k < V;
+        topk_threshold(x, V, sp.top_k, topk, S, hist_u, rank_u, sel);
+        unsigned tk = S.tk;
 
-    /* contiguous chunks per thread keep index order for ties and the draw */
-    int chunk = (V + ST - 1) / ST;
-    int c0 = min(tid * chunk, V), c1 = min(c0 + chunk, V);
-    if (topk && sp.top_k <= SCAND) { /* 3a: sort the k candidates, walk like the host */
-        gather_topk(x, c0, c1, tk, S, dsh, cv, ci);
-        sort_by_rank(sp.top_k, cv, ci);
-        pick_in_rank_order(sp.top_k, sp, inv_t, S, cv, ci, dsh, &out[row]);
-        return;
+        /* contiguous chunks per thread keep index order for ties and the draw */
+        int chunk = (V + ST - 1) / ST;
+        int c0 = min(tid * chunk, V), c1 = min(c0 + chunk, V);
+        if (topk && sp.top_k <= SCAND) { /* 3a: sort the k candidates, walk like the host */
+            gather_topk(x, c0, c1, tk, S, dsh, cv, ci);
+            sort_by_rank(sp.top_k, cv, ci);
+            pick_in_rank_order(sp.top_k, sp, inv_t, S, cv, ci, dsh, &out[row]);
+        } else {
+            sample_whole_row(x, V, sp, S, tk, mx, inv_t, c0, c1, dsh, hist_m, rank_m, sel, &out[row]);
+        }
     }
-    sample_whole_row(x, V, sp, S, tk, mx, inv_t, c0, c1, dsh, hist_f, rank_f, sel, &out[row]);
+    /* every path's token was written by thread 0 */
+    if (tid == 0 && sp.want_logprob) {
+        int t = out[row];
+        samp[row].logprob = t >= 0 && t < V ? (x[t] - S.lse_m) - logf(S.lse_s) : NAN;
+    }
 }
 
 int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R) {

@@ -705,16 +705,20 @@ static size_t tp_kv_vector_bytes(nc_backend *b) {
     return r0->ops->kv_vector_bytes(r0);
 }
 
+/* Rank 0 samples with the CUDA sampler on its full (replicated lm_head)
+ * logits into the caller's rows, log-probabilities included. */
 extern "C" const nc_backend_ops nc_cuda_tp_backend_ops = {
-    "cuda-tp",
-    tp_init,
-    tp_free,
-    tp_forward,
-    tp_forward_sample,
-    tp_copy_kv_block,
-    tp_describe,
-    tp_copy_bandwidth,
-    tp_prepare_decode,
-    tp_weight_elem_bytes,
-    tp_kv_vector_bytes,
+    .name = "cuda-tp",
+    .init = tp_init,
+    .free = tp_free,
+    .forward = tp_forward,
+    .forward_sample = tp_forward_sample,
+    .sample_logprobs = true,
+    .copy_kv_block = tp_copy_kv_block,
+    .describe = tp_describe,
+    .copy_bandwidth = tp_copy_bandwidth,
+    .prepare_decode = tp_prepare_decode,
+    .weight_elem_bytes = tp_weight_elem_bytes,
+    .kv_vector_bytes = tp_kv_vector_bytes,
+    .batch_invariant = false, /* as one GPU's backend, plus all-reduces whose row count varies */
 };
