@@ -27,12 +27,23 @@ TEST_SRC := $(shell find tests/c -name 'test_*.c' 2>/dev/null | sort)
 FUZZ_SRC := $(shell find tests/fuzz -name 'fuzz_*.c' 2>/dev/null | sort)
 EX_SRC   := $(shell find examples -name '*.c' 2>/dev/null | sort)
 
+# Tensor parallel (src/backend/cuda/cuda_tp.cu) is built when NCCL's nccl.h
+# is found beside the toolkit or in /usr/include; it loads libnccl.so.2 at
+# run time (dlopen), so nothing links against NCCL.
+TP_SRC   := src/backend/cuda/cuda_tp.cu
 ifneq ($(NVCC),)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+  NCCL_H    ?= $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h))
   CFLAGS    += -DNC_WITH_CUDA
   NVCCFLAGS += -DNC_WITH_CUDA
   LDLIBS    += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -Wl,-rpath,$(CUDA_HOME)/lib64 \
                -lcublasLt -lcudart -lstdc++
+  ifneq ($(NCCL_H),)
+    CFLAGS    += -DNC_WITH_NCCL
+    NVCCFLAGS += -DNC_WITH_NCCL
+  else
+    CU_SRC    := $(filter-out $(TP_SRC),$(CU_SRC))
+  endif
   CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
 endif
 

@@ -6,9 +6,11 @@
  * nc_backend_env), in one place and with one convention.
  *
  * This is the only file outside backend/cuda that may know whether CUDA
- * was compiled in (NC_WITH_CUDA, set by the Makefile when nvcc is found).
- * Without it, "cuda" reports that it is unavailable and "auto" means the
- * CPU; with it, "auto" picks CUDA when nc_cuda_probe finds a usable GPU.
+ * was compiled in (NC_WITH_CUDA, set by the Makefile when nvcc is found),
+ * and tensor parallelism with it (NC_WITH_NCCL, when NCCL's nccl.h is
+ * found too). Without CUDA, "cuda" reports that it is unavailable and
+ * "auto" means the CPU; with it, "auto" picks CUDA when nc_cuda_probe
+ * finds a usable GPU.
  */
 #include "backend.h"
 
@@ -30,6 +32,47 @@ bool nc_backend_cuda_available(void) {
 #else
     return false;
 #endif
+}
+
+int nc_backend_cuda_count(void) {
+#ifdef NC_WITH_CUDA
+    return nc_cuda_device_count();
+#else
+    return 0;
+#endif
+}
+
+/* ==== device names ==== */
+
+int nc_device_name_parse(const char *name, nc_device_name *out) {
+    memset(out, 0, sizeof *out);
+    if (!name || !*name) return nc_fail("empty device name (expected cpu, cuda, cuda:N or auto)");
+    if (!strcmp(name, "cpu") || !strcmp(name, "auto")) {
+        snprintf(out->kind, sizeof out->kind, "%s", name);
+        out->n_gpus = !strcmp(name, "auto");
+        return 0;
+    }
+    if (strncmp(name, "cuda", 4) || (name[4] && name[4] != ':'))
+        return nc_fail("unknown device '%s' (expected cpu, cuda, cuda:N, cuda:N+M... or auto)", name);
+    snprintf(out->kind, sizeof out->kind, "cuda");
+    out->n_gpus = 1;
+    if (!name[4]) return 0;
+    const char *p = name + 5;
+    out->n_gpus = 0;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (*p < '0' || *p > '9' || v > 1023)
+            return nc_fail("device '%s': expected a GPU number after '%s'", name, p == name + 5 ? "cuda:" : "+");
+        if (out->n_gpus == NC_BACKEND_MAX_GPUS)
+            return nc_fail("device '%s': at most %d GPUs per engine", name, NC_BACKEND_MAX_GPUS);
+        for (int i = 0; i < out->n_gpus; i++)
+            if (out->gpus[i] == v) return nc_fail("device '%s' names GPU %ld twice", name, v);
+        out->gpus[out->n_gpus++] = (int32_t)v;
+        if (!*end) return 0;
+        if (*end != '+') return nc_fail("device '%s': unexpected '%s' (GPUs are joined by '+')", name, end);
+        p = end + 1;
+    }
 }
 
 /* ==== environment switches ==== */
@@ -77,7 +120,9 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const gemv_q8[] = {"old", "new", NULL};
     static const char *const isas[] = {"auto", "avx512vnni", "avx512", "avxvnni", "avx2", "scalar", "avx512bf16", NULL};
     static const char *const persist_loads[] = {"smem", "reg", NULL};
+    static const char *const allreduces[] = {"auto", "nccl", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_persist_load = "smem",
+                        .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
     const char *fa = NULL, *gemv = NULL;
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
@@ -87,6 +132,7 @@ int nc_backend_env_read(nc_backend_env *env) {
         env_int("NC_CUDA_PERSIST_BUFS", 2, 4, 1, &e.cuda_persist_bufs) ||
         env_word("NC_CUDA_PERSIST_LOAD", persist_loads, "smem or reg", &e.cuda_persist_load) ||
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
+        env_word("NC_TP_ALLREDUCE", allreduces, "auto or nccl", &e.tp_allreduce) ||
         env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old or new", &gemv) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
         env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avx512, avxvnni, avx2, scalar or avx512bf16",
@@ -100,22 +146,36 @@ int nc_backend_env_read(nc_backend_env *env) {
 
 /* ==== creation ==== */
 
-/* The ops table for `device`, or NULL + nc_error(). */
-static const nc_backend_ops *backend_ops_for(const char *device) {
-    if (!strcmp(device, "cpu")) return &nc_cpu_backend_ops;
-    if (!strcmp(device, "cuda")) {
-#ifdef NC_WITH_CUDA
-        char why[256];
-        if (nc_cuda_probe(why, sizeof why)) return &nc_cuda_backend_ops;
-        nc_fail("CUDA device not usable: %s; use --device cpu", why);
-#else
-        nc_fail("CUDA backend not available in this build; use --device cpu");
-#endif
-        return NULL;
+/* The ops table for device `d` ("auto" resolved in place), or NULL +
+ * nc_error() naming the device. */
+static const nc_backend_ops *backend_ops_for(nc_device_name *d, const char *name) {
+    if (!strcmp(d->kind, "cpu")) return &nc_cpu_backend_ops;
+    if (!strcmp(d->kind, "auto")) {
+        if (!nc_backend_cuda_available()) {
+            d->n_gpus = 0;
+            return &nc_cpu_backend_ops;
+        }
+        snprintf(d->kind, sizeof d->kind, "cuda");
     }
-    if (!strcmp(device, "auto")) return nc_backend_cuda_available() ? backend_ops_for("cuda") : &nc_cpu_backend_ops;
-    nc_fail("unknown device '%s' (expected cpu, cuda or auto)", device);
+#ifdef NC_WITH_CUDA
+    char why[256];
+    for (int i = 0; i < d->n_gpus; i++)
+        if (!nc_cuda_probe_device(d->gpus[i], why, sizeof why)) {
+            nc_fail("%s: CUDA device %d not usable: %s; use --device cpu", name, d->gpus[i], why);
+            return NULL;
+        }
+    if (d->n_gpus == 1) return &nc_cuda_backend_ops;
+#ifdef NC_WITH_NCCL
+    return &nc_cuda_tp_backend_ops;
+#else
+    nc_fail("%s: tensor parallel is not compiled into this build: it needs NCCL's nccl.h at build time "
+            "(install NCCL beside the CUDA toolkit and rebuild)", name);
     return NULL;
+#endif
+#else
+    nc_fail("%s: CUDA backend not available in this build; use --device cpu", name);
+    return NULL;
+#endif
 }
 
 nc_backend *nc_backend_create(const char *device, const nc_model *model, const nc_backend_params *p) {
@@ -124,14 +184,17 @@ nc_backend *nc_backend_create(const char *device, const nc_model *model, const n
         return NULL;
     }
     nc_backend_env env;
-    if (nc_backend_env_read(&env)) return NULL;
-    const nc_backend_ops *ops = backend_ops_for(device ? device : "auto");
+    nc_device_name d;
+    if (nc_backend_env_read(&env) || nc_device_name_parse(device ? device : "auto", &d)) return NULL;
+    const nc_backend_ops *ops = backend_ops_for(&d, device ? device : "auto");
     if (!ops) return NULL;
     nc_backend_params defaults = {0};
     nc_backend *b = nc_xcalloc(1, sizeof *b);
     b->ops = ops;
     b->model = model;
     b->env = env;
+    memcpy(b->gpus, d.gpus, sizeof b->gpus);
+    b->n_gpus = d.n_gpus;
     b->deterministic = p && p->deterministic;
     if (ops->init(b, p ? p : &defaults)) {
         free(b);

@@ -95,6 +95,8 @@ typedef struct {
                                       or "reg" (16-byte loads into registers, tiles ahead prefetched to L2) */
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
+    const char *tp_allreduce; /* NC_TP_ALLREDUCE: "auto" (small sums one-shot over peer memory) or "nccl"
+                                 (cuda_tp.cu) */
     const char *cpu_weights; /* NC_CPU_WEIGHTS: "auto", "copy" or "map" (cpu_weights.c) */
     const char *cpu_kernels; /* NC_CPU_KERNELS: "auto" or a variant of cpu_kernels.h: "avx512vnni",
                                 "avx512", "avxvnni", "avx2", "scalar", "avx512bf16" */
@@ -184,9 +186,15 @@ typedef struct {
     bool batch_invariant;
 } nc_backend_ops;
 
+/* The most GPUs one device name selects (one engine over them: tensor
+ * parallel). */
+#define NC_BACKEND_MAX_GPUS 16
+
 struct nc_backend {
     const nc_backend_ops *ops;
     const nc_model *model;      /* not owned; must outlive the backend */
+    int32_t gpus[NC_BACKEND_MAX_GPUS]; /* the CUDA devices its name selected (set before init) */
+    int32_t n_gpus;             /* 0 for the CPU */
     int32_t n_kv_blocks;        /* actual pool size */
     int32_t max_batch_tokens;
     int32_t max_seqs;
@@ -195,11 +203,24 @@ struct nc_backend {
     void *impl;                 /* backend-private state */
 };
 
+/* A device name, parsed: "cpu"; "auto"; "cuda" or "cuda:N" (GPU N, 0 by
+ * default); "cuda:N+M+..." (one engine over those GPUs, tensor parallel
+ * over NCCL: docs/multi-device.md). */
+typedef struct {
+    char kind[8];                      /* "cpu", "cuda" or "auto" */
+    int32_t gpus[NC_BACKEND_MAX_GPUS]; /* cuda: the GPUs, in rank order */
+    int32_t n_gpus;                    /* cuda: >= 1; else 0 */
+} nc_device_name;
+
+/* -1 + nc_error() naming what is wrong with `name`. */
+int nc_device_name_parse(const char *name, nc_device_name *out);
+
 /*
- * Creates a backend for `model` on `device`: "cpu", "cuda", or "auto"
- * (cuda when a usable GPU is present, else cpu). Fails with a clear message
- * when the device is unavailable (no GPU, GPU older than sm_80, out of
- * memory, CUDA support not compiled in).
+ * Creates a backend for `model` on `device` (a name as above; "auto": cuda
+ * on GPU 0 when a usable GPU is present, else cpu). Fails with a clear
+ * message naming the device when it is unavailable (no such GPU, a GPU
+ * older than sm_80, out of memory, CUDA or tensor-parallel support not
+ * compiled in).
  */
 nc_backend *nc_backend_create(const char *device, const nc_model *model, const nc_backend_params *p);
 void nc_backend_free(nc_backend *b);
@@ -210,5 +231,8 @@ const char *nc_backend_describe(nc_backend *b);
 
 /* Whether a CUDA device usable by this build is present (quiet probe). */
 bool nc_backend_cuda_available(void);
+
+/* How many CUDA devices this process sees (0 without CUDA support). */
+int nc_backend_cuda_count(void);
 
 #endif /* NC_BACKEND_BACKEND_H */

@@ -43,7 +43,12 @@ static void usage(FILE *f) {
             "  --max-batch-tokens N tokens per forward pass (default: the backend's)\n"
             "  --max-context N      positions per sequence (default: the model's sequence_len)\n"
             "  --kv-blocks N        KV-cache pool size in 64-token blocks (default: the backend picks)\n"
-            "  --max-queue N        waiting requests before answering 503 (default 256)\n"
+            "  --max-queue N        waiting requests before answering 503 (default 256), per engine\n"
+            "  --devices LIST       one engine per device, one HTTP front and a router between them:\n"
+            "                       cuda:0,cuda:1,... or all (every GPU), or cpu,cpu (cpu:T: a CPU\n"
+            "                       engine of T threads; plain cpu engines share --threads); with\n"
+            "                       --tensor-parallel N, each N GPUs make one engine\n"
+            "                       (docs/multi-device.md; default: one engine on --device)\n"
             "  --max-connections N  concurrent HTTP connections (default 512; 503 beyond)\n"
             "  --max-connections-per-ip N\n"
             "                       of them from one client address (default: half of\n"
@@ -91,6 +96,22 @@ static int check_text_flags(nc_server_options *o, const char *log_format, const 
     return 0;
 }
 
+/* --devices: the engines' devices, checked before anything starts. */
+static int parse_devices(nc_server_options *o, const nc_model_args *a, const char *list) {
+    if (strcmp(a->device, "auto")) {
+        fprintf(stderr, "nanochat serve: give --device or --devices, not both (--devices lists every engine's)\n");
+        return -1;
+    }
+    char why[256];
+    int gpus = strcmp(list, "all") ? 0 : nc_backend_cuda_count();
+    if (nc_server_parse_devices(list, a->tensor_parallel, a->threads, gpus, o->devices, &o->n_devices, why,
+                                sizeof why)) {
+        fprintf(stderr, "nanochat serve: --devices %s: %s\n", list, why);
+        return -1;
+    }
+    return 0;
+}
+
 /* Integer flags: name, bounds, where to store. */
 typedef struct {
     const char *name;
@@ -103,7 +124,7 @@ int cmd_serve(int argc, char **argv) {
     nc_model_args_init(&a);
     nc_server_options o;
     nc_server_options_init(&o);
-    const char *log_format = "text", *log_level = "info";
+    const char *log_format = "text", *log_level = "info", *devices = NULL;
     const char *env_key = getenv("NANOCHAT_API_KEY");
     if (env_key && *env_key) o.api_key = env_key;
     long long body = (long long)o.max_body_bytes, timeout = (long long)o.request_timeout_s;
@@ -146,7 +167,7 @@ int cmd_serve(int argc, char **argv) {
         const char **str = !strcmp(arg, "--host") ? &o.host : !strcmp(arg, "--api-key") ? &o.api_key
                          : !strcmp(arg, "--model-name") ? &o.model_name : !strcmp(arg, "--cors-origins") ? &o.cors_origins
                          : !strcmp(arg, "--log-format") ? &log_format : !strcmp(arg, "--log-level") ? &log_level
-                         : NULL;
+                         : !strcmp(arg, "--devices") ? &devices : NULL;
         long long *num = !strcmp(arg, "--max-body") ? &body : !strcmp(arg, "--timeout") ? &timeout
                        : !strcmp(arg, "--read-timeout") ? &read_timeout : NULL;
         if (!str && !num) {
@@ -172,6 +193,7 @@ int cmd_serve(int argc, char **argv) {
     o.request_timeout_s = (double)timeout;
     o.read_timeout_s = (double)read_timeout;
     if (check_text_flags(&o, log_format, log_level)) return 2;
+    if (devices && parse_devices(&o, &a, devices)) return 2;
     /* a Hub model is downloaded before the server listens (Ctrl-C stops the download) */
     int fetched = nc_model_args_fetch(&a);
     if (fetched) return fetched == -2 ? 130 : 1;

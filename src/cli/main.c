@@ -4,6 +4,7 @@
  * prints --help.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -33,6 +34,10 @@ static void print_usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* NVLink multicast stays off in tensor parallel's NCCL unless the user
+     * asks for it (backend/cuda/cuda_tp.cu says why); set here, before any
+     * thread exists, since setenv races with getenv in other threads. */
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
     if (argc < 2) {
         print_usage(stderr);
         return 2;

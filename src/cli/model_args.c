@@ -31,6 +31,26 @@ void nc_model_args_init(nc_model_args *a) {
     a->threads = 0;
 }
 
+/* --tensor-parallel N over --device's GPU K (cuda: 0): "cuda:K+K+1+...".
+ * Returns 1, or -1 after printing why the two do not go together. */
+static int compose_device(nc_model_args *a) {
+    a->tp_device[0] = 0;
+    if (a->tensor_parallel <= 1) return 1;
+    nc_device_name d;
+    nc_device_name_parse(a->device, &d);
+    if (!strcmp(d.kind, "cpu") || d.n_gpus > 1) {
+        fprintf(stderr, "nanochat: --tensor-parallel %d needs --device cuda, cuda:N or auto (got '%s')\n",
+                a->tensor_parallel, a->device);
+        return -1;
+    }
+    int len = snprintf(a->tp_device, sizeof a->tp_device, "cuda:%d", d.gpus[0]);
+    for (int k = 1; k < a->tensor_parallel; k++)
+        len += snprintf(a->tp_device + len, sizeof a->tp_device - (size_t)len, "+%d", d.gpus[0] + k);
+    return 1;
+}
+
+const char *nc_model_args_device(const nc_model_args *a) { return a->tp_device[0] ? a->tp_device : a->device; }
+
 int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
     const char *v = NULL;
     int r;
@@ -95,13 +115,19 @@ int nc_model_args_parse(nc_model_args *a, int argc, char **argv, int *i) {
         return 1;
     }
     if ((r = nc_flag_take("--device", argc, argv, i, &v))) {
+        nc_device_name d;
         if (r < 0) return -1;
-        if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) {
-            fprintf(stderr, "nanochat: --device must be cpu, cuda or auto, got '%s'\n", v);
+        if (nc_device_name_parse(v, &d)) {
+            fprintf(stderr, "nanochat: --device: %s\n", nc_error());
             return -1;
         }
         a->device = v;
-        return 1;
+        return compose_device(a);
+    }
+    if ((r = nc_flag_take("--tensor-parallel", argc, argv, i, &v))) {
+        if (r < 0 || nc_flag_int("--tensor-parallel", v, 1, NC_BACKEND_MAX_GPUS, &x)) return -1;
+        a->tensor_parallel = (int)x;
+        return compose_device(a);
     }
     if ((r = nc_flag_take("--threads", argc, argv, i, &v))) {
         if (r < 0 || nc_flag_int("--threads", v, 0, 1024, &x)) return -1;
@@ -161,7 +187,10 @@ void nc_model_args_help(FILE *f) {
             "  --tokenizer FILE     tokenizer.pkl or tokenizer.json (default: found beside the model)\n"
             "  --random SHAPE       random weights instead of -m: d20, d26, d32, d34 or L,C,H[,Hkv[,V]]\n"
             "  --random-seed N      seed for --random (default 1)\n"
-            "  --device cpu|cuda|auto   where to run (default auto: cuda when a GPU is usable)\n"
+            "  --device cpu|cuda|cuda:N|auto   where to run (default auto: cuda when a GPU is usable;\n"
+            "                       cuda:N: GPU N)\n"
+            "  --tensor-parallel N  one engine over N GPUs (--device's and the next ones), layers split\n"
+            "                       across them over NCCL (docs/multi-device.md)\n"
             "  --threads N          CPU threads (default 0: one per physical core)\n"
             "  --weights bf16|int8|fp8   layer and lm_head weights: bf16 = the checkpoint's own float\n"
             "                       weights; int8 / fp8 = 8-bit with per-row scales, quantised at load\n"
@@ -304,7 +333,7 @@ void nc_model_args_bundle(const nc_model_args *a, nc_bundle_options *o) {
     o->draft_path = a->draft_path;
     o->random_spec = a->random_spec;
     o->random_seed = a->random_seed;
-    o->device = a->device;
+    o->device = nc_model_args_device(a);
     o->threads = a->threads;
     o->weights = a->weights;
     o->lm_head_float = a->lm_head_float;

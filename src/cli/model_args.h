@@ -7,7 +7,8 @@
  *                      or hf:OWNER/NAME[@REVISION][/SUBDIR] from the Hugging Face Hub
  *   --step N --source sft|rl|mid|base --tag dN --tokenizer FILE
  *   --random SHAPE     random weights instead of -m (d20, d34, L,C,H[,Hkv[,V]])
- *   --device cpu|cuda|auto   --threads N   --verbose   --quiet
+ *   --device cpu|cuda|cuda:N|auto   --tensor-parallel N   --threads N
+ *   --verbose   --quiet
  *   --weights bf16|int8|fp8 [--lm-head-bf16]   --kv-cache bf16|fp8   --deterministic
  * With neither -m nor --random, the bundled default model is used
  * (models/picochat beside the binary's build dir, or $NANOCHAT_MODEL).
@@ -34,6 +35,8 @@ typedef struct {
     const char *random_spec; /* --random SHAPE, or NULL */
     uint64_t random_seed;    /* --random-seed N (default 1) */
     const char *device;      /* --device, default "auto" */
+    int tensor_parallel;     /* --tensor-parallel N (0: off) */
+    char tp_device[128];     /* the device name it makes of --device: "cuda:K+K+1+..." */
     int threads;             /* --threads, 0 = all cores */
     bool verbose;            /* --verbose: timings on stderr */
     bool quiet;              /* --quiet: no download or load progress */
@@ -71,6 +74,9 @@ void nc_model_args_spec_help(FILE *f);
  * themselves; a command calls it first to fetch before doing anything
  * else (serve: before it listens). */
 int nc_model_args_fetch(nc_model_args *a);
+
+/* The device name --device and --tensor-parallel select together. */
+const char *nc_model_args_device(const nc_model_args *a);
 
 /* Sets the bundle options these flags select (what to load, the device
  * and threads, speculation, --verbose as a log on stderr); the sizes are

@@ -227,34 +227,46 @@ void nc_bundle_sizes(const nc_bundle_options *o, int32_t max_context, nc_backend
     }
 }
 
-/* The draft model of o->draft_path and its backend, sized for
- * `draft_rows` rows of max_context positions; its tokenizer must be the
- * model's. Created before the model's backend, which may take the device's
- * remaining memory for its KV pool. */
-static int open_draft(nc_bundle *b, const nc_bundle_options *o) {
+/* The options a draft model loads and runs with: the model's device,
+ * threads and messages, nothing else of the model's. */
+static void draft_options(const nc_bundle_options *o, nc_bundle_options *d) {
+    nc_bundle_options_init(d);
+    d->load.path = o->draft_path;
+    d->device = o->device;
+    d->threads = o->threads;
+    d->log = o->log;
+    d->progress = o->progress;
+}
+
+int nc_bundle_load_draft(const nc_bundle_options *o, const nc_model *model, const nc_tokenizer *tok,
+                         nc_model **draft) {
     nc_bundle_options d;
-    nc_bundle_options_init(&d);
-    d.load.path = o->draft_path;
-    d.device = o->device;
-    d.threads = o->threads;
-    d.log = o->log;
-    d.progress = o->progress;
-    nc_tokenizer *tok = NULL;
-    if (nc_bundle_load(&d, &b->draft_model, &tok, true, NULL))
-        return nc_fail_context("draft model %s", o->draft_path);
-    int rc = nc_spec_tokenizers_match(b->tok, tok);
-    nc_tokenizer_free(tok);
-    if (rc) return nc_fail_context("draft model %s does not fit this model (a draft must share its tokenizer)",
-                                   o->draft_path);
-    if (b->draft_model->cfg.vocab_size != b->model->cfg.vocab_size)
-        return nc_fail("draft model %s: its vocabulary has %d ids, the model's %d", o->draft_path,
-                       b->draft_model->cfg.vocab_size, b->model->cfg.vocab_size);
+    draft_options(o, &d);
+    nc_tokenizer *draft_tok = NULL;
+    if (nc_bundle_load(&d, draft, &draft_tok, true, NULL)) return nc_fail_context("draft model %s", o->draft_path);
+    int rc = nc_spec_tokenizers_match(tok, draft_tok);
+    nc_tokenizer_free(draft_tok);
+    if (rc) rc = nc_fail_context("draft model %s does not fit this model (a draft must share its tokenizer)",
+                                 o->draft_path);
+    else if ((*draft)->cfg.vocab_size != model->cfg.vocab_size)
+        rc = nc_fail("draft model %s: its vocabulary has %d ids, the model's %d", o->draft_path,
+                     (*draft)->cfg.vocab_size, model->cfg.vocab_size);
+    if (rc) {
+        nc_model_free(*draft);
+        *draft = NULL;
+    }
+    return rc;
+}
+
+nc_backend *nc_bundle_draft_backend(const nc_bundle_options *o, const nc_model *draft, int32_t max_context) {
+    nc_bundle_options d;
+    draft_options(o, &d);
     int32_t rows = o->draft_rows ? o->draft_rows : o->rows > 0 ? o->rows : DRAFT_ROWS;
-    int32_t per_seq = (b->max_context + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
+    int32_t per_seq = (max_context + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
     nc_backend_params bp = {.n_kv_blocks = rows * per_seq, .max_seqs = rows};
-    if (!(b->draft_backend = nc_bundle_backend(&d, b->draft_model, &bp)))
-        return nc_fail_context("draft model %s", o->draft_path);
-    return 0;
+    nc_backend *b = nc_bundle_backend(&d, draft, &bp);
+    if (!b) nc_fail_context("draft model %s", o->draft_path);
+    return b;
 }
 
 int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o) {
@@ -273,7 +285,11 @@ int nc_bundle_open(nc_bundle *b, const nc_bundle_options *o) {
     nc_bundle_sizes(o, b->max_context, &bp, &sp);
     sp.spec = o->spec;
     if (o->draft_path && !o->spec.off) {
-        if (open_draft(b, o)) goto failed;
+        /* Before the model's backend, which may take the device's
+         * remaining memory for its KV pool. */
+        if (nc_bundle_load_draft(o, b->model, b->tok, &b->draft_model) ||
+            !(b->draft_backend = nc_bundle_draft_backend(o, b->draft_model, b->max_context)))
+            goto failed;
         sp.spec.draft = b->draft_backend;
     }
     if (!(b->backend = nc_bundle_backend(o, b->model, &bp))) goto failed;

@@ -113,6 +113,19 @@ int nc_bundle_load(const nc_bundle_options *o, nc_model **model, nc_tokenizer **
  * NULL + nc_error() on failure. */
 nc_backend *nc_bundle_backend(const nc_bundle_options *o, const nc_model *model, const nc_backend_params *p);
 
+/* The draft model of o->draft_path, in two steps as nc_bundle_open takes
+ * them, for front ends that run several backends of one model (the
+ * server's engines). nc_bundle_load_draft loads it, refused unless its
+ * tokenizer and vocabulary are those of `model` / `tok`; -1 + nc_error()
+ * with *draft NULL on failure. nc_bundle_draft_backend creates its backend
+ * on o->device (o->threads), sized for o->draft_rows rows of
+ * `max_context` positions; create it before the model's backend, which
+ * may take the device's remaining memory for its KV pool. NULL +
+ * nc_error() on failure. */
+int nc_bundle_load_draft(const nc_bundle_options *o, const nc_model *model, const nc_tokenizer *tok,
+                         nc_model **draft);
+nc_backend *nc_bundle_draft_backend(const nc_bundle_options *o, const nc_model *draft, int32_t max_context);
+
 /* The backend and scheduler sizes nc_bundle_open uses for `o` and a
  * context resolved to `max_context`, for front ends that create the
  * backend and scheduler themselves (`nanochat eval`). */

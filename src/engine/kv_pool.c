@@ -77,8 +77,10 @@ void nc_prefix_cache_init(nc_prefix_cache *c, int32_t max_entries) {
     memset(c, 0, sizeof *c);
     c->cap = max_entries > 0 ? max_entries : 1;
     c->entries = nc_xcalloc((size_t)c->cap, sizeof *c->entries);
+    pthread_mutex_init(&c->mu, NULL);
 }
 
+/* The caller holds c->mu. */
 static void drop_entry(nc_prefix_cache *c, nc_kv_pool *p, int32_t i) {
     nc_prefix_entry *e = &c->entries[i];
     for (int32_t b = 0; b < e->n_blocks; b++) nc_kv_pool_unref(p, e->blocks[b], true);
@@ -88,7 +90,11 @@ static void drop_entry(nc_prefix_cache *c, nc_kv_pool *p, int32_t i) {
 }
 
 void nc_prefix_cache_free(nc_prefix_cache *c, nc_kv_pool *p) {
+    if (!c->entries) return;
+    pthread_mutex_lock(&c->mu);
     while (c->n > 0) drop_entry(c, p, c->n - 1);
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_destroy(&c->mu);
     free(c->entries);
     memset(c, 0, sizeof *c);
 }
@@ -113,11 +119,20 @@ int32_t nc_prefix_cache_lookup(const nc_prefix_cache *c, const int32_t *tokens, 
     return best;
 }
 
+int32_t nc_prefix_cache_match(nc_prefix_cache *c, const int32_t *tokens, int32_t n) {
+    int32_t match;
+    pthread_mutex_lock(&c->mu);
+    nc_prefix_cache_lookup(c, tokens, n, &match);
+    pthread_mutex_unlock(&c->mu);
+    return match;
+}
+
 void nc_prefix_cache_touch(nc_prefix_cache *c, int32_t entry) {
     c->entries[entry].last_used = ++c->clock;
 }
 
-bool nc_prefix_cache_evict_lru(nc_prefix_cache *c, nc_kv_pool *p) {
+/* The caller holds c->mu. */
+static bool evict_lru(nc_prefix_cache *c, nc_kv_pool *p) {
     if (c->n == 0) return false;
     int32_t lru = 0;
     for (int32_t i = 1; i < c->n; i++)
@@ -126,11 +141,19 @@ bool nc_prefix_cache_evict_lru(nc_prefix_cache *c, nc_kv_pool *p) {
     return true;
 }
 
+bool nc_prefix_cache_evict_lru(nc_prefix_cache *c, nc_kv_pool *p) {
+    pthread_mutex_lock(&c->mu);
+    bool dropped = evict_lru(c, p);
+    pthread_mutex_unlock(&c->mu);
+    return dropped;
+}
+
 void nc_prefix_cache_insert(nc_prefix_cache *c, nc_kv_pool *p, const int32_t *tokens,
                             int32_t n_tokens, const int32_t *blocks, int32_t n_blocks) {
     int32_t need = (n_tokens + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;
     NC_ASSERT(need <= n_blocks);
     bool keep = n_tokens > 0;
+    pthread_mutex_lock(&c->mu);
     for (int32_t i = 0; i < c->n && keep; i++) {
         nc_prefix_entry *e = &c->entries[i];
         if (e->n_tokens >= n_tokens && common_prefix(e->tokens, e->n_tokens, tokens, n_tokens) == n_tokens) {
@@ -153,7 +176,7 @@ void nc_prefix_cache_insert(nc_prefix_cache *c, nc_kv_pool *p, const int32_t *to
             free(bl);
             keep = false;
         } else {
-            if (c->n == c->cap) nc_prefix_cache_evict_lru(c, p);
+            if (c->n == c->cap) evict_lru(c, p);
             memcpy(tk, tokens, (size_t)n_tokens * sizeof *tk);
             for (int32_t b = 0; b < need; b++) {
                 bl[b] = blocks[b];
@@ -163,5 +186,6 @@ void nc_prefix_cache_insert(nc_prefix_cache *c, nc_kv_pool *p, const int32_t *to
             c->entries[c->n++] = (nc_prefix_entry){tk, n_tokens, bl, need, ++c->clock};
         }
     }
+    pthread_mutex_unlock(&c->mu);
     for (int32_t b = keep ? need : 0; b < n_blocks; b++) nc_kv_pool_unref(p, blocks[b], false);
 }

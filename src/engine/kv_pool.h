@@ -12,11 +12,16 @@
  *
  * Mirrors what nanochat lacks: its Engine re-prefills the whole history
  * every turn and gives every sample its own full copy of the cache.
- * Single-threaded: used only by the scheduler's stepping thread.
+ * Used by the scheduler's stepping thread, with one exception: other
+ * threads may ask how much of a prompt the cache holds
+ * (nc_prefix_cache_match, for a router choosing between engines). So the
+ * functions that change the cache's entries take its mutex; the stepping
+ * thread's own lookups, which only read, do not need it.
  */
 #ifndef NC_ENGINE_KV_POOL_H
 #define NC_ENGINE_KV_POOL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -56,6 +61,7 @@ typedef struct {
     nc_prefix_entry *entries;
     int32_t n, cap;
     uint64_t clock;
+    pthread_mutex_t mu;  /* held while entries are added or dropped, and by nc_prefix_cache_match */
 } nc_prefix_cache;
 
 /* `max_entries` bounds the number of sequences kept (each costs a token
@@ -68,6 +74,9 @@ void nc_prefix_cache_free(nc_prefix_cache *c, nc_kv_pool *p);
  * length of that prefix. -1 (and *match = 0) if none shares a token. */
 int32_t nc_prefix_cache_lookup(const nc_prefix_cache *c, const int32_t *tokens, int32_t n,
                                int32_t *match);
+/* The length of the longest prefix of tokens[0..n) that an entry holds;
+ * any thread may call it (under the cache's mutex). */
+int32_t nc_prefix_cache_match(nc_prefix_cache *c, const int32_t *tokens, int32_t n);
 /* Marks an entry as just used. */
 void nc_prefix_cache_touch(nc_prefix_cache *c, int32_t entry);
 

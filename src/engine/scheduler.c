@@ -456,13 +456,9 @@ static void retire_finished(nc_scheduler *s) {
     s->n_running = k;
 }
 
-static void apply_cancels(nc_scheduler *s, const uint64_t *ids, int32_t n) {
-    for (int32_t c = 0; c < n; c++) {
-        for (int32_t i = 0; i < s->n_waiting; i++)
-            if (s->waiting[i]->id == ids[c]) s->waiting[i]->cancel = true;
-        for (int32_t i = 0; i < s->n_running; i++)
-            if (s->running[i]->id == ids[c]) s->running[i]->cancel = true;
-    }
+/* Ends every request marked `cancel`: each row gets one final event with
+ * `why` (and `error`), blocks go back to the pool. */
+static void end_marked(nc_scheduler *s, nc_finish_reason why, const char *error) {
     int32_t k = 0;
     for (int32_t i = 0; i < s->n_waiting; i++) {
         sched_req *r = s->waiting[i];
@@ -470,7 +466,7 @@ static void apply_cancels(nc_scheduler *s, const uint64_t *ids, int32_t n) {
             s->waiting[k++] = r;
             continue;
         }
-        finish_unstarted(r, NC_FINISH_CANCELLED, NULL);
+        finish_unstarted(r, why, error);
         free_request(r);
         pthread_mutex_lock(&s->mu);
         s->stats.queued--;
@@ -483,10 +479,20 @@ static void apply_cancels(nc_scheduler *s, const uint64_t *ids, int32_t n) {
         for (int32_t j = 0; j < r->params.n; j++) {
             sched_row *row = &r->rows[j];
             if (row->state == ROW_IDLE) row->state = ROW_LIVE; /* not forked yet: still owed an event */
-            sched_row_finish(s, row, NC_FINISH_CANCELLED, NULL);
+            sched_row_finish(s, row, why, error);
         }
     }
     retire_finished(s);
+}
+
+static void apply_cancels(nc_scheduler *s, const uint64_t *ids, int32_t n) {
+    for (int32_t c = 0; c < n; c++) {
+        for (int32_t i = 0; i < s->n_waiting; i++)
+            if (s->waiting[i]->id == ids[c]) s->waiting[i]->cancel = true;
+        for (int32_t i = 0; i < s->n_running; i++)
+            if (s->running[i]->id == ids[c]) s->running[i]->cancel = true;
+    }
+    end_marked(s, NC_FINISH_CANCELLED, NULL);
 }
 
 static void publish(nc_scheduler *s) {
@@ -507,12 +513,10 @@ static void publish(nc_scheduler *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
-int nc_scheduler_step(nc_scheduler *s) {
-    double t0 = nc_now();
-    /* Take new requests and cancellations. */
-    uint64_t local_ids[64];
-    uint64_t *ids = local_ids;
-    int32_t n_ids = 0;
+/* Moves submitted requests to the waiting queue and takes the pending
+ * cancellations: into `local` (of `cap` ids) when they fit, else into a
+ * malloc'ed array the caller frees. */
+static int32_t take_incoming(nc_scheduler *s, uint64_t *local, int32_t cap, uint64_t **ids) {
     pthread_mutex_lock(&s->mu);
     while (s->in_head) {
         sched_req *r = s->in_head;
@@ -526,13 +530,19 @@ int nc_scheduler_step(nc_scheduler *s) {
     }
     s->in_tail = NULL;
     s->n_incoming = 0;
-    if (s->n_cancel > (int32_t)NC_ARRAY_LEN(local_ids)) ids = nc_xmalloc((size_t)s->n_cancel * sizeof *ids);
-    if (s->n_cancel) memcpy(ids, s->cancel_ids, (size_t)s->n_cancel * sizeof *ids);
-    n_ids = s->n_cancel;
+    *ids = s->n_cancel > cap ? nc_xmalloc((size_t)s->n_cancel * sizeof **ids) : local;
+    if (s->n_cancel) memcpy(*ids, s->cancel_ids, (size_t)s->n_cancel * sizeof **ids);
+    int32_t n = s->n_cancel;
     s->n_cancel = 0;
     pthread_mutex_unlock(&s->mu);
     if (!s->running) s->running = nc_xcalloc((size_t)s->max_running, sizeof *s->running);
+    return n;
+}
 
+int nc_scheduler_step(nc_scheduler *s) {
+    double t0 = nc_now();
+    uint64_t local_ids[64], *ids;
+    int32_t n_ids = take_incoming(s, local_ids, (int32_t)NC_ARRAY_LEN(local_ids), &ids);
     if (n_ids) apply_cancels(s, ids, n_ids);
     if (ids != local_ids) free(ids);
     admit(s);
@@ -541,6 +551,20 @@ int nc_scheduler_step(nc_scheduler *s) {
     s->acc.step_seconds += nc_now() - t0;
     publish(s);
     return rc < 0 ? -1 : s->n_waiting + s->n_running;
+}
+
+void nc_scheduler_fail_all(nc_scheduler *s, const char *error) {
+    uint64_t local_ids[64], *ids;
+    take_incoming(s, local_ids, (int32_t)NC_ARRAY_LEN(local_ids), &ids);
+    if (ids != local_ids) free(ids);
+    for (int32_t i = 0; i < s->n_waiting; i++) s->waiting[i]->cancel = true;
+    for (int32_t i = 0; i < s->n_running; i++) s->running[i]->cancel = true;
+    end_marked(s, NC_FINISH_ERROR, error);
+    publish(s);
+}
+
+int32_t nc_scheduler_cached_prefix(nc_scheduler *s, const int32_t *prompt, int32_t n) {
+    return nc_prefix_cache_match(&s->cache, prompt, n);
 }
 
 int nc_scheduler_run(nc_scheduler *s, const int32_t *prompt, int32_t n_prompt, const nc_gen_params *params,

@@ -158,6 +158,18 @@ int nc_scheduler_step(nc_scheduler *s);
 int nc_scheduler_run(nc_scheduler *s, const int32_t *prompt, int32_t n_prompt, const nc_gen_params *params,
                      nc_gen_callback cb, void *user);
 
+/* How many leading tokens of prompt[0..n) this scheduler's prefix cache
+ * holds (finished sequences' KV, which a request with this prompt would
+ * reuse). Any thread may ask; for a router choosing between engines. */
+int32_t nc_scheduler_cached_prefix(nc_scheduler *s, const int32_t *prompt, int32_t n);
+
+/* Ends every request - queued, running, and any submitted later until the
+ * next call - with an NC_FINISH_ERROR event carrying `error`, without
+ * calling the backend; for an engine whose device failed. Only the
+ * stepping thread may call it (it runs the callbacks), in place of
+ * nc_scheduler_step. */
+void nc_scheduler_fail_all(nc_scheduler *s, const char *error);
+
 /* Blocks the caller until there is work (or `timeout_s` passes); for the
  * server's engine thread. Returns true if there is work. */
 bool nc_scheduler_wait_for_work(nc_scheduler *s, double timeout_s);

@@ -6,6 +6,7 @@
  * "max_tokens"?} with nanochat's limits (api_request.h), plus our optional
  * "seed" and "truncate". Response: text/event-stream of
  *     data: {"token": "<text delta>", "gpu": 0}
+ * ("gpu": the engine generating it, as nanochat's worker's GPU)
  *     ...
  *     data: {"done": true}
  * Deltas are whole UTF-8 characters. Calculator tool calls do not appear as
@@ -33,7 +34,7 @@ static void emit_text(nanochat_stream *s) {
     if (end <= r->sent) return;
     nc_sbuf_puts(&s->base.out, "data: {\"token\": ");
     nc_sbuf_json_string(&s->base.out, r->text + r->sent, end - r->sent);
-    nc_sbuf_puts(&s->base.out, ", \"gpu\": 0}\n\n");
+    nc_sbuf_printf(&s->base.out, ", \"gpu\": %d}\n\n", s->job.engine->index);
     r->sent = end;
 }
 
@@ -41,8 +42,8 @@ static void on_tool(void *user, int32_t row, const nc_tool_event *t) {
     nanochat_stream *s = user;
     emit_text(s); /* the text before the tool call goes first */
     nc_sbuf *o = &s->base.out;
-    nc_sbuf_printf(o, "data: {\"token\": \"\", \"gpu\": 0, \"tool\": {\"type\": \"calculator\", \"state\": \"%s\", "
-                   "\"expr\": ", t->kind == NC_TOOL_CALL ? "call" : "result");
+    nc_sbuf_printf(o, "data: {\"token\": \"\", \"gpu\": %d, \"tool\": {\"type\": \"calculator\", \"state\": "
+                   "\"%s\", \"expr\": ", s->job.engine->index, t->kind == NC_TOOL_CALL ? "call" : "result");
     nc_sbuf_json_string(o, t->expr, strlen(t->expr));
     if (t->kind == NC_TOOL_RESULT) {
         nc_sbuf_puts(o, ", \"result\": ");
@@ -105,7 +106,7 @@ enum MHD_Result nc_api_nanochat(nc_srv *srv, struct MHD_Connection *conn, nc_con
     nc_gen_params gen;
     nanochat_stream *s = nc_xcalloc(1, sizeof *s);
     int rc = nc_job_prompt(srv, &req, &prompt, &gen, &err);
-    if (!rc) rc = nc_job_start(&s->job, srv, c, &prompt, &gen, true, NULL, NULL, 0, &err);
+    if (!rc) rc = nc_job_start(&s->job, srv, c, &prompt, &gen, true, NULL, NULL, 0, nc_job_session(c, &req), &err);
     nc_tokens_free(&prompt);
     nc_api_request_free(&req);
     if (rc) {

@@ -317,7 +317,7 @@ enum MHD_Result nc_api_openai(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
     enum MHD_Result ret;
     nc_api_error err;
     oa_stream *s = nc_xcalloc(1, sizeof *s);
-    int32_t limit = nc_srv_ready(srv) ? srv->b.max_context : 0;
+    int32_t limit = nc_srv_ready(srv) ? srv->max_context : 0;
     if (nc_api_parse(chat ? NC_API_CHAT : NC_API_COMPLETION, c->body.buf, c->body.len, limit, &s->req, &err)) {
         free(s);
         return nc_http_error(conn, c, &err);
@@ -335,7 +335,7 @@ enum MHD_Result nc_api_openai(nc_srv *srv, struct MHD_Connection *conn, nc_conn 
     int rc = nc_job_prompt(srv, &s->req, &prompt, &gen, &err);
     if (!rc)
         rc = nc_job_start(&s->job, srv, c, &prompt, &gen, false, s->req.stop, s->req.stop_len, s->req.n_stop,
-                          &err);
+                          nc_job_session(c, &s->req), &err);
     nc_tokens_free(&prompt);
     if (rc) {
         nc_api_request_free(&s->req);
@@ -356,7 +356,7 @@ static void model_json(nc_sbuf *o, nc_srv *srv) {
     nc_sbuf_json_string(o, srv->model_name, strlen(srv->model_name));
     nc_sbuf_printf(o, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"nanochat-c\",\"max_model_len\":%d,"
                    "\"vocab_size\":%d}",
-                   (long long)srv->t_created, srv->b.max_context, nc_tokenizer_vocab_size(srv->b.tok));
+                   (long long)srv->t_created, srv->max_context, nc_tokenizer_vocab_size(srv->tok));
 }
 
 enum MHD_Result nc_api_models(nc_srv *srv, struct MHD_Connection *conn, nc_conn *c) {

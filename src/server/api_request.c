@@ -312,6 +312,15 @@ static int parse_nanochat_sampling(const cJSON *root, nc_api_request *r, nc_api_
     return 0;
 }
 
+/* An optional string field, copied into *out. */
+static int get_string(const cJSON *root, const char *name, char **out, nc_api_error *err) {
+    const cJSON *v = field(root, name);
+    if (!v) return 0;
+    if (!cJSON_IsString(v)) return nc_api_fail(err, 400, name, "'%s' must be a string", name);
+    *out = nc_xstrdup(v->valuestring);
+    return 0;
+}
+
 static int parse_openai_sampling(const cJSON *root, nc_api_request *r, int32_t max_tokens_limit,
                                  nc_api_error *err) {
     double d;
@@ -362,12 +371,9 @@ static int parse_openai_sampling(const cJSON *root, nc_api_request *r, int32_t m
             return nc_api_fail(err, 400, "stream_options", "'stream_options' must be an object");
         if (get_bool(so, "include_usage", &r->include_usage, err) < 0) return -1;
     }
-    const cJSON *model = field(root, "model");
-    if (model) {
-        if (!cJSON_IsString(model))
-            return nc_api_fail(err, 400, "model", "'model' must be a string");
-        r->model = nc_xstrdup(model->valuestring);
-    }
+    /* `user` names the end user: the server keeps a user's requests on
+     * one engine, whose prefix cache holds their conversation. */
+    if (get_string(root, "model", &r->model, err) || get_string(root, "user", &r->user, err)) return -1;
     return 0;
 }
 
@@ -448,5 +454,6 @@ void nc_api_request_free(nc_api_request *r) {
     free(r->prompt_ids);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->model);
+    free(r->user);
     memset(r, 0, sizeof *r);
 }

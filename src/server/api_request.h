@@ -84,6 +84,7 @@ typedef struct {
     bool truncate;              /* drop the oldest context instead of a 400 */
     bool add_special_tokens;    /* /tokenize: prepend <|bos|> to a prompt */
     char *model;                /* as given, or NULL */
+    char *user;                 /* OpenAI's end-user id, or NULL: a conversation key for the router */
 } nc_api_request;
 
 /* Parses and validates `len` bytes of JSON for endpoint `kind`.

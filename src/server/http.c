@@ -76,6 +76,11 @@ static enum MHD_Result queue(struct MHD_Connection *conn, nc_conn *c, int status
     if (c) {
         add_cors_headers(r, c->srv, c->origin);
         MHD_add_response_header(r, "X-Request-Id", c->log.id);
+        if (c->job && c->job->engine) {
+            char engine[16];
+            snprintf(engine, sizeof engine, "%d", c->job->engine->index);
+            MHD_add_response_header(r, "X-Nanochat-Engine", engine); /* which engine generated it */
+        }
     }
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -398,6 +403,8 @@ static nc_conn *conn_new(nc_srv *srv, struct MHD_Connection *conn, const char *u
     c->origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
     c->log.t_start = nc_gate_first_byte(srv->gate, c->fd);
     c->deadline = c->log.t_start + srv->opt.read_timeout_s;
+    const char *session = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Session-Id");
+    if (session) snprintf(c->session, sizeof c->session, "%s", session);
     const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     if (id && nc_http_request_id_valid(id)) snprintf(c->log.id, sizeof c->log.id, "%s", id);
     else nc_log_new_request_id(c->log.id);

@@ -1,7 +1,9 @@
 /*
  * job.c: one generation request from the HTTP side (prompt, submit, wait,
- * cancel), and the engine thread that opens the engine bundle and steps
- * its scheduler.
+ * cancel).
+ *
+ * The router (router.c) picks the engine a request runs on; the engine
+ * threads themselves are engines.c's.
  *
  * Prompts are built as nanochat's chat_web.py builds them (docs/model.md, Chat format): the
  * chat renderer for conversations, <|bos|> + text for completions. Unlike
@@ -60,7 +62,7 @@ static int render_chat(nc_srv *srv, const nc_api_request *req, int first, nc_tok
     if (has_system) msgs[n++] = req->messages[0];
     for (int i = NC_MAX(first, has_system ? 1 : 0); i < req->n_messages; i++) msgs[n++] = req->messages[i];
     out->n = 0;
-    int rc = nc_chat_render(srv->b.tok, msgs, n, out);
+    int rc = nc_chat_render(srv->tok, msgs, n, out);
     free(msgs);
     if (rc) return nc_api_fail(err, 400, "messages", "%s", nc_error());
     return 0;
@@ -75,15 +77,15 @@ static int truncate_chat(nc_srv *srv, const nc_api_request *req, nc_tokens *prom
     for (int i = first + 1; i < req->n_messages; i++) {
         if (req->messages[i].role != NC_ROLE_USER) continue;
         if (render_chat(srv, req, i, prompt, err)) return -1;
-        if ((int64_t)prompt->n < srv->b.max_context) return 0;
+        if ((int64_t)prompt->n < srv->max_context) return 0;
     }
     return 1;
 }
 
 int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_gen_params *gen,
                   nc_api_error *err) {
-    const nc_tokenizer *tok = srv->b.tok;
-    int32_t ctx = srv->b.max_context;
+    const nc_tokenizer *tok = srv->tok;
+    int32_t ctx = srv->max_context;
     *gen = req->gen;
     bool chat = req->kind != NC_API_COMPLETION;
     if (!chat) {
@@ -139,15 +141,36 @@ int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_
 
 /* ==== submit, wait, end ==== */
 
+const char *nc_job_session(const nc_conn *c, const nc_api_request *req) {
+    if (c && c->session[0]) return c->session;
+    return req->user && req->user[0] ? req->user : NULL;
+}
+
+/* Gives back a request's rows to its engine's load. */
+static void unroute(nc_job *job) {
+    if (job->engine) atomic_fetch_sub(&job->engine->outstanding, job->rows);
+    job->engine = NULL;
+}
+
 int nc_job_start(nc_job *job, nc_srv *srv, nc_conn *c, const nc_tokens *prompt,
                  const nc_gen_params *gen, bool tool_events, char *const *stop, const size_t *stop_len,
-                 int n_stop, nc_api_error *err) {
+                 int n_stop, const char *session, nc_api_error *err) {
     memset(job, 0, sizeof *job);
     if (atomic_load(&srv->stopping))
         return nc_api_fail(err, 503, NULL, "the server is shutting down");
-    nc_gen_queue *q = nc_gen_queue_create(gen->n, gen->top_logprobs, srv->opt.max_lag_tokens, &srv->metrics,
-                                          srv->waker);
-    if (!q) return nc_api_fail(err, 503, NULL, "out of memory for a new request");
+    job->engine = nc_router_pick(srv, prompt, session, gen->n);
+    if (!job->engine) {
+        nc_api_fail(err, 503, NULL, "no engine is serving (every device has failed; see GET /health)");
+        err->code = "no_engine";
+        return -1;
+    }
+    job->rows = gen->n;
+    nc_gen_queue *q = nc_gen_queue_create(gen->n, gen->top_logprobs, srv->opt.max_lag_tokens,
+                                          &job->engine->metrics, srv->waker);
+    if (!q) {
+        unroute(job);
+        return nc_api_fail(err, 503, NULL, "out of memory for a new request");
+    }
     job->srv = srv;
     job->q = q;
     job->fd = c ? c->fd : -1;
@@ -158,13 +181,15 @@ int nc_job_start(nc_job *job, nc_srv *srv, nc_conn *c, const nc_tokens *prompt,
     job->events = nc_xmalloc(sizeof *job->events * (size_t)q->cap);
     if (gen->top_logprobs > 0)
         job->tops = nc_xmalloc(sizeof *job->tops * (size_t)q->cap * (size_t)gen->top_logprobs);
-    nc_gen_text_init(&job->text, srv->b.tok, gen->n, tool_events, gen->top_logprobs, stop, stop_len, n_stop);
+    nc_gen_text_init(&job->text, srv->tok, gen->n, tool_events, gen->top_logprobs, stop, stop_len, n_stop);
     q->t_submit = job->t_start;
-    if (nc_scheduler_submit(srv->b.sched, prompt->ids, (int32_t)prompt->n, gen, nc_gen_queue_callback, q,
+    nc_scheduler *sched = job->engine->sched;
+    if (nc_scheduler_submit(sched, prompt->ids, (int32_t)prompt->n, gen, nc_gen_queue_callback, q,
                             &job->request_id)) {
         nc_scheduler_stats st;
-        nc_scheduler_get_stats(srv->b.sched, &st);
+        nc_scheduler_get_stats(sched, &st);
         int full = srv->opt.model.max_queue > 0 && st.queued >= srv->opt.model.max_queue;
+        unroute(job);
         nc_api_fail(err, full ? 503 : 400, NULL, "%s", full ? "the server is at capacity (request queue full); "
                     "retry shortly" : nc_error());
         if (full) err->code = "queue_full";
@@ -189,7 +214,7 @@ int nc_job_start(nc_job *job, nc_srv *srv, nc_conn *c, const nc_tokens *prompt,
 static void cancel(nc_job *job) {
     if (job->cancel_sent || job->engine_done) return;
     nc_gen_queue_stop_all(job->q);
-    nc_scheduler_cancel(job->srv->b.sched, job->request_id);
+    nc_scheduler_cancel(job->engine->sched, job->request_id);
     job->cancel_sent = true;
 }
 
@@ -306,75 +331,7 @@ void nc_job_end(nc_job *job) {
     free(job->events);
     free(job->tops);
     nc_gen_text_free(&job->text);
+    unroute(job);
     atomic_fetch_sub(&job->srv->active_jobs, 1);
     memset(job, 0, sizeof *job);
-}
-
-/* ==== the engine thread ==== */
-
-static void set_model_name(nc_srv *srv) {
-    if (srv->opt.model_name && srv->opt.model_name[0]) {
-        snprintf(srv->model_name, sizeof srv->model_name, "%s", srv->opt.model_name);
-        return;
-    }
-    /* The model's directory name ("models/picochat/model_000100.pt" ->
-     * "picochat"), or a random model's description. */
-    const char *src = srv->b.model->source ? srv->b.model->source : "nanochat";
-    char tmp[512];
-    snprintf(tmp, sizeof tmp, "%s", src);
-    for (int pass = 0; pass < 2; pass++) {
-        size_t n = strlen(tmp);
-        while (n > 1 && tmp[n - 1] == '/') tmp[--n] = 0;
-        char *slash = strrchr(tmp, '/');
-        const char *base = slash ? slash + 1 : tmp;
-        bool is_file = strstr(base, ".pt") || strstr(base, ".safetensors") || strstr(base, ".json");
-        if (pass == 0 && is_file && slash) { *slash = 0; continue; }
-        snprintf(srv->model_name, sizeof srv->model_name, "%.127s", base);
-        break;
-    }
-}
-
-void *nc_engine_main(void *arg) {
-    nc_srv *srv = arg;
-    double t0 = nc_now();
-    if (nc_bundle_open(&srv->b, &srv->opt.model)) {
-        nc_log(NC_LOG_ERROR, "%s", nc_error());
-        atomic_store(&srv->state, NC_SRV_FAILED);
-        return NULL;
-    }
-    /* No sequence holds KV blocks yet: the one moment prepare_decode may run. */
-    if (srv->b.backend->ops->prepare_decode) {
-        double tp = nc_now();
-        if (srv->b.backend->ops->prepare_decode(srv->b.backend, srv->b.backend->max_seqs)) {
-            nc_log(NC_LOG_ERROR, "preparing decode steps: %s", nc_error());
-            atomic_store(&srv->state, NC_SRV_FAILED);
-            return NULL;
-        }
-        nc_log(NC_LOG_INFO, "decode steps of 1..%d rows prepared in %.1f s", srv->b.backend->max_seqs, nc_now() - tp);
-    }
-    const nc_model_config *cfg = &srv->b.model->cfg;
-    set_model_name(srv);
-    snprintf(srv->device, sizeof srv->device, "%s", nc_backend_describe(srv->b.backend));
-    atomic_store_explicit(&srv->state, NC_SRV_READY, memory_order_release);
-    nc_log(NC_LOG_INFO, "ready in %.1f s: %s (%s, %d layers), context %d, %s", nc_now() - t0, srv->model_name,
-           nc_generation_name(cfg->generation), cfg->n_layer, srv->b.max_context, srv->device);
-
-    double last_report = 0.0;
-    while (!atomic_load(&srv->engine_stop)) {
-        if (!nc_scheduler_wait_for_work(srv->b.sched, 0.1)) continue;
-        if (nc_scheduler_step(srv->b.sched) < 0) {
-            /* The failing rows got NC_FINISH_ERROR events; say it at most once a second. */
-            if (nc_now() - last_report >= 1.0) {
-                nc_log(NC_LOG_WARN, "engine step failed: %s", nc_error());
-                last_report = nc_now();
-            }
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        nc_gen_waker_kick(srv->waker); /* the consumers of this step's tokens */
-        nc_scheduler_stats st;
-        nc_scheduler_get_stats(srv->b.sched, &st);
-        nc_metrics_step(&srv->metrics, st.last_batch_rows);
-    }
-    return NULL;
 }

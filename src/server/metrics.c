@@ -9,7 +9,9 @@
 #include "metrics.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../util/common.h"
@@ -130,101 +132,204 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
     }
 }
 
-static void render_hist(strbuf *b, const char *name, const char *help, const nc_histogram *h) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+/* `name{labels,extra} v`, the braces only when there are labels. */
+static void series(strbuf *b, const char *name, const char *labels, const char *extra, double v) {
+    bool any = labels[0] || extra[0];
+    sb_printf(b, "%s%s%s%s%s%s %.17g\n", name, any ? "{" : "", labels, labels[0] && extra[0] ? "," : "", extra,
+              any ? "}" : "", v);
+}
+
+static void head(strbuf *b, const char *name, const char *type, const char *help) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void hist_series(strbuf *b, const char *name, const char *labels, const nc_histogram *h) {
+    const char *sep = labels[0] ? "," : "";
     uint64_t cum = 0;
-    for (int i = 0; i < h->n_bounds; i++) {
+    for (int i = 0; i <= h->n_bounds; i++) {
         cum += h->counts[i];
-        sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
+        if (i < h->n_bounds)
+            sb_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i], (unsigned long long)cum);
+        else
+            sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
     }
-    cum += h->counts[h->n_bounds];
-    sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-              (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->total);
+    const char *open = labels[0] ? "{" : "", *close = labels[0] ? "}" : "";
+    sb_printf(b, "%s_sum%s%s%s %.6f\n%s_count%s%s%s %llu\n", name, open, labels, close, h->sum, name, open, labels,
+              close, (unsigned long long)h->total);
 }
 
-static void gauge(strbuf *b, const char *name, const char *help, double v) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
+/* The engines' records and statistics as rendered: copies taken under
+ * each record's lock, and each engine's label set. */
+typedef struct {
+    nc_srv_metrics m;
+    const nc_scheduler_stats *st;
+    char labels[160];
+    bool serving;
+} engine_view;
+
+/* One metric over every engine: the value `get` reads from a view (views
+ * without statistics skipped when `needs_stats`). */
+typedef double (*view_value)(const engine_view *v);
+
+static void per_engine(strbuf *b, const engine_view *v, int n, const char *name, const char *type, const char *help,
+                       bool needs_stats, view_value get) {
+    bool any = false;
+    for (int i = 0; i < n; i++) any |= !needs_stats || v[i].st;
+    if (!any) return;
+    head(b, name, type, help);
+    for (int i = 0; i < n; i++)
+        if (!needs_stats || v[i].st) series(b, name, v[i].labels, "", get(&v[i]));
 }
 
-static void counter(strbuf *b, const char *name, const char *help, double v) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %.17g\n", name, help, name, name, v);
+#define VIEW_VALUE(fn, expr) \
+    static double fn(const engine_view *v) { return (double)(expr); }
+VIEW_VALUE(v_generated, v->m.generated_tokens)
+VIEW_VALUE(v_hits, v->m.prefix_hits)
+VIEW_VALUE(v_misses, v->m.prefix_misses)
+VIEW_VALUE(v_up, v->serving)
+VIEW_VALUE(v_queued, v->st->queued)
+VIEW_VALUE(v_requests, v->st->running_requests)
+VIEW_VALUE(v_rows, v->st->running_rows)
+/* The scheduler keeps its last step's sizes; with nothing running the
+ * engine takes no steps, and the batch is empty. */
+VIEW_VALUE(v_batch_rows, v->st->running_requests || v->st->running_rows ? v->st->last_batch_rows : 0)
+VIEW_VALUE(v_batch_tokens, v->st->running_requests || v->st->running_rows ? v->st->last_batch_tokens : 0)
+VIEW_VALUE(v_kv_total, v->st->kv_blocks_total)
+VIEW_VALUE(v_kv_used, v->st->kv_blocks_used)
+VIEW_VALUE(v_kv_cached, v->st->kv_blocks_cached)
+VIEW_VALUE(v_prefilled, v->st->tokens_prefilled)
+VIEW_VALUE(v_cached, v->st->tokens_cached)
+VIEW_VALUE(v_step_s, v->st->step_seconds)
+VIEW_VALUE(v_forward_s, v->st->forward_seconds)
+VIEW_VALUE(v_spec_verifies, v->st->spec_verifies)
+VIEW_VALUE(v_spec_emitted, v->st->spec_emitted)
+#undef VIEW_VALUE
+
+/* Speculative decoding's counters (docs/speculative.md): the per-proposer
+ * pair carries a `method` label beside the engine's. */
+static void render_spec(strbuf *b, const engine_view *v, int n) {
+    bool any = false;
+    for (int i = 0; i < n; i++) any |= v[i].st != NULL;
+    if (!any) return;
+    struct {
+        const char *name, *help;
+        size_t offset;
+    } by_method[] = {
+        {"nanochat_spec_draft_tokens_total", "Draft tokens verified by speculative decoding, by proposer.",
+         offsetof(nc_scheduler_stats, spec_drafted)},
+        {"nanochat_spec_accepted_tokens_total", "Draft tokens the model accepted, by proposer.",
+         offsetof(nc_scheduler_stats, spec_accepted)},
+    };
+    for (size_t k = 0; k < NC_ARRAY_LEN(by_method); k++) {
+        head(b, by_method[k].name, "counter", by_method[k].help);
+        for (int i = 0; i < n; i++) {
+            if (!v[i].st) continue;
+            const int64_t *counts = (const int64_t *)((const char *)v[i].st + by_method[k].offset);
+            for (int j = 0; j < NC_SPEC_KINDS; j++) {
+                char extra[48];
+                snprintf(extra, sizeof extra, "method=\"%s\"", nc_spec_kind_name((nc_spec_kind)j));
+                series(b, by_method[k].name, v[i].labels, extra, (double)counts[j]);
+            }
+        }
+    }
+    per_engine(b, v, n, "nanochat_spec_verify_steps_total", "counter", "Sequence-steps that verified drafts.", true,
+               v_spec_verifies);
+    per_engine(b, v, n, "nanochat_spec_emitted_tokens_total", "counter",
+               "Tokens those sequence-steps emitted (accepted drafts plus one each).", true, v_spec_emitted);
 }
 
-char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int ready) {
+static void render_engines(strbuf *b, const engine_view *v, int n) {
+    per_engine(b, v, n, "nanochat_generation_tokens_total", "counter", "Tokens generated (sampled and tool-forced).",
+               false, v_generated);
+    per_engine(b, v, n, "nanochat_prefix_cache_hits_total", "counter",
+               "Requests whose prompt reused at least one whole KV block (64 tokens) of the prefix cache.", false,
+               v_hits);
+    per_engine(b, v, n, "nanochat_prefix_cache_misses_total", "counter",
+               "Requests that reused less than one KV block of the prefix cache.", false, v_misses);
+    head(b, "nanochat_rows_finished_total", "counter", "Generated sequences by finish reason.");
+    static const char *const reasons[] = {"none", "stop", "length", "cancelled", "error"};
+    for (int i = 0; i < n; i++)
+        for (int r = NC_FINISH_STOP; r <= NC_FINISH_ERROR; r++) {
+            char extra[32];
+            snprintf(extra, sizeof extra, "reason=\"%s\"", reasons[r]);
+            series(b, "nanochat_rows_finished_total", v[i].labels, extra, (double)v[i].m.finished[r]);
+        }
+    struct {
+        const char *name, *help;
+        size_t offset;
+    } hists[] = {
+        {"nanochat_time_to_first_token_seconds", "Time from submit to the first token.", offsetof(nc_srv_metrics, ttft)},
+        {"nanochat_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.",
+         offsetof(nc_srv_metrics, itl)},
+        {"nanochat_batch_rows", "Rows in each engine step.", offsetof(nc_srv_metrics, batch_rows)},
+    };
+    for (size_t k = 0; k < NC_ARRAY_LEN(hists); k++) {
+        head(b, hists[k].name, "histogram", hists[k].help);
+        for (int i = 0; i < n; i++)
+            hist_series(b, hists[k].name, v[i].labels, (const nc_histogram *)((const char *)&v[i].m + hists[k].offset));
+    }
+    if (n > 1)
+        per_engine(b, v, n, "nanochat_engine_up", "gauge", "1 while the engine serves (0: loading or failed).", false,
+                   v_up);
+    per_engine(b, v, n, "nanochat_queue_depth", "gauge", "Requests waiting to start.", true, v_queued);
+    per_engine(b, v, n, "nanochat_running_requests", "gauge", "Requests generating.", true, v_requests);
+    per_engine(b, v, n, "nanochat_running_rows", "gauge", "Sequences decoding.", true, v_rows);
+    per_engine(b, v, n, "nanochat_batch_size", "gauge", "Rows in the engine's current step (0 when idle).", true,
+               v_batch_rows);
+    per_engine(b, v, n, "nanochat_batch_tokens", "gauge", "Tokens in the engine's current step (0 when idle).", true,
+               v_batch_tokens);
+    per_engine(b, v, n, "nanochat_kv_blocks_total", "gauge", "KV-cache blocks in the pool.", true, v_kv_total);
+    per_engine(b, v, n, "nanochat_kv_blocks_used", "gauge", "KV-cache blocks held by running sequences.", true,
+               v_kv_used);
+    per_engine(b, v, n, "nanochat_kv_blocks_cached", "gauge", "KV-cache blocks held only by the prefix cache.", true,
+               v_kv_cached);
+    per_engine(b, v, n, "nanochat_tokens_prefilled_total", "counter", "Prompt tokens run through prefill.", true,
+               v_prefilled);
+    per_engine(b, v, n, "nanochat_tokens_cached_total", "counter", "Prompt tokens served from the prefix cache.", true,
+               v_cached);
+    per_engine(b, v, n, "nanochat_engine_step_seconds_total", "counter", "Wall time of the engine's scheduling steps.",
+               true, v_step_s);
+    per_engine(b, v, n, "nanochat_engine_forward_seconds_total", "counter",
+               "Part of the step time spent in the backend's forward passes (the rest is host work).", true,
+               v_forward_s);
+    render_spec(b, v, n);
+}
+
+char *nc_metrics_render(nc_srv_metrics *m, const nc_metrics_engine *engines, int n, int ready) {
     strbuf b = {nc_xmalloc(8192), 0, 8192};
     b.buf[0] = 0;
     pthread_mutex_lock(&m->mu);
-    sb_printf(&b, "# HELP nanochat_requests_total HTTP requests by endpoint and status code.\n"
-                  "# TYPE nanochat_requests_total counter\n");
+    head(&b, "nanochat_requests_total", "counter", "HTTP requests by endpoint and status code.");
     for (int e = 0; e < NC_EP_COUNT; e++)
         for (int s = 0; s < NC_METRICS_MAX_STATUS; s++)
             if (m->requests[e][s])
                 sb_printf(&b, "nanochat_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
                           endpoint_paths[e], m->statuses[s], (unsigned long long)m->requests[e][s]);
-    counter(&b, "nanochat_prompt_tokens_total", "Prompt tokens of submitted requests.",
-            (double)m->prompt_tokens);
-    counter(&b, "nanochat_generation_tokens_total", "Tokens generated (sampled and tool-forced).",
-            (double)m->generated_tokens);
-    counter(&b, "nanochat_requests_cancelled_total",
-            "Requests ended early by a client disconnect, a timeout or a lagging client.",
-            (double)m->cancelled);
-    counter(&b, "nanochat_prefix_cache_hits_total",
-            "Requests whose prompt reused at least one whole KV block (64 tokens) of the prefix cache.",
-            (double)m->prefix_hits);
-    counter(&b, "nanochat_prefix_cache_misses_total",
-            "Requests that reused less than one KV block of the prefix cache.", (double)m->prefix_misses);
-    sb_printf(&b, "# HELP nanochat_rows_finished_total Generated sequences by finish reason.\n"
-                  "# TYPE nanochat_rows_finished_total counter\n");
-    static const char *const reasons[] = {"none", "stop", "length", "cancelled", "error"};
-    for (int r = NC_FINISH_STOP; r <= NC_FINISH_ERROR; r++)
-        sb_printf(&b, "nanochat_rows_finished_total{reason=\"%s\"} %llu\n", reasons[r],
-                  (unsigned long long)m->finished[r]);
-    render_hist(&b, "nanochat_time_to_first_token_seconds", "Time from submit to the first token.", &m->ttft);
-    render_hist(&b, "nanochat_inter_token_latency_seconds", "Time between consecutive tokens of a sequence.", &m->itl);
-    render_hist(&b, "nanochat_request_duration_seconds", "Time from submit to the end of a generation response.", &m->e2e);
-    render_hist(&b, "nanochat_batch_rows", "Rows in each engine step.", &m->batch_rows);
+    head(&b, "nanochat_prompt_tokens_total", "counter", "Prompt tokens of submitted requests.");
+    series(&b, "nanochat_prompt_tokens_total", "", "", (double)m->prompt_tokens);
+    head(&b, "nanochat_requests_cancelled_total", "counter",
+         "Requests ended early by a client disconnect, a timeout or a lagging client.");
+    series(&b, "nanochat_requests_cancelled_total", "", "", (double)m->cancelled);
+    head(&b, "nanochat_request_duration_seconds", "histogram", "Time from submit to the end of a generation response.");
+    hist_series(&b, "nanochat_request_duration_seconds", "", &m->e2e);
     double uptime = nc_now() - m->t_start;
     pthread_mutex_unlock(&m->mu);
+    head(&b, "nanochat_ready", "gauge", "1 once the model is loaded.");
+    series(&b, "nanochat_ready", "", "", ready ? 1 : 0);
+    head(&b, "nanochat_uptime_seconds", "gauge", "Seconds since the server started.");
+    series(&b, "nanochat_uptime_seconds", "", "", uptime);
 
-    gauge(&b, "nanochat_ready", "1 once the model is loaded.", ready ? 1 : 0);
-    gauge(&b, "nanochat_uptime_seconds", "Seconds since the server started.", uptime);
-    if (st) {
-        gauge(&b, "nanochat_queue_depth", "Requests waiting to start.", st->queued);
-        gauge(&b, "nanochat_running_requests", "Requests generating.", st->running_requests);
-        gauge(&b, "nanochat_running_rows", "Sequences decoding.", st->running_rows);
-        /* The scheduler keeps its last step's sizes; with nothing running
-         * the engine takes no steps, and the batch is empty. */
-        bool idle = st->running_requests == 0 && st->running_rows == 0;
-        gauge(&b, "nanochat_batch_size", "Rows in the engine's current step (0 when idle).",
-              idle ? 0 : st->last_batch_rows);
-        gauge(&b, "nanochat_batch_tokens", "Tokens in the engine's current step (0 when idle).",
-              idle ? 0 : st->last_batch_tokens);
-        gauge(&b, "nanochat_kv_blocks_total", "KV-cache blocks in the pool.", st->kv_blocks_total);
-        gauge(&b, "nanochat_kv_blocks_used", "KV-cache blocks held by running sequences.", st->kv_blocks_used);
-        gauge(&b, "nanochat_kv_blocks_cached", "KV-cache blocks held only by the prefix cache.", st->kv_blocks_cached);
-        counter(&b, "nanochat_tokens_prefilled_total", "Prompt tokens run through prefill.",
-                (double)st->tokens_prefilled);
-        counter(&b, "nanochat_tokens_cached_total", "Prompt tokens served from the prefix cache.",
-                (double)st->tokens_cached);
-        counter(&b, "nanochat_engine_step_seconds_total", "Wall time of the engine's scheduling steps.",
-                st->step_seconds);
-        counter(&b, "nanochat_engine_forward_seconds_total",
-                "Part of the step time spent in the backend's forward passes (the rest is host work).",
-                st->forward_seconds);
-        sb_printf(&b, "# HELP nanochat_spec_draft_tokens_total Draft tokens verified by speculative decoding, by "
-                      "proposer.\n# TYPE nanochat_spec_draft_tokens_total counter\n");
-        for (int k = 0; k < NC_SPEC_KINDS; k++)
-            sb_printf(&b, "nanochat_spec_draft_tokens_total{method=\"%s\"} %lld\n", nc_spec_kind_name((nc_spec_kind)k),
-                      (long long)st->spec_drafted[k]);
-        sb_printf(&b, "# HELP nanochat_spec_accepted_tokens_total Draft tokens the model accepted, by proposer.\n"
-                      "# TYPE nanochat_spec_accepted_tokens_total counter\n");
-        for (int k = 0; k < NC_SPEC_KINDS; k++)
-            sb_printf(&b, "nanochat_spec_accepted_tokens_total{method=\"%s\"} %lld\n",
-                      nc_spec_kind_name((nc_spec_kind)k), (long long)st->spec_accepted[k]);
-        counter(&b, "nanochat_spec_verify_steps_total", "Sequence-steps that verified drafts.",
-                (double)st->spec_verifies);
-        counter(&b, "nanochat_spec_emitted_tokens_total",
-                "Tokens those sequence-steps emitted (accepted drafts plus one each).", (double)st->spec_emitted);
+    engine_view *v = nc_xcalloc((size_t)NC_MAX(n, 1), sizeof *v);
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_lock(&engines[i].m->mu);
+        v[i].m = *engines[i].m;
+        pthread_mutex_unlock(&engines[i].m->mu);
+        v[i].st = engines[i].st;
+        v[i].serving = engines[i].serving;
+        if (n > 1) snprintf(v[i].labels, sizeof v[i].labels, "engine=\"%d\",device=\"%s\"", engines[i].index,
+                            engines[i].device);
     }
+    render_engines(&b, v, n);
+    free(v);
     return b.buf;
 }

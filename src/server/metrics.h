@@ -2,10 +2,14 @@
  * metrics.h: the server's counters and histograms, rendered as Prometheus
  * text by GET /metrics (and summarised by /stats).
  *
- * Updated from HTTP threads (requests by endpoint and status, prompt
- * tokens) and from the engine thread (time to first token, inter-token
- * latency, generated tokens, batch sizes); one mutex guards it all, held
- * for a few additions at a time.
+ * Two kinds of owners use the same record: the server (HTTP threads:
+ * requests by endpoint and status, prompt tokens, cancellations, request
+ * durations) and each engine (its thread: time to first token,
+ * inter-token latency, generated tokens, prefix hits, batch sizes). One
+ * mutex per record, held for a few additions at a time. With several
+ * engines, every engine's series carry `engine` and `device` labels
+ * (docs/multi-device.md); with one, the names are unlabelled as they
+ * always were.
  */
 #ifndef NC_SERVER_METRICS_H
 #define NC_SERVER_METRICS_H
@@ -70,8 +74,17 @@ void nc_metrics_finish(nc_srv_metrics *m, nc_finish_reason r);
 void nc_metrics_prefix(nc_srv_metrics *m, bool hit);
 void nc_metrics_step(nc_srv_metrics *m, int32_t rows);
 
-/* Appends the Prometheus exposition (text format 0.0.4) to a malloc'ed
- * string; `st` may be NULL before the model is loaded. */
-char *nc_metrics_render(nc_srv_metrics *m, const nc_scheduler_stats *st, int ready);
+/* One engine's part of the exposition. */
+typedef struct {
+    nc_srv_metrics *m;             /* its record */
+    const nc_scheduler_stats *st;  /* its scheduler's, or NULL while it loads */
+    int index;                     /* the `engine` label */
+    const char *device;            /* the `device` label */
+    bool serving;                  /* nanochat_engine_up */
+} nc_metrics_engine;
+
+/* The Prometheus exposition (text format 0.0.4) of the server's record
+ * `m` and of engines[0..n) in a malloc'ed string. */
+char *nc_metrics_render(nc_srv_metrics *m, const nc_metrics_engine *engines, int n, int ready);
 
 #endif /* NC_SERVER_METRICS_H */

@@ -3,11 +3,14 @@
  * shutdown (see server.h).
  *
  * Order of events: bind and listen (so /health answers at once), start the
- * engine thread (which opens the engine bundle, then steps the scheduler), wait for
- * SIGINT/SIGTERM. On a signal: refuse new generation requests, stop
- * accepting connections, give in-flight requests NC_SHUTDOWN_GRACE_S to
- * finish (a second signal skips the wait), end the rest, join every HTTP
- * thread, let the engine deliver the cancellations, stop it, free.
+ * loader thread (which loads the model and starts one engine thread per
+ * device, each stepping its scheduler: engines.c), wait for SIGINT/SIGTERM.
+ * On a signal: refuse new generation requests, stop accepting
+ * connections, give in-flight requests NC_SHUTDOWN_GRACE_S to finish (a
+ * second signal skips the wait), end the rest, join every HTTP thread, let
+ * the engines deliver the cancellations, stop them, free. The server also
+ * stops, with an error, when the model or an engine cannot be loaded, or
+ * when every engine has stopped after its device failed.
  * Signals are blocked in every thread and taken synchronously with
  * sigtimedwait(), so no work happens in a signal handler.
  */
@@ -70,39 +73,27 @@ static void shutdown_server(nc_srv *srv, const sigset_t *set, bool grace) {
     until = nc_now() + 2.0;
     while (atomic_load(&srv->active_jobs) > 0 && nc_now() < until) sleep_s(0.01);
     nc_http_stop(srv); /* joins every connection thread: all jobs have ended */
-    if (nc_srv_ready(srv)) {
-        /* Let the engine deliver the cancellations before it stops. */
-        double t = nc_now() + 2.0;
-        while (nc_now() < t) {
-            nc_scheduler_stats st;
-            nc_scheduler_get_stats(srv->b.sched, &st);
-            if (st.queued == 0 && st.running_requests == 0) break;
-            sleep_s(0.01);
-        }
-    }
+    /* Let the engines deliver the cancellations before they stop. */
+    double t = nc_now() + 2.0;
+    while (nc_now() < t && !nc_engines_idle(srv)) sleep_s(0.01);
     atomic_store(&srv->engine_stop, true);
 }
 
-/* Joins the engine thread; false if it is stuck loading (then nothing it
- * may still use is freed). */
-static bool join_engine(nc_srv *srv) {
-    if (!srv->engine_started) return true;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 10;
-    if (pthread_timedjoin_np(srv->engine, NULL, &ts)) {
-        nc_log(NC_LOG_WARN, "the engine thread did not stop (still loading?); exiting anyway");
-        return false;
-    }
-    return true;
-}
-
 static void free_server(nc_srv *srv) {
-    nc_bundle_close(&srv->b);
+    nc_engines_free(srv);
+    nc_session_table_free(srv->sessions);
     nc_origin_list_free(&srv->cors);
-    nc_gen_waker_free(srv->waker); /* after the scheduler: freeing it may still finish requests */
+    nc_gen_waker_free(srv->waker); /* after the schedulers: freeing them may still finish requests */
     nc_metrics_free(&srv->metrics);
     free(srv);
+}
+
+/* Why the server should stop by itself, or NULL. */
+static const char *failure(nc_srv *srv) {
+    int state = atomic_load(&srv->state);
+    if (state == NC_SRV_FAILED) return "the model or an engine could not be loaded; exiting";
+    if (state == NC_SRV_READY && nc_engines_serving(srv) == 0) return "every engine has stopped; exiting";
+    return NULL;
 }
 
 int nc_server_run(const nc_server_options *o) {
@@ -124,6 +115,8 @@ int nc_server_run(const nc_server_options *o) {
         return -1;
     }
     nc_metrics_init(&srv->metrics);
+    nc_engines_init(srv);
+    srv->sessions = nc_session_table_new(0, 0);
     srv->waker = nc_gen_waker_create();
     srv->t_created = (double)time(NULL);
     atomic_store(&srv->seed_state, (uint64_t)time(NULL) * 0x2545F4914F6CDD1Dull ^ (uint64_t)getpid());
@@ -142,11 +135,11 @@ int nc_server_run(const nc_server_options *o) {
         free_server(srv);
         return -1;
     }
-    if (pthread_create(&srv->engine, NULL, nc_engine_main, srv)) {
-        nc_log(NC_LOG_ERROR, "cannot start the engine thread");
+    if (pthread_create(&srv->loader, NULL, nc_engines_load, srv)) {
+        nc_log(NC_LOG_ERROR, "cannot start the loader thread");
         atomic_store(&srv->state, NC_SRV_FAILED);
     } else {
-        srv->engine_started = true;
+        srv->loader_started = true;
     }
     int rc = 0;
     for (;;) {
@@ -155,14 +148,16 @@ int nc_server_run(const nc_server_options *o) {
             nc_log(NC_LOG_INFO, "%s received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
             break;
         }
-        if (atomic_load(&srv->state) == NC_SRV_FAILED) {
-            nc_log(NC_LOG_ERROR, "the model could not be loaded; exiting");
+        const char *why = failure(srv);
+        if (why) {
+            nc_log(NC_LOG_ERROR, "%s", why);
             rc = -1;
             break;
         }
     }
     shutdown_server(srv, &set, rc == 0);
-    bool joined = join_engine(srv);
+    bool joined = nc_engines_join(srv);
+    if (!joined) nc_log(NC_LOG_WARN, "an engine did not stop (still loading?); exiting anyway");
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (joined) free_server(srv);
     if (rc == 0) nc_log(NC_LOG_INFO, "stopped");

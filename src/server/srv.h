@@ -10,7 +10,12 @@
  *   http_parse.c    request heads and header values (pure; fuzzed)
  *   log.c           the log: request lines, the server's messages
  *   job.c           one generation request: prompt building, submit,
- *                   waiting, cancel; the engine thread
+ *                   waiting, cancel
+ *   engines.c       loading the model once and one engine per device (its
+ *                   backend, scheduler and thread), the engine thread
+ *   router.c        which engine a new request goes to: conversation
+ *                   affinity (session key, cached prefix), else the least
+ *                   outstanding work
  *   api_nanochat.c  nanochat's POST /chat/completions
  *   api_openai.c    /v1/chat/completions, /v1/completions, /v1/models
  *   api_misc.c      /tokenize, /detokenize, /health, /stats, /metrics, /
@@ -38,6 +43,36 @@ typedef enum { NC_SRV_LOADING = 0, NC_SRV_READY, NC_SRV_FAILED } nc_srv_state;
 
 typedef struct nc_gate nc_gate;
 struct nc_job;
+struct nc_srv;
+
+/* An engine's life: loading, then serving until shutdown, or failed (at
+ * load, or stopped after its device failed mid-run). */
+typedef enum { NC_ENGINE_LOADING = 0, NC_ENGINE_READY, NC_ENGINE_FAILED } nc_engine_state;
+
+/* One engine: a backend on its device(s), a scheduler, the thread that
+ * steps it (docs/multi-device.md). The model and tokenizer are the
+ * server's, shared. */
+typedef struct nc_srv_engine {
+    struct nc_srv *srv;
+    int index;
+    nc_server_device dev;         /* its device name and CPU threads, as configured */
+    nc_backend *backend;          /* made and driven by its thread */
+    nc_backend *draft_backend;    /* --draft-model's on this engine's device, or NULL */
+    nc_scheduler *sched;
+    int32_t capacity;             /* rows it runs at once */
+    pthread_t thread;
+    bool started;
+    _Atomic int state;            /* nc_engine_state; description / error are written before it changes */
+    _Atomic int outstanding;      /* rows of requests routed here and not yet ended: the router's load */
+    nc_srv_metrics metrics;       /* what its thread observes: tokens, latencies, prefix hits, steps */
+    char description[512];        /* the backend's own description, once ready */
+    char error[512];              /* why it failed */
+    void *debug_ops;              /* NC_DEBUG_FAIL_ENGINE's wrapping of its backend's ops (engines.c) */
+} nc_srv_engine;
+
+/* Conversation affinity: session key -> engine, bounded and expiring
+ * (router.c). */
+typedef struct nc_session_table nc_session_table;
 
 typedef struct nc_srv {
     nc_server_options opt;
@@ -47,21 +82,28 @@ typedef struct nc_srv {
     nc_srv_metrics metrics;
     _Atomic int state;            /* nc_srv_state */
     _Atomic bool stopping;        /* shutdown began: refuse new work, end waits */
-    _Atomic bool engine_stop;     /* the engine thread should return */
+    _Atomic bool engine_stop;     /* the engine threads should return */
     _Atomic bool abort_jobs;      /* shutdown grace is over: end every request */
     _Atomic int active_jobs;      /* generation requests in flight */
     _Atomic uint64_t seed_state;  /* for requests without a seed */
     _Atomic uint64_t next_id;     /* response ids */
-    pthread_t engine;
-    bool engine_started;
+    pthread_t loader;             /* loads the model, starts the engines (engines.c) */
+    bool loader_started;
     double t_created;             /* unix time, for "created" fields */
 
-    nc_gen_waker *waker;          /* wakes streaming consumers off the engine thread (NULL: inline) */
+    nc_gen_waker *waker;          /* wakes streaming consumers off the engine threads (NULL: inline) */
+    nc_srv_engine *engines;       /* [n_engines], one per configured device */
+    int n_engines;
+    nc_session_table *sessions;   /* router.c */
+    _Atomic unsigned route_turn;  /* rotates ties between equally loaded engines */
 
     /* Valid once state == NC_SRV_READY (published with release order). */
-    nc_bundle b;                  /* opened by the engine thread; b.max_context is the limit per request */
+    nc_model *model;              /* shared by every engine */
+    nc_model *draft_model;        /* --draft-model's, shared by every engine, or NULL */
+    nc_tokenizer *tok;            /* read-only: shared by every thread */
+    int32_t max_context;          /* positions per request */
     char model_name[128];
-    char device[256];
+    char device[512];             /* the engine's description, or a list of the engines' devices */
 } nc_srv;
 
 /* One request (a connection carries one), from the library's first
@@ -74,6 +116,7 @@ typedef struct {
     const char *url;       /* the path (owned by the library) */
     nc_sbuf body;
     const char *origin;    /* the Origin header (owned by the library), or NULL */
+    char session[256];     /* the X-Session-Id header (a conversation key for the router), or "" */
     double deadline;       /* nc_now() by which the whole request must have arrived (--read-timeout) */
     bool short_timeout;    /* the library's idle timeout was cut to the deadline */
     bool body_done;        /* the request arrived whole */
@@ -178,6 +221,8 @@ typedef struct nc_job {
     nc_gq_event *events;         /* take() buffer */
     nc_token_logprob *tops;
     int32_t events_cap;
+    nc_srv_engine *engine;       /* the engine it runs on */
+    int32_t rows;                /* its rows, counted in engine->outstanding */
     bool engine_done;            /* every row finished on the engine side */
     bool cancel_sent;
     nc_job_fail fail;
@@ -191,11 +236,17 @@ typedef struct nc_job {
 int nc_job_prompt(nc_srv *srv, const nc_api_request *req, nc_tokens *prompt, nc_gen_params *gen,
                   nc_api_error *err);
 
-/* Submits the prompt for request `c`. On failure fills `err` (503 queue
- * full / loading / stopping, 400 otherwise) and leaves nothing to end. */
+/* Submits the prompt for request `c` to the engine the router picks
+ * (`session`: the conversation's key, or NULL). On failure fills `err`
+ * (503 queue full / loading / stopping / no engine, 400 otherwise) and
+ * leaves nothing to end. */
 int nc_job_start(nc_job *job, nc_srv *srv, nc_conn *c, const nc_tokens *prompt,
                  const nc_gen_params *gen, bool tool_events, char *const *stop, const size_t *stop_len,
-                 int n_stop, nc_api_error *err);
+                 int n_stop, const char *session, nc_api_error *err);
+
+/* The conversation key of a request: its X-Session-Id header, else the
+ * OpenAI `user` field (NULL when neither is given). */
+const char *nc_job_session(const nc_conn *c, const nc_api_request *req);
 
 /* Waits up to `slice_s` for events and feeds them to job->text; tool
  * events go to `on_tool` in order. Returns 1 if something arrived, 0 if
@@ -218,8 +269,52 @@ void nc_job_report(nc_job *job);
 /* Fills an error for a failed job (504 timeout, 503 shutdown, 500 engine). */
 void nc_job_error(const nc_job *job, nc_api_error *err);
 
-/* The engine thread: opens the bundle, then steps the scheduler. */
-void *nc_engine_main(void *arg);
+/* ==== engines.c ==== */
+
+/* Creates the engines of srv->opt (one per device; nothing runs yet). */
+void nc_engines_init(nc_srv *srv);
+/* The loader thread: loads the model and tokenizer, starts every engine's
+ * thread and waits for them to load; srv->state becomes READY, or FAILED
+ * (logged, naming the device) if the model or any engine fails to load. */
+void *nc_engines_load(void *arg);
+/* Engines serving requests now (ready and not failed). */
+int nc_engines_serving(nc_srv *srv);
+/* Whether every engine is idle (nothing queued or running). */
+bool nc_engines_idle(nc_srv *srv);
+/* After srv->engine_stop: joins the loader and the engine threads, giving
+ * up on one stuck (loading) after 10 s; false then, and nothing they may
+ * still use must be freed. */
+bool nc_engines_join(nc_srv *srv);
+/* After nc_engines_join: frees the engines, the model and the tokenizer. */
+void nc_engines_free(nc_srv *srv);
+
+/* ==== router.c ==== */
+
+/* What the router knows of one engine when it picks. */
+typedef struct {
+    bool serving;         /* ready and not failed */
+    int32_t load;         /* rows routed to it and not yet ended */
+    int32_t capacity;     /* rows it runs at once */
+    int32_t cached;       /* leading tokens of the prompt its prefix cache holds (when asked) */
+} nc_route_engine;
+
+/* The choice for a request, given the engines and `sticky`, the engine its
+ * session key was last sent to (-1: none); `turn` breaks ties between
+ * equally loaded engines (it rotates). Pure: see router.c for the rules.
+ * -1 when no engine is serving. */
+int nc_route_choose(const nc_route_engine *e, int n, int sticky, unsigned turn);
+
+/* Room for `capacity` keys (<= 0: 65536) kept `ttl_s` seconds after their
+ * last use (<= 0: 30 minutes). */
+nc_session_table *nc_session_table_new(int32_t capacity, double ttl_s);
+void nc_session_table_free(nc_session_table *t);
+/* The engine a key was last sent to within the table's ttl, or -1. */
+int nc_session_lookup(nc_session_table *t, const char *key, double now);
+void nc_session_store(nc_session_table *t, const char *key, int engine, double now);
+
+/* Picks the engine for a request of `rows` rows and counts them in its
+ * load (the job gives them back when it ends); NULL when none serves. */
+nc_srv_engine *nc_router_pick(nc_srv *srv, const nc_tokens *prompt, const char *session, int32_t rows);
 
 /* ==== endpoints ==== */
 

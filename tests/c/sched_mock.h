@@ -385,8 +385,8 @@ static void check_matches_ref(const char *what, collector *c, int row, const ref
 /* One greedy request for chat_prompt(text), stepped to its end on `s`
  * and checked against the reference generator (the scheduler's context
  * is `max_context`). Returns its collector (the caller frees it). */
-static collector *run_greedy_checked(nc_scheduler *s, const char *what, const char *text, int max_tokens,
-                                     int max_context) {
+static inline collector *run_greedy_checked(nc_scheduler *s, const char *what, const char *text, int max_tokens,
+                                            int max_context) {
     int32_t prompt[512];
     int np = chat_prompt(text, prompt);
     nc_gen_params p = greedy(max_tokens);

@@ -51,6 +51,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "check.h"
 #include "forward_fixture.h"
+#include "logit_rows.h"
 #include "engine/sampler.h"
 #include "model/loader.h"
 #include "model/model.h"
@@ -71,31 +72,10 @@ static double worst;
 
 /* ==== comparisons ==== */
 
-static int argmax(const float *x, int V) {
-    int b = 0;
-    for (int i = 1; i < V; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-/* Checks one logits row against a reference row (see the header). */
 static void compare_row(const float *ours, const float *ref, int V, const char *what, int pos) {
-    double md = 0, mr = 0;
-    for (int i = 0; i < V; i++) {
-        md = fmax(md, fabs((double)ours[i] - ref[i]));
-        mr = fmax(mr, fabs((double)ref[i]));
-        if (ours[i] != ours[i]) md = INFINITY;
-    }
-    double err = md / fmax(mr, 1e-30);
-    worst = fmax(worst, err);
-    CHECK(err <= LOGIT_TOL, "%s: position %d: relative logit error %.3g", what, pos, err);
-    int a = argmax(ours, V), r = argmax(ref, V);
-    CHECK(a == r || ref[r] - ref[a] <= 2 * md, "%s: position %d: top-1 %d (%.4f) vs reference %d (%.4f)", what,
-          pos, a, ref[a], r, ref[r]);
+    worst = fmax(worst, check_logit_row(ours, ref, V, LOGIT_TOL, what, pos));
 }
 
-/* Rows of `logits` for positions pos0.. pos0+n-1 vs the fixture rows stored
- * for those positions. */
 static void compare_fixture(const fixture *fx, const fx_case *tc, const float *logits, int pos0, int n,
                             const char *what) {
     for (int r = 0; r < n; r++)
@@ -126,7 +106,7 @@ static void check_case(nc_backend *be, const fixture *fx, const fx_case *tc, flo
     snprintf(what, sizeof what, "%s prefill", fx->name);
     CHECK(fwd(be, &c, 1, logits) == 0, "%s", what);
     compare_fixture(fx, tc, logits, 0, tc->n_prompt, what);
-    int32_t tok = argmax(logits + (size_t)(tc->n_prompt - 1) * fx->V, fx->V), prev = tc->prompt[tc->n_prompt - 1];
+    int32_t tok = logits_argmax(logits + (size_t)(tc->n_prompt - 1) * fx->V, fx->V), prev = tc->prompt[tc->n_prompt - 1];
     for (int g = 0; g < tc->n_greedy; g++) {
         if (tok != tc->greedy[g]) {
             printf("  %s greedy diverges at step %d (%d vs %d): stopping the comparison there\n", fx->name, g, tok,
@@ -137,7 +117,7 @@ static void check_case(nc_backend *be, const fixture *fx, const fx_case *tc, flo
         nc_seq_chunk d = {&tok, 1, tc->n_prompt + g, prev, t1, NC_LOGITS_LAST};
         CHECK(fwd(be, &d, 1, logits) == 0, "greedy decode");
         prev = tok;
-        tok = argmax(logits, fx->V);
+        tok = logits_argmax(logits, fx->V);
     }
     /* token by token */
     table(t2, 16, 40, 3);
@@ -458,7 +438,7 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
                 agree += got[s] == expect[s];
             } else if (hs[s].top_p < 1.0f) { /* whole-row path: the token must lie in the nucleus */
                 const float *row = lg + (size_t)s * V;
-                float mx = row[argmax(row, V)];
+                float mx = row[logits_argmax(row, V)];
                 double sum = 0, above = 0, pt = exp((row[got[s]] - mx) / hs[s].temperature);
                 for (int i = 0; i < V; i++) {
                     double pi = exp((row[i] - mx) / hs[s].temperature);
@@ -495,7 +475,7 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
         const int sampled[3] = {0, 1, 3};
         for (int k = 0; k < 3; k++) {
             const float *row = lg + (size_t)k * V;
-            int best = argmax(row, V), g = got[sampled[k]];
+            int best = logits_argmax(row, V), g = got[sampled[k]];
             CHECK(g >= 0 && g < V && row[g] >= row[best] - 0.05f, "mixed row %d: token %d (logit %g), best %d (%g)",
                   k, g, g >= 0 && g < V ? row[g] : 0.0f, best, row[best]);
         }

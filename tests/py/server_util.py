@@ -80,10 +80,11 @@ def load_cases():
 
 
 class Server:
-    def __init__(self, *extra, model=("-m", DATA), ready_timeout=60, wait_ready=True, port=0):
+    def __init__(self, *extra, model=("-m", DATA), ready_timeout=60, wait_ready=True, port=0, env=None):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="nc-serve-", suffix=".log", delete=False)
-        cmd = [NC_BIN, "serve", *model, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        device = [] if "--devices" in extra else ["--device", "cpu"]  # --devices names every engine's
+        cmd = [NC_BIN, "serve", *model, *device, "--host", "127.0.0.1", "--port", str(port), *extra]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         # A given port need not be read from the log (quiet at --log-level warn).
         self.port = port or None
         deadline = time.time() + ready_timeout

@@ -21,7 +21,10 @@ which a GPU needs to speculate) runs priced lookup.
     usage, logprobs), streaming against blocking, stop strings, n = 2 with
     a seed, a bad "speculative" value (400), the drafted/accepted counters
     of /metrics; a server whose draft model has another tokenizer exits
-    with the reason.
+    with the reason;
+  - server with two CPU engines (--devices cpu,cpu --draft-model): each
+    engine speculates with its own draft backend (replies as with
+    "speculative": false, both engines' labelled counters drafted).
 """
 import http.client
 import json
@@ -196,6 +199,37 @@ def test_server(ck, cases):
              f"serve with a mismatched draft: exit {p.returncode}, {p.stderr.strip()[-300:]!r}")
 
 
+def test_server_engines(ck, cases):
+    with Server(*ALWAYS, "--draft-model", MODEL, "--devices", "cpu,cpu", "--threads", "2", model=("-m", MODEL),
+                ready_timeout=120) as srv:
+        results = {}
+
+        def ask(i, case, spec):
+            body = {"messages": case["messages"], "temperature": 0, "max_tokens": case["max_tokens"],
+                    "speculative": spec}
+            results[(i, spec)] = openai(srv, body)
+
+        # the speculative ones first: the router alternates between idle engines, both get some
+        threads = [threading.Thread(target=ask, args=(i, c, spec)) for spec in (True, False)
+                   for i, c in enumerate(cases)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i, case in enumerate(cases):
+            (s1, a), (s2, b) = results[(i, True)], results[(i, False)]
+            ck.check(s1 == 200 and s2 == 200 and
+                     a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"],
+                     f"two engines, {case['name']}: speculative and plain replies differ ({s1} / {s2})")
+        m = srv.metrics()
+        for engine in (0, 1):
+            labels = f'engine="{engine}",device="cpu"'
+            drafted = m.get(f'nanochat_spec_draft_tokens_total{{{labels},method="draft_model"}}', 0)
+            emitted = m.get(f"nanochat_spec_emitted_tokens_total{{{labels}}}", 0)
+            ck.check(drafted > 0 and emitted > 0,
+                     f"/metrics engine {engine}: the draft model drafted {drafted}, emitted {emitted}")
+
+
 def main():
     if not os.access(NC_BIN, os.X_OK):
         print(f"no binary at {NC_BIN}: build it first (make)")
@@ -209,6 +243,7 @@ def main():
     test_cli(ck, cases[:8])
     test_cli_refusals(ck)
     test_server(ck, cases[:12])
+    test_server_engines(ck, cases[:8])
     return ck.summary()
 
 

@@ -34,7 +34,16 @@ extern "C" {
 
 /* ==== probe ==== */
 
-extern "C" bool nc_cuda_probe(char *why, size_t n) {
+extern "C" int nc_cuda_device_count(void) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+extern "C" bool nc_cuda_probe_device(int device, char *why, size_t n) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
@@ -46,9 +55,13 @@ extern "C" bool nc_cuda_probe(char *why, size_t n) {
         snprintf(why, n, "no CUDA device found");
         return false;
     }
+    if (device < 0 || device >= count) {
+        snprintf(why, n, "no such device: this machine has %d (cuda:0 .. cuda:%d)", count, count - 1);
+        return false;
+    }
     cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-        snprintf(why, n, "cannot query CUDA device 0");
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        snprintf(why, n, "cannot query CUDA device %d", device);
         cudaGetLastError();
         return false;
     }
@@ -60,6 +73,8 @@ extern "C" bool nc_cuda_probe(char *why, size_t n) {
     snprintf(why, n, "%s", prop.name);
     return true;
 }
+
+extern "C" bool nc_cuda_probe(char *why, size_t n) { return nc_cuda_probe_device(0, why, n); }
 
 /* ==== weight upload ==== */
 
@@ -290,9 +305,9 @@ static void read_shapes(nc_cuda *cu, const nc_model_config *c) {
     cu->Q = (cu->H + 2 * cu->Hkv) * cu->D, cu->G = cu->H / cu->Hkv;
 }
 
-/* Device 0, its properties and the backend's stream. */
-static int open_device(nc_cuda *cu, cudaDeviceProp *prop) {
-    cu->device = 0;
+/* The device, its properties and the backend's stream. */
+static int open_device(nc_cuda *cu, int device, cudaDeviceProp *prop) {
+    cu->device = device;
     NC_CU_TRY(cudaSetDevice(cu->device));
     NC_CU_TRY(cudaGetDeviceProperties(prop, cu->device));
     cu->sm_count = prop->multiProcessorCount;
@@ -607,13 +622,14 @@ static int check_formats(const nc_cuda *cu, const nc_model *m, const nc_backend_
 static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu) {
     const nc_model *m = b->model;
     if (check_model(&m->cfg)) return -1;
+    int device = b->n_gpus ? b->gpus[0] : 0;
     char why[256];
-    if (!nc_cuda_probe(why, sizeof why)) return nc_fail("cuda backend: %s", why);
+    if (!nc_cuda_probe_device(device, why, sizeof why)) return nc_fail("cuda backend: GPU %d: %s", device, why);
     read_shapes(cu, &m->cfg);
     cu->env = b->env;
     cu->det = p->deterministic;
     cudaDeviceProp prop;
-    if (open_device(cu, &prop) || check_formats(cu, m, p) || size_batches(cu, p)) return -1;
+    if (open_device(cu, device, &prop) || check_formats(cu, m, p) || size_batches(cu, p)) return -1;
     cu->kv_fp8 = p->kv_cache == NC_KV_CACHE_FP8;
     slab_layout sl;
     slab_plan(m, cu, &sl);
@@ -658,6 +674,7 @@ static void print_profile(nc_cuda *cu) {
 static void cuda_free(nc_backend *b) {
     nc_cuda *cu = nc_cuda_of(b);
     if (!cu) return;
+    cudaSetDevice(cu->device); /* the caller may be another thread than the one that made it */
     if (cu->stream) cudaStreamSynchronize(cu->stream);
     if (cu->profile) {
         print_profile(cu);

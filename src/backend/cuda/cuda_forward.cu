@@ -144,6 +144,18 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
 
 /* ==== the layers ==== */
 
+/* A row-parallel product (attention out, MLP out) under tensor
+ * parallelism: every rank adds its partial sum into x, which only rank 0
+ * still holds (the others zero theirs first), and an all-reduce makes x
+ * whole again on every rank. No-ops on a single GPU. */
+static int rowpar_begin(nc_cuda *cu, int n) {
+    if (!nc_cuda_tp_follower(cu)) return 0;
+    NC_CU_TRY(cudaMemsetAsync(cu->x, 0, (size_t)n * cu->C * sizeof(float), cu->stream));
+    return 0;
+}
+
+static int rowpar_end(nc_cuda *cu, int n) { return cu->tp ? cu->tp->all_reduce(cu, n) : 0; }
+
 static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
     int N = bs->N;
     int splits = bs->n_dec && !cu->det ? nc_cuda_decode_splits(cu, bs->n_dec) : 0;
@@ -170,12 +182,16 @@ static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
             if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
         }
         prof_mark(cu, NC_PROF_ATTN);
-        if (project(cu, &ly->o, as_is(cu->attn), N, NC_EPI_ADD, cu->x)) return -1;
+        if (rowpar_begin(cu, N) || project(cu, &ly->o, as_is(cu->attn), N, NC_EPI_ADD, cu->x) ||
+            rowpar_end(cu, N))
+            return -1;
         prof_mark(cu, NC_PROF_WO);
         /* MLP: x += relu(rmsnorm(x) Wfcᵀ)² Wprojᵀ */
         if (project(cu, &ly->fc, normed(cu->x), N, NC_EPI_RELU2, cu->u)) return -1;
         prof_mark(cu, NC_PROF_FC);
-        if (project(cu, &ly->proj, as_is(cu->u), N, NC_EPI_ADD, cu->x)) return -1;
+        if (rowpar_begin(cu, N) || project(cu, &ly->proj, as_is(cu->u), N, NC_EPI_ADD, cu->x) ||
+            rowpar_end(cu, N))
+            return -1;
         prof_mark(cu, NC_PROF_PROJ);
         if (cu->cfg.has_smear && l == cu->L / 2)
             NC_CU_TRY(cudaMemcpyAsync(cu->xb, cu->x, (size_t)N * cu->C * 4, cudaMemcpyDeviceToDevice, cu->stream));
@@ -185,6 +201,7 @@ static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
 
 /* Softcapped logits of rows r0 .. r0+R-1 into cu->logits [R, Vp]. */
 static int run_logits(nc_cuda *cu, int r0, int R) {
+    if (nc_cuda_tp_follower(cu)) return 0;
     int rc = project(cu, &cu->lm_head, logits_rows(r0), R, NC_EPI_SOFTCAP, cu->logits);
     prof_mark(cu, NC_PROF_LOGITS);
     return rc;
@@ -221,6 +238,7 @@ static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
 }
 
 static int sync_checked(nc_cuda *cu, const char *what) {
+    if (cu->tp) return cu->tp->wait(cu, what);
     cudaError_t e = cudaStreamSynchronize(cu->stream);
     if (e != cudaSuccess) return nc_fail("cuda: %s failed on the device: %s", what, cudaGetErrorString(e));
     prof_collect(cu);
@@ -239,6 +257,7 @@ int nc_cuda_forward(nc_backend *b, const nc_batch *batch, float *logits) {
     } else if (run_layers(cu, &bs)) {
         return -1;
     }
+    if (nc_cuda_tp_follower(cu)) return sync_checked(cu, "forward");
     size_t V = cu->V;
     for (int r0 = 0; r0 < bs.R; r0 += cu->logits_rows) {
         int R = NC_MIN(cu->logits_rows, bs.R - r0);
@@ -266,6 +285,7 @@ int nc_cuda_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampl
     } else if (run_layers(cu, &bs) || run_logits(cu, 0, R)) {
         return -1;
     }
+    if (nc_cuda_tp_follower(cu)) return sync_checked(cu, "forward_sample");
     if (nc_cuda_sample(cu, cu->logits, cu->Vp, R)) return -1;
     prof_mark(cu, NC_PROF_SAMPLE);
     NC_CU_TRY(cudaMemcpyAsync(cu->out_tok_h, cu->out_tok_d, R * sizeof(int32_t), cudaMemcpyDeviceToHost, cu->stream));

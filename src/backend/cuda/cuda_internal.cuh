@@ -163,11 +163,26 @@ typedef struct {
 
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
 typedef struct nc_cuda_skinny_state nc_cuda_skinny_state;
+typedef struct nc_cuda nc_cuda;
 typedef struct nc_cuda_persist nc_cuda_persist;
 
+/* A backend that computes one rank's share of a tensor-parallel engine
+ * (cuda_tp.cu) is an ordinary one with its shard's shapes plus this: the
+ * forward pass adds up the row-parallel products across ranks, and ranks
+ * other than 0 compute no logits. NULL on a single GPU. */
 typedef struct {
+    int rank;
+    /* Sums x[0 .. n*C) over the ranks (all-reduce, on cu->stream). */
+    int (*all_reduce)(nc_cuda *cu, int n);
+    /* Waits for cu->stream, watching the group for errors and a deadline
+     * (in place of a plain cudaStreamSynchronize, which a dead peer could
+     * block forever). */
+    int (*wait)(nc_cuda *cu, const char *what);
+} nc_cuda_tp_hooks;
+
+struct nc_cuda {
     nc_model_config cfg;
-    int L, C, H, Hkv, D, F, V, Vp, Q, G; /* G = H / Hkv */
+    int L, C, H, Hkv, D, F, V, Vp, Q, G; /* G = H / Hkv (a tensor-parallel rank's own counts) */
     int device, sm_count, cc_major, cc_minor;
     nc_backend_env env;                /* the switches read at creation (backend.h) */
     char description[512];
@@ -244,9 +259,15 @@ typedef struct {
     cudaEvent_t prof_ev[NC_PROF_EVENTS];
     int prof_stage[NC_PROF_EVENTS], prof_n;
     double prof_ms[NC_PROF_STAGES];
-} nc_cuda;
+
+    const nc_cuda_tp_hooks *tp;        /* tensor parallel: this rank's hooks, else NULL */
+};
 
 static inline nc_cuda *nc_cuda_of(nc_backend *b) { return (nc_cuda *)b->impl; }
+
+/* A tensor-parallel rank other than 0: its logits would be rank 0's, so
+ * it computes none. */
+static inline bool nc_cuda_tp_follower(const nc_cuda *cu) { return cu->tp && cu->tp->rank > 0; }
 
 /* Layer `layer`'s part of the KV pool: bf16 keys and values, or (fp8
  * cache) e4m3 ones and their scales; the other members NULL. */
