@@ -49,6 +49,15 @@ MODES = {
 }
 
 
+def run_all(calls, fn):
+    """Runs fn(*args) for every args in calls at once, in threads started in that order."""
+    threads = [threading.Thread(target=fn, args=args) for args in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def chat(case, extra, temperature=0.0, seed=42, verbose=False):
     msgs = list(case["messages"])
     args = [NC_BIN, "chat", "-m", MODEL, "--device", "cpu", "--json", "--temperature", str(temperature),
@@ -135,12 +144,7 @@ def test_server(ck, cases):
                 body["speculative"] = False
             results[(i, spec)] = openai(srv, body)
 
-        threads = [threading.Thread(target=ask, args=(i, c, spec)) for i, c in enumerate(cases)
-                   for spec in (True, False)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_all([(i, c, spec) for i, c in enumerate(cases) for spec in (True, False)], ask)
         for i, case in enumerate(cases):
             (s1, a), (s2, b) = results[(i, True)], results[(i, False)]
             ok = s1 == 200 and s2 == 200
@@ -210,12 +214,7 @@ def test_server_engines(ck, cases):
             results[(i, spec)] = openai(srv, body)
 
         # the speculative ones first: the router alternates between idle engines, both get some
-        threads = [threading.Thread(target=ask, args=(i, c, spec)) for spec in (True, False)
-                   for i, c in enumerate(cases)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_all([(i, c, spec) for spec in (True, False) for i, c in enumerate(cases)], ask)
         for i, case in enumerate(cases):
             (s1, a), (s2, b) = results[(i, True)], results[(i, False)]
             ck.check(s1 == 200 and s2 == 200 and
