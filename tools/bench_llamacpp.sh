@@ -8,7 +8,8 @@
 # random-weight llama-architecture GGUF with the sizes of nanochat's dNN
 # (tools/make_llama_gguf.py, written with the `gguf` package from PyPI),
 # bf16, plus q8_0 and q4_0 made with llama-quantize. nanochat runs
-# `nanochat bench --random dNN` (bf16).
+# `nanochat bench --random dNN` with each of WEIGHTS (bf16, and int8 against
+# llama.cpp's q8_0: both one byte per weight plus a scale).
 #
 # Rounds interleave every engine and thread count (the machine may be
 # shared); the summary is the median of the rounds per row, and the spread
@@ -25,7 +26,7 @@
 #
 #   bash tools/bench_llamacpp.sh [ROUNDS]      (default 3)
 # Environment: NANOCHAT (default build/nanochat), DEPTH (20), THREADS
-# ("1 2"), QUANTS ("q8_0 q4_0"), LLAMACPP_PY_VERSION (0.3.36), RESULTS
+# ("1 2"), WEIGHTS ("bf16 int8", nanochat's), QUANTS ("q8_0 q4_0"), LLAMACPP_PY_VERSION (0.3.36), RESULTS
 # (a file for the raw rows; default $LLAMACPP_CACHE/results.tsv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,7 @@ NANOCHAT=${NANOCHAT:-build/nanochat}
 DEPTH=${DEPTH:-20}
 THREADS=${THREADS:-1 2}
 QUANTS=${QUANTS:-q8_0 q4_0}
+WEIGHTS=${WEIGHTS:-bf16 int8}
 VERSION=${LLAMACPP_PY_VERSION:-0.3.36}
 RESULTS=${RESULTS:-$CACHE/results.tsv}
 mkdir -p "$CACHE"
@@ -80,9 +82,9 @@ llama() { # model threads test(pp|tg)
 }
 
 # nanochat bench: prints "prefill decode floor_pct" (tokens/s, tokens/s, %).
-nanochat() { # threads
-    "$NANOCHAT" bench --random "d$DEPTH" --device cpu --threads "$1" --prefill 512 --ctx 128 --batch none \
-        --steps 32 --json | python3 -c '
+nanochat() { # threads weights
+    "$NANOCHAT" bench --random "d$DEPTH" --device cpu --threads "$1" --weights "$2" --prefill 512 --ctx 128 \
+        --batch none --steps 32 --json | python3 -c '
 import json, sys
 r = {x["test"]: x for x in json.load(sys.stdin)["results"]}
 print(r["prefill 512"]["tok_s"], r["decode ctx 128"]["tok_s"], r["decode ctx 128"]["floor_pct"])'
@@ -95,9 +97,11 @@ log "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'
 printf 'round\tthreads\tengine\ttest\ttok_s\n' >"$RESULTS"
 for r in $(seq "$ROUNDS"); do
     for t in $THREADS; do
-        read -r pp tg pct < <(nanochat "$t")
-        printf '%s\t%s\tnanochat bf16\tdecode\t%s\n%s\t%s\tnanochat bf16\tprefill\t%s\n%s\t%s\tnanochat bf16\tfloor%%\t%s\n' \
-            "$r" "$t" "$tg" "$r" "$t" "$pp" "$r" "$t" "$pct" >>"$RESULTS"
+        for w in $WEIGHTS; do
+            read -r pp tg pct < <(nanochat "$t" "$w")
+            printf '%s\t%s\tnanochat %s\tdecode\t%s\n%s\t%s\tnanochat %s\tprefill\t%s\n%s\t%s\tnanochat %s\tfloor%%\t%s\n' \
+                "$r" "$t" "$w" "$tg" "$r" "$t" "$w" "$pp" "$r" "$t" "$w" "$pct" >>"$RESULTS"
+        done
         for q in bf16 $QUANTS; do
             m=$CACHE/d$DEPTH-$q.gguf
             printf '%s\t%s\tllama.cpp %s\tdecode\t%s\n' "$r" "$t" "$q" "$(llama "$m" "$t" tg)" >>"$RESULTS"
@@ -126,8 +130,9 @@ for test in ("decode", "prefill"):
             v = rows.get((e, test, t))
             cells.append(f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]" if v else "-")
         print(f"| {e} | " + " | ".join(cells) + " |")
-for t in threads:
-    v = rows.get(("nanochat bf16", "floor%", t))
-    if v:
-        print(f"nanochat decode, {t} thread(s): {statistics.median(v):.1f}% of the honest floor (median)")
+for e in engines:
+    for t in threads:
+        v = rows.get((e, "floor%", t))
+        if v:
+            print(f"{e} decode, {t} thread(s): {statistics.median(v):.1f}% of the honest floor (median)")
 PY
