@@ -351,6 +351,7 @@ def test_errors(engine):
 
 CHILD = textwrap.dedent("""
     import os, signal, sys, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's `cmd &` starts us with SIGINT ignored
     sys.path.insert(0, sys.argv[1])
     import nanochat_c
     engine = nanochat_c.load(device="cpu", max_batch=16)
@@ -409,6 +410,8 @@ def test_hub():
                "test/absent", "a repository the Hub lacks")
 
         # Ctrl-C during a slow download: load stops promptly with KeyboardInterrupt
+        # (Python's own handler even when a shell's `cmd &` started the suite with SIGINT ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         shutil.rmtree(home, ignore_errors=True)
         hub.faults["slow_bps"] = 200_000
         threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
