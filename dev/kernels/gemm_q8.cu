@@ -165,7 +165,7 @@ static const gemv_variant q8_variants[] = {{"old R=1", 1}, {"old R=2", 2}, {"old
 
 static void gemv_select(const gemv_variant &v) {
     cu.env.cuda_gemv_q8_new = v.R == 0;
-    if (v.R) gemv_q8_rows = v.R;
+    if (v.R) cu.env.cuda_gemv_q8_rows = v.R;
 }
 
 /* y for rows r of m (format f) against the host reference; returns max

@@ -118,13 +118,14 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const fa_steps[] = {"1", "2", NULL};
     static const char *const placements[] = {"auto", "copy", "map", NULL};
     static const char *const gemv_q8[] = {"old", "new", NULL};
+    static const char *const q8_rows[] = {"1", "2", "4", NULL};
     static const char *const isas[] = {"auto", "avx512vnni", "avx512", "avxvnni", "avx2", "scalar", "avx512bf16", NULL};
     static const char *const persist_loads[] = {"smem", "reg", NULL};
     static const char *const allreduces[] = {"auto", "nccl", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_persist_load = "smem",
                         .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
-    const char *fa = NULL, *gemv = NULL;
+    const char *fa = NULL, *gemv = NULL, *rows = NULL;
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
         env_flag("NC_CUDA_PERSIST", &e.cuda_persist) ||
@@ -134,12 +135,14 @@ int nc_backend_env_read(nc_backend_env *env) {
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
         env_word("NC_TP_ALLREDUCE", allreduces, "auto or nccl", &e.tp_allreduce) ||
         env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old or new", &gemv) ||
+        env_word("NC_CUDA_GEMV_Q8_ROWS", q8_rows, "1, 2 or 4", &rows) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
         env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avx512, avxvnni, avx2, scalar or avx512bf16",
                  &e.cpu_kernels))
         return -1;
     e.cuda_fa = fa ? fa[0] - '0' : 0;
     e.cuda_gemv_q8_new = gemv && !strcmp(gemv, "new");
+    e.cuda_gemv_q8_rows = rows ? rows[0] - '0' : 0;
     *env = e;
     return 0;
 }

@@ -86,6 +86,8 @@ typedef struct {
                                 every row count past one, else the mma.sync GEMM) */
     bool cuda_gemv_q8_new;   /* NC_CUDA_GEMV_Q8=old|new (old): the streaming 8-bit batch-1 GEMV instead of
                                 the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
+    int cuda_gemv_q8_rows;   /* NC_CUDA_GEMV_Q8_ROWS: rows per warp of the first 8-bit GEMV, 1, 2 or 4
+                                (0 unset: 2) */
     bool cuda_persist;       /* NC_CUDA_PERSIST (0): batch-1 decode as one persistent kernel per token
                                 (sm_90, bf16 weights; else CUDA graphs); slower than the graphs so far */
     int cuda_persist_tile;   /* NC_CUDA_PERSIST_TILE: its weight tile in bytes (4096..65536, a multiple
@@ -121,6 +123,17 @@ typedef struct {
      * of the whole softcapped row, whatever the temperature, top-k, top-p
      * or min-p (engine/sampler.h nc_sample_logprobs) */
     float logprob;
+    /* For a chunk asking NC_LOGITS_ALL (a decode row verifying drafts;
+     * backends whose ops set sample_all): out, the token drawn at each of
+     * its n_tokens positions into tokens[0 .. n_tokens), position i drawn
+     * with the generator advanced by i draws from rng_state (so each is the
+     * draw one-at-a-time decoding would make there, had the positions before
+     * it been emitted), and, with want_logprob, their log-probabilities into
+     * logprobs[0 .. n_tokens). rng_state is left as it came: how far the
+     * row's generator moves depends on how many positions the caller keeps.
+     * NULL for the other chunks. */
+    int32_t *tokens;
+    float *logprobs;
 } nc_device_sampling;
 
 typedef struct nc_backend nc_backend;
@@ -141,7 +154,7 @@ typedef struct {
      * (a mid-prompt chunk that only fills the cache: one pass over the
      * weights serves the whole step). rows[] and tokens_out[] are indexed by
      * chunk; entries of NONE chunks are left untouched. NC_LOGITS_ALL is
-     * refused. */
+     * refused unless ops->sample_all (then rows[].tokens gets the ids). */
     int (*forward_sample)(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows,
                           int32_t *tokens_out);
     /* forward_sample fills rows[].logprob for the rows that set
@@ -149,6 +162,11 @@ typedef struct {
      * log-probability (RL rollouts, evals, logprobs without alternatives)
      * keeps sampling on the device. */
     bool sample_logprobs;
+    /* forward_sample also takes chunks asking NC_LOGITS_ALL (see
+     * nc_device_sampling.tokens): speculative verification samples on the
+     * device too, and only ids cross to the host. At most max_seqs sampled
+     * positions per call. */
+    bool sample_all;
     /* Copies the first n_tokens positions of block src into block dst, all
      * layers (used to fork a sequence: multi-sample, prefix reuse). */
     int (*copy_kv_block)(nc_backend *b, int32_t src, int32_t dst, int32_t n_tokens);

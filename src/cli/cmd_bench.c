@@ -11,9 +11,11 @@
  *                --batch-ctx (default 512), median step time
  *   verify       --verify draft counts k (default none): one sequence at
  *                --verify-ctx (default 1024) verifying k drafts, i.e. a
- *                forward of k + 1 positions with the logits of each, as
- *                speculative decoding runs it (docs/speculative.md); median
- *                step time, and its ratio to a decode step at that context
+ *                forward of k + 1 positions, each position's token drawn
+ *                on the device where the backend can (sample_all), else
+ *                its logits returned, as speculative decoding runs it
+ *                (docs/speculative.md); median step time, and its ratio to
+ *                a decode step at that context
  *
  * Decode floors: a step must read every weight once (the matrices and the
  * lm_head; one embedding row) plus the KV cache of every row's context.
@@ -73,8 +75,8 @@ static void usage(FILE *f) {
             "  --batch-ctx N        context of every sequence in the batched test (default 512)\n"
             "  --steps N            decode steps timed per context (default 64)\n"
             "  --batch-steps N      decode steps timed per batch size (default 16)\n"
-            "  --verify LIST        draft counts k: time verifying k drafts (a forward of k + 1 positions\n"
-            "                       with every position's logits) against a decode step (default none)\n"
+            "  --verify LIST        draft counts k: time verifying k drafts (a forward of k + 1 positions,\n"
+            "                       every position sampled) against a decode step (default none)\n"
             "  --verify-ctx N       context of the verify test (default 1024)\n"
             "  --quick              small sizes: --prefill 256 --ctx 128 --batch 8 --steps 16\n"
             "  --json               one JSON object on stdout\n"
@@ -247,18 +249,22 @@ out:
  * (the same positions each time, as a row whose drafts keep failing):
  * median seconds, or -1. */
 static double time_verify(nc_backend *be, int32_t *table, int k, int ctx, int steps, const int32_t *ids) {
-    float *logits = malloc((size_t)(k + 1) * (size_t)be->model->cfg.vocab_size * sizeof(float));
+    bool dev = be->ops->forward_sample && be->ops->sample_all; /* the scheduler's path */
+    float *logits = dev ? NULL : malloc((size_t)(k + 1) * (size_t)be->model->cfg.vocab_size * sizeof(float));
+    int32_t *tokens = nc_xcalloc((size_t)k + 1, sizeof *tokens), unused;
     double *t = nc_xcalloc((size_t)steps, sizeof *t);
-    double result = logits ? 0 : nc_fail("out of memory for logits");
+    double result = dev || logits ? 0 : nc_fail("out of memory for logits");
     for (int i = 0; i < steps + 2 && result == 0; i++) {
         nc_seq_chunk c = {ids + ctx, k + 1, ctx, ids[ctx - 1], table, NC_LOGITS_ALL};
         nc_batch b = {&c, 1};
+        nc_device_sampling greedy = {.top_p = 1.0f, .tokens = tokens};
         double t0 = nc_now();
-        if (be->ops->forward(be, &b, logits)) result = -1;
+        if (dev ? be->ops->forward_sample(be, &b, &greedy, &unused) : be->ops->forward(be, &b, logits)) result = -1;
         if (i >= 2) t[i - 2] = nc_now() - t0;
     }
     if (result == 0) result = median(t, steps);
     free(logits);
+    free(tokens);
     free(t);
     return result;
 }

@@ -171,6 +171,9 @@ struct nc_scheduler {
     int32_t n_host, n_dev;
     nc_device_sampling *dev_rows;             /* [max_seqs] */
     int32_t *dev_tokens;                      /* [max_seqs] */
+    int32_t *dev_verified;                    /* [max_seqs + spec.max_tokens] tokens the device drew at */
+    float *dev_verified_lp;                   /*   the positions of verified chunks, their logprobs */
+    int32_t n_dev_sampled;                    /* positions this step samples on the device */
     float *logits;                            /* [max_seqs + spec.max_tokens, V] */
     nc_sampler_scratch scratch;
     char *expr;                               /* [NC_CALC_MAX_EXPR + 1] */
@@ -204,9 +207,10 @@ int sched_run_batch(nc_scheduler *s);
  * random stream is the same either way), else a sample. */
 int32_t sched_sample(nc_scheduler *s, sched_row *row, const float *logits);
 /* Appends the row's next token: the pending forced one, else `sampled`,
- * with its event (logprobs from `logits`, which may be NULL), the
- * calculator and the stop rules; the row may finish. */
-void sched_emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits);
+ * with its event (logprobs from `logits`, or when that is NULL the
+ * device's `dev_logprob` of the chosen token), the calculator and the stop
+ * rules; the row may finish. */
+void sched_emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits, float dev_logprob);
 
 /* ==== sched_spec.c ==== */
 
@@ -223,8 +227,16 @@ void sched_spec_row_end(nc_scheduler *s, sched_row *row);
  * verification. Returns how many in all. */
 int32_t sched_spec_plan(nc_scheduler *s);
 /* Emits what a row's verified chunk gives: accepted drafts, then the
- * target's own token; `logits` holds 1 + n_draft rows. Sets n_computed. */
-void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits);
+ * target's own token. The target's tokens come from `logits` (1 + n_draft
+ * rows, sampled here) or, when that is NULL, were drawn on the device:
+ * `tokens` and `logprobs` hold 1 + n_draft positions (backend.h,
+ * nc_device_sampling.tokens). Sets n_computed. */
+void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits, const int32_t *tokens,
+                       const float *logprobs);
+/* Whether the row's drafts can be verified from tokens drawn on the
+ * device: all of them certain (none drawn from a sampling draft model's
+ * q, whose test needs the target's whole distribution). */
+bool sched_spec_device_verifiable(const sched_row *row);
 /* After a step's tokens were delivered: the price of `tokens` positions
  * (when `decode_only`: `seconds` of the step, the draft model's part
  * excluded), and the unverified prompt-lookup proposals. */

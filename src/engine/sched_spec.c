@@ -329,6 +329,9 @@ int32_t sched_spec_plan(nc_scheduler *s) {
             sp->req_rows[n_draft_rows++] = row;
     }
     int32_t budget = NC_MIN(sp->max_tokens, s->max_batch_tokens - rows), total = 0;
+    const nc_backend_ops *ops = s->backend->ops;
+    if (ops->forward_sample && ops->sample_all) /* verified on the device: max_seqs positions per call */
+        budget = NC_MIN(budget, s->max_seqs - rows);
     if (budget <= 0 || (n_cand == 0 && n_draft_rows == 0)) return 0;
     cost_fit(sp);
     qsort(sp->cands, (size_t)n_cand, sizeof *sp->cands, cmp_cand);
@@ -362,14 +365,28 @@ int32_t sched_spec_plan(nc_scheduler *s) {
 
 /* ==== verification ==== */
 
-void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits) {
+bool sched_spec_device_verifiable(const sched_row *row) {
+    return !row->spec.q || row->spec.n_draft == row->spec.n_calc;
+}
+
+/* The target's token at a verified position that the device drew (with
+ * the generator advanced by the positions before it): what sched_sample
+ * gives from the same logits, the row's generator kept in step. */
+static int32_t device_token(sched_row *row, const int32_t *tokens, int32_t i) {
+    if (row->req->params.temperature > 0.0f) nc_rng_next(row->rng);
+    return row->forced_pos < row->n_forced ? row->forced[row->forced_pos] : tokens[i];
+}
+
+void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits, const int32_t *tokens,
+                       const float *logprobs) {
     spec_row *x = &row->spec;
     const nc_gen_params *p = &row->req->params;
     nc_sampling sp = {p->temperature, p->top_k, p->top_p, p->min_p};
     int32_t N = row->n_tokens, k = x->n_draft, accepted = 0;
+    NC_ASSERT(logits || sched_spec_device_verifiable(row));
     row->n_computed = N; /* the chunk's first position held the row's last token */
     for (int32_t i = 0; i <= k; i++) {
-        const float *lg = logits + (size_t)i * (size_t)s->V;
+        const float *lg = logits ? logits + (size_t)i * (size_t)s->V : NULL;
         int32_t draft = i < k ? row->tokens[N + i] : -1, tok;
         bool ok;
         if (x->q && i >= x->n_calc && draft >= 0 && row->forced_pos == row->n_forced) {
@@ -378,7 +395,7 @@ void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits) {
             tok = nc_sample_verify(lg, s->V, &sp, draft, q, row->rng, &s->scratch, &ok);
         } else {
             /* a certain draft: the target's own token, drawn as one-at-a-time decoding would */
-            tok = sched_sample(s, row, lg);
+            tok = lg ? sched_sample(s, row, lg) : device_token(row, tokens, i);
             ok = tok == draft;
         }
         if (i < k) {
@@ -391,7 +408,7 @@ void sched_spec_verify(nc_scheduler *s, sched_row *row, const float *logits) {
             row->n_computed = N + i + 1; /* position N + i holds the token just accepted */
             accepted++;
         }
-        sched_emit(s, row, tok, lg);
+        sched_emit(s, row, tok, lg, logprobs ? logprobs[i] : 0.0f);
         if (!ok || row->state != ROW_LIVE) break;
     }
     s->acc.spec_verifies++;

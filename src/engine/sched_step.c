@@ -25,9 +25,11 @@
  *
  * Speculation (sched_spec.c) hooks in at three points: it places drafts
  * before the batch is built (a row's chunk is then its last token and its
- * drafts, and the step goes to `forward`, whose logits the verification
- * needs), it verifies those chunks instead of sampling them, and it learns
- * the step's price afterwards.
+ * drafts: sampled at every position on the device where the backend can
+ * (sample_all) and every draft is certain, else the step goes to
+ * `forward`, whose logits the verification needs), it verifies those
+ * chunks instead of sampling them, and it learns the step's price
+ * afterwards.
  */
 #include <string.h>
 
@@ -67,9 +69,9 @@ static void run_tool(nc_scheduler *s, sched_row *row, int32_t end) {
 
 /* ==== delivering one token ==== */
 
-/* sched_emit, where without `logits` `dev_logprob` is the sampled token's
- * log-probability as the device computed it (top_logprobs == 0 only). */
-static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits, float dev_logprob) {
+/* Without `logits`, `dev_logprob` is the sampled token's log-probability
+ * as the device computed it (top_logprobs == 0 only). */
+void sched_emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits, float dev_logprob) {
     sched_req *r = row->req;
     bool forced = row->forced_pos < row->n_forced;
     int32_t token = forced ? row->forced[row->forced_pos++] : sampled;
@@ -120,10 +122,6 @@ static void emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *
     }
 }
 
-void sched_emit(nc_scheduler *s, sched_row *row, int32_t sampled, const float *logits) {
-    emit(s, row, sampled, logits, 0.0f);
-}
-
 int32_t sched_sample(nc_scheduler *s, sched_row *row, const float *logits) {
     const nc_gen_params *p = &row->req->params;
     if (row->forced_pos < row->n_forced) {
@@ -136,7 +134,7 @@ int32_t sched_sample(nc_scheduler *s, sched_row *row, const float *logits) {
 
 /* Samples (host side) and emits the next token of a row from its logits. */
 static void sample_and_emit(nc_scheduler *s, sched_row *row, const float *logits) {
-    sched_emit(s, row, sched_sample(s, row, logits), logits);
+    sched_emit(s, row, sched_sample(s, row, logits), logits, 0.0f);
 }
 
 /* ==== building the batch ==== */
@@ -190,12 +188,18 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
         for (int32_t j = 0; r->state == REQ_DECODE && j < r->params.n; j++)
             if (r->rows[j].state == ROW_LIVE) s->decoding[s->n_decoding++] = &r->rows[j];
     }
-    /* a step that verifies drafts is one forward on the host side: the
-     * logits of every drafted position come back */
+    /* Drafts are verified on the device when the backend samples every
+     * position of a chunk there (sample_all) and every draft is certain;
+     * else the step is one forward on the host side, whose logits of every
+     * drafted position come back. */
     int32_t drafts = sched_spec_plan(s);
-    bool dev_ok = s->backend->ops->forward_sample != NULL && drafts == 0;
+    const nc_backend_ops *ops = s->backend->ops;
+    bool dev_ok = ops->forward_sample != NULL;
+    for (int32_t i = 0; dev_ok && drafts && i < s->n_decoding; i++)
+        dev_ok = ops->sample_all && sched_spec_device_verifiable(s->decoding[i]);
     int32_t total = 0;
     s->n_host = s->n_dev = 0;
+    s->n_dev_sampled = 0; /* at most max_seqs positions per forward_sample */
     for (int32_t i = 0; i < s->n_decoding; i++) {
         sched_row *row = s->decoding[i];
         NC_ASSERT(row->n_computed == row->n_tokens - 1);
@@ -204,7 +208,9 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
             sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
             continue;
         }
-        add_chunk(s, !dev_ok || !device_samples(s, row->req), row, len, false, true);
+        bool dev = dev_ok && device_samples(s, row->req) && s->n_dev_sampled + len <= s->max_seqs;
+        if (dev) s->n_dev_sampled += len;
+        add_chunk(s, !dev, row, len, false, true);
         total += len;
     }
     for (int32_t i = 0; i < s->n_running; i++) {
@@ -218,7 +224,8 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
             continue;
         }
         bool last = row->n_computed + len == r->n_prompt;
-        bool host = !dev_ok || (last && (r->params.n > 1 || !device_samples(s, r)));
+        bool host = !dev_ok || (last && (r->params.n > 1 || !device_samples(s, r) || s->n_dev_sampled == s->max_seqs));
+        if (!host && last) s->n_dev_sampled++;
         add_chunk(s, host, row, len, true, last);
         total += len;
     }
@@ -251,7 +258,7 @@ static void deliver_host(nc_scheduler *s) {
             for (int32_t j = 0; j < r->params.n; j++)
                 if (r->rows[j].state == ROW_LIVE) sample_and_emit(s, &r->rows[j], row_logits);
         } else if (m->row->state == ROW_LIVE) {
-            if (m->drafts) sched_spec_verify(s, m->row, row_logits);
+            if (m->drafts) sched_spec_verify(s, m->row, row_logits, NULL, NULL);
             else sample_and_emit(s, m->row, row_logits);
         }
     }
@@ -262,9 +269,14 @@ static void deliver_dev(nc_scheduler *s) {
         chunk_meta *m = &s->dev_meta[c];
         if (!m->last) continue; /* a mid-prompt chunk: nothing sampled */
         sched_row *row = m->row;
+        if (m->drafts) { /* the generator moves as far as the positions kept (sched_spec_verify) */
+            if (row->state == ROW_LIVE)
+                sched_spec_verify(s, row, NULL, s->dev_rows[c].tokens, s->dev_rows[c].logprobs);
+            continue;
+        }
         memcpy(row->rng, s->dev_rows[c].rng_state, sizeof row->rng);
         if (m->prefill && !start_decoding(s, row->req)) continue;
-        if (row->state == ROW_LIVE) emit(s, row, s->dev_tokens[c], NULL, s->dev_rows[c].logprob);
+        if (row->state == ROW_LIVE) sched_emit(s, row, s->dev_tokens[c], NULL, s->dev_rows[c].logprob);
     }
 }
 
@@ -284,9 +296,14 @@ int sched_run_batch(nc_scheduler *s) {
         rc = b->ops->forward(b, &batch, s->logits);
     }
     if (!rc && s->n_dev) {
+        int32_t verified = 0; /* positions of verified chunks so far */
         for (int32_t c = 0; c < s->n_dev; c++) {
             const nc_gen_params *p = &s->dev_meta[c].row->req->params;
             nc_device_sampling *d = &s->dev_rows[c];
+            bool all = s->dev_meta[c].drafts > 0;
+            d->tokens = all ? s->dev_verified + verified : NULL;
+            d->logprobs = all ? s->dev_verified_lp + verified : NULL;
+            if (all) verified += s->dev_chunks[c].n_tokens;
             d->temperature = p->temperature;
             d->top_k = p->top_k;
             d->top_p = p->top_p;
@@ -317,7 +334,7 @@ int sched_run_batch(nc_scheduler *s) {
         decode_only &= !s->host_meta[c].prefill;
     }
     for (int32_t c = 0; c < s->n_dev; c++) {
-        s->dev_meta[c].row->n_computed += s->dev_chunks[c].n_tokens;
+        if (!s->dev_meta[c].drafts) s->dev_meta[c].row->n_computed += s->dev_chunks[c].n_tokens;
         if (s->dev_meta[c].prefill) s->acc.tokens_prefilled += s->dev_chunks[c].n_tokens;
         decode_only &= !s->dev_meta[c].prefill;
     }

@@ -119,6 +119,8 @@ nc_scheduler *nc_scheduler_create(nc_backend *backend, const nc_tokenizer *tok, 
     s->dev_rows = nc_xcalloc(ms, sizeof *s->dev_rows);
     s->dev_tokens = nc_xcalloc(ms, sizeof *s->dev_tokens);
     size_t logit_rows = ms + (size_t)s->spec.max_tokens; /* a verified chunk has a row per draft too */
+    s->dev_verified = nc_xcalloc(logit_rows, sizeof *s->dev_verified);
+    s->dev_verified_lp = nc_xcalloc(logit_rows, sizeof *s->dev_verified_lp);
     s->logits = malloc(logit_rows * (size_t)s->V * sizeof *s->logits);
     if (!s->logits) {
         nc_fail("scheduler: out of memory for %zu rows of logits", logit_rows);
@@ -178,6 +180,8 @@ void nc_scheduler_free(nc_scheduler *s) {
     free(s->dev_meta);
     free(s->dev_rows);
     free(s->dev_tokens);
+    free(s->dev_verified);
+    free(s->dev_verified_lp);
     free(s->logits);
     nc_sampler_scratch_free(&s->scratch);
     free(s->expr);

@@ -91,6 +91,7 @@ typedef struct {
     double simulated;     /* the sum of those seconds over every forward (the noise-free device time) */
     int32_t *kv;          /* [n_blocks * 64] token stored at each slot, -1 unwritten */
     int errors;           /* contract violations seen */
+    int sampled_all;      /* chunks verified by forward_sample (every position sampled) */
     char first_error[256];
     batch_rec log[MAX_LOG];
     int n_log;
@@ -184,18 +185,36 @@ static int mock_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_s
     static float lg[V];
     nc_sampler_scratch scr;
     nc_sampler_scratch_init(&scr, V);
+    int sampled = 0;
     for (int i = 0; i < batch->n_seqs; i++) {
-        if (batch->seqs[i].logits == NC_LOGITS_ALL) mock_error(m, "forward_sample chunk with ALL");
-        int n = run_chunk(m, &batch->seqs[i], hist);
-        if (batch->seqs[i].logits == NC_LOGITS_NONE) continue; /* fills the cache only */
-        m->logits(hist, n, lg);
+        const nc_seq_chunk *c = &batch->seqs[i];
+        int n = run_chunk(m, c, hist);
+        if (c->logits == NC_LOGITS_NONE) continue; /* fills the cache only */
         nc_sampling sp = {rows[i].temperature, rows[i].top_k, rows[i].top_p, rows[i].min_p};
+        if (c->logits == NC_LOGITS_ALL) { /* verification: every position, the generator left as it came */
+            if (!b->ops->sample_all || !rows[i].tokens) mock_error(m, "forward_sample chunk with ALL");
+            if (!rows[i].tokens) continue;
+            m->sampled_all++;
+            uint64_t g[2] = {rows[i].rng_state[0], rows[i].rng_state[1]};
+            for (int p = c->pos; p < n; p++, sampled++) {
+                m->logits(hist, p + 1, lg);
+                uint64_t gi[2] = {g[0], g[1]}; /* position p - pos: as many draws skipped */
+                rows[i].tokens[p - c->pos] = nc_sample(lg, V, &sp, gi, &scr);
+                if (sp.temperature > 0) nc_rng_next(g);
+                if (rows[i].want_logprob)
+                    rows[i].logprobs[p - c->pos] = nc_sample_logprobs(lg, V, rows[i].tokens[p - c->pos], 0, NULL, NULL);
+            }
+            continue;
+        }
+        sampled++;
+        m->logits(hist, n, lg);
         out[i] = nc_sample(lg, V, &sp, rows[i].rng_state, &scr); /* a device mirroring the host sampler */
         if (rows[i].want_logprob) {
             if (!b->ops->sample_logprobs) mock_error(m, "want_logprob sent to a backend without sample_logprobs");
             rows[i].logprob = nc_sample_logprobs(lg, V, out[i], 0, NULL, NULL);
         }
     }
+    if (sampled > m->b.max_seqs) mock_error(m, "forward_sample: more positions sampled than max_seqs");
     nc_sampler_scratch_free(&scr);
     return 0;
 }
@@ -215,14 +234,16 @@ static const char *mock_describe(nc_backend *b) { return "mock"; }
 static const nc_backend_ops mock_ops_host = {.name = "mock", .forward = mock_forward, .copy_kv_block = mock_copy,
                                              .describe = mock_describe, .batch_invariant = true};
 static const nc_backend_ops mock_ops_dev = {.name = "mock-dev", .forward = mock_forward,
-                                            .forward_sample = mock_forward_sample, .copy_kv_block = mock_copy,
-                                            .describe = mock_describe, .batch_invariant = true};
+                                            .forward_sample = mock_forward_sample, .sample_all = true,
+                                            .copy_kv_block = mock_copy, .describe = mock_describe,
+                                            .batch_invariant = true};
 /* ... which also returns the sampled token's log-probability, like the
  * CUDA backend (not batch-invariant either: no speculation by default, so
  * every step can sample on the device) */
 static const nc_backend_ops mock_ops_dev_logprobs = {.name = "mock-dev-logprobs", .forward = mock_forward,
                                                      .forward_sample = mock_forward_sample,
-                                                     .sample_logprobs = true, .copy_kv_block = mock_copy,
+                                                     .sample_logprobs = true, .sample_all = true,
+                                                     .copy_kv_block = mock_copy,
                                                      .describe = mock_describe};
 
 static mock *mock_new(int n_blocks, int max_seqs, int max_batch_tokens, bool device_sampling) {

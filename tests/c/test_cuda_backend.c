@@ -397,7 +397,7 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
         hs[s] = (nc_sampling){temps[s % 4], (s % 3 == 0) ? 50 : (s % 3 == 1) ? 1000 : 0, s >= 4 ? 0.9f : 1.0f,
                               s == 6 ? 0.05f : 0.0f};
         rows[s] = (nc_device_sampling){hs[s].temperature, hs[s].top_k, hs[s].top_p, hs[s].min_p, {0, 0},
-                                       s < MAX_SEQS - 1, untouched};
+                                       s < MAX_SEQS - 1, untouched, NULL, NULL};
         nc_rng_seed(rows[s].rng_state, 42 + (uint64_t)s);
     }
     CHECK(gpu->ops->sample_logprobs, "the CUDA backend returns log-probabilities from forward_sample");
@@ -479,6 +479,48 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
             CHECK(g >= 0 && g < V && row[g] >= row[best] - 0.05f, "mixed row %d: token %d (logit %g), best %d (%g)",
                   k, g, g >= 0 && g < V ? row[g] : 0.0f, best, row[best]);
         }
+    }
+    /* Verification on the device (sample_all): forward_sample of a chunk
+     * of 5 positions asking NC_LOGITS_ALL (it runs as 5 decode rows over
+     * one block table) draws at position i what the host sampler draws from
+     * the same chunk's logits (forward) with the generator advanced i draws,
+     * returns each position's log-probability and leaves the generator as
+     * it came. */
+    {
+        CHECK(gpu->ops->sample_all, "the CUDA backend samples every position of a verified chunk");
+        nc_seq_chunk v = {dec[1].tokens, 5, dec[1].pos, dec[1].prev_token, t[1], NC_LOGITS_ALL};
+        nc_batch b = {&v, 1};
+        const nc_sampling settings[3] = {{0.0f, 0, 1.0f, 0.0f}, {0.8f, 50, 1.0f, 0.0f}, {1.0f, 1000, 0.9f, 0.0f}};
+        int v_agree = 0, v_total = 0;
+        for (int k = 0; k < 3; k++) {
+            CHECK(gpu->ops->forward(gpu, &b, lg) == 0, "verify: logits: %s", nc_error());
+            int32_t got[5] = {-7, -7, -7, -7, -7}, unused = -7;
+            float lp[5];
+            nc_device_sampling row = {settings[k].temperature, settings[k].top_k, settings[k].top_p,
+                                      settings[k].min_p, {0, 0}, true, 0.0f, got, lp};
+            nc_rng_seed(row.rng_state, 900 + (uint64_t)k);
+            uint64_t g[2] = {row.rng_state[0], row.rng_state[1]};
+            CHECK(gpu->ops->forward_sample(gpu, &b, &row, &unused) == 0, "verify: forward_sample: %s", nc_error());
+            CHECK(row.rng_state[0] == g[0] && row.rng_state[1] == g[1], "verify: the generator moved");
+            CHECK(unused == -7, "verify: tokens_out written for a chunk asking NC_LOGITS_ALL");
+            for (int i = 0; i < 5; i++) {
+                const float *r = lg + (size_t)i * V;
+                uint64_t gi[2] = {g[0], g[1]};
+                int32_t want = nc_sample(r, V, &settings[k], gi, &scr);
+                if (settings[k].temperature > 0) nc_rng_next(g);
+                v_total++;
+                v_agree += got[i] == want;
+                CHECK(got[i] >= 0 && got[i] < V, "verify position %d: id %d out of range", i, got[i]);
+                if (got[i] < 0 || got[i] >= V) continue;
+                double lw = nc_sample_logprobs(r, V, got[i], 0, NULL, NULL);
+                CHECK(fabs(lp[i] - lw) <= 1e-5 || fabs(lp[i] - lw) <= 1e-5 * fabs(lw),
+                      "verify position %d: logprob %.9g, host %.9g", i, lp[i], lw);
+            }
+        }
+        printf("  %s: verified chunk sampled on the device matched the host sampler on %d of %d positions\n", label,
+               v_agree, v_total);
+        CHECK(v_agree >= v_total - 1, "verify: device draws disagree with the host sampler (%d of %d)", v_agree,
+              v_total);
     }
     nc_sampler_scratch_free(&scr);
     printf("  %s: %s\n", label, gpu->ops->describe(gpu));

@@ -109,7 +109,7 @@ static void check_fixtures(float *logits) {
             for (int g = 1; g < tc->n_greedy; g++) {
                 nc_seq_chunk d = {&tok, 1, tc->n_prompt + g - 1, prev, t, NC_LOGITS_LAST};
                 nc_batch b = {&d, 1};
-                nc_device_sampling s = {0.0f, 0, 1.0f, 0.0f, {1, 2}, false, 0.0f};
+                nc_device_sampling s = {0.0f, 0, 1.0f, 0.0f, {1, 2}, false, 0.0f, NULL, NULL};
                 int32_t got = -1;
                 CHECK(be->ops->forward_sample(be, &b, &s, &got) == 0, "forward_sample: %s", nc_error());
                 if (got != tc->greedy[g]) { /* a near-tie may flip: the rest of the comparison would be moot */
@@ -233,7 +233,7 @@ static void stress(int n, float *logits) {
         if (i % 1000 == 999) { /* the logits of this step, then the same step sampled */
             CHECK(be->ops->forward(be, &b, logits) == 0, "stress step %d: %s", i, nc_error());
         }
-        nc_device_sampling s = {0.0f, 0, 1.0f, 0.0f, {1, 2}, false, 0.0f};
+        nc_device_sampling s = {0.0f, 0, 1.0f, 0.0f, {1, 2}, false, 0.0f, NULL, NULL};
         int32_t got = -1;
         if (be->ops->forward_sample(be, &b, &s, &got)) {
             CHECK(0, "stress step %d: %s", i, nc_error());

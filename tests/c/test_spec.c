@@ -138,6 +138,13 @@ static void test_greedy(void) {
                 CHECK(st.kv_blocks_used == 0 && st.running_rows == 0, "%s: KV blocks left in use (%d)",
                       configs[c].name, st.kv_blocks_used);
                 if (always) CHECK(sum_drafted(&st) > 0, "%s dev %d: nothing drafted", configs[c].name, device);
+                if (device) { /* greedy drafts are certain: verified where they are sampled, in one call per step */
+                    int host_calls = 0;
+                    for (int i = 0; i < m->n_log; i++) host_calls += !m->log[i].sample_call;
+                    CHECK(host_calls == 0, "%s always %d: %d forwards with host sampling", configs[c].name, always,
+                          host_calls);
+                    if (always) CHECK(m->sampled_all > 0, "%s: no draft verified on the device", configs[c].name);
+                }
                 for (int k = 0; k < NC_SPEC_KINDS; k++) {
                     drafted[k] += st.spec_drafted[k];
                     accepted[k] += st.spec_accepted[k];
@@ -187,8 +194,11 @@ static void test_stop_mid_chunk(void) {
 
 /* ==== sampled: the same tokens as without speculation, seed for seed ==== */
 
-static void run_sampled(const config *cf, bool spec, bool device, collector *col, int n_req) {
-    mock *m = mock_new(128, 16, 512, device);
+/* device: 0 host sampling, 1 the device samples, 2 ... and returns the
+ * chosen tokens' log-probabilities (half the requests ask for them) */
+static void run_sampled(const config *cf, bool spec, int device, collector *col, int n_req) {
+    mock *m = mock_new(128, 16, 512, device > 0);
+    if (device == 2) m->ops = mock_ops_dev_logprobs;
     mock *d = cf->draft && spec ? draft_mock(3, cf->draft) : NULL;
     nc_scheduler *s = spec_sched(m, d, cf, true, 0);
     for (int i = 0; i < n_req; i++) {
@@ -205,7 +215,7 @@ static void run_sampled(const config *cf, bool spec, bool device, collector *col
         p.seed = 7000 + (uint64_t)i;
         p.max_tokens = 30 + i % 17;
         p.n = i % 4 == 3 ? 3 : 1;
-        p.top_logprobs = i % 2 ? 2 : -1;
+        p.top_logprobs = i % 2 ? 2 : device == 2 && i % 4 == 0 ? 0 : -1;
         p.speculative = spec && i % 5 != 2; /* some rows opt out: plain and speculative rows share steps */
         CHECK(nc_scheduler_submit(s, prompt, np, &p, on_event, &col[i], NULL) == 0, "submit: %s", nc_error());
     }
@@ -221,7 +231,7 @@ static void run_sampled(const config *cf, bool spec, bool device, collector *col
 static void test_sampled_same_seed(void) {
     enum { N = 12 };
     for (size_t c = 0; c < NC_ARRAY_LEN(configs); c++)
-        for (int device = 0; device < 2; device++) {
+        for (int device = 0; device < 3; device++) {
             collector *plain = calloc(N, sizeof *plain), *spec = calloc(N, sizeof *spec);
             run_sampled(&configs[c], false, device, plain, N);
             run_sampled(&configs[c], true, device, spec, N);

@@ -521,6 +521,8 @@ static int alloc_batch_buffers(nc_cuda *cu) {
     if (dev_alloc((void **)&cu->samp_d, cu->max_seqs * sizeof(nc_cuda_samp), "sampling state")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->out_tok_h, cu->max_seqs * sizeof(int32_t)));
     cu->sample_chunk = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
+    cu->sample_pos = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
+    cu->verify_rows = (nc_seq_chunk *)nc_xcalloc((size_t)cu->max_seqs, sizeof(nc_seq_chunk));
     if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, (size_t)cu->logits_rows * cu->V * sizeof(float)));
 
@@ -688,6 +690,8 @@ static void cuda_free(nc_backend *b) {
     }
     free(cu->graph_seen);
     free(cu->sample_chunk);
+    free(cu->sample_pos);
+    free(cu->verify_rows);
     nc_cuda_gemm_free(cu);
     nc_cuda_skinny_free(cu);
     nc_cuda_persist_free(cu);
@@ -804,6 +808,7 @@ extern "C" const nc_backend_ops nc_cuda_backend_ops = {
     nc_cuda_forward,
     nc_cuda_forward_sample,
     true, /* sample_logprobs */
+    true, /* sample_all */
     cuda_copy_kv_block,
     cuda_describe,
     cuda_copy_bandwidth,

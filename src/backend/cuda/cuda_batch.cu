@@ -138,9 +138,51 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch) {
     return 0;
 }
 
+/* Verification as decode rows. A chunk asking for the logits of every
+ * position and at most NC_CUDA_VERIFY_MAX_ROWS long (a decode row and its
+ * drafts, docs/speculative.md) runs as that many one-token rows at
+ * consecutive positions over the same block table. The step appends every
+ * row's key and value before attention runs, and each row attends to the
+ * keys up to its own position: the causal mask among the drafts. So the
+ * decode kernels serve it (split-KV attention instead of a prefill tile
+ * with a handful of queries; the rows read the sequence's cache each, the
+ * repeats from L2), and a batch of such rows replays the CUDA graph of its
+ * row count. The logits rows come out in the same order. Only where the
+ * rows fit max_seqs; *batch is checked already. */
+static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows) {
+    int n = 0;
+    bool any = false;
+    for (int s = 0; s < batch->n_seqs; s++) {
+        const nc_seq_chunk *c = &batch->seqs[s];
+        bool verify = c->logits == NC_LOGITS_ALL && c->n_tokens <= NC_CUDA_VERIFY_MAX_ROWS;
+        any |= verify;
+        n += verify ? c->n_tokens : 1;
+    }
+    if (!any || n > cu->max_seqs) return false;
+    nc_seq_chunk *out = cu->verify_rows;
+    for (int s = 0, r = 0; s < batch->n_seqs; s++) {
+        const nc_seq_chunk *c = &batch->seqs[s];
+        if (c->logits != NC_LOGITS_ALL || c->n_tokens > NC_CUDA_VERIFY_MAX_ROWS) {
+            out[r++] = *c;
+            continue;
+        }
+        for (int i = 0; i < c->n_tokens; i++)
+            out[r++] = (nc_seq_chunk){c->tokens + i, 1, c->pos + i, i ? c->tokens[i - 1] : c->prev_token,
+                                      c->block_table, NC_LOGITS_LAST};
+    }
+    *rows = (nc_batch){out, n};
+    return true;
+}
+
 int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs) {
     int64_t n_bt = 0;
-    if (check_batch(cu, batch, bs, &n_bt) || plan_layout(cu, bs, n_bt) || fill_meta(cu, batch)) return -1;
+    nc_batch rows;
+    if (check_batch(cu, batch, bs, &n_bt)) return -1;
+    if (verify_as_rows(cu, batch, &rows)) {
+        batch = &rows;
+        if (check_batch(cu, batch, bs, &n_bt)) return -1;
+    }
+    if (plan_layout(cu, bs, n_bt) || fill_meta(cu, batch)) return -1;
     NC_CU_TRY(cudaMemcpyAsync(cu->meta_d, cu->meta_h, (size_t)cu->ml.used * 4, cudaMemcpyHostToDevice, cu->stream));
     return 0;
 }
@@ -148,10 +190,15 @@ int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs) {
 /* ==== sampling rows ==== */
 
 int nc_cuda_sampling_pack(nc_cuda *cu, const nc_batch *batch, const nc_device_sampling *rows, int R) {
-    int *chunk_of = cu->sample_chunk;
-    for (int s = 0, r = 0; s < batch->n_seqs; s++)
-        if (batch->seqs[s].logits == NC_LOGITS_LAST) chunk_of[r++] = s;
-    for (int r = 0; r < R; r++) {
+    int *chunk_of = cu->sample_chunk, *pos_of = cu->sample_pos, r = 0;
+    for (int s = 0; s < batch->n_seqs; s++) {
+        const nc_seq_chunk *c = &batch->seqs[s];
+        if (c->logits == NC_LOGITS_LAST) chunk_of[r] = s, pos_of[r++] = -1;
+        if (c->logits == NC_LOGITS_ALL)
+            for (int i = 0; i < c->n_tokens; i++) chunk_of[r] = s, pos_of[r++] = i;
+    }
+    NC_ASSERT(r == R);
+    for (r = 0; r < R; r++) {
         const nc_device_sampling *src = &rows[chunk_of[r]];
         nc_cuda_samp *d = &cu->samp_h[r];
         d->temperature = src->temperature;
@@ -161,6 +208,7 @@ int nc_cuda_sampling_pack(nc_cuda *cu, const nc_batch *batch, const nc_device_sa
         d->rng[0] = src->rng_state[0];
         d->rng[1] = src->rng_state[1];
         d->want_logprob = src->want_logprob;
+        d->skip = NC_MAX(pos_of[r], 0);
     }
     NC_CU_TRY(cudaMemcpyAsync(cu->samp_d, cu->samp_h, R * sizeof(nc_cuda_samp), cudaMemcpyHostToDevice, cu->stream));
     return 0;
@@ -168,7 +216,12 @@ int nc_cuda_sampling_pack(nc_cuda *cu, const nc_batch *batch, const nc_device_sa
 
 void nc_cuda_sampling_unpack(nc_cuda *cu, int R, nc_device_sampling *rows, int32_t *tokens_out) {
     for (int r = 0; r < R; r++) {
-        int s = cu->sample_chunk[r];
+        int s = cu->sample_chunk[r], i = cu->sample_pos[r];
+        if (i >= 0) { /* a position of a verified chunk: the generator stays as it came */
+            rows[s].tokens[i] = cu->out_tok_h[r];
+            if (rows[s].want_logprob) rows[s].logprobs[i] = cu->samp_h[r].logprob;
+            continue;
+        }
         tokens_out[s] = cu->out_tok_h[r];
         rows[s].rng_state[0] = cu->samp_h[r].rng[0];
         rows[s].rng_state[1] = cu->samp_h[r].rng[1];

@@ -273,11 +273,14 @@ int nc_cuda_forward(nc_backend *b, const nc_batch *batch, float *logits) {
 int nc_cuda_forward_sample(nc_backend *b, const nc_batch *batch, nc_device_sampling *rows, int32_t *tokens_out) {
     nc_cuda *cu = nc_cuda_of(b);
     for (int s = 0; batch && batch->seqs && s < batch->n_seqs; s++)
-        if (batch->seqs[s].logits == NC_LOGITS_ALL)
-            return nc_fail("forward_sample: chunk %d asks for NC_LOGITS_ALL (LAST or NONE only)", s);
+        if (batch->seqs[s].logits == NC_LOGITS_ALL && (!rows[s].tokens || (rows[s].want_logprob && !rows[s].logprobs)))
+            return nc_fail("forward_sample: chunk %d asks for NC_LOGITS_ALL without a buffer for its tokens", s);
     nc_cuda_batch bs;
     if (nc_cuda_batch_pack(cu, batch, &bs)) return -1;
-    int R = bs.R; /* logits row r belongs to the r-th chunk that asked for LAST */
+    int R = bs.R; /* logits row r: the r-th position sampled (nc_cuda_sampling_pack) */
+    if (R > cu->max_seqs)
+        return nc_fail("forward_sample: %d positions to sample; this backend samples at most %d per call (max_seqs)",
+                       R, cu->max_seqs);
     if (R == 0) return run_layers(cu, &bs) || sync_checked(cu, "forward_sample");
     if (nc_cuda_sampling_pack(cu, batch, rows, R)) return -1;
     if (bs.decode_only) {

@@ -263,9 +263,9 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_store(epi, out, r, (norm ? a * rsqrtf(ss / (float)K + eps) : a) * __ldg(scale + r), cap);
 }
 
-/* Rows per warp of the old 8-bit kernel: 1, 2 or 4 (dev/kernels/gemm_q8.cu
- * times each; 2 is the default). */
-static int gemv_q8_rows = 2;
+/* Rows per warp of the first 8-bit kernel: 1, 2 or 4 (dev/kernels/gemm_q8.cu
+ * times each; 2 is the default, NC_CUDA_GEMV_Q8_ROWS another). */
+static int gemv_q8_rows(const nc_cuda *cu) { return cu->env.cuda_gemv_q8_rows ? cu->env.cuda_gemv_q8_rows : 2; }
 
 /* Warps per row group: the fewest that keep each warp's slice within a
  * round of loads and a whole number of 16-byte chunks. */
@@ -279,7 +279,7 @@ template <typename TIn, int FMT>
 static cudaError_t launch_q8_old(nc_cuda *cu, const nc_cuda_weight *w, const TIn *in, int norm, int epi, void *out,
                              float cap, float eps) {
     const uint8_t *W = (const uint8_t *)w->data;
-    int rows = w->used_rows, K = w->cols, R = gemv_q8_rows;
+    int rows = w->used_rows, K = w->cols, R = gemv_q8_rows(cu);
     int S = gemv_q8_split(K, R == 1 ? gemv_q8_cfg<1>::SLICE : R == 2 ? gemv_q8_cfg<2>::SLICE : gemv_q8_cfg<4>::SLICE);
     int per_block = GEMV_WARPS / S * R;
     dim3 grid((rows + per_block - 1) / per_block), block(GEMV_WARPS * 32);

@@ -133,6 +133,7 @@ typedef struct {
     unsigned long long rng[2];
     int32_t want_logprob; /* also write logprob: the sampled token's temperature-1 log-softmax */
     float logprob;
+    int32_t skip;         /* draws to skip before this row's (position skip of a verified chunk) */
 } nc_cuda_samp;
 
 /* Where each metadata array of the current batch lives inside the int32
@@ -241,6 +242,8 @@ struct nc_cuda {
     nc_cuda_samp *samp_h, *samp_d;     /* [max_seqs] */
     int32_t *out_tok_h, *out_tok_d;    /* [max_seqs] sampled ids */
     int *sample_chunk;                 /* [max_seqs] chunk index of each sampled row (host) */
+    int *sample_pos;                   /* [max_seqs] its position in a verified chunk, -1: a LAST chunk */
+    nc_seq_chunk *verify_rows;         /* [max_seqs] a batch with its verified chunks as decode rows */
     float *logits_h;                   /* pinned [logits_rows, V] */
 
     /* decode graphs, by batch size (index nb, 1..max_seqs) */
@@ -418,15 +421,23 @@ int nc_cuda_persist_check(nc_cuda *cu);
 
 /* ==== cuda_batch.cu ==== */
 
+/* Longest chunk asking NC_LOGITS_ALL that runs as decode rows (a decode
+ * row and its drafts: the scheduler verifies at most 8 by default). */
+#define NC_CUDA_VERIFY_MAX_ROWS 16
+
 /* Validates a batch against backend.h's contract and this backend's sizes,
  * packs its metadata into cu->meta_h (layout in cu->ml) and queues the
- * upload to cu->meta_d; fills *bs. -1 + nc_error() on a bad batch. */
+ * upload to cu->meta_d; fills *bs. Chunks verifying drafts run as decode
+ * rows where they fit (cuda_batch.cu, verify_as_rows). -1 + nc_error() on
+ * a bad batch. */
 int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs);
-/* Queues the upload of the sampling settings of the R chunks that ask for
- * NC_LOGITS_LAST, in batch order (logits row r = the r-th such chunk). */
+/* Queues the upload of the sampling settings of the R sampled positions,
+ * in batch order: one per chunk asking NC_LOGITS_LAST, every position of
+ * one asking NC_LOGITS_ALL (logits row r = the r-th such position). */
 int nc_cuda_sampling_pack(nc_cuda *cu, const nc_batch *batch, const nc_device_sampling *rows, int R);
-/* After the sampled rows' download completed: each sampled chunk's token
- * and advanced generator state back into its entries of tokens_out / rows. */
+/* After the sampled rows' download completed: each LAST chunk's token and
+ * advanced generator state into its entries of tokens_out / rows, each ALL
+ * chunk's tokens (and log-probabilities) into rows[].tokens / .logprobs. */
 void nc_cuda_sampling_unpack(nc_cuda *cu, int R, nc_device_sampling *rows, int32_t *tokens_out);
 
 /* ==== cuda_forward.cu ==== */

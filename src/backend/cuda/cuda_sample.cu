@@ -20,6 +20,10 @@
  *     given uniform a different token than the host's rank-order walk.
  * One CTA of 1024 threads per row; every pass reads the row from L2.
  *
+ * A row of a chunk that verifies drafts draws at position i with its
+ * generator advanced i draws first (skip), as if the positions before it
+ * had been decoded one at a time (backend.h, nc_device_sampling.tokens).
+ *
  * A row with want_logprob also gets the sampled token's log-probability
  * under the model's own distribution (engine/sampler.h nc_sample_logprobs:
  * the temperature-1 log-softmax of the whole row, whatever the sampling
@@ -196,7 +200,12 @@ __device__ __forceinline__ void row_max_and_draw(const float *x, int V, const nc
             for (int w = 1; w < ST / 32; w++) lse_merge(rm, rs, lm[w], ls[w]);
             S.lse_m = rm, S.lse_s = rs;
         }
-        if (sp.temperature > 0.0f) S.u = draw_uniform(sp.rng, state->rng);
+        if (sp.temperature > 0.0f) {
+            /* a verified position i draws as if i positions were emitted before it */
+            unsigned long long g[2] = {sp.rng[0], sp.rng[1]};
+            for (int i = 0; i < sp.skip; i++) draw_uniform(g, g);
+            S.u = draw_uniform(g, state->rng);
+        }
     }
     __syncthreads();
 }
