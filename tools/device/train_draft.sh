@@ -18,7 +18,7 @@
 # and measure the acceptance on the CPU with
 #     python3 tools/spec_bench.py --draft models/picochat-draft --scenarios chat,quote
 #     build/tests/test_spec_picochat  (with the draft added to its configurations)
-#   usage: [BUDGET=540] [DEPTH=3] [N_EMBD=128] bash tools/device/train_draft.sh
+#   usage: [BUDGET=540] [DEPTH=3] [N_EMBD=128] bash tools/device/train_draft.sh  (carry .train)
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 OUT=${OUT:-/tmp/nc-device-out}
@@ -32,7 +32,9 @@ if (a._mergeable_ranks, a._special_tokens, a._pat_str) != (b._mergeable_ranks, b
     sys.exit(".train/tokenizer.pkl is not picochat's: prepare with --tokenizer models/picochat/tokenizer.pkl")
 EOF
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+# picochat's own schedule (models/picochat/README.md): 900 steps of text, 3,300 of conversations
 python3 tools/train_picochat.py --data .train --out "$OUT/draft" --depth "${DEPTH:-3}" --n-embd "${N_EMBD:-128}" \
-    --n-head 1 --time-limit $((BUDGET - 60)) 2>&1 | tee "$OUT/train.log"
+    --n-head 1 --batch 128 --pretrain-steps 900 --sft-steps 3300 --compile \
+    --time-limit $((BUDGET - 60)) 2>&1 | tee "$OUT/train.log"
 mv "$OUT"/draft/* "$OUT"/ && rmdir "$OUT/draft"
 ls -l "$OUT"
