@@ -87,7 +87,7 @@ typedef struct {
     bool cuda_gemv_q8_new;   /* NC_CUDA_GEMV_Q8=old|new (old): the streaming 8-bit batch-1 GEMV instead of
                                 the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
     int cuda_gemv_q8_rows;   /* NC_CUDA_GEMV_Q8_ROWS: rows per warp of the first 8-bit GEMV, 1, 2 or 4
-                                (0 unset: 2) */
+                                (0 unset: 4) */
     bool cuda_persist;       /* NC_CUDA_PERSIST (0): batch-1 decode as one persistent kernel per token
                                 (sm_90, bf16 weights; else CUDA graphs); slower than the graphs so far */
     int cuda_persist_tile;   /* NC_CUDA_PERSIST_TILE: its weight tile in bytes (4096..65536, a multiple

@@ -356,6 +356,7 @@ int cmd_bench(int argc, char **argv) {
     if (o.n_verify) max_ctx = NC_MAX(max_ctx, o.verify_ctx + max_k);
     int max_batch = 1;
     for (int i = 0; i < o.n_batch; i++) max_batch = NC_MAX(max_batch, o.batch[i]);
+    if (o.n_verify) max_batch = NC_MAX(max_batch, max_k + 1); /* a verified position is sampled like a row */
     int steps = NC_MAX(o.steps, o.batch_steps) + 4;
     int per_seq_blocks = (max_ctx + steps + NC_KV_BLOCK_TOKENS) / NC_KV_BLOCK_TOKENS;
     int prefill_blocks = (o.prefill + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS;

@@ -8,14 +8,17 @@
  * speculation and with: prompt lookup (every proposal verified, and only
  * those the price model takes), picochat drafting for itself (a second
  * backend: the draft always agrees, except where the calculator forces),
- * picochat cut to its first two layers as the draft (disagrees often), and
- * lookup with the cut draft. Greedy, each transcript must equal PyTorch's
+ * picochat cut to its first two layers as the draft (disagrees often),
+ * models/picochat-draft (a quarter of picochat's size, trained to draft for
+ * it: models/picochat-draft/README.md), and lookup with the cut draft.
+ * Greedy, each transcript must equal PyTorch's
  * (a difference is accepted only where PyTorch's top-2 margin is below
  * TIE, as test_picochat_e2e accepts, and the rest of that case is then not
  * compared) and equal the engine's own without speculation token for
  * token. Sampled (temperature 2.5, hot enough to leave the greedy path;
- * top-k 50; a seed per conversation), prompt lookup and picochat drafting
- * for itself must give exactly the tokens of the run without.
+ * top-k 50; a seed per conversation), prompt lookup, picochat drafting
+ * for itself and the trained draft must give exactly the tokens of the run
+ * without.
  * Prints each configuration's acceptance and tokens per verifying step
  * (the numbers of docs/speculative.md).
  *
@@ -41,6 +44,7 @@
 
 #define GOLDEN "tests/data/picochat/golden.json"
 #define MODEL "models/picochat"
+#define DRAFT "models/picochat-draft" /* trained for drafting: half picochat's depth and width */
 #define TIE 1e-3
 #define GPU_TIE 0.05 /* logit margins below this are within bf16's rounding of the GPU's two paths */
 #define MAX_CASES 64
@@ -204,8 +208,15 @@ int main(void) {
     nc_backend *target = nc_backend_create(device, model, &tp);
     nc_backend *self = nc_backend_create(device, model, &dp);
     nc_backend *weak = nc_backend_create(device, &cut, &dp);
-    CHECK(target && self && weak, "backends: %s", nc_error());
-    if (!target || !self || !weak) return check_summary("test_spec_picochat");
+    nc_bundle_options od;
+    nc_bundle_options_init(&od);
+    od.load.path = DRAFT;
+    nc_model *draft_model = NULL;
+    nc_tokenizer *draft_tok = NULL;
+    CHECK(nc_bundle_load(&od, &draft_model, &draft_tok, true, NULL) == 0, "%s: %s", DRAFT, nc_error());
+    nc_backend *trained = draft_model ? nc_backend_create(device, draft_model, &dp) : NULL;
+    CHECK(target && self && weak && trained, "backends: %s", nc_error());
+    if (!target || !self || !weak || !trained) return check_summary("test_spec_picochat");
 
     struct {
         const char *name;
@@ -216,6 +227,7 @@ int main(void) {
         {"prompt lookup, priced", {.force = true}, true}, /* force: the default off CUDA's */
         {"draft: picochat itself", {.always = true, .no_lookup = true, .draft = self}, false},
         {"draft: picochat's first 2 layers", {.always = true, .no_lookup = true, .draft = weak}, true},
+        {"draft: picochat-draft (trained)", {.always = true, .no_lookup = true, .draft = trained}, false},
         {"lookup + first-2-layers draft", {.always = true, .draft = weak}, true},
     };
     reply *plain = calloc(MAX_CASES, sizeof *plain), *spec = calloc(MAX_CASES, sizeof *spec);
@@ -250,6 +262,9 @@ int main(void) {
     free(plain);
     free(spec);
     nc_backend_free(weak);
+    nc_backend_free(trained);
+    nc_model_free(draft_model);
+    nc_tokenizer_free(draft_tok);
     nc_backend_free(self);
     nc_backend_free(target);
     nc_tokenizer_free(tok);

@@ -135,7 +135,7 @@ void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused,
     nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
     a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
     a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
-    a.s_bt = META(cu, s_bt), a.bt = META(cu, bt);
+    a.s_bt = META(cu, s_bt), a.bt = META(cu, bt), a.s_new = META(cu, s_new);
     a.tpos = META(cu, tpos), a.tseq = META(cu, tseq);
     a.part = cu->part;
     a.count = cu->attn_count;

@@ -25,6 +25,7 @@ typedef struct {
     const uint8_t *kc8, *vc8; /* fp8 cache: the same layout in e4m3 */
     const float *ksc, *vsc; /* and its scales [n_blocks][Hkv][64] */
     const int32_t *dec_seq, *s_tok0, *s_pos, *s_bt, *bt;
+    const int32_t *s_new;   /* [S] first position of the sequence this forward writes */
     const int32_t *tpos, *tseq; /* attn_det: each token's position and chunk */
     int row0;               /* attn_det: the token of blockIdx.z = 0 */
     float *part;            /* [nb][H][splits][D + 2] (attn_det: splits = cu->det_splits) */
@@ -305,13 +306,15 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
     const int32_t *bt = a.bt + a.s_bt[seq];
 
     /* Under PDL this CTA may start while the previous kernel still runs
-     * (rope_append writing this step's key, value and q, or the qkv GEMV
+     * (rope_append writing this step's keys, values and q, or the qkv GEMV
      * when fused): the first chunk's loads are issued before waiting unless
-     * it is chunk c_hi, which holds this step's key. */
+     * it holds a key written in this step: chunk c_hi (this row's own), or
+     * for a verified chunk run as decode rows, any from the chunk's first
+     * position (s_new) on. */
     dec_chunk<KV8> ch;
     const int kl = 2 * ((lane >> 1) & 7) + half; /* the chunk's key whose score this lane ends with */
     int32_t blk = cb < ce ? __ldg(bt + cb / CPB) : 0;
-    bool early = EARLY && cb < ce && cb != c_hi;
+    bool early = EARLY && cb < ce && cb < a.s_new[seq] / DEC_CHUNK;
     if (early) load_chunk<KV8>(a, blk, hk, cb, lane, kl, ch, false);
     nc_pdl_wait();
 

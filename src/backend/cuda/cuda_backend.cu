@@ -505,7 +505,7 @@ static void meta_plan(nc_cuda *cu) {
     int64_t N = cu->max_tokens, S = cu->max_seqs;
     cu->max_items = N / NC_KV_BLOCK_TOKENS + S;
     int64_t bt_cap = S * NC_MIN(cu->n_blocks, (cu->rope_len + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS);
-    cu->meta_cap = 5 * N + 6 * S + 2 * cu->max_items + bt_cap;
+    cu->meta_cap = 5 * N + 7 * S + 2 * cu->max_items + bt_cap;
 }
 
 /* What crosses between host and device per forward (batch metadata,
@@ -523,6 +523,7 @@ static int alloc_batch_buffers(nc_cuda *cu) {
     cu->sample_chunk = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
     cu->sample_pos = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
     cu->verify_rows = (nc_seq_chunk *)nc_xcalloc((size_t)cu->max_seqs, sizeof(nc_seq_chunk));
+    cu->verify_new = (int32_t *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int32_t));
     if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, (size_t)cu->logits_rows * cu->V * sizeof(float)));
 
@@ -692,6 +693,7 @@ static void cuda_free(nc_backend *b) {
     free(cu->sample_chunk);
     free(cu->sample_pos);
     free(cu->verify_rows);
+    free(cu->verify_new);
     nc_cuda_gemm_free(cu);
     nc_cuda_skinny_free(cu);
     nc_cuda_persist_free(cu);

@@ -67,6 +67,7 @@ static int plan_layout(nc_cuda *cu, const nc_cuda_batch *bs, int64_t n_bt) {
     ml->s_ntok = off, off += bs->S;
     ml->s_pos = off, off += bs->S;
     ml->s_bt = off, off += bs->S;
+    ml->s_new = off, off += bs->S;
     ml->dec_seq = off, off += bs->n_dec;
     ml->items = off, off += 2 * (int64_t)bs->n_items;
     ml->lrow = off, off += bs->R;
@@ -95,7 +96,7 @@ static void add_items(int32_t *m, const nc_cuda_meta_layout *ml, int s, int n_to
 }
 
 /* Fills the metadata of every chunk, checking block ids and token ids. */
-static int fill_meta(nc_cuda *cu, const nc_batch *batch) {
+static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_new) {
     const nc_cuda_meta_layout *ml = &cu->ml;
     int32_t *m = cu->meta_h;
     int t = 0, d = 0, it = 0, r = 0;
@@ -106,6 +107,7 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch) {
         m[ml->s_ntok + s] = c->n_tokens;
         m[ml->s_pos + s] = c->pos;
         m[ml->s_bt + s] = (int32_t)b;
+        m[ml->s_new + s] = first_new ? first_new[s] : c->pos;
         int nblk = (int)(((int64_t)c->pos + c->n_tokens + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS);
         for (int k = 0; k < nblk; k++) {
             int32_t blk = c->block_table[k];
@@ -148,7 +150,10 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch) {
  * with a handful of queries; the rows read the sequence's cache each, the
  * repeats from L2), and a batch of such rows replays the CUDA graph of its
  * row count. The logits rows come out in the same order. Only where the
- * rows fit max_seqs; *batch is checked already. */
+ * rows fit max_seqs; *batch is checked already. Each row's s_new is the
+ * chunk's first position: attention must not read keys from there on
+ * before the kernel that appends them has finished (cuda_attn_decode.cuh,
+ * the early first chunk under PDL). */
 static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows) {
     int n = 0;
     bool any = false;
@@ -163,12 +168,15 @@ static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows) {
     for (int s = 0, r = 0; s < batch->n_seqs; s++) {
         const nc_seq_chunk *c = &batch->seqs[s];
         if (c->logits != NC_LOGITS_ALL || c->n_tokens > NC_CUDA_VERIFY_MAX_ROWS) {
+            cu->verify_new[r] = c->pos;
             out[r++] = *c;
             continue;
         }
-        for (int i = 0; i < c->n_tokens; i++)
+        for (int i = 0; i < c->n_tokens; i++) {
+            cu->verify_new[r] = c->pos; /* rows i > 0 read keys the rows before them write in this forward */
             out[r++] = (nc_seq_chunk){c->tokens + i, 1, c->pos + i, i ? c->tokens[i - 1] : c->prev_token,
                                       c->block_table, NC_LOGITS_LAST};
+        }
     }
     *rows = (nc_batch){out, n};
     return true;
@@ -177,12 +185,14 @@ static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows) {
 int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs) {
     int64_t n_bt = 0;
     nc_batch rows;
+    const int32_t *first_new = NULL;
     if (check_batch(cu, batch, bs, &n_bt)) return -1;
     if (verify_as_rows(cu, batch, &rows)) {
         batch = &rows;
+        first_new = cu->verify_new;
         if (check_batch(cu, batch, bs, &n_bt)) return -1;
     }
-    if (plan_layout(cu, bs, n_bt) || fill_meta(cu, batch)) return -1;
+    if (plan_layout(cu, bs, n_bt) || fill_meta(cu, batch, first_new)) return -1;
     NC_CU_TRY(cudaMemcpyAsync(cu->meta_d, cu->meta_h, (size_t)cu->ml.used * 4, cudaMemcpyHostToDevice, cu->stream));
     return 0;
 }

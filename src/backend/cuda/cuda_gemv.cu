@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
  *
  * The bf16 kernel's design with 8-bit loads: S warps per group of R rows,
  * one round of loads per warp, x read through L1 at every load. Each warp
- * computes R rows at once (R = 2 by default; 1 and 4 are the harness's
+ * computes R rows at once (R = 4 by default; 1 and 2 are the harness's
  * variants, dev/kernels/gemm_q8.cu) so every x value and sum(x²) term it
  * loads serves R rows. */
 
@@ -264,8 +264,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 }
 
 /* Rows per warp of the first 8-bit kernel: 1, 2 or 4 (dev/kernels/gemm_q8.cu
- * times each; 2 is the default, NC_CUDA_GEMV_Q8_ROWS another). */
-static int gemv_q8_rows(const nc_cuda *cu) { return cu->env.cuda_gemv_q8_rows ? cu->env.cuda_gemv_q8_rows : 2; }
+ * times each; NC_CUDA_GEMV_Q8_ROWS picks one). 4 is the default: the whole
+ * d34 step's GEMVs 1.154 ms against 1.252 at 2 in the harness, and batch-1
+ * decode tok/s 1.04x / 1.06x at 128 / 1024 context (H200, bench/RESULTS.md,
+ * session 6): each x value loaded serves more rows. */
+static int gemv_q8_rows(const nc_cuda *cu) { return cu->env.cuda_gemv_q8_rows ? cu->env.cuda_gemv_q8_rows : 4; }
 
 /* Warps per row group: the fewest that keep each warp's slice within a
  * round of loads and a whole number of 16-byte chunks. */

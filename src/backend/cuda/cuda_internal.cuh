@@ -144,6 +144,8 @@ typedef struct {
 typedef struct {
     int64_t tok, tpos, tprev, tseq;     /* [N] token id, position, previous token (-1), chunk */
     int64_t s_tok0, s_ntok, s_pos, s_bt;/* [S] first token, length, position, block-table offset */
+    int64_t s_new;                      /* [S] first position of the chunk's sequence this forward writes
+                                           (its position, or a verified chunk's first as decode rows) */
     int64_t dec_seq;                    /* [n_dec] chunks of one token (decode attention rows) */
     int64_t items;                      /* [n_items][2] (chunk, first query row) prefill tiles */
     int64_t lrow;                       /* [R] token index of each logits row */
@@ -244,6 +246,7 @@ struct nc_cuda {
     int *sample_chunk;                 /* [max_seqs] chunk index of each sampled row (host) */
     int *sample_pos;                   /* [max_seqs] its position in a verified chunk, -1: a LAST chunk */
     nc_seq_chunk *verify_rows;         /* [max_seqs] a batch with its verified chunks as decode rows */
+    int32_t *verify_new;               /* [max_seqs] each such row's s_new */
     float *logits_h;                   /* pinned [logits_rows, V] */
 
     /* decode graphs, by batch size (index nb, 1..max_seqs) */
