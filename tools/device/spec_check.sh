@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # tools/device/spec_check.sh: speculative decoding on the GPU in one device
 # call, under BUDGET (default 570 s; docs/speculative.md, Measurements):
-#   1. test_spec_picochat with NC_TEST_DEVICE=cuda: the golden conversations
-#      greedy, without speculation and with prompt lookup, picochat drafting
-#      for itself, its first two layers as a draft and both; each must equal
-#      the run without speculation up to that run's own near-ties (the GPU's
-#      one-row GEMV and k-row GEMM round bf16 differently); prints the
-#      acceptance of each mode;
-#   2. compute-sanitizer memcheck on it (the first 4 conversations);
+#   0. test_cuda_backend with NC_CUDA_VERIFY_ROWS=1 (verified chunks run as
+#      decode rows: the fixtures' short chunks against PyTorch's logits);
+#   1. test_spec_picochat with NC_TEST_DEVICE=cuda, without and with
+#      NC_CUDA_VERIFY_ROWS=1: the golden conversations greedy, without
+#      speculation and with prompt lookup, picochat drafting for itself, its
+#      first two layers as a draft, models/picochat-draft and lookup with the
+#      cut draft; each must equal the run without speculation up to that
+#      run's own near-ties (the GPU's one-row GEMV and k-row GEMM round bf16
+#      differently); prints the acceptance of each mode;
+#   2. compute-sanitizer memcheck on it (the first 4 conversations, rows on);
 #   3. `nanochat bench` on d34 shapes: the cost of verifying k = 1, 2, 4, 8
-#      drafts against a decode step, at 128 and 1024 tokens of context
-#      (issue 20's target: k = 4 at most 1.15x); again at the end if time is
-#      left;
+#      drafts against a decode step, at 128 and 1024 tokens of context, with
+#      NC_CUDA_VERIFY_ROWS 0 and 1 (issue 20's target: k = 4 at most 1.15x);
+#      again at the end if time is left;
 #   4. tools/spec_bench.py on the card: decode speed with and without
 #      prompt lookup for d34 shapes with nothing to propose (the cost when
 #      it cannot help, target <= 2%), and picochat's golden chats and
-#      quoting chats (the same question twice) in every mode, with picochat
-#      as its own draft too;
+#      quoting chats (the same question twice) in every mode, with
+#      models/picochat-draft as the draft;
 # then the tables, and an estimate of prompt lookup's speed-up for a d34 on
 # quoting chats: picochat's tokens per verifying step there (the same
 # tokens whatever the model's size) over d34's cost of verifying that many.
@@ -24,29 +27,37 @@
 . "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 
+# verified chunks as decode rows (NC_CUDA_VERIFY_ROWS=1, off by default until this passes):
+# the fixtures' chunks of 3, 7 and 12 and the device-sampled verified chunk against the CPU
+step test_cuda_backend_verify_rows 150 env NC_CUDA_VERIFY_ROWS=1 test_cuda_backend
 step spec_gpu_equality 150 env NC_TEST_DEVICE=cuda test_spec_picochat
-step spec_sanitizer 150 env NC_TEST_DEVICE=cuda NC_TEST_CASES=4 \
+step spec_gpu_equality_verify_rows 150 env NC_CUDA_VERIFY_ROWS=1 NC_TEST_DEVICE=cuda test_spec_picochat
+step spec_sanitizer 150 env NC_CUDA_VERIFY_ROWS=1 NC_TEST_DEVICE=cuda NC_TEST_CASES=4 \
     compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 test_spec_picochat
 verify() { # round
-    for ctx in 128 1024; do
-        step "verify_d34_ctx${ctx}_$1" 75 nanochat bench --random d34 --device cuda --prefill 0 --ctx none \
-            --batch none --verify 1,2,4,8 --verify-ctx "$ctx" --steps 32 --json
+    for rows in 0 1; do
+        for ctx in 128 1024; do
+            step "verify_d34_rows${rows}_ctx${ctx}_$1" 75 env NC_CUDA_VERIFY_ROWS=$rows nanochat bench --random d34 \
+                --device cuda --prefill 0 --ctx none --batch none --verify 1,2,4,8 --verify-ctx "$ctx" --steps 32 --json
+        done
     done
 }
 verify 1
 step spec_bench_d34_nothing 150 python3 tools/spec_bench.py --device cuda --random d34 --scenarios nothing \
     --modes lookup --nothing-tokens 256 --rounds 2 --json "$OUT/spec_bench_d34.json"
 step spec_bench_picochat 200 python3 tools/spec_bench.py --device cuda --model models/picochat \
-    --draft models/picochat --scenarios chat,quote --rounds "$ROUNDS" --json "$OUT/spec_bench_picochat.json"
+    --draft models/picochat-draft --scenarios chat,quote --rounds "$ROUNDS" --json "$OUT/spec_bench_picochat.json"
 [ "$(left)" -gt 120 ] && verify 2
 
-echo "==== equality on the GPU (test_spec_picochat)"
-grep -E "tokens per verifying step|near-tie|conversations|FAIL" "$OUT/spec_gpu_equality.log"
+for f in spec_gpu_equality spec_gpu_equality_verify_rows; do
+    echo "==== equality on the GPU ($f)"
+    grep -E "tokens per verifying step|near-tie|conversations|FAIL" "$OUT/$f.log"
+done
 echo "==== verifying k drafts on d34 shapes (ms per step; x a decode step at that context)"
 python3 - "$OUT" <<'EOF'
 import glob, json, os, sys
 out = sys.argv[1]
-for path in sorted(glob.glob(os.path.join(out, "verify_d34_ctx*.log"))):
+for path in sorted(glob.glob(os.path.join(out, "verify_d34_*.log"))):
     try:
         res = json.loads(open(path).read().strip().splitlines()[-1])["results"]
     except (ValueError, IndexError, KeyError):
@@ -70,7 +81,7 @@ except (OSError, ValueError):
 row = next((r for r in bench if r["scenario"] == "quote" and r["mode"] == "lookup-always"), None)
 m = row and re.match(r"([0-9.]+) tokens per verifying step", row["speculation"])
 cost = {}
-for path in glob.glob(os.path.join(out, "verify_d34_ctx1024_*.log")):
+for path in glob.glob(os.path.join(out, "verify_d34_rows*_ctx1024_*.log")):
     try:
         for r in json.loads(open(path).read().strip().splitlines()[-1])["results"]:
             k = int(r["test"].split()[1])
