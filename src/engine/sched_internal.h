@@ -173,7 +173,6 @@ struct nc_scheduler {
     int32_t *dev_tokens;                      /* [max_seqs] */
     int32_t *dev_verified;                    /* [max_seqs + spec.max_tokens] tokens the device drew at */
     float *dev_verified_lp;                   /*   the positions of verified chunks, their logprobs */
-    int32_t n_dev_sampled;                    /* positions this step samples on the device */
     float *logits;                            /* [max_seqs + spec.max_tokens, V] */
     nc_sampler_scratch scratch;
     char *expr;                               /* [NC_CALC_MAX_EXPR + 1] */

@@ -199,7 +199,7 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
         dev_ok = ops->sample_all && sched_spec_device_verifiable(s->decoding[i]);
     int32_t total = 0;
     s->n_host = s->n_dev = 0;
-    s->n_dev_sampled = 0; /* at most max_seqs positions per forward_sample */
+    int32_t dev_sampled = 0; /* positions sampled on the device: at most max_seqs per forward_sample */
     for (int32_t i = 0; i < s->n_decoding; i++) {
         sched_row *row = s->decoding[i];
         NC_ASSERT(row->n_computed == row->n_tokens - 1);
@@ -208,8 +208,8 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
             sched_row_finish(s, row, NC_FINISH_ERROR, nc_error());
             continue;
         }
-        bool dev = dev_ok && device_samples(s, row->req) && s->n_dev_sampled + len <= s->max_seqs;
-        if (dev) s->n_dev_sampled += len;
+        bool dev = dev_ok && device_samples(s, row->req) && dev_sampled + len <= s->max_seqs;
+        if (dev) dev_sampled += len;
         add_chunk(s, !dev, row, len, false, true);
         total += len;
     }
@@ -224,8 +224,8 @@ static int build_batch(nc_scheduler *s, int32_t *n_tokens) {
             continue;
         }
         bool last = row->n_computed + len == r->n_prompt;
-        bool host = !dev_ok || (last && (r->params.n > 1 || !device_samples(s, r) || s->n_dev_sampled == s->max_seqs));
-        if (!host && last) s->n_dev_sampled++;
+        bool host = !dev_ok || (last && (r->params.n > 1 || !device_samples(s, r) || dev_sampled == s->max_seqs));
+        if (!host && last) dev_sampled++;
         add_chunk(s, host, row, len, true, last);
         total += len;
     }
