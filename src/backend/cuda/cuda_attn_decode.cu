@@ -51,11 +51,11 @@
 
 #define DEC_THREADS (DEC_WARPS * 32)
 
-template <int G, bool EARLY, bool KV8>
+template <int G, bool EARLY, bool KV8, bool PF = false>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
     __shared__ dec_shared<G> sh;
     nc_pdl_trigger();
-    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS>(a, blockIdx.x, blockIdx.y, blockIdx.z, sh);
+    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS, PF>(a, blockIdx.x, blockIdx.y, blockIdx.z, sh);
 }
 
 /* --deterministic: the attention of token a.row0 + blockIdx.z, for any
@@ -167,12 +167,25 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) 
         {NULL, attn_decode_kernel<1, false, true>, attn_decode_kernel<2, false, true>,
          attn_decode_kernel<3, false, true>, attn_decode_kernel<4, false, true>, attn_decode_kernel<5, false, true>,
          attn_decode_kernel<6, false, true>, attn_decode_kernel<7, false, true>, attn_decode_kernel<8, false, true>}};
+    static void (*const prefetch[2][NC_ATTN_MAX_GROUP + 1])(dec_args) = {
+        {NULL, attn_decode_kernel<1, false, false, true>, attn_decode_kernel<2, false, false, true>,
+         attn_decode_kernel<3, false, false, true>, attn_decode_kernel<4, false, false, true>,
+         attn_decode_kernel<5, false, false, true>, attn_decode_kernel<6, false, false, true>,
+         attn_decode_kernel<7, false, false, true>, attn_decode_kernel<8, false, false, true>},
+        {NULL, attn_decode_kernel<1, false, true, true>, attn_decode_kernel<2, false, true, true>,
+         attn_decode_kernel<3, false, true, true>, attn_decode_kernel<4, false, true, true>,
+         attn_decode_kernel<5, false, true, true>, attn_decode_kernel<6, false, true, true>,
+         attn_decode_kernel<7, false, true, true>, attn_decode_kernel<8, false, true, true>}};
     /* The first-chunk prefetch before the PDL wait keeps 16 uint4 live
      * across it (128 registers instead of 84 for G = 1): worth it when the
      * context is split over many small CTAs (batch 1..8 on d34), not when
      * each CTA streams a whole row, where 6 instead of 4 resident CTAs per
-     * SM win (H100, d34 @640: batch 32 +5.5%, 64 +1.6%, 128 -1%). */
-    void (*const *kernels)(dec_args) = (splits > 1 ? with_early : without)[cu->kv_fp8 ? 1 : 0];
+     * SM win (H100, d34 @640: batch 32 +5.5%, 64 +1.6%, 128 -1%).
+     * NC_CUDA_ATTN_PREFETCH=1 keeps the next chunk in flight through the
+     * whole run instead (PF): the same trade for one-split batches, where
+     * the fp8 cache's chunks are half the registers. */
+    void (*const *kernels)(dec_args) =
+        (splits > 1 ? with_early : cu->env.cuda_attn_prefetch ? prefetch : without)[cu->kv_fp8 ? 1 : 0];
     NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP); /* check_model refuses other group sizes */
     cudaError_t e = nc_launch(cu, kernels[cu->G], dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching attn_decode: %s", cudaGetErrorString(e));

@@ -289,8 +289,11 @@ __device__ __forceinline__ bool arrive_last(dec_shared<G, NW> &sh, int *count, i
  * (every thread of the CTA calls it): the decode attention kernel's body.
  * G: query heads per kv head (compile time: the per-head state lives in
  * registers). EARLY: issue the first chunk's loads before nc_pdl_wait().
- * KV8: the fp8 cache. */
-template <int G, bool EARLY, bool KV8, int NW>
+ * KV8: the fp8 cache. PF: each warp issues the next chunk's loads before
+ * it attends the current one (two chunks in registers: a warp that streams
+ * a long run of chunks never waits a whole memory round trip between
+ * them, at the cost of fewer resident CTAs). */
+template <int G, bool EARLY, bool KV8, int NW, bool PF = false>
 __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split, int hk, int row,
                                                    dec_shared<G, NW> &sh) {
     constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
@@ -344,10 +347,24 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
         for (int j = 0; j < 8; j++) q[g][j] *= a.qscale, acc[g][j] = 0.0f;
         m[g] = -INFINITY, l[g] = 0.0f;
     }
-    for (int c = cb; c < ce; c++) {
-        if (c != cb || !early) load_chunk<KV8>(a, blk, hk, c, lane, kl, ch, fresh && c == c_hi);
-        if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
-        attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
+    if constexpr (PF) {
+        dec_chunk<KV8> next;
+        if (cb < ce && !early) load_chunk<KV8>(a, blk, hk, cb, lane, kl, ch, fresh && cb == c_hi);
+        if (cb + 1 < ce) blk = __ldg(bt + (cb + 1) / CPB);
+        for (int c = cb; c < ce; c++) {
+            if (c + 1 < ce) {
+                load_chunk<KV8>(a, blk, hk, c + 1, lane, kl, next, fresh && c + 1 == c_hi);
+                if (c + 2 < ce) blk = __ldg(bt + (c + 2) / CPB);
+            }
+            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
+            if (c + 1 < ce) ch = next;
+        }
+    } else {
+        for (int c = cb; c < ce; c++) {
+            if (c != cb || !early) load_chunk<KV8>(a, blk, hk, c, lane, kl, ch, fresh && c == c_hi);
+            if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
+            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
+        }
     }
     float num[G], den[G], mx[G];
     merge_warps<G, NW>(sh, m, l, acc, num, den, mx);
