@@ -54,6 +54,7 @@ __attribute__((noreturn, format(printf, 3, 4))) void nc_die_at(const char *file,
     fputc('\n', stderr);
     exit(1);
 }
+const char *nc_error(void) { return "(printed above)"; } /* nc_fail printed the message */
 void *nc_xcalloc(size_t count, size_t size) {
     void *p = calloc(count, size);
     if (!p) exit(1);

@@ -88,6 +88,8 @@ typedef struct {
                                 the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
     bool cuda_verify_rows;   /* NC_CUDA_VERIFY_ROWS (0): chunks verifying drafts (NC_LOGITS_ALL, up to 16
                                 positions) run as decode rows (cuda_batch.cu); off until measured on a GPU */
+    bool cuda_fp8_act;       /* NC_CUDA_FP8_ACT (0): products of fp8 weights with more than 64 rows (prefill)
+                                on the fp8 tensor cores, the input rows quantised to e4m3 per row */
     bool cuda_attn_prefetch; /* NC_CUDA_ATTN_PREFETCH (0): decode attention of one-split batches keeps the
                                 next 16-key chunk's loads in flight (cuda_attn_decode.cu) */
     int cuda_gemv_q8_rows;   /* NC_CUDA_GEMV_Q8_ROWS: rows per warp of the first 8-bit GEMV, 1, 2 or 4

@@ -60,12 +60,17 @@
 #include "util/numeric.h"
 
 #define LOGIT_TOL 3e-2
+/* NC_CUDA_FP8_ACT=1 (the device scripts run the test with it too): fp8
+ * products of 65 rows or more also round their input rows to e4m3 (3
+ * significant bits, up to 2^-4 relative), a few percent of a row's scale
+ * after two layers: the bound for that run */
+#define FP8_ACT_LOGIT_TOL 1e-1
 #define QUANT_DIR "tests/data/quant"
 #define POOL 64
 #define MAX_TOKENS 320
 #define MAX_SEQS 8
 
-static double worst;
+static double worst, logit_tol = LOGIT_TOL;
 
 /* Fixtures: forward_fixture.h (format of tools/make_forward_fixtures.py). */
 
@@ -73,7 +78,7 @@ static double worst;
 /* ==== comparisons ==== */
 
 static void compare_row(const float *ours, const float *ref, int V, const char *what, int pos) {
-    worst = fmax(worst, check_logit_row(ours, ref, V, LOGIT_TOL, what, pos));
+    worst = fmax(worst, check_logit_row(ours, ref, V, logit_tol, what, pos));
 }
 
 static void compare_fixture(const fixture *fx, const fx_case *tc, const float *logits, int pos0, int n,
@@ -534,6 +539,8 @@ int main(void) {
         printf("skipped: no usable CUDA device (or CUDA not compiled in)\n");
         return CHECK_SKIP;
     }
+    const char *fp8_act = getenv("NC_CUDA_FP8_ACT");
+    if (fp8_act && !strcmp(fp8_act, "1")) logit_tol = FP8_ACT_LOGIT_TOL;
     const char *names[] = {"v1_mha", "v1_gqa", "v6_gqa"};
     float *logits = nc_xmalloc(sizeof(float) * (size_t)MAX_TOKENS * 65536);
     float *logits2 = nc_xmalloc(sizeof(float) * (size_t)MAX_TOKENS * 65536);

@@ -339,6 +339,11 @@ static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
     return 0;
 }
 
+/* The widest input row of a product: C, F or H*D values. */
+static size_t act8_width(const nc_cuda *cu) {
+    return (size_t)NC_MAX(NC_MAX(cu->C, cu->F), cu->H * cu->D);
+}
+
 static size_t scratch_bytes(const nc_cuda *cu) {
     size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
     size_t f = 0;
@@ -347,7 +352,8 @@ static size_t scratch_bytes(const nc_cuda *cu) {
     f += R * C * 4 + R * (size_t)cu->Vp * 4;                                           /* xr logits */
     f += (size_t)cu->part_floats * 4;
     f += N * C * 2 + 2 * N * (size_t)cu->H * cu->D * 2 + N * (size_t)cu->F * 2;         /* h q attn u */
-    return f + 16 * 256;
+    if (cu->fp8_act) f += N * act8_width(cu) + N * 4;                                  /* act8 act8_scale */
+    return f + 18 * 256;
 }
 
 /* What the memory plan found. */
@@ -493,6 +499,8 @@ static int alloc_scratch(nc_cuda *cu) {
         dev_alloc((void **)&cu->q, N * cu->H * cu->D * 2, "scratch") ||
         dev_alloc((void **)&cu->attn, N * cu->H * cu->D * 2, "scratch") ||
         dev_alloc((void **)&cu->u, N * cu->F * 2, "scratch") ||
+        (cu->fp8_act && (dev_alloc((void **)&cu->act8, N * act8_width(cu), "scratch") ||
+                         dev_alloc((void **)&cu->act8_scale, N * 4, "scratch"))) ||
         dev_alloc(&cu->lt_workspace, cu->lt_workspace_bytes, "the cuBLASLt workspace"))
         return -1;
     return 0;
@@ -593,9 +601,11 @@ static void describe(nc_cuda *cu, const cudaDeviceProp *prop, const memory_plan 
     bool q8 = cu->layer_format != NC_WEIGHT_BF16;
     char lm[32] = "";
     if (cu->lm_head.format != cu->layer_format) snprintf(lm, sizeof lm, " (lm_head %s)", format_name(cu->lm_head.format));
-    const char *gemms = cu->det      ? "mma.sync, deterministic (batch-invariant kernels)"
-                        : cu->skinny ? (q8 ? "wgmma" : "wgmma up to 64 rows, then cuBLASLt")
-                                     : (q8 ? "mma.sync" : "cuBLASLt");
+    const char *gemms = cu->det       ? "mma.sync, deterministic (batch-invariant kernels)"
+                        : cu->fp8_act ? (cu->skinny ? "wgmma up to 64 rows, then fp8 cuBLASLt (e4m3 input rows)"
+                                                    : "mma.sync up to 64 rows, then fp8 cuBLASLt (e4m3 input rows)")
+                        : cu->skinny  ? (q8 ? "wgmma" : "wgmma up to 64 rows, then cuBLASLt")
+                                      : (q8 ? "mma.sync" : "cuBLASLt");
     snprintf(cu->description, sizeof cu->description,
              "%.200s (cc %d.%d, %d SMs, %.1f GiB): %s weights%s %.2f GB, KV pool %lld blocks (%.2f GiB%s), "
              "batch GEMMs: %s, batch-1 decode: %s",
@@ -634,13 +644,17 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     cudaDeviceProp prop;
     if (open_device(cu, device, &prop) || check_formats(cu, m, p) || size_batches(cu, p)) return -1;
     cu->kv_fp8 = p->kv_cache == NC_KV_CACHE_FP8;
+    /* fp8 tensor-core prefill products: only for fp8 weights, never under --deterministic */
+    cu->fp8_act = cu->env.cuda_fp8_act && !cu->det &&
+                  (m->weights == NC_WEIGHTS_FP8 || m->lm_head->dtype == NC_DTYPE_F8_E4M3);
     slab_layout sl;
     slab_plan(m, cu, &sl);
     memory_plan mp = {0, 0};
     int rc = plan_memory(cu, p, sl.total, &mp) || load_weights(cu, m, &sl);
     slab_free(&sl);
     if (rc || alloc_kv_pool(cu) || build_rope_table(cu) || alloc_scratch(cu) || alloc_batch_buffers(cu) ||
-        init_kernels(cu) || init_launch_modes(cu) || nc_cuda_persist_init(cu))
+        init_kernels(cu) || init_launch_modes(cu) || nc_cuda_persist_init(cu) ||
+        (cu->fp8_act && nc_cuda_lt_fp8_probe(cu)))
         return -1;
     NC_CU_TRY(cudaStreamSynchronize(cu->stream));
     describe(cu, &prop, &mp);
@@ -698,8 +712,8 @@ static void cuda_free(nc_backend *b) {
     nc_cuda_skinny_free(cu);
     nc_cuda_persist_free(cu);
     void *dev[] = {cu->slab, cu->kc, cu->vc, cu->kc8, cu->vc8, cu->ksc, cu->vsc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
-                   cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->lt_workspace,
-                   cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};
+                   cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->act8, cu->act8_scale,
+                   cu->lt_workspace, cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};
     for (size_t i = 0; i < NC_ARRAY_LEN(dev); i++)
         if (dev[i]) cudaFree(dev[i]);
     void *pinned[] = {cu->meta_h, cu->samp_h, cu->out_tok_h, cu->logits_h};

@@ -2,13 +2,15 @@
  * cuda_elementwise.cu: the small kernels between the matrix products:
  * embedding (+ V6 smear), V2+ lambdas, RMSNorm to bf16 (GEMM inputs),
  * RoPE + QK-norm + value embeddings + KV-cache append, ReLU², the rows that
- * feed the lm_head (+ V6 backout), softcap, and KV block copies.
+ * feed the lm_head (+ V6 backout), softcap, KV block copies, and the
+ * per-row e4m3 quantisation of fp8 tensor-core inputs (NC_CUDA_FP8_ACT).
  *
  * Each mirrors one line of nanochat's GPT.forward (docs/model.md); all
  * arithmetic is fp32 and results are rounded to bf16 only where nanochat
  * keeps bf16 tensors (q, k, v, MLP hidden, GEMM inputs).
  */
 #include "cuda_internal.cuh"
+#include "cuda_q8.cuh"
 #include "cuda_rope.cuh"
 
 /* ==== embedding + smear ==== */
@@ -160,6 +162,45 @@ int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count) {
     int64_t n8 = count / 8;
     relu2_kernel<<<(unsigned)((n8 + 255) / 256), 256, 0, cu->stream>>>(u, n8);
     NC_CU_LAUNCHED("relu2");
+    return 0;
+}
+
+/* ==== e4m3 rows for the fp8 tensor cores ==== */
+
+/* One CTA per row: its largest magnitude (the row stays in L1 for the
+ * second pass), then every value times 448 / max rounded to e4m3 (round
+ * to nearest even, saturating, as the fp8 KV cache). */
+__global__ void __launch_bounds__(256) quant_rows_e4m3_kernel(const bf16 *__restrict__ x, int k,
+                                                              uint8_t *__restrict__ out, float *__restrict__ scale) {
+    __shared__ float red[32];
+    const uint4 *row = (const uint4 *)(x + (size_t)blockIdx.x * k);
+    int k8 = k / 8, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < k8; i += blockDim.x) {
+        float f[8];
+        nc_bf16x8_to_f32(row[i], f);
+#pragma unroll
+        for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(f[j]));
+    }
+    amax = nc_warp_max(amax);
+    if (lane == 0) red[warp] = amax;
+    __syncthreads();
+    amax = nc_warp_max(lane < (int)(blockDim.x >> 5) ? red[lane] : 0.0f);
+    float inv = amax > 0.0f ? NC_E4M3_MAX / amax : 1.0f;
+    if (threadIdx.x == 0) scale[blockIdx.x] = amax > 0.0f ? amax / NC_E4M3_MAX : 1.0f;
+    uint2 *o = (uint2 *)(out + (size_t)blockIdx.x * k);
+    for (int i = threadIdx.x; i < k8; i += blockDim.x) {
+        float f[8];
+        nc_bf16x8_to_f32(row[i], f);
+        o[i] = make_uint2(nc_f32x2_to_e4m3x2(f[0] * inv, f[1] * inv) | nc_f32x2_to_e4m3x2(f[2] * inv, f[3] * inv) << 16,
+                          nc_f32x2_to_e4m3x2(f[4] * inv, f[5] * inv) | nc_f32x2_to_e4m3x2(f[6] * inv, f[7] * inv) << 16);
+    }
+}
+
+int nc_cuda_quant_rows_e4m3(nc_cuda *cu, const bf16 *x, int n, int k, uint8_t *out, float *scale) {
+    NC_ASSERT(k % 8 == 0);
+    quant_rows_e4m3_kernel<<<(unsigned)n, 256, 0, cu->stream>>>(x, k, out, scale);
+    NC_CU_LAUNCHED("quant_rows_e4m3");
     return 0;
 }
 

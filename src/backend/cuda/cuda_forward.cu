@@ -115,6 +115,8 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  * The one place that picks a matrix-product kernel:
  *   - one row (batch-1 decode): the GEMV, computing w->used_rows outputs
  *     with the RMSNorm of a normed input folded in (it reads the fp32 rows);
+ *   - NC_CUDA_FP8_ACT, fp8 weights, 65 rows or more: the rows quantised
+ *     to e4m3 (one scale each) and cuBLASLt's fp8 tensor-core product;
  *   - 2..64 rows: the skinny wgmma GEMM where it runs (sm_90a), and for
  *     8-bit weights every row count past one (token tiles past 64);
  *   - otherwise cuBLASLt (bf16, plus a ReLU² / softcap pass) or, for 8-bit
@@ -137,6 +139,9 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
     }
     const bf16 *x;
     if (gemm_input(cu, in, n, &x)) return -1;
+    if (cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS)
+        return nc_cuda_quant_rows_e4m3(cu, x, n, w->cols, cu->act8, cu->act8_scale) ||
+               nc_cuda_lt_matmul_fp8(cu, w, cu->act8, cu->act8_scale, out, n, epi);
     if (nc_cuda_skinny_fits(cu, w, x, out, n)) return nc_cuda_skinny_gemm(cu, w, x, out, n, epi);
     if (w->format != NC_WEIGHT_BF16) return nc_cuda_mma_gemm(cu, w, x, out, n, epi);
     return nc_cuda_lt_matmul(cu, (const bf16 *)w->data, x, out, w->rows, n, w->cols, epi);

@@ -74,6 +74,8 @@ typedef __nv_bfloat16 bf16;
     } while (0)
 
 #define NC_GEMV_MAX_ROWS 1      /* projections of this many rows use our GEMV, larger ones the GEMMs */
+#define NC_FP8_ACT_MIN_ROWS 65  /* NC_CUDA_FP8_ACT: fp8 products of this many rows or more quantise their
+                                   input (below, the skinny GEMM's weight-only tiles are the faster) */
 #define NC_ATTN_MAX_GROUP 8     /* GQA: query heads per kv head the kernels support */
 #define NC_ATTN_MAX_SPLITS 64   /* split-KV: most splits per (row, kv head) */
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
@@ -236,6 +238,13 @@ struct nc_cuda {
     bf16 *q;                           /* [N, H, D] */
     bf16 *attn;                        /* [N, H*D] */
     bf16 *u;                           /* [N, F] MLP hidden */
+    /* NC_CUDA_FP8_ACT: products of fp8 weights with more than
+     * NC_FP8_ACT_MIN_ROWS rows on the fp8 tensor cores (cuBLASLt), their
+     * bf16 input rows quantised to e4m3 with one scale per row (fp8_act;
+     * else NULL) */
+    bool fp8_act;
+    uint8_t *act8;                     /* [N, max(C, F, H*D)] e4m3 */
+    float *act8_scale;                 /* [N] */
 
     /* batch metadata */
     nc_cuda_meta_layout ml;            /* of the batch being run */
@@ -317,6 +326,15 @@ void nc_cuda_gemm_free(nc_cuda *cu);
  * SOFTCAP) plus a ReLU² / softcap pass. */
 int nc_cuda_lt_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
                       nc_cuda_epilogue epi);
+/* The same product for an fp8 w on the fp8 tensor cores: X8 [n, w->cols]
+ * e4m3 rows with one fp32 scale each (xs, nc_cuda_quant_rows_e4m3), the
+ * weights' row scales and the rows' scales applied by cuBLASLt to each
+ * output (outer-vector scaling), then the epilogue. */
+int nc_cuda_lt_matmul_fp8(nc_cuda *cu, const nc_cuda_weight *w, const uint8_t *X8, const float *xs, void *Y, int n,
+                          nc_cuda_epilogue epi);
+/* Whether cuBLASLt has an fp8 product with per-row scales on this GPU
+ * (asked once, for a d-wide square product of 128 rows). */
+int nc_cuda_lt_fp8_probe(nc_cuda *cu);
 
 /* ==== cuda_gemm_skinny.cu ==== */
 
@@ -359,6 +377,9 @@ int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n);
 int nc_cuda_rope_append(nc_cuda *cu, int layer, int n);
 /* u = bf16(relu(u)^2) in place, count values (cuBLASLt path). */
 int nc_cuda_relu2(nc_cuda *cu, bf16 *u, int64_t count);
+/* out[r, :k] = e4m3(x[r, :k] / scale[r]), scale[r] = max |x[r, :]| / 448
+ * (1 for a zero row), for n rows of k bf16 values (k a multiple of 8). */
+int nc_cuda_quant_rows_e4m3(nc_cuda *cu, const bf16 *x, int n, int k, uint8_t *out, float *scale);
 /* Logits input rows: rows r < R of token lrow[r0 + r], with the V6
  * backout subtracted; fp32 into xr (for the GEMV, which folds the norm)
  * or rmsnorm'ed bf16 into h (for the GEMMs). */
