@@ -55,6 +55,15 @@ static const char *lt_status(cublasStatus_t s) {
             return nc_fail("cublasLt: %s: %s (%d)", #call, lt_status(st_), (int)st_);     \
     } while (0)
 
+/* Destroys what a plan created (any of it may be missing after a failed
+ * plan). */
+static void gemm_entry_release(gemm_entry *e) {
+    if (e->a) cublasLtMatrixLayoutDestroy(e->a);
+    if (e->b) cublasLtMatrixLayoutDestroy(e->b);
+    if (e->c) cublasLtMatrixLayoutDestroy(e->c);
+    if (e->desc) cublasLtMatmulDescDestroy(e->desc);
+}
+
 int nc_cuda_gemm_init(nc_cuda *cu) {
     LT_TRY(cublasLtCreate(&cu->lt));
     cu->gemm_cache = (nc_cuda_gemm_cache *)nc_xcalloc(1, sizeof(nc_cuda_gemm_cache));
@@ -63,13 +72,7 @@ int nc_cuda_gemm_init(nc_cuda *cu) {
 
 void nc_cuda_gemm_free(nc_cuda *cu) {
     if (cu->gemm_cache) {
-        for (int i = 0; i < cu->gemm_cache->n; i++) {
-            gemm_entry *e = &cu->gemm_cache->e[i];
-            cublasLtMatrixLayoutDestroy(e->a);
-            cublasLtMatrixLayoutDestroy(e->b);
-            cublasLtMatrixLayoutDestroy(e->c);
-            cublasLtMatmulDescDestroy(e->desc);
-        }
+        for (int i = 0; i < cu->gemm_cache->n; i++) gemm_entry_release(&cu->gemm_cache->e[i]);
         free(cu->gemm_cache);
         cu->gemm_cache = NULL;
     }
@@ -130,23 +133,15 @@ static int lt_gemm(nc_cuda *cu, lt_operands op, void *Y, bool y_f32, int m, int 
     }
     if (!e) {
         if (gc->n == GEMM_CACHE_SIZE) { /* full: recycle the oldest half */
-            for (int i = 0; i < GEMM_CACHE_SIZE / 2; i++) {
-                cublasLtMatrixLayoutDestroy(gc->e[i].a);
-                cublasLtMatrixLayoutDestroy(gc->e[i].b);
-                cublasLtMatrixLayoutDestroy(gc->e[i].c);
-                cublasLtMatmulDescDestroy(gc->e[i].desc);
-            }
+            for (int i = 0; i < GEMM_CACHE_SIZE / 2; i++) gemm_entry_release(&gc->e[i]);
             memmove(gc->e, gc->e + GEMM_CACHE_SIZE / 2, sizeof(gemm_entry) * (GEMM_CACHE_SIZE / 2));
             gc->n = GEMM_CACHE_SIZE / 2;
         }
         e = &gc->e[gc->n];
         memset(e, 0, sizeof *e);
         e->m = m, e->n = n, e->k = k, e->y_f32 = y_f32, e->acc = accumulate, e->fp8 = fp8;
-        if (gemm_plan(cu, e)) { /* release whatever the failed plan created */
-            if (e->a) cublasLtMatrixLayoutDestroy(e->a);
-            if (e->b) cublasLtMatrixLayoutDestroy(e->b);
-            if (e->c) cublasLtMatrixLayoutDestroy(e->c);
-            if (e->desc) cublasLtMatmulDescDestroy(e->desc);
+        if (gemm_plan(cu, e)) {
+            gemm_entry_release(e);
             return -1;
         }
         gc->n++;
@@ -172,23 +167,23 @@ static int lt_product(nc_cuda *cu, lt_operands op, void *Y, int m, int n, int k,
 
 int nc_cuda_lt_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m, int n, int k,
                       nc_cuda_epilogue epi) {
-    return lt_product(cu, (lt_operands){W, X, NULL, NULL}, Y, m, n, k, epi);
+    return lt_product(cu, lt_operands{W, X, NULL, NULL}, Y, m, n, k, epi);
 }
 
 int nc_cuda_lt_matmul_fp8(nc_cuda *cu, const nc_cuda_weight *w, const uint8_t *X8, const float *xs, void *Y, int n,
                           nc_cuda_epilogue epi) {
     NC_ASSERT(w->format == NC_WEIGHT_FP8 && w->scale && xs);
-    return lt_product(cu, (lt_operands){w->data, X8, w->scale, xs}, Y, w->rows, n, w->cols, epi);
+    return lt_product(cu, lt_operands{w->data, X8, w->scale, xs}, Y, w->rows, n, w->cols, epi);
 }
 
 int nc_cuda_lt_fp8_probe(nc_cuda *cu) {
-    gemm_entry probe = {};
-    probe.m = probe.k = cu->C, probe.n = 128, probe.fp8 = 1;
-    int rc = gemm_plan(cu, &probe);
-    if (probe.a) cublasLtMatrixLayoutDestroy(probe.a);
-    if (probe.b) cublasLtMatrixLayoutDestroy(probe.b);
-    if (probe.c) cublasLtMatrixLayoutDestroy(probe.c);
-    if (probe.desc) cublasLtMatmulDescDestroy(probe.desc);
+    int rc = 0;
+    for (int f32 = 0; f32 <= 1 && !rc; f32++) { /* bf16 out (store, ReLU²); fp32 += (residual add) */
+        gemm_entry probe = {};
+        probe.m = probe.k = cu->C, probe.n = 128, probe.fp8 = 1, probe.y_f32 = probe.acc = f32;
+        rc = gemm_plan(cu, &probe);
+        gemm_entry_release(&probe);
+    }
     if (!rc) return 0;
     char why[NC_ERROR_MAX];
     snprintf(why, sizeof why, "%s", nc_error());

@@ -333,7 +333,8 @@ int nc_cuda_lt_matmul(nc_cuda *cu, const bf16 *W, const bf16 *X, void *Y, int m,
 int nc_cuda_lt_matmul_fp8(nc_cuda *cu, const nc_cuda_weight *w, const uint8_t *X8, const float *xs, void *Y, int n,
                           nc_cuda_epilogue epi);
 /* Whether cuBLASLt has an fp8 product with per-row scales on this GPU
- * (asked once, for a d-wide square product of 128 rows). */
+ * (asked once, for a model-wide square product of 128 rows, with a bf16
+ * output and with an fp32 one accumulated). */
 int nc_cuda_lt_fp8_probe(nc_cuda *cu);
 
 /* ==== cuda_gemm_skinny.cu ==== */
