@@ -144,6 +144,20 @@ typedef struct {
 
 typedef struct nc_backend nc_backend;
 
+/* The products whose input rows a forward can report (observe_products). */
+typedef enum {
+    NC_PRODUCT_QKV,       /* c_q, c_k, c_v: the normed residual, [T, C] */
+    NC_PRODUCT_ATTN_PROJ, /* attention's c_proj: the heads' outputs, [T, H*D] */
+    NC_PRODUCT_MLP_FC,    /* mlp c_fc: the normed residual, [T, C] */
+    NC_PRODUCT_MLP_PROJ,  /* mlp c_proj: relu(c_fc x)^2, [T, 4C] */
+    NC_PRODUCT_LM_HEAD,   /* lm_head (layer -1): the final normed rows that asked for logits, [n, C] */
+} nc_product;
+
+/* Called during a forward with the input rows x [rows, cols] (row stride
+ * ld, fp32) of one product of one layer, before the product uses them. */
+typedef void (*nc_product_observer)(void *ctx, int32_t layer, nc_product product, const float *x, int64_t rows,
+                                    int64_t cols, int64_t ld);
+
 typedef struct {
     const char *name; /* "cpu", "cuda" */
     /* Prepares weights, the KV pool and scratch sized by `p`; fills
@@ -208,6 +222,11 @@ typedef struct {
      * (docs/performance.md, Batch invariance); CUDA: false (a lone decode
      * row and a chunk take different GEMM paths). */
     bool batch_invariant;
+    /* Optional (NULL if unsupported; the CPU backend has it): every later
+     * forward reports the input rows of its weight products to `fn` (NULL
+     * stops it), the statistics calibrated rounding of 8-bit weights is
+     * computed from (quant/calibrate.h). */
+    void (*observe_products)(nc_backend *b, nc_product_observer fn, void *ctx);
 } nc_backend_ops;
 
 /* The most GPUs one device name selects (one engine over them: tensor

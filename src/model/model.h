@@ -97,6 +97,7 @@ const char *nc_weight_format_meta(nc_weight_format f);
 #define NC_QUANT_META_FORMAT "nanochat.weights"  /* "int8" or "fp8_e4m3" */
 #define NC_QUANT_META_SCHEME "nanochat.scheme"   /* NC_QUANT_SCHEME */
 #define NC_QUANT_META_VERSION "nanochat.version" /* NC_QUANT_VERSION */
+#define NC_QUANT_META_ROUNDING "nanochat.rounding" /* "nearest", or "gptq" (informational: the format is the same) */
 #define NC_QUANT_SCHEME "per_channel_absmax"
 #define NC_QUANT_VERSION "1"
 

@@ -82,13 +82,18 @@ static void quantize_fp8(const float *w, int64_t n, float s, uint8_t *q) {
     for (; i < n; i++) q[i] = nc_f32_to_f8e4m3(w[i] / s);
 }
 
+bool nc_quantize_row_scale(const float *w, int64_t n, nc_weight_format f, float *scale) {
+    bool finite;
+    float amax = row_absmax(w, n, &finite);
+    *scale = amax / (f == NC_WEIGHTS_INT8 ? 127.0f : NC_F8E4M3_MAX);
+    return finite;
+}
+
 /* The row's scale (0 for a row of zeros, whose q are all 0); false if the
  * row is not finite (nothing written then). */
 static bool quantize_row(const float *w, int64_t n, nc_weight_format f, void *q, float *scale) {
-    bool finite;
-    float amax = row_absmax(w, n, &finite);
-    if (!finite) return false;
-    float s = amax / (f == NC_WEIGHTS_INT8 ? 127.0f : NC_F8E4M3_MAX);
+    float s;
+    if (!nc_quantize_row_scale(w, n, f, &s)) return false;
     *scale = s;
     if (s == 0) memset(q, 0, (size_t)n);
     else if (f == NC_WEIGHTS_INT8) quantize_int8(w, n, s, q);
@@ -125,12 +130,12 @@ typedef struct {
     int64_t total_rows;
     float *scratch;         /* [n_threads, max_cols]: a row converted to fp32 */
     int64_t max_cols;
+    int n_layers;           /* mats[6 * n_layers] is lm_head */
     int failed;             /* 0, or 1 + the matrix with a non-finite value */
     int64_t failed_row;
 } qjob;
 
-/* Row r of a float tensor as fp32: in place for f32, else converted into buf. */
-static const float *row_f32(const nc_tensor *t, int64_t r, float *buf) {
+const float *nc_quantize_row_f32(const nc_tensor *t, int64_t r, float *buf) {
     int64_t n = t->shape[1];
     switch (t->dtype) {
     case NC_DTYPE_F32: return (const float *)t->data + r * n;
@@ -160,7 +165,7 @@ static void quantize_worker(void *ctx, int task, int n_tasks, int thread) {
         while (g >= j->mats[k].first_row + j->mats[k].src->shape[0]) k++;
         qmatrix *qm = &j->mats[k];
         int64_t r = g - qm->first_row, n = qm->src->shape[1];
-        const float *w = row_f32(qm->src, r, buf);
+        const float *w = nc_quantize_row_f32(qm->src, r, buf);
         if (!quantize_row(w, n, j->f, qm->q + r * n, &qm->scale[r])) {
             int expected = 0;
             if (__atomic_compare_exchange_n(&j->failed, &expected, k + 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
@@ -183,13 +188,44 @@ static int list_matrices(nc_model *m, bool lm_head, qmatrix *out) {
     return n;
 }
 
+/* Round to nearest: every matrix's rows split over a pool. */
+static int round_to_nearest(qjob *j, int n_threads) {
+    nc_threadpool *pool = nc_threadpool_new(n_threads);
+    if (!pool) return -1;
+    int n = nc_threadpool_size(pool);
+    j->scratch = nc_xmalloc((size_t)n * (size_t)j->max_cols * sizeof(float));
+    nc_threadpool_run(pool, quantize_worker, j, 4 * n);
+    free(j->scratch);
+    nc_threadpool_free(pool);
+    if (j->failed)
+        return nc_fail("tensor '%s' row %lld holds a non-finite value; it cannot be quantised",
+                       j->mats[j->failed - 1].src->name, (long long)j->failed_row);
+    return 0;
+}
+
+/* Another rounding: one matrix at a time, in listing order. */
+static int round_with(const qjob *j, const nc_quant_rounding *r) {
+    for (int i = 0; i < j->n_mats; i++) {
+        bool head = i == 6 * j->n_layers;
+        int layer = head ? -1 : i / 6;
+        nc_qmatrix which = head ? NC_QMATRIX_LM_HEAD : (nc_qmatrix)(i % 6);
+        if (r->round(r->ctx, layer, which, j->mats[i].src, j->f, j->mats[i].q, j->mats[i].scale)) return -1;
+    }
+    return 0;
+}
+
 int nc_model_quantize(nc_model *m, nc_weight_format f, bool lm_head, int n_threads) {
+    return nc_model_quantize_rounded(m, f, lm_head, n_threads, NULL);
+}
+
+int nc_model_quantize_rounded(nc_model *m, nc_weight_format f, bool lm_head, int n_threads,
+                              const nc_quant_rounding *rounding) {
     if (f == NC_WEIGHTS_FLOAT || f == m->weights) return 0;
     if (m->weights != NC_WEIGHTS_FLOAT)
         return nc_fail("the weights are already %s; --weights %s needs the float (bf16/fp32) checkpoint",
                        nc_weight_format_name(m->weights), nc_weight_format_name(f));
     qmatrix *mats = nc_xcalloc((size_t)(6 * m->cfg.n_layer + 1), sizeof *mats);
-    qjob j = {.mats = mats, .n_mats = list_matrices(m, lm_head, mats), .f = f};
+    qjob j = {.mats = mats, .n_mats = list_matrices(m, lm_head, mats), .f = f, .n_layers = m->cfg.n_layer};
     size_t arena_bytes = 0;
     for (int i = 0; i < j.n_mats; i++) {
         mats[i].first_row = j.total_rows;
@@ -199,11 +235,9 @@ int nc_model_quantize(nc_model *m, nc_weight_format f, bool lm_head, int n_threa
     }
     uint8_t *arena = nc_alloc_huge(arena_bytes);
     float *scales = malloc((size_t)j.total_rows * sizeof(float));
-    nc_threadpool *pool = arena && scales ? nc_threadpool_new(n_threads) : NULL;
     int rc = 0;
-    if (!pool) {
-        rc = arena && scales ? -1 : nc_fail("out of memory for %zu MB of %s weights", arena_bytes >> 20,
-                                            nc_weight_format_name(f));
+    if (!arena || !scales) {
+        rc = nc_fail("out of memory for %zu MB of %s weights", arena_bytes >> 20, nc_weight_format_name(f));
         goto done;
     }
     size_t off = 0;
@@ -212,16 +246,8 @@ int nc_model_quantize(nc_model *m, nc_weight_format f, bool lm_head, int n_threa
         mats[i].scale = scales + mats[i].first_row;
         off += ((size_t)nc_tensor_numel(mats[i].src) + 63) & ~(size_t)63;
     }
-    int n = nc_threadpool_size(pool);
-    j.scratch = nc_xmalloc((size_t)n * (size_t)j.max_cols * sizeof(float));
-    nc_threadpool_run(pool, quantize_worker, &j, 4 * n);
-    free(j.scratch);
-    nc_threadpool_free(pool);
-    if (j.failed) {
-        rc = nc_fail("tensor '%s' row %lld holds a non-finite value; it cannot be quantised",
-                     mats[j.failed - 1].src->name, (long long)j.failed_row);
-        goto done;
-    }
+    rc = rounding ? round_with(&j, rounding) : round_to_nearest(&j, n_threads);
+    if (rc) goto done;
 
     nc_tensor_set *ts = m->tensors;
     nc_dtype dtype = nc_weight_format_dtype(f);
@@ -243,6 +269,7 @@ int nc_model_quantize(nc_model *m, nc_weight_format f, bool lm_head, int n_threa
     nc_tensor_set_set_meta(ts, NC_QUANT_META_FORMAT, nc_weight_format_meta(f));
     nc_tensor_set_set_meta(ts, NC_QUANT_META_SCHEME, NC_QUANT_SCHEME);
     nc_tensor_set_set_meta(ts, NC_QUANT_META_VERSION, NC_QUANT_VERSION);
+    nc_tensor_set_set_meta(ts, NC_QUANT_META_ROUNDING, rounding ? rounding->name : "nearest");
     m->weights = f;
 done:
     free(arena);

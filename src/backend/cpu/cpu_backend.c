@@ -342,6 +342,12 @@ static size_t cpu_kv_vector_bytes(nc_backend *b) {
     return st->kv8 ? D + sizeof(float) : D * sizeof(float);
 }
 
+static void cpu_observe_products(nc_backend *b, nc_product_observer fn, void *ctx) {
+    cpu_state *st = cpu_state_of(b);
+    st->observer = fn;
+    st->observer_ctx = ctx;
+}
+
 const nc_backend_ops nc_cpu_backend_ops = {
     .name = "cpu",
     .init = cpu_init,
@@ -353,4 +359,5 @@ const nc_backend_ops nc_cpu_backend_ops = {
     .weight_elem_bytes = cpu_weight_elem_bytes,
     .kv_vector_bytes = cpu_kv_vector_bytes,
     .batch_invariant = true,
+    .observe_products = cpu_observe_products,
 };

@@ -98,6 +98,9 @@ typedef struct {
     int32_t *tok_id;            /* [T] token id */
     int32_t *out_rows;          /* [T] tokens whose logits are wanted, in order */
 
+    nc_product_observer observer; /* observe_products: reported the inputs of every product, or NULL */
+    void *observer_ctx;
+
     char description[160];
 } cpu_state;
 

@@ -405,6 +405,11 @@ static void embed_tokens(cpu_state *st, const nc_model *m, const nc_batch *batch
     }
 }
 
+/* Reports a product's input rows to the observer, if one is set. */
+static void observe(const cpu_state *st, int layer, nc_product p, const float *x, int64_t rows, int64_t cols) {
+    if (st->observer) st->observer(st->observer_ctx, layer, p, x, rows, cols, cols);
+}
+
 int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
     cpu_state *st = cpu_state_of(b);
     const nc_model_config *c = &st->cfg;
@@ -435,6 +440,7 @@ int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
             for (int64_t e = 0; e < T * C; e++) st->x[e] = rl * st->x[e] + xl * st->x0[e];
         }
         for (int64_t t = 0; t < T; t++) rmsnorm(st->x + t * C, st->h + t * C, C, c->norm_eps);
+        observe(st, l, NC_PRODUCT_QKV, st->h, T, C);
 
         mm_job qkv = {.kern = st->kern, .x = st->h, .ldx = C, .T = T, .n_seg = 3, .epi = EPI_NONE,
                       .scratch = st->mm_scratch, .scratch_floats = st->mm_scratch_floats};
@@ -446,10 +452,13 @@ int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
         layer_job lj = {st, batch, l, T};
         nc_threadpool_run(st->pool, qkv_worker, &lj, (int)NC_MIN(T, st->n_tasks));
         nc_threadpool_run(st->pool, attention_worker, &lj, (int)NC_MIN(T * c->n_head, st->n_tasks));
+        observe(st, l, NC_PRODUCT_ATTN_PROJ, st->att, T, QD);
         matmul1(st, st->att, QD, T, &L->attn_proj, C, st->tmp, C, EPI_ADD, st->x, 0);
 
         for (int64_t t = 0; t < T; t++) rmsnorm(st->x + t * C, st->h + t * C, C, c->norm_eps);
+        observe(st, l, NC_PRODUCT_MLP_FC, st->h, T, C);
         matmul1(st, st->h, C, T, &L->mlp_fc, c->mlp_hidden, st->fc, c->mlp_hidden, EPI_RELU2, NULL, 0);
+        observe(st, l, NC_PRODUCT_MLP_PROJ, st->fc, T, c->mlp_hidden);
         matmul1(st, st->fc, c->mlp_hidden, T, &L->mlp_proj, C, st->tmp, C, EPI_ADD, st->x, 0);
 
         if (c->has_smear && l == c->n_layer / 2) memcpy(st->x_backout, st->x, (size_t)(T * C) * sizeof(float));
@@ -466,6 +475,7 @@ int cpu_forward(nc_backend *b, const nc_batch *batch, float *logits) {
             rmsnorm(x, h, C, c->norm_eps);
         }
     }
+    observe(st, -1, NC_PRODUCT_LM_HEAD, st->h, n_out, C);
     matmul1(st, st->h, C, n_out, &st->lm_head, c->vocab_size, logits, c->vocab_size, EPI_SOFTCAP, NULL,
             c->softcap);
     return 0;
