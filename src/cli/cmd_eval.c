@@ -1,8 +1,9 @@
 /*
  * cmd_eval.c: `nanochat eval`: how well a model (in one weight / KV-cache
  * format) predicts a text, as bits per byte, and how far an 8-bit mode
- * drifts from another (--compare): argmax agreement over the text and the
- * first divergence of greedy chats.
+ * drifts from another (--compare, or --compare-model for another file such
+ * as the float checkpoint a quantized one came from): argmax agreement over
+ * the text and the first divergence of greedy chats.
  *
  * Bits per byte follow nanochat's evaluate_bpb (nanochat/loss_eval.py):
  * the sum of the target tokens' cross-entropy losses in nats over
@@ -53,7 +54,8 @@ static const char *const chat_prompts[] = {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: nanochat eval [-m PATH | --random SPEC] --text FILE [--compare W] [--json] [options]\n"
+            "usage: nanochat eval [-m PATH | --random SPEC] --text FILE [--compare W | --compare-model PATH]\n"
+            "                     [--json] [options]\n"
             "\n"
             "Bits per byte of a text, computed as nanochat's evaluate_bpb: the text is cut into\n"
             "windows of the model's sequence_len tokens, each run as <|bos|> + the window, and\n"
@@ -64,6 +66,8 @@ static void usage(FILE *f) {
             "\n"
             "  --text FILE          the text to score (UTF-8; required)\n"
             "  --compare W          the reference: --weights W (bf16, int8 or fp8) of the same model\n"
+            "  --compare-model PATH the reference: another checkpoint as it is stored (e.g. the\n"
+            "                       float one a `nanochat quantize` copy came from)\n"
             "  --chats N            greedy chats compared with --compare (default 5, at most %d, 0 = none)\n"
             "  --chat-tokens N      tokens generated per chat (default 64)\n"
             "  --window N           tokens per window (default: the model's sequence_len)\n"
@@ -75,7 +79,7 @@ static void usage(FILE *f) {
 }
 
 typedef struct {
-    const char *text_path, *compare;
+    const char *text_path, *compare, *compare_model;
     int chats, chat_tokens, window;
     long long limit;
     bool json;
@@ -189,6 +193,7 @@ static void close_scored(scored *s) {
 
 typedef struct {
     const char *path;
+    const char *reference_model; /* --compare-model, or NULL */
     long long bytes, tokens, positions_agree;
     int windows, window, n_chats;
     int divergence[NC_ARRAY_LEN(chat_prompts)];
@@ -212,6 +217,7 @@ static void print_json(const scored *a, const scored *b, const eval_result *r) {
     if (b) {
         cJSON *c = cJSON_AddObjectToObject(j, "compare");
         cJSON_AddStringToObject(c, "weights", b->weights);
+        if (r->reference_model) cJSON_AddStringToObject(c, "model", r->reference_model);
         cJSON_AddNumberToObject(c, "bpb", bpb(b, r));
         cJSON_AddNumberToObject(c, "bpb_change_pct", 100.0 * (bpb(a, r) / bpb(b, r) - 1.0));
         cJSON_AddNumberToObject(c, "argmax_agreement", (double)r->positions_agree / (double)r->tokens);
@@ -239,7 +245,8 @@ static void print_text(const scored *a, const scored *b, const eval_result *r) {
     printf("mode:        weights %s, kv-cache %s\n", a->weights, a->kv_cache);
     printf("bits/byte:   %.5f (%.4f nats/token)\n", bpb(a, r), a->nats / (double)r->tokens);
     if (!b) return;
-    printf("reference:   weights %s, kv-cache bf16: %.5f bits/byte (this mode %+.3f%%)\n", b->weights, bpb(b, r),
+    printf("reference:   %s%sweights %s, kv-cache bf16: %.5f bits/byte (this mode %+.3f%%)\n",
+           r->reference_model ? r->reference_model : "", r->reference_model ? ", " : "", b->weights, bpb(b, r),
            100.0 * (bpb(a, r) / bpb(b, r) - 1.0));
     printf("agreement:   argmax equal at %.3f%% of %lld positions\n",
            100.0 * (double)r->positions_agree / (double)r->tokens, r->tokens);
@@ -259,7 +266,7 @@ static int run(const nc_model_args *ma, const eval_opts *o) {
     nc_tokens ids = {0};
     char *text = NULL;
     int32_t *in = NULL;
-    eval_result r = {.path = o->text_path};
+    eval_result r = {.path = o->text_path, .reference_model = o->compare_model};
     size_t len;
 
     if (!(text = nc_read_file(o->text_path, EVAL_MAX_TEXT, &len))) {
@@ -277,9 +284,13 @@ static int run(const nc_model_args *ma, const eval_opts *o) {
     sizes.rows = 1;
     nc_bundle_sizes(&sizes, NC_MAX(window, seq), &bp, &sp);
     if (open_scored(&a, ma, &bp, window, chunk)) goto out;
-    if (o->compare) {
+    if (o->compare || o->compare_model) {
         nc_model_args rb = *ma;
         rb.weights = o->compare;
+        if (o->compare_model) {
+            rb.load = (nc_load_options){.path = o->compare_model, .step = -1};
+            rb.random_spec = NULL;
+        }
         rb.lm_head_float = false;
         rb.kv_cache = NC_KV_CACHE_BF16;
         if (nc_model_args_load(&rb, &b.bd.model, &b.bd.tok) || open_scored(&b, &rb, &bp, window, chunk)) goto out;
@@ -385,6 +396,9 @@ int cmd_eval(int argc, char **argv) {
                 return 2;
             }
             o.compare = v;
+        } else if ((r = nc_flag_take("--compare-model", argc, argv, &i, &v))) {
+            if (r < 0) return 2;
+            o.compare_model = v;
         } else if ((r = nc_flag_take("--chats", argc, argv, &i, &v))) {
             if (r < 0 || nc_flag_int("--chats", v, 0, (long long)NC_ARRAY_LEN(chat_prompts), &x)) return 2;
             o.chats = (int)x;
@@ -404,6 +418,10 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!o.text_path) {
         fprintf(stderr, "nanochat eval: --text FILE is required (see nanochat eval --help)\n");
+        return 2;
+    }
+    if (o.compare && o.compare_model) {
+        fprintf(stderr, "nanochat eval: --compare and --compare-model are mutually exclusive\n");
         return 2;
     }
     return run(&a, &o);

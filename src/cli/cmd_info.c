@@ -49,6 +49,13 @@ static const char *lm_head_format(const nc_model *m) {
     return m->lm_head_scale ? nc_weight_format_name(m->weights) : "bf16";
 }
 
+/* How the 8-bit codes were chosen (the file's metadata): "GPTQ" or "round
+ * to nearest" (files written before the key existed round to nearest). */
+static const char *rounding(const nc_model *m) {
+    const char *r = nc_tensor_set_meta(m->tensors, NC_QUANT_META_ROUNDING);
+    return r && !strcmp(r, "gptq") ? "gptq" : "nearest";
+}
+
 /* Tensor count and element count per dtype. */
 typedef struct {
     int count[NC_DTYPE_COUNT];
@@ -151,6 +158,8 @@ static void print_json(const nc_model *m, const nc_checkpoint_location *loc, cha
     cJSON_AddNumberToObject(j, "parameters", (double)nc_config_param_count(c));
     cJSON_AddStringToObject(j, "weight_format", nc_weight_format_name(m->weights));
     cJSON_AddStringToObject(j, "lm_head_format", lm_head_format(m));
+    if (m->weights == NC_WEIGHTS_FLOAT) cJSON_AddNullToObject(j, "rounding");
+    else cJSON_AddStringToObject(j, "rounding", rounding(m));
     cJSON_AddNumberToObject(j, "tensor_bytes", (double)nc_tensor_set_bytes(m->tensors));
     dtype_stats ds;
     count_dtypes(m, &ds);
@@ -208,8 +217,9 @@ static void print_text(const nc_model *m, const nc_checkpoint_location *loc, cha
     if (m->weights == NC_WEIGHTS_FLOAT)
         printf("weights:      float, as stored (--weights bf16)\n");
     else
-        printf("weights:      %s with one fp32 scale per row (layers; lm_head %s)\n", nc_weight_format_name(m->weights),
-               lm_head_format(m));
+        printf("weights:      %s with one fp32 scale per row (layers; lm_head %s), %s\n",
+               nc_weight_format_name(m->weights), lm_head_format(m),
+               strcmp(rounding(m), "gptq") ? "rounded to nearest" : "rounded by GPTQ");
     dtype_stats ds;
     count_dtypes(m, &ds);
     printf("dtypes:      ");
