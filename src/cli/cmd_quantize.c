@@ -47,8 +47,10 @@ static void usage(FILE *f) {
             "  --calibrate TEXT     choose the codes by GPTQ on this UTF-8 text (text like the\n"
             "                       model's own: its training or chat data)\n"
             "  --calibrate-tokens N tokens of the text used (default %d)\n"
+            "  --calibrate-memory MB  statistics held at once (default %d; a model whose layers'\n"
+            "                       statistics do not fit takes several passes over the text)\n"
             "  -h, --help           this help\n\n",
-            NC_CALIBRATION_DEFAULT_TOKENS);
+            NC_CALIBRATION_DEFAULT_TOKENS, (int)(NC_CALIBRATION_DEFAULT_MEMORY >> 20));
     nc_model_args_help(f);
 }
 
@@ -98,6 +100,7 @@ typedef struct {
     const char *out_dir;
     const char *calibrate; /* text path, or NULL: round to nearest */
     long long calibrate_tokens;
+    long long calibrate_memory_mb;
 } quantize_opts;
 
 static int run(const nc_model_args *a, const quantize_opts *o) {
@@ -133,7 +136,8 @@ static int run(const nc_model_args *a, const quantize_opts *o) {
     }
     if (o->calibrate) {
         nc_calibration_params cp = {.text_path = o->calibrate, .max_tokens = o->calibrate_tokens,
-                                    .n_threads = a->threads, .verbose = true};
+                                    .n_threads = a->threads, .memory = (size_t)o->calibrate_memory_mb << 20,
+                                    .verbose = true};
         if (!(calib = nc_calibration_new(m, tok, &cp))) {
             fprintf(stderr, "nanochat quantize: %s\n", nc_error());
             goto done;
@@ -202,13 +206,16 @@ int cmd_quantize(int argc, char **argv) {
             o.calibrate = v;
         } else if ((r = nc_flag_take("--calibrate-tokens", argc, argv, &i, &v))) {
             if (r < 0 || nc_flag_int("--calibrate-tokens", v, 2, 1LL << 30, &o.calibrate_tokens)) return 2;
+        } else if ((r = nc_flag_take("--calibrate-memory", argc, argv, &i, &v))) {
+            if (r < 0 || nc_flag_int("--calibrate-memory", v, 1, 1LL << 30, &o.calibrate_memory_mb)) return 2;
         } else {
             fprintf(stderr, "nanochat quantize: unknown option '%s' (see nanochat quantize --help)\n", argv[i]);
             return 2;
         }
     }
-    if (o.calibrate_tokens && !o.calibrate) {
-        fprintf(stderr, "nanochat quantize: --calibrate-tokens needs --calibrate TEXT\n");
+    if ((o.calibrate_tokens || o.calibrate_memory_mb) && !o.calibrate) {
+        fprintf(stderr, "nanochat quantize: --calibrate-%s needs --calibrate TEXT\n",
+                o.calibrate_tokens ? "tokens" : "memory");
         return 2;
     }
     if (!a.weights || !o.out_dir || !*o.out_dir) {

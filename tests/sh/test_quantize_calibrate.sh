@@ -9,7 +9,9 @@
 #   - int8 calibrated the same way stays within 0.5% too;
 #   - eval --compare-model: the calibrated file against the float checkpoint,
 #     the reference's bits per byte PyTorch's bf16 value (1e-5);
-#   - the same run twice writes the same bytes (calibration is deterministic);
+#   - the same run twice writes the same bytes (calibration is deterministic,
+#     whatever the threads), and so does one with a memory budget of one
+#     layer's statistics (a pass per layer, lm_head in its own);
 #   - refusals with a one-line message: a missing or empty calibration text,
 #     --calibrate-tokens without --calibrate or out of range, an 8-bit source.
 set -u
@@ -62,6 +64,10 @@ PY
     "$BIN" quantize --weights fp8 -o "$TMP/fp8c" --calibrate "$CALIB" --calibrate-tokens 4096 --threads 2 >"$TMP/out" 2>&1 &&
     grep -q "GPTQ on 4096 tokens" "$TMP/out" && cmp -s "$TMP/fp8b/model.safetensors" "$TMP/fp8c/model.safetensors" &&
     ok || bad "calibrated quantisation differs between runs (1 and 2 threads): $(cat "$TMP/out")"
+"$BIN" quantize --weights fp8 -o "$TMP/fp8d" --calibrate "$CALIB" --calibrate-tokens 4096 --calibrate-memory 1 \
+    >/dev/null 2>"$TMP/err" && [ "$(grep -c "calibration pass" "$TMP/err")" -eq 7 ] &&
+    cmp -s "$TMP/fp8b/model.safetensors" "$TMP/fp8d/model.safetensors" &&
+    ok || bad "a pass per layer gives other weights than one pass: $(cat "$TMP/err")"
 
 # expect_error NAME NEEDLE ARGS...: exit 1..127, one stderr line containing NEEDLE.
 expect_error() {
@@ -78,6 +84,7 @@ expect_error() {
 expect_error "missing text" "$TMP/none.txt" "$BIN" quantize --weights fp8 -o "$TMP/x1" --calibrate "$TMP/none.txt"
 expect_error "empty text" "needs a few thousand" "$BIN" quantize --weights fp8 -o "$TMP/x2" --calibrate "$TMP/empty.txt"
 expect_error "tokens alone" "--calibrate-tokens needs --calibrate" "$BIN" quantize --weights fp8 -o "$TMP/x3" --calibrate-tokens 100
+expect_error "memory alone" "--calibrate-memory needs --calibrate" "$BIN" quantize --weights fp8 -o "$TMP/x3" --calibrate-memory 100
 expect_error "tokens range" "--calibrate-tokens expects an integer" "$BIN" quantize --weights fp8 -o "$TMP/x4" --calibrate "$CALIB" --calibrate-tokens 1
 expect_error "two references" "mutually exclusive" "$BIN" eval --text "$TEXT" --compare bf16 --compare-model models/picochat
 expect_error "8-bit source" "already holds fp8" "$BIN" quantize -m "$TMP/fp8" --weights int8 -o "$TMP/x5" --calibrate "$CALIB"
