@@ -47,10 +47,12 @@ static void usage(FILE *f) {
             "  --calibrate TEXT     choose the codes by GPTQ on this UTF-8 text (text like the\n"
             "                       model's own: its training or chat data)\n"
             "  --calibrate-tokens N tokens of the text used (default %d)\n"
-            "  --calibrate-memory MB  statistics held at once (default %d; a model whose layers'\n"
-            "                       statistics do not fit takes several passes over the text)\n"
+            "  --calibrate-memory MB\n"
+            "                       statistics held at once (default: half the available memory;\n"
+            "                       a model whose layers' statistics do not fit takes several\n"
+            "                       passes over the text, each a whole forward)\n"
             "  -h, --help           this help\n\n",
-            NC_CALIBRATION_DEFAULT_TOKENS, (int)(NC_CALIBRATION_DEFAULT_MEMORY >> 20));
+            NC_CALIBRATION_DEFAULT_TOKENS);
     nc_model_args_help(f);
 }
 

@@ -72,7 +72,7 @@ nc_calibration *nc_calibration_new(const nc_model *m, const nc_tokenizer *tok, c
     c->model = m;
     c->p = *p;
     if (c->p.max_tokens <= 0) c->p.max_tokens = NC_CALIBRATION_DEFAULT_TOKENS;
-    if (c->p.memory == 0) c->p.memory = NC_CALIBRATION_DEFAULT_MEMORY;
+    if (c->p.memory == 0) c->p.memory = NC_MAX(nc_mem_available() / 2, NC_CALIBRATION_MIN_MEMORY);
     int rc = nc_tokenizer_encode(tok, text, len, &c->ids);
     free(text);
     if (rc) goto fail;

@@ -10,7 +10,7 @@
  * The statistics of a layer take 4 bytes x (3 C^2 + (4C)^2) (d34: 360 MB),
  * so they are gathered for as many consecutive layers as fit in the memory
  * budget per pass over the text; a model whose layers do not all fit takes
- * several passes. The forward passes use the float weights throughout
+ * several passes (each a whole forward: the budget trades memory for time). The forward passes use the float weights throughout
  * (every matrix is rounded from the float model's inputs).
  */
 #ifndef NC_QUANT_CALIBRATE_H
@@ -25,13 +25,14 @@
 #include "../tokenizer/tokenizer.h"
 
 #define NC_CALIBRATION_DEFAULT_TOKENS 16384
-#define NC_CALIBRATION_DEFAULT_MEMORY ((size_t)4 << 30)
+#define NC_CALIBRATION_MIN_MEMORY ((size_t)1 << 30)
 
 typedef struct {
     const char *text_path; /* UTF-8 text, cut into windows of the model's sequence_len tokens */
     int64_t max_tokens;    /* tokens of it used (0: NC_CALIBRATION_DEFAULT_TOKENS) */
     int n_threads;         /* 0: one per physical core */
-    size_t memory;         /* bytes of statistics held at once (0: NC_CALIBRATION_DEFAULT_MEMORY) */
+    size_t memory;         /* bytes of statistics held at once (0: half the available memory,
+                              at least NC_CALIBRATION_MIN_MEMORY) */
     bool verbose;          /* a line per pass on stderr */
 } nc_calibration_params;
 

@@ -57,6 +57,10 @@ double nc_now(void);
  * pthread_cond_timedwait on a condition variable set to that clock. */
 struct timespec nc_monotonic_deadline(double seconds);
 
+/* MemAvailable of /proc/meminfo in bytes (what can be allocated without
+ * swapping), or 0 where unknown. */
+size_t nc_mem_available(void);
+
 #define NC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NC_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define NC_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -29,18 +29,6 @@
 #include "../../util/mmap_file.h"
 #include "cpu_backend.h"
 
-/* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
-static size_t mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[128];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return (size_t)kb * 1024;
-}
-
 /* Whether transparent huge pages are switched off system-wide. */
 static int thp_disabled(void) {
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
@@ -95,7 +83,7 @@ int cpu_place_weights(cpu_state *st, const nc_model *m, const char *mode, const 
     int rc = 0;
     if (n_copy == 0) goto done;
     *placement = "mapped";
-    if (!strcmp(mode, "map") || (!strcmp(mode, "auto") && (thp_disabled() || total > mem_available() / 2)))
+    if (!strcmp(mode, "map") || (!strcmp(mode, "auto") && (thp_disabled() || total > nc_mem_available() / 2)))
         goto done;
 
     uint8_t *arena = nc_alloc_huge(total);
