@@ -86,8 +86,8 @@ typedef struct {
                                 every row count past one, else the mma.sync GEMM) */
     bool cuda_gemv_q8_new;   /* NC_CUDA_GEMV_Q8=old|new (old): the streaming 8-bit batch-1 GEMV instead of
                                 the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
-    bool cuda_verify_rows;   /* NC_CUDA_VERIFY_ROWS (0): chunks verifying drafts (NC_LOGITS_ALL, up to 16
-                                positions) run as decode rows (cuda_batch.cu); off until measured on a GPU */
+    bool cuda_verify_rows;   /* NC_CUDA_VERIFY_ROWS (1): chunks verifying drafts (NC_LOGITS_ALL, up to 16
+                                positions) run as decode rows (cuda_batch.cu); 0: as prefill chunks */
     bool cuda_fp8_act;       /* NC_CUDA_FP8_ACT (0): products of fp8 weights with more than 64 rows (prefill)
                                 on the fp8 tensor cores, the input rows quantised to e4m3 per row */
     bool cuda_attn_prefetch; /* NC_CUDA_ATTN_PREFETCH (0): decode attention of one-split batches keeps the
