@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # tools/device/spec_check.sh: speculative decoding on the GPU in one device
 # call, under BUDGET (default 570 s; docs/speculative.md, Measurements):
-#   0. test_cuda_backend with NC_CUDA_VERIFY_ROWS=1 (verified chunks run as
-#      decode rows: the fixtures' short chunks against PyTorch's logits);
-#   1. test_spec_picochat with NC_TEST_DEVICE=cuda, without and with
-#      NC_CUDA_VERIFY_ROWS=1: the golden conversations greedy, without
+#   0. test_cuda_backend with NC_CUDA_VERIFY_ROWS=0 (verified chunks as
+#      prefill chunks, the fallback; the default, decode rows, runs in every
+#      test_cuda_backend call): the fixtures' short chunks against PyTorch;
+#   1. test_spec_picochat with NC_TEST_DEVICE=cuda, with verified chunks as
+#      decode rows (the default) and as prefill chunks
+#      (NC_CUDA_VERIFY_ROWS=0): the golden conversations greedy, without
 #      speculation and with prompt lookup, picochat drafting for itself, its
 #      first two layers as a draft, models/picochat-draft and lookup with the
 #      cut draft; each must equal the run without speculation up to that
 #      run's own near-ties (the GPU's one-row GEMV and k-row GEMM round bf16
 #      differently); prints the acceptance of each mode;
-#   2. compute-sanitizer memcheck on it (the first 4 conversations, rows on);
+#   2. compute-sanitizer memcheck on it (the first 4 conversations, default);
 #   3. `nanochat bench` on d34 shapes: the cost of verifying k = 1, 2, 4, 8
 #      drafts against a decode step, at 128 and 1024 tokens of context, with
 #      NC_CUDA_VERIFY_ROWS 0 and 1 (issue 20's target: k = 4 at most 1.15x);
@@ -27,12 +29,12 @@
 . "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 
-# verified chunks as decode rows (NC_CUDA_VERIFY_ROWS=1, off by default until this passes):
+# verified chunks as prefill chunks (NC_CUDA_VERIFY_ROWS=0, the fallback of the decode rows):
 # the fixtures' chunks of 3, 7 and 12 and the device-sampled verified chunk against the CPU
-step test_cuda_backend_verify_rows 150 env NC_CUDA_VERIFY_ROWS=1 test_cuda_backend
+step test_cuda_backend_prefill_verify 150 env NC_CUDA_VERIFY_ROWS=0 test_cuda_backend
 step spec_gpu_equality 150 env NC_TEST_DEVICE=cuda test_spec_picochat
-step spec_gpu_equality_verify_rows 150 env NC_CUDA_VERIFY_ROWS=1 NC_TEST_DEVICE=cuda test_spec_picochat
-step spec_sanitizer 150 env NC_CUDA_VERIFY_ROWS=1 NC_TEST_DEVICE=cuda NC_TEST_CASES=4 \
+step spec_gpu_equality_prefill_verify 150 env NC_CUDA_VERIFY_ROWS=0 NC_TEST_DEVICE=cuda test_spec_picochat
+step spec_sanitizer 150 env NC_TEST_DEVICE=cuda NC_TEST_CASES=4 \
     compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 test_spec_picochat
 verify() { # round
     for rows in 0 1; do
