@@ -44,6 +44,7 @@ struct nc_calibration {
     nc_gptq_stats *stats;   /* [(end - first) * PRODUCTS] */
     nc_gptq_stats head_stats;
     int passes;
+    double pass_end;        /* nc_now() when the last pass ended: rounding time since */
 };
 
 static int64_t product_cols(const nc_model_config *c, nc_product p) {
@@ -174,7 +175,8 @@ static int run_pass(nc_calibration *c, int first, int end, bool head) {
     }
     be->ops->observe_products(be, NULL, NULL);
     free(in);
-    if (c->p.verbose) fprintf(stderr, " %.1f s\n", nc_now() - t0);
+    c->pass_end = nc_now();
+    if (c->p.verbose) fprintf(stderr, " %.1f s\n", c->pass_end - t0);
     return rc;
 }
 
@@ -210,7 +212,11 @@ static int round_matrix(void *ctx, int layer, nc_qmatrix which, const nc_tensor 
         snprintf(why, sizeof why, "%s", nc_error());
         return nc_fail("%s: %s", w->name, why);
     }
-    return nc_gptq_round(c->gptq, s, w, f, q, scale);
+    if (nc_gptq_round(c->gptq, s, w, f, q, scale)) return -1;
+    /* the last matrix of what this pass gathered: factoring and rounding done */
+    bool last = which == NC_QMATRIX_LM_HEAD || (which == NC_QMATRIX_MLP_PROJ && layer == c->end - 1 && !c->head);
+    if (c->p.verbose && last) fprintf(stderr, "  factored and rounded in %.1f s\n", nc_now() - c->pass_end);
+    return 0;
 }
 
 nc_quant_rounding nc_calibration_rounding(nc_calibration *c) {
