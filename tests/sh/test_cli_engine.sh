@@ -10,62 +10,42 @@
 #   - a conversation beyond the context is refused naming the limit, and
 #     --truncate keeps it going; later turns reuse the cached prefix.
 # Runs on the tiny checkpoint tests/data/ckpt/v1 (context 256), one thread.
-set -u
-cd "$(dirname "$0")/../.."
-BIN=${NC_BIN:-build/nanochat}
+. "$(dirname "$0")/lib.sh"
 MODEL=tests/data/ckpt/v1
 FIX=tests/data/generate/v1_greedy.json
-[ -x "$BIN" ] || { echo "no binary at $BIN"; exit 1; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect_error NAME NEEDLE ARGS...: exit 1..127, one stderr line containing NEEDLE, empty stdout.
-expect_error() {
-    local name=$1 needle=$2; shift 2
-    "$BIN" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-    local rc=$? lines
-    lines=$(wc -l <"$TMP/err")
-    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then bad "$name: exit $rc"; cat "$TMP/err"; return; fi
-    if [ "$lines" -ne 1 ]; then bad "$name: $lines lines on stderr:"; cat "$TMP/err"; return; fi
-    if ! grep -qF -- "$needle" "$TMP/err"; then bad "$name: stderr lacks '$needle': $(cat "$TMP/err")"; return; fi
-    if [ -s "$TMP/out" ]; then bad "$name: wrote to stdout: $(head -c 200 "$TMP/out")"; return; fi
-    ok
-}
+require_bin
 
 M=(-m "$MODEL" --threads 1)
 for cmd in generate chat; do
     P=(-p hi)
-    expect_error "$cmd unknown flag" "--bogus" $cmd "${M[@]}" "${P[@]}" --bogus
-    expect_error "$cmd temperature<0" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature -1
-    expect_error "$cmd temperature nan" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature nan
-    expect_error "$cmd temperature text" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature warm
-    expect_error "$cmd temperature big" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature 11
-    expect_error "$cmd top-k<0" "--top-k" $cmd "${M[@]}" "${P[@]}" --top-k -3
-    expect_error "$cmd top-p 0" "--top-p" $cmd "${M[@]}" "${P[@]}" --top-p 0
-    expect_error "$cmd top-p>1" "--top-p" $cmd "${M[@]}" "${P[@]}" --top-p 1.5
-    expect_error "$cmd min-p>1" "--min-p" $cmd "${M[@]}" "${P[@]}" --min-p 2
-    expect_error "$cmd n 0" "-n" $cmd "${M[@]}" "${P[@]}" -n 0
-    expect_error "$cmd n 1000" "-n" $cmd "${M[@]}" "${P[@]}" -n 1000
-    expect_error "$cmd max-tokens 0" "--max-tokens" $cmd "${M[@]}" "${P[@]}" --max-tokens 0
-    expect_error "$cmd seed -1" "--seed" $cmd "${M[@]}" "${P[@]}" --seed -1
-    expect_error "$cmd missing value" "needs a value" $cmd "${M[@]}" "${P[@]}" --max-tokens
-    expect_error "$cmd threads" "--threads" $cmd -m "$MODEL" --threads many "${P[@]}"
-    expect_error "$cmd no such model" "does-not-exist" $cmd -m "$TMP/does-not-exist" "${P[@]}"
-    expect_error "$cmd bad device" "--device" $cmd "${M[@]}" "${P[@]}" --device tpu
+    expect_cli_error "$cmd unknown flag" "--bogus" $cmd "${M[@]}" "${P[@]}" --bogus
+    expect_cli_error "$cmd temperature<0" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature -1
+    expect_cli_error "$cmd temperature nan" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature nan
+    expect_cli_error "$cmd temperature text" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature warm
+    expect_cli_error "$cmd temperature big" "--temperature" $cmd "${M[@]}" "${P[@]}" --temperature 11
+    expect_cli_error "$cmd top-k<0" "--top-k" $cmd "${M[@]}" "${P[@]}" --top-k -3
+    expect_cli_error "$cmd top-p 0" "--top-p" $cmd "${M[@]}" "${P[@]}" --top-p 0
+    expect_cli_error "$cmd top-p>1" "--top-p" $cmd "${M[@]}" "${P[@]}" --top-p 1.5
+    expect_cli_error "$cmd min-p>1" "--min-p" $cmd "${M[@]}" "${P[@]}" --min-p 2
+    expect_cli_error "$cmd n 0" "-n" $cmd "${M[@]}" "${P[@]}" -n 0
+    expect_cli_error "$cmd n 1000" "-n" $cmd "${M[@]}" "${P[@]}" -n 1000
+    expect_cli_error "$cmd max-tokens 0" "--max-tokens" $cmd "${M[@]}" "${P[@]}" --max-tokens 0
+    expect_cli_error "$cmd seed -1" "--seed" $cmd "${M[@]}" "${P[@]}" --seed -1
+    expect_cli_error "$cmd missing value" "needs a value" $cmd "${M[@]}" "${P[@]}" --max-tokens
+    expect_cli_error "$cmd threads" "--threads" $cmd -m "$MODEL" --threads many "${P[@]}"
+    expect_cli_error "$cmd no such model" "does-not-exist" $cmd -m "$TMP/does-not-exist" "${P[@]}"
+    expect_cli_error "$cmd bad device" "--device" $cmd "${M[@]}" "${P[@]}" --device tpu
     "$BIN" $cmd --help >"$TMP/out" 2>&1 && grep -q "usage: nanochat $cmd" "$TMP/out" && ok || bad "$cmd --help"
 done
-expect_error "generate without prompt" "-p TEXT" generate "${M[@]}"
-expect_error "generate both prompts" "-p TEXT" generate "${M[@]}" -p hi --ids "1 2"
-expect_error "generate bad ids" "--ids" generate "${M[@]}" --ids "1 x 2"
-expect_error "generate id out of vocab" "vocabulary" generate "${M[@]}" --ids "1 70000"
-expect_error "chat json without -p" "--json needs -p" chat "${M[@]}" --json
-expect_error "chat empty -p" "non-empty" chat "${M[@]}" -p ""
+expect_cli_error "generate without prompt" "-p TEXT" generate "${M[@]}"
+expect_cli_error "generate both prompts" "-p TEXT" generate "${M[@]}" -p hi --ids "1 2"
+expect_cli_error "generate bad ids" "--ids" generate "${M[@]}" --ids "1 x 2"
+expect_cli_error "generate id out of vocab" "vocabulary" generate "${M[@]}" --ids "1 70000"
+expect_cli_error "chat json without -p" "--json needs -p" chat "${M[@]}" --json
+expect_cli_error "chat empty -p" "non-empty" chat "${M[@]}" -p ""
 long=$(python3 -c 'print("word " * 300)')
-expect_error "chat beyond context" "context limit of 256 tokens" chat "${M[@]}" -p "$long"
-expect_error "generate beyond context" "context limit of 256" generate "${M[@]}" -p "$long"
+expect_cli_error "chat beyond context" "context limit of 256 tokens" chat "${M[@]}" -p "$long"
+expect_cli_error "generate beyond context" "context limit of 256" generate "${M[@]}" -p "$long"
 
 # ---- greedy tokens equal PyTorch's ----
 python3 - "$BIN" "$MODEL" "$FIX" <<'EOF' && ok || bad "greedy continuations differ from PyTorch"
@@ -125,5 +105,4 @@ grep -q "prefill: [0-9]* tokens ([1-9][0-9]* cached)" "$TMP/err" && ok || bad "l
 rc=$?
 [ $rc -eq 0 ] && [ "$(wc -l <"$TMP/out")" -eq 4 ] && ok || bad "--truncate: exit $rc, $(wc -l <"$TMP/out") replies: $(cat "$TMP/err")"
 
-echo "test_cli_engine: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_cli_engine

@@ -4,40 +4,9 @@
 # fixtures still load. Damaged files are made here from the committed
 # fixtures (tests/data/ckpt/, tools/make_checkpoint_fixtures.py) with
 # Python's standard library only.
-set -u
-cd "$(dirname "$0")/../.."
-BIN=${NC_BIN:-build/nanochat}
+. "$(dirname "$0")/lib.sh"
 DATA=tests/data/ckpt
-[ -x "$BIN" ] || { echo "no binary at $BIN"; exit 1; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect_error NAME NEEDLE ARGS...: exit in 1..127, exactly one line on
-# stderr that contains NEEDLE, nothing on stdout.
-expect_error() {
-    local name=$1 needle=$2; shift 2
-    "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
-    local rc=$?
-    local lines
-    lines=$(wc -l <"$TMP/err")
-    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
-        bad "$name: exit $rc"; cat "$TMP/err"; return
-    fi
-    if [ "$lines" -ne 1 ]; then
-        bad "$name: $lines lines on stderr:"; cat "$TMP/err"; return
-    fi
-    if ! grep -qF -- "$needle" "$TMP/err"; then
-        bad "$name: stderr lacks '$needle': $(cat "$TMP/err")"; return
-    fi
-    if [ -s "$TMP/out" ]; then
-        bad "$name: wrote to stdout"; return
-    fi
-    ok
-}
+require_bin
 
 expect_ok() {
     local name=$1; shift
@@ -55,30 +24,30 @@ expect_ok "info --json" info --json -m "$DATA/v6"
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$TMP/out" && ok || bad "info --json is not JSON"
 
 # ---- missing files ----
-expect_error "no such path" "does-not-exist" info -m "$TMP/does-not-exist"
+expect_cli_error "no such path" "does-not-exist" info -m "$TMP/does-not-exist"
 mkdir -p "$TMP/empty"
-expect_error "empty dir" "holds no model" info -m "$TMP/empty"
+expect_cli_error "empty dir" "holds no model" info -m "$TMP/empty"
 fresh; rm "$TMP/m/$META"
-expect_error "missing meta" "meta_000005.json" info -m "$TMP/m"
+expect_cli_error "missing meta" "meta_000005.json" info -m "$TMP/m"
 fresh
-expect_error "missing --step" "steps present: 5" info -m "$TMP/m" --step 4
-expect_error "missing tokenizer" "no such file" info -m "$TMP/m" --tokenizer "$TMP/nope.pkl"
-expect_error "bad --source" "--source must be" info -m "$TMP/m" --source chat
-expect_error "--source outside a base dir" "base dir" info -m "$TMP/m" --source sft
-expect_error "bad --step" "--step expects" info -m "$TMP/m" --step -3
-expect_error "missing -m value" "needs a value" info -m
-expect_error "-m and --random" "mutually exclusive" info -m "$TMP/m" --random d20
-expect_error "bad --random" "bad --random spec" info --random 3,100,7
-expect_error "unknown option" "unknown option" info --frobnicate
-NANOCHAT_MODEL="$TMP/nowhere" expect_error "missing default model" "does not exist" info
+expect_cli_error "missing --step" "steps present: 5" info -m "$TMP/m" --step 4
+expect_cli_error "missing tokenizer" "no such file" info -m "$TMP/m" --tokenizer "$TMP/nope.pkl"
+expect_cli_error "bad --source" "--source must be" info -m "$TMP/m" --source chat
+expect_cli_error "--source outside a base dir" "base dir" info -m "$TMP/m" --source sft
+expect_cli_error "bad --step" "--step expects" info -m "$TMP/m" --step -3
+expect_cli_error "missing -m value" "needs a value" info -m
+expect_cli_error "-m and --random" "mutually exclusive" info -m "$TMP/m" --random d20
+expect_cli_error "bad --random" "bad --random spec" info --random 3,100,7
+expect_cli_error "unknown option" "unknown option" info --frobnicate
+NANOCHAT_MODEL="$TMP/nowhere" expect_cli_error "missing default model" "does not exist" info
 
 # ---- truncated .pt ----
 for n in 0 10 1000 100000; do
     fresh; head -c $n "$DATA/v1/$PT" >"$TMP/m/$PT"
-    expect_error "truncated .pt ($n bytes)" "$PT" info -m "$TMP/m"
+    expect_cli_error "truncated .pt ($n bytes)" "$PT" info -m "$TMP/m"
 done
 fresh; echo "this text file is not a zip archive at all" >"$TMP/m/$PT"
-expect_error "text as .pt" "end-of-central-directory" info -m "$TMP/m"
+expect_cli_error "text as .pt" "end-of-central-directory" info -m "$TMP/m"
 
 # ---- corrupt zip directory / pickle, patched in place ----
 patch_py() { # FILE PYTHON-EXPR-ON-bytearray-d
@@ -99,20 +68,20 @@ open(path, "wb").write(d)
 EOF
 }
 fresh; patch_py "$TMP/m/$PT" 'struct.pack_into("<Q", d, eocd64 + 48, len(d) * 2)'
-expect_error "central directory past the file" "central directory" info -m "$TMP/m"
+expect_cli_error "central directory past the file" "central directory" info -m "$TMP/m"
 fresh; patch_py "$TMP/m/$PT" 'd[cd:cd+4] = b"XXXX"'
-expect_error "central record signature" "central directory record" info -m "$TMP/m"
+expect_cli_error "central record signature" "central directory record" info -m "$TMP/m"
 fresh; patch_py "$TMP/m/$PT" 'struct.pack_into("<Q", d, eocd64 + 32, 100000)'
-expect_error "entry count beyond directory" "cannot fit" info -m "$TMP/m"
+expect_cli_error "entry count beyond directory" "cannot fit" info -m "$TMP/m"
 fresh; patch_py "$TMP/m/$PT" 'struct.pack_into("<I", d, cd + 42, 0x7fff0000)'
-expect_error "local header offset past the file" "local header" info -m "$TMP/m"
+expect_cli_error "local header offset past the file" "local header" info -m "$TMP/m"
 fresh; patch_py "$TMP/m/$PT" 'struct.pack_into("<H", d, cd + 10, 8)'
-expect_error "compressed entry" "compressed" info -m "$TMP/m"
+expect_cli_error "compressed entry" "compressed" info -m "$TMP/m"
 # the pickle: PROTO 2 then its first opcode (EMPTY_DICT / GLOBAL) replaced by INST ('i')
 fresh; patch_py "$TMP/m/$PT" 'assert d[pkl()] == 0x80; d[pkl() + 2] = ord("i")'
-expect_error "unexpected pickle opcode" "unsupported opcode 0x69 ('i') at offset 2" info -m "$TMP/m"
+expect_cli_error "unexpected pickle opcode" "unsupported opcode 0x69 ('i') at offset 2" info -m "$TMP/m"
 fresh; patch_py "$TMP/m/$PT" 'd[pkl() + 2] = 0x82'
-expect_error "EXT1 pickle opcode" "unsupported opcode 0x82" info -m "$TMP/m"
+expect_cli_error "EXT1 pickle opcode" "unsupported opcode 0x82" info -m "$TMP/m"
 
 # ---- wrong shapes / unknown architectures ----
 fresh; python3 - "$TMP/m/$META" <<'EOF'
@@ -120,30 +89,30 @@ import json, sys
 m = json.load(open(sys.argv[1])); m["model_config"]["n_kv_head"] = 2
 json.dump(m, open(sys.argv[1], "w"))
 EOF
-expect_error "wrong shape" "attn.c_k.weight' has shape [16, 32], expected [32, 32]" info -m "$TMP/m"
+expect_cli_error "wrong shape" "attn.c_k.weight' has shape [16, 32], expected [32, 32]" info -m "$TMP/m"
 fresh; python3 - "$TMP/m/$META" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1])); m["model_config"]["n_layer"] = 3
 json.dump(m, open(sys.argv[1], "w"))
 EOF
-expect_error "too many layers in meta" "lacks tensor 'transformer.h.2.attn.c_q.weight'" info -m "$TMP/m"
+expect_cli_error "too many layers in meta" "lacks tensor 'transformer.h.2.attn.c_q.weight'" info -m "$TMP/m"
 fresh; echo '{"model_config": {"n_layer": 2}}' >"$TMP/m/$META"
-expect_error "meta without sizes" "missing \"sequence_len\"" info -m "$TMP/m"
+expect_cli_error "meta without sizes" "missing \"sequence_len\"" info -m "$TMP/m"
 fresh; echo '{not json' >"$TMP/m/$META"
-expect_error "meta not JSON" "not a JSON object" info -m "$TMP/m"
-expect_error "extra tensor" "unexpected tensor 'transformer.h.0.attn.foo.weight'" info -m "$DATA/bad/extra_tensor"
-expect_error "missing tensor" "lacks tensor 'transformer.h.0.mlp.c_fc.weight'" info -m "$DATA/bad/missing_tensor"
+expect_cli_error "meta not JSON" "not a JSON object" info -m "$TMP/m"
+expect_cli_error "extra tensor" "unexpected tensor 'transformer.h.0.attn.foo.weight'" info -m "$DATA/bad/extra_tensor"
+expect_cli_error "missing tensor" "lacks tensor 'transformer.h.0.mlp.c_fc.weight'" info -m "$DATA/bad/missing_tensor"
 rm -rf "$TMP/hf"; cp -r "$DATA/hf" "$TMP/hf"
 sed -i 's/"model_type": "nanochat"/"model_type": "llama"/' "$TMP/hf/config.json"
-expect_error "HF model_type" "not \"nanochat\"" info -m "$TMP/hf"
+expect_cli_error "HF model_type" "not \"nanochat\"" info -m "$TMP/hf"
 rm -rf "$TMP/hf"; cp -r "$DATA/hf" "$TMP/hf"; head -c 5000 "$DATA/hf/model.safetensors" >"$TMP/hf/model.safetensors"
-expect_error "truncated safetensors" "data_offsets" info -m "$TMP/hf"
+expect_cli_error "truncated safetensors" "data_offsets" info -m "$TMP/hf"
 rm -rf "$TMP/hf"; cp -r "$DATA/hf_sharded" "$TMP/hf"; rm "$TMP/hf/model-00003-of-00007.safetensors"
-expect_error "missing shard" "model-00003-of-00007.safetensors" info -m "$TMP/hf"
+expect_cli_error "missing shard" "model-00003-of-00007.safetensors" info -m "$TMP/hf"
 
 # ---- non-UTF-8 paths ----
 BADNAME=$(printf 'bad\xff\xfename')
-expect_error "missing non-UTF-8 path" "No such file" info -m "$TMP/$BADNAME"
+expect_cli_error "missing non-UTF-8 path" "No such file" info -m "$TMP/$BADNAME"
 cp -r "$DATA/v1" "$TMP/$BADNAME"
 expect_ok "existing non-UTF-8 path" info -m "$TMP/$BADNAME"
 expect_ok "non-UTF-8 path --json" info --json -m "$TMP/$BADNAME"
@@ -152,11 +121,10 @@ python3 -c 'import json,sys; json.loads(open(sys.argv[1],"rb").read().decode("ut
 
 # ---- tokenizers (errors from the tokenizer's loader, reported by the CLI) ----
 fresh; : >"$TMP/m/tokenizer.pkl"
-expect_error "empty tokenizer beside the model" "tokenizer.pkl" info -m "$TMP/m"
+expect_cli_error "empty tokenizer beside the model" "tokenizer.pkl" info -m "$TMP/m"
 fresh; : >"$TMP/empty.pkl"
-expect_error "empty --tokenizer" "empty.pkl" info -m "$TMP/m" --tokenizer "$TMP/empty.pkl"
+expect_cli_error "empty --tokenizer" "empty.pkl" info -m "$TMP/m" --tokenizer "$TMP/empty.pkl"
 head -c 100 "$DATA/v1/tokenizer.pkl" >"$TMP/trunc.pkl"
-expect_error "truncated --tokenizer" "trunc.pkl" info -m "$TMP/m" --tokenizer "$TMP/trunc.pkl"
+expect_cli_error "truncated --tokenizer" "trunc.pkl" info -m "$TMP/m" --tokenizer "$TMP/trunc.pkl"
 
-echo "tests: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_cli_load_errors

@@ -9,16 +9,9 @@
 #   - sampled generations are the same text with and without it, and the
 #     same from run to run;
 #   - every model command's --help lists it.
-set -u
-cd "$(dirname "$0")/../.."
-BIN=${NC_BIN:-build/nanochat}
+. "$(dirname "$0")/lib.sh"
 DIR=tests/data/forward/tiny_v1
-[ -x "$BIN" ] || { echo "no binary at $BIN"; exit 1; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+require_bin
 
 IDS=$(cat "$DIR/expected_ids.txt")
 "$BIN" forward -m "$DIR" --device cpu --ids "$IDS" --out "$TMP/plain" 2>"$TMP/err" || bad "forward: $(cat "$TMP/err")"
@@ -48,5 +41,4 @@ for cmd in chat generate serve forward bench eval; do
     "$BIN" "$cmd" --help 2>&1 | grep -q -- "--deterministic" && ok || bad "$cmd --help does not list --deterministic"
 done
 
-echo "test_deterministic_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish test_deterministic_cli

@@ -7,16 +7,9 @@
 #     with 1 and 2 threads, and the scalar kernels (NC_CPU_KERNELS=scalar);
 #   - the file is exactly T x V fp32;
 #   - bad flags / ids / missing model: exit 1..127, one line on stderr.
-set -u
-cd "$(dirname "$0")/../.."
-BIN=${NC_BIN:-build/nanochat}
+. "$(dirname "$0")/lib.sh"
 DIR=tests/data/forward/tiny_v1
-[ -x "$BIN" ] || { echo "no binary at $BIN"; exit 1; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+require_bin
 
 IDS=$(cat "$DIR/expected_ids.txt")
 
@@ -56,31 +49,18 @@ else
     bad "forward --out - failed: $(cat "$TMP/err")"
 fi
 
-# expect_error NAME NEEDLE ARGS...: exit 1..127, one stderr line containing NEEDLE, empty stdout.
-expect_error() {
-    local name=$1 needle=$2; shift 2
-    "$BIN" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-    local rc=$? lines
-    lines=$(wc -l <"$TMP/err")
-    if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then bad "$name: exit $rc"; cat "$TMP/err"; return; fi
-    if [ "$lines" -ne 1 ]; then bad "$name: $lines lines on stderr:"; cat "$TMP/err"; return; fi
-    if ! grep -qF -- "$needle" "$TMP/err"; then bad "$name: stderr lacks '$needle': $(cat "$TMP/err")"; return; fi
-    if [ -s "$TMP/out" ]; then bad "$name: wrote to stdout"; return; fi
-    ok
-}
 M=(-m "$DIR" --device cpu)
-expect_error "no ids" "--ids is required" forward "${M[@]}" --out "$TMP/x"
-expect_error "no out" "--out is required" forward "${M[@]}" --ids "1 2"
-expect_error "empty ids" "--ids is empty" forward "${M[@]}" --ids " " --out "$TMP/x"
-expect_error "junk id" "'1x' is not a token id" forward "${M[@]}" --ids "1 1x 2" --out "$TMP/x"
-expect_error "negative id" "'-3' is not a token id" forward "${M[@]}" --ids "1 -3" --out "$TMP/x"
-expect_error "id beyond vocab" "outside the vocabulary [0, 256)" forward "${M[@]}" --ids "1 256" --out "$TMP/x"
-expect_error "too long" "supports at most 640 positions" forward "${M[@]}" --ids "$(seq -s ' ' 1 641 | tr -d '\n' | sed 's/[0-9]\+/7/g')" --out "$TMP/x"
-expect_error "unknown flag" "unknown option '--bogus'" forward "${M[@]}" --bogus --ids 1 --out "$TMP/x"
-expect_error "missing value" "--out needs a value" forward "${M[@]}" --ids 1 --out
-expect_error "missing model" "nanochat:" forward -m "$TMP/nonexistent" --ids 1 --out "$TMP/x"
-expect_error "unwritable out" "cannot write" forward "${M[@]}" --ids "1 2" --out "$TMP/no/such/dir/x"
+expect_cli_error "no ids" "--ids is required" forward "${M[@]}" --out "$TMP/x"
+expect_cli_error "no out" "--out is required" forward "${M[@]}" --ids "1 2"
+expect_cli_error "empty ids" "--ids is empty" forward "${M[@]}" --ids " " --out "$TMP/x"
+expect_cli_error "junk id" "'1x' is not a token id" forward "${M[@]}" --ids "1 1x 2" --out "$TMP/x"
+expect_cli_error "negative id" "'-3' is not a token id" forward "${M[@]}" --ids "1 -3" --out "$TMP/x"
+expect_cli_error "id beyond vocab" "outside the vocabulary [0, 256)" forward "${M[@]}" --ids "1 256" --out "$TMP/x"
+expect_cli_error "too long" "supports at most 640 positions" forward "${M[@]}" --ids "$(seq -s ' ' 1 641 | tr -d '\n' | sed 's/[0-9]\+/7/g')" --out "$TMP/x"
+expect_cli_error "unknown flag" "unknown option '--bogus'" forward "${M[@]}" --bogus --ids 1 --out "$TMP/x"
+expect_cli_error "missing value" "--out needs a value" forward "${M[@]}" --ids 1 --out
+expect_cli_error "missing model" "nanochat:" forward -m "$TMP/nonexistent" --ids 1 --out "$TMP/x"
+expect_cli_error "unwritable out" "cannot write" forward "${M[@]}" --ids "1 2" --out "$TMP/no/such/dir/x"
 "$BIN" forward --help | grep -q "little-endian" && ok || bad "--help"
 
-echo "test_forward_cli: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_forward_cli

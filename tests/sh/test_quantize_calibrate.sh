@@ -14,15 +14,8 @@
 #     layer's statistics (a pass per layer, lm_head in its own);
 #   - refusals with a one-line message: a missing or empty calibration text,
 #     --calibrate-tokens without --calibrate or out of range, an 8-bit source.
-set -u
-cd "$(dirname "$0")/../.."
-BIN=${NC_BIN:-build/nanochat}
-[ -x "$BIN" ] || { echo "no binary at $BIN"; exit 1; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/lib.sh"
+require_bin
 TEXT=tests/data/heldout/devils_dictionary.txt
 CALIB=tests/data/calibration/picochat_mix.txt
 ref_bpb() { python3 -c "import json; print(json.load(open('tests/data/eval/reference.json'))['results']['$1']['bpb_limit'])"; }
@@ -69,17 +62,6 @@ PY
     cmp -s "$TMP/fp8b/model.safetensors" "$TMP/fp8d/model.safetensors" &&
     ok || bad "a pass per layer gives other weights than one pass: $(cat "$TMP/err")"
 
-# expect_error NAME NEEDLE ARGS...: exit 1..127, one stderr line containing NEEDLE.
-expect_error() {
-    local name=$1 needle=$2; shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-    local rc=$?
-    if [ $rc -ge 1 ] && [ $rc -le 127 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -qF -- "$needle" "$TMP/err"; then
-        ok
-    else
-        bad "$name: exit $rc, stderr: $(cat "$TMP/err")"
-    fi
-}
 : >"$TMP/empty.txt"
 expect_error "missing text" "$TMP/none.txt" "$BIN" quantize --weights fp8 -o "$TMP/x1" --calibrate "$TMP/none.txt"
 expect_error "empty text" "needs a few thousand" "$BIN" quantize --weights fp8 -o "$TMP/x2" --calibrate "$TMP/empty.txt"
@@ -90,5 +72,4 @@ expect_error "two references" "mutually exclusive" "$BIN" eval --text "$TEXT" --
 expect_error "8-bit source" "already holds fp8" "$BIN" quantize -m "$TMP/fp8" --weights int8 -o "$TMP/x5" --calibrate "$CALIB"
 [ ! -e "$TMP/x1/model.safetensors" ] && [ ! -e "$TMP/x2/model.safetensors" ] && ok || bad "a refused run left a model file"
 
-echo "test_quantize_calibrate: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_quantize_calibrate

@@ -13,15 +13,8 @@
 #     bf16, fp8 and int8 with the weight-only kernels within 1e-5 (relative),
 #     int8 with the VNNI kernels (q8 activations) within 0.5%; --compare's
 #     report; eval's own bad input.
-set -u
-cd "$(dirname "$0")/../.."
-BIN=${NC_BIN:-build/nanochat}
-[ -x "$BIN" ] || { echo "no binary at $BIN"; exit 1; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/lib.sh"
+require_bin
 IDS="4087 4088 1234 77 901 3000 12 4089 4090 55 600 2048 17 18 19 20 21 3999"
 TEXT=tests/data/heldout/devils_dictionary.txt
 
@@ -51,18 +44,6 @@ import json, sys
 j = json.load(sys.stdin)
 sys.exit(0 if (j["weight_format"], j["lm_head_format"]) == ("int8", "bf16") else 1)' && ok || bad "info --json formats"
 
-# ---- refusals ----
-# expect_error NAME NEEDLE ARGS...: exit 1..127, one stderr line containing NEEDLE.
-expect_error() {
-    local name=$1 needle=$2; shift 2
-    "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-    local rc=$?
-    if [ $rc -ge 1 ] && [ $rc -le 127 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -qF -- "$needle" "$TMP/err"; then
-        ok
-    else
-        bad "$name: exit $rc, stderr: $(cat "$TMP/err")"
-    fi
-}
 expect_error "requantise" "already holds int8" "$BIN" quantize -m "$TMP/int8" --weights fp8 -o "$TMP/x"
 expect_error "existing output" "already exists" "$BIN" quantize --weights int8 -o "$TMP/int8"
 expect_error "quantize without -o" "-o OUTDIR" "$BIN" quantize --weights int8
@@ -137,5 +118,4 @@ expect_error "eval --compare int4" "unknown weight format 'int4'" "$BIN" eval --
 : >"$TMP/empty.txt"
 expect_error "eval of an empty text" "holds no text" "$BIN" eval --device cpu --text "$TMP/empty.txt"
 
-echo "test_quantize_cli: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_quantize_cli
