@@ -49,11 +49,11 @@ static const char *lm_head_format(const nc_model *m) {
     return m->lm_head_scale ? nc_weight_format_name(m->weights) : "bf16";
 }
 
-/* How the 8-bit codes were chosen (the file's metadata): "GPTQ" or "round
- * to nearest" (files written before the key existed round to nearest). */
-static const char *rounding(const nc_model *m) {
+/* Whether the 8-bit codes were chosen by GPTQ (the file's metadata; files
+ * written before the key existed round to nearest). */
+static bool gptq_rounded(const nc_model *m) {
     const char *r = nc_tensor_set_meta(m->tensors, NC_QUANT_META_ROUNDING);
-    return r && !strcmp(r, "gptq") ? "gptq" : "nearest";
+    return r && !strcmp(r, "gptq");
 }
 
 /* Tensor count and element count per dtype. */
@@ -159,7 +159,7 @@ static void print_json(const nc_model *m, const nc_checkpoint_location *loc, cha
     cJSON_AddStringToObject(j, "weight_format", nc_weight_format_name(m->weights));
     cJSON_AddStringToObject(j, "lm_head_format", lm_head_format(m));
     if (m->weights == NC_WEIGHTS_FLOAT) cJSON_AddNullToObject(j, "rounding");
-    else cJSON_AddStringToObject(j, "rounding", rounding(m));
+    else cJSON_AddStringToObject(j, "rounding", gptq_rounded(m) ? "gptq" : "nearest");
     cJSON_AddNumberToObject(j, "tensor_bytes", (double)nc_tensor_set_bytes(m->tensors));
     dtype_stats ds;
     count_dtypes(m, &ds);
@@ -219,7 +219,7 @@ static void print_text(const nc_model *m, const nc_checkpoint_location *loc, cha
     else
         printf("weights:      %s with one fp32 scale per row (layers; lm_head %s), %s\n",
                nc_weight_format_name(m->weights), lm_head_format(m),
-               strcmp(rounding(m), "gptq") ? "rounded to nearest" : "rounded by GPTQ");
+               gptq_rounded(m) ? "rounded by GPTQ" : "rounded to nearest");
     dtype_stats ds;
     count_dtypes(m, &ds);
     printf("dtypes:      ");

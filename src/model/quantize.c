@@ -118,6 +118,8 @@ float nc_quantize_row_fp8(const float *w, int64_t n, uint8_t *q) {
 typedef struct {
     const nc_tensor *src;   /* float [rows, cols] */
     const nc_tensor **scale_slot; /* where the model keeps its scale tensor */
+    int layer;              /* -1 for lm_head */
+    nc_qmatrix which;
     uint8_t *q;             /* [rows, cols] in the arena */
     float *scale;           /* [rows] */
     int64_t first_row;      /* of this matrix among all rows of the job */
@@ -130,7 +132,6 @@ typedef struct {
     int64_t total_rows;
     float *scratch;         /* [n_threads, max_cols]: a row converted to fp32 */
     int64_t max_cols;
-    int n_layers;           /* mats[6 * n_layers] is lm_head */
     int failed;             /* 0, or 1 + the matrix with a non-finite value */
     int64_t failed_row;
 } qjob;
@@ -182,9 +183,12 @@ static int list_matrices(nc_model *m, bool lm_head, qmatrix *out) {
         nc_layer_scales *s = &w->scale;
         const nc_tensor *mats[] = {w->c_q, w->c_k, w->c_v, w->attn_proj, w->mlp_fc, w->mlp_proj};
         const nc_tensor **slots[] = {&s->c_q, &s->c_k, &s->c_v, &s->attn_proj, &s->mlp_fc, &s->mlp_proj};
-        for (size_t i = 0; i < NC_ARRAY_LEN(mats); i++) out[n++] = (qmatrix){.src = mats[i], .scale_slot = slots[i]};
+        for (size_t i = 0; i < NC_ARRAY_LEN(mats); i++)
+            out[n++] = (qmatrix){.src = mats[i], .scale_slot = slots[i], .layer = l, .which = (nc_qmatrix)i};
     }
-    if (lm_head) out[n++] = (qmatrix){.src = m->lm_head, .scale_slot = &m->lm_head_scale};
+    if (lm_head)
+        out[n++] = (qmatrix){.src = m->lm_head, .scale_slot = &m->lm_head_scale, .layer = -1,
+                             .which = NC_QMATRIX_LM_HEAD};
     return n;
 }
 
@@ -206,10 +210,8 @@ static int round_to_nearest(qjob *j, int n_threads) {
 /* Another rounding: one matrix at a time, in listing order. */
 static int round_with(const qjob *j, const nc_quant_rounding *r) {
     for (int i = 0; i < j->n_mats; i++) {
-        bool head = i == 6 * j->n_layers;
-        int layer = head ? -1 : i / 6;
-        nc_qmatrix which = head ? NC_QMATRIX_LM_HEAD : (nc_qmatrix)(i % 6);
-        if (r->round(r->ctx, layer, which, j->mats[i].src, j->f, j->mats[i].q, j->mats[i].scale)) return -1;
+        const qmatrix *m = &j->mats[i];
+        if (r->round(r->ctx, m->layer, m->which, m->src, j->f, m->q, m->scale)) return -1;
     }
     return 0;
 }
@@ -225,7 +227,7 @@ int nc_model_quantize_rounded(nc_model *m, nc_weight_format f, bool lm_head, int
         return nc_fail("the weights are already %s; --weights %s needs the float (bf16/fp32) checkpoint",
                        nc_weight_format_name(m->weights), nc_weight_format_name(f));
     qmatrix *mats = nc_xcalloc((size_t)(6 * m->cfg.n_layer + 1), sizeof *mats);
-    qjob j = {.mats = mats, .n_mats = list_matrices(m, lm_head, mats), .f = f, .n_layers = m->cfg.n_layer};
+    qjob j = {.mats = mats, .n_mats = list_matrices(m, lm_head, mats), .f = f};
     size_t arena_bytes = 0;
     for (int i = 0; i < j.n_mats; i++) {
         mats[i].first_row = j.total_rows;

@@ -42,6 +42,8 @@ struct nc_gptq {
     const cpu_kernels *kern;
     float *scratch;
     size_t scratch_floats;
+    float *xt;          /* nc_gptq_accumulate's x^T, grown as needed */
+    size_t xt_floats;
 };
 
 nc_gptq *nc_gptq_new(int n_threads) {
@@ -63,6 +65,7 @@ void nc_gptq_free(nc_gptq *g) {
     if (!g) return;
     nc_threadpool_free(g->pool);
     free(g->scratch);
+    free(g->xt);
     free(g);
 }
 
@@ -134,7 +137,12 @@ void nc_gptq_accumulate(nc_gptq *g, nc_gptq_stats *s, const float *x, int64_t ro
     if (rows <= 0) return;
     int64_t K = s->K;
     size_t per_thread = (size_t)ROW_BLOCK * (size_t)K + (size_t)cpu_matmul_scratch_floats(rows);
-    float *xt = nc_xmalloc((size_t)K * (size_t)rows * sizeof(float));
+    if ((size_t)K * (size_t)rows > g->xt_floats) {
+        free(g->xt);
+        g->xt_floats = (size_t)K * (size_t)rows;
+        g->xt = nc_xmalloc(g->xt_floats * sizeof(float));
+    }
+    float *xt = g->xt;
     /* x^T in tiles of 32 x 32, so that neither side is read with a long stride */
     for (int64_t t0 = 0; t0 < rows; t0 += 32)
         for (int64_t c0 = 0; c0 < K; c0 += 32)
@@ -142,7 +150,6 @@ void nc_gptq_accumulate(nc_gptq *g, nc_gptq_stats *s, const float *x, int64_t ro
                 for (int64_t c = c0; c < NC_MIN(c0 + 32, K); c++) xt[c * rows + t] = x[t * ld + c];
     accumulate_job j = {g, s->h, xt, K, rows, thread_scratch(g, per_thread), per_thread};
     nc_threadpool_run(g->pool, accumulate_worker, &j, (int)((K + ROW_BLOCK - 1) / ROW_BLOCK));
-    free(xt);
     s->rows += rows;
 }
 
