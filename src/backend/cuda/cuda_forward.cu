@@ -116,7 +116,8 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  *   - one row (batch-1 decode): the GEMV, computing w->used_rows outputs
  *     with the RMSNorm of a normed input folded in (it reads the fp32 rows);
  *   - NC_CUDA_FP8_ACT, fp8 weights, 65 rows or more: the rows quantised
- *     to e4m3 (one scale each) and cuBLASLt's fp8 tensor-core product;
+ *     to e4m3 (one scale each) and an fp8 tensor-core product: the skinny
+ *     GEMM's e4m3 x e4m3 variant (sm_90a), else cuBLASLt's;
  *   - 2..64 rows: the skinny wgmma GEMM where it runs (sm_90a), and for
  *     8-bit weights every row count past one (token tiles past 64);
  *   - otherwise cuBLASLt (bf16, plus a ReLU² / softcap pass) or, for 8-bit
@@ -139,9 +140,12 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
     }
     const bf16 *x;
     if (gemm_input(cu, in, n, &x)) return -1;
-    if (cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS)
-        return nc_cuda_quant_rows_e4m3(cu, x, n, w->cols, cu->act8, cu->act8_scale) ||
-               nc_cuda_lt_matmul_fp8(cu, w, cu->act8, cu->act8_scale, out, n, epi);
+    if (cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS) {
+        if (nc_cuda_quant_rows_e4m3(cu, x, n, w->cols, cu->act8, cu->act8_scale)) return -1;
+        if (nc_cuda_skinny_fp8_act_ready(cu) && nc_cuda_skinny_fits(cu, w, cu->act8, out, n))
+            return nc_cuda_skinny_gemm_fp8_act(cu, w, cu->act8, cu->act8_scale, out, n, epi);
+        return nc_cuda_lt_matmul_fp8(cu, w, cu->act8, cu->act8_scale, out, n, epi);
+    }
     if (nc_cuda_skinny_fits(cu, w, x, out, n)) return nc_cuda_skinny_gemm(cu, w, x, out, n, epi);
     if (w->format != NC_WEIGHT_BF16) return nc_cuda_mma_gemm(cu, w, x, out, n, epi);
     return nc_cuda_lt_matmul(cu, (const bf16 *)w->data, x, out, w->rows, n, w->cols, epi);
@@ -183,7 +187,7 @@ static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
         if (cu->det) {
             if (nc_cuda_attn_det(cu, l, N)) return -1;
         } else {
-            if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused)) return -1;
+            if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused, bs->grouped)) return -1;
             if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
         }
         prof_mark(cu, NC_PROF_ATTN);
@@ -215,13 +219,13 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
 /* Runs layers + logits of a decode batch from its graph (capturing it on
  * the second use of this batch size), or eagerly. */
 static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
-    int nb = bs->S;
+    int nb = bs->S, key = bs->grouped ? nb + cu->max_seqs + 1 : nb; /* the graph's index */
     if (nb == 1 && cu->persist) return nc_cuda_persist_step(cu); /* one kernel for the whole step */
-    if (!cu->use_graphs || !seen[nb]) {
-        seen[nb] = true;
+    if (!cu->use_graphs || !seen[key]) {
+        seen[key] = true;
         return run_layers(cu, bs) || run_logits(cu, 0, nb);
     }
-    if (!cu->graphs[nb]) {
+    if (!cu->graphs[key]) {
         cudaGraph_t g = NULL;
         NC_CU_TRY(cudaStreamBeginCapture(cu->stream, cudaStreamCaptureModeThreadLocal));
         int rc = run_layers(cu, bs) || run_logits(cu, 0, nb);
@@ -231,14 +235,14 @@ static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
             return -1;
         }
         if (e != cudaSuccess) return nc_fail("cuda: capturing the decode graph: %s", cudaGetErrorString(e));
-        e = cudaGraphInstantiate(&cu->graphs[nb], g, 0);
+        e = cudaGraphInstantiate(&cu->graphs[key], g, 0);
         cudaGraphDestroy(g);
         if (e != cudaSuccess) {
-            cu->graphs[nb] = NULL;
+            cu->graphs[key] = NULL;
             return nc_fail("cuda: instantiating the decode graph: %s", cudaGetErrorString(e));
         }
     }
-    NC_CU_TRY(cudaGraphLaunch(cu->graphs[nb], cu->stream));
+    NC_CU_TRY(cudaGraphLaunch(cu->graphs[key], cu->stream));
     return 0;
 }
 

@@ -46,6 +46,14 @@
  * epilogue. Past 64 rows the grid has a third dimension of 128-token tiles
  * (prefill chunks, 65+ row batches): each re-reads the weight strip, from
  * L2 for every matrix but the lm_head.
+ *
+ * fp8 weights with e4m3 input rows (NC_CUDA_FP8_ACT, 65+ rows; the rows
+ * quantised with one scale each by nc_cuda_quant_rows_e4m3): both tiles
+ * are e4m3 [rows x 128 k] bytes, one TMA box each, and the consumers run
+ * wgmma m64n128k32 e4m3 x e4m3 with both operands in shared memory (the fp8
+ * tensor cores: twice bf16's rate, no widening); the epilogue multiplies by
+ * the weight row's scale times the token row's. cuBLASLt has no fp8
+ * product with per-row scales on both sides on sm_90.
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -61,14 +69,18 @@
 #define SK_MAX_SPLITS 8          /* split-K CTAs per cluster (the portable cluster size) */
 #define SK_MIN_KTILES 4          /* fewest 64-wide k-tiles per split */
 #define SK_SMEM_BUDGET (196 * 1024) /* shared memory per CTA (see the top of the file) */
+#define SK_FP8_ACT 3             /* the kernels' format code for fp8 weights x e4m3 input rows (128-token tiles) */
 
-/* NT: token rows per tile (wgmma N); FMT: the weights' nc_cuda_weight_format. */
+/* NT: token rows per tile (wgmma N); FMT: the weights' nc_cuda_weight_format,
+ * or SK_FP8_ACT. */
 template <int NT, int FMT>
 struct sk_cfg {
-    static constexpr bool Q8 = FMT != NC_WEIGHT_BF16;
+    static constexpr bool Q8 = FMT != NC_WEIGHT_BF16;                   /* 8-bit weights */
+    static constexpr bool X8 = FMT == SK_FP8_ACT;                       /* and e4m3 input rows */
     static constexpr int BK = Q8 ? 2 * SK_BK : SK_BK;                  /* k per stage: a 128-byte weight row */
     static constexpr int A_BYTES = SK_BM * 128;                         /* weight tile */
-    static constexpr int B_BYTES = NT * BK * 2;                         /* X tile: BK / 64 boxes */
+    static constexpr int X_BOXES = X8 ? 1 : BK / SK_BK;                 /* 128-byte boxes per X row and stage */
+    static constexpr int B_BYTES = NT * 128 * X_BOXES;                  /* X tile */
     static constexpr int STAGE = A_BYTES + B_BYTES;                     /* a multiple of 1024 (swizzle atoms) */
     static constexpr int STAGES = (SK_SMEM_BUDGET - 1024) / (STAGE + 16); /* bf16: 10 / 9 / 8 at NT 16 / 32 / 64 */
     static constexpr int RS = SK_BM + 4; /* floats per token row of the reduction tile (+4: bank spread) */
@@ -82,6 +94,7 @@ typedef struct {
     void *y;              /* bf16 (STORE, RELU2) or fp32 (ADD, SOFTCAP), row stride M */
     float cap;
     const float *scale;   /* [M] row scales of 8-bit weights */
+    const float *xscale;  /* [N] row scales of e4m3 input rows (SK_FP8_ACT) */
 } sk_args;
 
 /* The A fragments of one k16 step of 8-bit weights: rows r and r + 8 of
@@ -130,7 +143,7 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
             nc_pdl_wait();
             for (int i = 0; i < pre; i++)
 #pragma unroll
-                for (int h = 0; h < C::BK / SK_BK; h++)
+                for (int h = 0; h < C::X_BOXES; h++)
                     tma_load_2d(STAGE_B(i) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(i));
             for (int i = pre; i < nk; i++) {
                 int s = i % C::STAGES;
@@ -138,7 +151,7 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
                 mbar_arrive_expect_tx(FULL(s), C::STAGE);
                 tma_load_2d(STAGE_A(s), &wmap, (kt0 + i) * C::BK, m0, FULL(s));
 #pragma unroll
-                for (int h = 0; h < C::BK / SK_BK; h++)
+                for (int h = 0; h < C::X_BOXES; h++)
                     tma_load_2d(STAGE_B(s) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(s));
             }
         }
@@ -150,7 +163,13 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
             int s = i % C::STAGES;
             mbar_wait(FULL(s), (i / C::STAGES) & 1);
             unsigned sa = STAGE_A(s) + wg * 64 * 128, sb = STAGE_B(s);
-            if constexpr (C::Q8) {
+            if constexpr (C::X8) { /* four k32 steps of e4m3 x e4m3 */
+                static_assert(NT == 128, "e4m3 input rows come in 128-token tiles");
+                wg_fence_regs<NT / 2>(d);
+                wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++) wgmma_ss_e4m3_n128(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
+            } else if constexpr (C::Q8) {
                 const int g = lane >> 2, tq = lane & 3, r = (warp & 3) * 16 + g;
                 unsigned af[8][4];
 #pragma unroll
@@ -168,10 +187,21 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
                     wgmma_ss<NT>(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
             }
             wg_commit();
+            if constexpr (C::X8) { /* compute-bound: keep this stage's MMAs in flight, release the previous stage */
+                wg_wait<1>();
+                wg_fence_regs<NT / 2>(d);
+                __syncwarp();
+                if (i > 0 && lane == 0) mbar_arrive(EMPTY((i + C::STAGES - 1) % C::STAGES));
+            } else {
+                wg_wait<0>();
+                wg_fence_regs<NT / 2>(d);
+                __syncwarp();
+                if (lane == 0) mbar_arrive(EMPTY(s));
+            }
+        }
+        if constexpr (C::X8) {
             wg_wait<0>();
             wg_fence_regs<NT / 2>(d);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(EMPTY(s));
         }
     }
 #undef FULL
@@ -215,6 +245,10 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
         }
         if constexpr (C::Q8) {
             float4 sc = __ldg((const float4 *)(a.scale + m));
+            if constexpr (C::X8) {
+                float xs = __ldg(a.xscale + n0 + n);
+                sc.x *= xs, sc.y *= xs, sc.z *= xs, sc.w *= xs;
+            }
             v.x *= sc.x, v.y *= sc.y, v.z *= sc.z, v.w *= sc.w;
         }
         size_t o = (size_t)(n0 + n) * a.M + m;
@@ -247,21 +281,28 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
 
 /* ==== host side ==== */
 
-/* Variants: (weight format, NT). v = 4 * format + NT index (16, 32, 64,
- * 128); bf16 has no 128-token tiles (cuBLASLt serves its 65+ rows). */
-#define SK_VARIANTS 12
+/* Variants: (format, NT). v = 4 * format + NT index (16, 32, 64, 128);
+ * bf16 has no 128-token tiles (cuBLASLt serves its 65+ rows), e4m3 input
+ * rows (SK_FP8_ACT) only those. */
+#define SK_VARIANTS 16
 
-static bool sk_exists(int v) { return v % 4 != 3 || v / 4 != NC_WEIGHT_BF16; }
+static bool sk_exists(int v) {
+    return v / 4 == SK_FP8_ACT ? v % 4 == 3 : v % 4 != 3 || v / 4 != NC_WEIGHT_BF16;
+}
 
 /* NT = 16 << nt; bf16 has no nt 3 (it falls back to 64, never asked for). */
 template <int FMT>
 static const void *sk_kernel_of(int nt) {
-    if constexpr (FMT != NC_WEIGHT_BF16)
-        if (nt == 3) return (const void *)skinny_gemm_kernel<128, FMT>;
-    switch (nt) {
-    case 0: return (const void *)skinny_gemm_kernel<16, FMT>;
-    case 1: return (const void *)skinny_gemm_kernel<32, FMT>;
-    default: return (const void *)skinny_gemm_kernel<64, FMT>;
+    if constexpr (FMT == SK_FP8_ACT) {
+        return (const void *)skinny_gemm_kernel<128, FMT>;
+    } else {
+        if constexpr (FMT != NC_WEIGHT_BF16)
+            if (nt == 3) return (const void *)skinny_gemm_kernel<128, FMT>;
+        switch (nt) {
+        case 0: return (const void *)skinny_gemm_kernel<16, FMT>;
+        case 1: return (const void *)skinny_gemm_kernel<32, FMT>;
+        default: return (const void *)skinny_gemm_kernel<64, FMT>;
+        }
     }
 }
 
@@ -269,18 +310,23 @@ static const void *sk_kernel(int v) {
     switch (v / 4) {
     case NC_WEIGHT_BF16: return sk_kernel_of<NC_WEIGHT_BF16>(v % 4);
     case NC_WEIGHT_INT8: return sk_kernel_of<NC_WEIGHT_INT8>(v % 4);
-    default: return sk_kernel_of<NC_WEIGHT_FP8>(v % 4);
+    case NC_WEIGHT_FP8: return sk_kernel_of<NC_WEIGHT_FP8>(v % 4);
+    default: return sk_kernel_of<SK_FP8_ACT>(v % 4);
     }
 }
 
 template <int FMT>
 static int sk_smem_of(int nt) {
-    if constexpr (FMT != NC_WEIGHT_BF16)
-        if (nt == 3) return sk_cfg<128, FMT>::SMEM;
-    switch (nt) {
-    case 0: return sk_cfg<16, FMT>::SMEM;
-    case 1: return sk_cfg<32, FMT>::SMEM;
-    default: return sk_cfg<64, FMT>::SMEM;
+    if constexpr (FMT == SK_FP8_ACT) {
+        return sk_cfg<128, FMT>::SMEM;
+    } else {
+        if constexpr (FMT != NC_WEIGHT_BF16)
+            if (nt == 3) return sk_cfg<128, FMT>::SMEM;
+        switch (nt) {
+        case 0: return sk_cfg<16, FMT>::SMEM;
+        case 1: return sk_cfg<32, FMT>::SMEM;
+        default: return sk_cfg<64, FMT>::SMEM;
+        }
     }
 }
 
@@ -288,7 +334,8 @@ static int sk_smem(int v) {
     switch (v / 4) {
     case NC_WEIGHT_BF16: return sk_smem_of<NC_WEIGHT_BF16>(v % 4);
     case NC_WEIGHT_INT8: return sk_smem_of<NC_WEIGHT_INT8>(v % 4);
-    default: return sk_smem_of<NC_WEIGHT_FP8>(v % 4);
+    case NC_WEIGHT_FP8: return sk_smem_of<NC_WEIGHT_FP8>(v % 4);
+    default: return sk_smem_of<SK_FP8_ACT>(v % 4);
     }
 }
 
@@ -298,6 +345,7 @@ struct nc_cuda_skinny_state {
      * device at once (GPC boundaries make it less than the SM count / s) */
     int clusters[SK_VARIANTS][SK_MAX_SPLITS + 1];
     bool q8;     /* the 8-bit variants could be set up (else the mma.sync GEMM serves 8-bit weights) */
+    bool x8;     /* the e4m3 x e4m3 variant could be set up (else cuBLASLt, where it has one) */
 };
 
 /* clusters of `size` CTAs of variant v resident at once */
@@ -329,7 +377,7 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
     }
     nc_cuda_skinny_state *sk = (nc_cuda_skinny_state *)nc_xcalloc(1, sizeof *sk);
     sk->encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
-    sk->q8 = true;
+    sk->q8 = sk->x8 = true;
     for (int v = 0; v < SK_VARIANTS; v++) {
         if (!sk_exists(v)) continue;
         int per_sm = 0;
@@ -340,6 +388,10 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
         for (int s = 2; s <= SK_MAX_SPLITS && e == cudaSuccess; s++) e = sk_max_clusters(v, s, &sk->clusters[v][s]);
         if (e != cudaSuccess || per_sm < 1) { /* an optional fast path: cuBLASLt / the mma.sync GEMM instead */
             cudaGetLastError();
+            if (v / 4 == SK_FP8_ACT) {
+                sk->x8 = false;
+                continue;
+            }
             if (v / 4 != NC_WEIGHT_BF16) {
                 sk->q8 = false;
                 continue;
@@ -382,23 +434,29 @@ static int sk_map(const nc_cuda_skinny_state *sk, CUtensorMap *map, CUtensorMapD
 template <int FMT>
 static cudaError_t sk_launch(const cudaLaunchConfig_t *cfg, int nt, const CUtensorMap &wmap, const CUtensorMap &xmap,
                              const sk_args &a) {
-    if constexpr (FMT != NC_WEIGHT_BF16)
-        if (nt == 3) return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<128, FMT>, wmap, xmap, a);
-    switch (nt) {
-    case 0: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<16, FMT>, wmap, xmap, a);
-    case 1: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<32, FMT>, wmap, xmap, a);
-    default: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<64, FMT>, wmap, xmap, a);
+    if constexpr (FMT == SK_FP8_ACT) {
+        return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<128, FMT>, wmap, xmap, a);
+    } else {
+        if constexpr (FMT != NC_WEIGHT_BF16)
+            if (nt == 3) return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<128, FMT>, wmap, xmap, a);
+        switch (nt) {
+        case 0: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<16, FMT>, wmap, xmap, a);
+        case 1: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<32, FMT>, wmap, xmap, a);
+        default: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<64, FMT>, wmap, xmap, a);
+        }
     }
 }
 
-int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi) {
-    NC_ASSERT(nc_cuda_skinny_fits(cu, w, X, Y, n));
+/* The product of a weight matrix with n input rows X (bf16, or e4m3 with
+ * row scales xscale: fmt SK_FP8_ACT). */
+static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X, const float *xscale, void *Y, int n,
+                   nc_cuda_epilogue epi) {
     const nc_cuda_skinny_state *sk = cu->skinny;
-    int m = w->rows, k = w->cols, fmt = (int)w->format;
-    bool q8 = fmt != NC_WEIGHT_BF16;
-    int nt = n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3, v = 4 * fmt + nt, rows_per_tile = 16 << nt;
+    int m = w->rows, k = w->cols;
+    bool q8 = fmt != NC_WEIGHT_BF16, x8 = fmt == SK_FP8_ACT;
+    int nt = x8 ? 3 : n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3, v = 4 * fmt + nt, rows_per_tile = 16 << nt;
     int bk = q8 ? 2 * SK_BK : SK_BK, tiles = (n + rows_per_tile - 1) / rows_per_tile;
-    sk_args a = {m, n, k, (k + bk - 1) / bk, epi, Y, cu->cfg.softcap, w->scale};
+    sk_args a = {m, n, k, (k + bk - 1) / bk, epi, Y, cu->cfg.softcap, w->scale, xscale};
     int m_tiles = (m + SK_BM - 1) / SK_BM;
     /* splits: as many as keep every cluster resident at once (so all CTAs
      * prefetch before the previous kernel ends), each with >= 4 k-tiles;
@@ -409,7 +467,8 @@ int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, voi
     CUtensorMap wmap, xmap;
     if (sk_map(sk, &wmap, q8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q8 ? 1 : 2, w->data,
                m, k, SK_BM) ||
-        sk_map(sk, &xmap, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, X, n, k, rows_per_tile))
+        sk_map(sk, &xmap, x8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x8 ? 1 : 2, X, n, k,
+               rows_per_tile))
         return -1;
 
     cudaLaunchConfig_t cfg = {};
@@ -432,8 +491,23 @@ int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, voi
     cfg.numAttrs = (unsigned)na;
     cudaError_t e = fmt == NC_WEIGHT_BF16   ? sk_launch<NC_WEIGHT_BF16>(&cfg, nt, wmap, xmap, a)
                     : fmt == NC_WEIGHT_INT8 ? sk_launch<NC_WEIGHT_INT8>(&cfg, nt, wmap, xmap, a)
-                                            : sk_launch<NC_WEIGHT_FP8>(&cfg, nt, wmap, xmap, a);
+                    : fmt == NC_WEIGHT_FP8  ? sk_launch<NC_WEIGHT_FP8>(&cfg, nt, wmap, xmap, a)
+                                            : sk_launch<SK_FP8_ACT>(&cfg, nt, wmap, xmap, a);
     if (e != cudaSuccess)
         return nc_fail("cuda: launching the skinny GEMM (%d x %d x %d): %s", m, n, k, cudaGetErrorString(e));
     return 0;
+}
+
+int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi) {
+    NC_ASSERT(nc_cuda_skinny_fits(cu, w, X, Y, n));
+    return sk_gemm(cu, w, (int)w->format, X, NULL, Y, n, epi);
+}
+
+bool nc_cuda_skinny_fp8_act_ready(const nc_cuda *cu) { return cu->skinny && cu->skinny->x8; }
+
+int nc_cuda_skinny_gemm_fp8_act(nc_cuda *cu, const nc_cuda_weight *w, const uint8_t *X8, const float *xscale, void *Y,
+                                int n, nc_cuda_epilogue epi) {
+    NC_ASSERT(nc_cuda_skinny_fp8_act_ready(cu) && w->format == NC_WEIGHT_FP8 && xscale);
+    NC_ASSERT(nc_cuda_skinny_fits(cu, w, X8, Y, n)); /* shapes and alignment as for bf16 rows */
+    return sk_gemm(cu, w, SK_FP8_ACT, X8, xscale, Y, n, epi);
 }

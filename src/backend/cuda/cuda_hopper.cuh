@@ -85,6 +85,19 @@ __device__ __forceinline__ void wgmma_ss<128>(float *d, uint64_t da, uint64_t db
         : "l"(da), "l"(db), "r"(acc));
 }
 
+/* D[64 x 128] (+)= A[64 x 32] · B[128 x 32]ᵀ in e4m3 (fp8 tensor cores,
+ * twice bf16's rate), both K-major in shared memory: a k32 step is 32
+ * bytes of a 128-byte swizzled row, as a bf16 k16 step is. The same
+ * accumulator fragment as wgmma_ss. */
+__device__ __forceinline__ void wgmma_ss_e4m3_n128(float *d, uint64_t da, uint64_t db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+        : WG_ACC64
+        : "l"(da), "l"(db), "r"(acc));
+}
+
 /* D[64 x N] += A[64 x 16] · B[N x 16]ᵀ with A in registers (per warp the
  * A fragment of mma.sync m16n8k16: a[0] row g, a[1] row g + 8, columns
  * 2tq, 2tq+1; a[2], a[3] the same rows at columns 8 + 2tq, +1; warp w of
