@@ -123,7 +123,6 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const persist_loads[] = {"smem", "reg", NULL};
     static const char *const allreduces[] = {"auto", "nccl", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_verify_rows = true,
-                        .cuda_verify_group = true,
                         .cuda_persist_load = "smem",
                         .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};

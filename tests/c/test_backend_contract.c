@@ -230,7 +230,7 @@ static void check_env(const fixture *fx) {
     clear_switches();
     CHECK(nc_backend_env_read(&e) == 0, "defaults: %s", nc_error());
     CHECK(e.cuda_graphs && e.cuda_pdl && !e.cuda_profile && e.cuda_skinny && e.cuda_fa == 0 && !e.cuda_gemv_q8_new &&
-              e.cuda_gemv_q8_rows == 0 && e.cuda_verify_rows && e.cuda_verify_group && !e.cuda_attn_prefetch && !e.cuda_fp8_act && !e.cuda_persist && e.cuda_persist_tile == 0 && e.cuda_persist_bufs == 0 &&
+              e.cuda_gemv_q8_rows == 0 && e.cuda_verify_rows && !e.cuda_verify_group && !e.cuda_attn_prefetch && !e.cuda_fp8_act && !e.cuda_persist && e.cuda_persist_tile == 0 && e.cuda_persist_bufs == 0 &&
               !strcmp(e.cuda_persist_load, "smem") &&
               !strcmp(e.cpu_weights, "auto") && !strcmp(e.cpu_kernels, "auto"),
           "the defaults are not the fast paths");
@@ -238,14 +238,14 @@ static void check_env(const fixture *fx) {
     setenv("NC_CUDA_PDL", "", 1); /* empty: the default */
     setenv("NC_CUDA_GEMV_Q8", "new", 1), setenv("NC_CUDA_GEMV_Q8_ROWS", "4", 1);
     setenv("NC_CUDA_VERIFY_ROWS", "0", 1), setenv("NC_CUDA_ATTN_PREFETCH", "1", 1);
-    setenv("NC_CUDA_VERIFY_GROUP", "0", 1);
+    setenv("NC_CUDA_VERIFY_GROUP", "1", 1);
     setenv("NC_CUDA_FP8_ACT", "1", 1);
     setenv("NC_CPU_WEIGHTS", "map", 1), setenv("NC_CPU_KERNELS", "scalar", 1);
     setenv("NC_CUDA_PERSIST", "1", 1), setenv("NC_CUDA_PERSIST_TILE", "32768", 1);
     setenv("NC_CUDA_PERSIST_BUFS", "4", 1), setenv("NC_CUDA_PERSIST_LOAD", "reg", 1);
     CHECK(nc_backend_env_read(&e) == 0, "set switches: %s", nc_error());
     CHECK(!e.cuda_graphs && e.cuda_pdl && e.cuda_profile && e.cuda_fa == 1 && e.cuda_gemv_q8_new &&
-              e.cuda_gemv_q8_rows == 4 && !e.cuda_verify_rows && !e.cuda_verify_group && e.cuda_attn_prefetch && e.cuda_fp8_act && !strcmp(e.cpu_weights, "map") && !strcmp(e.cpu_kernels, "scalar") && e.cuda_persist &&
+              e.cuda_gemv_q8_rows == 4 && !e.cuda_verify_rows && e.cuda_verify_group && e.cuda_attn_prefetch && e.cuda_fp8_act && !strcmp(e.cpu_weights, "map") && !strcmp(e.cpu_kernels, "scalar") && e.cuda_persist &&
               e.cuda_persist_tile == 32768 && e.cuda_persist_bufs == 4 && !strcmp(e.cuda_persist_load, "reg"),
           "switches not read as set");
     clear_switches();

@@ -367,8 +367,8 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
     char what[160], label[96];
     snprintf(label, sizeof label, "%s %s weights%s", spec, nc_weight_format_name(wf),
              kv == NC_KV_CACHE_FP8 ? ", fp8 KV" : "");
-    int32_t prompt[200], t[MAX_SEQS][16];
-    for (int i = 0; i < 200; i++) prompt[i] = (i * 7919 + 13) % V;
+    int32_t prompt[MAX_TOKENS], t[MAX_SEQS][16];
+    for (int i = 0; i < MAX_TOKENS; i++) prompt[i] = (i * 7919 + 13) % V;
     for (int s = 0; s < MAX_SEQS; s++) table(t[s], 16, 5 * s + 1, 9);
     /* a prefill of 150 (3 blocks) with every row, then 4 decode steps */
     nc_seq_chunk c = {prompt, 150, 0, -1, t[0], NC_LOGITS_ALL};
@@ -393,6 +393,15 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
                 compare_backends(gpu, cpu, &d, 1, V, lg, lc, what);
             }
         }
+    }
+    /* a prefill of 300 rows: 256-token tiles of the fp8 GEMM with e4m3
+     * rows (NC_CUDA_FP8_ACT), the 65+ row GEMMs otherwise */
+    {
+        int32_t tl[16];
+        table(tl, 16, 57, 1);
+        nc_seq_chunk d = {prompt, 300, 0, -1, tl, NC_LOGITS_ALL};
+        snprintf(what, sizeof what, "%s prefill of 300", label);
+        compare_backends(gpu, cpu, &d, 1, V, lg, lc, what);
     }
     /* 3 rows at different positions, then 8 (GEMM + split-KV) */
     nc_seq_chunk pre[MAX_SEQS], dec[MAX_SEQS];

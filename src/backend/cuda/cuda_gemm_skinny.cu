@@ -164,11 +164,11 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
             mbar_wait(FULL(s), (i / C::STAGES) & 1);
             unsigned sa = STAGE_A(s) + wg * 64 * 128, sb = STAGE_B(s);
             if constexpr (C::X8) { /* four k32 steps of e4m3 x e4m3 */
-                static_assert(NT == 128, "e4m3 input rows come in 128-token tiles");
+                static_assert(NT == 128 || NT == 256, "e4m3 input rows come in 128- or 256-token tiles");
                 wg_fence_regs<NT / 2>(d);
                 wg_fence();
 #pragma unroll
-                for (int kk = 0; kk < 4; kk++) wgmma_ss_e4m3_n128(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
+                for (int kk = 0; kk < 4; kk++) wgmma_ss_e4m3<NT>(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
             } else if constexpr (C::Q8) {
                 const int g = lane >> 2, tq = lane & 3, r = (warp & 3) * 16 + g;
                 unsigned af[8][4];
@@ -281,20 +281,23 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
 
 /* ==== host side ==== */
 
-/* Variants: (format, NT). v = 4 * format + NT index (16, 32, 64, 128);
- * bf16 has no 128-token tiles (cuBLASLt serves its 65+ rows), e4m3 input
- * rows (SK_FP8_ACT) only those. */
+/* Variants: (format, NT). v = 4 * format + NT index nt: NT = 16 << nt
+ * (16, 32, 64, 128); bf16 has no 128-token tiles (cuBLASLt serves its 65+
+ * rows); e4m3 input rows (SK_FP8_ACT) come in 128 (nt 3) and 256 (nt 2)
+ * token tiles only. */
 #define SK_VARIANTS 16
 
 static bool sk_exists(int v) {
-    return v / 4 == SK_FP8_ACT ? v % 4 == 3 : v % 4 != 3 || v / 4 != NC_WEIGHT_BF16;
+    return v / 4 == SK_FP8_ACT ? v % 4 >= 2 : v % 4 != 3 || v / 4 != NC_WEIGHT_BF16;
 }
 
-/* NT = 16 << nt; bf16 has no nt 3 (it falls back to 64, never asked for). */
+static int sk_tile_rows(int fmt, int nt) { return fmt == SK_FP8_ACT && nt == 2 ? 256 : 16 << nt; }
+
+/* The kernel of NT index nt; bf16 has no nt 3 (it falls back to 64, never asked for). */
 template <int FMT>
 static const void *sk_kernel_of(int nt) {
     if constexpr (FMT == SK_FP8_ACT) {
-        return (const void *)skinny_gemm_kernel<128, FMT>;
+        return nt == 2 ? (const void *)skinny_gemm_kernel<256, FMT> : (const void *)skinny_gemm_kernel<128, FMT>;
     } else {
         if constexpr (FMT != NC_WEIGHT_BF16)
             if (nt == 3) return (const void *)skinny_gemm_kernel<128, FMT>;
@@ -318,7 +321,7 @@ static const void *sk_kernel(int v) {
 template <int FMT>
 static int sk_smem_of(int nt) {
     if constexpr (FMT == SK_FP8_ACT) {
-        return sk_cfg<128, FMT>::SMEM;
+        return nt == 2 ? sk_cfg<256, FMT>::SMEM : sk_cfg<128, FMT>::SMEM;
     } else {
         if constexpr (FMT != NC_WEIGHT_BF16)
             if (nt == 3) return sk_cfg<128, FMT>::SMEM;
@@ -435,6 +438,7 @@ template <int FMT>
 static cudaError_t sk_launch(const cudaLaunchConfig_t *cfg, int nt, const CUtensorMap &wmap, const CUtensorMap &xmap,
                              const sk_args &a) {
     if constexpr (FMT == SK_FP8_ACT) {
+        if (nt == 2) return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<256, FMT>, wmap, xmap, a);
         return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<128, FMT>, wmap, xmap, a);
     } else {
         if constexpr (FMT != NC_WEIGHT_BF16)
@@ -454,7 +458,10 @@ static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X,
     const nc_cuda_skinny_state *sk = cu->skinny;
     int m = w->rows, k = w->cols;
     bool q8 = fmt != NC_WEIGHT_BF16, x8 = fmt == SK_FP8_ACT;
-    int nt = x8 ? 3 : n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3, v = 4 * fmt + nt, rows_per_tile = 16 << nt;
+    /* e4m3 rows: 256-token tiles (half the weight re-reads and shared-memory
+     * fills per MMA) once there are 256 rows */
+    int nt = x8 ? (n >= 256 ? 2 : 3) : n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3, v = 4 * fmt + nt;
+    int rows_per_tile = sk_tile_rows(fmt, nt);
     int bk = q8 ? 2 * SK_BK : SK_BK, tiles = (n + rows_per_tile - 1) / rows_per_tile;
     sk_args a = {m, n, k, (k + bk - 1) / bk, epi, Y, cu->cfg.softcap, w->scale, xscale};
     int m_tiles = (m + SK_BM - 1) / SK_BM;
