@@ -130,7 +130,6 @@ int nc_backend_env_read(nc_backend_env *env) {
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
         env_flag("NC_CUDA_PERSIST", &e.cuda_persist) || env_flag("NC_CUDA_VERIFY_ROWS", &e.cuda_verify_rows) ||
-        env_flag("NC_CUDA_VERIFY_GROUP", &e.cuda_verify_group) ||
         env_flag("NC_CUDA_ATTN_PREFETCH", &e.cuda_attn_prefetch) || env_flag("NC_CUDA_FP8_ACT", &e.cuda_fp8_act) ||
         env_int("NC_CUDA_PERSIST_TILE", 4096, 65536, 4096, &e.cuda_persist_tile) ||
         env_int("NC_CUDA_PERSIST_BUFS", 2, 4, 1, &e.cuda_persist_bufs) ||

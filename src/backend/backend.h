@@ -88,9 +88,6 @@ typedef struct {
                                 the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
     bool cuda_verify_rows;   /* NC_CUDA_VERIFY_ROWS (1): chunks verifying drafts (NC_LOGITS_ALL, up to 16
                                 positions) run as decode rows (cuda_batch.cu); 0: as prefill chunks */
-    bool cuda_verify_group;  /* NC_CUDA_VERIFY_GROUP (0): those rows' decode attention reads their sequence's
-                                cache once per group of rows (cuda_attn_decode.cuh); slower so far, 1.64x
-                                a decode step for 4 drafts at 1024 context against 1.19x */
     bool cuda_fp8_act;       /* NC_CUDA_FP8_ACT (0): products of fp8 weights with more than 64 rows (prefill)
                                 on the fp8 tensor cores, the input rows quantised to e4m3 per row */
     bool cuda_attn_prefetch; /* NC_CUDA_ATTN_PREFETCH (0): decode attention of one-split batches keeps the

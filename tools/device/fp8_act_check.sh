@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # tools/device/fp8_act_check.sh: fp8 weights with e4m3 input rows
-# (NC_CUDA_FP8_ACT, docs/quantization.md) and the other session-9 switch in
-# one device call, under BUDGET (default 420 s):
-#   1. test_cuda_backend as built, with NC_CUDA_FP8_ACT=1 (its looser logit
-#      bound) and with NC_CUDA_VERIFY_GROUP=1 (verified rows sharing their
-#      cache reads);
+# (NC_CUDA_FP8_ACT, docs/quantization.md) in one device call, under BUDGET
+# (default 420 s):
+#   1. test_cuda_backend as built and with NC_CUDA_FP8_ACT=1 (its looser
+#      logit bound);
 #   2. `nanochat bench --random d34`, prefill 2048 and batches 64 / 128 at
 #      512: bf16, fp8 + fp8 KV weight-only, fp8 + fp8 KV with e4m3 rows, and
 #      the same with the old build (bin/nanochat_base, `make gpu-bundle
@@ -23,7 +22,6 @@ BASE=${BASE:-$GPU_BUNDLE/bin/nanochat_base}
 
 step test_cuda_backend 60 test_cuda_backend
 step test_cuda_backend_fp8act 60 env NC_CUDA_FP8_ACT=1 test_cuda_backend
-step test_cuda_backend_group1 60 env NC_CUDA_VERIFY_GROUP=1 test_cuda_backend
 runs=()
 M="--random d34 --device cuda"
 P="--prefill 2048 --ctx none --batch 64,128 --batch-steps 8 --json"

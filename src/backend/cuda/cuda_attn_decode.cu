@@ -51,11 +51,11 @@
 
 #define DEC_THREADS (DEC_WARPS * 32)
 
-template <int G, bool EARLY, bool KV8, bool PF = false, int NR = 1>
+template <int G, bool EARLY, bool KV8, bool PF = false>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
-    __shared__ dec_shared<G * NR> sh;
+    __shared__ dec_shared<G> sh;
     nc_pdl_trigger();
-    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS, PF, NR>(a, blockIdx.x, blockIdx.y, blockIdx.z, sh);
+    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS, PF>(a, blockIdx.x, blockIdx.y, blockIdx.z, sh);
 }
 
 /* --deterministic: the attention of token a.row0 + blockIdx.z, for any
@@ -134,7 +134,7 @@ void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused,
     a.q = cu->q;
     nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
     a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
-    a.dec_seq = META(cu, dec_seq), a.dec_grp = META(cu, dec_grp), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
+    a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt), a.s_new = META(cu, s_new);
     a.tpos = META(cu, tpos), a.tseq = META(cu, tseq);
     a.part = cu->part;
@@ -148,28 +148,10 @@ void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused,
     *out = a;
 }
 
-int nc_cuda_verify_group_rows(const nc_cuda *cu) {
-    return cu->env.cuda_verify_group ? NC_ATTN_MAX_GROUP / cu->G : 1;
-}
-
-/* The kernel for rows in groups of up to NC_ATTN_MAX_GROUP / G (G x NR
- * heads per CTA, as many as the widest GQA kernel), first chunk early or not. */
-template <int G, bool KV8>
-static void (*grouped_kernel(bool early))(dec_args) {
-    constexpr int NR = NC_ATTN_MAX_GROUP / G;
-    if constexpr (NR > 1) {
-        if (early) return attn_decode_kernel<G, true, KV8, false, NR>;
-        return attn_decode_kernel<G, false, KV8, false, NR>;
-    }
-    return NULL;
-}
-
-int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused, bool grouped) {
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
     dec_args a;
     nc_cuda_dec_args_fill(cu, layer, splits, fused, &a);
-    int NR = grouped ? nc_cuda_verify_group_rows(cu) : 1;
-    NC_ASSERT((int64_t)nb * splits * NR * cu->H * (cu->D + 2) <= cu->part_floats);
-    NC_ASSERT(!fused || !grouped);
+    NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
     static void (*const with_early[2][NC_ATTN_MAX_GROUP + 1])(dec_args) = {
         {NULL, attn_decode_kernel<1, true, false>, attn_decode_kernel<2, true, false>,
          attn_decode_kernel<3, true, false>, attn_decode_kernel<4, true, false>, attn_decode_kernel<5, true, false>,
@@ -205,16 +187,7 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused, 
     void (*const *kernels)(dec_args) =
         (splits > 1 ? with_early : cu->env.cuda_attn_prefetch ? prefetch : without)[cu->kv_fp8 ? 1 : 0];
     NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP); /* check_model refuses other group sizes */
-    void (*kernel)(dec_args) = kernels[cu->G];
-    if (NR > 1) { /* verified rows share their sequence's cache reads: G <= 4 */
-        bool early = splits > 1, kv8 = cu->kv_fp8;
-        kernel = cu->G == 1   ? (kv8 ? grouped_kernel<1, true>(early) : grouped_kernel<1, false>(early))
-                 : cu->G == 2 ? (kv8 ? grouped_kernel<2, true>(early) : grouped_kernel<2, false>(early))
-                 : cu->G == 3 ? (kv8 ? grouped_kernel<3, true>(early) : grouped_kernel<3, false>(early))
-                              : (kv8 ? grouped_kernel<4, true>(early) : grouped_kernel<4, false>(early));
-        NC_ASSERT(kernel && cu->G <= 4);
-    }
-    cudaError_t e = nc_launch(cu, kernel, dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
+    cudaError_t e = nc_launch(cu, kernels[cu->G], dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching attn_decode: %s", cudaGetErrorString(e));
     return 0;
 }

@@ -25,8 +25,6 @@ typedef struct {
     const uint8_t *kc8, *vc8; /* fp8 cache: the same layout in e4m3 */
     const float *ksc, *vsc; /* and its scales [n_blocks][Hkv][64] */
     const int32_t *dec_seq, *s_tok0, *s_pos, *s_bt, *bt;
-    const int32_t *dec_grp; /* [n_dec] row j of a group of n (j << 8 | n): rows verifying one
-                               sequence's drafts, attended by the group's CTAs together */
     const int32_t *s_new;   /* [S] first position of the sequence this forward writes */
     const int32_t *tpos, *tseq; /* attn_det: each token's position and chunk */
     int row0;               /* attn_det: the token of blockIdx.z = 0 */
@@ -155,89 +153,54 @@ __device__ __forceinline__ bool dec_dim_owner(int tid) {
     return NW * 32 == NC_HEAD_DIM || tid < NC_HEAD_DIM;
 }
 
-/* Where a lane's 8 dims of each query head come from: registers (one
- * row's G heads), or shared memory for a group's G x NR (in registers they
- * would leave too few for the chunk and the softmax state). */
-template <int GH>
-struct dec_q_regs {
-    const float (&v)[GH][8];
-    __device__ __forceinline__ void get(int h, float (&o)[8]) const {
-#pragma unroll
-        for (int j = 0; j < 8; j++) o[j] = v[h][j];
-    }
-};
-struct dec_q_shared {
-    const float *p; /* this lane's dims of head 0; head h at p + h * D */
-    __device__ __forceinline__ void get(int h, float (&o)[8]) const {
-        float4 a = ((const float4 *)(p + h * NC_HEAD_DIM))[0], b = ((const float4 *)(p + h * NC_HEAD_DIM))[1];
-        o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
-    }
-};
-
 /* One chunk's keys (key = the one whose score this lane ends with) into a
- * warp's online softmax for the G query heads of each of nr rows (nr <= NR,
- * NR > 1 only for rows verifying one sequence's drafts: consecutive
- * positions sharing the cache, head h = row * G + g): scores masked outside
- * the row's [lo, pos], running max m, sum l, and acc += p · V. */
-template <int G, int NR, bool KV8, typename QS>
-__device__ __forceinline__ void attend_chunk_rows(const dec_chunk<KV8> &ch, int key, const int (&lo)[NR],
-                                                  const int (&pos)[NR], int nr, int lane, const QS &q,
-                                                  float (&m)[G * NR], float (&l)[G * NR],
-                                                  float (&acc)[G * NR][8]) {
-    constexpr int GH = G * NR;
-    float p[GH];
+ * warp's online softmax: scores against the G query heads, masked outside
+ * [lo, pos], running max m, sum l, and acc += p · V. */
+template <int G, bool KV8>
+__device__ __forceinline__ void attend_chunk(const dec_chunk<KV8> &ch, int key, int lo, int pos, int lane,
+                                             const float (&q)[G][8], float (&m)[G], float (&l)[G],
+                                             float (&acc)[G][8]) {
+    bool valid = key >= lo && key <= pos;
+    float p[G];
 #pragma unroll
-    for (int h = 0; h < GH; h++) {
-        if (h / G >= nr) break;
-        float pr[8], qh[8];
-        q.get(h, qh);
+    for (int g = 0; g < G; g++) {
+        float pr[8];
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             float kf[8];
             kv_to_f32(ch.k[i], kf);
             float s = 0.0f;
 #pragma unroll
-            for (int j = 0; j < 8; j++) s = fmaf(kf[j], qh[j], s);
+            for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
             pr[i] = s;
         }
         float sc = reduce_scatter8(pr, lane);
         if constexpr (KV8) sc *= ch.ks;
-        sc = key >= lo[h / G] && key <= pos[h / G] ? sc : -INFINITY;
-        float mn = fmaxf(m[h], nc_warp_max(sc));
+        sc = valid ? sc : -INFINITY;
+        float mn = fmaxf(m[g], nc_warp_max(sc));
         float mu = mn == -INFINITY ? 0.0f : mn;
-        float alpha = exp2f(m[h] - mu);
-        p[h] = exp2f(sc - mu);
-        l[h] = l[h] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[h]);
-        m[h] = mn;
+        float alpha = exp2f(m[g] - mu);
+        p[g] = exp2f(sc - mu);
+        l[g] = l[g] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[g]);
+        m[g] = mn;
 #pragma unroll
-        for (int j = 0; j < 8; j++) acc[h][j] *= alpha;
+        for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
     }
     if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
 #pragma unroll
-        for (int h = 0; h < GH; h++)
-            if (h / G < nr) p[h] *= ch.vs;
+        for (int g = 0; g < G; g++) p[g] *= ch.vs;
     }
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         float vf[8];
         kv_to_f32(ch.v[i], vf);
 #pragma unroll
-        for (int h = 0; h < GH; h++) {
-            if (h / G >= nr) break;
-            float pi = __shfl_sync(0xffffffffu, p[h], (lane & 16) | (i << 1));
+        for (int g = 0; g < G; g++) {
+            float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
 #pragma unroll
-            for (int j = 0; j < 8; j++) acc[h][j] = fmaf(pi, vf[j], acc[h][j]);
+            for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pi, vf[j], acc[g][j]);
         }
     }
-}
-
-/* The same for the G query heads of one row, keys [lo, pos]. */
-template <int G, bool KV8>
-__device__ __forceinline__ void attend_chunk(const dec_chunk<KV8> &ch, int key, int lo, int pos, int lane,
-                                             const float (&q)[G][8], float (&m)[G], float (&l)[G],
-                                             float (&acc)[G][8]) {
-    const int lo1[1] = {lo}, pos1[1] = {pos};
-    attend_chunk_rows<G, 1, KV8>(ch, key, lo1, pos1, 1, lane, dec_q_regs<G>{q}, m, l, acc);
 }
 
 /* Merges the CTA's warps (in warp order): thread tid ends with dim
@@ -329,44 +292,21 @@ __device__ __forceinline__ bool arrive_last(dec_shared<G, NW> &sh, int *count, i
  * KV8: the fp8 cache. PF: each warp issues the next chunk's loads before
  * it attends the current one (two chunks in registers: a warp that streams
  * a long run of chunks never waits a whole memory round trip between
- * them, at the cost of fewer resident CTAs).
- *
- * NR > 1: rows verifying one sequence's drafts (consecutive positions over
- * one cache, a.dec_grp) come in groups of up to NR, and the group's CTAs
- * share the work: the CTA of the group's row j takes sub-split j * splits
- * + split of the group's keys (the union of its rows' ranges) and attends
- * it for every row of the group (G x nr heads, each masked to its row's
- * range), so each key and value is read once per group instead of once
- * per row; the last of the group's nr x splits CTAs merges every row. */
-template <int G, bool EARLY, bool KV8, int NW, bool PF = false, int NR = 1>
+ * them, at the cost of fewer resident CTAs). */
+template <int G, bool EARLY, bool KV8, int NW, bool PF = false>
 __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split, int hk, int row,
-                                                   dec_shared<G * NR, NW> &sh) {
-    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK, GH = G * NR;
+                                                   dec_shared<G, NW> &sh) {
+    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
     static_assert(NW * 32 >= D && D == 16 * 8, "one 16-lane row of 16-byte loads per key; a thread per dim");
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, dim = dec_dim<NW>(tid);
     int half = lane >> 4, dl = lane & 15;
-    int j = 0, nr = 1; /* this CTA's row in its group, the group's rows */
-    if constexpr (NR > 1) {
-        int grp = a.dec_grp[row];
-        j = grp >> 8, nr = grp & 255;
-    }
-    int lead = row - j; /* the group's first row (its rows are consecutive decode rows) */
-    int seq = a.dec_seq[lead], seq_end = a.dec_seq[lead + nr - 1];
+    int seq = a.dec_seq[row];
     int t = a.s_tok0[seq], pos = a.s_pos[seq];
     int lo = a.window == INT32_MAX ? 0 : max(0, pos - a.window);
-    int c_lo = lo / DEC_CHUNK, c_hi = a.s_pos[seq_end] / DEC_CHUNK;
-    int sub = j * a.splits + split, n_sub = nr * a.splits, psplit = NR * a.splits; /* psplit: partials' stride */
-    int workers = n_sub * NW, per = (c_hi - c_lo + workers) / workers;
-    int cb = c_lo + (sub * NW + warp) * per, ce = min(cb + per, c_hi + 1);
-    const int32_t *bt = a.bt + a.s_bt[seq_end]; /* the last row's table covers every row's keys */
-    int row_lo[NR], row_pos[NR], row_t[NR]; /* each row's keys [lo, pos] and token */
-    row_lo[0] = lo, row_pos[0] = pos, row_t[0] = t;
-#pragma unroll
-    for (int r = 1; r < NR; r++) {
-        int sr = r < nr ? a.dec_seq[lead + r] : seq;
-        row_t[r] = a.s_tok0[sr], row_pos[r] = a.s_pos[sr];
-        row_lo[r] = a.window == INT32_MAX ? 0 : max(0, row_pos[r] - a.window);
-    }
+    int c_lo = lo / DEC_CHUNK, c_hi = pos / DEC_CHUNK;
+    int workers = a.splits * NW, per = (c_hi - c_lo + workers) / workers;
+    int cb = c_lo + (split * NW + warp) * per, ce = min(cb + per, c_hi + 1);
+    const int32_t *bt = a.bt + a.s_bt[seq];
 
     /* Under PDL this CTA may start while the previous kernel still runs
      * (rope_append writing this step's keys, values and q, or the qkv GEMV
@@ -381,9 +321,9 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
     if (early) load_chunk<KV8>(a, blk, hk, cb, lane, kl, ch, false);
     nc_pdl_wait();
 
-    /* Fused (batch-1 decode, never grouped): the CTA's G query heads into
-     * shared memory, and the split that holds this step's key (chunk c_hi)
-     * appends the key and value of kv head hk first; a warp per head. */
+    /* Fused: the CTA's G query heads into shared memory, and the split
+     * that holds this step's key (chunk c_hi) appends the key and value of
+     * kv head hk first; a warp per head. */
     bool fresh = false;
     if (a.fused) {
         int split_hi = (c_hi - c_lo) / per / NW;
@@ -397,37 +337,16 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
         fresh = append;
     }
 
-    /* the query heads, scaled: G in registers, or a group's G x nr in
-     * shared memory (warp w writes heads w, w + NW, ...) */
-    float q[NR > 1 ? 1 : G][8], m[GH], l[GH], acc[GH][8];
-    __shared__ __align__(16) float q_grp[NR > 1 ? GH : 1][D];
+    float q[G][8], m[G], l[G], acc[G][8];
 #pragma unroll
-    for (int h = 0; h < GH; h++) {
-        int r = h / G, g = h % G;
-        uint4 u = make_uint4(0, 0, 0, 0);
-        if (a.fused)
-            u = ((const uint4 *)sh.q[h])[dl];
-        else if (r < nr && (NR == 1 || h % NW == warp))
-            u = __ldg((const uint4 *)(a.q + ((size_t)row_t[r] * a.H + hk * G + g) * D) + dl);
-        float f[8];
-        nc_bf16x8_to_f32(u, f);
+    for (int g = 0; g < G; g++) {
+        uint4 u = a.fused ? ((const uint4 *)sh.q[g])[dl]
+                          : __ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl);
+        nc_bf16x8_to_f32(u, q[g]);
 #pragma unroll
-        for (int i = 0; i < 8; i++) f[i] *= a.qscale, acc[h][i] = 0.0f;
-        if constexpr (NR > 1) {
-            if (half == 0 && h % NW == warp) {
-                float4 *d = (float4 *)&q_grp[h][dl * 8];
-                d[0] = make_float4(f[0], f[1], f[2], f[3]);
-                d[1] = make_float4(f[4], f[5], f[6], f[7]);
-            }
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; i++) q[h][i] = f[i];
-        }
-        m[h] = -INFINITY, l[h] = 0.0f;
+        for (int j = 0; j < 8; j++) q[g][j] *= a.qscale, acc[g][j] = 0.0f;
+        m[g] = -INFINITY, l[g] = 0.0f;
     }
-    if constexpr (NR > 1) __syncthreads();
-    const dec_q_regs<(NR > 1 ? 1 : G)> q_regs{q};
-    const dec_q_shared q_shared{&q_grp[0][dl * 8]};
     if constexpr (PF) {
         dec_chunk<KV8> next;
         if (cb < ce && !early) load_chunk<KV8>(a, blk, hk, cb, lane, kl, ch, fresh && cb == c_hi);
@@ -437,25 +356,19 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
                 load_chunk<KV8>(a, blk, hk, c + 1, lane, kl, next, fresh && c + 1 == c_hi);
                 if (c + 2 < ce) blk = __ldg(bt + (c + 2) / CPB);
             }
-            if constexpr (NR > 1)
-                attend_chunk_rows<G, NR, KV8>(ch, c * DEC_CHUNK + kl, row_lo, row_pos, nr, lane, q_shared, m, l, acc);
-            else
-                attend_chunk_rows<G, NR, KV8>(ch, c * DEC_CHUNK + kl, row_lo, row_pos, nr, lane, q_regs, m, l, acc);
+            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
             if (c + 1 < ce) ch = next;
         }
     } else {
         for (int c = cb; c < ce; c++) {
             if (c != cb || !early) load_chunk<KV8>(a, blk, hk, c, lane, kl, ch, fresh && c == c_hi);
             if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
-            if constexpr (NR > 1)
-                attend_chunk_rows<G, NR, KV8>(ch, c * DEC_CHUNK + kl, row_lo, row_pos, nr, lane, q_shared, m, l, acc);
-            else
-                attend_chunk_rows<G, NR, KV8>(ch, c * DEC_CHUNK + kl, row_lo, row_pos, nr, lane, q_regs, m, l, acc);
+            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
         }
     }
-    float num[GH], den[GH], mx[GH];
-    merge_warps<GH, NW>(sh, m, l, acc, num, den, mx);
-    if (n_sub == 1) {
+    float num[G], den[G], mx[G];
+    merge_warps<G, NW>(sh, m, l, acc, num, den, mx);
+    if (a.splits == 1) {
 #pragma unroll
         for (int g = 0; g < G; g++)
             if (dec_dim_owner<NW>(tid))
@@ -463,18 +376,16 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
                     __float2bfloat16_rn(den[g] > 0.0f ? num[g] / den[g] : 0.0f);
         return;
     }
-    /* head h's partials: those of row lead + h / G, head hk * G + h % G */
-    auto partials = [&](int h) { return a.part + ((size_t)(lead + h / G) * a.H + hk * G + h % G) * psplit * (D + 2); };
 #pragma unroll
-    for (int h = 0; h < GH; h++)
-        if (h / G < nr) store_partial<NW>(partials(h) + (size_t)sub * (D + 2), num[h], mx[h], den[h], tid);
-    /* The last CTA of this (group, kv head) to finish merges the splits. */
-    if (!arrive_last<GH, NW>(sh, &a.count[lead * a.Hkv + hk], 1, n_sub)) return;
+    for (int g = 0; g < G; g++)
+        store_partial<NW>(a.part + (((size_t)row * a.H + hk * G + g) * a.splits + split) * (D + 2), num[g], mx[g], den[g],
+                      tid);
+    /* The last CTA of this (row, kv head) to finish merges the splits. */
+    if (!arrive_last<G, NW>(sh, &a.count[row * a.Hkv + hk], 1, a.splits)) return;
 #pragma unroll
-    for (int h = 0; h < GH; h++) {
-        if (h / G >= nr) break;
-        float o = merge_splits(partials(h), n_sub, dim);
-        if (dec_dim_owner<NW>(tid)) a.out[((size_t)row_t[h / G] * a.H + hk * G + h % G) * D + tid] = __float2bfloat16_rn(o);
+    for (int g = 0; g < G; g++) {
+        float o = merge_splits(a.part + ((size_t)row * a.H + hk * G + g) * a.splits * (D + 2), a.splits, dim);
+        if (dec_dim_owner<NW>(tid)) a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(o);
     }
 }
 

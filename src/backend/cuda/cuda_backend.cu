@@ -327,8 +327,8 @@ static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
     cu->max_seqs = NC_MIN(cu->max_seqs, cu->max_tokens);
     cu->logits_rows = NC_MAX(NC_MIN(cu->max_tokens, NC_LOGITS_CHUNK), cu->max_seqs);
     int64_t part = 0;
-    for (int nb = 1; nb <= cu->max_seqs; nb++) /* grouped verify rows: NR x the splits per row */
-        part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb) * nc_cuda_verify_group_rows(cu));
+    for (int nb = 1; nb <= cu->max_seqs; nb++)
+        part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb));
     if (cu->det) {
         int64_t positions = NC_MIN((int64_t)10 * cu->cfg.sequence_len, (int64_t)ROPE_MAX_POSITIONS);
         if (p->n_kv_blocks) positions = NC_MIN(positions, (int64_t)p->n_kv_blocks * NC_KV_BLOCK_TOKENS);
@@ -532,7 +532,6 @@ static int alloc_batch_buffers(nc_cuda *cu) {
     cu->sample_pos = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
     cu->verify_rows = (nc_seq_chunk *)nc_xcalloc((size_t)cu->max_seqs, sizeof(nc_seq_chunk));
     cu->verify_new = (int32_t *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int32_t));
-    cu->verify_grp = (int32_t *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int32_t));
     if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, (size_t)cu->logits_rows * cu->V * sizeof(float)));
 
@@ -582,8 +581,8 @@ static int init_kernels(nc_cuda *cu) {
  * d34, dev/kernels/NOTES.md) and the profile (NC_CUDA_PROFILE, which
  * launches eagerly: no graphs). */
 static int init_launch_modes(nc_cuda *cu) {
-    cu->graphs = (cudaGraphExec_t *)nc_xcalloc(2 * ((size_t)cu->max_seqs + 1), sizeof(cudaGraphExec_t));
-    cu->graph_seen = (bool *)nc_xcalloc(2 * ((size_t)cu->max_seqs + 1), sizeof(bool));
+    cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
+    cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
     cu->use_graphs = cu->env.cuda_graphs;
     cu->pdl = cu->env.cuda_pdl && cu->cc_major >= 9;
     cu->profile = cu->env.cuda_profile;
@@ -701,7 +700,7 @@ static void cuda_free(nc_backend *b) {
             if (cu->prof_ev[i]) cudaEventDestroy(cu->prof_ev[i]);
     }
     if (cu->graphs) {
-        for (int i = 0; i < 2 * (cu->max_seqs + 1); i++)
+        for (int i = 0; i <= cu->max_seqs; i++)
             if (cu->graphs[i]) cudaGraphExecDestroy(cu->graphs[i]);
         free(cu->graphs);
     }
@@ -710,7 +709,6 @@ static void cuda_free(nc_backend *b) {
     free(cu->sample_pos);
     free(cu->verify_rows);
     free(cu->verify_new);
-    free(cu->verify_grp);
     nc_cuda_gemm_free(cu);
     nc_cuda_skinny_free(cu);
     nc_cuda_persist_free(cu);

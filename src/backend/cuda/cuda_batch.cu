@@ -69,7 +69,6 @@ static int plan_layout(nc_cuda *cu, const nc_cuda_batch *bs, int64_t n_bt) {
     ml->s_bt = off, off += bs->S;
     ml->s_new = off, off += bs->S;
     ml->dec_seq = off, off += bs->n_dec;
-    ml->dec_grp = off, off += bs->n_dec;
     ml->items = off, off += 2 * (int64_t)bs->n_items;
     ml->lrow = off, off += bs->R;
     ml->bt = off, off += n_bt;
@@ -96,10 +95,8 @@ static void add_items(int32_t *m, const nc_cuda_meta_layout *ml, int s, int n_to
     }
 }
 
-/* Fills the metadata of every chunk, checking block ids and token ids;
- * first_new and group: each chunk's s_new and dec_grp (NULL: its position,
- * and a group of one). */
-static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_new, const int32_t *group) {
+/* Fills the metadata of every chunk, checking block ids and token ids. */
+static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_new) {
     const nc_cuda_meta_layout *ml = &cu->ml;
     int32_t *m = cu->meta_h;
     int t = 0, d = 0, it = 0, r = 0;
@@ -137,10 +134,7 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_ne
             for (int i = 0; i < c->n_tokens; i++) m[ml->lrow + r++] = tok0 + i;
         else if (c->logits == NC_LOGITS_LAST)
             m[ml->lrow + r++] = t - 1;
-        if (c->n_tokens == 1) {
-            m[ml->dec_grp + d] = group ? group[s] : 1;
-            m[ml->dec_seq + d++] = s;
-        }
+        if (c->n_tokens == 1) m[ml->dec_seq + d++] = s;
         else add_items(m, ml, s, c->n_tokens, &it);
     }
     return 0;
@@ -161,11 +155,8 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_ne
  * 1.22-1.36x as a prefill chunk); *batch is checked already. Each row's s_new is the
  * chunk's first position: attention must not read keys from there on
  * before the kernel that appends them has finished (cuda_attn_decode.cuh,
- * the early first chunk under PDL). Consecutive rows of a chunk form
- * groups of up to nc_cuda_verify_group_rows whose decode attention reads
- * the cache once for all of them (cuda_attn_decode.cuh, NR); *grouped
- * tells whether any group has two rows or more. */
-static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows, bool *grouped) {
+ * the early first chunk under PDL). */
+static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows) {
     if (!cu->env.cuda_verify_rows) return false;
     int n = 0;
     bool any = false;
@@ -177,21 +168,15 @@ static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows, b
     }
     if (!any || n > cu->max_seqs) return false;
     nc_seq_chunk *out = cu->verify_rows;
-    int most = nc_cuda_verify_group_rows(cu);
-    *grouped = false;
     for (int s = 0, r = 0; s < batch->n_seqs; s++) {
         const nc_seq_chunk *c = &batch->seqs[s];
         if (c->logits != NC_LOGITS_ALL || c->n_tokens > NC_CUDA_VERIFY_MAX_ROWS) {
             cu->verify_new[r] = c->pos;
-            cu->verify_grp[r] = 1;
             out[r++] = *c;
             continue;
         }
         for (int i = 0; i < c->n_tokens; i++) {
-            int j = i % most, n = NC_MIN(most, c->n_tokens - (i - j));
-            *grouped |= n > 1;
             cu->verify_new[r] = c->pos; /* rows i > 0 read keys the rows before them write in this forward */
-            cu->verify_grp[r] = j << 8 | n;
             out[r++] = (nc_seq_chunk){c->tokens + i, 1, c->pos + i, i ? c->tokens[i - 1] : c->prev_token,
                                       c->block_table, NC_LOGITS_LAST};
         }
@@ -203,17 +188,14 @@ static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows, b
 int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs) {
     int64_t n_bt = 0;
     nc_batch rows;
-    const int32_t *first_new = NULL, *group = NULL;
-    bool grouped = false;
+    const int32_t *first_new = NULL;
     if (check_batch(cu, batch, bs, &n_bt)) return -1;
-    if (verify_as_rows(cu, batch, &rows, &grouped)) {
+    if (verify_as_rows(cu, batch, &rows)) {
         batch = &rows;
         first_new = cu->verify_new;
-        group = cu->verify_grp;
         if (check_batch(cu, batch, bs, &n_bt)) return -1;
     }
-    bs->grouped = grouped;
-    if (plan_layout(cu, bs, n_bt) || fill_meta(cu, batch, first_new, group)) return -1;
+    if (plan_layout(cu, bs, n_bt) || fill_meta(cu, batch, first_new)) return -1;
     NC_CU_TRY(cudaMemcpyAsync(cu->meta_d, cu->meta_h, (size_t)cu->ml.used * 4, cudaMemcpyHostToDevice, cu->stream));
     return 0;
 }

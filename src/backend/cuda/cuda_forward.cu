@@ -187,7 +187,7 @@ static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
         if (cu->det) {
             if (nc_cuda_attn_det(cu, l, N)) return -1;
         } else {
-            if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused, bs->grouped)) return -1;
+            if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused)) return -1;
             if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
         }
         prof_mark(cu, NC_PROF_ATTN);
@@ -219,13 +219,13 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
 /* Runs layers + logits of a decode batch from its graph (capturing it on
  * the second use of this batch size), or eagerly. */
 static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
-    int nb = bs->S, key = bs->grouped ? nb + cu->max_seqs + 1 : nb; /* the graph's index */
+    int nb = bs->S;
     if (nb == 1 && cu->persist) return nc_cuda_persist_step(cu); /* one kernel for the whole step */
-    if (!cu->use_graphs || !seen[key]) {
-        seen[key] = true;
+    if (!cu->use_graphs || !seen[nb]) {
+        seen[nb] = true;
         return run_layers(cu, bs) || run_logits(cu, 0, nb);
     }
-    if (!cu->graphs[key]) {
+    if (!cu->graphs[nb]) {
         cudaGraph_t g = NULL;
         NC_CU_TRY(cudaStreamBeginCapture(cu->stream, cudaStreamCaptureModeThreadLocal));
         int rc = run_layers(cu, bs) || run_logits(cu, 0, nb);
@@ -235,14 +235,14 @@ static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
             return -1;
         }
         if (e != cudaSuccess) return nc_fail("cuda: capturing the decode graph: %s", cudaGetErrorString(e));
-        e = cudaGraphInstantiate(&cu->graphs[key], g, 0);
+        e = cudaGraphInstantiate(&cu->graphs[nb], g, 0);
         cudaGraphDestroy(g);
         if (e != cudaSuccess) {
-            cu->graphs[key] = NULL;
+            cu->graphs[nb] = NULL;
             return nc_fail("cuda: instantiating the decode graph: %s", cudaGetErrorString(e));
         }
     }
-    NC_CU_TRY(cudaGraphLaunch(cu->graphs[key], cu->stream));
+    NC_CU_TRY(cudaGraphLaunch(cu->graphs[nb], cu->stream));
     return 0;
 }
 

@@ -149,7 +149,6 @@ typedef struct {
     int64_t s_new;                      /* [S] first position of the chunk's sequence this forward writes
                                            (its position, or a verified chunk's first as decode rows) */
     int64_t dec_seq;                    /* [n_dec] chunks of one token (decode attention rows) */
-    int64_t dec_grp;                    /* [n_dec] row j of a group of n rows sharing cache reads, j << 8 | n */
     int64_t items;                      /* [n_items][2] (chunk, first query row) prefill tiles */
     int64_t lrow;                       /* [R] token index of each logits row */
     int64_t bt;                         /* packed block tables */
@@ -165,7 +164,6 @@ typedef struct {
     int n_dec;          /* one-token chunks (decode attention rows) */
     int n_items;        /* prefill attention work items (chunk, 128-row query tile) */
     bool decode_only;   /* every chunk is one token asking for its logits */
-    bool grouped;       /* some decode rows verify one sequence's drafts together (dec_grp) */
 } nc_cuda_batch;
 
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
@@ -259,11 +257,9 @@ struct nc_cuda {
     int *sample_pos;                   /* [max_seqs] its position in a verified chunk, -1: a LAST chunk */
     nc_seq_chunk *verify_rows;         /* [max_seqs] a batch with its verified chunks as decode rows */
     int32_t *verify_new;               /* [max_seqs] each such row's s_new */
-    int32_t *verify_grp;               /* [max_seqs] and its dec_grp */
     float *logits_h;                   /* pinned [logits_rows, V] */
 
-    /* decode graphs, by batch size (index nb, 1..max_seqs; + max_seqs + 1
-     * for batches with grouped verify rows, which run another attention kernel) */
+    /* decode graphs, by batch size (index nb, 1..max_seqs) */
     cudaGraphExec_t *graphs;
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;                   /* NC_CUDA_GRAPHS, off while profiling */
@@ -362,7 +358,7 @@ int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, voi
 bool nc_cuda_skinny_fp8_act_ready(const nc_cuda *cu);
 /* The same product for fp8 weights and e4m3 input rows X8 [n, w->cols]
  * with one scale per row (nc_cuda_quant_rows_e4m3) on the fp8 tensor
- * cores, in 128-token tiles; where nc_cuda_skinny_fits and
+ * cores, in 128- or 256-token tiles; where nc_cuda_skinny_fits and
  * nc_cuda_skinny_fp8_act_ready accept. */
 int nc_cuda_skinny_gemm_fp8_act(nc_cuda *cu, const nc_cuda_weight *w, const uint8_t *X8, const float *xscale, void *Y,
                                 int n, nc_cuda_epilogue epi);
@@ -411,14 +407,8 @@ int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
  * `splits` splits per (row, kv head); writes attn rows. fused = false: q
  * and the cache are ready (a rope_append kernel ran); true: the batch has
  * only decode rows (one, on the GEMV path) and the kernel does RoPE,
- * QK-norm and the append itself from the fp32 qkv of the GEMV. grouped:
- * the batch has rows verifying one sequence's drafts in groups (meta
- * dec_grp) that share their cache reads (the kernel for groups). */
-int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused, bool grouped);
-/* Most rows of one verified chunk that decode attention serves from one
- * read of the cache (NC_ATTN_MAX_GROUP / G heads per CTA), 1 when
- * NC_CUDA_VERIFY_GROUP=0. */
-int nc_cuda_verify_group_rows(const nc_cuda *cu);
+ * QK-norm and the append itself from the fp32 qkv of the GEMV. */
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused);
 /* --deterministic: attention for every token of the batch (decode rows and
  * prefill chunks alike; q and the cache ready), each through the same
  * splits of NC_DET_SPLIT_KEYS keys merged in one order, so a token's output
