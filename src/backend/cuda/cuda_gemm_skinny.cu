@@ -50,10 +50,13 @@
  * fp8 weights with e4m3 input rows (NC_CUDA_FP8_ACT, 65+ rows; the rows
  * quantised with one scale each by nc_cuda_quant_rows_e4m3): both tiles
  * are e4m3 [rows x 128 k] bytes, one TMA box each, and the consumers run
- * wgmma m64n128k32 e4m3 x e4m3 with both operands in shared memory (the fp8
- * tensor cores: twice bf16's rate, no widening); the epilogue multiplies by
- * the weight row's scale times the token row's. cuBLASLt has no fp8
- * product with per-row scales on both sides on sm_90.
+ * wgmma m64nNk32 e4m3 x e4m3 (N = 128 tokens, 256 from 256 rows) with both
+ * operands in shared memory (the fp8 tensor cores: twice bf16's rate, no
+ * widening), keeping one stage's MMAs in flight; the epilogue multiplies
+ * by the weight row's scale times the token row's. cuBLASLt has no fp8
+ * product with per-row scales on both sides on sm_90. On an H100 it runs
+ * at 0.81x bf16's prefill (dev/kernels/NOTES.md, session 9: bound by its
+ * schedule, tensor pipe 32-37% busy).
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -69,7 +72,7 @@
 #define SK_MAX_SPLITS 8          /* split-K CTAs per cluster (the portable cluster size) */
 #define SK_MIN_KTILES 4          /* fewest 64-wide k-tiles per split */
 #define SK_SMEM_BUDGET (196 * 1024) /* shared memory per CTA (see the top of the file) */
-#define SK_FP8_ACT 3             /* the kernels' format code for fp8 weights x e4m3 input rows (128-token tiles) */
+#define SK_FP8_ACT 3             /* the kernels' format code for fp8 weights x e4m3 input rows */
 
 /* NT: token rows per tile (wgmma N); FMT: the weights' nc_cuda_weight_format,
  * or SK_FP8_ACT. */
@@ -187,7 +190,7 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
                     wgmma_ss<NT>(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
             }
             wg_commit();
-            if constexpr (C::X8) { /* compute-bound: keep this stage's MMAs in flight, release the previous stage */
+            if constexpr (C::X8) { /* keep this stage's MMAs in flight, release the previous stage */
                 wg_wait<1>();
                 wg_fence_regs<NT / 2>(d);
                 __syncwarp();
