@@ -294,55 +294,51 @@ static bool sk_exists(int v) {
     return v / 4 == SK_FP8_ACT ? v % 4 >= 2 : v % 4 != 3 || v / 4 != NC_WEIGHT_BF16;
 }
 
-static int sk_tile_rows(int fmt, int nt) { return fmt == SK_FP8_ACT && nt == 2 ? 256 : 16 << nt; }
+/* The instantiation of variant v, as a type: sk_variant<NT, FMT>. */
+template <int NT_, int FMT_>
+struct sk_variant {
+    static constexpr int NT = NT_, FMT = FMT_;
+};
 
-/* The kernel of NT index nt; bf16 has no nt 3 (it falls back to 64, never asked for). */
-template <int FMT>
-static const void *sk_kernel_of(int nt) {
+/* f(sk_variant<NT, FMT>{}) for NT index nt of format FMT; bf16 has no nt 3
+ * (it falls back to 64, never asked for). The one place that maps indices
+ * to instantiations: the kernel, its shared memory and its launch all go
+ * through sk_visit. */
+template <int FMT, typename F>
+static auto sk_visit_nt(int nt, F f) {
     if constexpr (FMT == SK_FP8_ACT) {
-        return nt == 2 ? (const void *)skinny_gemm_kernel<256, FMT> : (const void *)skinny_gemm_kernel<128, FMT>;
+        return nt == 2 ? f(sk_variant<256, FMT>{}) : f(sk_variant<128, FMT>{});
     } else {
         if constexpr (FMT != NC_WEIGHT_BF16)
-            if (nt == 3) return (const void *)skinny_gemm_kernel<128, FMT>;
+            if (nt == 3) return f(sk_variant<128, FMT>{});
         switch (nt) {
-        case 0: return (const void *)skinny_gemm_kernel<16, FMT>;
-        case 1: return (const void *)skinny_gemm_kernel<32, FMT>;
-        default: return (const void *)skinny_gemm_kernel<64, FMT>;
+        case 0: return f(sk_variant<16, FMT>{});
+        case 1: return f(sk_variant<32, FMT>{});
+        default: return f(sk_variant<64, FMT>{});
         }
+    }
+}
+
+template <typename F>
+static auto sk_visit(int v, F f) {
+    switch (v / 4) {
+    case NC_WEIGHT_BF16: return sk_visit_nt<NC_WEIGHT_BF16>(v % 4, f);
+    case NC_WEIGHT_INT8: return sk_visit_nt<NC_WEIGHT_INT8>(v % 4, f);
+    case NC_WEIGHT_FP8: return sk_visit_nt<NC_WEIGHT_FP8>(v % 4, f);
+    default: return sk_visit_nt<SK_FP8_ACT>(v % 4, f);
     }
 }
 
 static const void *sk_kernel(int v) {
-    switch (v / 4) {
-    case NC_WEIGHT_BF16: return sk_kernel_of<NC_WEIGHT_BF16>(v % 4);
-    case NC_WEIGHT_INT8: return sk_kernel_of<NC_WEIGHT_INT8>(v % 4);
-    case NC_WEIGHT_FP8: return sk_kernel_of<NC_WEIGHT_FP8>(v % 4);
-    default: return sk_kernel_of<SK_FP8_ACT>(v % 4);
-    }
-}
-
-template <int FMT>
-static int sk_smem_of(int nt) {
-    if constexpr (FMT == SK_FP8_ACT) {
-        return nt == 2 ? sk_cfg<256, FMT>::SMEM : sk_cfg<128, FMT>::SMEM;
-    } else {
-        if constexpr (FMT != NC_WEIGHT_BF16)
-            if (nt == 3) return sk_cfg<128, FMT>::SMEM;
-        switch (nt) {
-        case 0: return sk_cfg<16, FMT>::SMEM;
-        case 1: return sk_cfg<32, FMT>::SMEM;
-        default: return sk_cfg<64, FMT>::SMEM;
-        }
-    }
+    return sk_visit(v, [](auto t) { return (const void *)skinny_gemm_kernel<decltype(t)::NT, decltype(t)::FMT>; });
 }
 
 static int sk_smem(int v) {
-    switch (v / 4) {
-    case NC_WEIGHT_BF16: return sk_smem_of<NC_WEIGHT_BF16>(v % 4);
-    case NC_WEIGHT_INT8: return sk_smem_of<NC_WEIGHT_INT8>(v % 4);
-    case NC_WEIGHT_FP8: return sk_smem_of<NC_WEIGHT_FP8>(v % 4);
-    default: return sk_smem_of<SK_FP8_ACT>(v % 4);
-    }
+    return sk_visit(v, [](auto t) { return sk_cfg<decltype(t)::NT, decltype(t)::FMT>::SMEM; });
+}
+
+static int sk_tile_rows(int v) {
+    return sk_visit(v, [](auto t) { return decltype(t)::NT; });
 }
 
 struct nc_cuda_skinny_state {
@@ -437,23 +433,6 @@ static int sk_map(const nc_cuda_skinny_state *sk, CUtensorMap *map, CUtensorMapD
     return 0;
 }
 
-template <int FMT>
-static cudaError_t sk_launch(const cudaLaunchConfig_t *cfg, int nt, const CUtensorMap &wmap, const CUtensorMap &xmap,
-                             const sk_args &a) {
-    if constexpr (FMT == SK_FP8_ACT) {
-        if (nt == 2) return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<256, FMT>, wmap, xmap, a);
-        return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<128, FMT>, wmap, xmap, a);
-    } else {
-        if constexpr (FMT != NC_WEIGHT_BF16)
-            if (nt == 3) return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<128, FMT>, wmap, xmap, a);
-        switch (nt) {
-        case 0: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<16, FMT>, wmap, xmap, a);
-        case 1: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<32, FMT>, wmap, xmap, a);
-        default: return cudaLaunchKernelEx(cfg, skinny_gemm_kernel<64, FMT>, wmap, xmap, a);
-        }
-    }
-}
-
 /* The product of a weight matrix with n input rows X (bf16, or e4m3 with
  * row scales xscale: fmt SK_FP8_ACT). */
 static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X, const float *xscale, void *Y, int n,
@@ -464,7 +443,7 @@ static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X,
     /* e4m3 rows: 256-token tiles (half the weight re-reads and shared-memory
      * fills per MMA) once there are 256 rows */
     int nt = x8 ? (n >= 256 ? 2 : 3) : n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3, v = 4 * fmt + nt;
-    int rows_per_tile = sk_tile_rows(fmt, nt);
+    int rows_per_tile = sk_tile_rows(v);
     int bk = q8 ? 2 * SK_BK : SK_BK, tiles = (n + rows_per_tile - 1) / rows_per_tile;
     sk_args a = {m, n, k, (k + bk - 1) / bk, epi, Y, cu->cfg.softcap, w->scale, xscale};
     int m_tiles = (m + SK_BM - 1) / SK_BM;
@@ -499,10 +478,9 @@ static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X,
     }
     cfg.attrs = at;
     cfg.numAttrs = (unsigned)na;
-    cudaError_t e = fmt == NC_WEIGHT_BF16   ? sk_launch<NC_WEIGHT_BF16>(&cfg, nt, wmap, xmap, a)
-                    : fmt == NC_WEIGHT_INT8 ? sk_launch<NC_WEIGHT_INT8>(&cfg, nt, wmap, xmap, a)
-                    : fmt == NC_WEIGHT_FP8  ? sk_launch<NC_WEIGHT_FP8>(&cfg, nt, wmap, xmap, a)
-                                            : sk_launch<SK_FP8_ACT>(&cfg, nt, wmap, xmap, a);
+    cudaError_t e = sk_visit(v, [&](auto t) {
+        return cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<decltype(t)::NT, decltype(t)::FMT>, wmap, xmap, a);
+    });
     if (e != cudaSuccess)
         return nc_fail("cuda: launching the skinny GEMM (%d x %d x %d): %s", m, n, k, cudaGetErrorString(e));
     return 0;
