@@ -123,9 +123,10 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const persist_loads[] = {"smem", "reg", NULL};
     static const char *const allreduces[] = {"auto", "nccl", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_verify_rows = true,
-                        .cuda_persist_load = "smem",
+                        .cuda_persist_load = "smem", .cuda_verify_pairs = "auto",
                         .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
+    static const char *const auto_on_off[] = {"auto", "on", "off", NULL};
     const char *fa = NULL, *gemv = NULL, *rows = NULL;
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
@@ -138,6 +139,7 @@ int nc_backend_env_read(nc_backend_env *env) {
         env_word("NC_TP_ALLREDUCE", allreduces, "auto or nccl", &e.tp_allreduce) ||
         env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old or new", &gemv) ||
         env_word("NC_CUDA_GEMV_Q8_ROWS", q8_rows, "1, 2 or 4", &rows) ||
+        env_word("NC_CUDA_VERIFY_PAIRS", auto_on_off, "auto, on or off", &e.cuda_verify_pairs) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
         env_word("NC_CPU_KERNELS", isas, "auto, avx512vnni, avx512, avxvnni, avx2, scalar or avx512bf16",
                  &e.cpu_kernels))

@@ -92,6 +92,10 @@ typedef struct {
                                 on the fp8 tensor cores, the input rows quantised to e4m3 per row */
     bool cuda_attn_prefetch; /* NC_CUDA_ATTN_PREFETCH (0): decode attention of one-split batches keeps the
                                 next 16-key chunk's loads in flight (cuda_attn_decode.cu) */
+    const char *cuda_verify_pairs; /* NC_CUDA_VERIFY_PAIRS: "auto" (pairs where they pay), "on" (every
+                                      verified chunk of 2+ rows) or "off": decode attention of a verified
+                                      chunk's rows in pairs, each chunk of keys loaded once for both
+                                      (cuda_batch.cu) */
     int cuda_gemv_q8_rows;   /* NC_CUDA_GEMV_Q8_ROWS: rows per warp of the first 8-bit GEMV, 1, 2 or 4
                                 (0 unset: 4) */
     bool cuda_persist;       /* NC_CUDA_PERSIST (0): batch-1 decode as one persistent kernel per token

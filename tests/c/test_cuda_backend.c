@@ -379,13 +379,15 @@ static void check_random(const char *spec, nc_weight_format wf, nc_kv_cache_form
         nc_seq_chunk d = {prompt + 150 + k, 1, 150 + k, prompt[149 + k], t[0], NC_LOGITS_LAST};
         compare_backends(gpu, cpu, &d, 1, V, lg, lc, what);
     }
-    /* the same prompt in chunks of 12, 29, 45 and 93 (GEMM batches of
-     * several widths, prefill tiles ending mid-block) */
+    /* the same prompt in chunks of 9, 12, 29, 45 and 93 (GEMM batches of
+     * several widths, prefill tiles ending mid-block; the chunks of 9 and
+     * 12 are verified as decode rows, and the 9 rows from 63 put a pair
+     * of rows across a block boundary under NC_CUDA_VERIFY_PAIRS=on) */
     {
         int32_t tc[16];
         table(tc, 16, 57, 1);
-        int sizes[4] = {12, 29, 45, 93};
-        for (int k = 0; k < 4; k++) {
+        int sizes[5] = {9, 12, 29, 45, 93};
+        for (int k = 0; k < 5; k++) {
             snprintf(what, sizeof what, "%s chunks of %d", label, sizes[k]);
             for (int p0 = 0; p0 < 150; p0 += sizes[k]) {
                 nc_seq_chunk d = {prompt + p0, NC_MIN(sizes[k], 150 - p0), p0, p0 ? prompt[p0 - 1] : -1, tc,

@@ -51,11 +51,19 @@
 
 #define DEC_THREADS (DEC_WARPS * 32)
 
-template <int G, bool EARLY, bool KV8, bool PF = false>
+template <int G, bool EARLY, bool KV8, bool PF = false, int R = 1>
 __global__ void __launch_bounds__(DEC_THREADS) attn_decode_kernel(dec_args a) {
-    __shared__ dec_shared<G> sh;
+    __shared__ dec_shared<R * G> sh;
     nc_pdl_trigger();
-    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS, PF>(a, blockIdx.x, blockIdx.y, blockIdx.z, sh);
+    nc_attn_decode_cta<G, EARLY, KV8, DEC_WARPS, PF, R>(a, blockIdx.x, blockIdx.y, blockIdx.z, sh);
+}
+
+/* The paired kernel (R = 2 rows) for G query heads per kv head
+ * (G <= NC_ATTN_PAIR_MAX_G). */
+template <bool EARLY, bool KV8>
+static void (*paired_kernel(int G))(dec_args) {
+    static_assert(NC_ATTN_PAIR_MAX_G == 2, "instantiated for G = 1 and 2");
+    return G == 1 ? attn_decode_kernel<1, EARLY, KV8, false, 2> : attn_decode_kernel<2, EARLY, KV8, false, 2>;
 }
 
 /* --deterministic: the attention of token a.row0 + blockIdx.z, for any
@@ -134,7 +142,7 @@ void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused,
     a.q = cu->q;
     nc_cuda_kv_layer kv = nc_cuda_kv_of(cu, layer);
     a.kc = kv.kc, a.vc = kv.vc, a.kc8 = kv.kc8, a.vc8 = kv.vc8, a.ksc = kv.ksc, a.vsc = kv.vsc;
-    a.dec_seq = META(cu, dec_seq), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
+    a.dec_seq = META(cu, dec_seq), a.dec_grp = META(cu, dec_grp), a.s_tok0 = META(cu, s_tok0), a.s_pos = META(cu, s_pos);
     a.s_bt = META(cu, s_bt), a.bt = META(cu, bt), a.s_new = META(cu, s_new);
     a.tpos = META(cu, tpos), a.tseq = META(cu, tseq);
     a.part = cu->part;
@@ -148,7 +156,7 @@ void nc_cuda_dec_args_fill(const nc_cuda *cu, int layer, int splits, bool fused,
     *out = a;
 }
 
-int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) {
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused, int group) {
     dec_args a;
     nc_cuda_dec_args_fill(cu, layer, splits, fused, &a);
     NC_ASSERT((int64_t)nb * splits * cu->H * (cu->D + 2) <= cu->part_floats);
@@ -187,7 +195,13 @@ int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused) 
     void (*const *kernels)(dec_args) =
         (splits > 1 ? with_early : cu->env.cuda_attn_prefetch ? prefetch : without)[cu->kv_fp8 ? 1 : 0];
     NC_ASSERT(cu->G >= 1 && cu->G <= NC_ATTN_MAX_GROUP); /* check_model refuses other group sizes */
-    cudaError_t e = nc_launch(cu, kernels[cu->G], dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
+    void (*kernel)(dec_args) = kernels[cu->G];
+    if (group > 1) { /* grid z: the groups (at most nb; the rest of the CTAs return at once) */
+        NC_ASSERT(group == 2 && !fused && cu->G <= NC_ATTN_PAIR_MAX_G);
+        kernel = splits > 1 ? (cu->kv_fp8 ? paired_kernel<true, true> : paired_kernel<true, false>)(cu->G)
+                            : (cu->kv_fp8 ? paired_kernel<false, true> : paired_kernel<false, false>)(cu->G);
+    }
+    cudaError_t e = nc_launch(cu, kernel, dim3(splits, cu->Hkv, nb), dim3(DEC_THREADS), 0, a);
     if (e != cudaSuccess) return nc_fail("cuda: launching attn_decode: %s", cudaGetErrorString(e));
     return 0;
 }

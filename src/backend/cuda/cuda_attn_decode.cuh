@@ -25,6 +25,8 @@ typedef struct {
     const uint8_t *kc8, *vc8; /* fp8 cache: the same layout in e4m3 */
     const float *ksc, *vsc; /* and its scales [n_blocks][Hkv][64] */
     const int32_t *dec_seq, *s_tok0, *s_pos, *s_bt, *bt;
+    const int32_t *dec_grp; /* grouped kernels (R > 1): [n_dec][2] the first decode row and the row count
+                               of group z (count 0: none), rows of one verified chunk */
     const int32_t *s_new;   /* [S] first position of the sequence this forward writes */
     const int32_t *tpos, *tseq; /* attn_det: each token's position and chunk */
     int row0;               /* attn_det: the token of blockIdx.z = 0 */
@@ -154,16 +156,20 @@ __device__ __forceinline__ bool dec_dim_owner(int tid) {
 }
 
 /* One chunk's keys (key = the one whose score this lane ends with) into a
- * warp's online softmax: scores against the G query heads, masked outside
- * [lo, pos], running max m, sum l, and acc += p · V. */
-template <int G, bool KV8>
-__device__ __forceinline__ void attend_chunk(const dec_chunk<KV8> &ch, int key, int lo, int pos, int lane,
-                                             const float (&q)[G][8], float (&m)[G], float (&l)[G],
-                                             float (&acc)[G][8]) {
-    bool valid = key >= lo && key <= pos;
-    float p[G];
+ * warp's online softmax, for R rows of one sequence (the rows of a
+ * verified chunk; 1 otherwise) and the G query heads of its kv head each:
+ * the state of head g of row r is index r * G + g. Each row's scores are
+ * masked outside its [lo[r], pos[r]]; running max m, sum l, and
+ * acc += p · V. The chunk's keys and values are loaded once for all the
+ * rows: the point of grouping them. */
+template <int G, bool KV8, int R>
+__device__ __forceinline__ void attend_rows(const dec_chunk<KV8> &ch, int key, const int (&lo)[R], const int (&pos)[R],
+                                            int lane, const float (&q)[R * G][8], float (&m)[R * G],
+                                            float (&l)[R * G], float (&acc)[R * G][8]) {
+    constexpr int NH = R * G;
+    float p[NH];
 #pragma unroll
-    for (int g = 0; g < G; g++) {
+    for (int h = 0; h < NH; h++) {
         float pr[8];
 #pragma unroll
         for (int i = 0; i < 8; i++) {
@@ -171,36 +177,45 @@ __device__ __forceinline__ void attend_chunk(const dec_chunk<KV8> &ch, int key, 
             kv_to_f32(ch.k[i], kf);
             float s = 0.0f;
 #pragma unroll
-            for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[g][j], s);
+            for (int j = 0; j < 8; j++) s = fmaf(kf[j], q[h][j], s);
             pr[i] = s;
         }
         float sc = reduce_scatter8(pr, lane);
         if constexpr (KV8) sc *= ch.ks;
-        sc = valid ? sc : -INFINITY;
-        float mn = fmaxf(m[g], nc_warp_max(sc));
+        sc = key >= lo[h / G] && key <= pos[h / G] ? sc : -INFINITY;
+        float mn = fmaxf(m[h], nc_warp_max(sc));
         float mu = mn == -INFINITY ? 0.0f : mn;
-        float alpha = exp2f(m[g] - mu);
-        p[g] = exp2f(sc - mu);
-        l[g] = l[g] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[g]);
-        m[g] = mn;
+        float alpha = exp2f(m[h] - mu);
+        p[h] = exp2f(sc - mu);
+        l[h] = l[h] * alpha + nc_warp_sum(lane & 1 ? 0.0f : p[h]);
+        m[h] = mn;
 #pragma unroll
-        for (int j = 0; j < 8; j++) acc[g][j] *= alpha;
+        for (int j = 0; j < 8; j++) acc[h][j] *= alpha;
     }
     if constexpr (KV8) { /* the value scale, in P's column (after the sum) */
 #pragma unroll
-        for (int g = 0; g < G; g++) p[g] *= ch.vs;
+        for (int h = 0; h < NH; h++) p[h] *= ch.vs;
     }
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         float vf[8];
         kv_to_f32(ch.v[i], vf);
 #pragma unroll
-        for (int g = 0; g < G; g++) {
-            float pi = __shfl_sync(0xffffffffu, p[g], (lane & 16) | (i << 1));
+        for (int h = 0; h < NH; h++) {
+            float pi = __shfl_sync(0xffffffffu, p[h], (lane & 16) | (i << 1));
 #pragma unroll
-            for (int j = 0; j < 8; j++) acc[g][j] = fmaf(pi, vf[j], acc[g][j]);
+            for (int j = 0; j < 8; j++) acc[h][j] = fmaf(pi, vf[j], acc[h][j]);
         }
     }
+}
+
+/* attend_rows for one row whose keys are [lo, pos]. */
+template <int G, bool KV8>
+__device__ __forceinline__ void attend_chunk(const dec_chunk<KV8> &ch, int key, int lo, int pos, int lane,
+                                             const float (&q)[G][8], float (&m)[G], float (&l)[G],
+                                             float (&acc)[G][8]) {
+    const int los[1] = {lo}, poss[1] = {pos};
+    attend_rows<G, KV8, 1>(ch, key, los, poss, lane, q, m, l, acc);
 }
 
 /* Merges the CTA's warps (in warp order): thread tid ends with dim
@@ -285,28 +300,49 @@ __device__ __forceinline__ bool arrive_last(dec_shared<G, NW> &sh, int *count, i
     return true;
 }
 
-/* Split `split` of (decode row `row`, kv head hk) by a CTA of NW warps
- * (every thread of the CTA calls it): the decode attention kernel's body.
+/* Split `split` of (decode row z, kv head hk) by a CTA of NW warps (every
+ * thread of the CTA calls it): the decode attention kernel's body.
  * G: query heads per kv head (compile time: the per-head state lives in
  * registers). EARLY: issue the first chunk's loads before nc_pdl_wait().
  * KV8: the fp8 cache. PF: each warp issues the next chunk's loads before
  * it attends the current one (two chunks in registers: a warp that streams
  * a long run of chunks never waits a whole memory round trip between
- * them, at the cost of fewer resident CTAs). */
-template <int G, bool EARLY, bool KV8, int NW, bool PF = false>
-__device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split, int hk, int row,
-                                                   dec_shared<G, NW> &sh) {
-    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK;
+ * them, at the cost of fewer resident CTAs). R > 1: the CTA takes the rows
+ * of group z instead (a.dec_grp: up to R consecutive rows of one verified
+ * chunk), over the union of their keys, each chunk loaded once for all of
+ * them (attend_rows); the last CTA of the group merges every row's splits. */
+template <int G, bool EARLY, bool KV8, int NW, bool PF = false, int R = 1>
+__device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split, int hk, int z,
+                                                   dec_shared<R * G, NW> &sh) {
+    constexpr int D = NC_HEAD_DIM, BT = NC_KV_BLOCK_TOKENS, CPB = BT / DEC_CHUNK, NH = R * G;
     static_assert(NW * 32 >= D && D == 16 * 8, "one 16-lane row of 16-byte loads per key; a thread per dim");
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, dim = dec_dim<NW>(tid);
     int half = lane >> 4, dl = lane & 15;
-    int seq = a.dec_seq[row];
-    int t = a.s_tok0[seq], pos = a.s_pos[seq];
-    int lo = a.window == INT32_MAX ? 0 : max(0, pos - a.window);
-    int c_lo = lo / DEC_CHUNK, c_hi = pos / DEC_CHUNK;
+    int row0 = z, nr = 1;
+    if constexpr (R > 1) {
+        row0 = a.dec_grp[2 * z], nr = a.dec_grp[2 * z + 1];
+        if (nr == 0) return; /* the batch has fewer groups than rows */
+    }
+    /* each row's token, position and keys [lo, pos]; a slot past the
+     * group's rows sees no key (pos -1) and stores nothing */
+    int seq = a.dec_seq[row0], t[R], pos[R], lo[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int sr = r < nr ? a.dec_seq[row0 + r] : seq;
+        t[r] = a.s_tok0[sr];
+        pos[r] = r < nr ? a.s_pos[sr] : -1;
+        lo[r] = a.window == INT32_MAX ? 0 : max(0, pos[r] - a.window);
+    }
+    int lo_all = lo[0], pos_all = pos[0];
+#pragma unroll
+    for (int r = 1; r < R; r++)
+        if (r < nr) lo_all = min(lo_all, lo[r]), pos_all = max(pos_all, pos[r]);
+    int c_lo = lo_all / DEC_CHUNK, c_hi = pos_all / DEC_CHUNK;
     int workers = a.splits * NW, per = (c_hi - c_lo + workers) / workers;
     int cb = c_lo + (split * NW + warp) * per, ce = min(cb + per, c_hi + 1);
-    const int32_t *bt = a.bt + a.s_bt[seq];
+    /* the block table of the group's last row: each row's copy ends at its
+     * own position's block, and the last row's reaches the furthest */
+    const int32_t *bt = a.bt + a.s_bt[R > 1 ? a.dec_seq[row0 + nr - 1] : seq];
 
     /* Under PDL this CTA may start while the previous kernel still runs
      * (rope_append writing this step's keys, values and q, or the qkv GEMV
@@ -321,31 +357,34 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
     if (early) load_chunk<KV8>(a, blk, hk, cb, lane, kl, ch, false);
     nc_pdl_wait();
 
-    /* Fused: the CTA's G query heads into shared memory, and the split
-     * that holds this step's key (chunk c_hi) appends the key and value of
-     * kv head hk first; a warp per head. */
+    /* Fused (one row): the CTA's G query heads into shared memory, and the
+     * split that holds this step's key (chunk c_hi) appends the key and
+     * value of kv head hk first; a warp per head. */
     bool fresh = false;
-    if (a.fused) {
-        int split_hi = (c_hi - c_lo) / per / NW;
-        bool append = split == split_hi;
-        for (int k = warp; k < G + (append ? 2 : 0); k += NW) {
-            int hh = k < G ? hk * G + k : k == G ? a.H + hk : a.H + a.Hkv + hk;
-            bf16 *qd = k < G ? sh.q[k] : NULL;
-            nc_rope_head<float>(a.rope, t, hh, lane, qd);
+    if constexpr (R == 1) {
+        if (a.fused) {
+            int split_hi = (c_hi - c_lo) / per / NW;
+            bool append = split == split_hi;
+            for (int k = warp; k < G + (append ? 2 : 0); k += NW) {
+                int hh = k < G ? hk * G + k : k == G ? a.H + hk : a.H + a.Hkv + hk;
+                bf16 *qd = k < G ? sh.q[k] : NULL;
+                nc_rope_head<float>(a.rope, t[0], hh, lane, qd);
+            }
+            __syncthreads();
+            fresh = append;
         }
-        __syncthreads();
-        fresh = append;
     }
 
-    float q[G][8], m[G], l[G], acc[G][8];
+    float q[NH][8], m[NH], l[NH], acc[NH][8];
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        uint4 u = a.fused ? ((const uint4 *)sh.q[g])[dl]
-                          : __ldg((const uint4 *)(a.q + ((size_t)t * a.H + hk * G + g) * D) + dl);
-        nc_bf16x8_to_f32(u, q[g]);
+    for (int h = 0; h < NH; h++) {
+        int r = h / G, g = h % G;
+        uint4 u = R == 1 && a.fused ? ((const uint4 *)sh.q[g])[dl]
+                                    : __ldg((const uint4 *)(a.q + ((size_t)t[r] * a.H + hk * G + g) * D) + dl);
+        nc_bf16x8_to_f32(u, q[h]);
 #pragma unroll
-        for (int j = 0; j < 8; j++) q[g][j] *= a.qscale, acc[g][j] = 0.0f;
-        m[g] = -INFINITY, l[g] = 0.0f;
+        for (int j = 0; j < 8; j++) q[h][j] *= a.qscale, acc[h][j] = 0.0f;
+        m[h] = -INFINITY, l[h] = 0.0f;
     }
     if constexpr (PF) {
         dec_chunk<KV8> next;
@@ -356,37 +395,40 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
                 load_chunk<KV8>(a, blk, hk, c + 1, lane, kl, next, fresh && c + 1 == c_hi);
                 if (c + 2 < ce) blk = __ldg(bt + (c + 2) / CPB);
             }
-            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
+            attend_rows<G, KV8, R>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
             if (c + 1 < ce) ch = next;
         }
     } else {
         for (int c = cb; c < ce; c++) {
             if (c != cb || !early) load_chunk<KV8>(a, blk, hk, c, lane, kl, ch, fresh && c == c_hi);
             if (c + 1 < ce) blk = __ldg(bt + (c + 1) / CPB); /* the next chunk's block, during this one's loads */
-            attend_chunk<G, KV8>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
+            attend_rows<G, KV8, R>(ch, c * DEC_CHUNK + kl, lo, pos, lane, q, m, l, acc);
         }
     }
-    float num[G], den[G], mx[G];
-    merge_warps<G, NW>(sh, m, l, acc, num, den, mx);
+    float num[NH], den[NH], mx[NH];
+    merge_warps<NH, NW>(sh, m, l, acc, num, den, mx);
     if (a.splits == 1) {
 #pragma unroll
-        for (int g = 0; g < G; g++)
-            if (dec_dim_owner<NW>(tid))
-                a.out[((size_t)t * a.H + hk * G + g) * D + tid] =
-                    __float2bfloat16_rn(den[g] > 0.0f ? num[g] / den[g] : 0.0f);
+        for (int h = 0; h < NH; h++)
+            if (h / G < nr && dec_dim_owner<NW>(tid))
+                a.out[((size_t)t[h / G] * a.H + hk * G + h % G) * D + tid] =
+                    __float2bfloat16_rn(den[h] > 0.0f ? num[h] / den[h] : 0.0f);
         return;
     }
+    /* head h's partials: [row][H][splits][D + 2] */
+#define DEC_PART(h) (a.part + (((size_t)(row0 + (h) / G) * a.H + hk * G + (h) % G) * a.splits) * (D + 2))
 #pragma unroll
-    for (int g = 0; g < G; g++)
-        store_partial<NW>(a.part + (((size_t)row * a.H + hk * G + g) * a.splits + split) * (D + 2), num[g], mx[g], den[g],
-                      tid);
-    /* The last CTA of this (row, kv head) to finish merges the splits. */
-    if (!arrive_last<G, NW>(sh, &a.count[row * a.Hkv + hk], 1, a.splits)) return;
+    for (int h = 0; h < NH; h++)
+        if (h / G < nr) store_partial<NW>(DEC_PART(h) + (size_t)split * (D + 2), num[h], mx[h], den[h], tid);
+    /* The last CTA of this (row or group, kv head) to finish merges the splits. */
+    if (!arrive_last<NH, NW>(sh, &a.count[row0 * a.Hkv + hk], 1, a.splits)) return;
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        float o = merge_splits(a.part + ((size_t)row * a.H + hk * G + g) * a.splits * (D + 2), a.splits, dim);
-        if (dec_dim_owner<NW>(tid)) a.out[((size_t)t * a.H + hk * G + g) * D + tid] = __float2bfloat16_rn(o);
+    for (int h = 0; h < NH; h++) {
+        if (h / G >= nr) continue;
+        float o = merge_splits(DEC_PART(h), a.splits, dim);
+        if (dec_dim_owner<NW>(tid)) a.out[((size_t)t[h / G] * a.H + hk * G + h % G) * D + tid] = __float2bfloat16_rn(o);
     }
+#undef DEC_PART
 }
 
 /* The kernels' arguments for `layer` of the current batch (its metadata

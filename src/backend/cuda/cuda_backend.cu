@@ -327,8 +327,8 @@ static int size_batches(nc_cuda *cu, const nc_backend_params *p) {
     cu->max_seqs = NC_MIN(cu->max_seqs, cu->max_tokens);
     cu->logits_rows = NC_MAX(NC_MIN(cu->max_tokens, NC_LOGITS_CHUNK), cu->max_seqs);
     int64_t part = 0;
-    for (int nb = 1; nb <= cu->max_seqs; nb++)
-        part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, nb));
+    for (int nb = 1; nb <= cu->max_seqs; nb++) /* paired rows take the split count of half as many */
+        part = NC_MAX(part, (int64_t)nb * nc_cuda_decode_splits(cu, (nb + 1) / 2));
     if (cu->det) {
         int64_t positions = NC_MIN((int64_t)10 * cu->cfg.sequence_len, (int64_t)ROPE_MAX_POSITIONS);
         if (p->n_kv_blocks) positions = NC_MIN(positions, (int64_t)p->n_kv_blocks * NC_KV_BLOCK_TOKENS);
@@ -513,7 +513,7 @@ static void meta_plan(nc_cuda *cu) {
     int64_t N = cu->max_tokens, S = cu->max_seqs;
     cu->max_items = N / NC_KV_BLOCK_TOKENS + S;
     int64_t bt_cap = S * NC_MIN(cu->n_blocks, (cu->rope_len + NC_KV_BLOCK_TOKENS - 1) / NC_KV_BLOCK_TOKENS);
-    cu->meta_cap = 5 * N + 7 * S + 2 * cu->max_items + bt_cap;
+    cu->meta_cap = 5 * N + 9 * S + 2 * cu->max_items + bt_cap;
 }
 
 /* What crosses between host and device per forward (batch metadata,
@@ -581,8 +581,8 @@ static int init_kernels(nc_cuda *cu) {
  * d34, dev/kernels/NOTES.md) and the profile (NC_CUDA_PROFILE, which
  * launches eagerly: no graphs). */
 static int init_launch_modes(nc_cuda *cu) {
-    cu->graphs = (cudaGraphExec_t *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(cudaGraphExec_t));
-    cu->graph_seen = (bool *)nc_xcalloc((size_t)cu->max_seqs + 1, sizeof(bool));
+    cu->graphs = (cudaGraphExec_t *)nc_xcalloc(2 * ((size_t)cu->max_seqs + 1), sizeof(cudaGraphExec_t));
+    cu->graph_seen = (bool *)nc_xcalloc(2 * ((size_t)cu->max_seqs + 1), sizeof(bool));
     cu->use_graphs = cu->env.cuda_graphs;
     cu->pdl = cu->env.cuda_pdl && cu->cc_major >= 9;
     cu->profile = cu->env.cuda_profile;
@@ -700,7 +700,7 @@ static void cuda_free(nc_backend *b) {
             if (cu->prof_ev[i]) cudaEventDestroy(cu->prof_ev[i]);
     }
     if (cu->graphs) {
-        for (int i = 0; i <= cu->max_seqs; i++)
+        for (int i = 0; i < 2 * (cu->max_seqs + 1); i++)
             if (cu->graphs[i]) cudaGraphExecDestroy(cu->graphs[i]);
         free(cu->graphs);
     }

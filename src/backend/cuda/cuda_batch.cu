@@ -10,6 +10,8 @@
  * the bytes used. A decode batch of nb rows always gets the same offsets,
  * which is what lets its CUDA graph be replayed (cuda_forward.cu).
  */
+#include <string.h>
+
 #include "cuda_internal.cuh"
 
 /* Last 64-token block a prefill work item (chunk seq, query rows from q0)
@@ -69,6 +71,7 @@ static int plan_layout(nc_cuda *cu, const nc_cuda_batch *bs, int64_t n_bt) {
     ml->s_bt = off, off += bs->S;
     ml->s_new = off, off += bs->S;
     ml->dec_seq = off, off += bs->n_dec;
+    ml->dec_grp = off, off += bs->dec_group > 1 ? 2 * (int64_t)bs->n_dec : 0;
     ml->items = off, off += 2 * (int64_t)bs->n_items;
     ml->lrow = off, off += bs->R;
     ml->bt = off, off += n_bt;
@@ -95,8 +98,50 @@ static void add_items(int32_t *m, const nc_cuda_meta_layout *ml, int s, int n_to
     }
 }
 
-/* Fills the metadata of every chunk, checking block ids and token ids. */
-static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_new) {
+/* Whether the n_rows rows of a verified chunk at position pos run their
+ * decode attention in pairs (NC_CUDA_VERIFY_PAIRS; only where G <=
+ * NC_ATTN_PAIR_MAX_G, the registers of the paired kernel). A pair reads
+ * each chunk of the cache once for two rows, where single rows read it
+ * twice (the repeat from L2), at the price of a heavier CTA (more
+ * registers, two rows' math per chunk) and fewer of them. "auto" pairs
+ * where that paid on an H100 (d34, bench/RESULTS.md session 10): from 3
+ * rows with rows x context >= NC_PAIR_MIN_READS (verifying 2 drafts at
+ * 1024: -1%; 4 at 1024: -1.3%, at 4096: -6%; 8 at 128: -2.4%), not 2 rows
+ * (+1..5%) nor 5 rows at 128 (+2.3%). */
+#define NC_PAIR_MIN_READS 1024
+static bool pair_rows(const nc_cuda *cu, int n_rows, int pos) {
+    const char *mode = cu->env.cuda_verify_pairs;
+    if (cu->det || cu->G > NC_ATTN_PAIR_MAX_G || !strcmp(mode, "off") || n_rows < 2) return false;
+    return !strcmp(mode, "on") || (n_rows >= 3 && (int64_t)n_rows * pos >= NC_PAIR_MIN_READS);
+}
+
+/* The groups of the n_dec decode rows for paired decode attention (meta
+ * dec_grp), in row order: the rows of each verified chunk that pair_rows
+ * accepts two by two (consecutive rows of one block table and first new
+ * position; an odd one last alone), every other row alone; the slots
+ * past the last group get no rows. */
+static void pair_up_rows(nc_cuda *cu, int32_t *m, const nc_cuda_meta_layout *ml, const nc_batch *batch, int n_dec) {
+    int32_t *grp = m + ml->dec_grp;
+    int g = 0;
+    for (int d = 0; d < n_dec;) {
+        int s0 = m[ml->dec_seq + d], run = 1; /* the rows of s0's verified chunk from d on */
+        while (d + run < n_dec) {
+            int s = m[ml->dec_seq + d + run];
+            if (batch->seqs[s].block_table != batch->seqs[s0].block_table ||
+                m[ml->s_pos + s] != m[ml->s_pos + s0] + run || m[ml->s_new + s] != m[ml->s_new + s0])
+                break;
+            run++;
+        }
+        int step = pair_rows(cu, run, m[ml->s_pos + s0]) ? 2 : 1;
+        for (int r = 0; r < run; r += step, g++) grp[2 * g] = d + r, grp[2 * g + 1] = NC_MIN(step, run - r);
+        d += run;
+    }
+    for (; g < n_dec; g++) grp[2 * g] = 0, grp[2 * g + 1] = 0;
+}
+
+/* Fills the metadata of every chunk, checking block ids and token ids;
+ * with bs_group > 1, the decode rows' pairs too. */
+static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_new, int bs_group) {
     const nc_cuda_meta_layout *ml = &cu->ml;
     int32_t *m = cu->meta_h;
     int t = 0, d = 0, it = 0, r = 0;
@@ -137,6 +182,7 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_ne
         if (c->n_tokens == 1) m[ml->dec_seq + d++] = s;
         else add_items(m, ml, s, c->n_tokens, &it);
     }
+    if (bs_group > 1) pair_up_rows(cu, m, ml, batch, d);
     return 0;
 }
 
@@ -156,7 +202,8 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_ne
  * chunk's first position: attention must not read keys from there on
  * before the kernel that appends them has finished (cuda_attn_decode.cuh,
  * the early first chunk under PDL). */
-static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows) {
+static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows, bool *pairs) {
+    *pairs = false;
     if (!cu->env.cuda_verify_rows) return false;
     int n = 0;
     bool any = false;
@@ -175,6 +222,7 @@ static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows) {
             out[r++] = *c;
             continue;
         }
+        *pairs |= pair_rows(cu, c->n_tokens, c->pos);
         for (int i = 0; i < c->n_tokens; i++) {
             cu->verify_new[r] = c->pos; /* rows i > 0 read keys the rows before them write in this forward */
             out[r++] = (nc_seq_chunk){c->tokens + i, 1, c->pos + i, i ? c->tokens[i - 1] : c->prev_token,
@@ -190,12 +238,15 @@ int nc_cuda_batch_pack(nc_cuda *cu, const nc_batch *batch, nc_cuda_batch *bs) {
     nc_batch rows;
     const int32_t *first_new = NULL;
     if (check_batch(cu, batch, bs, &n_bt)) return -1;
-    if (verify_as_rows(cu, batch, &rows)) {
+    bool pairs;
+    bs->dec_group = 1;
+    if (verify_as_rows(cu, batch, &rows, &pairs)) {
         batch = &rows;
         first_new = cu->verify_new;
         if (check_batch(cu, batch, bs, &n_bt)) return -1;
+        bs->dec_group = pairs ? 2 : 1;
     }
-    if (plan_layout(cu, bs, n_bt) || fill_meta(cu, batch, first_new)) return -1;
+    if (plan_layout(cu, bs, n_bt) || fill_meta(cu, batch, first_new, bs->dec_group)) return -1;
     NC_CU_TRY(cudaMemcpyAsync(cu->meta_d, cu->meta_h, (size_t)cu->ml.used * 4, cudaMemcpyHostToDevice, cu->stream));
     return 0;
 }

@@ -167,7 +167,9 @@ static int rowpar_end(nc_cuda *cu, int n) { return cu->tp ? cu->tp->all_reduce(c
 
 static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
     int N = bs->N;
-    int splits = bs->n_dec && !cu->det ? nc_cuda_decode_splits(cu, bs->n_dec) : 0;
+    /* paired rows: the split count of as many rows as the fewest groups they make */
+    int att_rows = (bs->n_dec + bs->dec_group - 1) / bs->dec_group;
+    int splits = bs->n_dec && !cu->det ? nc_cuda_decode_splits(cu, att_rows) : 0;
     /* batch-1 decode: the attention kernel does RoPE + append itself from
      * the GEMV's fp32 q|k|v (one kernel less per layer, +1-4%; at larger
      * batches every CTA would do it before its KV stream starts, -1%) */
@@ -187,7 +189,7 @@ static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
         if (cu->det) {
             if (nc_cuda_attn_det(cu, l, N)) return -1;
         } else {
-            if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused)) return -1;
+            if (bs->n_dec && nc_cuda_attn_decode(cu, l, bs->n_dec, splits, fused, bs->dec_group)) return -1;
             if (bs->n_items && nc_cuda_attn_prefill(cu, l, bs->n_items)) return -1;
         }
         prof_mark(cu, NC_PROF_ATTN);
@@ -217,15 +219,15 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
 }
 
 /* Runs layers + logits of a decode batch from its graph (capturing it on
- * the second use of this batch size), or eagerly. */
+ * the second use of this batch size and grouping), or eagerly. */
 static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
-    int nb = bs->S;
+    int nb = bs->S, gi = bs->dec_group > 1 ? cu->max_seqs + 1 + nb : nb; /* the graph's index */
     if (nb == 1 && cu->persist) return nc_cuda_persist_step(cu); /* one kernel for the whole step */
-    if (!cu->use_graphs || !seen[nb]) {
-        seen[nb] = true;
+    if (!cu->use_graphs || !seen[gi]) {
+        seen[gi] = true;
         return run_layers(cu, bs) || run_logits(cu, 0, nb);
     }
-    if (!cu->graphs[nb]) {
+    if (!cu->graphs[gi]) {
         cudaGraph_t g = NULL;
         NC_CU_TRY(cudaStreamBeginCapture(cu->stream, cudaStreamCaptureModeThreadLocal));
         int rc = run_layers(cu, bs) || run_logits(cu, 0, nb);
@@ -235,14 +237,14 @@ static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
             return -1;
         }
         if (e != cudaSuccess) return nc_fail("cuda: capturing the decode graph: %s", cudaGetErrorString(e));
-        e = cudaGraphInstantiate(&cu->graphs[nb], g, 0);
+        e = cudaGraphInstantiate(&cu->graphs[gi], g, 0);
         cudaGraphDestroy(g);
         if (e != cudaSuccess) {
-            cu->graphs[nb] = NULL;
+            cu->graphs[gi] = NULL;
             return nc_fail("cuda: instantiating the decode graph: %s", cudaGetErrorString(e));
         }
     }
-    NC_CU_TRY(cudaGraphLaunch(cu->graphs[nb], cu->stream));
+    NC_CU_TRY(cudaGraphLaunch(cu->graphs[gi], cu->stream));
     return 0;
 }
 

@@ -78,6 +78,7 @@ typedef __nv_bfloat16 bf16;
                                    input (below, the skinny GEMM's weight-only tiles are the faster) */
 #define NC_ATTN_MAX_GROUP 8     /* GQA: query heads per kv head the kernels support */
 #define NC_ATTN_MAX_SPLITS 64   /* split-KV: most splits per (row, kv head) */
+#define NC_ATTN_PAIR_MAX_G 2    /* paired decode attention: most query heads per kv head (registers) */
 #define NC_HEAD_DIM 128         /* the attention kernels are written for D = 128 */
 #define NC_ATTN_PREFILL_ROWS 128 /* query rows per prefill attention work item */
 #define NC_LOGITS_CHUNK 256     /* logits rows computed per lm_head pass */
@@ -149,6 +150,7 @@ typedef struct {
     int64_t s_new;                      /* [S] first position of the chunk's sequence this forward writes
                                            (its position, or a verified chunk's first as decode rows) */
     int64_t dec_seq;                    /* [n_dec] chunks of one token (decode attention rows) */
+    int64_t dec_grp;                    /* [n_dec][2] paired batches: each group's first row and row count */
     int64_t items;                      /* [n_items][2] (chunk, first query row) prefill tiles */
     int64_t lrow;                       /* [R] token index of each logits row */
     int64_t bt;                         /* packed block tables */
@@ -164,6 +166,8 @@ typedef struct {
     int n_dec;          /* one-token chunks (decode attention rows) */
     int n_items;        /* prefill attention work items (chunk, 128-row query tile) */
     bool decode_only;   /* every chunk is one token asking for its logits */
+    int dec_group;      /* rows per decode attention group: 2 where the rows of a verified chunk run
+                           in pairs (cuda_batch.cu, pair_rows), else 1 */
 } nc_cuda_batch;
 
 typedef struct nc_cuda_gemm_cache nc_cuda_gemm_cache;
@@ -259,7 +263,8 @@ struct nc_cuda {
     int32_t *verify_new;               /* [max_seqs] each such row's s_new */
     float *logits_h;                   /* pinned [logits_rows, V] */
 
-    /* decode graphs, by batch size (index nb, 1..max_seqs) */
+    /* decode graphs, by batch size (index nb, 1..max_seqs), then those of
+     * paired batches (max_seqs + 1 + nb) */
     cudaGraphExec_t *graphs;
     bool *graph_seen;                  /* sizes that ran eagerly once (captured on the second) */
     bool use_graphs;                   /* NC_CUDA_GRAPHS, off while profiling */
@@ -407,8 +412,11 @@ int nc_cuda_copy_block(nc_cuda *cu, int32_t src, int32_t dst, int32_t n);
  * `splits` splits per (row, kv head); writes attn rows. fused = false: q
  * and the cache are ready (a rope_append kernel ran); true: the batch has
  * only decode rows (one, on the GEMV path) and the kernel does RoPE,
- * QK-norm and the append itself from the fp32 qkv of the GEMV. */
-int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused);
+ * QK-norm and the append itself from the fp32 qkv of the GEMV. group = 2
+ * (not fused): a CTA takes the rows of group z of meta dec_grp instead,
+ * two rows of one verified chunk (or one row) that share each chunk of
+ * keys and values it loads. */
+int nc_cuda_attn_decode(nc_cuda *cu, int layer, int nb, int splits, bool fused, int group);
 /* --deterministic: attention for every token of the batch (decode rows and
  * prefill chunks alike; q and the cache ready), each through the same
  * splits of NC_DET_SPLIT_KEYS keys merged in one order, so a token's output
