@@ -12,6 +12,8 @@
 #      cut draft; each must equal the run without speculation up to that
 #      run's own near-ties (the GPU's one-row GEMV and k-row GEMM round bf16
 #      differently); prints the acceptance of each mode;
+#      and both test programs with NC_CUDA_VERIFY_PAIRS=on (every verified
+#      chunk's rows paired in decode attention, not only where it pays);
 #   2. compute-sanitizer memcheck on it (the first 4 conversations, default);
 #   3. `nanochat bench` on d34 shapes: the cost of verifying k = 1, 2, 4, 8
 #      drafts against a decode step, at 128 and 1024 tokens of context, with
@@ -33,6 +35,8 @@ ROUNDS=${ROUNDS:-3}
 # the fixtures' chunks of 3, 7 and 12 and the device-sampled verified chunk against the CPU
 step test_cuda_backend_prefill_verify 150 env NC_CUDA_VERIFY_ROWS=0 test_cuda_backend
 step spec_gpu_equality 150 env NC_TEST_DEVICE=cuda test_spec_picochat
+step spec_gpu_equality_pairs_on 150 env NC_CUDA_VERIFY_PAIRS=on NC_TEST_DEVICE=cuda test_spec_picochat
+step test_cuda_backend_pairs_on 150 env NC_CUDA_VERIFY_PAIRS=on test_cuda_backend
 step spec_gpu_equality_prefill_verify 150 env NC_CUDA_VERIFY_ROWS=0 NC_TEST_DEVICE=cuda test_spec_picochat
 step spec_sanitizer 150 env NC_TEST_DEVICE=cuda NC_TEST_CASES=4 \
     compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 test_spec_picochat
