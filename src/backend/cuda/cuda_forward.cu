@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "cuda_internal.cuh"
+#include "cuda_rope.cuh"
 
 /* ==== profiling (NC_CUDA_PROFILE=1) ==== */
 
@@ -126,6 +127,19 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  * the gather kernel for the logits rows). Each weight format's kernels
  * widen its values themselves and apply its row scales
  * (docs/quantization.md). Under --deterministic, project_det instead. */
+/* project() past the choice of GEMV or GEMM: the GEMMs on bf16 rows x. */
+static int project_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *x, int n, nc_cuda_epilogue epi, void *out) {
+    if (cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS) {
+        if (nc_cuda_quant_rows_e4m3(cu, x, n, w->cols, cu->act8, cu->act8_scale)) return -1;
+        if (nc_cuda_skinny_fp8_act_ready(cu) && nc_cuda_skinny_fits(cu, w, cu->act8, out, n))
+            return nc_cuda_skinny_gemm_fp8_act(cu, w, cu->act8, cu->act8_scale, out, n, epi);
+        return nc_cuda_lt_matmul_fp8(cu, w, cu->act8, cu->act8_scale, out, n, epi);
+    }
+    if (nc_cuda_skinny_fits(cu, w, x, out, n)) return nc_cuda_skinny_gemm(cu, w, x, out, n, epi);
+    if (w->format != NC_WEIGHT_BF16) return nc_cuda_mma_gemm(cu, w, x, out, n, epi);
+    return nc_cuda_lt_matmul(cu, (const bf16 *)w->data, x, out, w->rows, n, w->cols, epi);
+}
+
 static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc_cuda_epilogue epi, void *out) {
     bool normed_in = in.kind != ROWS_BF16;
     NC_ASSERT(!normed_in || w->cols == cu->C);
@@ -139,16 +153,31 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
         return nc_cuda_gemv(cu, w, x, !normed_in, normed_in, epi, out);
     }
     const bf16 *x;
-    if (gemm_input(cu, in, n, &x)) return -1;
-    if (cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS) {
-        if (nc_cuda_quant_rows_e4m3(cu, x, n, w->cols, cu->act8, cu->act8_scale)) return -1;
-        if (nc_cuda_skinny_fp8_act_ready(cu) && nc_cuda_skinny_fits(cu, w, cu->act8, out, n))
-            return nc_cuda_skinny_gemm_fp8_act(cu, w, cu->act8, cu->act8_scale, out, n, epi);
-        return nc_cuda_lt_matmul_fp8(cu, w, cu->act8, cu->act8_scale, out, n, epi);
-    }
-    if (nc_cuda_skinny_fits(cu, w, x, out, n)) return nc_cuda_skinny_gemm(cu, w, x, out, n, epi);
-    if (w->format != NC_WEIGHT_BF16) return nc_cuda_mma_gemm(cu, w, x, out, n, epi);
-    return nc_cuda_lt_matmul(cu, (const bf16 *)w->data, x, out, w->rows, n, w->cols, epi);
+    return gemm_input(cu, in, n, &x) || project_gemm(cu, w, x, n, epi, out);
+}
+
+/* The qkv product of `layer` for the batch's n rows. *roped: its epilogue
+ * also did RoPE + QK-norm and the KV-cache append (the skinny GEMM where
+ * each warp of its epilogue finishes at most one whole token row of a head,
+ * nc_cuda_skinny_rope_fits: d34's batches of 2..16 rows, verified chunks
+ * included; one launch less per layer, +3% at 2 and 8 rows on an H100,
+ * bench/RESULTS.md session 10; NC_CUDA_QKV_ROPE=0 turns it off); else the
+ * caller runs the rope_append kernel, or the batch-1 decode attention
+ * kernel does that work itself. Not under --deterministic nor tensor
+ * parallelism (not measured there). */
+static int project_qkv(nc_cuda *cu, int layer, int n, bool *roped) {
+    const nc_cuda_weight *w = &cu->layers[layer].qkv;
+    *roped = false;
+    bool e4m3_rows = cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS;
+    if (!cu->env.cuda_qkv_rope || cu->det || cu->tp || gemv_rows(cu, n) || e4m3_rows)
+        return project(cu, w, normed(cu->x), n, NC_EPI_STORE, cu->qkv);
+    const bf16 *x;
+    if (gemm_input(cu, normed(cu->x), n, &x)) return -1;
+    if (!nc_cuda_skinny_rope_fits(cu, w, x, cu->qkv, n)) return project_gemm(cu, w, x, n, NC_EPI_STORE, cu->qkv);
+    nc_rope_args rope;
+    nc_cuda_rope_args_fill(cu, layer, &rope);
+    *roped = true;
+    return nc_cuda_skinny_gemm_rope(cu, w, x, cu->qkv, n, &rope);
 }
 
 /* ==== the layers ==== */
@@ -182,9 +211,10 @@ static int run_layers(nc_cuda *cu, const nc_cuda_batch *bs) {
         const nc_cuda_layer *ly = &cu->layers[l];
         if (cu->cfg.has_lambdas && nc_cuda_lambdas(cu, l, N)) return -1;
         /* attention: x += attn(rmsnorm(x) Wqkvᵀ) Woᵀ */
-        if (project(cu, &ly->qkv, normed(cu->x), N, NC_EPI_STORE, cu->qkv)) return -1;
+        bool roped;
+        if (project_qkv(cu, l, N, &roped)) return -1;
         prof_mark(cu, NC_PROF_QKV);
-        if (!fused && nc_cuda_rope_append(cu, l, N)) return -1;
+        if (!fused && !roped && nc_cuda_rope_append(cu, l, N)) return -1;
         prof_mark(cu, NC_PROF_ROPE);
         if (cu->det) {
             if (nc_cuda_attn_det(cu, l, N)) return -1;

@@ -64,6 +64,7 @@
 
 #include "cuda_hopper.cuh"
 #include "cuda_q8.cuh"
+#include "cuda_rope.cuh"
 
 #define SK_BM 128                /* weight rows (outputs) per CTA: two consumer warpgroups of 64 */
 #define SK_BK 64                 /* k per stage: one 128-byte swizzled row */
@@ -98,6 +99,8 @@ typedef struct {
     float cap;
     const float *scale;   /* [M] row scales of 8-bit weights */
     const float *xscale;  /* [N] row scales of e4m3 input rows (SK_FP8_ACT) */
+    bool roped;           /* the qkv product: RoPE + append of each stored row's head (rope) */
+    nc_rope_args rope;
 } sk_args;
 
 /* The A fragments of one k16 step of 8-bit weights: rows r and r + 8 of
@@ -274,6 +277,12 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
             uint2 u;
             u.x = *(unsigned *)&lo, u.y = *(unsigned *)&hi;
             *(uint2 *)((bf16 *)a.y + o) = u;
+            if (a.roped) { /* this warp stored token row n0 + n of head blockIdx.x whole (sk_rope_ok) */
+                int t = n0 + n, hh = blockIdx.x;
+                __syncwarp();
+                nc_rope_head<bf16>(a.rope, t, hh, lane,
+                                   hh < a.rope.H ? a.rope.q + ((size_t)t * a.rope.H + hh) * NC_HEAD_DIM : NULL);
+            }
         }
     }
     if (S > 1) cluster_sync(); /* peers keep their partial tiles until every slice is read */
@@ -433,26 +442,60 @@ static int sk_map(const nc_cuda_skinny_state *sk, CUtensorMap *map, CUtensorMapD
     return 0;
 }
 
-/* The product of a weight matrix with n input rows X (bf16, or e4m3 with
- * row scales xscale: fmt SK_FP8_ACT). */
-static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X, const float *xscale, void *Y, int n,
-                   nc_cuda_epilogue epi) {
-    const nc_cuda_skinny_state *sk = cu->skinny;
-    int m = w->rows, k = w->cols;
+/* The launch shape of a product of w with n rows in format fmt: variant v,
+ * token tiles, split-K count and k-tiles. */
+typedef struct {
+    int v, tiles, splits, KT;
+} sk_plan;
+
+static sk_plan sk_plan_of(const nc_cuda_skinny_state *sk, const nc_cuda_weight *w, int fmt, int n) {
     bool q8 = fmt != NC_WEIGHT_BF16, x8 = fmt == SK_FP8_ACT;
     /* e4m3 rows: 256-token tiles (half the weight re-reads and shared-memory
      * fills per MMA) once there are 256 rows */
-    int nt = x8 ? (n >= 256 ? 2 : 3) : n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3, v = 4 * fmt + nt;
-    int rows_per_tile = sk_tile_rows(v);
-    int bk = q8 ? 2 * SK_BK : SK_BK, tiles = (n + rows_per_tile - 1) / rows_per_tile;
-    sk_args a = {m, n, k, (k + bk - 1) / bk, epi, Y, cu->cfg.softcap, w->scale, xscale};
-    int m_tiles = (m + SK_BM - 1) / SK_BM;
+    int nt = x8 ? (n >= 256 ? 2 : 3) : n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3;
+    sk_plan p;
+    p.v = 4 * fmt + nt;
+    int rows_per_tile = sk_tile_rows(p.v), bk = q8 ? 2 * SK_BK : SK_BK, m_tiles = (w->rows + SK_BM - 1) / SK_BM;
+    p.tiles = (n + rows_per_tile - 1) / rows_per_tile;
+    p.KT = (w->cols + bk - 1) / bk;
     /* splits: as many as keep every cluster resident at once (so all CTAs
      * prefetch before the previous kernel ends), each with >= 4 k-tiles;
      * token tiles bring CTAs enough */
-    int splits = tiles > 1 ? 1 : NC_MIN(SK_MAX_SPLITS, a.KT / SK_MIN_KTILES);
-    while (splits > 1 && m_tiles > sk->clusters[v][splits]) splits--;
-    splits = NC_MAX(splits, 1);
+    p.splits = p.tiles > 1 ? 1 : NC_MIN(SK_MAX_SPLITS, p.KT / SK_MIN_KTILES);
+    while (p.splits > 1 && m_tiles > sk->clusters[p.v][p.splits]) p.splits--;
+    p.splits = NC_MAX(p.splits, 1);
+    return p;
+}
+
+/* Whether the qkv product can do RoPE + append in its epilogue: one token
+ * tile whose rows the S CTAs of a cluster share evenly (rank r finishes rows
+ * r * NT / S .. (r + 1) * NT / S - 1, a warp per row: 32 items of 4 outputs
+ * = one 128-row head), at most one row per warp. More rows per warp queue
+ * up at the kernel's tail, where the rope_append kernel spreads them over
+ * the GPU: on an H100 (d34, session 10) the epilogue gained 3% at 2 and 8
+ * rows (8 per CTA) and lost 1.4% at 32 (16), 1% at 128 and 2% on an int8
+ * prefill. */
+static bool sk_rope_ok(const sk_plan *p) {
+    int rows = sk_tile_rows(p->v);
+    return p->tiles == 1 && rows % p->splits == 0 && rows / p->splits <= SK_THREADS / 32;
+}
+
+/* The product of a weight matrix with n input rows X (bf16, or e4m3 with
+ * row scales xscale: fmt SK_FP8_ACT); rope: the qkv product, RoPE + append
+ * in the epilogue (sk_rope_ok). */
+static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X, const float *xscale, void *Y, int n,
+                   nc_cuda_epilogue epi, const nc_rope_args *rope) {
+    const nc_cuda_skinny_state *sk = cu->skinny;
+    int m = w->rows, k = w->cols;
+    bool q8 = fmt != NC_WEIGHT_BF16, x8 = fmt == SK_FP8_ACT;
+    sk_plan p = sk_plan_of(sk, w, fmt, n);
+    int v = p.v, rows_per_tile = sk_tile_rows(v), tiles = p.tiles, splits = p.splits;
+    sk_args a = {m, n, k, p.KT, epi, Y, cu->cfg.softcap, w->scale, xscale, rope != NULL};
+    if (rope) {
+        NC_ASSERT(sk_rope_ok(&p) && epi == NC_EPI_STORE && m % SK_BM == 0 && rope->qkv == Y);
+        a.rope = *rope;
+    }
+    int m_tiles = (m + SK_BM - 1) / SK_BM;
     CUtensorMap wmap, xmap;
     if (sk_map(sk, &wmap, q8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q8 ? 1 : 2, w->data,
                m, k, SK_BM) ||
@@ -488,7 +531,19 @@ static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X,
 
 int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi) {
     NC_ASSERT(nc_cuda_skinny_fits(cu, w, X, Y, n));
-    return sk_gemm(cu, w, (int)w->format, X, NULL, Y, n, epi);
+    return sk_gemm(cu, w, (int)w->format, X, NULL, Y, n, epi, NULL);
+}
+
+bool nc_cuda_skinny_rope_fits(const nc_cuda *cu, const nc_cuda_weight *w, const void *X, const void *Y, int n) {
+    if (!nc_cuda_skinny_fits(cu, w, X, Y, n)) return false;
+    sk_plan p = sk_plan_of(cu->skinny, w, (int)w->format, n);
+    return sk_rope_ok(&p);
+}
+
+int nc_cuda_skinny_gemm_rope(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n,
+                             const nc_rope_args *rope) {
+    NC_ASSERT(nc_cuda_skinny_rope_fits(cu, w, X, Y, n));
+    return sk_gemm(cu, w, (int)w->format, X, NULL, Y, n, NC_EPI_STORE, rope);
 }
 
 bool nc_cuda_skinny_fp8_act_ready(const nc_cuda *cu) { return cu->skinny && cu->skinny->x8; }
@@ -497,5 +552,5 @@ int nc_cuda_skinny_gemm_fp8_act(nc_cuda *cu, const nc_cuda_weight *w, const uint
                                 int n, nc_cuda_epilogue epi) {
     NC_ASSERT(nc_cuda_skinny_fp8_act_ready(cu) && w->format == NC_WEIGHT_FP8 && xscale);
     NC_ASSERT(nc_cuda_skinny_fits(cu, w, X8, Y, n)); /* shapes and alignment as for bf16 rows */
-    return sk_gemm(cu, w, SK_FP8_ACT, X8, xscale, Y, n, epi);
+    return sk_gemm(cu, w, SK_FP8_ACT, X8, xscale, Y, n, epi, NULL);
 }

@@ -359,6 +359,16 @@ bool nc_cuda_skinny_fits(const nc_cuda *cu, const nc_cuda_weight *w, const void 
 /* As nc_cuda_lt_matmul (the epilogue and an 8-bit w's row scales fused),
  * for a product nc_cuda_skinny_fits accepts. */
 int nc_cuda_skinny_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n, nc_cuda_epilogue epi);
+/* Whether nc_cuda_skinny_gemm_rope can run the qkv product w of n rows
+ * (nc_cuda_skinny_fits, and each warp of its epilogue finishes at most one
+ * whole token row of a head; cuda_gemm_skinny.cu, sk_rope_ok). */
+bool nc_cuda_skinny_rope_fits(const nc_cuda *cu, const nc_cuda_weight *w, const void *X, const void *Y, int n);
+/* The qkv product (NC_EPI_STORE into Y = the rope arguments' qkv) with
+ * RoPE + QK-norm, value embeddings and the KV-cache append of every head of
+ * every row in its epilogue: the rope_append kernel's work, the same
+ * nc_rope_head per (token, head), without its launch. */
+int nc_cuda_skinny_gemm_rope(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n,
+                             const struct nc_rope_args *rope);
 /* Whether its e4m3 x e4m3 variant runs here (NC_CUDA_FP8_ACT's products). */
 bool nc_cuda_skinny_fp8_act_ready(const nc_cuda *cu);
 /* The same product for fp8 weights and e4m3 input rows X8 [n, w->cols]

@@ -2,7 +2,8 @@
  * cuda_rope.cuh: RoPE + QK-norm (+ scale) of q and k, value embeddings and
  * the KV-cache append for one head of one token (docs/model.md), shared by
  * the rope/append kernel (cuda_elementwise.cu: prompts and batches of
- * several rows, bf16 qkv) and the decode attention kernel
+ * several rows, bf16 qkv), the skinny GEMM's epilogue (cuda_gemm_skinny.cu:
+ * the qkv product of 2..64 rows, bf16 qkv) and the decode attention kernel
  * (cuda_attn_decode.cu), which folds it in for batch-1 decode (fp32 qkv).
  *
  * With --kv-cache fp8 the key and value vectors are stored as e4m3 with one
@@ -15,7 +16,7 @@
 
 #include "cuda_q8.cuh"
 
-typedef struct {
+typedef struct nc_rope_args {
     const void *qkv;     /* [N, Q], fp32 (GEMV) or bf16 (GEMM) */
     const float *x;      /* [N, C] residual (attention input, for the ve gate) */
     const int32_t *tok, *tpos, *tseq, *s_bt, *bt;
