@@ -104,10 +104,10 @@ static void add_items(int32_t *m, const nc_cuda_meta_layout *ml, int s, int n_to
  * each chunk of the cache once for two rows, where single rows read it
  * twice (the repeat from L2), at the price of a heavier CTA (more
  * registers, two rows' math per chunk) and fewer of them. "auto" pairs
- * where that paid on an H100 (d34, bench/RESULTS.md session 10): from 3
- * rows with rows x context >= NC_PAIR_MIN_READS (verifying 2 drafts at
- * 1024: -1%; 4 at 1024: -1.3%, at 4096: -6%; 8 at 128: -2.4%), not 2 rows
- * (+1..5%) nor 5 rows at 128 (+2.3%). */
+ * where that paid on an H100 (d34, bench/RESULTS.md session 10, call V):
+ * from 3 rows with rows x context >= NC_PAIR_MIN_READS (verifying 2 drafts
+ * at 1024: -0.7% time; 4 at 1024: -1%, at 4096: -6%; 8 at 128: -3%), not 2
+ * rows (+1.5..5%) nor 5 rows at 128 (+2%). */
 #define NC_PAIR_MIN_READS 1024
 static bool pair_rows(const nc_cuda *cu, int n_rows, int pos) {
     const char *mode = cu->env.cuda_verify_pairs;
