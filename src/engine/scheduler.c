@@ -461,7 +461,9 @@ static void retire_finished(nc_scheduler *s) {
 }
 
 /* Ends every request marked `cancel`: each row gets one final event with
- * `why` (and `error`), blocks go back to the pool. */
+ * `why` (and `error`), blocks go back to the pool. A waiting request leaves
+ * the queue's count before its final event, so whoever sees that event
+ * (the server answering its client) finds its place free for the next. */
 static void end_marked(nc_scheduler *s, nc_finish_reason why, const char *error) {
     int32_t k = 0;
     for (int32_t i = 0; i < s->n_waiting; i++) {
@@ -470,11 +472,11 @@ static void end_marked(nc_scheduler *s, nc_finish_reason why, const char *error)
             s->waiting[k++] = r;
             continue;
         }
-        finish_unstarted(r, why, error);
-        free_request(r);
         pthread_mutex_lock(&s->mu);
         s->stats.queued--;
         pthread_mutex_unlock(&s->mu);
+        finish_unstarted(r, why, error);
+        free_request(r);
     }
     s->n_waiting = k;
     for (int32_t i = 0; i < s->n_running; i++) {

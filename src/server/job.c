@@ -22,6 +22,9 @@
 /* How often a job that keeps receiving tokens checks that its client is
  * still connected (a peek at the socket). */
 #define NC_JOB_GONE_CHECK_S 0.25
+/* After cancelling, how long a failing job waits for the engine to let go
+ * of its request (one engine step, normally) before answering anyway. */
+#define NC_JOB_RELEASE_WAIT_S 5.0
 
 /* ==== readiness ==== */
 
@@ -218,6 +221,22 @@ static void cancel(nc_job *job) {
     job->cancel_sent = true;
 }
 
+/* Cancels a job that failed (a timeout, a slow client) and waits,
+ * at most NC_JOB_RELEASE_WAIT_S, for the engine's last event of it: the
+ * cancel takes effect at the engine's next step, and until then the
+ * request still holds its place in the queue, so a client answered before
+ * that and sending its next request at once could meet 503 queue_full.
+ * The events that arrive meanwhile are dropped (the answer is an error). */
+static void cancel_and_release(nc_job *job) {
+    cancel(job);
+    double until = nc_now() + NC_JOB_RELEASE_WAIT_S;
+    while (!job->engine_done && nc_now() < until) {
+        bool done = false;
+        nc_gen_queue_take(job->q, job->events, job->tops, job->events_cap, 0.05, &done);
+        job->engine_done = done;
+    }
+}
+
 bool nc_job_done(const nc_job *job) { return nc_gen_text_all_done(&job->text); }
 
 int nc_job_poll(nc_job *job, double slice_s, nc_job_tool_fn on_tool, void *user) {
@@ -238,7 +257,7 @@ int nc_job_poll(nc_job *job, double slice_s, nc_job_tool_fn on_tool, void *user)
     if (nc_gen_queue_overflowed(job->q)) {
         /* Tokens were dropped for this client: its answer is incomplete. */
         job->fail = NC_JOB_OVERFLOW;
-        cancel(job);
+        cancel_and_release(job);
         return -1;
     }
     if (nc_job_done(job)) {
@@ -257,7 +276,8 @@ int nc_job_poll(nc_job *job, double slice_s, nc_job_tool_fn on_tool, void *user)
     else if (atomic_load(&srv->abort_jobs)) job->fail = NC_JOB_SHUTDOWN;
     else if (look && nc_http_client_gone(job->fd)) job->fail = NC_JOB_GONE;
     if (job->fail == NC_JOB_RUNNING) return n > 0;
-    cancel(job);
+    if (job->fail == NC_JOB_TIMEOUT) cancel_and_release(job);
+    else cancel(job); /* gone: nobody to answer; shutdown: no next request */
     return -1;
 }
 

@@ -286,6 +286,8 @@ typedef struct {
     int stop_after;      /* callback returns true after this many tokens (0: never) */
     int steps_seen;      /* set by the driver: step index of the last token */
     int last_step[MAX_ROWS];
+    nc_scheduler *sched; /* set: the queue's count seen at each row's final event */
+    int32_t queued_at_finish[MAX_ROWS];
 } collector;
 
 static int g_step;
@@ -306,6 +308,11 @@ static bool on_event(void *user, const nc_gen_event *ev) {
     if (ev->finish != NC_FINISH_NONE) {
         c->finish[r] = ev->finish;
         c->n_finish_events[r]++;
+        if (c->sched) {
+            nc_scheduler_stats st;
+            nc_scheduler_get_stats(c->sched, &st);
+            c->queued_at_finish[r] = st.queued;
+        }
     }
     return c->stop_after > 0 && c->n[r] >= c->stop_after;
 }

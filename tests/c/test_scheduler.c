@@ -221,8 +221,10 @@ static void test_fork(bool device) {
     free(c);
 }
 
-/* Cancel frees blocks at the next step; queued cancels end every row;
- * a callback returning true ends its row with CANCELLED. */
+/* Cancel frees blocks at the next step; queued cancels end every row, and
+ * leave the queue's count before their final events (a server answering
+ * the client on that event must find the place free); a callback returning
+ * true ends its row with CANCELLED. */
 static void test_cancel(void) {
     mock *m = mock_new(32, 4, 64, false);
     nc_scheduler *s = make_sched(m, 0, 2, 0, 0);
@@ -234,6 +236,8 @@ static void test_cancel(void) {
     nc_scheduler_submit(s, prompt, np, &p, on_event, a, &ida);
     nc_gen_params p2 = p;
     p2.n = 2;
+    q->sched = s;
+    q->queued_at_finish[0] = q->queued_at_finish[1] = -1;
     nc_scheduler_submit(s, prompt, np, &p2, on_event, q, &idq); /* waits: max_running 2 */
     for (int i = 0; i < 5; i++) nc_scheduler_step(s);
     nc_scheduler_stats st;
@@ -252,6 +256,9 @@ static void test_cancel(void) {
           "running request cancelled after 5 tokens (%d)", a->n[0]);
     CHECK(q->finish[0] == NC_FINISH_CANCELLED && q->finish[1] == NC_FINISH_CANCELLED && q->n[0] == 0,
           "queued request: both rows cancelled");
+    CHECK(q->queued_at_finish[0] == 0 && q->queued_at_finish[1] == 0,
+          "queued request: still counted as queued at its final events (%d, %d)", q->queued_at_finish[0],
+          q->queued_at_finish[1]);
     CHECK(nc_scheduler_step(s) == 0, "nothing left");
     CHECK(!nc_scheduler_wait_for_work(s, 0.01), "no work when idle");
 
