@@ -38,6 +38,13 @@
  * nc_rope_head as the rope_append kernel, on the GEMV's fp32 qkv), then
  * reads that chunk through L2.
  *
+ * Verified chunks run as decode rows (cuda_batch.cu) read the same
+ * sequence's cache once per row. Where that pays (cuda_batch.cu, pair_rows),
+ * the paired kernel (R = 2) gives each CTA two consecutive rows of such a
+ * chunk instead: every warp attends both rows over each chunk of keys and
+ * values it loads, over the union of their key ranges, and the last CTA of
+ * the pair merges both rows' splits (meta dec_grp lists the pairs).
+ *
  * fp8 cache (--kv-cache fp8): the same lanes, keys and dims with 8-byte
  * loads (8 e4m3 values) instead of 16-byte ones, so a chunk is 2 KB of K
  * and 2 KB of V: half the bytes of the bf16 cache for the same
