@@ -532,6 +532,7 @@ static int alloc_batch_buffers(nc_cuda *cu) {
     cu->sample_pos = (int *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int));
     cu->verify_rows = (nc_seq_chunk *)nc_xcalloc((size_t)cu->max_seqs, sizeof(nc_seq_chunk));
     cu->verify_new = (int32_t *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int32_t));
+    cu->verify_pair = (int32_t *)nc_xcalloc((size_t)cu->max_seqs, sizeof(int32_t));
     if (dev_alloc((void **)&cu->out_tok_d, cu->max_seqs * sizeof(int32_t), "sampled tokens")) return -1;
     NC_CU_TRY(cudaMallocHost((void **)&cu->logits_h, (size_t)cu->logits_rows * cu->V * sizeof(float)));
 
@@ -645,6 +646,10 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     cudaDeviceProp prop;
     if (open_device(cu, device, &prop) || check_formats(cu, m, p) || size_batches(cu, p)) return -1;
     cu->kv_fp8 = p->kv_cache == NC_KV_CACHE_FP8;
+    const char *pairs = cu->env.cuda_verify_pairs;
+    cu->verify_pairs = cu->det || cu->G > NC_ATTN_PAIR_MAX_G || !strcmp(pairs, "off") ? NC_PAIRS_OFF
+                       : !strcmp(pairs, "on")                                      ? NC_PAIRS_ON
+                                                                                   : NC_PAIRS_AUTO;
     /* fp8 tensor-core prefill products: only for fp8 weights, never under --deterministic */
     cu->fp8_act = cu->env.cuda_fp8_act && !cu->det &&
                   (m->weights == NC_WEIGHTS_FP8 || m->lm_head->dtype == NC_DTYPE_F8_E4M3);
@@ -709,6 +714,7 @@ static void cuda_free(nc_backend *b) {
     free(cu->sample_pos);
     free(cu->verify_rows);
     free(cu->verify_new);
+    free(cu->verify_pair);
     nc_cuda_gemm_free(cu);
     nc_cuda_skinny_free(cu);
     nc_cuda_persist_free(cu);

@@ -10,8 +10,6 @@
  * the bytes used. A decode batch of nb rows always gets the same offsets,
  * which is what lets its CUDA graph be replayed (cuda_forward.cu).
  */
-#include <string.h>
-
 #include "cuda_internal.cuh"
 
 /* Last 64-token block a prefill work item (chunk seq, query rows from q0)
@@ -110,31 +108,22 @@ static void add_items(int32_t *m, const nc_cuda_meta_layout *ml, int s, int n_to
  * rows (+1.5..5%) nor 5 rows at 128 (+2%). */
 #define NC_PAIR_MIN_READS 1024
 static bool pair_rows(const nc_cuda *cu, int n_rows, int pos) {
-    const char *mode = cu->env.cuda_verify_pairs;
-    if (cu->det || cu->G > NC_ATTN_PAIR_MAX_G || !strcmp(mode, "off") || n_rows < 2) return false;
-    return !strcmp(mode, "on") || (n_rows >= 3 && (int64_t)n_rows * pos >= NC_PAIR_MIN_READS);
+    if (cu->verify_pairs == NC_PAIRS_OFF || n_rows < 2) return false;
+    return cu->verify_pairs == NC_PAIRS_ON || (n_rows >= 3 && (int64_t)n_rows * pos >= NC_PAIR_MIN_READS);
 }
 
 /* The groups of the n_dec decode rows for paired decode attention (meta
- * dec_grp), in row order: the rows of each verified chunk that pair_rows
- * accepts two by two (consecutive rows of one block table and first new
- * position; an odd one last alone), every other row alone; the slots
- * past the last group get no rows. */
-static void pair_up_rows(nc_cuda *cu, int32_t *m, const nc_cuda_meta_layout *ml, const nc_batch *batch, int n_dec) {
+ * dec_grp), in row order: rows i and i + 1 (i even) of a verified chunk
+ * that verify_as_rows paired (cu->verify_pair), an odd last row alone,
+ * every other row alone; the slots past the last group get no rows. */
+static void pair_up_rows(const nc_cuda *cu, int32_t *m, const nc_cuda_meta_layout *ml, int n_dec) {
     int32_t *grp = m + ml->dec_grp;
     int g = 0;
-    for (int d = 0; d < n_dec;) {
-        int s0 = m[ml->dec_seq + d], run = 1; /* the rows of s0's verified chunk from d on */
-        while (d + run < n_dec) {
-            int s = m[ml->dec_seq + d + run];
-            if (batch->seqs[s].block_table != batch->seqs[s0].block_table ||
-                m[ml->s_pos + s] != m[ml->s_pos + s0] + run || m[ml->s_new + s] != m[ml->s_new + s0])
-                break;
-            run++;
-        }
-        int step = pair_rows(cu, run, m[ml->s_pos + s0]) ? 2 : 1;
-        for (int r = 0; r < run; r += step, g++) grp[2 * g] = d + r, grp[2 * g + 1] = NC_MIN(step, run - r);
-        d += run;
+    for (int d = 0; d < n_dec; g++) {
+        int i = cu->verify_pair[m[ml->dec_seq + d]];
+        int n = i >= 0 && i % 2 == 0 && d + 1 < n_dec && cu->verify_pair[m[ml->dec_seq + d + 1]] == i + 1 ? 2 : 1;
+        grp[2 * g] = d, grp[2 * g + 1] = n;
+        d += n;
     }
     for (; g < n_dec; g++) grp[2 * g] = 0, grp[2 * g + 1] = 0;
 }
@@ -182,7 +171,7 @@ static int fill_meta(nc_cuda *cu, const nc_batch *batch, const int32_t *first_ne
         if (c->n_tokens == 1) m[ml->dec_seq + d++] = s;
         else add_items(m, ml, s, c->n_tokens, &it);
     }
-    if (bs_group > 1) pair_up_rows(cu, m, ml, batch, d);
+    if (bs_group > 1) pair_up_rows(cu, m, ml, d);
     return 0;
 }
 
@@ -219,12 +208,15 @@ static bool verify_as_rows(nc_cuda *cu, const nc_batch *batch, nc_batch *rows, b
         const nc_seq_chunk *c = &batch->seqs[s];
         if (c->logits != NC_LOGITS_ALL || c->n_tokens > NC_CUDA_VERIFY_MAX_ROWS) {
             cu->verify_new[r] = c->pos;
+            cu->verify_pair[r] = -1;
             out[r++] = *c;
             continue;
         }
-        *pairs |= pair_rows(cu, c->n_tokens, c->pos);
+        bool paired = pair_rows(cu, c->n_tokens, c->pos);
+        *pairs |= paired;
         for (int i = 0; i < c->n_tokens; i++) {
             cu->verify_new[r] = c->pos; /* rows i > 0 read keys the rows before them write in this forward */
+            cu->verify_pair[r] = paired ? i : -1;
             out[r++] = (nc_seq_chunk){c->tokens + i, 1, c->pos + i, i ? c->tokens[i - 1] : c->prev_token,
                                       c->block_table, NC_LOGITS_LAST};
         }

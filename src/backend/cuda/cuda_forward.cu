@@ -127,9 +127,15 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  * the gather kernel for the logits rows). Each weight format's kernels
  * widen its values themselves and apply its row scales
  * (docs/quantization.md). Under --deterministic, project_det instead. */
+/* Whether the product of w with n rows quantises its rows to e4m3 first
+ * (NC_CUDA_FP8_ACT). */
+static bool e4m3_rows(const nc_cuda *cu, const nc_cuda_weight *w, int n) {
+    return cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS;
+}
+
 /* project() past the choice of GEMV or GEMM: the GEMMs on bf16 rows x. */
 static int project_gemm(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *x, int n, nc_cuda_epilogue epi, void *out) {
-    if (cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS) {
+    if (e4m3_rows(cu, w, n)) {
         if (nc_cuda_quant_rows_e4m3(cu, x, n, w->cols, cu->act8, cu->act8_scale)) return -1;
         if (nc_cuda_skinny_fp8_act_ready(cu) && nc_cuda_skinny_fits(cu, w, cu->act8, out, n))
             return nc_cuda_skinny_gemm_fp8_act(cu, w, cu->act8, cu->act8_scale, out, n, epi);
@@ -168,8 +174,7 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
 static int project_qkv(nc_cuda *cu, int layer, int n, bool *roped) {
     const nc_cuda_weight *w = &cu->layers[layer].qkv;
     *roped = false;
-    bool e4m3_rows = cu->fp8_act && w->format == NC_WEIGHT_FP8 && n >= NC_FP8_ACT_MIN_ROWS;
-    if (!cu->env.cuda_qkv_rope || cu->det || cu->tp || gemv_rows(cu, n) || e4m3_rows)
+    if (!cu->env.cuda_qkv_rope || cu->det || cu->tp || gemv_rows(cu, n) || e4m3_rows(cu, w, n))
         return project(cu, w, normed(cu->x), n, NC_EPI_STORE, cu->qkv);
     const bf16 *x;
     if (gemm_input(cu, normed(cu->x), n, &x)) return -1;

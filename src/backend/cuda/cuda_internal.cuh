@@ -139,6 +139,9 @@ typedef struct {
     int32_t skip;         /* draws to skip before this row's (position skip of a verified chunk) */
 } nc_cuda_samp;
 
+/* NC_CUDA_VERIFY_PAIRS, resolved at creation (cuda_batch.cu, pair_rows). */
+typedef enum { NC_PAIRS_OFF, NC_PAIRS_AUTO, NC_PAIRS_ON } nc_cuda_pairs;
+
 /* Where each metadata array of the current batch lives inside the int32
  * meta buffer (offsets in int32 units, same on host and device). Arrays are
  * packed by their actual lengths, block tables last, so one copy of exactly
@@ -261,6 +264,10 @@ struct nc_cuda {
     int *sample_pos;                   /* [max_seqs] its position in a verified chunk, -1: a LAST chunk */
     nc_seq_chunk *verify_rows;         /* [max_seqs] a batch with its verified chunks as decode rows */
     int32_t *verify_new;               /* [max_seqs] each such row's s_new */
+    int32_t *verify_pair;              /* [max_seqs] each such row's index in its verified chunk where that
+                                          chunk's rows run in pairs, else -1 (cuda_batch.cu) */
+    nc_cuda_pairs verify_pairs;        /* NC_CUDA_VERIFY_PAIRS, off where the model or mode has no
+                                          paired kernel */
     float *logits_h;                   /* pinned [logits_rows, V] */
 
     /* decode graphs, by batch size (index nb, 1..max_seqs), then those of
