@@ -49,6 +49,7 @@
 #include "../../src/backend/cuda/cuda_gemm_q8.cu"
 #include "../../src/backend/cuda/cuda_gemm_skinny.cu"
 #include "../../src/backend/cuda/cuda_gemv.cu"
+#include "../../src/backend/cuda/cuda_gemv_rows.cu"
 
 extern "C" {
 #include "../../src/util/numeric.h"
@@ -83,12 +84,20 @@ typedef struct {
     int rows, cols;
     uint8_t *q8[3]; /* [format]: int8 / e4m3 bytes on the device (index 1, 2) */
     bf16 *w16;      /* the bf16 weights of the baseline */
+    std::vector<uint16_t> h16;
     float *scale;   /* device [rows] */
     std::vector<uint8_t> hq[3];
     std::vector<float> hs;
+    std::vector<float> hs1; /* ones: the row scales of bf16 weights */
 } matrix;
 
 static float host_weight(const matrix &m, int f, size_t i) {
+    if (f == NC_WEIGHT_BF16) {
+        uint32_t u = (uint32_t)m.h16[i] << 16;
+        float v;
+        memcpy(&v, &u, 4);
+        return v;
+    }
     uint8_t b = m.hq[f][i];
     return f == NC_WEIGHT_INT8 ? (float)(int8_t)b : nc_f8e4m3_to_f32(b);
 }
@@ -98,6 +107,7 @@ static void make_matrix(matrix &m, int rows, int cols) {
     size_t n = (size_t)rows * cols;
     m.hs.resize(rows);
     for (int r = 0; r < rows; r++) m.hs[r] = (0.5f + 0.5f * (frand() + 1.0f)) / 127.0f;
+    m.hs1.assign(rows, 1.0f);
     std::vector<uint16_t> w16(n);
     for (int f = NC_WEIGHT_INT8; f <= NC_WEIGHT_FP8; f++) {
         m.hq[f].resize(n);
@@ -113,6 +123,7 @@ static void make_matrix(matrix &m, int rows, int cols) {
     for (size_t i = 0; i < n; i++) w16[i] = (uint16_t)(0x3c00 + (rnd() & 0x3ff) - 0x200) ^ ((rnd() & 1) << 15);
     CK(cudaMalloc(&m.w16, n * 2));
     CK(cudaMemcpy(m.w16, w16.data(), n * 2, cudaMemcpyHostToDevice));
+    m.h16 = w16;
     CK(cudaMalloc(&m.scale, rows * 4));
     CK(cudaMemcpy(m.scale, m.hs.data(), rows * 4, cudaMemcpyHostToDevice));
 }
@@ -161,11 +172,26 @@ typedef struct {
     const char *name;
     int R;
 } gemv_variant;
-static const gemv_variant q8_variants[] = {{"old R=1", 1}, {"old R=2", 2}, {"old R=4", 4}, {"new", 0}};
+static const gemv_variant q8_variants[] = {{"old R=1", 1}, {"old R=2", 2}, {"old R=4", 4}, {"new", 0}, {"tc", -1}};
 
 static void gemv_select(const gemv_variant &v) {
-    cu.env.cuda_gemv_q8_new = v.R == 0;
-    if (v.R) cu.env.cuda_gemv_q8_rows = v.R;
+    cu.gemv_q8 = v.R == 0 ? NC_GEMV_Q8_STREAM : v.R < 0 ? NC_GEMV_Q8_TC : NC_GEMV_Q8_FIRST;
+    if (v.R > 0) cu.env.cuda_gemv_q8_rows = v.R;
+}
+
+/* The variants run for format f: bf16 once as "bf16" (the GEMV), and
+ * through the tensor-core GEMV as "tc". */
+static bool variant_runs(int f, const gemv_variant &v) { return f != NC_WEIGHT_BF16 || v.R == 1 || v.R < 0; }
+static const char *variant_name(int f, const gemv_variant &v) {
+    return f == NC_WEIGHT_BF16 && v.R == 1 ? "bf16" : v.name;
+}
+
+/* nc_cuda_gemv as the backend runs it, or for bf16 weights with the "tc"
+ * variant selected the tensor-core GEMV with one row. */
+static int gemv_call(const nc_cuda_weight *w, const void *in, bool in16, bool norm, nc_cuda_epilogue e, void *out) {
+    if (w->format == NC_WEIGHT_BF16 && cu.gemv_q8 == NC_GEMV_Q8_TC)
+        return nc_cuda_gemv_rows(&cu, w, in, in16, norm, 1, e, out);
+    return nc_cuda_gemv(&cu, w, in, in16, norm, e, out);
 }
 
 /* y for rows r of m (format f) against the host reference; returns max
@@ -178,7 +204,7 @@ static double gemv_error(const matrix &m, int f, const std::vector<float> &x, bo
     for (int r = 0; r < m.rows; r += (m.rows > 4096 ? 37 : 1)) {
         double acc = 0;
         for (int k = 0; k < m.cols; k++) acc += (double)host_weight(m, f, (size_t)r * m.cols + k) * x[k];
-        double ref = acc * m.hs[r] * inv;
+        double ref = acc * (f == NC_WEIGHT_BF16 ? 1.0 : m.hs[r]) * inv;
         if (epi == NC_EPI_RELU2) ref = ref > 0 ? ref * ref : 0;
         if (epi == NC_EPI_SOFTCAP) ref = 15.0 * tanh(ref / 15.0);
         double got = epi == NC_EPI_RELU2 ? (double)__bfloat162float(yb[r]) : (double)y[r];
@@ -206,13 +232,18 @@ static double gemv_run_check(const matrix &m, int f, bool in16, int e) {
     void *out = e == NC_EPI_RELU2 ? (void *)io.yb : (void *)io.y;
     CK(cudaMemset(io.y, e == NC_EPI_ADD ? 0 : 0xff, m.rows * 4));
     CK(cudaMemset(io.yb, 0xff, m.rows * 2));
-    if (nc_cuda_gemv(&cu, &w, in16 ? (const void *)io.xb : (const void *)io.xd, in16, !in16, (nc_cuda_epilogue)e, out))
+    if (gemv_call(&w, in16 ? (const void *)io.xb : (const void *)io.xd, in16, !in16, (nc_cuda_epilogue)e, out))
         exit(1);
     CK(cudaStreamSynchronize(cu.stream));
     CK(cudaMemcpy(io.hy.data(), io.y, m.rows * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(io.hyb.data(), io.yb, m.rows * 2, cudaMemcpyDeviceToHost));
     return gemv_error(m, f, in16 ? io.xr : io.x, !in16, e, io.hy.data(), io.hyb.data());
 }
+
+/* The GEMV checks' tolerance: fp32 sums of exactly widened weights (the
+ * reference's math in another order), but the tensor-core GEMV rounds fp32
+ * input rows to bf16 for the MMA. */
+static double gemv_tol(const gemv_variant &v, bool in16) { return v.R < 0 && !in16 ? 1e-2 : 2e-5; }
 
 /* Counts a failure when err is over tol (or NaN); returns the marker to print. */
 static const char *judge(double err, double tol) {
@@ -239,28 +270,28 @@ static void gemv_checks(const matrix *ms, const char *const *names, int n_shapes
         bool in16 = s == 1 || s == 3; /* attn proj, mlp proj: bf16 inputs */
         for (int f = NC_WEIGHT_BF16; f <= NC_WEIGHT_FP8; f++)
             for (const gemv_variant &v : q8_variants) {
-                if (f == NC_WEIGHT_BF16 && &v != q8_variants) continue;
+                if (!variant_runs(f, v)) continue;
                 gemv_select(v);
-                double err = f == NC_WEIGHT_BF16 ? 0 : gemv_run_check(m, f, in16, NC_EPI_STORE);
-                const char *verdict = judge(err, 2e-5);
+                double err = gemv_run_check(m, f, in16, NC_EPI_STORE);
+                const char *verdict = judge(err, gemv_tol(v, in16));
                 nc_cuda_weight w = weight_of(m, f);
                 const void *in = in16 ? (const void *)io.xb : (const void *)io.xd;
-                double us = time_us([&](int) { nc_cuda_gemv(&cu, &w, in, in16, !in16, NC_EPI_STORE, io.y); });
+                double us = time_us([&](int) { gemv_call(&w, in, in16, !in16, NC_EPI_STORE, io.y); });
                 double bytes = (double)m.rows * m.cols * (f == NC_WEIGHT_BF16 ? 2 : 1) + (f ? m.rows * 4.0 : 0);
                 printf("%-10s %-5s %-8s %9.2f %8.0f %7.1f%% %10.2e%s\n", names[s], fmt_name(f),
-                       f == NC_WEIGHT_BF16 ? "bf16" : v.name, us, bytes / us / 1e3,
+                       variant_name(f, v), us, bytes / us / 1e3,
                        100 * bytes / (us * 1e-6) / copy_bw, err, verdict);
             }
     }
     /* each epilogue once per format, on the fc shape, with the old kernel's
      * default (R = 2) and the new one */
     const int epis[] = {NC_EPI_ADD, NC_EPI_RELU2, NC_EPI_SOFTCAP};
-    const gemv_variant *checked[] = {&q8_variants[1], &q8_variants[3]};
+    const gemv_variant *checked[] = {&q8_variants[1], &q8_variants[3], &q8_variants[4]};
     for (int f = NC_WEIGHT_INT8; f <= NC_WEIGHT_FP8; f++)
         for (const gemv_variant *v : checked)
             for (int e : epis) {
                 gemv_select(*v);
-                double err = gemv_run_check(ms[2], f, false, e), tol = e == NC_EPI_RELU2 ? 8e-3 : 2e-5;
+                double err = gemv_run_check(ms[2], f, false, e), tol = e == NC_EPI_RELU2 ? 8e-3 : gemv_tol(*v, false);
                 printf("  epilogue %d (%s, %s): max err %.2e%s\n", e, fmt_name(f), v->name, err, judge(err, tol));
             }
     /* the new kernel's other paths: its grid sized for 3 SMs (long runs of
@@ -309,7 +340,7 @@ static void step_graph(int L, const int (*shape)[2], const char *model) {
     CK(cudaMemset(scale, 0, 65536 * 4));
     for (int f = NC_WEIGHT_BF16; f <= NC_WEIGHT_FP8; f++)
         for (const gemv_variant &v : q8_variants) {
-            if (f == NC_WEIGHT_BF16 && &v != q8_variants) continue;
+            if (!variant_runs(f, v)) continue;
             gemv_select(v);
             size_t es = f == NC_WEIGHT_BF16 ? 2 : 1;
             cudaGraph_t g;
@@ -321,14 +352,14 @@ static void step_graph(int L, const int (*shape)[2], const char *model) {
                     nc_cuda_weight w = {p, shape[s][0], shape[s][1], shape[s][0], (nc_cuda_weight_format)f,
                                         f ? scale : NULL};
                     bool in16 = s == 1 || s == 3;
-                    if (nc_cuda_gemv(&cu, &w, x, in16, !in16, in16 ? NC_EPI_ADD : NC_EPI_STORE, y)) exit(1);
+                    if (gemv_call(&w, x, in16, !in16, in16 ? NC_EPI_ADD : NC_EPI_STORE, y)) exit(1);
                     p += (size_t)shape[s][0] * shape[s][1] * es;
                 }
             CK(cudaStreamEndCapture(cu.stream, &g));
             CK(cudaGraphInstantiate(&ge, g, 0));
             double us = time_us([&](int) { CK(cudaGraphLaunch(ge, cu.stream)); });
             double bytes = (double)total * es;
-            printf("%-6s %-8s %9.3f %8.0f %7.1f%%\n", fmt_name(f), f == NC_WEIGHT_BF16 ? "bf16" : v.name, us / 1e3,
+            printf("%-6s %-8s %9.3f %8.0f %7.1f%%\n", fmt_name(f), variant_name(f, v), us / 1e3,
                    bytes / us / 1e3, 100 * bytes / (us * 1e-6) / copy_bw);
             cudaGraphExecDestroy(ge);
             cudaGraphDestroy(g);
@@ -339,13 +370,70 @@ static void step_graph(int L, const int (*shape)[2], const char *model) {
     CK(cudaFree(scale));
 }
 
+enum { K_SKINNY, K_MMA, K_LT, K_TC };
+static const char *kname[] = {"wgmma", "mma.sync", "cuBLASLt", "tc gemv"};
+
+/* The step's products for n = 2..8 rows (a small decode batch, or a
+ * verified chunk of n - 1 drafts) as one graph with PDL: the wgmma skinny
+ * GEMM against the tensor-core GEMV, bf16 input rows (STORE for qkv, fc and
+ * the lm_head, ADD for the two projections). */
+static void rows_step_graph(int L, const int (*shape)[2], const char *model) {
+    printf("\nwhole %s step's products of n rows (%d x 4 + lm_head) in a CUDA graph, PDL on\n%-6s %3s %-8s %9s %8s\n",
+           model, L, "fmt", "n", "kernel", "ms", "% copy");
+    size_t layer = 0;
+    for (int s = 0; s < 4; s++) layer += (size_t)shape[s][0] * shape[s][1];
+    size_t total = L * layer + (size_t)shape[4][0] * shape[4][1];
+    void *W, *Y;
+    bf16 *X;
+    float *scale;
+    CK(cudaMalloc(&W, total * 2));
+    CK(cudaMemset(W, 0x11, total * 2));
+    CK(cudaMalloc(&X, 8 * 8704 * 2));
+    CK(cudaMemset(X, 0, 8 * 8704 * 2));
+    CK(cudaMalloc(&Y, 8 * 65536 * 4));
+    CK(cudaMemset(Y, 0, 8 * 65536 * 4));
+    CK(cudaMalloc(&scale, 65536 * 4));
+    CK(cudaMemset(scale, 0, 65536 * 4));
+    const int ns[] = {2, 5, 8};
+    for (int f = NC_WEIGHT_BF16; f <= NC_WEIGHT_FP8; f++)
+        for (int n : ns)
+            for (int kern : {K_SKINNY, K_TC}) {
+                if (kern == K_SKINNY && !cu.skinny) continue;
+                size_t es = f == NC_WEIGHT_BF16 ? 2 : 1;
+                cudaGraph_t g;
+                cudaGraphExec_t ge;
+                CK(cudaStreamBeginCapture(cu.stream, cudaStreamCaptureModeThreadLocal));
+                char *p = (char *)W;
+                for (int l = 0; l <= L; l++)
+                    for (int s = l == L ? 4 : 0; s < (l == L ? 5 : 4); s++) {
+                        nc_cuda_weight w = {p, shape[s][0], shape[s][1], shape[s][0], (nc_cuda_weight_format)f,
+                                            f ? scale : NULL};
+                        nc_cuda_epilogue e = s == 1 || s == 3 ? NC_EPI_ADD : NC_EPI_STORE;
+                        int rc = kern == K_TC ? nc_cuda_gemv_rows(&cu, &w, X, true, false, n, e, Y)
+                                              : nc_cuda_skinny_gemm(&cu, &w, X, Y, n, e);
+                        if (rc) exit(1);
+                        p += (size_t)shape[s][0] * shape[s][1] * es;
+                    }
+                CK(cudaStreamEndCapture(cu.stream, &g));
+                CK(cudaGraphInstantiate(&ge, g, 0));
+                double us = time_us([&](int) { CK(cudaGraphLaunch(ge, cu.stream)); });
+                double bytes = (double)total * es;
+                printf("%-6s %3d %-8s %9.3f %7.1f%%\n", fmt_name(f), n, kname[kern], us / 1e3,
+                       100 * bytes / (us * 1e-6) / copy_bw);
+                cudaGraphExecDestroy(ge);
+                cudaGraphDestroy(g);
+            }
+    CK(cudaFree(W));
+    CK(cudaFree(X));
+    CK(cudaFree(Y));
+    CK(cudaFree(scale));
+}
+
 /* ==== the GEMMs ==== */
 
-enum { K_SKINNY, K_MMA, K_LT };
-static const char *kname[] = {"wgmma", "mma.sync", "cuBLASLt"};
 
 static void gemm_checks(const matrix *ms, const char *const *names, int n_shapes) {
-    const int ns[] = {2, 8, 17, 33, 64, 65, 200, 2048};
+    const int ns[] = {2, 5, 8, 17, 33, 64, 65, 200, 2048};
     int maxn = 2048, maxk = 8704;
     bf16 *X, *Yb;
     float *Y;
@@ -364,9 +452,9 @@ static void gemm_checks(const matrix *ms, const char *const *names, int n_shapes
         for (int n : ns) {
             if (s == 4 && n > 64) continue; /* the lm_head runs for the logits rows only */
             for (int f = NC_WEIGHT_BF16; f <= NC_WEIGHT_FP8; f++)
-                for (int kern = K_SKINNY; kern <= K_LT; kern++) {
+                for (int kern = K_SKINNY; kern <= K_TC; kern++) {
                     nc_cuda_weight w = weight_of(m, f);
-                    if ((kern == K_LT) != (f == NC_WEIGHT_BF16)) continue;
+                    if (kern == K_TC ? n > 8 : (kern == K_LT) != (f == NC_WEIGHT_BF16)) continue;
                     if (kern == K_SKINNY && !nc_cuda_skinny_fits(&cu, &w, X, Y, n)) continue;
                     /* bf16 Y (STORE) below 65 rows, fp32 (ADD onto zeros) at 65 and more */
                     bool add = n > 64;
@@ -375,11 +463,12 @@ static void gemm_checks(const matrix *ms, const char *const *names, int n_shapes
                         nc_cuda_epilogue e = add ? NC_EPI_ADD : NC_EPI_STORE;
                         int rc = kern == K_SKINNY ? nc_cuda_skinny_gemm(&cu, &w, X, out, n, e)
                                  : kern == K_MMA  ? nc_cuda_mma_gemm(&cu, &w, X, out, n, e)
+                                 : kern == K_TC   ? nc_cuda_gemv_rows(&cu, &w, X, true, false, n, e, out)
                                                   : nc_cuda_lt_matmul(&cu, m.w16, X, out, m.rows, n, m.cols, e);
                         if (rc) exit(1);
                     };
                     double err = 0;
-                    if (f != NC_WEIGHT_BF16) {
+                    if (f != NC_WEIGHT_BF16 || kern == K_TC) {
                         CK(cudaMemset(Y, 0, (size_t)n * m.rows * 4));
                         run(0);
                         CK(cudaStreamSynchronize(cu.stream));
@@ -394,7 +483,7 @@ static void gemm_checks(const matrix *ms, const char *const *names, int n_shapes
                                 for (int k = 0; k < m.cols; k++)
                                     acc += (double)host_weight(m, f, (size_t)r * m.cols + k) *
                                            __bfloat162float(hx[(size_t)t * m.cols + k]);
-                                acc *= m.hs[r];
+                                acc *= f == NC_WEIGHT_BF16 ? 1.0f : m.hs[r];
                                 double got = add ? hy[(size_t)t * m.rows + r]
                                                  : (double)__bfloat162float(hyb[(size_t)t * m.rows + r]);
                                 md = std::max(md, got == got ? fabs(got - acc) : 1e30);
@@ -445,6 +534,10 @@ int main(int argc, char **argv) {
     cu.lt_workspace_bytes = 32u << 20;
     CK(cudaMalloc(&cu.lt_workspace, cu.lt_workspace_bytes));
     if (nc_cuda_gemm_init(&cu) || nc_cuda_skinny_init(&cu) || nc_cuda_mma_gemm_init(&cu)) return 1;
+    cu.gemv_rows_tiles = 65536 / 16, cu.gemv_rows_ws_floats = cu.gemv_rows_tiles * 16 * (16 * 8 + 8);
+    CK(cudaMalloc(&cu.gemv_rows_ws, cu.gemv_rows_ws_floats * 4));
+    CK(cudaMalloc(&cu.gemv_rows_count, cu.gemv_rows_tiles * 4));
+    CK(cudaMemset(cu.gemv_rows_count, 0, cu.gemv_rows_tiles * 4));
     printf("wgmma skinny GEMM: %s\n", cu.skinny ? "yes" : "no (this build or card has no sm_90a code)");
     {
         size_t bytes = 1u << 30;
@@ -474,6 +567,7 @@ int main(int argc, char **argv) {
         for (int s = 0; s < 5; s++) make_matrix(ms[s], md.shape[s][0], md.shape[s][1]);
         gemv_checks(ms, names, 5);
         step_graph(md.L, md.shape, md.name);
+        rows_step_graph(md.L, md.shape, md.name);
         if (!gemv_only) gemm_checks(ms, names, 5);
         for (int s = 0; s < 5; s++) free_matrix(ms[s]);
     }

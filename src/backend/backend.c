@@ -117,28 +117,30 @@ static int env_word(const char *name, const char *const *words, const char *expe
 int nc_backend_env_read(nc_backend_env *env) {
     static const char *const fa_steps[] = {"1", "2", NULL};
     static const char *const placements[] = {"auto", "copy", "map", NULL};
-    static const char *const gemv_q8[] = {"old", "new", NULL};
+    static const char *const gemv_q8[] = {"old", "new", "tc", NULL};
     static const char *const q8_rows[] = {"1", "2", "4", NULL};
     static const char *const isas[] = {"auto", "avx512vnni", "avx512", "avxvnni", "avx2", "scalar", "avx512bf16", NULL};
     static const char *const persist_loads[] = {"smem", "reg", NULL};
     static const char *const allreduces[] = {"auto", "nccl", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_verify_rows = true,
-                        .cuda_qkv_rope = true,
-                        .cuda_persist_load = "smem", .cuda_verify_pairs = "auto",
+                        .cuda_qkv_rope = true, .cuda_skinny_norm = true,
+                        .cuda_persist_load = "smem", .cuda_verify_pairs = "auto", .cuda_gemv_q8 = "old",
                         .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
     static const char *const auto_on_off[] = {"auto", "on", "off", NULL};
-    const char *fa = NULL, *gemv = NULL, *rows = NULL;
+    const char *fa = NULL, *rows = NULL;
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
         env_flag("NC_CUDA_PERSIST", &e.cuda_persist) || env_flag("NC_CUDA_VERIFY_ROWS", &e.cuda_verify_rows) ||
-        env_flag("NC_CUDA_ATTN_PREFETCH", &e.cuda_attn_prefetch) || env_flag("NC_CUDA_QKV_ROPE", &e.cuda_qkv_rope) || env_flag("NC_CUDA_FP8_ACT", &e.cuda_fp8_act) ||
+        env_flag("NC_CUDA_ATTN_PREFETCH", &e.cuda_attn_prefetch) || env_flag("NC_CUDA_QKV_ROPE", &e.cuda_qkv_rope) ||
+        env_flag("NC_CUDA_SKINNY_NORM", &e.cuda_skinny_norm) || env_flag("NC_CUDA_FP8_ACT", &e.cuda_fp8_act) ||
         env_int("NC_CUDA_PERSIST_TILE", 4096, 65536, 4096, &e.cuda_persist_tile) ||
         env_int("NC_CUDA_PERSIST_BUFS", 2, 4, 1, &e.cuda_persist_bufs) ||
         env_word("NC_CUDA_PERSIST_LOAD", persist_loads, "smem or reg", &e.cuda_persist_load) ||
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
         env_word("NC_TP_ALLREDUCE", allreduces, "auto or nccl", &e.tp_allreduce) ||
-        env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old or new", &gemv) ||
+        env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old, new or tc", &e.cuda_gemv_q8) ||
+        env_int("NC_CUDA_GEMV_ROWS", 1, 8, 1, &e.cuda_gemv_rows) ||
         env_word("NC_CUDA_GEMV_Q8_ROWS", q8_rows, "1, 2 or 4", &rows) ||
         env_word("NC_CUDA_VERIFY_PAIRS", auto_on_off, "auto, on or off", &e.cuda_verify_pairs) ||
         env_word("NC_CPU_WEIGHTS", placements, "auto, copy or map", &e.cpu_weights) ||
@@ -146,7 +148,6 @@ int nc_backend_env_read(nc_backend_env *env) {
                  &e.cpu_kernels))
         return -1;
     e.cuda_fa = fa ? fa[0] - '0' : 0;
-    e.cuda_gemv_q8_new = gemv && !strcmp(gemv, "new");
     e.cuda_gemv_q8_rows = rows ? rows[0] - '0' : 0;
     *env = e;
     return 0;

@@ -84,14 +84,21 @@ typedef struct {
                                 at exit (eager launches) */
     bool cuda_skinny;        /* NC_CUDA_SKINNY (1): our wgmma GEMM for 2..64 rows (sm_90a; 8-bit weights:
                                 every row count past one, else the mma.sync GEMM) */
-    bool cuda_gemv_q8_new;   /* NC_CUDA_GEMV_Q8=old|new (old): the streaming 8-bit batch-1 GEMV instead of
-                                the first one (cuda_gemv.cu); slower so far, 0.81-0.84x decode tok/s */
+    const char *cuda_gemv_q8; /* NC_CUDA_GEMV_Q8: the 8-bit batch-1 GEMV, "old" (the first kernel), "new"
+                                 (the streaming one; 0.81-0.84x decode tok/s) or "tc" (the tensor-core
+                                 GEMV of cuda_gemv_rows.cu with one row) */
+    int cuda_gemv_rows;      /* NC_CUDA_GEMV_ROWS: the most rows of a product of 8-bit weights the
+                                tensor-core GEMV takes, 1..8 (1: none, the skinny GEMM from 2 rows; 0
+                                unset: 8) */
     bool cuda_verify_rows;   /* NC_CUDA_VERIFY_ROWS (1): chunks verifying drafts (NC_LOGITS_ALL, up to 16
                                 positions) run as decode rows (cuda_batch.cu); 0: as prefill chunks */
     bool cuda_fp8_act;       /* NC_CUDA_FP8_ACT (0): products of fp8 weights with more than 64 rows (prefill)
                                 on the fp8 tensor cores, the input rows quantised to e4m3 per row */
     bool cuda_qkv_rope;      /* NC_CUDA_QKV_ROPE (1): RoPE + append in the epilogue of the skinny GEMM's qkv
                                 product (cuda_forward.cu, project_qkv); 0: the rope_append kernel after it */
+    bool cuda_skinny_norm;   /* NC_CUDA_SKINNY_NORM (1): the skinny GEMM norms up to 16 fp32 input rows into
+                                its shared memory itself (cuda_forward.cu, skinny_normed); 0: the norm
+                                kernel first */
     bool cuda_attn_prefetch; /* NC_CUDA_ATTN_PREFETCH (0): decode attention of one-split batches keeps the
                                 next 16-key chunk's loads in flight (cuda_attn_decode.cu) */
     const char *cuda_verify_pairs; /* NC_CUDA_VERIFY_PAIRS: "auto" (pairs where they pay), "on" (every

@@ -353,7 +353,10 @@ static size_t scratch_bytes(const nc_cuda *cu) {
     f += (size_t)cu->part_floats * 4;
     f += N * C * 2 + 2 * N * (size_t)cu->H * cu->D * 2 + N * (size_t)cu->F * 2;         /* h q attn u */
     if (cu->fp8_act) f += N * act8_width(cu) + N * 4;                                  /* act8 act8_scale */
-    return f + 18 * 256;
+    size_t ws_floats, tiles;
+    nc_cuda_gemv_rows_scratch(cu, &ws_floats, &tiles);
+    f += (ws_floats + tiles) * 4;                                                       /* gemv_rows */
+    return f + 20 * 256;
 }
 
 /* What the memory plan found. */
@@ -416,8 +419,7 @@ static int load_weights(nc_cuda *cu, const nc_model *m, const slab_layout *sl) {
     if (dev_alloc(&cu->slab, cu->slab_bytes, "the weights")) return -1;
     char *base = (char *)cu->slab;
     int C = cu->C;
-    nc_cuda_weight_format lf = weight_format(m->layers[0].c_q->dtype);
-    cu->layer_format = lf;
+    nc_cuda_weight_format lf = cu->layer_format;
     cu->wte = (bf16 *)(base + sl->wte);
     cu->lm_head = slab_matrix(base, sl->lm_head, cu->Vp, C, weight_format(m->lm_head->dtype), sl->lm_head_scale);
     cu->lm_head.used_rows = cu->V; /* the padding rows' logits are never read */
@@ -486,6 +488,20 @@ static int build_rope_table(nc_cuda *cu) {
 
 /* Activations and partials for max_tokens tokens, and the cuBLASLt
  * workspace. */
+/* The tensor-core GEMV's partials and counters (NC_CUDA_GEMV_ROWS > 1). */
+static int alloc_gemv_rows(nc_cuda *cu) {
+    cu->gemv_rows_max = cu->env.cuda_gemv_rows ? cu->env.cuda_gemv_rows : 8;
+    const char *q8 = cu->env.cuda_gemv_q8;
+    cu->gemv_q8 = !strcmp(q8, "tc") ? NC_GEMV_Q8_TC : !strcmp(q8, "new") ? NC_GEMV_Q8_STREAM : NC_GEMV_Q8_FIRST;
+    nc_cuda_gemv_rows_scratch(cu, &cu->gemv_rows_ws_floats, &cu->gemv_rows_tiles);
+    if (!cu->gemv_rows_tiles) return 0; /* bf16 weights only: it has nothing to do */
+    if (dev_alloc((void **)&cu->gemv_rows_ws, NC_MAX(cu->gemv_rows_ws_floats, 1) * 4, "scratch") ||
+        dev_alloc((void **)&cu->gemv_rows_count, cu->gemv_rows_tiles * sizeof(int), "scratch"))
+        return -1;
+    NC_CU_TRY(cudaMemset(cu->gemv_rows_count, 0, cu->gemv_rows_tiles * sizeof(int)));
+    return 0;
+}
+
 static int alloc_scratch(nc_cuda *cu) {
     size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
     if (dev_alloc((void **)&cu->x, N * C * 4, "scratch") ||
@@ -501,7 +517,8 @@ static int alloc_scratch(nc_cuda *cu) {
         dev_alloc((void **)&cu->u, N * cu->F * 2, "scratch") ||
         (cu->fp8_act && (dev_alloc((void **)&cu->act8, N * act8_width(cu), "scratch") ||
                          dev_alloc((void **)&cu->act8_scale, N * 4, "scratch"))) ||
-        dev_alloc(&cu->lt_workspace, cu->lt_workspace_bytes, "the cuBLASLt workspace"))
+        dev_alloc(&cu->lt_workspace, cu->lt_workspace_bytes, "the cuBLASLt workspace") ||
+        alloc_gemv_rows(cu))
         return -1;
     return 0;
 }
@@ -653,6 +670,8 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     /* fp8 tensor-core prefill products: only for fp8 weights, never under --deterministic */
     cu->fp8_act = cu->env.cuda_fp8_act && !cu->det &&
                   (m->weights == NC_WEIGHTS_FP8 || m->lm_head->dtype == NC_DTYPE_F8_E4M3);
+    cu->layer_format = weight_format(m->layers[0].c_q->dtype);
+    cu->lm_head.format = weight_format(m->lm_head->dtype); /* the rest of lm_head once it is loaded */
     slab_layout sl;
     slab_plan(m, cu, &sl);
     memory_plan mp = {0, 0};
@@ -720,7 +739,8 @@ static void cuda_free(nc_backend *b) {
     nc_cuda_persist_free(cu);
     void *dev[] = {cu->slab, cu->kc, cu->vc, cu->kc8, cu->vc8, cu->ksc, cu->vsc, cu->rope, cu->x, cu->x0, cu->xb, cu->qkv, cu->xr,
                    cu->logits, cu->part, cu->h, cu->q, cu->attn, cu->u, cu->act8, cu->act8_scale,
-                   cu->lt_workspace, cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count};
+                   cu->lt_workspace, cu->meta_d, cu->samp_d, cu->out_tok_d, cu->attn_count, cu->gemv_rows_ws,
+                   cu->gemv_rows_count};
     for (size_t i = 0; i < NC_ARRAY_LEN(dev); i++)
         if (dev[i]) cudaFree(dev[i]);
     void *pinned[] = {cu->meta_h, cu->samp_h, cu->out_tok_h, cu->logits_h};

@@ -9,8 +9,9 @@
  * (token ids, positions, block tables, ...) with one copy, then the layers
  * run. Every matrix product goes through project(), the one place that
  * picks a kernel for the row count and weight format: our GEMV for a
- * single token (batch-1 decode, the norm and epilogue fused), our skinny
- * wgmma GEMM for 2..64 rows on sm_90a (8-bit weights: for every row count),
+ * single token (batch-1 decode, the norm and epilogue fused) and its
+ * tensor-core sibling for 2..8 rows of 8-bit weights, our skinny wgmma GEMM
+ * up to 64 rows on sm_90a (8-bit weights: for every row count),
  * cuBLASLt otherwise (8-bit weights: our mma.sync GEMM). Attention runs split-KV for
  * one-token chunks and the tensor-core flash kernel for longer chunks, in
  * the same layer.
@@ -93,6 +94,25 @@ static proj_rows logits_rows(int r0) {
  * what the fused decode attention reads (the GEMMs write bf16). */
 static bool gemv_rows(const nc_cuda *cu, int n) { return !cu->det && n <= NC_GEMV_MAX_ROWS; }
 
+/* Whether project() serves n rows (2+) of w with the tensor-core GEMV
+ * (NC_CUDA_GEMV_ROWS): small decode batches and verified drafts of 8-bit
+ * weights. A graph of d34's products of 2..8 rows took 0.86x the skinny
+ * GEMM's time with int8 weights, 0.96x with fp8, but 1.27x with bf16
+ * (H200, bench/RESULTS.md session 11): bf16 stays with the skinny GEMM. */
+static bool gemv_tc_rows(const nc_cuda *cu, const nc_cuda_weight *w, int n) {
+    return !cu->det && w->format != NC_WEIGHT_BF16 && n > NC_GEMV_MAX_ROWS && n <= cu->gemv_rows_max &&
+           nc_cuda_gemv_rows_fits(cu, w, n);
+}
+
+/* Whether project() gives n normed rows (fp32 X) straight to the skinny
+ * GEMM, whose CTAs norm them into shared memory themselves
+ * (NC_CUDA_SKINNY_NORM): no norm kernel before the product. rope: the qkv
+ * product with RoPE + append in its epilogue. */
+static bool skinny_normed(const nc_cuda *cu, const nc_cuda_weight *w, const float *X, const void *out, int n,
+                          bool rope) {
+    return cu->env.cuda_skinny_norm && !cu->det && nc_cuda_skinny_normed_fits(cu, w, X, out, n, rope);
+}
+
 /* The input rows of a GEMM as bf16: normed into cu->h where they are
  * normed (the logits rows gathered first), else as they are. */
 static int gemm_input(nc_cuda *cu, proj_rows in, int n, const bf16 **x) {
@@ -116,6 +136,8 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  * The one place that picks a matrix-product kernel:
  *   - one row (batch-1 decode): the GEMV, computing w->used_rows outputs
  *     with the RMSNorm of a normed input folded in (it reads the fp32 rows);
+ *   - 8-bit weights, 2..NC_CUDA_GEMV_ROWS rows (8 by default): the
+ *     tensor-core GEMV, the same way (cuda_gemv_rows.cu);
  *   - NC_CUDA_FP8_ACT, fp8 weights, 65 rows or more: the rows quantised
  *     to e4m3 (one scale each) and an fp8 tensor-core product: the skinny
  *     GEMM's e4m3 x e4m3 variant (sm_90a), else cuBLASLt's;
@@ -124,7 +146,8 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  *   - otherwise cuBLASLt (bf16, plus a ReLU² / softcap pass) or, for 8-bit
  *     weights, which cuBLASLt cannot widen, the mma.sync GEMM.
  * The GEMMs read bf16 rows: a normed input is first normed into cu->h (by
- * the gather kernel for the logits rows). Each weight format's kernels
+ * the gather kernel for the logits rows), except where the skinny GEMM
+ * norms up to 16 rows itself (skinny_normed). Each weight format's kernels
  * widen its values themselves and apply its row scales
  * (docs/quantization.md). Under --deterministic, project_det instead. */
 /* Whether the product of w with n rows quantises its rows to e4m3 first
@@ -150,14 +173,18 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
     bool normed_in = in.kind != ROWS_BF16;
     NC_ASSERT(!normed_in || w->cols == cu->C);
     if (cu->det) return project_det(cu, w, in, n, epi, out);
-    if (gemv_rows(cu, n)) {
+    bool tc = gemv_tc_rows(cu, w, n);
+    if (gemv_rows(cu, n) || tc) { /* both read fp32 rows and fold the norm in */
         const void *x = in.p;
         if (in.kind == ROWS_LOGITS) {
             if (nc_cuda_gather_rows(cu, in.r0, n, false)) return -1;
             x = cu->xr;
         }
-        return nc_cuda_gemv(cu, w, x, !normed_in, normed_in, epi, out);
+        return tc ? nc_cuda_gemv_rows(cu, w, x, !normed_in, normed_in, n, epi, out)
+                  : nc_cuda_gemv(cu, w, x, !normed_in, normed_in, epi, out);
     }
+    if (in.kind == ROWS_NORMED && skinny_normed(cu, w, (const float *)in.p, out, n, false))
+        return nc_cuda_skinny_gemm_normed(cu, w, (const float *)in.p, out, n, epi, NULL);
     const bf16 *x;
     return gemm_input(cu, in, n, &x) || project_gemm(cu, w, x, n, epi, out);
 }
@@ -174,13 +201,18 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
 static int project_qkv(nc_cuda *cu, int layer, int n, bool *roped) {
     const nc_cuda_weight *w = &cu->layers[layer].qkv;
     *roped = false;
-    if (!cu->env.cuda_qkv_rope || cu->det || cu->tp || gemv_rows(cu, n) || e4m3_rows(cu, w, n))
+    if (!cu->env.cuda_qkv_rope || cu->det || cu->tp || gemv_rows(cu, n) || gemv_tc_rows(cu, w, n) ||
+        e4m3_rows(cu, w, n))
         return project(cu, w, normed(cu->x), n, NC_EPI_STORE, cu->qkv);
+    nc_rope_args rope;
+    nc_cuda_rope_args_fill(cu, layer, &rope);
+    if (skinny_normed(cu, w, cu->x, cu->qkv, n, true)) {
+        *roped = true;
+        return nc_cuda_skinny_gemm_normed(cu, w, cu->x, cu->qkv, n, NC_EPI_STORE, &rope);
+    }
     const bf16 *x;
     if (gemm_input(cu, normed(cu->x), n, &x)) return -1;
     if (!nc_cuda_skinny_rope_fits(cu, w, x, cu->qkv, n)) return project_gemm(cu, w, x, n, NC_EPI_STORE, cu->qkv);
-    nc_rope_args rope;
-    nc_cuda_rope_args_fill(cu, layer, &rope);
     *roped = true;
     return nc_cuda_skinny_gemm_rope(cu, w, x, cu->qkv, n, &rope);
 }

@@ -432,11 +432,12 @@ static cudaError_t launch_q8_stream(nc_cuda *cu, const nc_cuda_weight *w, const 
 }
 
 /* The 8-bit GEMV: the first kernel, or with NC_CUDA_GEMV_Q8=new the
- * streaming one where x fits its shared memory. */
+ * streaming one where x fits its shared memory (=tc: nc_cuda_gemv_rows,
+ * chosen in nc_cuda_gemv). */
 template <typename TIn, int FMT>
 static cudaError_t launch_q8(nc_cuda *cu, const nc_cuda_weight *w, const TIn *in, int norm, int epi, void *out,
                              float cap, float eps) {
-    if (!cu->env.cuda_gemv_q8_new || w->cols > GEMV_Q8_MAX_K)
+    if (cu->gemv_q8 != NC_GEMV_Q8_STREAM || w->cols > GEMV_Q8_MAX_K)
         return launch_q8_old<TIn, FMT>(cu, w, in, norm, epi, out, cap, eps);
     int G = gemv_q8_lanes(w->cols / 16);
     if (G == 32) return launch_q8_stream<TIn, FMT, 32>(cu, w, in, norm, epi, out, cap, eps);
@@ -461,6 +462,8 @@ int nc_cuda_gemv(nc_cuda *cu, const nc_cuda_weight *w, const void *in, bool in_b
     cudaError_t err;
     if (w->format != NC_WEIGHT_BF16) {
         NC_ASSERT(K % 16 == 0 && w->scale);
+        if (cu->gemv_q8 == NC_GEMV_Q8_TC && nc_cuda_gemv_rows_fits(cu, w, 1))
+            return nc_cuda_gemv_rows(cu, w, in, in_bf16, norm, 1, epi, out);
         bool i8 = w->format == NC_WEIGHT_INT8;
         if (in_bf16)
             err = i8 ? launch_q8<bf16, NC_WEIGHT_INT8>(cu, w, (const bf16 *)in, n, e, out, softcap, eps)

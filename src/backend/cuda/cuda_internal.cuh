@@ -11,6 +11,9 @@
  *                     the logits, decode graphs
  *   cuda_gemv.cu      matrix-vector products of one row (batch-1 decode), bf16
  *                     and 8-bit weights
+ *   cuda_gemv_rows.cu the same for 1..8 rows on the tensor cores (mma.sync,
+ *                     weights straight into registers): small decode batches
+ *                     and verified drafts
  *   cuda_gemm.cu      matrix products of several rows through cuBLASLt (bf16,
  *                     fp32 accumulate)
  *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a), bf16 and
@@ -138,6 +141,10 @@ typedef struct {
     float logprob;
     int32_t skip;         /* draws to skip before this row's (position skip of a verified chunk) */
 } nc_cuda_samp;
+
+/* NC_CUDA_GEMV_Q8, resolved at creation: which kernel multiplies one row
+ * by 8-bit weights (cuda_gemv.cu). */
+typedef enum { NC_GEMV_Q8_FIRST, NC_GEMV_Q8_STREAM, NC_GEMV_Q8_TC } nc_cuda_gemv_q8;
 
 /* NC_CUDA_VERIFY_PAIRS, resolved at creation (cuda_batch.cu, pair_rows). */
 typedef enum { NC_PAIRS_OFF, NC_PAIRS_AUTO, NC_PAIRS_ON } nc_cuda_pairs;
@@ -278,6 +285,12 @@ struct nc_cuda {
     bool pdl;                          /* programmatic dependent launch of the decode kernels (sm_90) */
     bool have_wgmma;                   /* this binary's sm_90a code runs here (wgmma kernels usable) */
     int *attn_count;                   /* [max_seqs * Hkv] split-KV arrival counters (0 between uses) */
+    nc_cuda_gemv_q8 gemv_q8;           /* NC_CUDA_GEMV_Q8 */
+    int gemv_rows_max;                 /* NC_CUDA_GEMV_ROWS: the most rows of 8-bit weights the tc GEMV takes
+                                          (1: none past one, which stays with the GEMV) */
+    float *gemv_rows_ws;               /* its split partials, gemv_rows_ws_floats */
+    int *gemv_rows_count;              /* [gemv_rows_tiles] its arrival counters (0 between uses) */
+    size_t gemv_rows_ws_floats, gemv_rows_tiles;
     nc_cuda_persist *persist;          /* the persistent batch-1 decode kernel, or NULL (graphs) */
 
     /* NC_CUDA_PROFILE=1: per-stage device time of the latest forward
@@ -330,6 +343,21 @@ int nc_cuda_decode_splits(const nc_cuda *cu, int nb);
 int nc_cuda_gemv(nc_cuda *cu, const nc_cuda_weight *w, const void *in, bool in_bf16, bool norm,
                  nc_cuda_epilogue epi, void *out);
 
+/* ==== cuda_gemv_rows.cu ==== */
+
+/* out = epilogue(s * in · Wᵀ) for n = 1..8 input rows of w->cols values
+ * (fp32, RMS-normed on the way when norm, or bf16: in_bf16), w->used_rows
+ * outputs per row, row stride w->rows; s as nc_cuda_gemv's. One row: the
+ * GEMV's output conventions (fp32 store); 2+: the GEMMs' (bf16 store and
+ * ReLU²). Deterministic; a row's outputs do not depend on n. */
+int nc_cuda_gemv_rows(nc_cuda *cu, const nc_cuda_weight *w, const void *in, bool in_bf16, bool norm, int n,
+                      nc_cuda_epilogue epi, void *out);
+/* Whether nc_cuda_gemv_rows takes w with n rows (shape, scratch). */
+bool nc_cuda_gemv_rows_fits(const nc_cuda *cu, const nc_cuda_weight *w, int n);
+/* Its scratch for this model's shapes: split partials (floats) and tiles
+ * (arrival counters). */
+void nc_cuda_gemv_rows_scratch(const nc_cuda *cu, size_t *ws_floats, size_t *tiles);
+
 /* ==== cuda_gemm.cu ==== */
 
 int nc_cuda_gemm_init(nc_cuda *cu);
@@ -376,6 +404,17 @@ bool nc_cuda_skinny_rope_fits(const nc_cuda *cu, const nc_cuda_weight *w, const 
  * nc_rope_head per (token, head), without its launch. */
 int nc_cuda_skinny_gemm_rope(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n,
                              const struct nc_rope_args *rope);
+/* Whether nc_cuda_skinny_gemm_normed takes the product of bf16 w with n
+ * fp32 rows X (2..16 rows, each CTA's k-range of X within its shared
+ * memory; rope: with the qkv epilogue, as nc_cuda_skinny_rope_fits). */
+bool nc_cuda_skinny_normed_fits(const nc_cuda *cu, const nc_cuda_weight *w, const float *X, const void *Y, int n,
+                                bool rope);
+/* The product of w with rmsnorm(X) for fp32 rows X [n, w->cols]: each CTA
+ * norms its k-range of the rows into shared memory itself (the
+ * nc_cuda_rmsnorm_bf16 launch before the product saved); rope != NULL: as
+ * nc_cuda_skinny_gemm_rope (epi is then NC_EPI_STORE). */
+int nc_cuda_skinny_gemm_normed(nc_cuda *cu, const nc_cuda_weight *w, const float *X, void *Y, int n,
+                               nc_cuda_epilogue epi, const struct nc_rope_args *rope);
 /* Whether its e4m3 x e4m3 variant runs here (NC_CUDA_FP8_ACT's products). */
 bool nc_cuda_skinny_fp8_act_ready(const nc_cuda *cu);
 /* The same product for fp8 weights and e4m3 input rows X8 [n, w->cols]
