@@ -123,7 +123,7 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const persist_loads[] = {"smem", "reg", NULL};
     static const char *const allreduces[] = {"auto", "nccl", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_verify_rows = true,
-                        .cuda_qkv_rope = true, .cuda_skinny_norm = true,
+                        .cuda_qkv_rope = true,
                         .cuda_persist_load = "smem", .cuda_verify_pairs = "auto", .cuda_gemv_q8 = "old",
                         .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
@@ -132,8 +132,7 @@ int nc_backend_env_read(nc_backend_env *env) {
     if (env_flag("NC_CUDA_GRAPHS", &e.cuda_graphs) || env_flag("NC_CUDA_PDL", &e.cuda_pdl) ||
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
         env_flag("NC_CUDA_PERSIST", &e.cuda_persist) || env_flag("NC_CUDA_VERIFY_ROWS", &e.cuda_verify_rows) ||
-        env_flag("NC_CUDA_ATTN_PREFETCH", &e.cuda_attn_prefetch) || env_flag("NC_CUDA_QKV_ROPE", &e.cuda_qkv_rope) ||
-        env_flag("NC_CUDA_SKINNY_NORM", &e.cuda_skinny_norm) || env_flag("NC_CUDA_FP8_ACT", &e.cuda_fp8_act) ||
+        env_flag("NC_CUDA_ATTN_PREFETCH", &e.cuda_attn_prefetch) || env_flag("NC_CUDA_QKV_ROPE", &e.cuda_qkv_rope) || env_flag("NC_CUDA_FP8_ACT", &e.cuda_fp8_act) ||
         env_int("NC_CUDA_PERSIST_TILE", 4096, 65536, 4096, &e.cuda_persist_tile) ||
         env_int("NC_CUDA_PERSIST_BUFS", 2, 4, 1, &e.cuda_persist_bufs) ||
         env_word("NC_CUDA_PERSIST_LOAD", persist_loads, "smem or reg", &e.cuda_persist_load) ||

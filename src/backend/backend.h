@@ -96,9 +96,6 @@ typedef struct {
                                 on the fp8 tensor cores, the input rows quantised to e4m3 per row */
     bool cuda_qkv_rope;      /* NC_CUDA_QKV_ROPE (1): RoPE + append in the epilogue of the skinny GEMM's qkv
                                 product (cuda_forward.cu, project_qkv); 0: the rope_append kernel after it */
-    bool cuda_skinny_norm;   /* NC_CUDA_SKINNY_NORM (1): the skinny GEMM norms up to 16 fp32 input rows into
-                                its shared memory itself (cuda_forward.cu, skinny_normed); 0: the norm
-                                kernel first */
     bool cuda_attn_prefetch; /* NC_CUDA_ATTN_PREFETCH (0): decode attention of one-split batches keeps the
                                 next 16-key chunk's loads in flight (cuda_attn_decode.cu) */
     const char *cuda_verify_pairs; /* NC_CUDA_VERIFY_PAIRS: "auto" (pairs where they pay), "on" (every

@@ -201,7 +201,7 @@ static const char *const switches[] = {"NC_CUDA_GRAPHS",       "NC_CUDA_PDL",   
                                        "NC_CUDA_PERSIST_LOAD", "NC_CPU_WEIGHTS",       "NC_CPU_KERNELS",
                                        "NC_CUDA_GEMV_Q8_ROWS", "NC_CUDA_VERIFY_ROWS",
                                        "NC_CUDA_ATTN_PREFETCH", "NC_CUDA_FP8_ACT",     "NC_CUDA_VERIFY_PAIRS",
-                                       "NC_CUDA_QKV_ROPE",     "NC_CUDA_GEMV_ROWS",    "NC_CUDA_SKINNY_NORM"};
+                                       "NC_CUDA_QKV_ROPE",     "NC_CUDA_GEMV_ROWS"};
 
 static void clear_switches(void) {
     for (size_t i = 0; i < NC_ARRAY_LEN(switches); i++) unsetenv(switches[i]);
@@ -232,7 +232,7 @@ static void check_env(const fixture *fx) {
     CHECK(nc_backend_env_read(&e) == 0, "defaults: %s", nc_error());
     CHECK(e.cuda_graphs && e.cuda_pdl && !e.cuda_profile && e.cuda_skinny && e.cuda_fa == 0 && !strcmp(e.cuda_gemv_q8, "old") && e.cuda_gemv_rows == 0 &&
               e.cuda_gemv_q8_rows == 0 && e.cuda_verify_rows && !e.cuda_attn_prefetch && !e.cuda_fp8_act && !e.cuda_persist && e.cuda_persist_tile == 0 && e.cuda_persist_bufs == 0 &&
-              !strcmp(e.cuda_persist_load, "smem") && !strcmp(e.cuda_verify_pairs, "auto") && e.cuda_qkv_rope && e.cuda_skinny_norm &&
+              !strcmp(e.cuda_persist_load, "smem") && !strcmp(e.cuda_verify_pairs, "auto") && e.cuda_qkv_rope &&
               !strcmp(e.cpu_weights, "auto") && !strcmp(e.cpu_kernels, "auto"),
           "the defaults are not the fast paths");
     setenv("NC_CUDA_GRAPHS", "0", 1), setenv("NC_CUDA_PROFILE", "1", 1), setenv("NC_CUDA_FA", "1", 1);
@@ -241,7 +241,7 @@ static void check_env(const fixture *fx) {
     setenv("NC_CUDA_GEMV_ROWS", "1", 1);
     setenv("NC_CUDA_VERIFY_ROWS", "0", 1), setenv("NC_CUDA_ATTN_PREFETCH", "1", 1);
     setenv("NC_CUDA_FP8_ACT", "1", 1), setenv("NC_CUDA_VERIFY_PAIRS", "on", 1);
-    setenv("NC_CUDA_QKV_ROPE", "0", 1), setenv("NC_CUDA_SKINNY_NORM", "0", 1);
+    setenv("NC_CUDA_QKV_ROPE", "0", 1);
     setenv("NC_CPU_WEIGHTS", "map", 1), setenv("NC_CPU_KERNELS", "scalar", 1);
     setenv("NC_CUDA_PERSIST", "1", 1), setenv("NC_CUDA_PERSIST_TILE", "32768", 1);
     setenv("NC_CUDA_PERSIST_BUFS", "4", 1), setenv("NC_CUDA_PERSIST_LOAD", "reg", 1);
@@ -249,7 +249,7 @@ static void check_env(const fixture *fx) {
     CHECK(!e.cuda_graphs && e.cuda_pdl && e.cuda_profile && e.cuda_fa == 1 && !strcmp(e.cuda_gemv_q8, "tc") && e.cuda_gemv_rows == 1 &&
               e.cuda_gemv_q8_rows == 4 && !e.cuda_verify_rows && e.cuda_attn_prefetch && e.cuda_fp8_act && !strcmp(e.cpu_weights, "map") && !strcmp(e.cpu_kernels, "scalar") && e.cuda_persist &&
               e.cuda_persist_tile == 32768 && e.cuda_persist_bufs == 4 && !strcmp(e.cuda_persist_load, "reg") &&
-              !strcmp(e.cuda_verify_pairs, "on") && !e.cuda_qkv_rope && !e.cuda_skinny_norm,
+              !strcmp(e.cuda_verify_pairs, "on") && !e.cuda_qkv_rope,
           "switches not read as set");
     clear_switches();
     const char *bad[][2] = {{"NC_CUDA_PDL", "yes"},
@@ -265,7 +265,6 @@ static void check_env(const fixture *fx) {
                             {"NC_CUDA_FP8_ACT", "on"},
                             {"NC_CUDA_VERIFY_PAIRS", "1"},
                             {"NC_CUDA_QKV_ROPE", "on"},
-                            {"NC_CUDA_SKINNY_NORM", "yes"},
                             {"NC_CUDA_PERSIST", "on"},
                             {"NC_CUDA_PERSIST_TILE", "5000"},   /* not a multiple of 4096 */
                             {"NC_CUDA_PERSIST_TILE", "131072"}, /* past 64 KB */

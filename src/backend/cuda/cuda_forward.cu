@@ -104,15 +104,6 @@ static bool gemv_tc_rows(const nc_cuda *cu, const nc_cuda_weight *w, int n) {
            nc_cuda_gemv_rows_fits(cu, w, n);
 }
 
-/* Whether project() gives n normed rows (fp32 X) straight to the skinny
- * GEMM, whose CTAs norm them into shared memory themselves
- * (NC_CUDA_SKINNY_NORM): no norm kernel before the product. rope: the qkv
- * product with RoPE + append in its epilogue. */
-static bool skinny_normed(const nc_cuda *cu, const nc_cuda_weight *w, const float *X, const void *out, int n,
-                          bool rope) {
-    return cu->env.cuda_skinny_norm && !cu->det && nc_cuda_skinny_normed_fits(cu, w, X, out, n, rope);
-}
-
 /* The input rows of a GEMM as bf16: normed into cu->h where they are
  * normed (the logits rows gathered first), else as they are. */
 static int gemm_input(nc_cuda *cu, proj_rows in, int n, const bf16 **x) {
@@ -146,8 +137,7 @@ static int project_det(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n
  *   - otherwise cuBLASLt (bf16, plus a ReLU² / softcap pass) or, for 8-bit
  *     weights, which cuBLASLt cannot widen, the mma.sync GEMM.
  * The GEMMs read bf16 rows: a normed input is first normed into cu->h (by
- * the gather kernel for the logits rows), except where the skinny GEMM
- * norms up to 16 rows itself (skinny_normed). Each weight format's kernels
+ * the gather kernel for the logits rows). Each weight format's kernels
  * widen its values themselves and apply its row scales
  * (docs/quantization.md). Under --deterministic, project_det instead. */
 /* Whether the product of w with n rows quantises its rows to e4m3 first
@@ -183,8 +173,6 @@ static int project(nc_cuda *cu, const nc_cuda_weight *w, proj_rows in, int n, nc
         return tc ? nc_cuda_gemv_rows(cu, w, x, !normed_in, normed_in, n, epi, out)
                   : nc_cuda_gemv(cu, w, x, !normed_in, normed_in, epi, out);
     }
-    if (in.kind == ROWS_NORMED && skinny_normed(cu, w, (const float *)in.p, out, n, false))
-        return nc_cuda_skinny_gemm_normed(cu, w, (const float *)in.p, out, n, epi, NULL);
     const bf16 *x;
     return gemm_input(cu, in, n, &x) || project_gemm(cu, w, x, n, epi, out);
 }
@@ -204,15 +192,11 @@ static int project_qkv(nc_cuda *cu, int layer, int n, bool *roped) {
     if (!cu->env.cuda_qkv_rope || cu->det || cu->tp || gemv_rows(cu, n) || gemv_tc_rows(cu, w, n) ||
         e4m3_rows(cu, w, n))
         return project(cu, w, normed(cu->x), n, NC_EPI_STORE, cu->qkv);
-    nc_rope_args rope;
-    nc_cuda_rope_args_fill(cu, layer, &rope);
-    if (skinny_normed(cu, w, cu->x, cu->qkv, n, true)) {
-        *roped = true;
-        return nc_cuda_skinny_gemm_normed(cu, w, cu->x, cu->qkv, n, NC_EPI_STORE, &rope);
-    }
     const bf16 *x;
     if (gemm_input(cu, normed(cu->x), n, &x)) return -1;
     if (!nc_cuda_skinny_rope_fits(cu, w, x, cu->qkv, n)) return project_gemm(cu, w, x, n, NC_EPI_STORE, cu->qkv);
+    nc_rope_args rope;
+    nc_cuda_rope_args_fill(cu, layer, &rope);
     *roped = true;
     return nc_cuda_skinny_gemm_rope(cu, w, x, cu->qkv, n, &rope);
 }

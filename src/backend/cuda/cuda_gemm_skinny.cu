@@ -74,28 +74,21 @@
 #define SK_MIN_KTILES 4          /* fewest 64-wide k-tiles per split */
 #define SK_SMEM_BUDGET (196 * 1024) /* shared memory per CTA (see the top of the file) */
 #define SK_FP8_ACT 3             /* the kernels' format code for fp8 weights x e4m3 input rows */
-#define SK_BF16_NORM 4           /* and for bf16 weights x fp32 rows RMS-normed into resident X tiles */
-#define SK_NORM_STAGES 7         /* SK_BF16_NORM's ring: 7 weight tiles, the rest of the budget holds X */
-#define SK_NORM_MAX_K 4096       /* SK_BF16_NORM: the widest rows (each thread's loads of a row unrolled) */
 
 /* NT: token rows per tile (wgmma N); FMT: the weights' nc_cuda_weight_format,
- * SK_FP8_ACT or SK_BF16_NORM. */
+ * or SK_FP8_ACT. */
 template <int NT, int FMT>
 struct sk_cfg {
-    static constexpr bool NX = FMT == SK_BF16_NORM;                     /* resident normed X (bf16 weights) */
-    static constexpr bool Q8 = FMT != NC_WEIGHT_BF16 && !NX;            /* 8-bit weights */
+    static constexpr bool Q8 = FMT != NC_WEIGHT_BF16;                   /* 8-bit weights */
     static constexpr bool X8 = FMT == SK_FP8_ACT;                       /* and e4m3 input rows */
     static constexpr int BK = Q8 ? 2 * SK_BK : SK_BK;                  /* k per stage: a 128-byte weight row */
     static constexpr int A_BYTES = SK_BM * 128;                         /* weight tile */
     static constexpr int X_BOXES = X8 ? 1 : BK / SK_BK;                 /* 128-byte boxes per X row and stage */
-    static constexpr int B_BYTES = NX ? 0 : NT * 128 * X_BOXES;         /* X tile (NX: not in the ring) */
+    static constexpr int B_BYTES = NT * 128 * X_BOXES;                  /* X tile */
     static constexpr int STAGE = A_BYTES + B_BYTES;                     /* a multiple of 1024 (swizzle atoms) */
-    static constexpr int STAGES = NX ? SK_NORM_STAGES : (SK_SMEM_BUDGET - 1024) / (STAGE + 16); /* bf16: 10 / 9 / 8
-                                                                        at NT 16 / 32 / 64 */
-    static constexpr int XR_TILE = NT * 128;                            /* NX: one k-tile of resident X */
-    static constexpr int XR_TILES = NX ? (SK_SMEM_BUDGET - 1024 - STAGES * (STAGE + 16)) / XR_TILE : 0;
+    static constexpr int STAGES = (SK_SMEM_BUDGET - 1024) / (STAGE + 16); /* bf16: 10 / 9 / 8 at NT 16 / 32 / 64 */
     static constexpr int RS = SK_BM + 4; /* floats per token row of the reduction tile (+4: bank spread) */
-    static constexpr int SMEM = 1024 + STAGES * STAGE + XR_TILES * XR_TILE + 2 * STAGES * 8;
+    static constexpr int SMEM = 1024 + STAGES * STAGE + 2 * STAGES * 8;
     static_assert(NT * RS * 4 <= STAGES * STAGE, "the reduction tile reuses the ring");
 };
 
@@ -106,8 +99,6 @@ typedef struct {
     float cap;
     const float *scale;   /* [M] row scales of 8-bit weights */
     const float *xscale;  /* [N] row scales of e4m3 input rows (SK_FP8_ACT) */
-    const float *xf;      /* [N, K] fp32 rows to RMS-norm (SK_BF16_NORM) */
-    float eps;
     bool roped;           /* the qkv product: RoPE + append of each stored row's head (rope) */
     nc_rope_args rope;
 } sk_args;
@@ -121,76 +112,6 @@ __device__ __forceinline__ void sk_q8_frag(unsigned tile, int r, int kk, int g, 
     for (int h = 0; h < 2; h++) nc_q8_frag_row<FMT>(tile + (r + 8 * h) * 128 + ((kk ^ g) << 4), tq, a[h], a[2 + h]);
 }
 
-/* SK_BF16_NORM: the consumer warps (256 threads, tid < 256) write this
- * CTA's k-tiles kt0 .. kt0 + nk - 1 of rmsnorm(X) as bf16 into the
- * resident tiles at xr, in the layout TMA's 128-byte swizzle would give
- * them (16-byte chunk c of token row r at r * 128 + ((c ^ r % 8) << 4)),
- * rows past N as zeros. Two passes, each one round of independent loads
- * per thread (every thread takes chunks t, t + 256, ... of every row, the
- * row loop unrolled): sum(x²) of each whole row (a fixed-order block
- * reduction), then the CTA's range of the values scaled by 1/rms (from L1).
- * The norm kernel's math (nc_cuda_rmsnorm_bf16), without its launch. */
-template <int NT>
-__device__ __forceinline__ void sk_fill_normed(const sk_args &a, unsigned xr, int n0, int kt0, int nk, int tid,
-                                               float (*red)[NT]) {
-    const int warp = tid >> 5, lane = tid & 31, rows = min(NT, a.N - n0), row_chunks = a.K / 8;
-    const float4 *x = (const float4 *)(a.xf + (size_t)n0 * a.K);
-    nc_pdl_wait(); /* the rows come from the previous kernel */
-    float ss[NT];
-#pragma unroll
-    for (int r = 0; r < NT; r++) {
-        ss[r] = 0.0f;
-        if (r >= rows) continue;
-#pragma unroll
-        for (int i = 0; i < SK_NORM_MAX_K / 8 / 256; i++) {
-            int j = tid + 256 * i;
-            if (j >= row_chunks) break;
-            float4 lo = x[(size_t)r * (a.K / 4) + 2 * j], hi = x[(size_t)r * (a.K / 4) + 2 * j + 1];
-            ss[r] = fmaf(lo.x, lo.x, fmaf(lo.y, lo.y, fmaf(lo.z, lo.z, fmaf(lo.w, lo.w, ss[r]))));
-            ss[r] = fmaf(hi.x, hi.x, fmaf(hi.y, hi.y, fmaf(hi.z, hi.z, fmaf(hi.w, hi.w, ss[r]))));
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < NT; r++) {
-        float v = nc_warp_sum(ss[r]);
-        if (lane == 0) red[warp][r] = v;
-    }
-    asm volatile("bar.sync 1, 256;" ::: "memory");
-    float rs[NT];
-#pragma unroll
-    for (int r = 0; r < NT; r++) {
-        float t = 0.0f;
-#pragma unroll
-        for (int w = 0; w < 8; w++) t += red[w][r];
-        rs[r] = rsqrtf(t / (float)a.K + a.eps);
-    }
-    const int chunks = nk * (SK_BK / 8); /* 16-byte chunks of the CTA's range of a row */
-#pragma unroll
-    for (int r = 0; r < NT; r++)
-#pragma unroll
-        for (int i = 0; i < SK_NORM_MAX_K / 8 / 256; i++) {
-            int j = tid + 256 * i;
-            if (j >= chunks) break;
-            uint4 u = make_uint4(0, 0, 0, 0);
-            if (r < rows) {
-                const float4 *p = x + (size_t)r * (a.K / 4) + (size_t)kt0 * (SK_BK / 4) + 2 * j;
-                float4 lo = p[0], hi = p[1];
-                float s = rs[r];
-                __nv_bfloat162 b0 = __floats2bfloat162_rn(lo.x * s, lo.y * s);
-                __nv_bfloat162 b1 = __floats2bfloat162_rn(lo.z * s, lo.w * s);
-                __nv_bfloat162 b2 = __floats2bfloat162_rn(hi.x * s, hi.y * s);
-                __nv_bfloat162 b3 = __floats2bfloat162_rn(hi.z * s, hi.w * s);
-                u = make_uint4(*(unsigned *)&b0, *(unsigned *)&b1, *(unsigned *)&b2, *(unsigned *)&b3);
-            }
-            unsigned dst = xr + (j >> 3) * (NT * 128) + r * 128 + (((j & 7) ^ (r & 7)) << 4);
-            asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(u.x), "r"(u.y), "r"(u.z),
-                         "r"(u.w)
-                         : "memory");
-        }
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* visible to wgmma (the async proxy) */
-    asm volatile("bar.sync 1, 256;" ::: "memory");
-}
-
 template <int NT, int FMT>
 __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid_constant__ CUtensorMap wmap,
                                                                     const __grid_constant__ CUtensorMap xmap,
@@ -201,7 +122,7 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
     nc_pdl_trigger();
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const unsigned raw = (unsigned)__cvta_generic_to_shared(smem), ring = (raw + 1023u) & ~1023u;
-    const unsigned xr = ring + C::STAGES * C::STAGE, bars = xr + C::XR_TILES * C::XR_TILE;
+    const unsigned bars = ring + C::STAGES * C::STAGE;
 #define FULL(s) (bars + (s) * 8)
 #define EMPTY(s) (bars + (C::STAGES + (s)) * 8)
 #define STAGE_A(s) (ring + (s) * C::STAGE)
@@ -225,36 +146,29 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
                 mbar_arrive_expect_tx(FULL(i), C::STAGE);
                 tma_load_2d(STAGE_A(i), &wmap, (kt0 + i) * C::BK, m0, FULL(i));
             }
-            if constexpr (!C::NX) {
-                nc_pdl_wait();
-                for (int i = 0; i < pre; i++)
+            nc_pdl_wait();
+            for (int i = 0; i < pre; i++)
 #pragma unroll
-                    for (int h = 0; h < C::X_BOXES; h++)
-                        tma_load_2d(STAGE_B(i) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(i));
-            }
+                for (int h = 0; h < C::X_BOXES; h++)
+                    tma_load_2d(STAGE_B(i) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(i));
             for (int i = pre; i < nk; i++) {
                 int s = i % C::STAGES;
                 mbar_wait(EMPTY(s), (i / C::STAGES - 1) & 1);
                 mbar_arrive_expect_tx(FULL(s), C::STAGE);
                 tma_load_2d(STAGE_A(s), &wmap, (kt0 + i) * C::BK, m0, FULL(s));
-                if constexpr (!C::NX)
 #pragma unroll
-                    for (int h = 0; h < C::X_BOXES; h++)
-                        tma_load_2d(STAGE_B(s) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(s));
+                for (int h = 0; h < C::X_BOXES; h++)
+                    tma_load_2d(STAGE_B(s) + h * NT * 128, &xmap, (kt0 + i) * C::BK + h * SK_BK, n0, FULL(s));
             }
         }
     } else { /* consumers: warpgroup wg owns weight rows m0 + 64 wg .. + 63 */
         const int wg = warp >> 2;
-        if constexpr (C::NX) {
-            __shared__ float red[8][NT];
-            sk_fill_normed<NT>(a, xr, n0, kt0, nk, tid, red);
-        }
 #pragma unroll
         for (int i = 0; i < NT / 2; i++) d[i] = 0.0f;
         for (int i = 0; i < nk; i++) {
             int s = i % C::STAGES;
             mbar_wait(FULL(s), (i / C::STAGES) & 1);
-            unsigned sa = STAGE_A(s) + wg * 64 * 128, sb = C::NX ? xr + i * C::XR_TILE : STAGE_B(s);
+            unsigned sa = STAGE_A(s) + wg * 64 * 128, sb = STAGE_B(s);
             if constexpr (C::X8) { /* four k32 steps of e4m3 x e4m3 */
                 static_assert(NT == 128 || NT == 256, "e4m3 input rows come in 128- or 256-token tiles");
                 wg_fence_regs<NT / 2>(d);
@@ -382,12 +296,10 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
 /* Variants: (format, NT). v = 4 * format + NT index nt: NT = 16 << nt
  * (16, 32, 64, 128); bf16 has no 128-token tiles (cuBLASLt serves its 65+
  * rows); e4m3 input rows (SK_FP8_ACT) come in 128 (nt 3) and 256 (nt 2)
- * token tiles only; normed fp32 rows (SK_BF16_NORM) in 16-token tiles only
- * (their X stays in shared memory whole). */
-#define SK_VARIANTS 20
+ * token tiles only. */
+#define SK_VARIANTS 16
 
 static bool sk_exists(int v) {
-    if (v / 4 == SK_BF16_NORM) return v % 4 == 0;
     return v / 4 == SK_FP8_ACT ? v % 4 >= 2 : v % 4 != 3 || v / 4 != NC_WEIGHT_BF16;
 }
 
@@ -405,9 +317,6 @@ template <int FMT, typename F>
 static auto sk_visit_nt(int nt, F f) {
     if constexpr (FMT == SK_FP8_ACT) {
         return nt == 2 ? f(sk_variant<256, FMT>{}) : f(sk_variant<128, FMT>{});
-    } else if constexpr (FMT == SK_BF16_NORM) {
-        (void)nt;
-        return f(sk_variant<16, FMT>{});
     } else {
         if constexpr (FMT != NC_WEIGHT_BF16)
             if (nt == 3) return f(sk_variant<128, FMT>{});
@@ -425,8 +334,7 @@ static auto sk_visit(int v, F f) {
     case NC_WEIGHT_BF16: return sk_visit_nt<NC_WEIGHT_BF16>(v % 4, f);
     case NC_WEIGHT_INT8: return sk_visit_nt<NC_WEIGHT_INT8>(v % 4, f);
     case NC_WEIGHT_FP8: return sk_visit_nt<NC_WEIGHT_FP8>(v % 4, f);
-    case SK_FP8_ACT: return sk_visit_nt<SK_FP8_ACT>(v % 4, f);
-    default: return sk_visit_nt<SK_BF16_NORM>(v % 4, f);
+    default: return sk_visit_nt<SK_FP8_ACT>(v % 4, f);
     }
 }
 
@@ -442,11 +350,6 @@ static int sk_tile_rows(int v) {
     return sk_visit(v, [](auto t) { return decltype(t)::NT; });
 }
 
-/* k-tiles of X a CTA of variant v holds in shared memory (SK_BF16_NORM). */
-static int sk_resident_ktiles(int v) {
-    return sk_visit(v, [](auto t) { return sk_cfg<decltype(t)::NT, decltype(t)::FMT>::XR_TILES; });
-}
-
 struct nc_cuda_skinny_state {
     PFN_cuTensorMapEncodeTiled_v12000 encode;
     /* clusters[v][s]: clusters of s CTAs of variant v that fit on the
@@ -454,7 +357,6 @@ struct nc_cuda_skinny_state {
     int clusters[SK_VARIANTS][SK_MAX_SPLITS + 1];
     bool q8;     /* the 8-bit variants could be set up (else the mma.sync GEMM serves 8-bit weights) */
     bool x8;     /* the e4m3 x e4m3 variant could be set up (else cuBLASLt, where it has one) */
-    bool nx;     /* the normed-rows variant could be set up (else the norm kernel, then bf16 rows) */
 };
 
 /* clusters of `size` CTAs of variant v resident at once */
@@ -486,7 +388,7 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
     }
     nc_cuda_skinny_state *sk = (nc_cuda_skinny_state *)nc_xcalloc(1, sizeof *sk);
     sk->encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
-    sk->q8 = sk->x8 = sk->nx = true;
+    sk->q8 = sk->x8 = true;
     for (int v = 0; v < SK_VARIANTS; v++) {
         if (!sk_exists(v)) continue;
         int per_sm = 0;
@@ -497,8 +399,8 @@ int nc_cuda_skinny_init(nc_cuda *cu) {
         for (int s = 2; s <= SK_MAX_SPLITS && e == cudaSuccess; s++) e = sk_max_clusters(v, s, &sk->clusters[v][s]);
         if (e != cudaSuccess || per_sm < 1) { /* an optional fast path: cuBLASLt / the mma.sync GEMM instead */
             cudaGetLastError();
-            if (v / 4 == SK_FP8_ACT || v / 4 == SK_BF16_NORM) {
-                (v / 4 == SK_FP8_ACT ? sk->x8 : sk->nx) = false;
+            if (v / 4 == SK_FP8_ACT) {
+                sk->x8 = false;
                 continue;
             }
             if (v / 4 != NC_WEIGHT_BF16) {
@@ -547,10 +449,10 @@ typedef struct {
 } sk_plan;
 
 static sk_plan sk_plan_of(const nc_cuda_skinny_state *sk, const nc_cuda_weight *w, int fmt, int n) {
-    bool q8 = fmt != NC_WEIGHT_BF16 && fmt != SK_BF16_NORM, x8 = fmt == SK_FP8_ACT;
+    bool q8 = fmt != NC_WEIGHT_BF16, x8 = fmt == SK_FP8_ACT;
     /* e4m3 rows: 256-token tiles (half the weight re-reads and shared-memory
      * fills per MMA) once there are 256 rows */
-    int nt = x8 ? (n >= 256 ? 2 : 3) : n <= 16 || fmt == SK_BF16_NORM ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3;
+    int nt = x8 ? (n >= 256 ? 2 : 3) : n <= 16 ? 0 : n <= 32 ? 1 : n <= 64 ? 2 : 3;
     sk_plan p;
     p.v = 4 * fmt + nt;
     int rows_per_tile = sk_tile_rows(p.v), bk = q8 ? 2 * SK_BK : SK_BK, m_tiles = (w->rows + SK_BM - 1) / SK_BM;
@@ -578,18 +480,17 @@ static bool sk_rope_ok(const sk_plan *p) {
     return p->tiles == 1 && rows % p->splits == 0 && rows / p->splits <= SK_THREADS / 32;
 }
 
-/* The product of a weight matrix with n input rows X (bf16, e4m3 with row
- * scales xscale: fmt SK_FP8_ACT, or fp32 rows to RMS-norm: SK_BF16_NORM);
- * rope: the qkv product, RoPE + append in the epilogue (sk_rope_ok). */
+/* The product of a weight matrix with n input rows X (bf16, or e4m3 with
+ * row scales xscale: fmt SK_FP8_ACT); rope: the qkv product, RoPE + append
+ * in the epilogue (sk_rope_ok). */
 static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X, const float *xscale, void *Y, int n,
                    nc_cuda_epilogue epi, const nc_rope_args *rope) {
     const nc_cuda_skinny_state *sk = cu->skinny;
     int m = w->rows, k = w->cols;
-    bool nx = fmt == SK_BF16_NORM, q8 = fmt != NC_WEIGHT_BF16 && !nx, x8 = fmt == SK_FP8_ACT;
+    bool q8 = fmt != NC_WEIGHT_BF16, x8 = fmt == SK_FP8_ACT;
     sk_plan p = sk_plan_of(sk, w, fmt, n);
     int v = p.v, rows_per_tile = sk_tile_rows(v), tiles = p.tiles, splits = p.splits;
-    sk_args a = {m, n, k, p.KT, epi, Y, cu->cfg.softcap, w->scale, xscale, nx ? (const float *)X : NULL,
-                 cu->cfg.norm_eps, rope != NULL};
+    sk_args a = {m, n, k, p.KT, epi, Y, cu->cfg.softcap, w->scale, xscale, rope != NULL};
     if (rope) {
         NC_ASSERT(sk_rope_ok(&p) && epi == NC_EPI_STORE && m % SK_BM == 0 && rope->qkv == Y);
         a.rope = *rope;
@@ -597,12 +498,9 @@ static int sk_gemm(nc_cuda *cu, const nc_cuda_weight *w, int fmt, const void *X,
     int m_tiles = (m + SK_BM - 1) / SK_BM;
     CUtensorMap wmap, xmap;
     if (sk_map(sk, &wmap, q8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, q8 ? 1 : 2, w->data,
-               m, k, SK_BM))
-        return -1;
-    if (nx)
-        xmap = wmap; /* unused: the kernel reads the fp32 rows itself */
-    else if (sk_map(sk, &xmap, x8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x8 ? 1 : 2, X, n,
-                    k, rows_per_tile))
+               m, k, SK_BM) ||
+        sk_map(sk, &xmap, x8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x8 ? 1 : 2, X, n, k,
+               rows_per_tile))
         return -1;
 
     cudaLaunchConfig_t cfg = {};
@@ -646,22 +544,6 @@ int nc_cuda_skinny_gemm_rope(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X
                              const nc_rope_args *rope) {
     NC_ASSERT(nc_cuda_skinny_rope_fits(cu, w, X, Y, n));
     return sk_gemm(cu, w, (int)w->format, X, NULL, Y, n, NC_EPI_STORE, rope);
-}
-
-bool nc_cuda_skinny_normed_fits(const nc_cuda *cu, const nc_cuda_weight *w, const float *X, const void *Y, int n,
-                                bool rope) {
-    if (!cu->skinny || !cu->skinny->nx || w->format != NC_WEIGHT_BF16 || n > 16 || w->cols % SK_BK != 0 ||
-        w->cols > SK_NORM_MAX_K ||
-        !nc_cuda_skinny_fits(cu, w, X, Y, n))
-        return false;
-    sk_plan p = sk_plan_of(cu->skinny, w, SK_BF16_NORM, n);
-    return (p.KT + p.splits - 1) / p.splits <= sk_resident_ktiles(p.v) && (!rope || sk_rope_ok(&p));
-}
-
-int nc_cuda_skinny_gemm_normed(nc_cuda *cu, const nc_cuda_weight *w, const float *X, void *Y, int n,
-                               nc_cuda_epilogue epi, const nc_rope_args *rope) {
-    NC_ASSERT(nc_cuda_skinny_normed_fits(cu, w, X, Y, n, rope != NULL));
-    return sk_gemm(cu, w, SK_BF16_NORM, X, NULL, Y, n, rope ? NC_EPI_STORE : epi, rope);
 }
 
 bool nc_cuda_skinny_fp8_act_ready(const nc_cuda *cu) { return cu->skinny && cu->skinny->x8; }

@@ -404,17 +404,6 @@ bool nc_cuda_skinny_rope_fits(const nc_cuda *cu, const nc_cuda_weight *w, const 
  * nc_rope_head per (token, head), without its launch. */
 int nc_cuda_skinny_gemm_rope(nc_cuda *cu, const nc_cuda_weight *w, const bf16 *X, void *Y, int n,
                              const struct nc_rope_args *rope);
-/* Whether nc_cuda_skinny_gemm_normed takes the product of bf16 w with n
- * fp32 rows X (2..16 rows, each CTA's k-range of X within its shared
- * memory; rope: with the qkv epilogue, as nc_cuda_skinny_rope_fits). */
-bool nc_cuda_skinny_normed_fits(const nc_cuda *cu, const nc_cuda_weight *w, const float *X, const void *Y, int n,
-                                bool rope);
-/* The product of w with rmsnorm(X) for fp32 rows X [n, w->cols]: each CTA
- * norms its k-range of the rows into shared memory itself (the
- * nc_cuda_rmsnorm_bf16 launch before the product saved); rope != NULL: as
- * nc_cuda_skinny_gemm_rope (epi is then NC_EPI_STORE). */
-int nc_cuda_skinny_gemm_normed(nc_cuda *cu, const nc_cuda_weight *w, const float *X, void *Y, int n,
-                               nc_cuda_epilogue epi, const struct nc_rope_args *rope);
 /* Whether its e4m3 x e4m3 variant runs here (NC_CUDA_FP8_ACT's products). */
 bool nc_cuda_skinny_fp8_act_ready(const nc_cuda *cu);
 /* The same product for fp8 weights and e4m3 input rows X8 [n, w->cols]
