@@ -321,6 +321,31 @@ static void gemv_checks(const matrix *ms, const char *const *names, int n_shapes
     CK(cudaFree(io.yb));
 }
 
+/* Microseconds per replay of one CUDA graph of a step's products:
+ * product(w, s) for each matrix s = 0..3 of the L layers and then the
+ * lm_head (s = 4), each with its own weights in W (format f). */
+template <typename F>
+static double step_graph_us(int L, const int (*shape)[2], void *W, int f, const float *scale, F product) {
+    size_t es = f == NC_WEIGHT_BF16 ? 2 : 1;
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(cu.stream, cudaStreamCaptureModeThreadLocal));
+    char *p = (char *)W;
+    for (int l = 0; l <= L; l++)
+        for (int s = l == L ? 4 : 0; s < (l == L ? 5 : 4); s++) {
+            nc_cuda_weight w = {p, shape[s][0], shape[s][1], shape[s][0], (nc_cuda_weight_format)f,
+                                f ? scale : NULL};
+            if (product(w, s)) exit(1);
+            p += (size_t)shape[s][0] * shape[s][1] * es;
+        }
+    CK(cudaStreamEndCapture(cu.stream, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    double us = time_us([&](int) { CK(cudaGraphLaunch(ge, cu.stream)); });
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    return us;
+}
+
 /* The step's GEMVs (L layers x qkv, o, fc, proj + lm_head), distinct
  * weights per layer, as one graph with PDL. */
 static void step_graph(int L, const int (*shape)[2], const char *model) {
@@ -342,27 +367,13 @@ static void step_graph(int L, const int (*shape)[2], const char *model) {
         for (const gemv_variant &v : q8_variants) {
             if (!variant_runs(f, v)) continue;
             gemv_select(v);
-            size_t es = f == NC_WEIGHT_BF16 ? 2 : 1;
-            cudaGraph_t g;
-            cudaGraphExec_t ge;
-            CK(cudaStreamBeginCapture(cu.stream, cudaStreamCaptureModeThreadLocal));
-            char *p = (char *)W;
-            for (int l = 0; l <= L; l++)
-                for (int s = l == L ? 4 : 0; s < (l == L ? 5 : 4); s++) {
-                    nc_cuda_weight w = {p, shape[s][0], shape[s][1], shape[s][0], (nc_cuda_weight_format)f,
-                                        f ? scale : NULL};
-                    bool in16 = s == 1 || s == 3;
-                    if (gemv_call(&w, x, in16, !in16, in16 ? NC_EPI_ADD : NC_EPI_STORE, y)) exit(1);
-                    p += (size_t)shape[s][0] * shape[s][1] * es;
-                }
-            CK(cudaStreamEndCapture(cu.stream, &g));
-            CK(cudaGraphInstantiate(&ge, g, 0));
-            double us = time_us([&](int) { CK(cudaGraphLaunch(ge, cu.stream)); });
-            double bytes = (double)total * es;
+            double us = step_graph_us(L, shape, W, f, scale, [&](const nc_cuda_weight &w, int s) {
+                bool in16 = s == 1 || s == 3;
+                return gemv_call(&w, x, in16, !in16, in16 ? NC_EPI_ADD : NC_EPI_STORE, y);
+            });
+            double bytes = (double)total * (f == NC_WEIGHT_BF16 ? 2 : 1);
             printf("%-6s %-8s %9.3f %8.0f %7.1f%%\n", fmt_name(f), variant_name(f, v), us / 1e3,
                    bytes / us / 1e3, 100 * bytes / (us * 1e-6) / copy_bw);
-            cudaGraphExecDestroy(ge);
-            cudaGraphDestroy(g);
         }
     CK(cudaFree(W));
     CK(cudaFree(x));
@@ -399,29 +410,14 @@ static void rows_step_graph(int L, const int (*shape)[2], const char *model) {
         for (int n : ns)
             for (int kern : {K_SKINNY, K_TC}) {
                 if (kern == K_SKINNY && !cu.skinny) continue;
-                size_t es = f == NC_WEIGHT_BF16 ? 2 : 1;
-                cudaGraph_t g;
-                cudaGraphExec_t ge;
-                CK(cudaStreamBeginCapture(cu.stream, cudaStreamCaptureModeThreadLocal));
-                char *p = (char *)W;
-                for (int l = 0; l <= L; l++)
-                    for (int s = l == L ? 4 : 0; s < (l == L ? 5 : 4); s++) {
-                        nc_cuda_weight w = {p, shape[s][0], shape[s][1], shape[s][0], (nc_cuda_weight_format)f,
-                                            f ? scale : NULL};
-                        nc_cuda_epilogue e = s == 1 || s == 3 ? NC_EPI_ADD : NC_EPI_STORE;
-                        int rc = kern == K_TC ? nc_cuda_gemv_rows(&cu, &w, X, true, false, n, e, Y)
-                                              : nc_cuda_skinny_gemm(&cu, &w, X, Y, n, e);
-                        if (rc) exit(1);
-                        p += (size_t)shape[s][0] * shape[s][1] * es;
-                    }
-                CK(cudaStreamEndCapture(cu.stream, &g));
-                CK(cudaGraphInstantiate(&ge, g, 0));
-                double us = time_us([&](int) { CK(cudaGraphLaunch(ge, cu.stream)); });
-                double bytes = (double)total * es;
+                double us = step_graph_us(L, shape, W, f, scale, [&](const nc_cuda_weight &w, int s) {
+                    nc_cuda_epilogue e = s == 1 || s == 3 ? NC_EPI_ADD : NC_EPI_STORE;
+                    return kern == K_TC ? nc_cuda_gemv_rows(&cu, &w, X, true, false, n, e, Y)
+                                        : nc_cuda_skinny_gemm(&cu, &w, X, Y, n, e);
+                });
+                double bytes = (double)total * (f == NC_WEIGHT_BF16 ? 2 : 1);
                 printf("%-6s %3d %-8s %9.3f %7.1f%%\n", fmt_name(f), n, kname[kern], us / 1e3,
                        100 * bytes / (us * 1e-6) / copy_bw);
-                cudaGraphExecDestroy(ge);
-                cudaGraphDestroy(g);
             }
     CK(cudaFree(W));
     CK(cudaFree(X));

@@ -57,14 +57,6 @@
 #define GEMV_LOADS 9    /* 16-byte loads per lane per round */
 #define GEMV_SLICE (GEMV_LOADS * 256) /* widest K slice one warp loads in one round */
 
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
 __device__ __forceinline__ void load_x8(const float *x, int c, float *f) {
     float4 a = __ldg((const float4 *)(x + 8 * (size_t)c));
     float4 b = __ldg((const float4 *)(x + 8 * (size_t)c + 4));
@@ -110,7 +102,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #pragma unroll
         for (int u = 0; u < GEMV_LOADS; u++) {
             int c = c0 + 32 * u;
-            if (live && c < nch) wv[u] = ld_stream(w + c);
+            if (live && c < nch) wv[u] = nc_ld_stream(w + c);
         }
         if (!waited) { /* weights do not depend on the previous kernel: they are in flight already */
             nc_pdl_wait();
@@ -213,7 +205,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         for (int u = 0; u < LOADS; u++)
 #pragma unroll
             for (int i = 0; i < R; i++)
-                if (live[i] && c0 + 32 * u < nch) wv[i][u] = ld_stream(w[i] + c0 + 32 * u);
+                if (live[i] && c0 + 32 * u < nch) wv[i][u] = nc_ld_stream(w[i] + c0 + 32 * u);
         if (!waited) { /* weights do not depend on the previous kernel: they are in flight already */
             nc_pdl_wait();
             waited = true;
@@ -341,7 +333,7 @@ __global__ void __launch_bounds__(GEMV_Q8_WARPS * 32, GEMV_Q8_CTAS)
 #pragma unroll
     for (int u = 0; u < D; u++) {
         buf[u] = make_uint4(0, 0, 0, 0);
-        if (ld.s < steps && ld.row < rows && sub + G * ld.j < nch) buf[u] = ld_stream(ld.p);
+        if (ld.s < steps && ld.row < rows && sub + G * ld.j < nch) buf[u] = nc_ld_stream(ld.p);
         gemv_q8_advance<G>(ld, J, nch);
     }
     float sc = row0 + lane < row_end ? __ldg(scale + row0 + lane) : 0.0f;
@@ -370,7 +362,7 @@ __global__ void __launch_bounds__(GEMV_Q8_WARPS * 32, GEMV_Q8_CTAS)
         for (int u = 0; u < D; u++) {
             if (s0 + u >= steps) break;
             uint4 w = buf[u];
-            if (ld.s < steps && ld.row < rows && sub + G * ld.j < nch) buf[u] = ld_stream(ld.p);
+            if (ld.s < steps && ld.row < rows && sub + G * ld.j < nch) buf[u] = nc_ld_stream(ld.p);
             gemv_q8_advance<G>(ld, J, nch);
             int c = sub + G * j;
             if (c < nch) {

@@ -20,11 +20,11 @@
  * value in registers once per weight it meets, so R rows cost R times the
  * x reads (through L1) per weight byte; the GEMV's 4-row variant ran far
  * slower than the GEMMs (dev/kernels/NOTES.md, session 2). Why not the
- * skinny wgmma GEMM (cuda_gemm_skinny.cu): its TMA ring and cluster
- * split-K cost ~15% over the GEMV's stream at 5 rows (a verify step of
- * k = 4 drafts, NOTES session 10). Here an mma.sync m16n8k16 takes the 8
- * token rows as its N: x costs one 16-byte read per lane and k-block, half
- * the weight bytes, served from L1.
+ * skinny wgmma GEMM (cuda_gemm_skinny.cu) for 8-bit weights: its consumer
+ * warps widen every weight on its way from shared memory into registers,
+ * and stream d34's step at 31-36% of the copy bandwidth. Here an mma.sync
+ * m16n8k16 takes the 8 token rows as its N: x costs one 16-byte read per
+ * lane and k-block, served from L1, and the weights skip shared memory.
  *
  * Layout. CTA = 4 warps on one tile of 16 weight rows and one split of the
  * K range; each warp owns a contiguous run of at most GR_KB k-blocks of 64
@@ -41,11 +41,12 @@
  *
  * Merging: the 4 warps' 16 x 8 accumulators meet in shared memory, one
  * output per thread, summed in warp order. With S > 1 splits (sized so each
- * warp loads one round: d34's 2176-wide rows in 4 splits of 4.25 k-blocks
- * per warp, like the GEMV's 9 loads per lane), each CTA writes its tile to
- * a workspace and the last to arrive (a counter per tile, reset by that
- * CTA) adds the S partials in split order. Deterministic, and a token row's
- * result does not depend on the other rows of the batch.
+ * warp loads one round: d34's 2176-byte rows of 8-bit weights are 34
+ * k-blocks, 2 splits of 4-5 per warp, 8-10 loads per lane like the GEMV's
+ * 9), each CTA writes its tile to a workspace and the last to arrive (a
+ * counter per tile, reset by that CTA) adds the S partials in split order.
+ * Deterministic, and a token row's result does not depend on the other
+ * rows of the batch.
  *
  * Fused in, as the GEMV: RMSNorm of fp32 input rows (x is rounded to bf16
  * for the MMA and sum(x²) accumulated alongside, per token, partial per
@@ -86,14 +87,6 @@ typedef struct {
     float *ws;          /* [tiles][splits][GR_PART] */
     int *count;         /* [tiles] arrivals, 0 between uses */
 } gr_args;
-
-__device__ __forceinline__ uint4 gr_ld_stream(const uint4 *p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
 
 __device__ __forceinline__ uint32_t gr_word(const uint4 &v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
@@ -162,8 +155,8 @@ __global__ void __launch_bounds__(GR_WARPS * 32) gemv_rows_kernel(const __grid_c
     for (int u = 0; u < GR_KB; u++) {
         wv[u][0] = wv[u][1] = make_uint4(0, 0, 0, 0);
         if (u < wn) {
-            if (lo_live) wv[u][0] = gr_ld_stream(wlo + 4 * u);
-            if (hi_live) wv[u][1] = gr_ld_stream(whi + 4 * u);
+            if (lo_live) wv[u][0] = nc_ld_stream(wlo + 4 * u);
+            if (hi_live) wv[u][1] = nc_ld_stream(whi + 4 * u);
         }
     }
     nc_pdl_wait();

@@ -599,6 +599,16 @@ static inline cudaError_t nc_launch(const nc_cuda *cu, void (*kernel)(KernelArgs
     return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
+/* A 16-byte load of data read once (weights streamed by the GEMVs): not
+ * kept in L1, and the L2 fetches 256-byte sectors at a time. */
+__device__ __forceinline__ uint4 nc_ld_stream(const uint4 *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
 /* d += a · b: one mma.sync m16n8k16, bf16 in, fp32 accumulate (sm_80+);
  * a, b and d in the PTX fragment layouts. */
 __device__ __forceinline__ void nc_mma_bf16(float *d, const unsigned *a, unsigned b0, unsigned b1) {
