@@ -335,12 +335,23 @@ static void admit(nc_gate *g, int fd, const struct sockaddr_storage *addr, sockl
     answer(g, c, refusal, msg, NULL);
 }
 
+/* Bytes of a connection's answer the kernel may hold for a client that is
+ * not reading (Linux books twice the value set). Left to autotuning, a
+ * socket's send buffer grows to tcp_wmem's maximum (4 MiB by default, and
+ * on loopback a few events are enough to get there): a stalled stream would
+ * park megabytes in the kernel before --max-lag counted a token. 128 KiB
+ * still carries a token stream, or a large answer, at megabytes per second
+ * over a 100 ms round trip. */
+#define NC_HTTP_SEND_BUFFER (128 * 1024)
+
 static void accept_all(nc_gate *g) {
     for (;;) {
         struct sockaddr_storage addr;
         socklen_t len = sizeof addr;
         int fd = accept4(g->listen_fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
+            int sndbuf = NC_HTTP_SEND_BUFFER;
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf); /* best effort */
             admit(g, fd, &addr, len);
             continue;
         }
