@@ -9,8 +9,9 @@
 #      default);
 #   1. test_cuda_backend as is, with NC_CUDA_FP8_ACT=1 (fp8 products of 65+
 #      rows on the fp8 tensor cores, the test's looser bound for that run)
-#      and with NC_CUDA_ATTN_PREFETCH=1 (decode attention keeping the next
-#      chunk in flight);
+#      with NC_CUDA_ATTN_PREFETCH=1 (decode attention keeping the next
+#      chunk in flight) and with NC_CUDA_GEMV_ROWS=1 (8-bit products of 2..8
+#      rows on the skinny GEMM instead of the tensor-core GEMV);
 #   2. `nanochat bench --random d34`: bf16; fp8 prefill with NC_CUDA_FP8_ACT
 #      (issue 14's target: 1.4x bf16); int8 / fp8 + fp8 KV with and without
 #      NC_CUDA_ATTN_PREFETCH (batches 64 / 128); int8 at 4 rows per warp (the
@@ -33,6 +34,7 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 step test_cuda_backend_default 60 test_cuda_backend
 step test_cuda_backend_fp8act 60 env NC_CUDA_FP8_ACT=1 test_cuda_backend
 step test_cuda_backend_prefetch 60 env NC_CUDA_ATTN_PREFETCH=1 test_cuda_backend
+step test_cuda_backend_rows1 60 env NC_CUDA_GEMV_ROWS=1 test_cuda_backend
 grep -hE "checks|FAIL|fp8 weights.*worst" "$OUT"/test_cuda_backend_*.log | head -16
 
 runs=()

@@ -486,15 +486,11 @@ static int build_rope_table(nc_cuda *cu) {
     return e ? -1 : 0;
 }
 
-/* Activations and partials for max_tokens tokens, and the cuBLASLt
- * workspace. */
-/* The tensor-core GEMV's partials and counters (NC_CUDA_GEMV_ROWS > 1). */
+/* The tensor-core GEMV's split partials and arrival counters, for the
+ * products of 8-bit matrices (none with bf16 weights). */
 static int alloc_gemv_rows(nc_cuda *cu) {
-    cu->gemv_rows_max = cu->env.cuda_gemv_rows ? cu->env.cuda_gemv_rows : 8;
-    const char *q8 = cu->env.cuda_gemv_q8;
-    cu->gemv_q8 = !strcmp(q8, "tc") ? NC_GEMV_Q8_TC : !strcmp(q8, "new") ? NC_GEMV_Q8_STREAM : NC_GEMV_Q8_FIRST;
     nc_cuda_gemv_rows_scratch(cu, &cu->gemv_rows_ws_floats, &cu->gemv_rows_tiles);
-    if (!cu->gemv_rows_tiles) return 0; /* bf16 weights only: it has nothing to do */
+    if (!cu->gemv_rows_tiles) return 0;
     if (dev_alloc((void **)&cu->gemv_rows_ws, NC_MAX(cu->gemv_rows_ws_floats, 1) * 4, "scratch") ||
         dev_alloc((void **)&cu->gemv_rows_count, cu->gemv_rows_tiles * sizeof(int), "scratch"))
         return -1;
@@ -502,6 +498,8 @@ static int alloc_gemv_rows(nc_cuda *cu) {
     return 0;
 }
 
+/* Activations and partials for max_tokens tokens, and the cuBLASLt
+ * workspace. */
 static int alloc_scratch(nc_cuda *cu) {
     size_t N = cu->max_tokens, C = cu->C, R = cu->logits_rows;
     if (dev_alloc((void **)&cu->x, N * C * 4, "scratch") ||
@@ -667,6 +665,9 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     cu->verify_pairs = cu->det || cu->G > NC_ATTN_PAIR_MAX_G || !strcmp(pairs, "off") ? NC_PAIRS_OFF
                        : !strcmp(pairs, "on")                                      ? NC_PAIRS_ON
                                                                                    : NC_PAIRS_AUTO;
+    const char *q8 = cu->env.cuda_gemv_q8;
+    cu->gemv_q8 = !strcmp(q8, "tc") ? NC_GEMV_Q8_TC : !strcmp(q8, "new") ? NC_GEMV_Q8_STREAM : NC_GEMV_Q8_FIRST;
+    cu->gemv_rows_max = cu->env.cuda_gemv_rows ? cu->env.cuda_gemv_rows : 8;
     /* fp8 tensor-core prefill products: only for fp8 weights, never under --deterministic */
     cu->fp8_act = cu->env.cuda_fp8_act && !cu->det &&
                   (m->weights == NC_WEIGHTS_FP8 || m->lm_head->dtype == NC_DTYPE_F8_E4M3);

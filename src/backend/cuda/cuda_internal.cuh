@@ -13,7 +13,7 @@
  *                     and 8-bit weights
  *   cuda_gemv_rows.cu the same for 1..8 rows on the tensor cores (mma.sync,
  *                     weights straight into registers): small decode batches
- *                     and verified drafts
+ *                     and verified drafts of 8-bit weights
  *   cuda_gemm.cu      matrix products of several rows through cuBLASLt (bf16,
  *                     fp32 accumulate)
  *   cuda_gemm_skinny.cu  wgmma + TMA GEMM for 2..64 rows (sm_90a), bf16 and
