@@ -530,7 +530,7 @@ int main(int argc, char **argv) {
     cu.lt_workspace_bytes = 32u << 20;
     CK(cudaMalloc(&cu.lt_workspace, cu.lt_workspace_bytes));
     if (nc_cuda_gemm_init(&cu) || nc_cuda_skinny_init(&cu) || nc_cuda_mma_gemm_init(&cu)) return 1;
-    cu.gemv_rows_tiles = 65536 / 16, cu.gemv_rows_ws_floats = cu.gemv_rows_tiles * 16 * (16 * 8 + 8);
+    cu.gemv_rows_tiles = 65536 / GR_TILE, cu.gemv_rows_ws_floats = cu.gemv_rows_tiles * GR_MAX_SPLITS * GR_PART;
     CK(cudaMalloc(&cu.gemv_rows_ws, cu.gemv_rows_ws_floats * 4));
     CK(cudaMalloc(&cu.gemv_rows_count, cu.gemv_rows_tiles * 4));
     CK(cudaMemset(cu.gemv_rows_count, 0, cu.gemv_rows_tiles * 4));

@@ -421,7 +421,7 @@ static int load_weights(nc_cuda *cu, const nc_model *m, const slab_layout *sl) {
     int C = cu->C;
     nc_cuda_weight_format lf = cu->layer_format;
     cu->wte = (bf16 *)(base + sl->wte);
-    cu->lm_head = slab_matrix(base, sl->lm_head, cu->Vp, C, weight_format(m->lm_head->dtype), sl->lm_head_scale);
+    cu->lm_head = slab_matrix(base, sl->lm_head, cu->Vp, C, cu->lm_head.format, sl->lm_head_scale);
     cu->lm_head.used_rows = cu->V; /* the padding rows' logits are never read */
     cu->layers = (nc_cuda_layer *)nc_xcalloc((size_t)cu->L, sizeof(nc_cuda_layer));
     for (int l = 0; l < cu->L; l++) {
@@ -671,8 +671,9 @@ static int cuda_init_impl(nc_backend *b, const nc_backend_params *p, nc_cuda *cu
     /* fp8 tensor-core prefill products: only for fp8 weights, never under --deterministic */
     cu->fp8_act = cu->env.cuda_fp8_act && !cu->det &&
                   (m->weights == NC_WEIGHTS_FP8 || m->lm_head->dtype == NC_DTYPE_F8_E4M3);
+    /* the formats first: the memory plan sizes scratch by them (load_weights fills in the rest) */
     cu->layer_format = weight_format(m->layers[0].c_q->dtype);
-    cu->lm_head.format = weight_format(m->lm_head->dtype); /* the rest of lm_head once it is loaded */
+    cu->lm_head.format = weight_format(m->lm_head->dtype);
     slab_layout sl;
     slab_plan(m, cu, &sl);
     memory_plan mp = {0, 0};

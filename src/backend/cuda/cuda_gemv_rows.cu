@@ -225,20 +225,23 @@ __global__ void __launch_bounds__(GR_WARPS * 32) gemv_rows_kernel(const __grid_c
 
 /* ==== host ==== */
 
-/* Splits of the K range: each warp one round of at most GR_KB k-blocks. */
+/* Splits of the K range: each warp one round of at most GR_KB k-blocks
+ * (capped at GR_MAX_SPLITS: nc_cuda_gemv_rows_fits refuses wider rows). */
 static int gr_splits(int K, int elem_bytes) {
     int KB = K * elem_bytes / 64, per_cta = GR_WARPS * GR_KB;
     return NC_MIN((KB + per_cta - 1) / per_cta, GR_MAX_SPLITS);
 }
 
+static int gr_elem_bytes(const nc_cuda_weight *w) { return w->format == NC_WEIGHT_BF16 ? 2 : 1; }
+
 static int gr_tiles(int rows) { return (rows + GR_TILE - 1) / GR_TILE; }
 
 bool nc_cuda_gemv_rows_fits(const nc_cuda *cu, const nc_cuda_weight *w, int n) {
-    int eb = w->format == NC_WEIGHT_BF16 ? 2 : 1;
+    int eb = gr_elem_bytes(w), splits = gr_splits(w->cols, eb);
+    size_t tiles = (size_t)gr_tiles(w->used_rows);
     return cu->gemv_rows_count && n >= 1 && n <= GR_TOKENS && w->cols % 64 == 0 &&
-           gr_splits(w->cols, eb) * GR_WARPS * GR_KB * 64 >= w->cols * eb &&
-           (size_t)gr_tiles(w->used_rows) <= cu->gemv_rows_tiles &&
-           (size_t)gr_tiles(w->used_rows) * gr_splits(w->cols, eb) * GR_PART <= cu->gemv_rows_ws_floats;
+           splits * GR_WARPS * GR_KB * 64 >= w->cols * eb && tiles <= cu->gemv_rows_tiles &&
+           tiles * splits * GR_PART <= cu->gemv_rows_ws_floats;
 }
 
 void nc_cuda_gemv_rows_scratch(const nc_cuda *cu, size_t *ws_floats, size_t *tiles) {
@@ -272,7 +275,7 @@ int nc_cuda_gemv_rows(nc_cuda *cu, const nc_cuda_weight *w, const void *in, bool
     gr_args a;
     a.W = (const uint8_t *)w->data, a.scale = w->scale;
     a.rows = w->used_rows, a.K = w->cols, a.ld = w->rows, a.n = n;
-    a.splits = gr_splits(w->cols, w->format == NC_WEIGHT_BF16 ? 2 : 1);
+    a.splits = gr_splits(w->cols, gr_elem_bytes(w));
     a.x = in, a.norm = norm, a.epi = (int)epi, a.one_row = n == 1;
     a.out = out, a.cap = epi == NC_EPI_SOFTCAP ? cu->cfg.softcap : 0.0f, a.eps = cu->cfg.norm_eps;
     a.ws = cu->gemv_rows_ws, a.count = cu->gemv_rows_count;
