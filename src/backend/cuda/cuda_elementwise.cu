@@ -85,20 +85,49 @@ int nc_cuda_lambdas(nc_cuda *cu, int layer, int n) {
 
 /* ==== RMSNorm -> bf16 ==== */
 
-__global__ void rmsnorm_bf16_kernel(const float *__restrict__ x, bf16 *__restrict__ out, int C, float eps) {
+#define NORM_THREADS 256
+#define NORM_VEC 4 /* 16-byte loads per thread held in registers: rows of up to 4096 values in one round */
+
+/* One CTA per row. It sits between two products of a decode step, so its
+ * latency is on the step's critical path: rows of up to 4096 values (every
+ * nanochat up to d64) are read in one round of 16-byte loads kept in
+ * registers, then stored from them; wider rows loop (scalar, read twice). */
+__global__ void __launch_bounds__(NORM_THREADS) rmsnorm_bf16_kernel(const float *__restrict__ x,
+                                                                    bf16 *__restrict__ out, int C, float eps) {
     __shared__ float red[32];
     nc_pdl_trigger();
     nc_pdl_wait();
     const float *xr = x + (size_t)blockIdx.x * C;
+    bf16 *o = out + (size_t)blockIdx.x * C;
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+    if (C > NORM_VEC * 4 * NORM_THREADS) {
+        for (int c = threadIdx.x; c < C; c += NORM_THREADS) ss += xr[c] * xr[c];
+        float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
+        for (int c = threadIdx.x; c < C; c += NORM_THREADS) o[c] = __float2bfloat16_rn(xr[c] * sc);
+        return;
+    }
+    float4 v[NORM_VEC];
+#pragma unroll
+    for (int i = 0; i < NORM_VEC; i++) {
+        int c = threadIdx.x + i * NORM_THREADS;
+        v[i] = c < C / 4 ? ((const float4 *)xr)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        ss = fmaf(v[i].x, v[i].x, fmaf(v[i].y, v[i].y, fmaf(v[i].z, v[i].z, fmaf(v[i].w, v[i].w, ss))));
+    }
     float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        out[(size_t)blockIdx.x * C + c] = __float2bfloat16_rn(xr[c] * sc);
+#pragma unroll
+    for (int i = 0; i < NORM_VEC; i++) {
+        int c = threadIdx.x + i * NORM_THREADS;
+        if (c >= C / 4) break;
+        __nv_bfloat162 lo = __floats2bfloat162_rn(v[i].x * sc, v[i].y * sc);
+        __nv_bfloat162 hi = __floats2bfloat162_rn(v[i].z * sc, v[i].w * sc);
+        ((uint2 *)o)[c] = make_uint2(*(unsigned *)&lo, *(unsigned *)&hi);
+    }
 }
 
 int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n) {
-    cudaError_t e = nc_launch(cu, rmsnorm_bf16_kernel, dim3(n), dim3(256), 0, x, out, cu->C, cu->cfg.norm_eps);
+    NC_ASSERT(cu->C % 4 == 0); /* 16-byte rows (check_model: a multiple of 64) */
+    cudaError_t e = nc_launch(cu, rmsnorm_bf16_kernel, dim3(n), dim3(NORM_THREADS), 0, x, out, cu->C,
+                              cu->cfg.norm_eps);
     if (e != cudaSuccess) return nc_fail("cuda: launching rmsnorm: %s", cudaGetErrorString(e));
     return 0;
 }
