@@ -86,33 +86,53 @@ int nc_cuda_lambdas(nc_cuda *cu, int layer, int n) {
 /* ==== RMSNorm -> bf16 ==== */
 
 #define NORM_THREADS 256
-#define NORM_VEC 4 /* 16-byte loads per thread held in registers: rows of up to 4096 values in one round */
+#define NORM_VEC 4 /* 16-byte loads per thread held in registers */
+#define NORM_MAX_C (NORM_VEC * 4 * NORM_THREADS) /* rows read in one round: every nanochat up to d64 */
 
-/* One CTA per row. It sits between two products of a decode step, so its
- * latency is on the step's critical path: rows of up to 4096 values (every
- * nanochat up to d64) are read in one round of 16-byte loads kept in
- * registers, then stored from them; wider rows loop (scalar, read twice). */
-__global__ void __launch_bounds__(NORM_THREADS) rmsnorm_bf16_kernel(const float *__restrict__ x,
-                                                                    bf16 *__restrict__ out, int C, float eps) {
-    __shared__ float red[32];
-    nc_pdl_trigger();
-    nc_pdl_wait();
-    const float *xr = x + (size_t)blockIdx.x * C;
-    bf16 *o = out + (size_t)blockIdx.x * C;
-    float ss = 0.0f;
-    if (C > NORM_VEC * 4 * NORM_THREADS) {
-        for (int c = threadIdx.x; c < C; c += NORM_THREADS) ss += xr[c] * xr[c];
-        float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
-        for (int c = threadIdx.x; c < C; c += NORM_THREADS) o[c] = __float2bfloat16_rn(xr[c] * sc);
-        return;
-    }
-    float4 v[NORM_VEC];
+/* Thread t's float4s t, t + 256, ... of row x (less lb * sub where sub,
+ * V6's backout), all loads issued before any is used; zeros past C. */
+__device__ __forceinline__ void row_load_v4(const float *__restrict__ x, const float *__restrict__ sub, float lb,
+                                            int C, float4 *v) {
 #pragma unroll
     for (int i = 0; i < NORM_VEC; i++) {
         int c = threadIdx.x + i * NORM_THREADS;
-        v[i] = c < C / 4 ? ((const float4 *)xr)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        ss = fmaf(v[i].x, v[i].x, fmaf(v[i].y, v[i].y, fmaf(v[i].z, v[i].z, fmaf(v[i].w, v[i].w, ss))));
+        v[i] = c < C / 4 ? ((const float4 *)x)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
+    if (sub)
+#pragma unroll
+        for (int i = 0; i < NORM_VEC; i++) {
+            int c = threadIdx.x + i * NORM_THREADS;
+            if (c >= C / 4) break;
+            float4 b = ((const float4 *)sub)[c];
+            v[i].x -= lb * b.x, v[i].y -= lb * b.y, v[i].z -= lb * b.z, v[i].w -= lb * b.w;
+        }
+}
+
+/* out = bf16(rmsnorm(x - lb * sub)) for one row, by a whole CTA of
+ * NORM_THREADS. The norm sits between two products of every multi-row
+ * step, so its latency is on the step's critical path: a row of up to
+ * NORM_MAX_C values is read in one round of 16-byte loads kept in
+ * registers and stored from them (a scalar loop that read the row twice
+ * made verifying 4 drafts of d34 6% slower, bench/RESULTS.md session 12);
+ * wider rows loop. */
+__device__ void rmsnorm_row_bf16(const float *__restrict__ x, const float *__restrict__ sub, float lb,
+                                 bf16 *__restrict__ o, int C, float eps, float *red) {
+    float ss = 0.0f;
+    if (C > NORM_MAX_C) {
+        for (int c = threadIdx.x; c < C; c += NORM_THREADS) {
+            float v = sub ? x[c] - lb * sub[c] : x[c];
+            ss += v * v;
+        }
+        float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
+        for (int c = threadIdx.x; c < C; c += NORM_THREADS)
+            o[c] = __float2bfloat16_rn((sub ? x[c] - lb * sub[c] : x[c]) * sc);
+        return;
+    }
+    float4 v[NORM_VEC];
+    row_load_v4(x, sub, lb, C, v);
+#pragma unroll
+    for (int i = 0; i < NORM_VEC; i++)
+        ss = fmaf(v[i].x, v[i].x, fmaf(v[i].y, v[i].y, fmaf(v[i].z, v[i].z, fmaf(v[i].w, v[i].w, ss))));
     float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
 #pragma unroll
     for (int i = 0; i < NORM_VEC; i++) {
@@ -122,6 +142,15 @@ __global__ void __launch_bounds__(NORM_THREADS) rmsnorm_bf16_kernel(const float 
         __nv_bfloat162 hi = __floats2bfloat162_rn(v[i].z * sc, v[i].w * sc);
         ((uint2 *)o)[c] = make_uint2(*(unsigned *)&lo, *(unsigned *)&hi);
     }
+}
+
+/* One CTA per row. */
+__global__ void __launch_bounds__(NORM_THREADS) rmsnorm_bf16_kernel(const float *__restrict__ x,
+                                                                    bf16 *__restrict__ out, int C, float eps) {
+    __shared__ float red[32];
+    nc_pdl_trigger();
+    nc_pdl_wait();
+    rmsnorm_row_bf16(x + (size_t)blockIdx.x * C, NULL, 0.0f, out + (size_t)blockIdx.x * C, C, eps, red);
 }
 
 int nc_cuda_rmsnorm_bf16(nc_cuda *cu, const float *x, bf16 *out, int n) {
@@ -235,34 +264,39 @@ int nc_cuda_quant_rows_e4m3(nc_cuda *cu, const bf16 *x, int n, int k, uint8_t *o
 
 /* ==== logits rows ==== */
 
-__global__ void gather_rows_kernel(const float *__restrict__ x, const float *__restrict__ xb, float lb,
-                                   const int32_t *__restrict__ lrow, float *__restrict__ xr,
-                                   bf16 *__restrict__ hr, int C, float eps) {
+__global__ void __launch_bounds__(NORM_THREADS) gather_rows_kernel(const float *__restrict__ x,
+                                                                   const float *__restrict__ xb, float lb,
+                                                                   const int32_t *__restrict__ lrow,
+                                                                   float *__restrict__ xr, bf16 *__restrict__ hr,
+                                                                   int C, float eps) {
     __shared__ float red[32];
     nc_pdl_trigger();
     nc_pdl_wait();
     int r = blockIdx.x;
     const float *src = x + (size_t)lrow[r] * C;
     const float *bsrc = xb ? xb + (size_t)lrow[r] * C : NULL;
-    if (xr) {
-        for (int c = threadIdx.x; c < C; c += blockDim.x)
-            xr[(size_t)r * C + c] = bsrc ? src[c] - lb * bsrc[c] : src[c];
+    if (hr) {
+        rmsnorm_row_bf16(src, bsrc, lb, hr + (size_t)r * C, C, eps, red);
         return;
     }
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float v = bsrc ? src[c] - lb * bsrc[c] : src[c];
-        ss += v * v;
+    float *dst = xr + (size_t)r * C;
+    if (C > NORM_MAX_C) {
+        for (int c = threadIdx.x; c < C; c += NORM_THREADS) dst[c] = bsrc ? src[c] - lb * bsrc[c] : src[c];
+        return;
     }
-    float sc = rsqrtf(nc_block_sum(ss, red) / (float)C + eps);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float v = bsrc ? src[c] - lb * bsrc[c] : src[c];
-        hr[(size_t)r * C + c] = __float2bfloat16_rn(v * sc);
+    float4 v[NORM_VEC]; /* the batch-1 step's lm_head GEMV waits for this copy: one round of loads */
+    row_load_v4(src, bsrc, lb, C, v);
+#pragma unroll
+    for (int i = 0; i < NORM_VEC; i++) {
+        int c = threadIdx.x + i * NORM_THREADS;
+        if (c >= C / 4) break;
+        ((float4 *)dst)[c] = v[i];
     }
 }
 
 int nc_cuda_gather_rows(nc_cuda *cu, int r0, int R, bool to_bf16) {
-    cudaError_t e = nc_launch(cu, gather_rows_kernel, dim3(R), dim3(256), 0, (const float *)cu->x,
+    NC_ASSERT(cu->C % 4 == 0); /* 16-byte rows (check_model: a multiple of 64) */
+    cudaError_t e = nc_launch(cu, gather_rows_kernel, dim3(R), dim3(NORM_THREADS), 0, (const float *)cu->x,
                               (const float *)(cu->cfg.has_smear ? cu->xb : NULL), cu->backout_lambda,
                               (const int32_t *)META(cu, lrow) + r0, to_bf16 ? NULL : cu->xr,
                               to_bf16 ? cu->h : NULL, cu->C, cu->cfg.norm_eps);
