@@ -112,65 +112,6 @@ __device__ __forceinline__ void sk_q8_frag(unsigned tile, int r, int kk, int g, 
     for (int h = 0; h < 2; h++) nc_q8_frag_row<FMT>(tile + (r + 8 * h) * 128 + ((kk ^ g) << 4), tq, a[h], a[2 + h]);
 }
 
-#ifdef NC_HAVE_WGMMA
-/* Keeps the 32 registers of a set of A fragments live up to here (an
- * in-flight wgmma reads them: nothing may be allocated over them). */
-__device__ __forceinline__ void sk_frags_live(unsigned (*a)[4]) {
-#pragma unroll
-    for (int kk = 0; kk < 8; kk++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) asm volatile("" : "+r"(a[kk][j])::"memory");
-}
-
-/* The consumer loop of 8-bit weights (bf16 input rows). Each k16 step's A
- * fragment is widened in registers, so a warpgroup that widened a stage,
- * ran its wgmmas and waited for them left the tensor cores idle while it
- * widened (and the widening idle while they ran): the kernel streamed at
- * ~0.8 TB/s whatever the row count (17..64 rows, H100, session 12). Here
- * stage i's wgmmas run while the warpgroup waits for stage i + 1 and widens
- * it into the other of two register sets; the loop is unrolled by two so
- * that each set has fixed registers. */
-template <int NT, int FMT, int STAGES, int STAGE, int A_BYTES>
-__device__ __forceinline__ void sk_q8_consume(float *d, int nk, unsigned ring, unsigned bars, int wg, int warp,
-                                              int lane) {
-    const int g = lane >> 2, tq = lane & 3, r = (warp & 3) * 16 + g;
-    unsigned a0[8][4], a1[8][4];
-    auto widen = [&](int i, unsigned (*a)[4]) { /* waits for stage i's tiles, widens its A fragments */
-        int s = i % STAGES;
-        mbar_wait(bars + s * 8, (i / STAGES) & 1);
-        unsigned sa = ring + s * STAGE + wg * 64 * 128;
-#pragma unroll
-        for (int kk = 0; kk < 8; kk++) sk_q8_frag<FMT>(sa, r, kk, g, tq, a[kk]);
-    };
-    auto issue = [&](int i, unsigned (*a)[4]) { /* stage i's eight wgmmas, committed as one group */
-        unsigned sb = ring + (i % STAGES) * STAGE + A_BYTES;
-        wg_fence_regs<NT / 2>(d);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < 8; kk++)
-            wgmma_rs<NT, 0>(d, a[kk], wg_desc(sb + (kk >> 2) * NT * 128 + (kk & 3) * 32, 16));
-        wg_commit();
-    };
-    auto retire = [&](int i, unsigned (*a)[4]) { /* waits for stage i's wgmmas, frees its slot */
-        wg_wait<0>();
-        wg_fence_regs<NT / 2>(d);
-        sk_frags_live(a);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(bars + (STAGES + i % STAGES) * 8);
-    };
-    if (nk > 0) widen(0, a0);
-    for (int i = 0; i < nk; i += 2) {
-        issue(i, a0);
-        if (i + 1 < nk) widen(i + 1, a1);
-        retire(i, a0);
-        if (i + 1 == nk) break;
-        issue(i + 1, a1);
-        if (i + 2 < nk) widen(i + 2, a0);
-        retire(i + 1, a1);
-    }
-}
-#endif /* NC_HAVE_WGMMA */
-
 template <int NT, int FMT>
 __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid_constant__ CUtensorMap wmap,
                                                                     const __grid_constant__ CUtensorMap xmap,
@@ -224,9 +165,6 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
         const int wg = warp >> 2;
 #pragma unroll
         for (int i = 0; i < NT / 2; i++) d[i] = 0.0f;
-        if constexpr (C::Q8 && !C::X8)
-            sk_q8_consume<NT, FMT, C::STAGES, C::STAGE, C::A_BYTES>(d, nk, ring, bars, wg, warp, lane);
-        else
         for (int i = 0; i < nk; i++) {
             int s = i % C::STAGES;
             mbar_wait(FULL(s), (i / C::STAGES) & 1);
@@ -237,6 +175,16 @@ __global__ void __launch_bounds__(SK_THREADS, 1) skinny_gemm_kernel(const __grid
                 wg_fence();
 #pragma unroll
                 for (int kk = 0; kk < 4; kk++) wgmma_ss_e4m3<NT>(d, wg_desc(sa + kk * 32, 16), wg_desc(sb + kk * 32, 16), 1);
+            } else if constexpr (C::Q8) {
+                const int g = lane >> 2, tq = lane & 3, r = (warp & 3) * 16 + g;
+                unsigned af[8][4];
+#pragma unroll
+                for (int kk = 0; kk < 8; kk++) sk_q8_frag<FMT>(sa, r, kk, g, tq, af[kk]);
+                wg_fence_regs<NT / 2>(d);
+                wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < 8; kk++)
+                    wgmma_rs<NT, 0>(d, af[kk], wg_desc(sb + (kk >> 2) * NT * 128 + (kk & 3) * 32, 16));
             } else {
                 wg_fence_regs<NT / 2>(d);
                 wg_fence();
