@@ -33,28 +33,8 @@
 
 #include "harness.cuh"
 
-typedef __nv_bfloat16 bf16;
-
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
-}
-
-/* Programmatic dependent launch needs sm_90: in the sm_80 code of a build
- * for several architectures (`make gpu-bundle`) both are no-ops. */
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;");
-#endif
-}
+/* the backend's streaming load and PDL helpers (nc_ld_stream, nc_pdl_wait, nc_pdl_trigger) */
+#include "../../src/backend/cuda/cuda_internal.cuh"
 
 __device__ __forceinline__ float dot8(uint4 w, const float *x) {
     const __nv_bfloat162 *p = (const __nv_bfloat162 *)&w;
@@ -68,7 +48,7 @@ __device__ __forceinline__ float dot8(uint4 w, const float *x) {
 template <int U>
 __global__ void __launch_bounds__(128) gemv_split(const bf16 *W, const float *x, float *y, int rows, int K, int S) {
     __shared__ float part[4];
-    pdl_trigger();
+    nc_pdl_trigger();
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int r = blockIdx.x * (4 / S) + warp / S, ks = warp % S;
     int nch = K / 8 / S, c_base = ks * nch;
@@ -81,13 +61,13 @@ __global__ void __launch_bounds__(128) gemv_split(const bf16 *W, const float *x,
         uint4 v[U];
 #pragma unroll
         for (int u = 0; u < U; u++)
-            if (live && c0 + 32 * u < nch) v[u] = ld_stream(w + c0 + 32 * u);
-        if (!waited) pdl_wait(), waited = true;
+            if (live && c0 + 32 * u < nch) v[u] = nc_ld_stream(w + c0 + 32 * u);
+        if (!waited) nc_pdl_wait(), waited = true;
 #pragma unroll
         for (int u = 0; u < U; u++)
             if (live && c0 + 32 * u < nch) acc += dot8(v[u], xs + 8 * (c0 + 32 * u));
     }
-    if (!waited) pdl_wait();
+    if (!waited) nc_pdl_wait();
 #pragma unroll
     for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(~0u, acc, o);
     if (S == 1) {
