@@ -120,11 +120,10 @@ int nc_backend_env_read(nc_backend_env *env) {
     static const char *const gemv_q8[] = {"old", "new", "tc", NULL};
     static const char *const q8_rows[] = {"1", "2", "4", NULL};
     static const char *const isas[] = {"auto", "avx512vnni", "avx512", "avxvnni", "avx2", "scalar", "avx512bf16", NULL};
-    static const char *const persist_loads[] = {"smem", "reg", NULL};
     static const char *const allreduces[] = {"auto", "nccl", NULL};
     nc_backend_env e = {.cuda_graphs = true, .cuda_pdl = true, .cuda_skinny = true, .cuda_verify_rows = true,
                         .cuda_qkv_rope = true,
-                        .cuda_persist_load = "smem", .cuda_verify_pairs = "auto", .cuda_gemv_q8 = "old",
+                        .cuda_verify_pairs = "auto", .cuda_gemv_q8 = "old",
                         .tp_allreduce = "auto",
                         .cpu_weights = "auto", .cpu_kernels = "auto"};
     static const char *const auto_on_off[] = {"auto", "on", "off", NULL};
@@ -133,9 +132,7 @@ int nc_backend_env_read(nc_backend_env *env) {
         env_flag("NC_CUDA_PROFILE", &e.cuda_profile) || env_flag("NC_CUDA_SKINNY", &e.cuda_skinny) ||
         env_flag("NC_CUDA_PERSIST", &e.cuda_persist) || env_flag("NC_CUDA_VERIFY_ROWS", &e.cuda_verify_rows) ||
         env_flag("NC_CUDA_ATTN_PREFETCH", &e.cuda_attn_prefetch) || env_flag("NC_CUDA_QKV_ROPE", &e.cuda_qkv_rope) || env_flag("NC_CUDA_FP8_ACT", &e.cuda_fp8_act) ||
-        env_int("NC_CUDA_PERSIST_TILE", 4096, 65536, 4096, &e.cuda_persist_tile) ||
-        env_int("NC_CUDA_PERSIST_BUFS", 2, 4, 1, &e.cuda_persist_bufs) ||
-        env_word("NC_CUDA_PERSIST_LOAD", persist_loads, "smem or reg", &e.cuda_persist_load) ||
+        env_int("NC_CUDA_PERSIST_BUFS", 2, 16, 1, &e.cuda_persist_bufs) ||
         env_word("NC_CUDA_FA", fa_steps, "1 (64-key steps) or 2 (128-key steps)", &fa) ||
         env_word("NC_TP_ALLREDUCE", allreduces, "auto or nccl", &e.tp_allreduce) ||
         env_word("NC_CUDA_GEMV_Q8", gemv_q8, "old, new or tc", &e.cuda_gemv_q8) ||

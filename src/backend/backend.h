@@ -105,12 +105,9 @@ typedef struct {
     int cuda_gemv_q8_rows;   /* NC_CUDA_GEMV_Q8_ROWS: rows per warp of the first 8-bit GEMV, 1, 2 or 4
                                 (0 unset: 4) */
     bool cuda_persist;       /* NC_CUDA_PERSIST (0): batch-1 decode as one persistent kernel per token
-                                (sm_90, bf16 weights; else CUDA graphs); slower than the graphs so far */
-    int cuda_persist_tile;   /* NC_CUDA_PERSIST_TILE: its weight tile in bytes (4096..65536, a multiple
-                                of 4096; 0 unset: 65536) */
-    int cuda_persist_bufs;   /* NC_CUDA_PERSIST_BUFS: its tiles in flight (2..4; 0 unset: 2) */
-    const char *cuda_persist_load; /* NC_CUDA_PERSIST_LOAD: "smem" (cp.async tiles through shared memory)
-                                      or "reg" (16-byte loads into registers, tiles ahead prefetched to L2) */
+                                (sm_90; else CUDA graphs) */
+    int cuda_persist_bufs;   /* NC_CUDA_PERSIST_BUFS: its ring's weight slots (2..16; 0 unset: as many
+                                as fit in shared memory) */
     int cuda_fa;             /* NC_CUDA_FA: 0 unset (the default kernel); 1 or 2: prefill attention's
                                 wgmma kernel with 64- or 128-key steps (sm_90) */
     const char *tp_allreduce; /* NC_TP_ALLREDUCE: "auto" (small sums one-shot over peer memory) or "nccl"

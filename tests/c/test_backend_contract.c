@@ -197,8 +197,8 @@ static void check_backend(const char *dev, double tol, const fixture *fx, float 
 
 static const char *const switches[] = {"NC_CUDA_GRAPHS",       "NC_CUDA_PDL",          "NC_CUDA_PROFILE",
                                        "NC_CUDA_SKINNY",       "NC_CUDA_FA",           "NC_CUDA_GEMV_Q8",
-                                       "NC_CUDA_PERSIST",      "NC_CUDA_PERSIST_TILE", "NC_CUDA_PERSIST_BUFS",
-                                       "NC_CUDA_PERSIST_LOAD", "NC_CPU_WEIGHTS",       "NC_CPU_KERNELS",
+                                       "NC_CUDA_PERSIST",      "NC_CUDA_PERSIST_BUFS", "NC_CPU_WEIGHTS",
+                                       "NC_CPU_KERNELS",
                                        "NC_CUDA_GEMV_Q8_ROWS", "NC_CUDA_VERIFY_ROWS",
                                        "NC_CUDA_ATTN_PREFETCH", "NC_CUDA_FP8_ACT",     "NC_CUDA_VERIFY_PAIRS",
                                        "NC_CUDA_QKV_ROPE",     "NC_CUDA_GEMV_ROWS"};
@@ -231,8 +231,8 @@ static void check_env(const fixture *fx) {
     clear_switches();
     CHECK(nc_backend_env_read(&e) == 0, "defaults: %s", nc_error());
     CHECK(e.cuda_graphs && e.cuda_pdl && !e.cuda_profile && e.cuda_skinny && e.cuda_fa == 0 && !strcmp(e.cuda_gemv_q8, "old") && e.cuda_gemv_rows == 0 &&
-              e.cuda_gemv_q8_rows == 0 && e.cuda_verify_rows && !e.cuda_attn_prefetch && !e.cuda_fp8_act && !e.cuda_persist && e.cuda_persist_tile == 0 && e.cuda_persist_bufs == 0 &&
-              !strcmp(e.cuda_persist_load, "smem") && !strcmp(e.cuda_verify_pairs, "auto") && e.cuda_qkv_rope &&
+              e.cuda_gemv_q8_rows == 0 && e.cuda_verify_rows && !e.cuda_attn_prefetch && !e.cuda_fp8_act && !e.cuda_persist && e.cuda_persist_bufs == 0 &&
+              !strcmp(e.cuda_verify_pairs, "auto") && e.cuda_qkv_rope &&
               !strcmp(e.cpu_weights, "auto") && !strcmp(e.cpu_kernels, "auto"),
           "the defaults are not the fast paths");
     setenv("NC_CUDA_GRAPHS", "0", 1), setenv("NC_CUDA_PROFILE", "1", 1), setenv("NC_CUDA_FA", "1", 1);
@@ -243,12 +243,11 @@ static void check_env(const fixture *fx) {
     setenv("NC_CUDA_FP8_ACT", "1", 1), setenv("NC_CUDA_VERIFY_PAIRS", "on", 1);
     setenv("NC_CUDA_QKV_ROPE", "0", 1);
     setenv("NC_CPU_WEIGHTS", "map", 1), setenv("NC_CPU_KERNELS", "scalar", 1);
-    setenv("NC_CUDA_PERSIST", "1", 1), setenv("NC_CUDA_PERSIST_TILE", "32768", 1);
-    setenv("NC_CUDA_PERSIST_BUFS", "4", 1), setenv("NC_CUDA_PERSIST_LOAD", "reg", 1);
+    setenv("NC_CUDA_PERSIST", "1", 1), setenv("NC_CUDA_PERSIST_BUFS", "12", 1);
     CHECK(nc_backend_env_read(&e) == 0, "set switches: %s", nc_error());
     CHECK(!e.cuda_graphs && e.cuda_pdl && e.cuda_profile && e.cuda_fa == 1 && !strcmp(e.cuda_gemv_q8, "tc") && e.cuda_gemv_rows == 1 &&
               e.cuda_gemv_q8_rows == 4 && !e.cuda_verify_rows && e.cuda_attn_prefetch && e.cuda_fp8_act && !strcmp(e.cpu_weights, "map") && !strcmp(e.cpu_kernels, "scalar") && e.cuda_persist &&
-              e.cuda_persist_tile == 32768 && e.cuda_persist_bufs == 4 && !strcmp(e.cuda_persist_load, "reg") &&
+              e.cuda_persist_bufs == 12 &&
               !strcmp(e.cuda_verify_pairs, "on") && !e.cuda_qkv_rope,
           "switches not read as set");
     clear_switches();
@@ -266,14 +265,10 @@ static void check_env(const fixture *fx) {
                             {"NC_CUDA_VERIFY_PAIRS", "1"},
                             {"NC_CUDA_QKV_ROPE", "on"},
                             {"NC_CUDA_PERSIST", "on"},
-                            {"NC_CUDA_PERSIST_TILE", "5000"},   /* not a multiple of 4096 */
-                            {"NC_CUDA_PERSIST_TILE", "131072"}, /* past 64 KB */
-                            {"NC_CUDA_PERSIST_TILE", "0"},
-                            {"NC_CUDA_PERSIST_TILE", "32k"},
                             {"NC_CUDA_PERSIST_BUFS", "1"},
-                            {"NC_CUDA_PERSIST_BUFS", "5"},
+                            {"NC_CUDA_PERSIST_BUFS", "17"},
+                            {"NC_CUDA_PERSIST_BUFS", "4k"},
                             {"NC_CUDA_PERSIST_BUFS", "99999999999999999999"},
-                            {"NC_CUDA_PERSIST_LOAD", "l2"},
                             {"NC_CPU_WEIGHTS", "mmap"},
                             {"NC_CPU_KERNELS", "avx512f"}};
     for (size_t i = 0; i < NC_ARRAY_LEN(bad); i++) {

@@ -5,10 +5,11 @@
  * against the CUDA graph path (NC_CUDA_PERSIST=0) on random models (d34
  * widths; GQA with a vocabulary whose last tile is partial), at contexts
  * on both sides of every 16-key chunk, 64-token block and split boundary
- * up to 1.5k; device sampling after it; and a stress of 100k greedy steps
- * that must finish without the kernel giving up at a barrier. The tile
- * knobs (NC_CUDA_PERSIST_TILE / _BUFS / _LOAD) apply as set when it
- * starts: a sweep runs it once per setting. Skips (exit
+ * up to 1.5k; the same random models with int8 and fp8 matrices and with
+ * the fp8 cache; device sampling after it; and a stress of 100k greedy
+ * steps that must finish without the kernel giving up at a wait. The ring
+ * size (NC_CUDA_PERSIST_BUFS) applies as set when it starts: a sweep runs
+ * it once per setting. Skips (exit
  * 77) without a GPU, and when the GPU does not run the persistent kernel
  * (it is for sm_90; elsewhere the graph path serves batch-1 decode and
  * test_cuda_backend covers it).
@@ -30,6 +31,7 @@
 #include "forward_fixture.h"
 #include "model/loader.h"
 #include "model/model.h"
+#include "model/quantize.h"
 #include "util/common.h"
 
 #define TOL 3e-2
@@ -62,13 +64,17 @@ static void check_row(const float *ours, const float *ref, int V, double tol, do
     CHECK(a == r || ref[r] - ref[a] <= 2 * err * scale, "%s: position %d: top-1 %d vs reference %d", what, pos, a, r);
 }
 
-static nc_backend *create(const char *device, nc_model *m, const char *persist) {
+static nc_backend *create_kv(const char *device, nc_model *m, const char *persist, nc_kv_cache_format kv) {
     setenv("NC_CUDA_PERSIST", persist, 1);
-    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = 8};
+    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = 8, .kv_cache = kv};
     nc_backend *be = nc_backend_create(device, m, &p);
     unsetenv("NC_CUDA_PERSIST");
     CHECK(be != NULL, "%s backend (NC_CUDA_PERSIST=%s): %s", device, persist, nc_error());
     return be;
+}
+
+static nc_backend *create(const char *device, nc_model *m, const char *persist) {
+    return create_kv(device, m, persist, NC_KV_CACHE_BF16);
 }
 
 static bool is_persistent(nc_backend *be) { return strstr(be->ops->describe(be), "persistent kernel") != NULL; }
@@ -127,14 +133,31 @@ static void check_fixtures(float *logits) {
     }
 }
 
+/* How a random model runs: its matrices as stored, and the KV cache (the
+ * CPU backend keeps its fp32 cache; the 8-bit matrices are the same on all
+ * three backends). */
+typedef struct {
+    const char *name;
+    nc_weight_format weights;
+    nc_kv_cache_format kv;
+} quant_mode;
+
+static const quant_mode BF16 = {"bf16", NC_WEIGHTS_FLOAT, NC_KV_CACHE_BF16};
+
 /* A random model: the prompt prefilled up to each position P of `at`
  * (chunks on the GEMM path, the same on all three backends), then the
  * decode step at P on the persistent path, the graph path and the CPU. */
-static void check_random(const char *spec, const int *at, int n_at, float *lp, float *lg, float *lc) {
+static void check_random(const char *spec, quant_mode q, const int *at, int n_at, float *lp, float *lg, float *lc) {
     nc_model *m = nc_model_random(spec, 11);
     NC_ASSERT(m);
+    if (q.weights != NC_WEIGHTS_FLOAT && nc_model_quantize(m, q.weights, true, 0)) {
+        CHECK(0, "%s: quantize to %s: %s", spec, q.name, nc_error());
+        nc_model_free(m);
+        return;
+    }
     int V = m->cfg.vocab_size;
-    nc_backend *per = create("cuda", m, "1"), *gra = create("cuda", m, "0"), *cpu = create("cpu", m, "1");
+    nc_backend *per = create_kv("cuda", m, "1", q.kv), *gra = create_kv("cuda", m, "0", q.kv),
+               *cpu = create("cpu", m, "1");
     if (per && gra) {
         CHECK(is_persistent(per), "%s: NC_CUDA_PERSIST=1 does not select the persistent kernel: %s", spec,
               per->ops->describe(per));
@@ -156,13 +179,13 @@ static void check_random(const char *spec, const int *at, int n_at, float *lp, f
         nc_seq_chunk d = {prompt + P, 1, P, P ? prompt[P - 1] : -1, t, NC_LOGITS_LAST};
         CHECK(fwd(per, &d, lp) == 0 && fwd(gra, &d, lg) == 0 && fwd(cpu, &d, lc) == 0, "%s decode at %d", spec, P);
         char what[96];
-        snprintf(what, sizeof what, "%s persistent vs CPU", spec);
+        snprintf(what, sizeof what, "%s %s persistent vs CPU", spec, q.name);
         check_row(lp, lc, V, TOL, &worst, what, P);
-        snprintf(what, sizeof what, "%s persistent vs graphs", spec);
+        snprintf(what, sizeof what, "%s %s persistent vs graphs", spec, q.name);
         check_row(lp, lg, V, TOL_PATHS, &worst_paths, what, P);
         done = P + 1;
     }
-    printf("%s: persistent vs CPU worst %.3g, vs the graph path worst %.3g\n", spec, worst, worst_paths);
+    printf("%s %s: persistent vs CPU worst %.3g, vs the graph path worst %.3g\n", spec, q.name, worst, worst_paths);
     free(prompt);
     nc_backend_free(per);
     nc_backend_free(gra);
@@ -170,41 +193,30 @@ static void check_random(const char *spec, const int *at, int n_at, float *lp, f
     nc_model_free(m);
 }
 
-/* Tile settings the model or the GPU cannot hold fail backend creation
- * with a message naming them (the env's own ranges are
- * test_backend_contract's); the sweep's settings are restored after. */
+/* A ring the GPU's shared memory cannot hold fails backend creation with a
+ * message naming the setting (the env's own range is
+ * test_backend_contract's); the sweep's setting is restored after. */
 static void check_refusals(void) {
-    static const char *const names[] = {"NC_CUDA_PERSIST_TILE", "NC_CUDA_PERSIST_BUFS", "NC_CUDA_PERSIST_LOAD"};
-    char *saved[3];
-    for (int i = 0; i < 3; i++) {
-        const char *v = getenv(names[i]);
-        saved[i] = v ? strdup(v) : NULL;
-    }
-    /* d34's 17 KB fc rows against a 4 KB tile; four 64 KB tiles beside its input vector */
-    static const char *const cases[][4] = {{"4096", "2", "smem", "does not hold one"},
-                                           {"4096", "2", "reg", "does not hold one"},
-                                           {"65536", "4", "smem", "bytes of shared memory"}};
+    const char *v = getenv("NC_CUDA_PERSIST_BUFS");
+    char *saved = v ? strdup(v) : NULL;
+    /* d34's 34 KB slots: 16 of them are 557 KB */
     nc_model *m = nc_model_random("1,2176,17,17,600", 3);
     NC_ASSERT(m);
-    for (size_t k = 0; k < NC_ARRAY_LEN(cases); k++) {
-        for (int i = 0; i < 3; i++) setenv(names[i], cases[k][i], 1);
-        setenv("NC_CUDA_PERSIST", "1", 1);
-        nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = 8};
-        nc_backend *be = nc_backend_create("cuda", m, &p);
-        unsetenv("NC_CUDA_PERSIST");
-        CHECK(!be && strstr(nc_error(), "NC_CUDA_PERSIST_TILE") && strstr(nc_error(), cases[k][3]),
-              "tile %s x %s (%s): %s", cases[k][0], cases[k][1], cases[k][2], be ? "accepted" : nc_error());
-        if (!be) printf("  expected error: %s\n", nc_error());
-        nc_backend_free(be);
-    }
+    setenv("NC_CUDA_PERSIST_BUFS", "16", 1);
+    setenv("NC_CUDA_PERSIST", "1", 1);
+    nc_backend_params p = {.n_kv_blocks = POOL, .max_batch_tokens = MAX_TOKENS, .max_seqs = 8};
+    nc_backend *be = nc_backend_create("cuda", m, &p);
+    unsetenv("NC_CUDA_PERSIST");
+    CHECK(!be && strstr(nc_error(), "NC_CUDA_PERSIST_BUFS=16") && strstr(nc_error(), "bytes of shared memory"),
+          "16 slots of d34: %s", be ? "accepted" : nc_error());
+    if (!be) printf("  expected error: %s\n", nc_error());
+    nc_backend_free(be);
     nc_model_free(m);
-    for (int i = 0; i < 3; i++) {
-        if (saved[i])
-            setenv(names[i], saved[i], 1);
-        else
-            unsetenv(names[i]);
-        free(saved[i]);
-    }
+    if (saved)
+        setenv("NC_CUDA_PERSIST_BUFS", saved, 1);
+    else
+        unsetenv("NC_CUDA_PERSIST_BUFS");
+    free(saved);
 }
 
 /* n greedy steps through forward_sample, positions cycling through a
@@ -287,10 +299,21 @@ int main(void) {
         if (!full && i < 1) continue;
         worst = worst_paths = 0;
         if (full)
-            check_random(specs[i], at, (int)NC_ARRAY_LEN(at), lp, lg, lc);
+            check_random(specs[i], BF16, at, (int)NC_ARRAY_LEN(at), lp, lg, lc);
         else
-            check_random(specs[i], at_quick, (int)NC_ARRAY_LEN(at_quick), lp, lg, lc);
+            check_random(specs[i], BF16, at_quick, (int)NC_ARRAY_LEN(at_quick), lp, lg, lc);
     }
+    /* 8-bit matrices (the layers' and the lm_head's), and the fp8 cache */
+    static const quant_mode quants[] = {{"int8", NC_WEIGHTS_INT8, NC_KV_CACHE_BF16},
+                                        {"fp8", NC_WEIGHTS_FP8, NC_KV_CACHE_BF16},
+                                        {"int8 + fp8 cache", NC_WEIGHTS_INT8, NC_KV_CACHE_FP8}};
+    static const int at_q8[] = {0, 17, 64, 129, 513, 1024};
+    for (size_t k = 0; k < NC_ARRAY_LEN(quants); k++)
+        for (size_t i = full ? 0 : 1; i < NC_ARRAY_LEN(specs); i++) {
+            worst = worst_paths = 0;
+            check_random(specs[i], quants[k], full ? at_q8 : at_quick,
+                         full ? (int)NC_ARRAY_LEN(at_q8) : (int)NC_ARRAY_LEN(at_quick), lp, lg, lc);
+        }
     nc_cpu_backend_force_isa("auto");
     stress(full ? STRESS_TOKENS : 200, lp);
     free(lp), free(lg), free(lc);

@@ -19,6 +19,14 @@
 #define DEC_WARPS 4  /* warps per CTA of the attention kernels */
 #define DEC_CHUNK 16 /* keys per warp step */
 
+/* A barrier of the NW warps that run the attention: the whole CTA of the
+ * attention kernels, the consumer warps of the persistent kernel (whose
+ * producer warp never joins; it uses the same named barrier). */
+template <int NW>
+__device__ __forceinline__ void dec_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(NW * 32) : "memory");
+}
+
 typedef struct {
     const bf16 *q;          /* [N, H, D] */
     const bf16 *kc, *vc;    /* this layer: [n_blocks][Hkv][64][D] (bf16 cache) */
@@ -238,7 +246,7 @@ __device__ __forceinline__ void merge_warps(dec_shared<G, NW> &sh, const float (
         }
         if (lane == 0) sh.m[warp][g] = m[g], sh.l[warp][g] = l[g];
     }
-    __syncthreads();
+    dec_sync<NW>();
 #pragma unroll
     for (int g = 0; g < G; g++) {
         float M = -INFINITY;
@@ -253,7 +261,7 @@ __device__ __forceinline__ void merge_warps(dec_shared<G, NW> &sh, const float (
         }
         num[g] = n, den[g] = s, mx[g] = M;
     }
-    __syncthreads();
+    dec_sync<NW>();
 }
 
 /* A split's partial state of one head at p: its numerator dims, max and
@@ -288,13 +296,13 @@ __device__ __forceinline__ float merge_splits(const float *p, int n, int dim) {
 template <int G, int NW>
 __device__ __forceinline__ bool arrive_last(dec_shared<G, NW> &sh, int *count, int done, int total) {
     __threadfence();
-    __syncthreads();
+    dec_sync<NW>();
     if (threadIdx.x == 0) {
         int before = atomicAdd(count, done);
         sh.last = before + done == total;
         if (sh.last) *count = 0;
     }
-    __syncthreads();
+    dec_sync<NW>();
     if (!sh.last) return false;
     __threadfence();
     return true;
@@ -370,7 +378,7 @@ __device__ __forceinline__ void nc_attn_decode_cta(const dec_args &a, int split,
                 bf16 *qd = k < G ? sh.q[k] : NULL;
                 nc_rope_head<float>(a.rope, t[0], hh, lane, qd);
             }
-            __syncthreads();
+            dec_sync<NW>();
             fresh = append;
         }
     }

@@ -273,7 +273,9 @@ static int run_logits(nc_cuda *cu, int r0, int R) {
  * the second use of this batch size and grouping), or eagerly. */
 static int run_decode(nc_cuda *cu, const nc_cuda_batch *bs, bool *seen) {
     int nb = bs->S, gi = bs->dec_group > 1 ? cu->max_seqs + 1 + nb : nb; /* the graph's index */
-    if (nb == 1 && cu->persist) return nc_cuda_persist_step(cu); /* one kernel for the whole step */
+    /* one kernel for the whole step; a tensor-parallel rank holds part of
+     * each matrix and sums across ranks between stages: graphs */
+    if (nb == 1 && cu->persist && !cu->tp) return nc_cuda_persist_step(cu);
     if (!cu->use_graphs || !seen[gi]) {
         seen[gi] = true;
         return run_layers(cu, bs) || run_logits(cu, 0, nb);

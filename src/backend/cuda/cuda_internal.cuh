@@ -487,22 +487,21 @@ int nc_cuda_sample(nc_cuda *cu, const float *logits, int64_t ld, int R);
 /* ==== cuda_persist.cu ==== */
 
 /* Enables the persistent kernel for batch-1 decode steps (cu->persist)
- * when NC_CUDA_PERSIST=1 (off by default: slower than the graphs so far,
- * docs/performance.md) on an sm_90 device running this binary's sm_90a
- * code, with bf16 matrices, not --deterministic, and shapes whose tiles fit
- * in shared memory; otherwise cu->persist stays NULL and decode steps
- * replay graphs. -1 + nc_error() when NC_CUDA_PERSIST_TILE / _BUFS were set
- * to sizes this model or GPU cannot use. After init_kernels (have_wgmma)
- * and the launch modes (profile). */
+ * when NC_CUDA_PERSIST=1 on an sm_90 device running this binary's sm_90a
+ * code, not --deterministic, with shapes its tiling holds (bf16 or 8-bit
+ * matrices; docs/performance.md, Persistent decode); otherwise cu->persist
+ * stays NULL and decode steps replay graphs. -1 + nc_error() when
+ * NC_CUDA_PERSIST_BUFS asks for more slots than shared memory holds. After
+ * init_kernels (have_wgmma) and the launch modes (profile). */
 int nc_cuda_persist_init(nc_cuda *cu);
 void nc_cuda_persist_free(nc_cuda *cu);
-/* "persistent kernel (its tile settings)" while cu->persist, else NULL. */
+/* "persistent kernel (its ring)" while cu->persist, else NULL. */
 const char *nc_cuda_persist_describe(const nc_cuda *cu);
 /* Queues the decode step of the current batch (one row, decode_only):
  * embedding, layers and softcapped logits into cu->logits row 0. */
 int nc_cuda_persist_step(nc_cuda *cu);
 /* After the stream synchronised: -1 + nc_error() when the step's kernel
- * gave up at a grid barrier (and resets its state for the next step);
+ * gave up at a wait (and resets its state for the next step);
  * under NC_CUDA_PROFILE fills cu->prof_ms with its stage times. */
 int nc_cuda_persist_check(nc_cuda *cu);
 

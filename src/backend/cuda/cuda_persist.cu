@@ -1,44 +1,52 @@
 /*
  * cuda_persist.cu: batch-1 decode as one persistent kernel per token on
  * Hopper (docs/performance.md, Persistent decode). A decode step of one row
- * with bf16 weights otherwise runs ~7 kernels per layer from a CUDA graph,
- * each with a few microseconds of ramp and tail in which HBM idles; here
- * one CTA per SM runs every layer, the stages separated by grid barriers,
- * and each CTA's weights stream continuously through shared memory:
+ * otherwise runs ~7 kernels per layer from a CUDA graph, each with a few
+ * microseconds of ramp and tail in which HBM idles; here one CTA per SM runs
+ * every layer, the stages separated by grid barriers:
  *
  *   per layer: qkv GEMV (RMSNorm folded in) | RoPE + KV append + split-KV
  *   attention | o-proj + residual | fc GEMV + ReLU² | proj + residual (+ the
  *   next layer's V2+ lambdas, the V6 backout copy); then the lm_head with
  *   the softcap. A bar is a grid barrier (5 per layer).
  *
- * Projections: CTA b owns the contiguous rows [rows·b/n, rows·(b+1)/n) of
- * each matrix, a contiguous byte range, which it reads in tiles of whole
- * rows (NC_CUDA_PERSIST_TILE, 64 KB by default). A CTA's tiles of the whole
- * step form one stream (ps_stream) issued bufs - 1 tiles ahead of use
- * (NC_CUDA_PERSIST_BUFS, 2 by default), across stages: the next stage's
- * first tiles are on their way before the grid barrier, so HBM keeps
- * streaming while CTAs wait for each other. NC_CUDA_PERSIST_LOAD picks how
- * a tile arrives: smem (the default) copies it into a ring of bufs tiles
- * in shared memory with cp.async; reg prefetches the tiles ahead into L2
- * (cp.async.bulk.prefetch) and loads each thread's chunks of the current
- * one straight into registers with 16-byte ld.global.nc, as the GEMV does.
- * Each thread multiplies 16-byte chunks of the tile with the stage's input
- * vector (fp32, staged in shared memory after the barrier), writes one
- * partial per chunk, and a warp per row sums its partials in a fixed
- * order: deterministic, like the GEMV.
+ * Weights never depend on activations, so each CTA streams them without
+ * ever waiting for a barrier: a producer warp (one lane) walks the CTA's
+ * weight tiles of the whole step in the order the stages use them and
+ * copies each into a ring of shared-memory slots with one bulk copy (TMA,
+ * cp.async.bulk, completing on the slot's "full" mbarrier), as far ahead as
+ * the ring allows (NC_CUDA_PERSIST_BUFS slots; as many as fit by default,
+ * ~170 KB on d34). The 8 consumer warps do everything else: they wait on a
+ * slot's full barrier, multiply it, release it on its "empty" barrier, and
+ * take the grid barriers. So while the consumers wait at a barrier, stage
+ * their input vector or run attention, the next stage's weights keep
+ * arriving; the stream only stalls where the ring is full.
+ *
+ * Tiles and pieces: CTA b owns the contiguous rows [rows·b/n, rows·(b+1)/n)
+ * of each matrix, a contiguous byte range, cut into tiles of whole rows of
+ * at most a slot (16·C bytes: 8 bf16 rows of C values, 2 of F = 4C; twice
+ * as many 8-bit rows), in 16 pieces of C bytes, each within one row (every
+ * row is a whole number of pieces). Consumer warp w multiplies pieces w and
+ * w + 8 with the stage's input vector, staged in shared memory after the
+ * barrier (fp32 when RMS-normed, else bf16 as written); the pieces of a row
+ * are then summed in piece order by one lane: deterministic, like the GEMV.
+ * 8-bit weights (int8 / e4m3) are widened exactly (cuda_q8.cuh) and the
+ * row scale applied to the finished dot.
  *
  * Attention: the (kv head, split) units of cuda_attn_decode.cuh's CTA
- * function, with 16 warps per CTA and splits = CTAs / kv heads, so the
- * whole context is streamed by the whole GPU at once; the last split of a
- * kv head to finish merges (an arrival counter, as in the graph path).
+ * function, run by the 8 consumer warps, with splits = CTAs / kv heads, so
+ * the whole context is streamed by the whole GPU at once; the last split of
+ * a kv head to finish merges (an arrival counter, as in the graph path).
  *
  * Barriers: a 64-bit arrival counter that only grows (the host passes each
- * launch its start value); a CTA arrives after a __threadfence and spins
- * on an acquire load until every CTA of this barrier arrived. Every wait is
- * bounded: past PS_TIMEOUT_NS the CTA records which barrier in an error
- * word and every CTA leaves; the host turns that into an error after the
- * step (nc_cuda_persist_check) instead of hanging. The grid is launched
- * cooperatively, so all CTAs are resident or the launch fails.
+ * launch its start value); a CTA arrives after a __threadfence and spins on
+ * an acquire load until every CTA of this barrier arrived. Every wait (grid
+ * barrier, slot full or empty) is bounded: past PS_TIMEOUT_NS the CTA
+ * records what it waited for in an error word and every CTA leaves; the
+ * host turns that into an error after the step (nc_cuda_persist_check)
+ * instead of hanging. The producer leaves only once every copy it issued
+ * has landed. The grid is launched cooperatively, so all CTAs are resident
+ * or the launch fails.
  *
  * The embedding (and layer 0's lambdas) run as the small kernels before,
  * sampling as cuda_sample.cu after; all data written inside the kernel is
@@ -46,101 +54,125 @@
  * non-coherent path.
  */
 #include "cuda_attn_decode.cuh"
+#include "cuda_q8.cuh"
 
-#define PS_WARPS 16
-#define PS_THREADS (PS_WARPS * 32)
-#define PS_TILE_DEFAULT 65536          /* bytes per weight tile (NC_CUDA_PERSIST_TILE) */
-#define PS_BUFS_DEFAULT 2              /* tiles in flight (NC_CUDA_PERSIST_BUFS) */
-#define PS_REG_LOADS 8                 /* reg: 16-byte loads per thread and tile (64 KB per CTA at most) */
-#define PS_STAGES 5                    /* grid barriers per layer */
-#define PS_TIMEOUT_NS 10000000000ull   /* a CTA waiting 10 s at a barrier means a bug: stop */
+/* 8 consumer warps and the producer: 3 warps per SM sub-partition at most,
+ * so up to 168 registers a thread (17 warps would cap them at 96 and spill
+ * the attention stage). */
+#define PS_WARPS 8                         /* consumer warps */
+#define PS_CONSUMERS (PS_WARPS * 32)
+#define PS_THREADS (PS_CONSUMERS + 32)     /* + the producer warp */
+#define PS_PIECES 16                       /* C-byte pieces per slot: two per consumer warp */
+#define PS_MAX_SLOTS 16                    /* ring slots at most (NC_CUDA_PERSIST_BUFS) */
+#define PS_STAGE_LOADS 8                   /* 16-byte loads per consumer thread staging a bf16 input vector */
+#define PS_STAGE_LOADS_F32 4               /* and an fp32 one */
+#define PS_STAGES 5                        /* grid barriers per layer */
+#define PS_TIMEOUT_NS 10000000000ull       /* a wait of 10 s means a bug: stop */
 
 /* How a projection stage stores its outputs. */
 enum { PS_EPI_QKV, PS_EPI_ADD, PS_EPI_RELU2, PS_EPI_PROJ, PS_EPI_SOFTCAP };
 
+/* One weight matrix as the kernel reads it (nc_cuda_weight's data). */
+typedef struct {
+    const uint8_t *w;
+    const float *scale; /* 8-bit row scales, else NULL */
+    int format;         /* nc_cuda_weight_format */
+} ps_weight;
+
 /* One layer as the kernel reads it (a device table built per batch layout). */
 typedef struct {
-    const bf16 *qkv, *o, *fc, *proj;
+    ps_weight qkv, o, fc, proj;
     float rl_next, xl_next; /* the next layer's V2+ lambdas (applied in this layer's proj epilogue) */
     dec_args attn;
 } ps_layer;
 
 typedef struct {
     const ps_layer *layers;
-    const bf16 *lm_head;
+    ps_weight lm_head;
     float *x, *x0, *xb, *qkv, *logits;
     bf16 *attn, *u;
     int L, C, Q, F, HD, V, Hkv, splits;
     int lambdas, smear_layer; /* V2+; the layer after which x is kept for the backout (V6), else -1 */
     float backout, eps, softcap;
-    int tile_chunks, bufs, reg;    /* 16-byte chunks per tile, tiles in flight, loads into registers */
+    int slots;                     /* ring slots of 16·C bytes */
+    int max_rows;                  /* rows of any matrix one CTA owns, at most (scale and residual staging) */
     unsigned long long *bar, base; /* arrival counter and its value at this launch */
-    int *err;                      /* 0, or 1 + the barrier a CTA gave up at */
+    int *err;                      /* 0; 1 + the barrier a CTA gave up at; or -1 - the stage whose tiles it
+                                      waited for in vain */
     unsigned long long *stamps;    /* NC_CUDA_PROFILE: CTA 0's time after each barrier, or NULL */
 } ps_params;
 
-struct nc_cuda_persist {
-    void (*kernel)(ps_params);
-    int grid, splits, tile_bytes, bufs;
-    bool reg;
-    size_t smem;
-    char description[96];
-    ps_layer *layers_d;
-    nc_cuda_meta_layout built_for; /* the metadata offsets layers_d points into (used = 0) */
-    bool built;
-    unsigned long long *bar, base;
-    int *err_d, *err_h;            /* err_h: pinned, filled after each step */
-    unsigned long long *stamps_d;
-    bool pending;                  /* a step ran whose error word is not checked yet */
-};
-
-/* A weight matrix of a projection stage (w NULL: none). */
+/* The matrix of stage s (stage 4l + 0..3: layer l's qkv, o, fc, proj; 4L:
+ * the lm_head) with its shape. */
 typedef struct {
-    const bf16 *w;
-    int rows, K;
+    ps_weight w;
+    int rows, K, row_bytes;
 } ps_mat;
 
-/* The kernel's shared memory: the ring of weight tiles (smem loads), the
- * stage's input vector, a tile's chunk partials, the block reductions and
- * the barrier's verdict. */
+__device__ __forceinline__ ps_mat ps_stage_mat(const ps_params &p, int s) {
+    ps_mat m;
+    if (s >= 4 * p.L) {
+        m.w = p.lm_head, m.rows = p.V, m.K = p.C;
+    } else {
+        const ps_layer *ly = p.layers + s / 4;
+        switch (s % 4) {
+        case 0: m.w = ly->qkv, m.rows = p.Q, m.K = p.C; break;
+        case 1: m.w = ly->o, m.rows = p.C, m.K = p.HD; break;
+        case 2: m.w = ly->fc, m.rows = p.F, m.K = p.C; break;
+        default: m.w = ly->proj, m.rows = p.C, m.K = p.F; break;
+        }
+    }
+    m.row_bytes = m.w.format == NC_WEIGHT_BF16 ? 2 * m.K : m.K;
+    return m;
+}
+
+/* This CTA's rows of m and its tiles of whole rows (a slot each). */
 typedef struct {
-    uint4 *ring;
-    float *xs, *part, *red;
-    int *flag;
-} ps_smem;
+    int r0, r1, tile_rows, tiles;
+} ps_span;
 
-/* The weight tiles of a step in the order the stages use them (every
- * CTA its own rows): the next tile to issue, tile t of stage s (stage
- * 4l + 0..3: layer l's qkv, o, fc, proj; 4L: the lm_head), and how many
- * tiles were issued and used so far (a tile's ring slot: its count %
- * bufs). Issuing runs bufs - 1 tiles ahead of use, across stages and
- * the grid barriers between them. */
-typedef struct {
-    int s, t, issued, used;
-} ps_stream;
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-/* Waits until at most n (1..3) of this thread's cp.async groups are pending. */
-__device__ __forceinline__ void cp_async_wait_upto(int n) {
-    if (n <= 1)
-        cp_async_wait<1>();
-    else if (n == 2)
-        cp_async_wait<2>();
-    else
-        cp_async_wait<3>();
+__device__ __forceinline__ ps_span ps_span_of(const ps_params &p, const ps_mat &m) {
+    ps_span s;
+    s.r0 = (int)((int64_t)m.rows * blockIdx.x / gridDim.x);
+    s.r1 = (int)((int64_t)m.rows * (blockIdx.x + 1) / gridDim.x);
+    s.tile_rows = 16 * p.C / m.row_bytes;
+    s.tiles = (s.r1 - s.r0 + s.tile_rows - 1) / s.tile_rows;
+    return s;
 }
 
-/* Starts bringing `bytes` (a multiple of 16) at src into L2. */
-__device__ __forceinline__ void prefetch_l2(const void *src, unsigned bytes) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+/* ==== mbarriers and bulk copies (sm_90) ==== */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void mbar_init(uint64_t *b, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(b)), "r"(count) : "memory");
+}
+
+/* True once the phase of b with this parity has completed (acquire: the
+ * data it guards is visible to the caller). */
+__device__ __forceinline__ bool mbar_test(uint64_t *b, int parity) {
+    uint32_t ok;
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(ok)
+                 : "r"(smem_addr(b)), "r"(parity)
+                 : "memory");
+    return ok != 0;
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t *b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(b)) : "memory");
+}
+
+/* Copies `bytes` (a multiple of 16, both addresses 16-byte aligned) from
+ * global src to shared dst; the copy completes the current phase of `full`
+ * (armed here for exactly these bytes). */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, unsigned bytes, uint64_t *full) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(full)), "r"(bytes)
+                 : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     smem_addr(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_addr(full))
+                 : "memory");
 }
 
 __device__ __forceinline__ unsigned long long ld_acquire(const unsigned long long *p) {
@@ -155,59 +187,61 @@ __device__ __forceinline__ unsigned long long global_ns() {
     return t;
 }
 
-/* The matrix of stage s (see ps_stream). */
-__device__ __forceinline__ ps_mat ps_stage_mat(const ps_params &p, int s) {
-    if (s >= 4 * p.L) return ps_mat{p.lm_head, p.V, p.C};
-    const ps_layer *ly = p.layers + s / 4;
-    switch (s % 4) {
-    case 0: return ps_mat{ly->qkv, p.Q, p.C};
-    case 1: return ps_mat{ly->o, p.C, p.HD};
-    case 2: return ps_mat{ly->fc, p.F, p.C};
-    default: return ps_mat{ly->proj, p.C, p.F};
-    }
+/* The barrier of the consumer warps (the producer warp never joins). */
+__device__ __forceinline__ void ps_consumers_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(PS_CONSUMERS) : "memory");
 }
 
-/* This CTA's rows of m and its tiles of whole rows. */
-typedef struct {
-    int r0, r1, tile_rows, tiles;
-} ps_span;
-
-__device__ __forceinline__ ps_span ps_span_of(const ps_params &p, const ps_mat &m) {
-    ps_span s;
-    s.r0 = (int)((int64_t)m.rows * blockIdx.x / gridDim.x);
-    s.r1 = (int)((int64_t)m.rows * (blockIdx.x + 1) / gridDim.x);
-    s.tile_rows = max(1, p.tile_chunks / (m.K / 8));
-    s.tiles = (s.r1 - s.r0 + s.tile_rows - 1) / s.tile_rows;
-    return s;
-}
-
-/* Issues the next tile of the stream: into its ring slot as one cp.async
- * group (smem loads; an empty group past the last tile), or as an L2
- * prefetch (reg loads). */
-__device__ void ps_issue_next(const ps_params &p, ps_stream &q, uint4 *ring) {
-    for (; q.s <= 4 * p.L; q.s++, q.t = 0) {
-        ps_mat m = ps_stage_mat(p, q.s);
-        ps_span sp = ps_span_of(p, m);
-        if (q.t >= sp.tiles) continue;
-        int row0 = sp.r0 + q.t * sp.tile_rows, n = min(sp.tile_rows, sp.r1 - row0) * (m.K / 8);
-        const uint4 *src = (const uint4 *)m.w + (size_t)row0 * (m.K / 8);
-        if (p.reg) {
-            if (threadIdx.x == 0) prefetch_l2(src, (unsigned)n * 16u);
-        } else {
-            uint4 *buf = ring + (size_t)(q.issued % p.bufs) * p.tile_chunks;
-            for (int j = threadIdx.x; j < n; j += PS_THREADS) cp_async16(buf + j, src + j);
+/* Waits for the phase `parity` of b; false (the error word set to `code`
+ * if no one set it yet) when another CTA gave up or PS_TIMEOUT_NS passed. */
+__device__ bool ps_wait(const ps_params &p, uint64_t *b, int parity, int code) {
+    if (mbar_test(b, parity)) return true;
+    unsigned long long deadline = global_ns() + PS_TIMEOUT_NS;
+    for (int spins = 0;; spins++) {
+        if (mbar_test(b, parity)) return true;
+        if ((spins & 255) == 255 && (*(volatile int *)p.err || global_ns() > deadline)) {
+            atomicCAS(p.err, 0, code);
+            return false;
         }
-        q.t++;
-        break;
     }
-    if (!p.reg) cp_async_commit();
-    q.issued++;
 }
+
+/* ==== the producer ==== */
+
+/* The producer lane: every tile of this CTA's step, in stage order, into
+ * ring slot (tile index % slots) once the consumers released that slot's
+ * previous tile. Leaves after every copy it issued has landed (a CTA must
+ * not exit with bulk copies into its shared memory in flight). */
+__device__ void ps_produce(const ps_params &p, uint8_t *ring, uint64_t *full, uint64_t *empty) {
+    size_t slot_bytes = (size_t)16 * p.C;
+    int i = 0;
+    bool ok = true;
+    for (int s = 0; ok && s <= 4 * p.L; s++) {
+        ps_mat m = ps_stage_mat(p, s);
+        ps_span sp = ps_span_of(p, m);
+        for (int t = 0; t < sp.tiles; t++, i++) {
+            int slot = i % p.slots;
+            if (i >= p.slots && !ps_wait(p, &empty[slot], (i / p.slots - 1) & 1, -1 - s)) {
+                ok = false;
+                break;
+            }
+            int row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0);
+            bulk_load(ring + slot * slot_bytes, m.w.w + (size_t)row0 * m.row_bytes, (unsigned)(nr * m.row_bytes),
+                      &full[slot]);
+        }
+    }
+    /* copies land whether or not anyone consumes them: no deadline needed */
+    for (int j = max(0, i - p.slots); j < i; j++)
+        while (!mbar_test(&full[j % p.slots], (j / p.slots) & 1)) {
+        }
+}
+
+/* ==== the consumers ==== */
 
 /* The grid barrier (see the top comment); false when a CTA gave up, in
- * which case every thread of this CTA must leave the kernel. */
+ * which case every consumer of this CTA must leave the kernel. */
 __device__ bool ps_sync(const ps_params &p, int &n_bar, int *flag) {
-    __syncthreads();
+    ps_consumers_sync();
     int k = n_bar++;
     if (threadIdx.x == 0) {
         unsigned long long target = p.base + (unsigned long long)(k + 1) * gridDim.x;
@@ -226,145 +260,256 @@ __device__ bool ps_sync(const ps_params &p, int &n_bar, int *flag) {
         *flag = ok;
         if (p.stamps && blockIdx.x == 0) p.stamps[k + 1] = global_ns();
     }
-    __syncthreads();
+    ps_consumers_sync();
     return *flag;
 }
 
-/* Stages the input vector of a projection into xs (fp32, K values): the
- * bf16 vector src, or (src NULL) the residual x, less the V6 backout for
- * the logits; returns the RMSNorm scale 1/rms of x (1 for bf16 inputs,
- * which are not normed). */
-__device__ float ps_stage_input(const ps_params &p, const bf16 *src, bool logits, int K, float *xs, float *red) {
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < K; c += PS_THREADS) {
-        float v;
-        if (src) {
-            v = __bfloat162float(__ldcg(src + c));
-        } else {
-            v = __ldcg(p.x + c);
-            if (logits && p.smear_layer >= 0) v -= p.backout * __ldcg(p.xb + c);
-        }
-        xs[c] = v;
-        ss = fmaf(v, v, ss);
-    }
-    ss = nc_block_sum(ss, red);
-    return src ? 1.0f : rsqrtf(ss / (float)K + p.eps);
+/* The consumers' shared memory besides the ring: the stage's input vector
+ * (or the attention's state, over the same bytes), this CTA's row scales
+ * and residual rows for the stage, the pieces' partial sums (two tiles'
+ * worth), the block reduction and the barrier's verdict. */
+typedef struct {
+    void *xs;
+    float *scale, *res, *res0;
+    float (*part)[PS_PIECES];
+    float *red;
+    int *flag;
+} ps_smem;
+
+/* Sum over the consumer threads; every consumer gets it. */
+__device__ float ps_consumers_sum(float v, float *red) {
+    v = nc_warp_sum(v);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    ps_consumers_sync();
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < PS_WARPS; w++) s += red[w];
+    return s;
 }
 
-/* Row r's output y = dot(W[r], input) (before the norm scale s). */
-__device__ __forceinline__ void ps_store(const ps_params &p, int epi, int layer, int r, float y, float s) {
+/* Stages stage inputs after the barrier, all loads issued at once: the
+ * input vector into sm.xs (in: bf16 as written; NULL: the residual x as
+ * fp32, less the V6 backout for the logits), and this CTA's rows' scales
+ * (8-bit) and residual values (the epilogues that add to x). Returns the
+ * RMSNorm scale 1/rms of x (1 for bf16 inputs, which are not normed). */
+__device__ float ps_stage_input(const ps_params &p, const ps_mat &m, const ps_span &sp, const bf16 *in, int epi,
+                                int layer, const ps_smem &sm) {
+    int tid = threadIdx.x, nrows = sp.r1 - sp.r0;
+    bool logits = epi == PS_EPI_SOFTCAP, res = epi == PS_EPI_ADD || epi == PS_EPI_PROJ;
+    bool res0 = epi == PS_EPI_PROJ && p.lambdas && layer + 1 < p.L;
+    float rv = 0.0f, r0v = 0.0f;
+    if (res && tid < nrows) {
+        rv = __ldcg(p.x + sp.r0 + tid);
+        if (res0) r0v = __ldcg(p.x0 + sp.r0 + tid);
+    }
+    float ss = 0.0f;
+    if (in) {
+        int n = m.K / 8; /* 16-byte chunks */
+        uint4 v[PS_STAGE_LOADS];
+#pragma unroll
+        for (int u = 0; u < PS_STAGE_LOADS; u++)
+            if (tid + u * PS_CONSUMERS < n) v[u] = __ldcg((const uint4 *)in + tid + u * PS_CONSUMERS);
+#pragma unroll
+        for (int u = 0; u < PS_STAGE_LOADS; u++)
+            if (tid + u * PS_CONSUMERS < n) ((uint4 *)sm.xs)[tid + u * PS_CONSUMERS] = v[u];
+    } else {
+        int n = m.K / 4; /* float4s */
+        bool backout = logits && p.smear_layer >= 0;
+        float4 v[PS_STAGE_LOADS_F32], b[PS_STAGE_LOADS_F32];
+#pragma unroll
+        for (int u = 0; u < PS_STAGE_LOADS_F32; u++) {
+            int c = tid + u * PS_CONSUMERS;
+            if (c < n) {
+                v[u] = __ldcg((const float4 *)p.x + c);
+                if (backout) b[u] = __ldcg((const float4 *)p.xb + c);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < PS_STAGE_LOADS_F32; u++) {
+            int c = tid + u * PS_CONSUMERS;
+            if (c >= n) continue;
+            float4 x = v[u];
+            if (backout) {
+                x.x -= p.backout * b[u].x, x.y -= p.backout * b[u].y;
+                x.z -= p.backout * b[u].z, x.w -= p.backout * b[u].w;
+            }
+            ((float4 *)sm.xs)[c] = x;
+            ss = fmaf(x.x, x.x, ss), ss = fmaf(x.y, x.y, ss), ss = fmaf(x.z, x.z, ss), ss = fmaf(x.w, x.w, ss);
+        }
+    }
+    if (m.w.scale)
+        for (int r = tid; r < nrows; r += PS_CONSUMERS) sm.scale[r] = __ldg(m.w.scale + sp.r0 + r);
+    if (res && tid < nrows) {
+        sm.res[tid] = rv;
+        if (res0) sm.res0[tid] = r0v;
+    }
+    ss = ps_consumers_sum(ss, sm.red); /* its barrier also publishes xs, scale and res */
+    return in ? 1.0f : rsqrtf(ss / (float)m.K + p.eps);
+}
+
+/* 8 input values from k (a multiple of 8) of the staged vector. */
+__device__ __forceinline__ void xs8(const float *xs, int k, float *f) {
+    float4 a = *(const float4 *)(xs + k), b = *(const float4 *)(xs + k + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+__device__ __forceinline__ void xs8(const bf16 *xs, int k, float *f) { nc_bf16x8_to_f32(*(const uint4 *)(xs + k), f); }
+
+/* acc + the 16-byte chunk w (weights k..) times the staged input from k. */
+template <int FMT, typename TX>
+__device__ __forceinline__ float ps_chunk_dot(uint4 w, const TX *xs, int k, float acc) {
+    float x[8];
+    if constexpr (FMT == NC_WEIGHT_BF16) {
+        float f[8];
+        nc_bf16x8_to_f32(w, f);
+        xs8(xs, k, x);
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc = fmaf(f[i], x[i], acc);
+    } else {
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float f[8];
+            nc_q8x4_to_f32<FMT>(words[2 * h], f);
+            nc_q8x4_to_f32<FMT>(words[2 * h + 1], f + 4);
+            xs8(xs, k + 8 * h, x);
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc = fmaf(f[i], x[i], acc);
+        }
+    }
+    return acc;
+}
+
+/* This warp's piece of a slot: C bytes at `piece`, weights from k0 on. */
+template <int FMT, typename TX>
+__device__ __forceinline__ float ps_piece_dot(const uint4 *piece, int chunks, const TX *xs, int k0) {
+    constexpr int PER = FMT == NC_WEIGHT_BF16 ? 8 : 16; /* weights per chunk */
+    float acc = 0.0f;
+#pragma unroll 2
+    for (int j = threadIdx.x & 31; j < chunks; j += 32) acc = ps_chunk_dot<FMT>(piece[j], xs, k0 + PER * j, acc);
+    return acc;
+}
+
+/* Row r's output (its dot y times s: the norm and row scales), res / res0
+ * its staged residual values. */
+__device__ __forceinline__ void ps_store(const ps_params &p, int epi, int layer, int r, float y, float s, float res,
+                                         float res0) {
     if (epi == PS_EPI_QKV) {
         p.qkv[r] = y * s;
     } else if (epi == PS_EPI_ADD) {
-        p.x[r] = __ldcg(p.x + r) + y;
+        p.x[r] = res + y * s;
     } else if (epi == PS_EPI_RELU2) {
         float t = fmaxf(y * s, 0.0f);
         p.u[r] = __float2bfloat16_rn(t * t);
     } else if (epi == PS_EPI_PROJ) {
-        float v = __ldcg(p.x + r) + y;
+        float v = res + y * s;
         if (layer == p.smear_layer) p.xb[r] = v;
         if (p.lambdas && layer + 1 < p.L) {
             const ps_layer *ly = p.layers + layer;
-            v = ly->rl_next * v + ly->xl_next * p.x0[r];
+            v = ly->rl_next * v + ly->xl_next * res0;
         }
         p.x[r] = v;
-    } else if (r < p.V) {
+    } else {
         p.logits[r] = p.softcap * tanhf(y * s / p.softcap);
     }
 }
 
-/* part[j] = 16-byte chunk j of a tile (K/8 chunks per row) times its
- * slice of the input vector xs. */
-__device__ __forceinline__ void ps_chunk_dot(uint4 wv, int j, int k8, float inv_k8, const float *xs, float *part) {
-    /* (j + 0.5) / k8 is at least 0.5 / k8 from an integer: exact row */
-    int r = __float2int_rd(((float)j + 0.5f) * inv_k8), c = j - r * k8;
-    float wf[8];
-    nc_bf16x8_to_f32(wv, wf);
-    float4 a = *(const float4 *)(xs + 8 * c), b = *(const float4 *)(xs + 8 * c + 4);
-    float d = wf[0] * a.x;
-    d = fmaf(wf[1], a.y, d), d = fmaf(wf[2], a.z, d), d = fmaf(wf[3], a.w, d);
-    d = fmaf(wf[4], b.x, d), d = fmaf(wf[5], b.y, d), d = fmaf(wf[6], b.z, d), d = fmaf(wf[7], b.w, d);
-    part[j] = d;
+/* Stage s, a projection: in = its bf16 input vector, or NULL for the
+ * RMSNorm of the residual; tile counts this CTA's tiles of the step (the
+ * ring position). False when a wait gave up. */
+template <int FMT>
+__device__ bool ps_project_fmt(const ps_params &p, int s, const ps_mat &m, const ps_span &sp, const bf16 *in,
+                               int epi, const uint8_t *ring, uint64_t *full, uint64_t *empty, const ps_smem &sm,
+                               int &tile) {
+    int layer = min(s / 4, p.L - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int esize = FMT == NC_WEIGHT_BF16 ? 2 : 1, pieces = m.row_bytes / p.C;
+    float norm = ps_stage_input(p, m, sp, in, epi, layer, sm);
+    for (int t = 0; t < sp.tiles; t++, tile++) {
+        int slot = tile % p.slots, row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0);
+        if (!ps_wait(p, &full[slot], (tile / p.slots) & 1, -1 - s)) return false;
+        float y[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int q = warp + h * PS_WARPS, row = q / pieces, k0 = (q % pieces) * p.C / esize;
+            if (row >= nr) continue;
+            const uint4 *piece = (const uint4 *)(ring + (size_t)slot * 16 * p.C + (size_t)q * p.C);
+            y[h] = in ? ps_piece_dot<FMT>(piece, p.C / 16, (const bf16 *)sm.xs, k0)
+                      : ps_piece_dot<FMT>(piece, p.C / 16, (const float *)sm.xs, k0);
+            y[h] = nc_warp_sum(y[h]);
+        }
+        __syncwarp();
+        if (lane == 0) {
+            mbar_arrive(&empty[slot]); /* this warp is done reading the slot */
+            sm.part[tile & 1][warp] = y[0], sm.part[tile & 1][warp + PS_WARPS] = y[1];
+        }
+        ps_consumers_sync();
+        if (threadIdx.x < nr) { /* a thread per row sums its pieces in order */
+            int r = threadIdx.x, i = row0 - sp.r0 + r;
+            float d = 0.0f;
+            for (int j = 0; j < pieces; j++) d += sm.part[tile & 1][r * pieces + j];
+            float sc = FMT == NC_WEIGHT_BF16 ? norm : norm * sm.scale[i];
+            ps_store(p, epi, layer, row0 + r, d, sc, sm.res[i], sm.res0[i]);
+        }
+    }
+    return true;
 }
 
-/* Stage s, a projection: in = its bf16 input vector, or NULL for the
- * RMSNorm of the residual. Each of this CTA's tiles: the stream issues
- * one tile more, the tile's chunks are multiplied (from the ring, or
- * loaded into registers) into one partial each, and a warp per row sums
- * its partials in a fixed order. */
-__device__ void ps_project(const ps_params &p, int s, const bf16 *in, int epi, const ps_smem &sm, ps_stream &q) {
+__device__ bool ps_project(const ps_params &p, int s, const bf16 *in, int epi, const uint8_t *ring, uint64_t *full,
+                           uint64_t *empty, const ps_smem &sm, int &tile) {
     ps_mat m = ps_stage_mat(p, s);
     ps_span sp = ps_span_of(p, m);
-    int layer = min(s / 4, p.L - 1), k8 = m.K / 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float scale = sp.tiles ? ps_stage_input(p, in, epi == PS_EPI_SOFTCAP, m.K, sm.xs, sm.red) : 1.0f;
-    float inv_k8 = 1.0f / (float)k8;
-    for (int t = 0; t < sp.tiles; t++, q.used++) {
-        ps_issue_next(p, q, sm.ring);
-        int row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0), n = nr * k8;
-        if (p.reg) {
-            const uint4 *src = (const uint4 *)m.w + (size_t)row0 * k8;
-            uint4 wv[PS_REG_LOADS];
-#pragma unroll
-            for (int u = 0; u < PS_REG_LOADS; u++) {
-                int j = threadIdx.x + u * PS_THREADS;
-                if (j < n) wv[u] = ld_kv(src + j); /* the decode attention's streaming 16-byte load */
-            }
-#pragma unroll
-            for (int u = 0; u < PS_REG_LOADS; u++) {
-                int j = threadIdx.x + u * PS_THREADS;
-                if (j < n) ps_chunk_dot(wv[u], j, k8, inv_k8, sm.xs, sm.part);
-            }
-        } else {
-            cp_async_wait_upto(p.bufs - 1); /* tile q.used has landed */
-            __syncthreads();
-            const uint4 *w = sm.ring + (size_t)(q.used % p.bufs) * p.tile_chunks;
-            for (int j = threadIdx.x; j < n; j += PS_THREADS) ps_chunk_dot(w[j], j, k8, inv_k8, sm.xs, sm.part);
-        }
-        __syncthreads();
-        for (int r = warp; r < nr; r += PS_WARPS) {
-            float y = 0.0f;
-            for (int c = lane; c < k8; c += 32) y += sm.part[r * k8 + c];
-            y = nc_warp_sum(y);
-            if (lane == 0) ps_store(p, epi, layer, row0 + r, y, scale);
-        }
-        __syncthreads();
-    }
+    if (sp.tiles == 0) return true;
+    if (m.w.format == NC_WEIGHT_INT8)
+        return ps_project_fmt<NC_WEIGHT_INT8>(p, s, m, sp, in, epi, ring, full, empty, sm, tile);
+    if (m.w.format == NC_WEIGHT_FP8)
+        return ps_project_fmt<NC_WEIGHT_FP8>(p, s, m, sp, in, epi, ring, full, empty, sm, tile);
+    return ps_project_fmt<NC_WEIGHT_BF16>(p, s, m, sp, in, epi, ring, full, empty, sm, tile);
 }
 
 template <int G, bool KV8>
 __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    extern __shared__ __align__(16) unsigned char smem[];
-    __shared__ float red[32];
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ __align__(8) uint64_t full[PS_MAX_SLOTS], empty[PS_MAX_SLOTS];
+    __shared__ float part[2][PS_PIECES], red[PS_WARPS];
     __shared__ int flag;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < p.slots; i++) mbar_init(&full[i], 1), mbar_init(&empty[i], PS_WARPS);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); /* visible to the bulk copies */
+    }
+    __syncthreads(); /* the only barrier of all threads: the producer warp leaves the others' after it */
+    uint8_t *ring = smem;
+    if (threadIdx.x >= PS_CONSUMERS) {
+        if (threadIdx.x == PS_CONSUMERS) ps_produce(p, ring, full, empty);
+        return;
+    }
     ps_smem sm;
-    sm.ring = (uint4 *)smem;
-    sm.xs = (float *)(sm.ring + (p.reg ? 0 : (size_t)p.bufs * p.tile_chunks)); /* max(C, H·D, F) floats */
-    sm.part = sm.xs + ((max(max(p.C, p.HD), p.F) + 3) & ~3);                     /* a tile's chunk partials */
-    sm.red = red, sm.flag = &flag;
-    dec_shared<G, PS_WARPS> &att = *(dec_shared<G, PS_WARPS> *)sm.xs; /* attention: over xs and part */
-    int n_bar = 0;
+    size_t ring_bytes = (size_t)p.slots * 16 * p.C;
+    sm.xs = smem + ring_bytes;
+    size_t xs_bytes = max(max((size_t)4 * p.C, (size_t)2 * p.F), max((size_t)2 * p.HD, sizeof(dec_shared<G, PS_WARPS>)));
+    sm.scale = (float *)(smem + ring_bytes + ((xs_bytes + 15) & ~(size_t)15));
+    sm.res = sm.scale + p.max_rows, sm.res0 = sm.res + p.max_rows;
+    sm.part = part, sm.red = red, sm.flag = &flag;
+    dec_shared<G, PS_WARPS> &att = *(dec_shared<G, PS_WARPS> *)sm.xs; /* attention: over the input vector */
+    int n_bar = 0, tile = 0;
     if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[0] = global_ns();
-    ps_stream q = {0, 0, 0, 0};
-    for (int i = 0; i + 1 < p.bufs; i++) ps_issue_next(p, q, sm.ring);
     for (int l = 0; l < p.L; l++) {
         const ps_layer *ly = p.layers + l;
         if (l > 0 && !ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, 4 * l, NULL, PS_EPI_QKV, sm, q);
+        if (!ps_project(p, 4 * l, NULL, PS_EPI_QKV, ring, full, empty, sm, tile)) break;
         if (!ps_sync(p, n_bar, &flag)) break;
         for (int u = blockIdx.x; u < p.Hkv * p.splits; u += gridDim.x) {
             nc_attn_decode_cta<G, false, KV8, PS_WARPS>(ly->attn, u % p.splits, u / p.splits, 0, att);
-            __syncthreads();
+            ps_consumers_sync();
         }
         if (!ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, 4 * l + 1, p.attn, PS_EPI_ADD, sm, q);
+        if (!ps_project(p, 4 * l + 1, p.attn, PS_EPI_ADD, ring, full, empty, sm, tile)) break;
         if (!ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, 4 * l + 2, NULL, PS_EPI_RELU2, sm, q);
+        if (!ps_project(p, 4 * l + 2, NULL, PS_EPI_RELU2, ring, full, empty, sm, tile)) break;
         if (!ps_sync(p, n_bar, &flag)) break;
-        ps_project(p, 4 * l + 3, p.u, PS_EPI_PROJ, sm, q);
-        if (l + 1 == p.L && ps_sync(p, n_bar, &flag)) ps_project(p, 4 * p.L, NULL, PS_EPI_SOFTCAP, sm, q);
+        if (!ps_project(p, 4 * l + 3, p.u, PS_EPI_PROJ, ring, full, empty, sm, tile)) break;
+        if (l + 1 == p.L && ps_sync(p, n_bar, &flag))
+            ps_project(p, 4 * p.L, NULL, PS_EPI_SOFTCAP, ring, full, empty, sm, tile);
     }
-    cp_async_wait<0>();
     if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[n_bar + 1] = global_ns();
 #else
     __trap(); /* nc_cuda_persist_init enables this path only where the sm_90a code runs */
@@ -372,6 +517,20 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
 }
 
 /* ==== host ==== */
+
+struct nc_cuda_persist {
+    void (*kernel)(ps_params);
+    int grid, splits, slots, max_rows;
+    size_t smem;
+    char description[96];
+    ps_layer *layers_d;
+    nc_cuda_meta_layout built_for; /* the metadata offsets layers_d points into (used = 0) */
+    bool built;
+    unsigned long long *bar, base;
+    int *err_d, *err_h;            /* err_h: pinned, filled after each step */
+    unsigned long long *stamps_d;
+    bool pending;                  /* a step ran whose error word is not checked yet */
+};
 
 static void (*const ps_kernels[2][NC_ATTN_MAX_GROUP + 1])(ps_params) = {
     {NULL, persist_kernel<1, false>, persist_kernel<2, false>, persist_kernel<3, false>, persist_kernel<4, false>,
@@ -386,47 +545,54 @@ static const size_t ps_attn_smem[NC_ATTN_MAX_GROUP + 1] = {
 
 static int barriers_per_step(const nc_cuda *cu) { return PS_STAGES * cu->L; }
 
-/* The settings in force, for messages. */
-static void knob_names(const nc_cuda *cu, int tile, int bufs, char *out, size_t n) {
-    snprintf(out, n, "NC_CUDA_PERSIST_TILE=%d NC_CUDA_PERSIST_BUFS=%d NC_CUDA_PERSIST_LOAD=%s", tile, bufs,
-             cu->env.cuda_persist_load);
+static int row_bytes(const nc_cuda_weight *w, int K) { return w->format == NC_WEIGHT_BF16 ? 2 * K : K; }
+
+/* Whether the kernel's tiling holds matrix w of rows of K values: every row
+ * a whole number of C-byte pieces, at most a 16·C-byte slot. */
+static bool fits_slots(const nc_cuda *cu, const nc_cuda_weight *w, int K) {
+    int b = row_bytes(w, K);
+    return b % cu->C == 0 && b <= 16 * cu->C;
+}
+
+static ps_weight ps_weight_of(const nc_cuda_weight *w) {
+    return ps_weight{(const uint8_t *)w->data, w->scale, (int)w->format};
 }
 
 int nc_cuda_persist_init(nc_cuda *cu) {
     cu->persist = NULL;
-    /* sm_90 with this binary's sm_90a code, bf16 matrices; never under
-     * --deterministic, whose batch-invariant kernels every step must use */
-    if (!cu->env.cuda_persist || cu->det || cu->cc_major != 9 || !cu->have_wgmma ||
-        cu->layer_format != NC_WEIGHT_BF16 || cu->lm_head.format != NC_WEIGHT_BF16)
+    /* sm_90 with this binary's sm_90a code; never under --deterministic,
+     * whose batch-invariant kernels every step must use */
+    if (!cu->env.cuda_persist || cu->det || cu->cc_major != 9 || !cu->have_wgmma) return 0;
+    /* Shapes the tiling and the staging hold (every nanochat: H·D = C, F =
+     * 4C); others use the graph path. */
+    const nc_cuda_layer *ly = &cu->layers[0];
+    int grid = cu->sm_count, HD = cu->H * cu->D;
+    if (cu->C % 16 || !fits_slots(cu, &ly->qkv, cu->C) || !fits_slots(cu, &ly->o, HD) ||
+        !fits_slots(cu, &ly->fc, cu->C) || !fits_slots(cu, &ly->proj, cu->F) ||
+        !fits_slots(cu, &cu->lm_head, cu->C) || cu->C / 4 > PS_STAGE_LOADS_F32 * PS_CONSUMERS ||
+        NC_MAX(HD, cu->F) / 8 > PS_STAGE_LOADS * PS_CONSUMERS || (cu->C + grid - 1) / grid > PS_CONSUMERS)
         return 0;
-    /* Tile and ring sizes: the defaults fall back to the graph path where
-     * they do not fit; values set on purpose that do not fit are errors. */
-    bool chosen = cu->env.cuda_persist_tile || cu->env.cuda_persist_bufs;
-    int tile = cu->env.cuda_persist_tile ? cu->env.cuda_persist_tile : PS_TILE_DEFAULT;
-    int bufs = cu->env.cuda_persist_bufs ? cu->env.cuda_persist_bufs : PS_BUFS_DEFAULT;
-    bool reg = !strcmp(cu->env.cuda_persist_load, "reg");
-    char knobs[160];
-    knob_names(cu, tile, bufs, knobs, sizeof knobs);
-    int widest = NC_MAX(NC_MAX(cu->C, cu->H * cu->D), cu->F);
-    if (widest * 2 > tile) { /* a tile holds at least one whole row */
-        if (!chosen) return 0;
-        return nc_fail("cuda: the persistent decode kernel with %s: a %d-byte tile does not hold one %d-byte "
-                       "row of this model; use a tile of at least %d bytes",
-                       knobs, tile, widest * 2, (widest * 2 + 4095) / 4096 * 4096);
-    }
-    int tile_chunks = tile / 16;
-    NC_ASSERT(tile_chunks <= PS_REG_LOADS * PS_THREADS); /* the env's range: 64 KB at most */
-    size_t xs_floats = (size_t)((widest + 3) & ~3);
-    size_t stage = (xs_floats + (size_t)tile_chunks) * sizeof(float);
-    size_t smem = (reg ? 0 : (size_t)bufs * tile) + NC_MAX(stage, ps_attn_smem[cu->G]);
+    int max_rows = 0;
+    const int all_rows[4] = {cu->Q, cu->C, cu->F, cu->lm_head.used_rows};
+    for (int i = 0; i < 4; i++) max_rows = NC_MAX(max_rows, (all_rows[i] + grid - 1) / grid);
+    /* shared memory: the ring, the input vector or the attention's state,
+     * the row scales and residual values */
+    size_t slot = (size_t)16 * cu->C;
+    size_t xs = NC_MAX(NC_MAX((size_t)4 * cu->C, (size_t)2 * cu->F), NC_MAX((size_t)2 * HD, ps_attn_smem[cu->G]));
+    size_t rest = ((xs + 15) & ~(size_t)15) + (size_t)3 * max_rows * sizeof(float);
     int optin = 0;
     NC_CU_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu->device));
-    if (smem + 1024 > (size_t)optin) { /* + the kernel's static shared memory */
-        if (!chosen) return 0;
-        return nc_fail("cuda: the persistent decode kernel with %s needs %zu bytes of shared memory per SM for "
-                       "this model, the GPU has %d; use a smaller tile or fewer tiles in flight",
-                       knobs, smem + 1024, optin);
+    size_t avail = (size_t)optin > rest + 1024 ? (size_t)optin - rest - 1024 : 0; /* 1 KB: the static part */
+    int fit = (int)NC_MIN((size_t)PS_MAX_SLOTS, avail / slot);
+    int slots = cu->env.cuda_persist_bufs ? cu->env.cuda_persist_bufs : fit;
+    if (slots > fit) {
+        if (!cu->env.cuda_persist_bufs || fit < 2) return 0;
+        return nc_fail("cuda: the persistent decode kernel with NC_CUDA_PERSIST_BUFS=%d: %d slots of %zu bytes need "
+                       "%zu bytes of shared memory per SM beside %zu for this model, the GPU has %d; at most %d fit",
+                       slots, slots, slot, (size_t)slots * slot, rest + 1024, optin, fit);
     }
+    if (slots < 2) return 0;
+    size_t smem = (size_t)slots * slot + rest;
     void (*kernel)(ps_params) = ps_kernels[cu->kv_fp8 ? 1 : 0][cu->G];
     NC_CU_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
@@ -435,11 +601,10 @@ int nc_cuda_persist_init(nc_cuda *cu) {
     nc_cuda_persist *ps = (nc_cuda_persist *)nc_xcalloc(1, sizeof *ps);
     cu->persist = ps;
     ps->kernel = kernel;
-    ps->grid = cu->sm_count;
+    ps->grid = grid, ps->slots = slots, ps->max_rows = max_rows;
     ps->smem = smem;
-    ps->tile_bytes = tile, ps->bufs = bufs, ps->reg = reg;
-    snprintf(ps->description, sizeof ps->description, "persistent kernel (%d KB tiles, %d in flight, %s)",
-             tile / 1024, bufs, reg ? "loaded into registers, prefetched to L2" : "through shared memory");
+    snprintf(ps->description, sizeof ps->description, "persistent kernel (%d weight slots of %zu KB)", slots,
+             slot / 1024);
     int64_t part_cap = cu->part_floats / ((int64_t)cu->H * (cu->D + 2));
     ps->splits = (int)NC_MAX(1, NC_MIN(NC_MIN(ps->grid / cu->Hkv, NC_ATTN_MAX_SPLITS), part_cap));
     NC_CU_TRY(cudaMalloc((void **)&ps->layers_d, (size_t)cu->L * sizeof(ps_layer)));
@@ -476,8 +641,8 @@ static int build_layers(nc_cuda *cu) {
     ps_layer *t = (ps_layer *)nc_xcalloc((size_t)cu->L, sizeof *t);
     for (int l = 0; l < cu->L; l++) {
         const nc_cuda_layer *ly = &cu->layers[l];
-        t[l].qkv = (const bf16 *)ly->qkv.data, t[l].o = (const bf16 *)ly->o.data;
-        t[l].fc = (const bf16 *)ly->fc.data, t[l].proj = (const bf16 *)ly->proj.data;
+        t[l].qkv = ps_weight_of(&ly->qkv), t[l].o = ps_weight_of(&ly->o);
+        t[l].fc = ps_weight_of(&ly->fc), t[l].proj = ps_weight_of(&ly->proj);
         t[l].rl_next = l + 1 < cu->L ? cu->layers[l + 1].resid_lambda : 1.0f;
         t[l].xl_next = l + 1 < cu->L ? cu->layers[l + 1].x0_lambda : 0.0f;
         nc_cuda_dec_args_fill(cu, l, ps->splits, true, &t[l].attn);
@@ -496,7 +661,7 @@ int nc_cuda_persist_step(nc_cuda *cu) {
     if (build_layers(cu) || nc_cuda_embed(cu, 1) || (cu->cfg.has_lambdas && nc_cuda_lambdas(cu, 0, 1))) return -1;
     ps_params p = {};
     p.layers = ps->layers_d;
-    p.lm_head = (const bf16 *)cu->lm_head.data;
+    p.lm_head = ps_weight_of(&cu->lm_head);
     p.x = cu->x, p.x0 = cu->x0, p.xb = cu->xb, p.qkv = cu->qkv, p.logits = cu->logits;
     p.attn = cu->attn, p.u = cu->u;
     p.L = cu->L, p.C = cu->C, p.Q = cu->Q, p.F = cu->F, p.HD = cu->H * cu->D, p.V = cu->lm_head.used_rows;
@@ -504,7 +669,7 @@ int nc_cuda_persist_step(nc_cuda *cu) {
     p.lambdas = cu->cfg.has_lambdas;
     p.smear_layer = cu->cfg.has_smear ? cu->L / 2 : -1;
     p.backout = cu->backout_lambda, p.eps = cu->cfg.norm_eps, p.softcap = cu->cfg.softcap;
-    p.tile_chunks = ps->tile_bytes / 16, p.bufs = ps->bufs, p.reg = ps->reg;
+    p.slots = ps->slots, p.max_rows = ps->max_rows;
     p.bar = ps->bar, p.base = ps->base, p.err = ps->err_d;
     p.stamps = ps->stamps_d;
     cudaLaunchConfig_t cfg = {};
@@ -555,6 +720,19 @@ int nc_cuda_persist_check(nc_cuda *cu) {
     NC_CU_TRY(cudaMemset(ps->bar, 0, 16));
     NC_CU_TRY(cudaMemset(cu->attn_count, 0, (size_t)cu->max_seqs * cu->Hkv * sizeof(int)));
     NC_CU_TRY(cudaDeviceSynchronize());
+    if (err < 0) { /* a tile wait: -1 - the stage's matrix (4·layer + qkv, o, fc, proj; 4L the lm_head) */
+        static const char *const mats[4] = {"qkv", "attention projection", "MLP fc", "MLP proj"};
+        int s = -1 - err;
+        char what[64];
+        if (s < 4 * cu->L)
+            snprintf(what, sizeof what, "%s of layer %d", mats[s % 4], s / 4);
+        else
+            snprintf(what, sizeof what, "the lm_head");
+        return nc_fail("cuda: the persistent decode kernel gave up: a CTA waited %.0f s for the weight tiles of %s "
+                       "(a bulk copy that never landed, or its consumers left); NC_CUDA_PERSIST=0 selects the CUDA "
+                       "graph path",
+                       PS_TIMEOUT_NS * 1e-9, what);
+    }
     static const char *const names[PS_STAGES] = {"qkv", "attention", "attention projection", "MLP fc", "MLP proj"};
     int k = err; /* barrier err - 1, counted as if a barrier preceded layer 0's qkv */
     int layer = k / PS_STAGES;
