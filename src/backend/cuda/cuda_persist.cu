@@ -96,7 +96,6 @@ typedef struct {
     float backout, eps, softcap;
     int slots;                     /* ring slots of 16·C bytes */
     int max_rows;                  /* rows of any matrix one CTA owns, at most (scale and residual staging) */
-    int max_tiles;                 /* tiles of any stage one CTA multiplies, at most (its pieces' sums) */
     unsigned long long *bar, base; /* arrival counter and its value at this launch */
     int *err;                      /* 0; 1 + the barrier a CTA gave up at; or -1 - the stage whose tiles it
                                       waited for in vain */
@@ -272,7 +271,7 @@ __device__ bool ps_sync(const ps_params &p, int &n_bar, int *flag) {
 typedef struct {
     void *xs;
     float *scale, *res, *res0;
-    float *part; /* [tiles of the stage][PS_PIECES] */
+    float (*part)[PS_PIECES];
     float *red;
     int *flag;
 } ps_smem;
@@ -348,76 +347,46 @@ __device__ float ps_stage_input(const ps_params &p, const ps_mat &m, const ps_sp
     return in ? 1.0f : rsqrtf(ss / (float)m.K + p.eps);
 }
 
-/* Chunks of a piece each lane holds at most: a piece of C bytes is C / 16
- * chunks, lane l takes chunks l, l + 32, ...; C <= 32 · 16 · PS_LANE_CHUNKS
- * (2560, d40) runs here. */
-#define PS_LANE_CHUNKS 5
-
-/* Weights per 16-byte chunk. */
-template <int FMT>
-__host__ __device__ constexpr int ps_per_chunk() {
-    return FMT == NC_WEIGHT_BF16 ? 8 : 16;
+/* 8 input values from k (a multiple of 8) of the staged vector. */
+__device__ __forceinline__ void xs8(const float *xs, int k, float *f) {
+    float4 a = *(const float4 *)(xs + k), b = *(const float4 *)(xs + k + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
+__device__ __forceinline__ void xs8(const bf16 *xs, int k, float *f) { nc_bf16x8_to_f32(*(const uint4 *)(xs + k), f); }
 
-/* This lane's slice of the staged input vector, fp32, for pieces from
- * weight k0 on: the values chunk lane + 32 i meets. A consumer warp's two
- * pieces always start at the same k0 (PS_WARPS is a multiple of the pieces
- * per row), so it loads them once per stage and multiplies every tile of
- * the stage from registers: shared memory then carries only the weights
- * (the input read per weight byte, 2-4 bytes with bank conflicts, was what
- * bounded the consumers). */
+/* acc + the 16-byte chunk w (weights k..) times the staged input from k. */
 template <int FMT, typename TX>
-__device__ __forceinline__ void ps_load_x(const TX *xs, int k0, int chunks, float (&x)[PS_LANE_CHUNKS][16]) {
-    constexpr int PER = ps_per_chunk<FMT>();
-    int lane = threadIdx.x & 31;
+__device__ __forceinline__ float ps_chunk_dot(uint4 w, const TX *xs, int k, float acc) {
+    float x[8];
+    if constexpr (FMT == NC_WEIGHT_BF16) {
+        float f[8];
+        nc_bf16x8_to_f32(w, f);
+        xs8(xs, k, x);
 #pragma unroll
-    for (int i = 0; i < PS_LANE_CHUNKS; i++) {
-        int j = lane + 32 * i;
-        if (j >= chunks) continue;
+        for (int i = 0; i < 8; i++) acc = fmaf(f[i], x[i], acc);
+    } else {
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-        for (int h = 0; h < PER / 8; h++) {
-            int k = k0 + PER * j + 8 * h;
-            if constexpr (sizeof(TX) == 4) {
-                float4 a = *(const float4 *)((const float *)xs + k), b = *(const float4 *)((const float *)xs + k + 4);
-                x[i][8 * h + 0] = a.x, x[i][8 * h + 1] = a.y, x[i][8 * h + 2] = a.z, x[i][8 * h + 3] = a.w;
-                x[i][8 * h + 4] = b.x, x[i][8 * h + 5] = b.y, x[i][8 * h + 6] = b.z, x[i][8 * h + 7] = b.w;
-            } else {
-                nc_bf16x8_to_f32(*(const uint4 *)((const bf16 *)xs + k), &x[i][8 * h]);
-            }
+        for (int h = 0; h < 2; h++) {
+            float f[8];
+            nc_q8x4_to_f32<FMT>(words[2 * h], f);
+            nc_q8x4_to_f32<FMT>(words[2 * h + 1], f + 4);
+            xs8(xs, k + 8 * h, x);
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc = fmaf(f[i], x[i], acc);
         }
     }
+    return acc;
 }
 
-/* The dot of this lane's chunks of one piece with its input slice: all
- * the piece's shared-memory loads first, then two accumulator chains. */
-template <int FMT>
-__device__ __forceinline__ float ps_piece_dot(const uint4 *piece, int chunks, const float (&x)[PS_LANE_CHUNKS][16]) {
-    int lane = threadIdx.x & 31;
-    uint4 w[PS_LANE_CHUNKS];
-#pragma unroll
-    for (int i = 0; i < PS_LANE_CHUNKS; i++)
-        if (lane + 32 * i < chunks) w[i] = piece[lane + 32 * i];
-    float a0 = 0.0f, a1 = 0.0f;
-#pragma unroll
-    for (int i = 0; i < PS_LANE_CHUNKS; i++) {
-        if (lane + 32 * i >= chunks) continue;
-        if constexpr (FMT == NC_WEIGHT_BF16) {
-            float f[8];
-            nc_bf16x8_to_f32(w[i], f);
-#pragma unroll
-            for (int e = 0; e < 8; e += 2) a0 = fmaf(f[e], x[i][e], a0), a1 = fmaf(f[e + 1], x[i][e + 1], a1);
-        } else {
-            const uint32_t words[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                float f[4];
-                nc_q8x4_to_f32<FMT>(words[q], f);
-                a0 = fmaf(f[0], x[i][4 * q], a0), a1 = fmaf(f[1], x[i][4 * q + 1], a1);
-                a0 = fmaf(f[2], x[i][4 * q + 2], a0), a1 = fmaf(f[3], x[i][4 * q + 3], a1);
-            }
-        }
-    }
-    return a0 + a1;
+/* This warp's piece of a slot: C bytes at `piece`, weights from k0 on. */
+template <int FMT, typename TX>
+__device__ __forceinline__ float ps_piece_dot(const uint4 *piece, int chunks, const TX *xs, int k0) {
+    constexpr int PER = FMT == NC_WEIGHT_BF16 ? 8 : 16; /* weights per chunk */
+    float acc = 0.0f;
+#pragma unroll 2
+    for (int j = threadIdx.x & 31; j < chunks; j += 32) acc = ps_chunk_dot<FMT>(piece[j], xs, k0 + PER * j, acc);
+    return acc;
 }
 
 /* Row r's output (its dot y times s: the norm and row scales), res / res0
@@ -454,41 +423,32 @@ __device__ bool ps_project_fmt(const ps_params &p, int s, const ps_mat &m, const
     int layer = min(s / 4, p.L - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int esize = FMT == NC_WEIGHT_BF16 ? 2 : 1, pieces = m.row_bytes / p.C;
     float norm = ps_stage_input(p, m, sp, in, epi, layer, sm);
-    int chunks = p.C / 16, k0 = (warp % pieces) * p.C / esize;
-    float x[PS_LANE_CHUNKS][16];
-    if (in)
-        ps_load_x<FMT>((const bf16 *)sm.xs, k0, chunks, x);
-    else
-        ps_load_x<FMT>((const float *)sm.xs, k0, chunks, x);
-    /* Each warp runs through the stage's tiles on its own (no barrier per
-     * tile): its two pieces' sums go to part[tile of the stage][piece], and
-     * the rows are summed once every warp is done. */
     for (int t = 0; t < sp.tiles; t++, tile++) {
-        int slot = tile % p.slots, nr = min(sp.tile_rows, sp.r1 - sp.r0 - t * sp.tile_rows);
+        int slot = tile % p.slots, row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0);
         if (!ps_wait(p, &full[slot], (tile / p.slots) & 1, -1 - s)) return false;
-        const uint8_t *base = ring + (size_t)slot * 16 * p.C;
-        float y[2];
+        float y[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            int q = warp + h * PS_WARPS;
-            y[h] = q / pieces < nr ? ps_piece_dot<FMT>((const uint4 *)(base + (size_t)q * p.C), chunks, x) : 0.0f;
+            int q = warp + h * PS_WARPS, row = q / pieces, k0 = (q % pieces) * p.C / esize;
+            if (row >= nr) continue;
+            const uint4 *piece = (const uint4 *)(ring + (size_t)slot * 16 * p.C + (size_t)q * p.C);
+            y[h] = in ? ps_piece_dot<FMT>(piece, p.C / 16, (const bf16 *)sm.xs, k0)
+                      : ps_piece_dot<FMT>(piece, p.C / 16, (const float *)sm.xs, k0);
+            y[h] = nc_warp_sum(y[h]);
         }
         __syncwarp();
-        if (lane == 0) mbar_arrive(&empty[slot]); /* this warp is done reading the slot */
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float v = nc_warp_sum(y[h]);
-            if (lane == 0) sm.part[t * PS_PIECES + warp + h * PS_WARPS] = v;
+        if (lane == 0) {
+            mbar_arrive(&empty[slot]); /* this warp is done reading the slot */
+            sm.part[tile & 1][warp] = y[0], sm.part[tile & 1][warp + PS_WARPS] = y[1];
         }
-    }
-    ps_consumers_sync();
-    /* a thread per row sums its pieces in order */
-    for (int r = threadIdx.x; r < sp.r1 - sp.r0; r += PS_CONSUMERS) {
-        const float *pr = sm.part + (r / sp.tile_rows) * PS_PIECES + (r % sp.tile_rows) * pieces;
-        float d = 0.0f;
-        for (int j = 0; j < pieces; j++) d += pr[j];
-        float sc = FMT == NC_WEIGHT_BF16 ? norm : norm * sm.scale[r];
-        ps_store(p, epi, layer, sp.r0 + r, d, sc, sm.res[r], sm.res0[r]);
+        ps_consumers_sync();
+        if (threadIdx.x < nr) { /* a thread per row sums its pieces in order */
+            int r = threadIdx.x, i = row0 - sp.r0 + r;
+            float d = 0.0f;
+            for (int j = 0; j < pieces; j++) d += sm.part[tile & 1][r * pieces + j];
+            float sc = FMT == NC_WEIGHT_BF16 ? norm : norm * sm.scale[i];
+            ps_store(p, epi, layer, row0 + r, d, sc, sm.res[i], sm.res0[i]);
+        }
     }
     return true;
 }
@@ -510,7 +470,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) uint8_t smem[];
     __shared__ __align__(8) uint64_t full[PS_MAX_SLOTS], empty[PS_MAX_SLOTS];
-    __shared__ float red[PS_WARPS];
+    __shared__ float part[2][PS_PIECES], red[PS_WARPS];
     __shared__ int flag;
     if (threadIdx.x == 0) {
         for (int i = 0; i < p.slots; i++) mbar_init(&full[i], 1), mbar_init(&empty[i], PS_WARPS);
@@ -528,8 +488,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
     size_t xs_bytes = max(max((size_t)4 * p.C, (size_t)2 * p.F), max((size_t)2 * p.HD, sizeof(dec_shared<G, PS_WARPS>)));
     sm.scale = (float *)(smem + ring_bytes + ((xs_bytes + 15) & ~(size_t)15));
     sm.res = sm.scale + p.max_rows, sm.res0 = sm.res + p.max_rows;
-    sm.part = sm.res0 + p.max_rows;
-    sm.red = red, sm.flag = &flag;
+    sm.part = part, sm.red = red, sm.flag = &flag;
     dec_shared<G, PS_WARPS> &att = *(dec_shared<G, PS_WARPS> *)sm.xs; /* attention: over the input vector */
     int n_bar = 0, tile = 0;
     if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[0] = global_ns();
@@ -561,7 +520,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
 
 struct nc_cuda_persist {
     void (*kernel)(ps_params);
-    int grid, splits, slots, max_rows, max_tiles;
+    int grid, splits, slots, max_rows;
     size_t smem;
     char description[96];
     ps_layer *layers_d;
@@ -589,17 +548,10 @@ static int barriers_per_step(const nc_cuda *cu) { return PS_STAGES * cu->L; }
 static int row_bytes(const nc_cuda_weight *w, int K) { return w->format == NC_WEIGHT_BF16 ? 2 * K : K; }
 
 /* Whether the kernel's tiling holds matrix w of rows of K values: every row
- * a whole number of C-byte pieces, and a warp's two pieces (w, w + 8) at
- * the same place in their rows (pieces per row divide 8). */
+ * a whole number of C-byte pieces, at most a 16·C-byte slot. */
 static bool fits_slots(const nc_cuda *cu, const nc_cuda_weight *w, int K) {
     int b = row_bytes(w, K);
-    return b % cu->C == 0 && PS_WARPS % (b / cu->C) == 0;
-}
-
-/* Tiles of matrix w (rows of K values) one CTA of `grid` multiplies, at most. */
-static int tiles_per_cta(const nc_cuda *cu, const nc_cuda_weight *w, int rows, int K, int grid) {
-    int tile_rows = 16 * cu->C / row_bytes(w, K);
-    return ((rows + grid - 1) / grid + tile_rows - 1) / tile_rows;
+    return b % cu->C == 0 && b <= 16 * cu->C;
 }
 
 static ps_weight ps_weight_of(const nc_cuda_weight *w) {
@@ -615,7 +567,7 @@ int nc_cuda_persist_init(nc_cuda *cu) {
      * 4C); others use the graph path. */
     const nc_cuda_layer *ly = &cu->layers[0];
     int grid = cu->sm_count, HD = cu->H * cu->D;
-    if (cu->C % 16 || cu->C > 32 * 16 * PS_LANE_CHUNKS || !fits_slots(cu, &ly->qkv, cu->C) || !fits_slots(cu, &ly->o, HD) ||
+    if (cu->C % 16 || !fits_slots(cu, &ly->qkv, cu->C) || !fits_slots(cu, &ly->o, HD) ||
         !fits_slots(cu, &ly->fc, cu->C) || !fits_slots(cu, &ly->proj, cu->F) ||
         !fits_slots(cu, &cu->lm_head, cu->C) || cu->C / 4 > PS_STAGE_LOADS_F32 * PS_CONSUMERS ||
         NC_MAX(HD, cu->F) / 8 > PS_STAGE_LOADS * PS_CONSUMERS || (cu->C + grid - 1) / grid > PS_CONSUMERS)
@@ -623,14 +575,11 @@ int nc_cuda_persist_init(nc_cuda *cu) {
     int max_rows = 0;
     const int all_rows[4] = {cu->Q, cu->C, cu->F, cu->lm_head.used_rows};
     for (int i = 0; i < 4; i++) max_rows = NC_MAX(max_rows, (all_rows[i] + grid - 1) / grid);
-    int max_tiles = NC_MAX(NC_MAX(tiles_per_cta(cu, &ly->qkv, cu->Q, cu->C, grid), tiles_per_cta(cu, &ly->o, cu->C, HD, grid)),
-                           NC_MAX(tiles_per_cta(cu, &ly->fc, cu->F, cu->C, grid), tiles_per_cta(cu, &ly->proj, cu->C, cu->F, grid)));
-    max_tiles = NC_MAX(max_tiles, tiles_per_cta(cu, &cu->lm_head, cu->lm_head.used_rows, cu->C, grid));
     /* shared memory: the ring, the input vector or the attention's state,
-     * the row scales and residual values, the pieces' sums */
+     * the row scales and residual values */
     size_t slot = (size_t)16 * cu->C;
     size_t xs = NC_MAX(NC_MAX((size_t)4 * cu->C, (size_t)2 * cu->F), NC_MAX((size_t)2 * HD, ps_attn_smem[cu->G]));
-    size_t rest = ((xs + 15) & ~(size_t)15) + ((size_t)3 * max_rows + (size_t)max_tiles * PS_PIECES) * sizeof(float);
+    size_t rest = ((xs + 15) & ~(size_t)15) + (size_t)3 * max_rows * sizeof(float);
     int optin = 0;
     NC_CU_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cu->device));
     size_t avail = (size_t)optin > rest + 1024 ? (size_t)optin - rest - 1024 : 0; /* 1 KB: the static part */
@@ -652,7 +601,7 @@ int nc_cuda_persist_init(nc_cuda *cu) {
     nc_cuda_persist *ps = (nc_cuda_persist *)nc_xcalloc(1, sizeof *ps);
     cu->persist = ps;
     ps->kernel = kernel;
-    ps->grid = grid, ps->slots = slots, ps->max_rows = max_rows, ps->max_tiles = max_tiles;
+    ps->grid = grid, ps->slots = slots, ps->max_rows = max_rows;
     ps->smem = smem;
     snprintf(ps->description, sizeof ps->description, "persistent kernel (%d weight slots of %zu KB)", slots,
              slot / 1024);
@@ -720,7 +669,7 @@ int nc_cuda_persist_step(nc_cuda *cu) {
     p.lambdas = cu->cfg.has_lambdas;
     p.smear_layer = cu->cfg.has_smear ? cu->L / 2 : -1;
     p.backout = cu->backout_lambda, p.eps = cu->cfg.norm_eps, p.softcap = cu->cfg.softcap;
-    p.slots = ps->slots, p.max_rows = ps->max_rows, p.max_tiles = ps->max_tiles;
+    p.slots = ps->slots, p.max_rows = ps->max_rows;
     p.bar = ps->bar, p.base = ps->base, p.err = ps->err_d;
     p.stamps = ps->stamps_d;
     cudaLaunchConfig_t cfg = {};
