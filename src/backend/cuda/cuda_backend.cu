@@ -713,6 +713,7 @@ static void print_profile(nc_cuda *cu) {
     for (int i = 0; i < NC_PROF_STAGES; i++)
         fprintf(stderr, "  %-12s %10.2f ms %5.1f%%\n", names[i], cu->prof_ms[i],
                 total > 0 ? 100 * cu->prof_ms[i] / total : 0.0);
+    nc_cuda_persist_print_profile(cu);
 }
 
 static void cuda_free(nc_backend *b) {

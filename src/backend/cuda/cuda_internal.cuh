@@ -504,6 +504,9 @@ int nc_cuda_persist_step(nc_cuda *cu);
  * gave up at a wait (and resets its state for the next step);
  * under NC_CUDA_PROFILE fills cu->prof_ms with its stage times. */
 int nc_cuda_persist_check(nc_cuda *cu);
+/* NC_CUDA_PROFILE: the persistent kernel's per-stage breakdown of the last
+ * profiled step (work, barrier, waits for tiles and for slots), on stderr. */
+void nc_cuda_persist_print_profile(const nc_cuda *cu);
 
 /* ==== cuda_batch.cu ==== */
 

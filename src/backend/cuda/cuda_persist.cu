@@ -68,6 +68,7 @@
 #define PS_STAGE_LOADS_F32 4               /* and an fp32 one */
 #define PS_STAGES 5                        /* grid barriers per layer */
 #define PS_TIMEOUT_NS 10000000000ull       /* a wait of 10 s means a bug: stop */
+#define PS_PROF_KINDS 6                    /* profiled stage kinds: qkv, attention, o, fc, proj, lm_head */
 
 /* How a projection stage stores its outputs. */
 enum { PS_EPI_QKV, PS_EPI_ADD, PS_EPI_RELU2, PS_EPI_PROJ, PS_EPI_SOFTCAP };
@@ -99,7 +100,7 @@ typedef struct {
     unsigned long long *bar, base; /* arrival counter and its value at this launch */
     int *err;                      /* 0; 1 + the barrier a CTA gave up at; or -1 - the stage whose tiles it
                                       waited for in vain */
-    unsigned long long *stamps;    /* NC_CUDA_PROFILE: CTA 0's time after each barrier, or NULL */
+    unsigned long long *prof;      /* NC_CUDA_PROFILE: the times of ps_prof_at, or NULL */
 } ps_params;
 
 /* The matrix of stage s (stage 4l + 0..3: layer l's qkv, o, fc, proj; 4L:
@@ -138,6 +139,27 @@ __device__ __forceinline__ ps_span ps_span_of(const ps_params &p, const ps_mat &
     s.tile_rows = 16 * p.C / m.row_bytes;
     s.tiles = (s.r1 - s.r0 + s.tile_rows - 1) / s.tile_rows;
     return s;
+}
+
+/* ==== the profile (NC_CUDA_PROFILE) ====
+ *
+ * p.prof holds, per CTA b of n: for each of the step's barriers k = 1 ..
+ * 5L the %globaltimer when b arrived at it and when it left it (k = 0:
+ * only "left", the kernel's start; k = 5L + 1: only "arrived", its end),
+ * then the nanoseconds b's consumers waited for tiles that had not landed
+ * yet and its producer waited for a free slot, per stage kind. A stage is
+ * stream-bound where its consumers wait for tiles, consumer-bound where
+ * the producer waits for slots. */
+__host__ __device__ __forceinline__ size_t ps_prof_at(int k, int b, int left, int n) {
+    return ((size_t)k * n + b) * 2 + left;
+}
+/* role 0: the consumers' wait for tiles; 1: the producer's wait for slots */
+__host__ __device__ __forceinline__ size_t ps_prof_wait(int barriers, int b, int role, int kind, int n) {
+    return ps_prof_at(barriers + 2, 0, 0, n) + ((size_t)b * 2 + role) * PS_PROF_KINDS + kind;
+}
+/* stage s's kind: qkv 0, (attention 1), o 2, fc 3, proj 4, lm_head 5 */
+__host__ __device__ __forceinline__ int ps_prof_kind(int s, int L) {
+    return s >= 4 * L ? 5 : s % 4 == 0 ? 0 : s % 4 + 1;
 }
 
 /* ==== mbarriers and bulk copies (sm_90) ==== */
@@ -219,16 +241,20 @@ __device__ void ps_produce(const ps_params &p, uint8_t *ring, uint64_t *full, ui
     for (int s = 0; ok && s <= 4 * p.L; s++) {
         ps_mat m = ps_stage_mat(p, s);
         ps_span sp = ps_span_of(p, m);
+        unsigned long long waited = 0;
         for (int t = 0; t < sp.tiles; t++, i++) {
             int slot = i % p.slots;
+            unsigned long long t0 = p.prof ? global_ns() : 0;
             if (i >= p.slots && !ps_wait(p, &empty[slot], (i / p.slots - 1) & 1, -1 - s)) {
                 ok = false;
                 break;
             }
+            if (p.prof) waited += global_ns() - t0;
             int row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0);
             bulk_load(ring + slot * slot_bytes, m.w.w + (size_t)row0 * m.row_bytes, (unsigned)(nr * m.row_bytes),
                       &full[slot]);
         }
+        if (p.prof) p.prof[ps_prof_wait(5 * p.L, blockIdx.x, 1, ps_prof_kind(s, p.L), gridDim.x)] += waited;
     }
     /* copies land whether or not anyone consumes them: no deadline needed */
     for (int j = max(0, i - p.slots); j < i; j++)
@@ -245,6 +271,7 @@ __device__ bool ps_sync(const ps_params &p, int &n_bar, int *flag) {
     int k = n_bar++;
     if (threadIdx.x == 0) {
         unsigned long long target = p.base + (unsigned long long)(k + 1) * gridDim.x;
+        if (p.prof) p.prof[ps_prof_at(k + 1, blockIdx.x, 0, gridDim.x)] = global_ns();
         __threadfence();
         atomicAdd(p.bar, 1ull);
         unsigned long long deadline = global_ns() + PS_TIMEOUT_NS;
@@ -258,7 +285,7 @@ __device__ bool ps_sync(const ps_params &p, int &n_bar, int *flag) {
         }
         __threadfence();
         *flag = ok;
-        if (p.stamps && blockIdx.x == 0) p.stamps[k + 1] = global_ns();
+        if (p.prof) p.prof[ps_prof_at(k + 1, blockIdx.x, 1, gridDim.x)] = global_ns();
     }
     ps_consumers_sync();
     return *flag;
@@ -423,9 +450,12 @@ __device__ bool ps_project_fmt(const ps_params &p, int s, const ps_mat &m, const
     int layer = min(s / 4, p.L - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int esize = FMT == NC_WEIGHT_BF16 ? 2 : 1, pieces = m.row_bytes / p.C;
     float norm = ps_stage_input(p, m, sp, in, epi, layer, sm);
+    unsigned long long waited = 0; /* NC_CUDA_PROFILE: thread 0's wait for tiles */
     for (int t = 0; t < sp.tiles; t++, tile++) {
         int slot = tile % p.slots, row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0);
+        unsigned long long t0 = p.prof && threadIdx.x == 0 ? global_ns() : 0;
         if (!ps_wait(p, &full[slot], (tile / p.slots) & 1, -1 - s)) return false;
+        if (p.prof && threadIdx.x == 0) waited += global_ns() - t0;
         float y[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -450,6 +480,7 @@ __device__ bool ps_project_fmt(const ps_params &p, int s, const ps_mat &m, const
             ps_store(p, epi, layer, row0 + r, d, sc, sm.res[i], sm.res0[i]);
         }
     }
+    if (p.prof && threadIdx.x == 0) p.prof[ps_prof_wait(5 * p.L, blockIdx.x, 0, ps_prof_kind(s, p.L), gridDim.x)] += waited;
     return true;
 }
 
@@ -491,7 +522,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
     sm.part = part, sm.red = red, sm.flag = &flag;
     dec_shared<G, PS_WARPS> &att = *(dec_shared<G, PS_WARPS> *)sm.xs; /* attention: over the input vector */
     int n_bar = 0, tile = 0;
-    if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[0] = global_ns();
+    if (p.prof && threadIdx.x == 0) p.prof[ps_prof_at(0, blockIdx.x, 1, gridDim.x)] = global_ns();
     for (int l = 0; l < p.L; l++) {
         const ps_layer *ly = p.layers + l;
         if (l > 0 && !ps_sync(p, n_bar, &flag)) break;
@@ -510,7 +541,7 @@ __global__ void __launch_bounds__(PS_THREADS, 1) persist_kernel(ps_params p) {
         if (l + 1 == p.L && ps_sync(p, n_bar, &flag))
             ps_project(p, 4 * p.L, NULL, PS_EPI_SOFTCAP, ring, full, empty, sm, tile);
     }
-    if (p.stamps && blockIdx.x == 0 && threadIdx.x == 0) p.stamps[n_bar + 1] = global_ns();
+    if (p.prof && threadIdx.x == 0) p.prof[ps_prof_at(n_bar + 1, blockIdx.x, 0, gridDim.x)] = global_ns();
 #else
     __trap(); /* nc_cuda_persist_init enables this path only where the sm_90a code runs */
 #endif
@@ -528,7 +559,14 @@ struct nc_cuda_persist {
     bool built;
     unsigned long long *bar, base;
     int *err_d, *err_h;            /* err_h: pinned, filled after each step */
-    unsigned long long *stamps_d;
+    unsigned long long *prof_d;    /* NC_CUDA_PROFILE: the times of ps_prof_at, or NULL */
+    size_t prof_words;
+    /* of the last profiled step, per stage kind, ms summed over layers: a CTA's work
+       (from leaving a barrier to arriving at the next; mean and max over CTAs), the
+       barrier after it (its last arrival to the mean release), the consumers' wait
+       for tiles and the producer's wait for slots (means over CTAs) */
+    double work_mean[PS_PROF_KINDS], work_max[PS_PROF_KINDS], barrier[PS_PROF_KINDS];
+    double tile_wait[PS_PROF_KINDS], slot_wait[PS_PROF_KINDS];
     bool pending;                  /* a step ran whose error word is not checked yet */
 };
 
@@ -613,8 +651,10 @@ int nc_cuda_persist_init(nc_cuda *cu) {
     ps->err_d = (int *)(ps->bar + 1);
     NC_CU_TRY(cudaMallocHost((void **)&ps->err_h, sizeof(int)));
     *ps->err_h = 0;
-    if (cu->profile)
-        NC_CU_TRY(cudaMalloc((void **)&ps->stamps_d, (size_t)(barriers_per_step(cu) + 2) * sizeof(unsigned long long)));
+    if (cu->profile) {
+        ps->prof_words = ps_prof_wait(barriers_per_step(cu), grid, 0, 0, grid);
+        NC_CU_TRY(cudaMalloc((void **)&ps->prof_d, ps->prof_words * sizeof(unsigned long long)));
+    }
     return 0;
 }
 
@@ -625,7 +665,7 @@ void nc_cuda_persist_free(nc_cuda *cu) {
     if (!ps) return;
     if (ps->layers_d) cudaFree(ps->layers_d);
     if (ps->bar) cudaFree(ps->bar);
-    if (ps->stamps_d) cudaFree(ps->stamps_d);
+    if (ps->prof_d) cudaFree(ps->prof_d);
     if (ps->err_h) cudaFreeHost(ps->err_h);
     free(ps);
     cu->persist = NULL;
@@ -671,7 +711,9 @@ int nc_cuda_persist_step(nc_cuda *cu) {
     p.backout = cu->backout_lambda, p.eps = cu->cfg.norm_eps, p.softcap = cu->cfg.softcap;
     p.slots = ps->slots, p.max_rows = ps->max_rows;
     p.bar = ps->bar, p.base = ps->base, p.err = ps->err_d;
-    p.stamps = ps->stamps_d;
+    p.prof = ps->prof_d;
+    if (ps->prof_d) /* the wait sums accumulate */
+        NC_CU_TRY(cudaMemsetAsync(ps->prof_d, 0, ps->prof_words * sizeof(unsigned long long), cu->stream));
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(ps->grid);
     cfg.blockDim = dim3(PS_THREADS);
@@ -691,21 +733,56 @@ int nc_cuda_persist_step(nc_cuda *cu) {
 }
 
 /* NC_CUDA_PROFILE: the stages' shares of the step from CTA 0's barrier
- * times (each stage's time includes its wait at the barrier after it). */
+ * times (each stage's time includes its wait at the barrier after it), and
+ * the per-CTA breakdown that nc_cuda_persist_print_profile prints. */
 static int collect_profile(nc_cuda *cu) {
     nc_cuda_persist *ps = cu->persist;
-    int n = barriers_per_step(cu) + 2;
-    unsigned long long *t = (unsigned long long *)nc_xcalloc((size_t)n, sizeof *t);
-    cudaError_t e = cudaMemcpy(t, ps->stamps_d, (size_t)n * sizeof *t, cudaMemcpyDeviceToHost);
+    int nb = barriers_per_step(cu), n = ps->grid;
+    unsigned long long *t = (unsigned long long *)nc_xcalloc(ps->prof_words, sizeof *t);
+    cudaError_t e = cudaMemcpy(t, ps->prof_d, ps->prof_words * sizeof *t, cudaMemcpyDeviceToHost);
     if (e == cudaSuccess) {
         static const int stage[PS_STAGES] = {NC_PROF_QKV, NC_PROF_ATTN, NC_PROF_WO, NC_PROF_FC, NC_PROF_PROJ};
         for (int i = 0; i < NC_PROF_STAGES; i++) cu->prof_ms[i] = 0;
-        for (int i = 0; i + 1 < n; i++)
-            cu->prof_ms[i < n - 2 ? stage[i % PS_STAGES] : NC_PROF_LOGITS] += (double)(t[i + 1] - t[i]) * 1e-6;
+        for (int k = 0; k < PS_PROF_KINDS; k++)
+            ps->work_mean[k] = ps->work_max[k] = ps->barrier[k] = ps->tile_wait[k] = ps->slot_wait[k] = 0;
+        /* segment i: from leaving barrier i (0: the start) to arriving at barrier i + 1 (nb + 1: the end) */
+        for (int i = 0; i <= nb; i++) {
+            int kind = i < nb ? i % PS_STAGES : 5;
+            unsigned long long end0 = i < nb ? t[ps_prof_at(i + 1, 0, 1, n)] : t[ps_prof_at(i + 1, 0, 0, n)];
+            cu->prof_ms[i < nb ? stage[i % PS_STAGES] : NC_PROF_LOGITS] += (double)(end0 - t[ps_prof_at(i, 0, 1, n)]) * 1e-6;
+            double sum = 0, mx = 0, last_arrival = 0, release = 0;
+            for (int b = 0; b < n; b++) {
+                double arrive = (double)t[ps_prof_at(i + 1, b, 0, n)], work = arrive - (double)t[ps_prof_at(i, b, 1, n)];
+                sum += work, mx = NC_MAX(mx, work), last_arrival = NC_MAX(last_arrival, arrive);
+                if (i < nb) release += (double)t[ps_prof_at(i + 1, b, 1, n)] / n;
+            }
+            ps->work_mean[kind] += sum / n * 1e-6, ps->work_max[kind] += mx * 1e-6;
+            if (i < nb) ps->barrier[kind] += (release - last_arrival) * 1e-6;
+        }
+        for (int b = 0; b < n; b++)
+            for (int k = 0; k < PS_PROF_KINDS; k++) {
+                ps->tile_wait[k] += (double)t[ps_prof_wait(nb, b, 0, k, n)] * 1e-6 / n;
+                ps->slot_wait[k] += (double)t[ps_prof_wait(nb, b, 1, k, n)] * 1e-6 / n;
+            }
     }
     free(t);
     if (e != cudaSuccess) return nc_fail("cuda: reading the persistent kernel's profile: %s", cudaGetErrorString(e));
     return 0;
+}
+
+void nc_cuda_persist_print_profile(const nc_cuda *cu) {
+    const nc_cuda_persist *ps = cu->persist;
+    if (!ps || !ps->prof_d) return;
+    static const char *const kinds[PS_PROF_KINDS] = {"qkv", "attention", "attn proj", "mlp fc", "mlp proj", "logits"};
+    fprintf(stderr, "persistent kernel, last step (ms, summed over layers; means over CTAs unless max):\n"
+                    "  %-12s %9s %9s %9s %11s %11s\n",
+            "stage", "work", "work max", "barrier", "tile wait", "slot wait");
+    for (int k = 0; k < PS_PROF_KINDS; k++)
+        fprintf(stderr, "  %-12s %9.3f %9.3f %9.3f %11.3f %11.3f\n", kinds[k], ps->work_mean[k], ps->work_max[k],
+                ps->barrier[k], ps->tile_wait[k], ps->slot_wait[k]);
+    fprintf(stderr, "  (work: leaving one barrier to arriving at the next; barrier: last arrival to release; tile wait: "
+                    "consumers waiting for weights to land, the stream's share; slot wait: the producer waiting for "
+                    "a free slot, the consumers' share)\n");
 }
 
 int nc_cuda_persist_check(nc_cuda *cu) {
@@ -713,7 +790,7 @@ int nc_cuda_persist_check(nc_cuda *cu) {
     if (!ps || !ps->pending) return 0;
     ps->pending = false;
     int err = *(volatile int *)ps->err_h;
-    if (!err) return ps->stamps_d ? collect_profile(cu) : 0;
+    if (!err) return ps->prof_d ? collect_profile(cu) : 0;
     /* Fresh barrier and attention counters for the next step. */
     *ps->err_h = 0;
     ps->base = 0;
