@@ -746,15 +746,19 @@ static int collect_profile(nc_cuda *cu) {
         for (int k = 0; k < PS_PROF_KINDS; k++)
             ps->work_mean[k] = ps->work_max[k] = ps->barrier[k] = ps->tile_wait[k] = ps->slot_wait[k] = 0;
         /* segment i: from leaving barrier i (0: the start) to arriving at barrier i + 1 (nb + 1: the end) */
+        unsigned long long start = t[ps_prof_at(0, 0, 1, n)];
         for (int i = 0; i <= nb; i++) {
             int kind = i < nb ? i % PS_STAGES : 5;
             unsigned long long end0 = i < nb ? t[ps_prof_at(i + 1, 0, 1, n)] : t[ps_prof_at(i + 1, 0, 0, n)];
             cu->prof_ms[i < nb ? stage[i % PS_STAGES] : NC_PROF_LOGITS] += (double)(end0 - t[ps_prof_at(i, 0, 1, n)]) * 1e-6;
+            /* times relative to the kernel's start on CTA 0 (%globaltimer counts ns from
+               far away: as doubles the raw values would lose their low bits) */
             double sum = 0, mx = 0, last_arrival = 0, release = 0;
             for (int b = 0; b < n; b++) {
-                double arrive = (double)t[ps_prof_at(i + 1, b, 0, n)], work = arrive - (double)t[ps_prof_at(i, b, 1, n)];
+                double arrive = (double)(long long)(t[ps_prof_at(i + 1, b, 0, n)] - start);
+                double work = (double)(t[ps_prof_at(i + 1, b, 0, n)] - t[ps_prof_at(i, b, 1, n)]);
                 sum += work, mx = NC_MAX(mx, work), last_arrival = NC_MAX(last_arrival, arrive);
-                if (i < nb) release += (double)t[ps_prof_at(i + 1, b, 1, n)] / n;
+                if (i < nb) release += (double)(long long)(t[ps_prof_at(i + 1, b, 1, n)] - start) / n;
             }
             ps->work_mean[kind] += sum / n * 1e-6, ps->work_max[kind] += mx * 1e-6;
             if (i < nb) ps->barrier[kind] += (release - last_arrival) * 1e-6;
