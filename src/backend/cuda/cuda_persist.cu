@@ -254,7 +254,7 @@ __device__ void ps_produce(const ps_params &p, uint8_t *ring, uint64_t *full, ui
             bulk_load(ring + slot * slot_bytes, m.w.w + (size_t)row0 * m.row_bytes, (unsigned)(nr * m.row_bytes),
                       &full[slot]);
         }
-        if (p.prof) p.prof[ps_prof_wait(5 * p.L, blockIdx.x, 1, ps_prof_kind(s, p.L), gridDim.x)] += waited;
+        if (p.prof) p.prof[ps_prof_wait(PS_STAGES * p.L, blockIdx.x, 1, ps_prof_kind(s, p.L), gridDim.x)] += waited;
     }
     /* copies land whether or not anyone consumes them: no deadline needed */
     for (int j = max(0, i - p.slots); j < i; j++)
@@ -480,7 +480,7 @@ __device__ bool ps_project_fmt(const ps_params &p, int s, const ps_mat &m, const
             ps_store(p, epi, layer, row0 + r, d, sc, sm.res[i], sm.res0[i]);
         }
     }
-    if (p.prof && threadIdx.x == 0) p.prof[ps_prof_wait(5 * p.L, blockIdx.x, 0, ps_prof_kind(s, p.L), gridDim.x)] += waited;
+    if (p.prof && threadIdx.x == 0) p.prof[ps_prof_wait(PS_STAGES * p.L, blockIdx.x, 0, ps_prof_kind(s, p.L), gridDim.x)] += waited;
     return true;
 }
 
