@@ -244,12 +244,14 @@ __device__ void ps_produce(const ps_params &p, uint8_t *ring, uint64_t *full, ui
         unsigned long long waited = 0;
         for (int t = 0; t < sp.tiles; t++, i++) {
             int slot = i % p.slots;
-            unsigned long long t0 = p.prof ? global_ns() : 0;
-            if (i >= p.slots && !ps_wait(p, &empty[slot], (i / p.slots - 1) & 1, -1 - s)) {
-                ok = false;
-                break;
+            if (i >= p.slots) { /* the slot's previous tile must be released first */
+                unsigned long long t0 = p.prof ? global_ns() : 0;
+                if (!ps_wait(p, &empty[slot], (i / p.slots - 1) & 1, -1 - s)) {
+                    ok = false;
+                    break;
+                }
+                if (p.prof) waited += global_ns() - t0;
             }
-            if (p.prof) waited += global_ns() - t0;
             int row0 = sp.r0 + t * sp.tile_rows, nr = min(sp.tile_rows, sp.r1 - row0);
             bulk_load(ring + slot * slot_bytes, m.w.w + (size_t)row0 * m.row_bytes, (unsigned)(nr * m.row_bytes),
                       &full[slot]);
