@@ -757,8 +757,9 @@ static int collect_profile(nc_cuda *cu) {
                far away: as doubles the raw values would lose their low bits) */
             double sum = 0, mx = 0, last_arrival = 0, release = 0;
             for (int b = 0; b < n; b++) {
-                double arrive = (double)(long long)(t[ps_prof_at(i + 1, b, 0, n)] - start);
-                double work = (double)(t[ps_prof_at(i + 1, b, 0, n)] - t[ps_prof_at(i, b, 1, n)]);
+                unsigned long long arrived = t[ps_prof_at(i + 1, b, 0, n)];
+                double arrive = (double)(long long)(arrived - start);
+                double work = (double)(arrived - t[ps_prof_at(i, b, 1, n)]);
                 sum += work, mx = NC_MAX(mx, work), last_arrival = NC_MAX(last_arrival, arrive);
                 if (i < nb) release += (double)(long long)(t[ps_prof_at(i + 1, b, 1, n)] - start) / n;
             }
